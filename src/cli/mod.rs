@@ -1,0 +1,95 @@
+//! The command line: clap types, one file per subcommand, and all rendering. The only module
+//! that prints: results go to stdout (`--json` for machines), logs and progress to stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod doctor;
+mod image;
+mod progress;
+mod sandbox;
+mod table;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for an interrupted run (Ctrl-C), as shells report SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// kiln: reproducible, hermetic K3s patch releases.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check the Docker engine, the toolchain images and the step sandbox's isolation.
+    Doctor(doctor::DoctorArgs),
+    /// Build and inspect the toolchain images steps run in.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Run one command in the hermetic step sandbox (for debugging steps).
+    #[command(subcommand)]
+    Sandbox(sandbox::SandboxCommand),
+}
+
+/// What a subcommand returns: an exit code, or a diagnostic.
+type Outcome = miette::Result<ExitCode>;
+
+/// Parses `args`, runs the command, prints any diagnostic, and returns the exit code.
+///
+/// Ctrl-C drops the running command: every step stream in it is dropped, which removes the
+/// step's container before this returns.
+pub async fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = dispatch(cli.command) => outcome,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("kiln: interrupted; step containers were removed");
+            return ExitCode::from(EXIT_INTERRUPTED);
+        }
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("{report:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Outcome {
+    match command {
+        Command::Doctor(args) => doctor::run(args).await,
+        Command::Image(command) => image::run(command).await,
+        Command::Sandbox(command) => sandbox::run(command).await,
+    }
+}
+
+/// Starts logging to stderr, filtered by `KILN_LOG` (default: warnings).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Prints `value` as pretty JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> miette::Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| miette::miette!("cannot render JSON output: {e}; this is a bug in kiln"))?;
+    println!("{text}");
+    Ok(())
+}

@@ -1,0 +1,178 @@
+use std::path::PathBuf;
+
+use crate::sandbox::SandboxError;
+
+/// Why an image could not be bootstrapped, built or found.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ImageError {
+    /// The Go version is not one kiln bootstraps.
+    #[error("Go `{given}` cannot be bootstrapped offline")]
+    #[diagnostic(
+        code(kiln::image::unsupported_go),
+        help("use 1.21, 1.22 or 1.23 (Debian bookworm-backports' golang-1.2x-go)")
+    )]
+    UnsupportedGo {
+        /// What was asked for.
+        given: String,
+    },
+
+    /// `mmdebstrap` is not installed.
+    #[error("mmdebstrap is not installed")]
+    #[diagnostic(
+        code(kiln::image::no_mmdebstrap),
+        help("install it as root: `apt-get install mmdebstrap` (the README's commands do this)")
+    )]
+    NoMmdebstrap,
+
+    /// `mmdebstrap` failed.
+    #[error("mmdebstrap failed ({status}) building {name}{}", tail(.stderr_tail))]
+    #[diagnostic(
+        code(kiln::image::mmdebstrap_failed),
+        help(
+            "it needs root (or user namespaces) and the Debian mirror {mirror}; check that \
+             `apt-get update` works and that {mirror} carries bookworm and bookworm-backports"
+        )
+    )]
+    Mmdebstrap {
+        /// The base being built.
+        name: String,
+        /// The mirror used.
+        mirror: String,
+        /// How it exited.
+        status: String,
+        /// Its last output lines.
+        stderr_tail: Vec<String>,
+    },
+
+    /// A local file operation failed.
+    #[error("cannot {action} {path}")]
+    Io {
+        /// What kiln was doing.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The lock file is malformed.
+    #[error("{origin}:{line}: {reason}")]
+    #[diagnostic(
+        code(kiln::image::bad_lock),
+        help("restore it from git, or rewrite it with `kiln image bootstrap --go <…> --update-lock`")
+    )]
+    BadLock {
+        /// Which lock.
+        origin: String,
+        /// 1-based line (0: the file as a whole).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// `--locked` was given and the base differs from its lock.
+    #[error("base image {name} differs from its lock {origin}:\n{diff}")]
+    #[diagnostic(
+        code(kiln::image::lock_mismatch),
+        help(
+            "Debian's mirror moved on since the lock was written. Review the difference, then \
+             run `kiln image bootstrap --go {go} --update-lock` and commit the lock"
+        )
+    )]
+    LockMismatch {
+        /// The base.
+        name: String,
+        /// The lock file.
+        origin: String,
+        /// The Go line.
+        go: String,
+        /// The explanation.
+        diff: String,
+    },
+
+    /// The lock directory for `--update-lock` does not exist.
+    #[error("lock directory {path} does not exist")]
+    #[diagnostic(
+        code(kiln::image::no_lock_dir),
+        help("run from the kiln checkout (it has images/base/) or pass --lock-dir")
+    )]
+    NoLockDir {
+        /// The directory.
+        path: PathBuf,
+    },
+
+    /// The imported image's layer is not the rootfs kiln hashed.
+    #[error("the engine stored {name} with layer {actual}, but kiln hashed the rootfs as {expected}")]
+    #[diagnostic(code(kiln::image::import_mismatch), help("this is a bug in kiln or the engine"))]
+    ImportMismatch {
+        /// The base.
+        name: String,
+        /// kiln's digest.
+        expected: String,
+        /// The engine's diff id.
+        actual: String,
+    },
+
+    /// `go version` in the new image did not report the expected Go.
+    #[error("`go version` in {image} printed `{printed}`, expected Go {expected}")]
+    #[diagnostic(code(kiln::image::wrong_go))]
+    WrongGo {
+        /// The image.
+        image: String,
+        /// What it printed.
+        printed: String,
+        /// What was expected.
+        expected: String,
+    },
+
+    /// The base image for a toolchain build is missing.
+    #[error("base image {tag} is not on the Docker engine")]
+    #[diagnostic(code(kiln::image::base_missing), help("build it first: `kiln image bootstrap --go {go}`"))]
+    BaseMissing {
+        /// The tag looked for.
+        tag: String,
+        /// The Go line.
+        go: String,
+    },
+
+    /// An image has no usable identity (no rootfs label and no layers).
+    #[error("image {image} carries no content identity kiln can use")]
+    #[diagnostic(code(kiln::image::no_identity))]
+    NoIdentity {
+        /// The image.
+        image: String,
+    },
+
+    /// The engine rejected a build or import.
+    #[error("the Docker engine failed while {action} {image}: {message}")]
+    #[diagnostic(code(kiln::image::engine))]
+    Build {
+        /// What kiln was doing.
+        action: &'static str,
+        /// The image.
+        image: String,
+        /// The engine's message.
+        message: String,
+    },
+
+    /// An engine call failed.
+    #[error("Docker engine call failed while {action}")]
+    #[diagnostic(code(kiln::image::engine))]
+    Engine {
+        /// What kiln was doing.
+        action: &'static str,
+        /// The engine's error.
+        #[source]
+        source: bollard::errors::Error,
+    },
+
+    /// Running a check step failed.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Sandbox(#[from] SandboxError),
+}
+
+fn tail(lines: &[String]) -> String {
+    if lines.is_empty() { String::new() } else { format!(":\n  {}", lines.join("\n  ")) }
+}

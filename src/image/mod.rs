@@ -1,0 +1,47 @@
+//! Toolchain images: the offline Debian base bootstrapped with mmdebstrap ([`bootstrap`]), its
+//! committed package lock ([`BaseLock`]), and the derived toolchain image every step runs in
+//! ([`ensure_toolchain`]).
+//!
+//! Images are identified by content, never by the engine's image id (imports and classic
+//! builds embed timestamps): a bootstrapped base by the SHA-256 of its rootfs tar (which is
+//! also its single layer's diff id), a derived image by its recipe key. Engine ids are local
+//! facts, found through the labels below.
+
+mod base_lock;
+mod bootstrap;
+mod error;
+mod go_line;
+mod rootfs;
+mod toolchain;
+
+pub use base_lock::{BaseLock, LockDiff};
+pub use bootstrap::{
+    BOOTSTRAP_EPOCH, BaseImage, BootstrapOptions, BootstrapReport, DEFAULT_MIRROR, LockStatus, bootstrap,
+    find_base,
+};
+pub use error::ImageError;
+pub use go_line::GoLine;
+pub use rootfs::{RootfsScan, scan_rootfs};
+pub use toolchain::{ToolchainImage, ensure_toolchain, find_toolchain, list_toolchains, toolchain_recipe};
+
+/// Label: what kind of kiln image this is (`base` or `toolchain`).
+pub const LABEL_KIND: &str = "kiln.image";
+/// Label on a bootstrapped base: the SHA-256 of its rootfs tar.
+pub const LABEL_ROOTFS: &str = "kiln.rootfs";
+/// Label on a bootstrapped base: its installed packages, one `name=version` per line.
+pub const LABEL_PACKAGES: &str = "kiln.packages";
+/// Label: the Go version inside (`1.23.5`).
+pub const LABEL_GO: &str = "kiln.go";
+/// Label on a toolchain image: its recipe key.
+pub const LABEL_RECIPE: &str = "kiln.recipe";
+/// Label on a toolchain image: the identity of the base it was built on.
+pub const LABEL_BASE: &str = "kiln.base";
+
+/// Something an image operation reports while it works (the CLI draws it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageProgress {
+    /// A new phase started.
+    Phase(String),
+    /// A line of output from a tool (mmdebstrap, the builder).
+    Line(String),
+}

@@ -1,0 +1,186 @@
+//! The derived toolchain image every step runs in: a base (bootstrapped offline, or the
+//! production golang image) plus the build user, cache directories, the `date` shim and a
+//! fixed environment (`images/toolchain/`). Built with the engine's classic builder; identified
+//! by its recipe key.
+
+use std::collections::HashMap;
+
+use bollard::query_parameters::{BuildImageOptionsBuilder, ListImagesOptionsBuilder};
+use futures::TryStreamExt as _;
+
+use crate::hash::{Digest, KeyHasher};
+use crate::sandbox::Engine;
+
+use super::{
+    GoLine, ImageError, ImageProgress, LABEL_BASE, LABEL_GO, LABEL_KIND, LABEL_RECIPE, find_base,
+};
+
+/// Schema version of the recipe key; bump when what [`toolchain_recipe`] hashes changes.
+const RECIPE_VERSION: u32 = 1;
+
+/// The build context, compiled in: (path in the context, mode, bytes).
+const CONTEXT: [(&str, u32, &[u8]); 2] = [
+    ("Dockerfile", 0o644, include_bytes!("../../images/toolchain/Dockerfile")),
+    ("date", 0o755, include_bytes!("../../images/toolchain/date")),
+];
+
+/// A toolchain image on the engine.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ToolchainImage {
+    /// The engine tag (`kiln/toolchain:go1.23-<recipe prefix>`).
+    pub tag: String,
+    /// The engine's image id (a local fact).
+    pub id: String,
+    /// Content identity: the recipe key.
+    pub recipe: Digest,
+    /// Identity of the base it was built on.
+    pub base: Digest,
+    /// The Go inside.
+    pub go_version: String,
+}
+
+/// The recipe key of the toolchain image for `go` on the base identified by `base`.
+#[must_use]
+pub fn toolchain_recipe(base: &Digest, go: GoLine) -> Digest {
+    let mut key = KeyHasher::new("kiln/toolchain-image", RECIPE_VERSION);
+    key.digest("base", base).str("go_minor", go.minor()).u64("files", CONTEXT.len() as u64);
+    for (path, mode, bytes) in CONTEXT {
+        key.str("path", path).u64("mode", u64::from(mode)).bytes("content", bytes);
+    }
+    key.finish()
+}
+
+/// Finds the toolchain image for `go` on the engine's bootstrapped base, building it when it
+/// is missing. Building twice is harmless: the second build finds the first by its recipe.
+pub async fn ensure_toolchain(
+    engine: &Engine,
+    go: GoLine,
+    progress: &mut (dyn FnMut(ImageProgress) + Send),
+) -> Result<ToolchainImage, ImageError> {
+    let base = find_base(engine, go)
+        .await?
+        .ok_or_else(|| ImageError::BaseMissing { tag: go.base_tag(), go: go.minor().into() })?;
+    let recipe = toolchain_recipe(&base.rootfs, go);
+    if let Some(found) = find_toolchain(engine, &recipe).await? {
+        return Ok(found);
+    }
+    let tag = format!("kiln/toolchain:go{}-{}", go.minor(), &recipe.hex()[..12]);
+    progress(ImageProgress::Phase(format!("building {tag} on {}", base.tag)));
+
+    let build_args = HashMap::from([("BASE", base.id.clone()), ("GO_MINOR", go.minor().to_owned())]);
+    let labels = HashMap::from([
+        (LABEL_KIND, "toolchain".to_owned()),
+        (LABEL_RECIPE, recipe.to_string()),
+        (LABEL_BASE, base.rootfs.to_string()),
+        (LABEL_GO, base.go_version.clone()),
+    ]);
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(&tag)
+        .buildargs(&build_args)
+        .labels(&labels)
+        .rm(true)
+        .forcerm(true)
+        .networkmode("none")
+        .build();
+    let context = build_context().map_err(|source| ImageError::Io {
+        action: "pack the build context for",
+        path: "images/toolchain".into(),
+        source,
+    })?;
+    let mut events =
+        engine.docker().build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(event) = events.try_next().await.map_err(|source| ImageError::Build {
+        action: "building",
+        image: tag.clone(),
+        message: source.to_string(),
+    })? {
+        if let Some(message) = event.error_detail.and_then(|d| d.message) {
+            return Err(ImageError::Build { action: "building", image: tag, message });
+        }
+        if let Some(text) = event.stream {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                progress(ImageProgress::Line(line.to_owned()));
+            }
+        }
+    }
+    find_toolchain(engine, &recipe).await?.ok_or(ImageError::Build {
+        action: "finding the freshly built",
+        image: tag,
+        message: "the engine reported success but has no image with its recipe label".into(),
+    })
+}
+
+/// The toolchain image with recipe key `recipe`, if the engine has one.
+pub async fn find_toolchain(
+    engine: &Engine,
+    recipe: &Digest,
+) -> Result<Option<ToolchainImage>, ImageError> {
+    Ok(list_with_label(engine, &format!("{LABEL_RECIPE}={recipe}")).await?.into_iter().next())
+}
+
+/// Every toolchain image on the engine.
+pub async fn list_toolchains(engine: &Engine) -> Result<Vec<ToolchainImage>, ImageError> {
+    list_with_label(engine, &format!("{LABEL_KIND}=toolchain")).await
+}
+
+async fn list_with_label(engine: &Engine, label: &str) -> Result<Vec<ToolchainImage>, ImageError> {
+    let filters = HashMap::from([("label", vec![label])]);
+    let options = ListImagesOptionsBuilder::default().filters(&filters).build();
+    let images = engine
+        .docker()
+        .list_images(Some(options))
+        .await
+        .map_err(|source| ImageError::Engine { action: "listing toolchain images", source })?;
+    let mut found: Vec<ToolchainImage> = images
+        .into_iter()
+        .filter_map(|image| {
+            let recipe = image.labels.get(LABEL_RECIPE)?.parse().ok()?;
+            let base = image.labels.get(LABEL_BASE)?.parse().ok()?;
+            Some(ToolchainImage {
+                tag: image.repo_tags.first().cloned().unwrap_or_else(|| image.id.clone()),
+                id: image.id,
+                recipe,
+                base,
+                go_version: image.labels.get(LABEL_GO).cloned().unwrap_or_default(),
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| a.tag.cmp(&b.tag));
+    Ok(found)
+}
+
+/// A deterministic tar of [`CONTEXT`]: fixed order, owner, mode and mtime.
+fn build_context() -> std::io::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, mode, bytes) in CONTEXT {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_cksum();
+        builder.append_data(&mut header, path, bytes)?;
+    }
+    builder.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipe_depends_on_base_and_go_line() {
+        let a = Digest::of(b"base-a");
+        let b = Digest::of(b"base-b");
+        assert_ne!(toolchain_recipe(&a, GoLine::Go123), toolchain_recipe(&b, GoLine::Go123));
+        assert_ne!(toolchain_recipe(&a, GoLine::Go122), toolchain_recipe(&a, GoLine::Go123));
+        assert_eq!(toolchain_recipe(&a, GoLine::Go123), toolchain_recipe(&a, GoLine::Go123));
+    }
+
+    #[test]
+    fn build_context_is_deterministic() {
+        assert_eq!(build_context().unwrap(), build_context().unwrap());
+    }
+}

@@ -1,0 +1,10 @@
+//! kiln makes the K3s Kubernetes patch release reproducible: every step is a pure function of
+//! content-hashed inputs, run in a hermetic container. See `docs/design/` and the README.
+//!
+//! The binary is a thin wrapper around [`cli::run`]; everything else is `pub(crate)` unless an
+//! integration test needs it.
+
+pub mod cli;
+pub mod hash;
+pub mod image;
+pub mod sandbox;

@@ -1,0 +1,248 @@
+//! [`DockerSandbox`]: steps as containers on a Docker-compatible engine, through bollard.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
+};
+use futures::TryStreamExt as _;
+use futures::stream::BoxStream;
+
+use super::guard::{ContainerGuard, remove_container};
+use super::lines::LineSplitter;
+use super::run_owner::{Liveness, RunOwner};
+use super::step_spec::STEP_HOSTNAME;
+use super::{Engine, LogStream, Sandbox, SandboxError, StepEvent, StepExit, StepSpec};
+
+/// Label naming the kiln run (one process) a container belongs to.
+pub const LABEL_RUN: &str = "kiln.run";
+/// Label naming the step a container runs.
+pub const LABEL_STEP: &str = "kiln.step";
+/// Label identifying the owning process; see [`RunOwner`].
+pub const LABEL_OWNER: &str = "kiln.owner";
+
+/// The shell prologue every step runs through: it fixes the umask, then `exec`s the step's
+/// argv unchanged (`"$0" "$@"`), so no argument is ever interpreted by the shell. The shell
+/// exports `PWD` on start; it is unset so the step sees only its declared environment.
+const UMASK_ENTRYPOINT: [&str; 3] =
+    ["/bin/sh", "-c", "umask 022 && unset PWD OLDPWD && exec \"$0\" \"$@\""];
+
+/// Runs steps as containers. Cheap to clone; clones share the run identity.
+#[derive(Clone, Debug)]
+pub struct DockerSandbox {
+    engine: Engine,
+    owner: Arc<RunOwner>,
+    run_id: Arc<str>,
+}
+
+impl DockerSandbox {
+    /// Connects to the engine `DOCKER_HOST` names and removes containers left by kiln
+    /// processes that are gone.
+    pub async fn connect() -> Result<Self, SandboxError> {
+        Self::with_engine(Engine::connect().await?).await
+    }
+
+    /// Uses an existing connection; removes orphaned containers first.
+    pub async fn with_engine(engine: Engine) -> Result<Self, SandboxError> {
+        let sandbox = Self {
+            engine,
+            owner: Arc::new(RunOwner::current()),
+            run_id: uuid::Uuid::new_v4().simple().to_string().into(),
+        };
+        let reaped = sandbox.reap_orphans().await?;
+        if !reaped.is_empty() {
+            tracing::info!(count = reaped.len(), "removed containers left by killed kiln runs");
+        }
+        Ok(sandbox)
+    }
+
+    /// The engine connection.
+    #[must_use]
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// This process's run id (the `kiln.run` label of its containers).
+    #[must_use]
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Removes every kiln container whose owning process is provably gone; returns their ids.
+    /// Containers of live kiln processes, and of other machines sharing the engine, stay.
+    pub async fn reap_orphans(&self) -> Result<Vec<String>, SandboxError> {
+        let docker = self.engine.docker();
+        let filters = HashMap::from([("label", vec![LABEL_OWNER])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let containers = docker.list_containers(Some(options)).await.map_err(|source| {
+            SandboxError::Engine { step: "-".into(), action: "listing kiln containers", source }
+        })?;
+        let mut reaped = Vec::new();
+        for container in containers {
+            let (Some(id), Some(labels)) = (container.id, container.labels) else { continue };
+            let Some(owner) = labels.get(LABEL_OWNER).and_then(|v| RunOwner::parse(v)) else {
+                continue;
+            };
+            if owner.liveness(&self.owner) == Liveness::Gone {
+                tracing::debug!(container = %id, "removing orphaned step container");
+                remove_container(docker, &id).await.map_err(|source| SandboxError::Engine {
+                    step: labels.get(LABEL_STEP).cloned().unwrap_or_else(|| "-".into()),
+                    action: "removing an orphaned container",
+                    source,
+                })?;
+                reaped.push(id);
+            }
+        }
+        Ok(reaped)
+    }
+
+    fn container_config(&self, step: &StepSpec) -> ContainerCreateBody {
+        let mut labels: HashMap<String, String> =
+            step.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        labels.insert(LABEL_RUN.into(), self.run_id.to_string());
+        labels.insert(LABEL_STEP.into(), step.name.clone());
+        labels.insert(LABEL_OWNER.into(), self.owner.label_value());
+
+        let mut mounts: Vec<Mount> = step
+            .mounts
+            .iter()
+            .map(|m| Mount {
+                source: Some(m.source.to_string_lossy().into_owned()),
+                target: Some(m.target.clone()),
+                typ: Some(MountType::BIND),
+                read_only: Some(m.read_only),
+                ..Mount::default()
+            })
+            .collect();
+        mounts.extend(step.caches.iter().map(|c| Mount {
+            source: Some(c.volume_name()),
+            target: Some(c.target.clone()),
+            typ: Some(MountType::VOLUME),
+            read_only: Some(false),
+            ..Mount::default()
+        }));
+        let memory = step.memory_limit.map(|m| i64::try_from(m).unwrap_or(i64::MAX));
+
+        ContainerCreateBody {
+            image: Some(step.image.clone()),
+            entrypoint: Some(UMASK_ENTRYPOINT.iter().map(|s| (*s).to_owned()).collect()),
+            cmd: Some(step.argv.clone()),
+            env: Some(step.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            working_dir: Some(step.workdir.clone()),
+            user: step.user.map(|u| format!("{}:{}", u.uid, u.gid)),
+            hostname: Some(STEP_HOSTNAME.into()),
+            domainname: Some(String::new()),
+            labels: Some(labels),
+            attach_stdin: Some(false),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(false),
+            tty: Some(false),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                network_mode: Some(step.network.as_engine_mode().into()),
+                mounts: Some(mounts),
+                memory,
+                memory_swap: memory,
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        }
+    }
+}
+
+impl Sandbox for DockerSandbox {
+    fn run(&self, step: StepSpec) -> BoxStream<'static, Result<StepEvent, SandboxError>> {
+        let this = self.clone();
+        Box::pin(async_stream::try_stream! {
+            step.validate()?;
+            let docker = this.engine.docker().clone();
+            let engine_err = |action: &'static str| {
+                let step = step.name.clone();
+                move |source| SandboxError::Engine { step, action, source }
+            };
+
+            for cache in &step.caches {
+                let request = VolumeCreateRequest {
+                    name: Some(cache.volume_name()),
+                    labels: Some(HashMap::from([("kiln.cache".to_owned(), cache.name.clone())])),
+                    ..VolumeCreateRequest::default()
+                };
+                // Creating an existing volume returns it unchanged.
+                docker.create_volume(request).await.map_err(engine_err("creating a cache volume"))?;
+            }
+
+            let unique = uuid::Uuid::new_v4().simple().to_string();
+            let name = format!("kiln-{}-{}", step.name, &unique[..12]);
+            let options = CreateContainerOptionsBuilder::default().name(&name).build();
+            let created = docker
+                .create_container(Some(options), this.container_config(&step))
+                .await
+                .map_err(|source| match source {
+                    bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {
+                        SandboxError::ImageMissing { step: step.name.clone(), image: step.image.clone() }
+                    }
+                    source => SandboxError::Engine {
+                        step: step.name.clone(),
+                        action: "creating the container",
+                        source,
+                    },
+                })?;
+            let id = created.id;
+            let guard = ContainerGuard::new(this.engine.clone(), id.clone());
+
+            // Attach before starting so no output is lost.
+            let attach_options =
+                AttachContainerOptionsBuilder::default().stdout(true).stderr(true).stream(true).build();
+            let attached = docker
+                .attach_container(&id, Some(attach_options))
+                .await
+                .map_err(engine_err("attaching to the container"))?;
+            docker.start_container(&id, None).await.map_err(engine_err("starting the container"))?;
+            yield StepEvent::Started { container: id.clone() };
+
+            let mut output = attached.output;
+            let mut stdout = LineSplitter::default();
+            let mut stderr = LineSplitter::default();
+            while let Some(chunk) = output.try_next().await.map_err(engine_err("reading output"))? {
+                let (stream, lines) = match chunk {
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        (LogStream::Stdout, stdout.push(&message))
+                    }
+                    LogOutput::StdErr { message } => (LogStream::Stderr, stderr.push(&message)),
+                    LogOutput::StdIn { .. } => continue,
+                };
+                for line in lines {
+                    yield StepEvent::Log { stream, line };
+                }
+            }
+            if let Some(line) = stdout.finish() {
+                yield StepEvent::Log { stream: LogStream::Stdout, line };
+            }
+            if let Some(line) = stderr.finish() {
+                yield StepEvent::Log { stream: LogStream::Stderr, line };
+            }
+
+            // The output ends when the process does; wait for the engine to record the exit.
+            match docker.wait_container(&id, None).try_next().await {
+                Ok(_) | Err(bollard::errors::Error::DockerContainerWaitError { .. }) => {}
+                Err(source) => Err(engine_err("waiting for the container")(source))?,
+            }
+            let inspected = docker
+                .inspect_container(&id, None)
+                .await
+                .map_err(engine_err("inspecting the finished container"))?;
+            let state = inspected.state.unwrap_or_default();
+            let exit = StepExit {
+                code: state.exit_code.unwrap_or(-1),
+                oom_killed: state.oom_killed.unwrap_or(false),
+            };
+            guard.remove().await.map_err(engine_err("removing the container"))?;
+            yield StepEvent::Finished(exit);
+        })
+    }
+}

@@ -1,0 +1,132 @@
+use std::time::Duration;
+
+use bollard::{ClientVersion, Docker};
+
+use super::SandboxError;
+
+/// Where kiln looks for an engine when `DOCKER_HOST` is unset.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Oldest engine API kiln uses (Docker Engine 20.10, as Debian 12 ships it).
+const MIN_API: (usize, usize) = (1, 41);
+
+/// How long kiln waits for an engine to answer its first request.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Per-request timeout of the client, in seconds. Steps can run for a long time while kiln
+/// reads their output; this bounds single requests, not steps.
+const REQUEST_TIMEOUT_SECS: u64 = 3600;
+
+/// A connection to a Docker-compatible engine whose API version was negotiated.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    docker: Docker,
+    host: String,
+    version: (usize, usize),
+    info: EngineInfo,
+}
+
+/// What the engine said about itself.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EngineInfo {
+    /// The address kiln used (`unix://…`, `tcp://…`).
+    pub host: String,
+    /// The negotiated API version, e.g. `1.41`.
+    pub api_version: String,
+    /// The engine's product version, e.g. `20.10.24+dfsg1`.
+    pub server_version: String,
+    /// The engine's product name (`Docker Engine - Community`, `Podman Engine`, …).
+    pub product: String,
+    /// Operating system and architecture of the engine host.
+    pub platform: String,
+}
+
+impl Engine {
+    /// Connects to `DOCKER_HOST` (or [`DEFAULT_HOST`]) and negotiates the API version.
+    pub async fn connect() -> Result<Self, SandboxError> {
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| DEFAULT_HOST.to_owned());
+        Self::connect_to(&host).await
+    }
+
+    /// Connects to `host` and negotiates the API version.
+    pub async fn connect_to(host: &str) -> Result<Self, SandboxError> {
+        let client = raw_client(host, &bollard::API_DEFAULT_VERSION).map_err(|source| {
+            if matches!(source, bollard::errors::Error::SocketNotFoundError(_)) {
+                SandboxError::NoEngine { host: host.to_owned(), source }
+            } else {
+                SandboxError::BadHost { host: host.to_owned(), source }
+            }
+        })?;
+        let negotiated = tokio::time::timeout(CONNECT_TIMEOUT, client.negotiate_version())
+            .await
+            .map_err(|_| SandboxError::EngineTimeout {
+                host: host.to_owned(),
+                seconds: CONNECT_TIMEOUT.as_secs(),
+            })?
+            .map_err(|source| SandboxError::NoEngine { host: host.to_owned(), source })?;
+        let version = negotiated.client_version();
+        let version = (version.major_version, version.minor_version);
+        if version < MIN_API {
+            return Err(SandboxError::EngineTooOld {
+                host: host.to_owned(),
+                version: format!("{}.{}", version.0, version.1),
+            });
+        }
+        let reported = negotiated.version().await.map_err(|source| SandboxError::Engine {
+            step: "-".to_owned(),
+            action: "asking the engine for its version",
+            source,
+        })?;
+        let product = reported
+            .platform
+            .map(|p| p.name)
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "Docker Engine".to_owned());
+        let info = EngineInfo {
+            host: host.to_owned(),
+            api_version: format!("{}.{}", version.0, version.1),
+            server_version: reported.version.unwrap_or_default(),
+            product,
+            platform: format!(
+                "{}/{}",
+                reported.os.unwrap_or_default(),
+                reported.arch.unwrap_or_default()
+            ),
+        };
+        Ok(Self { docker: negotiated, host: host.to_owned(), version, info })
+    }
+
+    /// The client, speaking the negotiated version.
+    #[must_use]
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// What the engine said about itself.
+    #[must_use]
+    pub fn info(&self) -> &EngineInfo {
+        &self.info
+    }
+
+    /// A fresh client to the same engine at the negotiated version, usable from another
+    /// runtime (cleanup on drop runs on its own thread and runtime).
+    pub(crate) fn fresh_client(&self) -> Result<Docker, bollard::errors::Error> {
+        let version = ClientVersion { major_version: self.version.0, minor_version: self.version.1 };
+        raw_client(&self.host, &version)
+    }
+}
+
+/// A client for `host` speaking `version`; connects lazily (nothing is sent yet).
+fn raw_client(host: &str, version: &ClientVersion) -> Result<Docker, bollard::errors::Error> {
+    if host.starts_with("unix://") {
+        Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, version)
+    } else if host.starts_with("tcp://") || host.starts_with("http://") {
+        Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, version)
+    } else {
+        // Anything else (ssh://, npipe://, garbage) gets the client's own verdict.
+        Docker::connect_with_host(host)
+    }
+}

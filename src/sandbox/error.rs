@@ -1,0 +1,159 @@
+use std::path::PathBuf;
+
+/// Why a step could not be run, or how it failed.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum SandboxError {
+    /// `DOCKER_HOST` is not an address kiln can use.
+    #[error("DOCKER_HOST `{host}` is not a Docker engine address")]
+    #[diagnostic(
+        code(kiln::sandbox::bad_host),
+        help(
+            "use unix:///path/to/docker.sock or tcp://host:port, or unset DOCKER_HOST to use \
+             unix:///var/run/docker.sock"
+        )
+    )]
+    BadHost {
+        /// The address as given.
+        host: String,
+        /// What the client said about it.
+        #[source]
+        source: bollard::errors::Error,
+    },
+
+    /// Nothing answered at the engine address.
+    #[error("no Docker engine answers at {host}")]
+    #[diagnostic(
+        code(kiln::sandbox::no_engine),
+        help(
+            "start one: as root, `scripts/engine start` from the kiln checkout starts a private \
+             dockerd and prints the DOCKER_HOST to export (or start Docker/Podman as usual); \
+             if an engine runs elsewhere, set DOCKER_HOST to its socket or tcp:// address"
+        )
+    )]
+    NoEngine {
+        /// The address tried.
+        host: String,
+        /// The connection error.
+        #[source]
+        source: bollard::errors::Error,
+    },
+
+    /// The engine accepted the connection but did not answer in time.
+    #[error("the Docker engine at {host} did not answer within {seconds} s")]
+    #[diagnostic(
+        code(kiln::sandbox::engine_timeout),
+        help("check that the engine is healthy (`docker version` against the same DOCKER_HOST)")
+    )]
+    EngineTimeout {
+        /// The address tried.
+        host: String,
+        /// How long kiln waited.
+        seconds: u64,
+    },
+
+    /// The engine speaks an API older than kiln needs.
+    #[error("the Docker engine at {host} speaks API {version}; kiln needs 1.41 or newer")]
+    #[diagnostic(
+        code(kiln::sandbox::engine_too_old),
+        help("upgrade to Docker Engine 20.10 or newer (Debian 12's docker.io works)")
+    )]
+    EngineTooOld {
+        /// The address tried.
+        host: String,
+        /// The API version it reported.
+        version: String,
+    },
+
+    /// The step description is unusable.
+    #[error("step `{step}` is not valid: {reason}")]
+    #[diagnostic(code(kiln::sandbox::invalid_spec), help("this is a bug in kiln"))]
+    InvalidSpec {
+        /// The step.
+        step: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The worktree to run the step on cannot be read.
+    #[error("cannot read the worktree {path}")]
+    Worktree {
+        /// The worktree.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The step's image is not on the engine.
+    #[error("image `{image}` for step `{step}` is not on the Docker engine")]
+    #[diagnostic(
+        code(kiln::sandbox::image_missing),
+        help(
+            "build the toolchain images first: `kiln image bootstrap --go <1.21|1.22|1.23>` then \
+             `kiln image toolchain --go <…>`; `kiln doctor` lists what exists"
+        )
+    )]
+    ImageMissing {
+        /// The step.
+        step: String,
+        /// The image reference.
+        image: String,
+    },
+
+    /// An engine call failed.
+    #[error("Docker engine call failed for step `{step}` while {action}")]
+    #[diagnostic(code(kiln::sandbox::engine))]
+    Engine {
+        /// The step (or `-` outside a step).
+        step: String,
+        /// What kiln was doing.
+        action: &'static str,
+        /// The engine's error.
+        #[source]
+        source: bollard::errors::Error,
+    },
+
+    /// The step's command exited non-zero.
+    #[error("step `{step}` failed with exit code {code}{}", tail_suffix(.stderr_tail))]
+    #[diagnostic(code(kiln::sandbox::step_failed))]
+    StepFailed {
+        /// The step.
+        step: String,
+        /// Its exit code.
+        code: i64,
+        /// The last lines of its stderr.
+        stderr_tail: Vec<String>,
+    },
+
+    /// The kernel killed the step for exceeding its memory limit.
+    #[error("step `{step}` was OOM-killed{}{}",
+        .memory_limit.map(|m| format!(" (memory limit {} MiB)", m / (1024 * 1024))).unwrap_or_default(),
+        tail_suffix(.stderr_tail))]
+    #[diagnostic(
+        code(kiln::sandbox::oom_killed),
+        help("raise the step's memory limit or the engine's memory")
+    )]
+    OomKilled {
+        /// The step.
+        step: String,
+        /// Its memory limit, if one was set.
+        memory_limit: Option<u64>,
+        /// The last lines of its stderr.
+        stderr_tail: Vec<String>,
+    },
+
+    /// The event stream ended without a `Finished` event.
+    #[error("step `{step}` ended without reporting how; this is a bug in kiln")]
+    Truncated {
+        /// The step.
+        step: String,
+    },
+}
+
+fn tail_suffix(tail: &[String]) -> String {
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; last lines of stderr:\n  {}", tail.join("\n  "))
+    }
+}

@@ -1,0 +1,81 @@
+//! Removes a step's container on every path out of the step.
+
+use bollard::query_parameters::RemoveContainerOptionsBuilder;
+
+use super::Engine;
+
+/// Owns one container; removes it when the step is done with it.
+///
+/// The normal path calls [`ContainerGuard::remove`] after inspecting the exit state. Any other
+/// path — an error, the event stream dropped (cancellation, Ctrl-C) or a panic unwinding —
+/// runs `Drop`, which removes the container synchronously on a thread of its own with a fresh
+/// client and runtime: the caller's runtime may be shutting down, and a removal task spawned
+/// on it could be dropped before it ran.
+pub(super) struct ContainerGuard {
+    engine: Engine,
+    id: Option<String>,
+}
+
+impl ContainerGuard {
+    /// Guards the container `id`.
+    pub(super) fn new(engine: Engine, id: String) -> Self {
+        Self { engine, id: Some(id) }
+    }
+
+    /// Removes the container now (forcefully, with its anonymous volumes) and disarms the
+    /// guard. A container that is already gone counts as removed.
+    pub(super) async fn remove(mut self) -> Result<(), bollard::errors::Error> {
+        let Some(id) = self.id.take() else { return Ok(()) };
+        remove_container(self.engine.docker(), &id).await
+    }
+}
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let client = match self.engine.fresh_client() {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::warn!(container = %id, %error, "cannot reconnect to remove the container");
+                return;
+            }
+        };
+        let cleanup = std::thread::Builder::new().name("kiln-container-cleanup".into()).spawn(
+            move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                match runtime {
+                    Ok(runtime) => {
+                        if let Err(error) = runtime.block_on(remove_container(&client, &id)) {
+                            tracing::warn!(container = %id, %error, "cannot remove the container");
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot start a cleanup runtime"),
+                }
+            },
+        );
+        match cleanup {
+            // Waiting here is the point: the container must be gone before the caller moves on
+            // (or the process exits).
+            Ok(handle) => {
+                let _ = handle.join();
+            }
+            Err(error) => tracing::warn!(%error, "cannot start the cleanup thread"),
+        }
+    }
+}
+
+/// Removes a container by id, forcefully; "no such container" is success.
+pub(super) async fn remove_container(
+    docker: &bollard::Docker,
+    id: &str,
+) -> Result<(), bollard::errors::Error> {
+    let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+            Ok(())
+        }
+        // 409: removal already in progress (another reaper got there first).
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+        Err(error) => Err(error),
+    }
+}

@@ -1,0 +1,42 @@
+//! Runs one step in isolation. Owns the [`Sandbox`] trait, the step description
+//! ([`StepSpec`]), the events a running step emits ([`StepEvent`]) and two backends:
+//! [`DockerSandbox`] (a real Docker Engine through bollard) and [`FakeSandbox`] (scripted, for
+//! scheduler unit tests).
+//!
+//! The hermetic contract every backend honours (see `docs/design/hermetic-steps.md`): the
+//! environment is exactly [`StepSpec::env`], the network is `none` unless declared, the
+//! process runs as [`StepSpec::user`] with umask 022 and a fixed hostname, and the container
+//! is removed on every path — success, failure, cancellation (dropping the stream) and panic.
+
+mod docker;
+mod engine;
+mod error;
+mod fake;
+mod guard;
+mod lines;
+mod probe;
+mod run_owner;
+mod step_event;
+mod step_spec;
+
+pub use docker::{DockerSandbox, LABEL_OWNER, LABEL_RUN, LABEL_STEP};
+pub use engine::{DEFAULT_HOST, Engine, EngineInfo};
+pub use error::SandboxError;
+pub use fake::{FakeSandbox, FakeStep};
+pub use probe::{IsolationCheck, probe_isolation};
+pub use run_owner::RunOwner;
+pub use step_event::{LogStream, StepEvent, StepExit, StepOutput, STDERR_TAIL_LINES, run_to_end};
+pub use step_spec::{BASE_ENV, BindMount, CacheMount, Network, STEP_HOSTNAME, StepSpec, UserId};
+
+use futures::stream::BoxStream;
+
+/// Runs one step in isolation.
+///
+/// The stream yields [`StepEvent::Started`] once, then any number of [`StepEvent::Log`]
+/// events, and ends with exactly one [`StepEvent::Finished`] — or with an `Err` if the sandbox
+/// itself failed (the step's own non-zero exit is a `Finished`, not an `Err`). Dropping the
+/// stream before it ends cancels the step and removes its container.
+pub trait Sandbox: Send + Sync {
+    /// Starts `step` and returns its event stream.
+    fn run(&self, step: StepSpec) -> BoxStream<'static, Result<StepEvent, SandboxError>>;
+}

@@ -1,0 +1,130 @@
+//! The isolation probe `kiln doctor` runs: one step that reports what it can see, checked
+//! against the hermetic contract.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use super::{BindMount, DockerSandbox, SandboxError, StepSpec, UserId, run_to_end};
+
+/// `SOURCE_DATE_EPOCH` the probe declares (2023-11-14T22:13:20Z); `date` must report it.
+const PROBE_EPOCH: &str = "1700000000";
+
+/// Variables the engine or the shell prologue add with fixed values; they carry nothing from
+/// the host.
+const ENGINE_VARS: [&str; 1] = ["HOSTNAME"];
+
+/// The probe: `key=value` lines. It reads the step's own environment from PID 1, the step
+/// process as the engine started it.
+const PROBE_SCRIPT: &str = r#"
+echo "uid=$(id -u):$(id -g)"
+echo "umask=$(umask)"
+echo "tz=$(date +%Z)"
+echo "lc_all=${LC_ALL-}"
+echo "hostname=$(cat /proc/sys/kernel/hostname)"
+echo "clock=$(date -u +%s)"
+echo "interfaces=$(ls /sys/class/net | tr '\n' ' ')"
+if command -v bash >/dev/null 2>&1; then
+  if timeout 5 bash -c 'exec 3<>/dev/tcp/192.0.2.1/80' 2>/dev/null; then
+    echo "connect=succeeded"
+  else
+    echo "connect=failed"
+  fi
+else
+  echo "connect=untested"
+fi
+touch /probe/written && echo "file_owner=$(stat -c %u:%g /probe/written)"
+echo "env=$(tr '\0' '\n' < /proc/1/environ | cut -d= -f1 | sort | tr '\n' ' ')"
+"#;
+
+/// One property of the sandbox, as expected and as observed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct IsolationCheck {
+    /// What is checked (`network`, `user`, …).
+    pub name: &'static str,
+    /// What the hermetic contract requires.
+    pub expected: String,
+    /// What the probe saw.
+    pub observed: String,
+    /// Whether they agree.
+    pub ok: bool,
+}
+
+/// Runs the probe in `image` with `probe_dir` bound at `/probe` (the step runs as its owner),
+/// and checks what it reports. `image_env` are the variable names the image's own `ENV`
+/// declares (they are part of the image's identity, so they may appear).
+pub async fn probe_isolation(
+    sandbox: &DockerSandbox,
+    image: &str,
+    image_env: &BTreeSet<String>,
+    probe_dir: &Path,
+) -> Result<Vec<IsolationCheck>, SandboxError> {
+    let owner = UserId::owner_of(probe_dir)?;
+    let mut step = StepSpec::new("doctor-probe", image, ["/bin/sh", "-c", PROBE_SCRIPT])
+        .env("SOURCE_DATE_EPOCH", PROBE_EPOCH)
+        .env("KILN_PROBE", "declared");
+    step.user = Some(owner);
+    step.mounts.push(BindMount {
+        source: probe_dir.to_owned(),
+        target: "/probe".into(),
+        read_only: false,
+    });
+    let declared: BTreeSet<String> = step.env.keys().cloned().collect();
+    let output = run_to_end(sandbox, step, |_| {}).await?;
+    let seen: BTreeMap<&str, &str> =
+        output.stdout.iter().filter_map(|l| l.split_once('=')).collect();
+    let get = |key: &str| seen.get(key).copied().unwrap_or("(not reported)").trim().to_owned();
+
+    let owner_text = format!("{}:{}", owner.uid, owner.gid);
+    let interfaces = get("interfaces");
+    let connect = get("connect");
+    let leaked: Vec<String> = get("env")
+        .split_whitespace()
+        .filter(|k| !declared.contains(*k) && !image_env.contains(*k) && !ENGINE_VARS.contains(k))
+        .map(str::to_owned)
+        .collect();
+    let check = |name, expected: String, observed: String, ok| IsolationCheck {
+        name,
+        expected,
+        observed,
+        ok,
+    };
+    Ok(vec![
+        check(
+            "network",
+            "none: loopback only, connects fail".into(),
+            format!("interfaces: {interfaces}; connect {connect}"),
+            interfaces == "lo" && connect == "failed",
+        ),
+        check(
+            "user",
+            format!("{owner_text} (owner of the worktree)"),
+            format!("process {}, files written {}", get("uid"), get("file_owner")),
+            get("uid") == owner_text && get("file_owner") == owner_text,
+        ),
+        check(
+            "env",
+            "declared and image variables only".into(),
+            if leaked.is_empty() { "nothing else".into() } else { format!("also: {}", leaked.join(" ")) },
+            leaked.is_empty(),
+        ),
+        check(
+            "clock",
+            format!("date -u +%s = {PROBE_EPOCH} (SOURCE_DATE_EPOCH)"),
+            get("clock"),
+            get("clock") == PROBE_EPOCH,
+        ),
+        check("umask", "0022".into(), get("umask"), get("umask") == "0022"),
+        check(
+            "timezone",
+            "UTC, LC_ALL=C".into(),
+            format!("{}, LC_ALL={}", get("tz"), get("lc_all")),
+            get("tz") == "UTC" && get("lc_all") == "C",
+        ),
+        check(
+            "hostname",
+            super::STEP_HOSTNAME.into(),
+            get("hostname"),
+            get("hostname") == super::STEP_HOSTNAME,
+        ),
+    ])
+}

@@ -1,0 +1,97 @@
+//! The test harness: engine discovery, the toolchain image, and the kiln binary.
+
+#![allow(dead_code, clippy::print_stderr)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use kiln::image::{GoLine, ensure_toolchain};
+use kiln::sandbox::{DockerSandbox, Engine, StepSpec};
+
+/// A connected sandbox and the image Docker tests run in.
+pub(crate) struct Docker {
+    pub(crate) sandbox: DockerSandbox,
+    /// Engine id of the Go 1.23 toolchain image.
+    pub(crate) image: String,
+}
+
+/// True when the test command demands a real engine.
+pub(crate) fn docker_required() -> bool {
+    std::env::var("KILN_TEST_DOCKER").is_ok_and(|v| v == "1")
+}
+
+/// Connects to the engine and finds (or builds) the toolchain image. Without an engine this
+/// skips the test (returns `None`, saying why) — unless `KILN_TEST_DOCKER=1`, where it fails.
+pub(crate) async fn docker_or_skip() -> Option<Docker> {
+    let skip = |why: String| {
+        assert!(!docker_required(), "KILN_TEST_DOCKER=1 but {why}");
+        eprintln!("skipping: {why}");
+    };
+    let engine = match Engine::connect().await {
+        Ok(engine) => engine,
+        Err(error) => {
+            skip(format!("no Docker engine: {error}"));
+            return None;
+        }
+    };
+    let toolchain = match ensure_toolchain(&engine, GoLine::Go123, &mut |_| {}).await {
+        Ok(toolchain) => toolchain,
+        Err(error) => {
+            skip(format!(
+                "no Go 1.23 toolchain image ({error}); run `kiln image bootstrap --go 1.23` \
+                 (scripts/test does)"
+            ));
+            return None;
+        }
+    };
+    let sandbox = DockerSandbox::with_engine(engine).await.expect("sandbox connects");
+    Some(Docker { sandbox, image: toolchain.id })
+}
+
+impl Docker {
+    /// A step in the toolchain image labelled with a fresh test id; returns it with the id.
+    pub(crate) fn step(&self, name: &str, argv: &[&str]) -> (StepSpec, String) {
+        let test_id = uuid::Uuid::new_v4().simple().to_string();
+        let mut step = StepSpec::new(name, self.image.clone(), argv.iter().copied());
+        step.labels.insert("kiln.test".into(), "1".into());
+        step.labels.insert("kiln.test-id".into(), test_id.clone());
+        (step, test_id)
+    }
+
+    /// Ids of the containers (running or not) labelled with `test_id`.
+    pub(crate) async fn containers_of(&self, test_id: &str) -> Vec<String> {
+        let filters = HashMap::from([("label", vec![format!("kiln.test-id={test_id}")])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        self.sandbox
+            .engine()
+            .docker()
+            .list_containers(Some(options))
+            .await
+            .expect("list containers")
+            .into_iter()
+            .filter_map(|c| c.id)
+            .collect()
+    }
+}
+
+/// The kiln binary under test.
+pub(crate) fn kiln() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    command.env("KILN_LOG", "warn");
+    command
+}
+
+/// Runs kiln with `args` and returns its output.
+pub(crate) fn run_kiln(args: &[&str], dir: &Path) -> Output {
+    kiln().args(args).current_dir(dir).output().expect("kiln runs")
+}
+
+/// stdout and stderr of `output`, as text.
+pub(crate) fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,82 @@
+//! Toolchain images: bootstrap is a no-op when present, the lock explains differences, the
+//! derived image carries its recipe. Needs the Go 1.23 base (scripts/test bootstraps it).
+
+use crate::common::{self, docker_or_skip, text};
+
+fn bootstrap_json(args: &[&str]) -> (std::process::Output, serde_json::Value) {
+    let output = common::kiln().args(["image", "bootstrap", "--go", "1.23", "--json"]).args(args).output().unwrap();
+    let value = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+    (output, value)
+}
+
+#[tokio::test]
+async fn bootstrap_with_the_image_present_is_a_no_op() {
+    let Some(_docker) = docker_or_skip().await else { return };
+    let (output, report) = bootstrap_json(&[]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert_eq!(report["already_present"], true);
+    assert!(report["image"]["rootfs"].as_str().unwrap().starts_with("sha256:"));
+    assert!(report["image"]["go_version"].as_str().unwrap().starts_with("1.23."));
+    let packages = report["image"]["packages"].as_object().unwrap();
+    for package in ["golang-1.23-go", "git", "make", "bash", "coreutils", "tar", "gzip", "ca-certificates"] {
+        assert!(packages.contains_key(package), "{package} missing");
+    }
+    // Docs, man pages and locales were excluded: no locales package, no man-db.
+    assert!(!packages.contains_key("man-db"));
+}
+
+#[tokio::test]
+async fn lock_differences_are_explained_and_locked_refuses_them() {
+    let Some(_docker) = docker_or_skip().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let lock_dir = dir.path().to_str().unwrap();
+
+    // No lock in the directory: reported as missing, and --locked refuses.
+    let (output, report) = bootstrap_json(&["--lock-dir", lock_dir]);
+    assert!(output.status.success());
+    assert_eq!(report["lock"]["status"], "missing");
+    let (output, _) = bootstrap_json(&["--lock-dir", lock_dir, "--locked"]);
+    assert_eq!(output.status.code(), Some(1));
+
+    // --update-lock records it; then it matches.
+    let (output, report) = bootstrap_json(&["--lock-dir", lock_dir, "--update-lock"]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert_eq!(report["lock"]["status"], "updated");
+    let lock_path = dir.path().join("bookworm-go1.23.lock");
+    let (_, report) = bootstrap_json(&["--lock-dir", lock_dir, "--locked"]);
+    assert_eq!(report["lock"]["status"], "matches");
+
+    // Edit the lock as if Debian had moved git and dropped a package since.
+    let original = std::fs::read_to_string(&lock_path).unwrap();
+    let edited: String = original
+        .lines()
+        .filter(|l| !l.starts_with("package make "))
+        .map(|l| if l.starts_with("package git ") { "package git 1:0.0.1-1".to_owned() } else { l.to_owned() })
+        .chain(["package imaginary 1.0".to_owned()])
+        .map(|l| l + "\n")
+        .collect();
+    std::fs::write(&lock_path, edited).unwrap();
+
+    let (output, report) = bootstrap_json(&["--lock-dir", lock_dir]);
+    assert!(output.status.success(), "without --locked a difference is a warning");
+    assert_eq!(report["lock"]["status"], "differs");
+    let (output, _) = bootstrap_json(&["--lock-dir", lock_dir, "--locked"]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("changed git: 1:0.0.1-1 ->"), "{stderr}");
+    assert!(stderr.contains("added   make"), "{stderr}");
+    assert!(stderr.contains("removed imaginary 1.0"), "{stderr}");
+    assert!(stderr.contains("--update-lock"), "{stderr}");
+}
+
+#[tokio::test]
+async fn toolchain_image_is_found_by_its_recipe() {
+    let Some(docker) = docker_or_skip().await else { return };
+    let output = common::kiln().args(["image", "toolchain", "--go", "1.23.5", "--json"]).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    let image: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(image["id"], docker.image.as_str());
+    let base: kiln::hash::Digest = image["base"].as_str().unwrap().parse().unwrap();
+    let recipe = kiln::image::toolchain_recipe(&base, kiln::image::GoLine::Go123);
+    assert_eq!(image["recipe"], recipe.to_string());
+}

@@ -1,0 +1,9 @@
+//! kiln's integration tests: one binary. Docker tests use a real engine (`DOCKER_HOST` or the
+//! default socket) and the Go 1.23 toolchain image; under `KILN_TEST_DOCKER=1` a missing
+//! engine or image fails them instead of skipping.
+
+mod common;
+
+mod cli_errors;
+mod image;
+mod sandbox;
