@@ -59,7 +59,10 @@ pub(super) async fn run(args: DoctorArgs) -> Outcome {
         });
     }
     // The newest toolchain runs the probe: it is what release steps will use.
-    let probe_image = toolchains.iter().max_by(|a, b| a.go_version.cmp(&b.go_version)).cloned();
+    let probe_image = toolchains
+        .iter()
+        .max_by(|a, b| a.go_version.cmp(&b.go_version))
+        .cloned();
     let mut checks = Vec::new();
     if let Some(image) = &probe_image {
         checks = run_probe(&sandbox, &engine, &image.id).await?;
@@ -96,7 +99,11 @@ pub(super) async fn run(args: DoctorArgs) -> Outcome {
     } else {
         print_report(&report);
     }
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn run_probe(
@@ -134,16 +141,28 @@ async fn run_probe(
 
 fn print_report(report: &DoctorReport) {
     let engine = &report.engine;
-    println!("engine     {} {} (API {}, {})", engine.product, engine.server_version, engine.api_version, engine.platform);
+    println!(
+        "engine     {} {} (API {}, {})",
+        engine.product, engine.server_version, engine.api_version, engine.platform
+    );
     println!("address    {}", engine.host);
     if report.orphans_removed > 0 {
-        println!("orphans    removed {} container(s) left by killed kiln runs", report.orphans_removed);
+        println!(
+            "orphans    removed {} container(s) left by killed kiln runs",
+            report.orphans_removed
+        );
     }
     for base in &report.bases {
-        println!("base       {}  go {}  rootfs {}", base.tag, base.go_version, base.rootfs);
+        println!(
+            "base       {}  go {}  rootfs {}",
+            base.tag, base.go_version, base.rootfs
+        );
     }
     for toolchain in &report.toolchains {
-        println!("toolchain  {}  go {}  recipe {}", toolchain.tag, toolchain.go_version, toolchain.recipe);
+        println!(
+            "toolchain  {}  go {}  recipe {}",
+            toolchain.tag, toolchain.go_version, toolchain.recipe
+        );
     }
     if let Some(image) = &report.probe_image {
         println!("\nsandbox isolation (probe step in {image}):");

@@ -23,6 +23,7 @@ pub(super) enum ImageCommand {
 }
 
 #[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)] // independent command-line switches
 pub(super) struct BootstrapArgs {
     /// Go line to bootstrap: 1.21, 1.22 or 1.23.
     #[arg(long, value_name = "VERSION")]
@@ -93,7 +94,11 @@ async fn run_bootstrap(args: BootstrapArgs) -> Outcome {
     println!("engine id {}", image.id);
     println!(
         "built     {}",
-        if report.already_present { "no (already on the engine)" } else { "yes" }
+        if report.already_present {
+            "no (already on the engine)"
+        } else {
+            "yes"
+        }
     );
     match &report.lock {
         LockStatus::Matches { origin } => println!("lock      matches {origin}"),

@@ -77,7 +77,11 @@ fn parse_mount(text: &str) -> miette::Result<BindMount> {
     let source = std::fs::canonicalize(source)
         .into_diagnostic()
         .wrap_err_with(|| format!("mount source `{source}` cannot be resolved"))?;
-    Ok(BindMount { source, target: target.to_owned(), read_only })
+    Ok(BindMount {
+        source,
+        target: target.to_owned(),
+        read_only,
+    })
 }
 
 async fn run_step(args: RunArgs) -> Outcome {
@@ -97,7 +101,10 @@ async fn run_step(args: RunArgs) -> Outcome {
         let (name, target) = text
             .split_once(':')
             .ok_or_else(|| miette!("cache `{text}` must look like NAME:DST"))?;
-        step.caches.push(CacheMount { name: name.to_owned(), target: target.to_owned() });
+        step.caches.push(CacheMount {
+            name: name.to_owned(),
+            target: target.to_owned(),
+        });
     }
     step.workdir = args.workdir;
     step.memory_limit = args.memory;
@@ -110,8 +117,14 @@ async fn run_step(args: RunArgs) -> Outcome {
     while let Some(event) = events.try_next().await? {
         match event {
             StepEvent::Started { container } => tracing::info!(%container, "step started"),
-            StepEvent::Log { stream: LogStream::Stdout, line } => println!("{line}"),
-            StepEvent::Log { stream: LogStream::Stderr, line } => eprintln!("{line}"),
+            StepEvent::Log {
+                stream: LogStream::Stdout,
+                line,
+            } => println!("{line}"),
+            StepEvent::Log {
+                stream: LogStream::Stderr,
+                line,
+            } => eprintln!("{line}"),
             StepEvent::Finished(exit) => {
                 if exit.oom_killed {
                     eprintln!("kiln: the step was OOM-killed");
@@ -120,5 +133,7 @@ async fn run_step(args: RunArgs) -> Outcome {
             }
         }
     }
-    Err(miette!("the step ended without reporting how; this is a bug in kiln"))
+    Err(miette!(
+        "the step ended without reporting how; this is a bug in kiln"
+    ))
 }

@@ -10,7 +10,9 @@ pub(super) struct Table {
 impl Table {
     /// A table with a header row.
     pub(super) fn new(header: &[&str]) -> Self {
-        Self { rows: vec![header.iter().map(|s| (*s).to_uppercase()).collect()] }
+        Self {
+            rows: vec![header.iter().map(|s| (*s).to_uppercase()).collect()],
+        }
     }
 
     /// Appends a row.
@@ -22,7 +24,14 @@ impl Table {
     pub(super) fn render(&self) -> String {
         let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let widths: Vec<usize> = (0..columns)
-            .map(|c| self.rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(c))
+                    .map(|s| s.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect();
         let mut out = String::new();
         for row in &self.rows {

@@ -103,8 +103,13 @@ mod tests {
     // The literal was computed by an independent implementation of the documented encoding.
     fn golden_key_is_stable() {
         let mut h = KeyHasher::new("kiln/test", 1);
-        h.str("image", "sha256:00").strs("cmd", &["go", "version"]).u64("n", 7);
-        h.map("env", &BTreeMap::from([("TZ".to_owned(), "UTC".to_owned())]));
+        h.str("image", "sha256:00")
+            .strs("cmd", &["go", "version"])
+            .u64("n", 7);
+        h.map(
+            "env",
+            &BTreeMap::from([("TZ".to_owned(), "UTC".to_owned())]),
+        );
         h.digest("input", &Digest::of(b"kiln"));
         assert_eq!(
             h.finish().to_string(),
@@ -131,7 +136,13 @@ mod tests {
 
     #[test]
     fn domain_and_version_separate_keys() {
-        assert_ne!(KeyHasher::new("kiln/a", 1).finish(), KeyHasher::new("kiln/b", 1).finish());
-        assert_ne!(KeyHasher::new("kiln/a", 1).finish(), KeyHasher::new("kiln/a", 2).finish());
+        assert_ne!(
+            KeyHasher::new("kiln/a", 1).finish(),
+            KeyHasher::new("kiln/b", 1).finish()
+        );
+        assert_ne!(
+            KeyHasher::new("kiln/a", 1).finish(),
+            KeyHasher::new("kiln/a", 2).finish()
+        );
     }
 }

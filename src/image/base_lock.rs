@@ -46,10 +46,17 @@ impl BaseLock {
             match fields.as_slice() {
                 ["name", value] => name = Some((*value).to_owned()),
                 ["rootfs", value] => {
-                    rootfs = Some(value.parse().map_err(|_| bad(line_no, "rootfs is not a digest"))?);
+                    rootfs = Some(
+                        value
+                            .parse()
+                            .map_err(|_| bad(line_no, "rootfs is not a digest"))?,
+                    );
                 }
                 ["package", pkg, version] => {
-                    if packages.insert((*pkg).to_owned(), (*version).to_owned()).is_some() {
+                    if packages
+                        .insert((*pkg).to_owned(), (*version).to_owned())
+                        .is_some()
+                    {
                         return Err(bad(line_no, "package listed twice"));
                     }
                 }
@@ -67,8 +74,14 @@ impl BaseLock {
     #[must_use]
     pub fn render(&self, refresh_hint: &str) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# kiln base image lock: what `{refresh_hint}` produced.");
-        let _ = writeln!(out, "# Written by kiln; refresh with `{refresh_hint} --update-lock`.");
+        let _ = writeln!(
+            out,
+            "# kiln base image lock: what `{refresh_hint}` produced."
+        );
+        let _ = writeln!(
+            out,
+            "# Written by kiln; refresh with `{refresh_hint} --update-lock`."
+        );
         let _ = writeln!(out, "name {}", self.name);
         let _ = writeln!(out, "rootfs {}", self.rootfs);
         for (pkg, version) in &self.packages {
@@ -85,7 +98,8 @@ impl BaseLock {
             match self.packages.get(pkg) {
                 None => diff.added.push((pkg.clone(), version.clone())),
                 Some(locked) if locked != version => {
-                    diff.changed.push((pkg.clone(), locked.clone(), version.clone()));
+                    diff.changed
+                        .push((pkg.clone(), locked.clone(), version.clone()));
                 }
                 Some(_) => {}
             }
@@ -119,13 +133,19 @@ impl LockDiff {
     /// True when the base is exactly what the lock says.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty() && self.rootfs.is_none()
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
+            && self.rootfs.is_none()
     }
 
     /// True when only the rootfs digest differs: the same packages gave other bytes.
     #[must_use]
     pub fn is_rootfs_only(&self) -> bool {
-        self.rootfs.is_some() && self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+        self.rootfs.is_some()
+            && self.added.is_empty()
+            && self.removed.is_empty()
+            && self.changed.is_empty()
     }
 }
 
@@ -179,9 +199,15 @@ mod tests {
     #[test]
     fn parse_errors_name_the_line() {
         let err = BaseLock::parse("name x\nrootfs nope\n", "images/base/x.lock").unwrap_err();
-        assert!(matches!(err, ImageError::BadLock { line: 2, .. }), "{err:?}");
+        assert!(
+            matches!(err, ImageError::BadLock { line: 2, .. }),
+            "{err:?}"
+        );
         let err = BaseLock::parse("name x\n", "f").unwrap_err();
-        assert!(matches!(err, ImageError::BadLock { line: 0, .. }), "{err:?}");
+        assert!(
+            matches!(err, ImageError::BadLock { line: 0, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -191,13 +217,20 @@ mod tests {
         now.remove("tar");
         now.insert("make".into(), "4.3".into());
         let diff = lock().diff(&Digest::of(b"b"), &now);
-        assert_eq!(diff.changed, vec![("bash".into(), "5.2".into(), "5.3".into())]);
+        assert_eq!(
+            diff.changed,
+            vec![("bash".into(), "5.2".into(), "5.3".into())]
+        );
         assert_eq!(diff.added, vec![("make".into(), "4.3".into())]);
         assert_eq!(diff.removed, vec![("tar".into(), "1.34".into())]);
         assert!(!diff.is_rootfs_only());
         let text = diff.to_string();
         assert!(text.contains("changed bash: 5.2 -> 5.3"), "{text}");
         assert!(lock().diff(&Digest::of(b"a"), &lock().packages).is_empty());
-        assert!(lock().diff(&Digest::of(b"b"), &lock().packages).is_rootfs_only());
+        assert!(
+            lock()
+                .diff(&Digest::of(b"b"), &lock().packages)
+                .is_rootfs_only()
+        );
     }
 }

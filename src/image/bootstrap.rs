@@ -31,13 +31,31 @@ pub const BOOTSTRAP_EPOCH: u64 = 1_704_067_200;
 pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 
 /// Packages besides Go (DESIGN.md §3).
-const PACKAGES: [&str; 8] = ["git", "make", "bash", "coreutils", "tar", "gzip", "ca-certificates", "findutils"];
+const PACKAGES: [&str; 8] = [
+    "git",
+    "make",
+    "bash",
+    "coreutils",
+    "tar",
+    "gzip",
+    "ca-certificates",
+    "findutils",
+];
 
 /// The committed locks, compiled in so an installed kiln verifies without a checkout.
 const EMBEDDED_LOCKS: [(GoLine, &str); 3] = [
-    (GoLine::Go121, include_str!("../../images/base/bookworm-go1.21.lock")),
-    (GoLine::Go122, include_str!("../../images/base/bookworm-go1.22.lock")),
-    (GoLine::Go123, include_str!("../../images/base/bookworm-go1.23.lock")),
+    (
+        GoLine::Go121,
+        include_str!("../../images/base/bookworm-go1.21.lock"),
+    ),
+    (
+        GoLine::Go122,
+        include_str!("../../images/base/bookworm-go1.22.lock"),
+    ),
+    (
+        GoLine::Go123,
+        include_str!("../../images/base/bookworm-go1.23.lock"),
+    ),
 ];
 
 /// How to bootstrap.
@@ -118,15 +136,26 @@ pub async fn bootstrap(
 ) -> Result<BootstrapReport, ImageError> {
     let engine = sandbox.engine();
     let go = options.go;
-    let existing = if options.force { None } else { find_base(engine, go).await? };
+    let existing = if options.force {
+        None
+    } else {
+        find_base(engine, go).await?
+    };
     let (image, already_present) = if let Some(image) = existing {
-        progress(ImageProgress::Phase(format!("{} is already on the engine", image.tag)));
+        progress(ImageProgress::Phase(format!(
+            "{} is already on the engine",
+            image.tag
+        )));
         (image, true)
     } else {
         (build_base(sandbox, options, progress).await?, false)
     };
     let lock = check_lock(&image, options)?;
-    Ok(BootstrapReport { image, already_present, lock })
+    Ok(BootstrapReport {
+        image,
+        already_present,
+        lock,
+    })
 }
 
 /// The bootstrapped base for `go`, if the engine has it.
@@ -134,10 +163,17 @@ pub async fn find_base(engine: &Engine, go: GoLine) -> Result<Option<BaseImage>,
     let tag = go.base_tag();
     let inspected = match engine.docker().inspect_image(&tag).await {
         Ok(inspected) => inspected,
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
             return Ok(None);
         }
-        Err(source) => return Err(ImageError::Engine { action: "inspecting the base image", source }),
+        Err(source) => {
+            return Err(ImageError::Engine {
+                action: "inspecting the base image",
+                source,
+            });
+        }
     };
     let labels = inspected.config.and_then(|c| c.labels).unwrap_or_default();
     let Some(rootfs) = labels.get(LABEL_ROOTFS).and_then(|d| d.parse().ok()) else {
@@ -176,7 +212,9 @@ async fn build_base(
     )));
     run_mmdebstrap(go, &options.mirror, &tar_path, scratch.path(), progress).await?;
 
-    progress(ImageProgress::Phase("hashing the rootfs and reading its package list".into()));
+    progress(ImageProgress::Phase(
+        "hashing the rootfs and reading its package list".into(),
+    ));
     let scan = {
         let tar_path = tar_path.clone();
         tokio::task::spawn_blocking(move || {
@@ -185,8 +223,13 @@ async fn build_base(
                 path: tar_path.clone(),
                 source,
             })?;
-            scan_rootfs(std::io::BufReader::with_capacity(1 << 20, file))
-                .map_err(|source| ImageError::Io { action: "read the rootfs tar", path: tar_path, source })
+            scan_rootfs(std::io::BufReader::with_capacity(1 << 20, file)).map_err(|source| {
+                ImageError::Io {
+                    action: "read the rootfs tar",
+                    path: tar_path,
+                    source,
+                }
+            })
         })
         .await
         .expect("the rootfs scan does not panic")?
@@ -209,11 +252,18 @@ async fn build_base(
     )));
     let image = import(sandbox.engine(), go, &tar_path, &scan, &go_version).await?;
 
-    progress(ImageProgress::Phase(format!("checking `go version` in {}", image.tag)));
+    progress(ImageProgress::Phase(format!(
+        "checking `go version` in {}",
+        image.tag
+    )));
     if let Err(error) = check_go_version(sandbox, &image, go).await {
         // A base that fails its check must not satisfy the next "already present" lookup.
         let options = RemoveImageOptionsBuilder::default().force(true).build();
-        let _ = sandbox.engine().docker().remove_image(&image.tag, Some(options), None).await;
+        let _ = sandbox
+            .engine()
+            .docker()
+            .remove_image(&image.tag, Some(options), None)
+            .await;
         return Err(error);
     }
     Ok(image)
@@ -245,7 +295,10 @@ async fn run_mmdebstrap(
         // Nothing from the caller's environment reaches the rootfs but proxy settings, which
         // change how packages are fetched, never their bytes.
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("LC_ALL", "C")
         .env("SOURCE_DATE_EPOCH", BOOTSTRAP_EPOCH.to_string())
         .env("TMPDIR", scratch)
@@ -253,7 +306,14 @@ async fn run_mmdebstrap(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    for var in ["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"] {
+    for var in [
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+    ] {
         if let Some(value) = std::env::var_os(var) {
             command.env(var, value);
         }
@@ -262,15 +322,16 @@ async fn run_mmdebstrap(
         if source.kind() == std::io::ErrorKind::NotFound {
             ImageError::NoMmdebstrap
         } else {
-            ImageError::Io { action: "start mmdebstrap for", path: tar_path.to_owned(), source }
+            ImageError::Io {
+                action: "start mmdebstrap for",
+                path: tar_path.to_owned(),
+                source,
+            }
         }
     })?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    let mut lines = futures::stream::select(
-        tokio_stream_lines(stdout),
-        tokio_stream_lines(stderr),
-    );
+    let mut lines = futures::stream::select(tokio_stream_lines(stdout), tokio_stream_lines(stderr));
     let mut tail = std::collections::VecDeque::new();
     while let Some(line) = lines.try_next().await.map_err(|source| ImageError::Io {
         action: "read mmdebstrap's output for",
@@ -302,9 +363,10 @@ async fn run_mmdebstrap(
 fn tokio_stream_lines(
     reader: impl tokio::io::AsyncRead + Unpin + Send + 'static,
 ) -> futures::stream::BoxStream<'static, std::io::Result<String>> {
-    Box::pin(futures::stream::try_unfold(BufReader::new(reader).lines(), |mut lines| async move {
-        Ok(lines.next_line().await?.map(|line| (line, lines)))
-    }))
+    Box::pin(futures::stream::try_unfold(
+        BufReader::new(reader).lines(),
+        |mut lines| async move { Ok(lines.next_line().await?.map(|line| (line, lines))) },
+    ))
 }
 
 async fn import(
@@ -315,17 +377,22 @@ async fn import(
     go_version: &str,
 ) -> Result<BaseImage, ImageError> {
     let tag = go.base_tag();
-    let file = tokio::fs::File::open(tar_path).await.map_err(|source| ImageError::Io {
-        action: "open",
-        path: tar_path.to_owned(),
-        source,
-    })?;
+    let file = tokio::fs::File::open(tar_path)
+        .await
+        .map_err(|source| ImageError::Io {
+            action: "open",
+            path: tar_path.to_owned(),
+            source,
+        })?;
     let body = bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
     let changes = vec![
         format!("LABEL {LABEL_KIND}=base"),
         format!("LABEL {LABEL_ROOTFS}={}", scan.digest),
         format!("LABEL {LABEL_GO}={go_version}"),
-        format!("LABEL {LABEL_PACKAGES}=\"{}\"", encode_packages(&scan.packages)),
+        format!(
+            "LABEL {LABEL_PACKAGES}=\"{}\"",
+            encode_packages(&scan.packages)
+        ),
     ];
     let options = CreateImageOptionsBuilder::default()
         .from_src("-")
@@ -333,25 +400,42 @@ async fn import(
         .tag(&go.base_name())
         .changes(changes)
         .build();
-    let mut events = engine.docker().create_image(Some(options), Some(body), None);
-    while let Some(event) = events.try_next().await.map_err(|source| ImageError::Build {
-        action: "importing",
-        image: tag.clone(),
-        message: source.to_string(),
-    })? {
+    let mut events = engine
+        .docker()
+        .create_image(Some(options), Some(body), None);
+    while let Some(event) = events
+        .try_next()
+        .await
+        .map_err(|source| ImageError::Build {
+            action: "importing",
+            image: tag.clone(),
+            message: source.to_string(),
+        })?
+    {
         if let Some(detail) = event.error_detail.and_then(|d| d.message) {
-            return Err(ImageError::Build { action: "importing", image: tag, message: detail });
+            return Err(ImageError::Build {
+                action: "importing",
+                image: tag,
+                message: detail,
+            });
         }
     }
     let inspected = engine
         .docker()
         .inspect_image(&tag)
         .await
-        .map_err(|source| ImageError::Engine { action: "inspecting the imported base", source })?;
+        .map_err(|source| ImageError::Engine {
+            action: "inspecting the imported base",
+            source,
+        })?;
     let layers = inspected.root_fs.and_then(|r| r.layers).unwrap_or_default();
     let expected = scan.digest.to_string();
     if layers != [expected.clone()] {
-        return Err(ImageError::ImportMismatch { name: tag, expected, actual: layers.join(",") });
+        return Err(ImageError::ImportMismatch {
+            name: tag,
+            expected,
+            actual: layers.join(","),
+        });
     }
     Ok(BaseImage {
         tag,
@@ -367,15 +451,23 @@ async fn check_go_version(
     image: &BaseImage,
     go: GoLine,
 ) -> Result<(), ImageError> {
-    let step = StepSpec::new("go-version", image.id.clone(), [format!("{}/bin/go", go.goroot()), "version".into()])
-        .env("GOTOOLCHAIN", "local");
+    let step = StepSpec::new(
+        "go-version",
+        image.id.clone(),
+        [format!("{}/bin/go", go.goroot()), "version".into()],
+    )
+    .env("GOTOOLCHAIN", "local");
     let output = run_to_end(sandbox, step, |_| {}).await?;
     let printed = output.stdout.join(" ");
     let wanted = format!("go version go{} ", image.go_version);
     if printed.starts_with(&wanted) {
         Ok(())
     } else {
-        Err(ImageError::WrongGo { image: image.tag.clone(), printed, expected: image.go_version.clone() })
+        Err(ImageError::WrongGo {
+            image: image.tag.clone(),
+            printed,
+            expected: image.go_version.clone(),
+        })
     }
 }
 
@@ -384,28 +476,46 @@ fn check_lock(image: &BaseImage, options: &BootstrapOptions) -> Result<LockStatu
     let name = go.base_name();
     let hint = format!("kiln image bootstrap --go {}", go.minor());
     if options.update_lock {
-        let dir = options.lock_dir.clone().unwrap_or_else(|| PathBuf::from("images/base"));
+        let dir = options
+            .lock_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("images/base"));
         if !dir.is_dir() {
             return Err(ImageError::NoLockDir { path: dir });
         }
         let path = dir.join(format!("{name}.lock"));
-        let lock = BaseLock { name, rootfs: image.rootfs, packages: image.packages.clone() };
+        let lock = BaseLock {
+            name,
+            rootfs: image.rootfs,
+            packages: image.packages.clone(),
+        };
         write_atomically(&path, lock.render(&hint).as_bytes())?;
         return Ok(LockStatus::Updated { path });
     }
-    let (origin, text) = match &options.lock_dir {
-        Some(dir) => {
-            let path = dir.join(format!("{name}.lock"));
-            match std::fs::read_to_string(&path) {
-                Ok(text) => (path.display().to_string(), text),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => (path.display().to_string(), String::new()),
-                Err(source) => return Err(ImageError::Io { action: "read", path, source }),
+    let (origin, text) = if let Some(dir) = &options.lock_dir {
+        let path = dir.join(format!("{name}.lock"));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => (path.display().to_string(), text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                (path.display().to_string(), String::new())
+            }
+            Err(source) => {
+                return Err(ImageError::Io {
+                    action: "read",
+                    path,
+                    source,
+                });
             }
         }
-        None => {
-            let text = EMBEDDED_LOCKS.iter().find(|(line, _)| *line == go).map_or("", |(_, t)| *t);
-            (format!("images/base/{name}.lock (built into kiln)"), text.to_owned())
-        }
+    } else {
+        let text = EMBEDDED_LOCKS
+            .iter()
+            .find(|(line, _)| *line == go)
+            .map_or("", |(_, t)| *t);
+        (
+            format!("images/base/{name}.lock (built into kiln)"),
+            text.to_owned(),
+        )
     };
     if text.trim().is_empty() {
         if options.locked {
@@ -424,7 +534,12 @@ fn check_lock(image: &BaseImage, options: &BootstrapOptions) -> Result<LockStatu
         return Ok(LockStatus::Matches { origin });
     }
     if options.locked {
-        return Err(ImageError::LockMismatch { name, origin, go: go.minor().into(), diff: diff.to_string() });
+        return Err(ImageError::LockMismatch {
+            name,
+            origin,
+            go: go.minor().into(),
+            diff: diff.to_string(),
+        });
     }
     Ok(LockStatus::Differs { origin, diff })
 }
@@ -432,8 +547,13 @@ fn check_lock(image: &BaseImage, options: &BootstrapOptions) -> Result<LockStatu
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
     use std::io::Write as _;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let io = |action, source| ImageError::Io { action, path: path.to_owned(), source };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io("create a temporary file for", e))?;
+    let io = |action, source| ImageError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    let mut tmp =
+        tempfile::NamedTempFile::new_in(dir).map_err(|e| io("create a temporary file for", e))?;
     tmp.write_all(bytes).map_err(|e| io("write", e))?;
     // Lock files are committed: readable by everyone, like any other source file.
     tmp.as_file()
@@ -447,11 +567,18 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
 /// `1:2.39.5-0+deb12u2` → `2.39.5`: the upstream part of a Debian version.
 fn upstream_version(debian: &str) -> String {
     let without_epoch = debian.split_once(':').map_or(debian, |(_, rest)| rest);
-    without_epoch.rsplit_once('-').map_or(without_epoch, |(upstream, _)| upstream).to_owned()
+    without_epoch
+        .rsplit_once('-')
+        .map_or(without_epoch, |(upstream, _)| upstream)
+        .to_owned()
 }
 
 fn encode_packages(packages: &BTreeMap<String, String>) -> String {
-    packages.iter().map(|(name, version)| format!("{name}={version}")).collect::<Vec<_>>().join(",")
+    packages
+        .iter()
+        .map(|(name, version)| format!("{name}={version}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn decode_packages(text: &str) -> BTreeMap<String, String> {

@@ -60,7 +60,9 @@ pub enum ImageError {
     #[error("{origin}:{line}: {reason}")]
     #[diagnostic(
         code(kiln::image::bad_lock),
-        help("restore it from git, or rewrite it with `kiln image bootstrap --go <…> --update-lock`")
+        help(
+            "restore it from git, or rewrite it with `kiln image bootstrap --go <…> --update-lock`"
+        )
     )]
     BadLock {
         /// Which lock.
@@ -103,8 +105,13 @@ pub enum ImageError {
     },
 
     /// The imported image's layer is not the rootfs kiln hashed.
-    #[error("the engine stored {name} with layer {actual}, but kiln hashed the rootfs as {expected}")]
-    #[diagnostic(code(kiln::image::import_mismatch), help("this is a bug in kiln or the engine"))]
+    #[error(
+        "the engine stored {name} with layer {actual}, but kiln hashed the rootfs as {expected}"
+    )]
+    #[diagnostic(
+        code(kiln::image::import_mismatch),
+        help("this is a bug in kiln or the engine")
+    )]
     ImportMismatch {
         /// The base.
         name: String,
@@ -128,7 +135,10 @@ pub enum ImageError {
 
     /// The base image for a toolchain build is missing.
     #[error("base image {tag} is not on the Docker engine")]
-    #[diagnostic(code(kiln::image::base_missing), help("build it first: `kiln image bootstrap --go {go}`"))]
+    #[diagnostic(
+        code(kiln::image::base_missing),
+        help("build it first: `kiln image bootstrap --go {go}`")
+    )]
     BaseMissing {
         /// The tag looked for.
         tag: String,
@@ -174,5 +184,9 @@ pub enum ImageError {
 }
 
 fn tail(lines: &[String]) -> String {
-    if lines.is_empty() { String::new() } else { format!(":\n  {}", lines.join("\n  ")) }
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!(":\n  {}", lines.join("\n  "))
+    }
 }

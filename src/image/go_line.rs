@@ -74,7 +74,9 @@ impl FromStr for GoLine {
             .into_iter()
             .find(|line| line.minor().strip_prefix("1.") == Some(minor))
             .filter(|_| parts.all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
-            .ok_or_else(|| ImageError::UnsupportedGo { given: s.to_owned() })
+            .ok_or_else(|| ImageError::UnsupportedGo {
+                given: s.to_owned(),
+            })
     }
 }
 

@@ -16,13 +16,15 @@ mod toolchain;
 
 pub use base_lock::{BaseLock, LockDiff};
 pub use bootstrap::{
-    BOOTSTRAP_EPOCH, BaseImage, BootstrapOptions, BootstrapReport, DEFAULT_MIRROR, LockStatus, bootstrap,
-    find_base,
+    BOOTSTRAP_EPOCH, BaseImage, BootstrapOptions, BootstrapReport, DEFAULT_MIRROR, LockStatus,
+    bootstrap, find_base,
 };
 pub use error::ImageError;
 pub use go_line::GoLine;
 pub use rootfs::{RootfsScan, scan_rootfs};
-pub use toolchain::{ToolchainImage, ensure_toolchain, find_toolchain, list_toolchains, toolchain_recipe};
+pub use toolchain::{
+    ToolchainImage, ensure_toolchain, find_toolchain, list_toolchains, toolchain_recipe,
+};
 
 /// Label: what kind of kiln image this is (`base` or `toolchain`).
 pub const LABEL_KIND: &str = "kiln.image";

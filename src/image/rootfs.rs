@@ -34,7 +34,11 @@ pub fn scan_rootfs(tar: impl Read) -> std::io::Result<RootfsScan> {
         }
     }
     let (digest, size) = reader.finish()?;
-    Ok(RootfsScan { digest, size, packages })
+    Ok(RootfsScan {
+        digest,
+        size,
+        packages,
+    })
 }
 
 /// Installed packages from a dpkg status file.
@@ -82,7 +86,10 @@ mod tests {
         let status = b"Package: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b7\n\n\
 Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n\n\
 Package: golang-1.23-go\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.23.5-1~bpo12+1\n";
-        let tar = tar_with(&[("./etc/hostname", b"x\n"), ("./var/lib/dpkg/status", status)]);
+        let tar = tar_with(&[
+            ("./etc/hostname", b"x\n"),
+            ("./var/lib/dpkg/status", status),
+        ]);
         let scan = scan_rootfs(&tar[..]).unwrap();
         assert_eq!(scan.digest, Digest::of(&tar));
         assert_eq!(scan.size, tar.len() as u64);

@@ -20,7 +20,11 @@ const RECIPE_VERSION: u32 = 1;
 
 /// The build context, compiled in: (path in the context, mode, bytes).
 const CONTEXT: [(&str, u32, &[u8]); 2] = [
-    ("Dockerfile", 0o644, include_bytes!("../../images/toolchain/Dockerfile")),
+    (
+        "Dockerfile",
+        0o644,
+        include_bytes!("../../images/toolchain/Dockerfile"),
+    ),
     ("date", 0o755, include_bytes!("../../images/toolchain/date")),
 ];
 
@@ -43,9 +47,13 @@ pub struct ToolchainImage {
 #[must_use]
 pub fn toolchain_recipe(base: &Digest, go: GoLine) -> Digest {
     let mut key = KeyHasher::new("kiln/toolchain-image", RECIPE_VERSION);
-    key.digest("base", base).str("go_minor", go.minor()).u64("files", CONTEXT.len() as u64);
+    key.digest("base", base)
+        .str("go_minor", go.minor())
+        .u64("files", CONTEXT.len() as u64);
     for (path, mode, bytes) in CONTEXT {
-        key.str("path", path).u64("mode", u64::from(mode)).bytes("content", bytes);
+        key.str("path", path)
+            .u64("mode", u64::from(mode))
+            .bytes("content", bytes);
     }
     key.finish()
 }
@@ -59,15 +67,24 @@ pub async fn ensure_toolchain(
 ) -> Result<ToolchainImage, ImageError> {
     let base = find_base(engine, go)
         .await?
-        .ok_or_else(|| ImageError::BaseMissing { tag: go.base_tag(), go: go.minor().into() })?;
+        .ok_or_else(|| ImageError::BaseMissing {
+            tag: go.base_tag(),
+            go: go.minor().into(),
+        })?;
     let recipe = toolchain_recipe(&base.rootfs, go);
     if let Some(found) = find_toolchain(engine, &recipe).await? {
         return Ok(found);
     }
     let tag = format!("kiln/toolchain:go{}-{}", go.minor(), &recipe.hex()[..12]);
-    progress(ImageProgress::Phase(format!("building {tag} on {}", base.tag)));
+    progress(ImageProgress::Phase(format!(
+        "building {tag} on {}",
+        base.tag
+    )));
 
-    let build_args = HashMap::from([("BASE", base.id.clone()), ("GO_MINOR", go.minor().to_owned())]);
+    let build_args = HashMap::from([
+        ("BASE", base.id.clone()),
+        ("GO_MINOR", go.minor().to_owned()),
+    ]);
     let labels = HashMap::from([
         (LABEL_KIND, "toolchain".to_owned()),
         (LABEL_RECIPE, recipe.to_string()),
@@ -89,14 +106,24 @@ pub async fn ensure_toolchain(
         source,
     })?;
     let mut events =
-        engine.docker().build_image(options, None, Some(bollard::body_full(context.into())));
-    while let Some(event) = events.try_next().await.map_err(|source| ImageError::Build {
-        action: "building",
-        image: tag.clone(),
-        message: source.to_string(),
-    })? {
+        engine
+            .docker()
+            .build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(event) = events
+        .try_next()
+        .await
+        .map_err(|source| ImageError::Build {
+            action: "building",
+            image: tag.clone(),
+            message: source.to_string(),
+        })?
+    {
         if let Some(message) = event.error_detail.and_then(|d| d.message) {
-            return Err(ImageError::Build { action: "building", image: tag, message });
+            return Err(ImageError::Build {
+                action: "building",
+                image: tag,
+                message,
+            });
         }
         if let Some(text) = event.stream {
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -104,11 +131,13 @@ pub async fn ensure_toolchain(
             }
         }
     }
-    find_toolchain(engine, &recipe).await?.ok_or(ImageError::Build {
-        action: "finding the freshly built",
-        image: tag,
-        message: "the engine reported success but has no image with its recipe label".into(),
-    })
+    find_toolchain(engine, &recipe)
+        .await?
+        .ok_or(ImageError::Build {
+            action: "finding the freshly built",
+            image: tag,
+            message: "the engine reported success but has no image with its recipe label".into(),
+        })
 }
 
 /// The toolchain image with recipe key `recipe`, if the engine has one.
@@ -116,7 +145,10 @@ pub async fn find_toolchain(
     engine: &Engine,
     recipe: &Digest,
 ) -> Result<Option<ToolchainImage>, ImageError> {
-    Ok(list_with_label(engine, &format!("{LABEL_RECIPE}={recipe}")).await?.into_iter().next())
+    Ok(list_with_label(engine, &format!("{LABEL_RECIPE}={recipe}"))
+        .await?
+        .into_iter()
+        .next())
 }
 
 /// Every toolchain image on the engine.
@@ -126,19 +158,28 @@ pub async fn list_toolchains(engine: &Engine) -> Result<Vec<ToolchainImage>, Ima
 
 async fn list_with_label(engine: &Engine, label: &str) -> Result<Vec<ToolchainImage>, ImageError> {
     let filters = HashMap::from([("label", vec![label])]);
-    let options = ListImagesOptionsBuilder::default().filters(&filters).build();
+    let options = ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
     let images = engine
         .docker()
         .list_images(Some(options))
         .await
-        .map_err(|source| ImageError::Engine { action: "listing toolchain images", source })?;
+        .map_err(|source| ImageError::Engine {
+            action: "listing toolchain images",
+            source,
+        })?;
     let mut found: Vec<ToolchainImage> = images
         .into_iter()
         .filter_map(|image| {
             let recipe = image.labels.get(LABEL_RECIPE)?.parse().ok()?;
             let base = image.labels.get(LABEL_BASE)?.parse().ok()?;
             Some(ToolchainImage {
-                tag: image.repo_tags.first().cloned().unwrap_or_else(|| image.id.clone()),
+                tag: image
+                    .repo_tags
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| image.id.clone()),
                 id: image.id,
                 recipe,
                 base,
@@ -174,9 +215,18 @@ mod tests {
     fn recipe_depends_on_base_and_go_line() {
         let a = Digest::of(b"base-a");
         let b = Digest::of(b"base-b");
-        assert_ne!(toolchain_recipe(&a, GoLine::Go123), toolchain_recipe(&b, GoLine::Go123));
-        assert_ne!(toolchain_recipe(&a, GoLine::Go122), toolchain_recipe(&a, GoLine::Go123));
-        assert_eq!(toolchain_recipe(&a, GoLine::Go123), toolchain_recipe(&a, GoLine::Go123));
+        assert_ne!(
+            toolchain_recipe(&a, GoLine::Go123),
+            toolchain_recipe(&b, GoLine::Go123)
+        );
+        assert_ne!(
+            toolchain_recipe(&a, GoLine::Go122),
+            toolchain_recipe(&a, GoLine::Go123)
+        );
+        assert_eq!(
+            toolchain_recipe(&a, GoLine::Go123),
+            toolchain_recipe(&a, GoLine::Go123)
+        );
     }
 
     #[test]

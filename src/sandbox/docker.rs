@@ -27,8 +27,11 @@ pub const LABEL_OWNER: &str = "kiln.owner";
 /// The shell prologue every step runs through: it fixes the umask, then `exec`s the step's
 /// argv unchanged (`"$0" "$@"`), so no argument is ever interpreted by the shell. The shell
 /// exports `PWD` on start; it is unset so the step sees only its declared environment.
-const UMASK_ENTRYPOINT: [&str; 3] =
-    ["/bin/sh", "-c", "umask 022 && unset PWD OLDPWD && exec \"$0\" \"$@\""];
+const UMASK_ENTRYPOINT: [&str; 3] = [
+    "/bin/sh",
+    "-c",
+    "umask 022 && unset PWD OLDPWD && exec \"$0\" \"$@\"",
+];
 
 /// Runs steps as containers. Cheap to clone; clones share the run identity.
 #[derive(Clone, Debug)]
@@ -54,7 +57,10 @@ impl DockerSandbox {
         };
         let reaped = sandbox.reap_orphans().await?;
         if !reaped.is_empty() {
-            tracing::info!(count = reaped.len(), "removed containers left by killed kiln runs");
+            tracing::info!(
+                count = reaped.len(),
+                "removed containers left by killed kiln runs"
+            );
         }
         Ok(sandbox)
     }
@@ -76,23 +82,38 @@ impl DockerSandbox {
     pub async fn reap_orphans(&self) -> Result<Vec<String>, SandboxError> {
         let docker = self.engine.docker();
         let filters = HashMap::from([("label", vec![LABEL_OWNER])]);
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let containers = docker.list_containers(Some(options)).await.map_err(|source| {
-            SandboxError::Engine { step: "-".into(), action: "listing kiln containers", source }
-        })?;
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|source| SandboxError::Engine {
+                step: "-".into(),
+                action: "listing kiln containers",
+                source,
+            })?;
         let mut reaped = Vec::new();
         for container in containers {
-            let (Some(id), Some(labels)) = (container.id, container.labels) else { continue };
+            let (Some(id), Some(labels)) = (container.id, container.labels) else {
+                continue;
+            };
             let Some(owner) = labels.get(LABEL_OWNER).and_then(|v| RunOwner::parse(v)) else {
                 continue;
             };
             if owner.liveness(&self.owner) == Liveness::Gone {
                 tracing::debug!(container = %id, "removing orphaned step container");
-                remove_container(docker, &id).await.map_err(|source| SandboxError::Engine {
-                    step: labels.get(LABEL_STEP).cloned().unwrap_or_else(|| "-".into()),
-                    action: "removing an orphaned container",
-                    source,
-                })?;
+                remove_container(docker, &id)
+                    .await
+                    .map_err(|source| SandboxError::Engine {
+                        step: labels
+                            .get(LABEL_STEP)
+                            .cloned()
+                            .unwrap_or_else(|| "-".into()),
+                        action: "removing an orphaned container",
+                        source,
+                    })?;
                 reaped.push(id);
             }
         }
@@ -100,8 +121,11 @@ impl DockerSandbox {
     }
 
     fn container_config(&self, step: &StepSpec) -> ContainerCreateBody {
-        let mut labels: HashMap<String, String> =
-            step.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut labels: HashMap<String, String> = step
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         labels.insert(LABEL_RUN.into(), self.run_id.to_string());
         labels.insert(LABEL_STEP.into(), step.name.clone());
         labels.insert(LABEL_OWNER.into(), self.owner.label_value());
@@ -124,7 +148,9 @@ impl DockerSandbox {
             read_only: Some(false),
             ..Mount::default()
         }));
-        let memory = step.memory_limit.map(|m| i64::try_from(m).unwrap_or(i64::MAX));
+        let memory = step
+            .memory_limit
+            .map(|m| i64::try_from(m).unwrap_or(i64::MAX));
 
         ContainerCreateBody {
             image: Some(step.image.clone()),

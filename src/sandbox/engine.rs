@@ -53,11 +53,17 @@ impl Engine {
 
     /// Connects to `host` and negotiates the API version.
     pub async fn connect_to(host: &str) -> Result<Self, SandboxError> {
-        let client = raw_client(host, &bollard::API_DEFAULT_VERSION).map_err(|source| {
+        let client = raw_client(host, bollard::API_DEFAULT_VERSION).map_err(|source| {
             if matches!(source, bollard::errors::Error::SocketNotFoundError(_)) {
-                SandboxError::NoEngine { host: host.to_owned(), source }
+                SandboxError::NoEngine {
+                    host: host.to_owned(),
+                    source,
+                }
             } else {
-                SandboxError::BadHost { host: host.to_owned(), source }
+                SandboxError::BadHost {
+                    host: host.to_owned(),
+                    source,
+                }
             }
         })?;
         let negotiated = tokio::time::timeout(CONNECT_TIMEOUT, client.negotiate_version())
@@ -66,7 +72,10 @@ impl Engine {
                 host: host.to_owned(),
                 seconds: CONNECT_TIMEOUT.as_secs(),
             })?
-            .map_err(|source| SandboxError::NoEngine { host: host.to_owned(), source })?;
+            .map_err(|source| SandboxError::NoEngine {
+                host: host.to_owned(),
+                source,
+            })?;
         let version = negotiated.client_version();
         let version = (version.major_version, version.minor_version);
         if version < MIN_API {
@@ -75,11 +84,14 @@ impl Engine {
                 version: format!("{}.{}", version.0, version.1),
             });
         }
-        let reported = negotiated.version().await.map_err(|source| SandboxError::Engine {
-            step: "-".to_owned(),
-            action: "asking the engine for its version",
-            source,
-        })?;
+        let reported = negotiated
+            .version()
+            .await
+            .map_err(|source| SandboxError::Engine {
+                step: "-".to_owned(),
+                action: "asking the engine for its version",
+                source,
+            })?;
         let product = reported
             .platform
             .map(|p| p.name)
@@ -96,7 +108,12 @@ impl Engine {
                 reported.arch.unwrap_or_default()
             ),
         };
-        Ok(Self { docker: negotiated, host: host.to_owned(), version, info })
+        Ok(Self {
+            docker: negotiated,
+            host: host.to_owned(),
+            version,
+            info,
+        })
     }
 
     /// The client, speaking the negotiated version.
@@ -114,7 +131,10 @@ impl Engine {
     /// A fresh client to the same engine at the negotiated version, usable from another
     /// runtime (cleanup on drop runs on its own thread and runtime).
     pub(crate) fn fresh_client(&self) -> Result<Docker, bollard::errors::Error> {
-        let version = ClientVersion { major_version: self.version.0, minor_version: self.version.1 };
+        let version = ClientVersion {
+            major_version: self.version.0,
+            minor_version: self.version.1,
+        };
         raw_client(&self.host, &version)
     }
 }

@@ -22,8 +22,14 @@ impl FakeStep {
     #[must_use]
     pub fn succeeds(stdout: &[&str]) -> Self {
         Self {
-            lines: stdout.iter().map(|l| (LogStream::Stdout, (*l).to_owned())).collect(),
-            exit: StepExit { code: 0, oom_killed: false },
+            lines: stdout
+                .iter()
+                .map(|l| (LogStream::Stdout, (*l).to_owned()))
+                .collect(),
+            exit: StepExit {
+                code: 0,
+                oom_killed: false,
+            },
         }
     }
 
@@ -31,8 +37,14 @@ impl FakeStep {
     #[must_use]
     pub fn fails(code: i64, stderr: &[&str]) -> Self {
         Self {
-            lines: stderr.iter().map(|l| (LogStream::Stderr, (*l).to_owned())).collect(),
-            exit: StepExit { code, oom_killed: false },
+            lines: stderr
+                .iter()
+                .map(|l| (LogStream::Stderr, (*l).to_owned()))
+                .collect(),
+            exit: StepExit {
+                code,
+                oom_killed: false,
+            },
         }
     }
 }
@@ -53,13 +65,22 @@ impl FakeSandbox {
     }
 
     /// Scripts the step named `name`.
+    ///
+    /// # Panics
+    /// If another thread panicked while holding the script table.
     #[must_use]
     pub fn script(self, name: &str, step: FakeStep) -> Self {
-        self.scripts.lock().expect("fake sandbox lock poisoned").insert(name.to_owned(), step);
+        self.scripts
+            .lock()
+            .expect("fake sandbox lock poisoned")
+            .insert(name.to_owned(), step);
         self
     }
 
     /// Every step run so far, in order.
+    ///
+    /// # Panics
+    /// If another thread panicked while holding the record.
     #[must_use]
     pub fn ran(&self) -> Vec<StepSpec> {
         self.ran.lock().expect("fake sandbox lock poisoned").clone()
@@ -79,9 +100,17 @@ impl Sandbox for FakeSandbox {
             .cloned()
             .unwrap_or_else(|| FakeStep::succeeds(&[]));
         let container = format!("fake-{}", step.name);
-        self.ran.lock().expect("fake sandbox lock poisoned").push(step);
+        self.ran
+            .lock()
+            .expect("fake sandbox lock poisoned")
+            .push(step);
         let events = std::iter::once(StepEvent::Started { container })
-            .chain(script.lines.into_iter().map(|(stream, line)| StepEvent::Log { stream, line }))
+            .chain(
+                script
+                    .lines
+                    .into_iter()
+                    .map(|(stream, line)| StepEvent::Log { stream, line }),
+            )
             .chain(std::iter::once(StepEvent::Finished(script.exit)))
             .map(Ok);
         Box::pin(stream::iter(events))
@@ -100,7 +129,11 @@ mod tests {
             .await
             .unwrap_err();
         match err {
-            SandboxError::StepFailed { step, code, stderr_tail } => {
+            SandboxError::StepFailed {
+                step,
+                code,
+                stderr_tail,
+            } => {
                 assert_eq!((step.as_str(), code), ("rebase", 3));
                 assert_eq!(stderr_tail, vec!["CONFLICT a.go"]);
             }
@@ -112,9 +145,20 @@ mod tests {
     #[tokio::test]
     async fn unscripted_step_succeeds_and_output_is_collected() {
         let sandbox = FakeSandbox::new().script("tag", FakeStep::succeeds(&["a", "b"]));
-        let out = run_to_end(&sandbox, StepSpec::new("tag", "img", ["x"]), |_| {}).await.unwrap();
+        let out = run_to_end(&sandbox, StepSpec::new("tag", "img", ["x"]), |_| {})
+            .await
+            .unwrap();
         assert_eq!(out.stdout, vec!["a", "b"]);
-        run_to_end(&sandbox, StepSpec::new("other", "img", ["x"]), |_| {}).await.unwrap();
-        assert_eq!(sandbox.ran().iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["tag", "other"]);
+        run_to_end(&sandbox, StepSpec::new("other", "img", ["x"]), |_| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            sandbox
+                .ran()
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["tag", "other"]
+        );
     }
 }

@@ -19,13 +19,18 @@ pub(super) struct ContainerGuard {
 impl ContainerGuard {
     /// Guards the container `id`.
     pub(super) fn new(engine: Engine, id: String) -> Self {
-        Self { engine, id: Some(id) }
+        Self {
+            engine,
+            id: Some(id),
+        }
     }
 
     /// Removes the container now (forcefully, with its anonymous volumes) and disarms the
     /// guard. A container that is already gone counts as removed.
     pub(super) async fn remove(mut self) -> Result<(), bollard::errors::Error> {
-        let Some(id) = self.id.take() else { return Ok(()) };
+        let Some(id) = self.id.take() else {
+            return Ok(());
+        };
         remove_container(self.engine.docker(), &id).await
     }
 }
@@ -40,9 +45,12 @@ impl Drop for ContainerGuard {
                 return;
             }
         };
-        let cleanup = std::thread::Builder::new().name("kiln-container-cleanup".into()).spawn(
-            move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let cleanup = std::thread::Builder::new()
+            .name("kiln-container-cleanup".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
                 match runtime {
                     Ok(runtime) => {
                         if let Err(error) = runtime.block_on(remove_container(&client, &id)) {
@@ -51,8 +59,7 @@ impl Drop for ContainerGuard {
                     }
                     Err(error) => tracing::warn!(%error, "cannot start a cleanup runtime"),
                 }
-            },
-        );
+            });
         match cleanup {
             // Waiting here is the point: the container must be gone before the caller moves on
             // (or the process exits).
@@ -69,13 +76,19 @@ pub(super) async fn remove_container(
     docker: &bollard::Docker,
     id: &str,
 ) -> Result<(), bollard::errors::Error> {
-    let options = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
     match docker.remove_container(id, Some(options)).await {
-        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-            Ok(())
-        }
+        Ok(())
+        | Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
         // 409: removal already in progress (another reaper got there first).
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409, ..
+        }) => Ok(()),
         Err(error) => Err(error),
     }
 }

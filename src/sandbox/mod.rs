@@ -25,7 +25,7 @@ pub use error::SandboxError;
 pub use fake::{FakeSandbox, FakeStep};
 pub use probe::{IsolationCheck, probe_isolation};
 pub use run_owner::RunOwner;
-pub use step_event::{LogStream, StepEvent, StepExit, StepOutput, STDERR_TAIL_LINES, run_to_end};
+pub use step_event::{LogStream, STDERR_TAIL_LINES, StepEvent, StepExit, StepOutput, run_to_end};
 pub use step_spec::{BASE_ENV, BindMount, CacheMount, Network, STEP_HOSTNAME, StepSpec, UserId};
 
 use futures::stream::BoxStream;

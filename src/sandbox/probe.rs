@@ -70,9 +70,18 @@ pub async fn probe_isolation(
     });
     let declared: BTreeSet<String> = step.env.keys().cloned().collect();
     let output = run_to_end(sandbox, step, |_| {}).await?;
-    let seen: BTreeMap<&str, &str> =
-        output.stdout.iter().filter_map(|l| l.split_once('=')).collect();
-    let get = |key: &str| seen.get(key).copied().unwrap_or("(not reported)").trim().to_owned();
+    let seen: BTreeMap<&str, &str> = output
+        .stdout
+        .iter()
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let get = |key: &str| {
+        seen.get(key)
+            .copied()
+            .unwrap_or("(not reported)")
+            .trim()
+            .to_owned()
+    };
 
     let owner_text = format!("{}:{}", owner.uid, owner.gid);
     let interfaces = get("interfaces");
@@ -98,13 +107,21 @@ pub async fn probe_isolation(
         check(
             "user",
             format!("{owner_text} (owner of the worktree)"),
-            format!("process {}, files written {}", get("uid"), get("file_owner")),
+            format!(
+                "process {}, files written {}",
+                get("uid"),
+                get("file_owner")
+            ),
             get("uid") == owner_text && get("file_owner") == owner_text,
         ),
         check(
             "env",
             "declared and image variables only".into(),
-            if leaked.is_empty() { "nothing else".into() } else { format!("also: {}", leaked.join(" ")) },
+            if leaked.is_empty() {
+                "nothing else".into()
+            } else {
+                format!("also: {}", leaked.join(" "))
+            },
             leaked.is_empty(),
         ),
         check(

@@ -38,13 +38,21 @@ impl RunOwner {
             .unwrap_or_else(|| format!("boot-{boot}"));
         let pid = std::process::id();
         let start = process_start_time(pid).unwrap_or(0);
-        Self { machine, boot, pid, start }
+        Self {
+            machine,
+            boot,
+            pid,
+            start,
+        }
     }
 
     /// The `kiln.owner` label value.
     #[must_use]
     pub fn label_value(&self) -> String {
-        format!("m={};b={};p={};t={}", self.machine, self.boot, self.pid, self.start)
+        format!(
+            "m={};b={};p={};t={}",
+            self.machine, self.boot, self.pid, self.start
+        )
     }
 
     /// Parses a `kiln.owner` label value.
@@ -64,7 +72,12 @@ impl RunOwner {
                 _ => return None,
             }
         }
-        Some(Self { machine: machine?, boot: boot?, pid: pid?, start: start? })
+        Some(Self {
+            machine: machine?,
+            boot: boot?,
+            pid: pid?,
+            start: start?,
+        })
     }
 
     /// Whether the process this identifies still runs, judged from `me`'s machine.
@@ -106,7 +119,12 @@ mod tests {
     use super::*;
 
     fn owner(machine: &str, boot: &str, pid: u32, start: u64) -> RunOwner {
-        RunOwner { machine: machine.into(), boot: boot.into(), pid, start }
+        RunOwner {
+            machine: machine.into(),
+            boot: boot.into(),
+            pid,
+            start,
+        }
     }
 
     #[test]
@@ -128,11 +146,26 @@ mod tests {
     fn judges_by_machine_boot_pid_and_start_time() {
         let me = owner("m1", "b1", 10, 100);
         let start_of = |pid| (pid == 42).then_some(500);
-        assert_eq!(owner("m2", "b1", 42, 500).liveness_with(&me, start_of), Liveness::Unknown);
-        assert_eq!(owner("m1", "b0", 42, 500).liveness_with(&me, start_of), Liveness::Gone);
-        assert_eq!(owner("m1", "b1", 42, 500).liveness_with(&me, start_of), Liveness::Alive);
+        assert_eq!(
+            owner("m2", "b1", 42, 500).liveness_with(&me, start_of),
+            Liveness::Unknown
+        );
+        assert_eq!(
+            owner("m1", "b0", 42, 500).liveness_with(&me, start_of),
+            Liveness::Gone
+        );
+        assert_eq!(
+            owner("m1", "b1", 42, 500).liveness_with(&me, start_of),
+            Liveness::Alive
+        );
         // Same pid, another start time: the pid was reused.
-        assert_eq!(owner("m1", "b1", 42, 499).liveness_with(&me, start_of), Liveness::Gone);
-        assert_eq!(owner("m1", "b1", 43, 500).liveness_with(&me, start_of), Liveness::Gone);
+        assert_eq!(
+            owner("m1", "b1", 42, 499).liveness_with(&me, start_of),
+            Liveness::Gone
+        );
+        assert_eq!(
+            owner("m1", "b1", 43, 500).liveness_with(&me, start_of),
+            Liveness::Gone
+        );
     }
 }

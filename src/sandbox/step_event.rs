@@ -77,8 +77,14 @@ pub async fn run_to_end(
         on_event(&event);
         match event {
             StepEvent::Started { .. } => {}
-            StepEvent::Log { stream: LogStream::Stdout, line } => stdout.push(line),
-            StepEvent::Log { stream: LogStream::Stderr, line } => {
+            StepEvent::Log {
+                stream: LogStream::Stdout,
+                line,
+            } => stdout.push(line),
+            StepEvent::Log {
+                stream: LogStream::Stderr,
+                line,
+            } => {
                 if tail.len() == STDERR_TAIL_LINES {
                     tail.pop_front();
                 }
@@ -87,7 +93,11 @@ pub async fn run_to_end(
             StepEvent::Finished(exit) => {
                 let stderr_tail: Vec<String> = tail.into_iter().collect();
                 if exit.oom_killed {
-                    return Err(SandboxError::OomKilled { step: name, memory_limit, stderr_tail });
+                    return Err(SandboxError::OomKilled {
+                        step: name,
+                        memory_limit,
+                        stderr_tail,
+                    });
                 }
                 if exit.code != 0 {
                     return Err(SandboxError::StepFailed {
@@ -96,7 +106,10 @@ pub async fn run_to_end(
                         stderr_tail,
                     });
                 }
-                return Ok(StepOutput { stdout, stderr_tail });
+                return Ok(StepOutput {
+                    stdout,
+                    stderr_tail,
+                });
             }
         }
     }

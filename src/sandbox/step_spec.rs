@@ -51,7 +51,10 @@ impl StepSpec {
             name: name.into(),
             image: image.into(),
             argv: argv.into_iter().map(Into::into).collect(),
-            env: BASE_ENV.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            env: BASE_ENV
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             workdir: "/".to_owned(),
             mounts: Vec::new(),
             caches: Vec::new(),
@@ -71,7 +74,10 @@ impl StepSpec {
 
     /// Checks what the engine would otherwise reject late or misinterpret.
     pub fn validate(&self) -> Result<(), SandboxError> {
-        let invalid = |reason: String| SandboxError::InvalidSpec { step: self.name.clone(), reason };
+        let invalid = |reason: String| SandboxError::InvalidSpec {
+            step: self.name.clone(),
+            reason,
+        };
         if self.argv.is_empty() {
             return Err(invalid("the command is empty".to_owned()));
         }
@@ -83,11 +89,16 @@ impl StepSpec {
         }
         for key in self.env.keys() {
             if key.is_empty() || key.contains('=') || key.contains('\0') {
-                return Err(invalid(format!("environment variable name `{key}` is not valid")));
+                return Err(invalid(format!(
+                    "environment variable name `{key}` is not valid"
+                )));
             }
         }
         if !self.workdir.starts_with('/') {
-            return Err(invalid(format!("workdir `{}` must be absolute", self.workdir)));
+            return Err(invalid(format!(
+                "workdir `{}` must be absolute",
+                self.workdir
+            )));
         }
         for mount in &self.mounts {
             if !mount.source.is_absolute() {
@@ -97,7 +108,10 @@ impl StepSpec {
                 )));
             }
             if !mount.target.starts_with('/') {
-                return Err(invalid(format!("mount target `{}` must be absolute", mount.target)));
+                return Err(invalid(format!(
+                    "mount target `{}` must be absolute",
+                    mount.target
+                )));
             }
         }
         for cache in &self.caches {
@@ -108,7 +122,10 @@ impl StepSpec {
                 )));
             }
             if !cache.target.starts_with('/') {
-                return Err(invalid(format!("cache target `{}` must be absolute", cache.target)));
+                return Err(invalid(format!(
+                    "cache target `{}` must be absolute",
+                    cache.target
+                )));
             }
         }
         if self.memory_limit.is_some_and(|m| m < 6 * 1024 * 1024) {
@@ -121,7 +138,9 @@ impl StepSpec {
 fn is_label_safe(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// A host directory bound into the step.
@@ -167,9 +186,14 @@ impl UserId {
     /// refuse the repository as "dubious ownership" and the files stay the user's.
     pub fn owner_of(path: &Path) -> Result<Self, SandboxError> {
         use std::os::unix::fs::MetadataExt as _;
-        let meta = std::fs::metadata(path)
-            .map_err(|source| SandboxError::Worktree { path: path.to_owned(), source })?;
-        Ok(Self { uid: meta.uid(), gid: meta.gid() })
+        let meta = std::fs::metadata(path).map_err(|source| SandboxError::Worktree {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            uid: meta.uid(),
+            gid: meta.gid(),
+        })
     }
 }
 
@@ -217,10 +241,17 @@ mod tests {
         let bad = ok.clone().env("A=B", "c");
         assert!(bad.validate().is_err());
         let mut bad = ok.clone();
-        bad.mounts.push(BindMount { source: "rel".into(), target: "/x".into(), read_only: true });
+        bad.mounts.push(BindMount {
+            source: "rel".into(),
+            target: "/x".into(),
+            read_only: true,
+        });
         assert!(bad.validate().is_err());
         let mut bad = ok.clone();
-        bad.caches.push(CacheMount { name: "../x".into(), target: "/x".into() });
+        bad.caches.push(CacheMount {
+            name: "../x".into(),
+            target: "/x".into(),
+        });
         assert!(bad.validate().is_err());
         let mut bad = ok;
         bad.memory_limit = Some(1024);

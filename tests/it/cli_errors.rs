@@ -3,7 +3,11 @@
 use crate::common::{self, text};
 
 fn doctor_with_host(host: &str) -> (Option<i32>, String) {
-    let output = common::kiln().env("DOCKER_HOST", host).arg("doctor").output().unwrap();
+    let output = common::kiln()
+        .env("DOCKER_HOST", host)
+        .arg("doctor")
+        .output()
+        .unwrap();
     let (_, stderr) = text(&output);
     (output.status.code(), stderr)
 }
@@ -12,7 +16,10 @@ fn doctor_with_host(host: &str) -> (Option<i32>, String) {
 fn unreachable_tcp_engine_says_how_to_start_one() {
     let (code, stderr) = doctor_with_host("tcp://127.0.0.1:1");
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("no Docker engine answers at tcp://127.0.0.1:1"), "{stderr}");
+    assert!(
+        stderr.contains("no Docker engine answers at tcp://127.0.0.1:1"),
+        "{stderr}"
+    );
     assert!(stderr.contains("scripts/engine start"), "{stderr}");
     assert!(stderr.contains("DOCKER_HOST"), "{stderr}");
 }
@@ -23,7 +30,10 @@ fn missing_socket_says_how_to_start_one() {
     let host = format!("unix://{}/docker.sock", dir.path().display());
     let (code, stderr) = doctor_with_host(&host);
     assert_eq!(code, Some(1));
-    assert!(stderr.contains(&format!("no Docker engine answers at {host}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("no Docker engine answers at {host}")),
+        "{stderr}"
+    );
     assert!(stderr.contains("start one"), "{stderr}");
 }
 
@@ -31,7 +41,10 @@ fn missing_socket_says_how_to_start_one() {
 fn malformed_docker_host_is_named() {
     let (code, stderr) = doctor_with_host("bogus://nowhere");
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("DOCKER_HOST `bogus://nowhere` is not a Docker engine address"), "{stderr}");
+    assert!(
+        stderr.contains("DOCKER_HOST `bogus://nowhere` is not a Docker engine address"),
+        "{stderr}"
+    );
     assert!(stderr.contains("unix:///"), "{stderr}");
 }
 
@@ -44,17 +57,25 @@ fn unsupported_go_line_is_refused_before_anything_runs() {
         .unwrap();
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr.contains("Go `1.19` cannot be bootstrapped offline"), "{stderr}");
+    assert!(
+        stderr.contains("Go `1.19` cannot be bootstrapped offline"),
+        "{stderr}"
+    );
     assert!(stderr.contains("1.21, 1.22 or 1.23"), "{stderr}");
 }
 
 #[test]
 fn bad_sandbox_arguments_are_explained() {
     let output = common::kiln()
-        .args(["sandbox", "run", "--image", "x", "--env", "NOEQUALS", "--", "true"])
+        .args([
+            "sandbox", "run", "--image", "x", "--env", "NOEQUALS", "--", "true",
+        ])
         .output()
         .unwrap();
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr.contains("--env `NOEQUALS` must look like KEY=VALUE"), "{stderr}");
+    assert!(
+        stderr.contains("--env `NOEQUALS` must look like KEY=VALUE"),
+        "{stderr}"
+    );
 }

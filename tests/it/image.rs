@@ -4,21 +4,46 @@
 use crate::common::{self, docker_or_skip, text};
 
 fn bootstrap_json(args: &[&str]) -> (std::process::Output, serde_json::Value) {
-    let output = common::kiln().args(["image", "bootstrap", "--go", "1.23", "--json"]).args(args).output().unwrap();
+    let output = common::kiln()
+        .args(["image", "bootstrap", "--go", "1.23", "--json"])
+        .args(args)
+        .output()
+        .unwrap();
     let value = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
     (output, value)
 }
 
 #[tokio::test]
 async fn bootstrap_with_the_image_present_is_a_no_op() {
-    let Some(_docker) = docker_or_skip().await else { return };
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
     let (output, report) = bootstrap_json(&[]);
     assert!(output.status.success(), "{}", text(&output).1);
     assert_eq!(report["already_present"], true);
-    assert!(report["image"]["rootfs"].as_str().unwrap().starts_with("sha256:"));
-    assert!(report["image"]["go_version"].as_str().unwrap().starts_with("1.23."));
+    assert!(
+        report["image"]["rootfs"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert!(
+        report["image"]["go_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("1.23.")
+    );
     let packages = report["image"]["packages"].as_object().unwrap();
-    for package in ["golang-1.23-go", "git", "make", "bash", "coreutils", "tar", "gzip", "ca-certificates"] {
+    for package in [
+        "golang-1.23-go",
+        "git",
+        "make",
+        "bash",
+        "coreutils",
+        "tar",
+        "gzip",
+        "ca-certificates",
+    ] {
         assert!(packages.contains_key(package), "{package} missing");
     }
     // Docs, man pages and locales were excluded: no locales package, no man-db.
@@ -27,7 +52,9 @@ async fn bootstrap_with_the_image_present_is_a_no_op() {
 
 #[tokio::test]
 async fn lock_differences_are_explained_and_locked_refuses_them() {
-    let Some(_docker) = docker_or_skip().await else { return };
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let lock_dir = dir.path().to_str().unwrap();
 
@@ -51,14 +78,23 @@ async fn lock_differences_are_explained_and_locked_refuses_them() {
     let edited: String = original
         .lines()
         .filter(|l| !l.starts_with("package make "))
-        .map(|l| if l.starts_with("package git ") { "package git 1:0.0.1-1".to_owned() } else { l.to_owned() })
+        .map(|l| {
+            if l.starts_with("package git ") {
+                "package git 1:0.0.1-1".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
         .chain(["package imaginary 1.0".to_owned()])
         .map(|l| l + "\n")
         .collect();
     std::fs::write(&lock_path, edited).unwrap();
 
     let (output, report) = bootstrap_json(&["--lock-dir", lock_dir]);
-    assert!(output.status.success(), "without --locked a difference is a warning");
+    assert!(
+        output.status.success(),
+        "without --locked a difference is a warning"
+    );
     assert_eq!(report["lock"]["status"], "differs");
     let (output, _) = bootstrap_json(&["--lock-dir", lock_dir, "--locked"]);
     let (_, stderr) = text(&output);
@@ -71,8 +107,13 @@ async fn lock_differences_are_explained_and_locked_refuses_them() {
 
 #[tokio::test]
 async fn toolchain_image_is_found_by_its_recipe() {
-    let Some(docker) = docker_or_skip().await else { return };
-    let output = common::kiln().args(["image", "toolchain", "--go", "1.23.5", "--json"]).output().unwrap();
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let output = common::kiln()
+        .args(["image", "toolchain", "--go", "1.23.5", "--json"])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", text(&output).1);
     let image: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(image["id"], docker.image.as_str());

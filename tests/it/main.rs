@@ -2,6 +2,8 @@
 //! default socket) and the Go 1.23 toolchain image; under `KILN_TEST_DOCKER=1` a missing
 //! engine or image fails them instead of skipping.
 
+#![allow(clippy::unwrap_used)] // helpers below #[test] fns unwrap too
+
 mod common;
 
 mod cli_errors;

@@ -46,8 +46,13 @@ pub(crate) async fn docker_or_skip() -> Option<Docker> {
             return None;
         }
     };
-    let sandbox = DockerSandbox::with_engine(engine).await.expect("sandbox connects");
-    Some(Docker { sandbox, image: toolchain.id })
+    let sandbox = DockerSandbox::with_engine(engine)
+        .await
+        .expect("sandbox connects");
+    Some(Docker {
+        sandbox,
+        image: toolchain.id,
+    })
 }
 
 impl Docker {
@@ -63,7 +68,10 @@ impl Docker {
     /// Ids of the containers (running or not) labelled with `test_id`.
     pub(crate) async fn containers_of(&self, test_id: &str) -> Vec<String> {
         let filters = HashMap::from([("label", vec![format!("kiln.test-id={test_id}")])]);
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
         self.sandbox
             .engine()
             .docker()
@@ -85,7 +93,11 @@ pub(crate) fn kiln() -> Command {
 
 /// Runs kiln with `args` and returns its output.
 pub(crate) fn run_kiln(args: &[&str], dir: &Path) -> Output {
-    kiln().args(args).current_dir(dir).output().expect("kiln runs")
+    kiln()
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("kiln runs")
 }
 
 /// stdout and stderr of `output`, as text.
