@@ -54,6 +54,10 @@ pub(super) struct ToolchainArgs {
     /// Go line: 1.21, 1.22 or 1.23 (a full version like 1.23.5 selects its line).
     #[arg(long, value_name = "VERSION")]
     go: String,
+    /// Build on this local image instead of the bootstrapped base, e.g. the production recipe
+    /// (images/production/Dockerfile, golang:X-alpine pinned by digest).
+    #[arg(long, value_name = "IMAGE")]
+    base: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -124,7 +128,10 @@ async fn run_toolchain(args: ToolchainArgs) -> Outcome {
     let go: GoLine = args.go.parse()?;
     let sandbox = DockerSandbox::connect().await?;
     let progress = Progress::new();
-    let result = ensure_toolchain(sandbox.engine(), go, &mut |event| progress.image(event)).await;
+    let result = ensure_toolchain(sandbox.engine(), go, args.base.as_deref(), &mut |event| {
+        progress.image(event)
+    })
+    .await;
     progress.finish();
     let image = result?;
     debug_assert_eq!(image.recipe, toolchain_recipe(&image.base, go));

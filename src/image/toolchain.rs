@@ -12,7 +12,8 @@ use crate::hash::{Digest, KeyHasher};
 use crate::sandbox::Engine;
 
 use super::{
-    GoLine, ImageError, ImageProgress, LABEL_BASE, LABEL_GO, LABEL_KIND, LABEL_RECIPE, find_base,
+    GoLine, ImageError, ImageProgress, LABEL_BASE, LABEL_GO, LABEL_KIND, LABEL_RECIPE,
+    LABEL_ROOTFS, find_base,
 };
 
 /// Schema version of the recipe key; bump when what [`toolchain_recipe`] hashes changes.
@@ -58,20 +59,117 @@ pub fn toolchain_recipe(base: &Digest, go: GoLine) -> Digest {
     key.finish()
 }
 
-/// Finds the toolchain image for `go` on the engine's bootstrapped base, building it when it
-/// is missing. Building twice is harmless: the second build finds the first by its recipe.
+/// The image a toolchain image is built on, resolved to its content identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct BaseRef {
+    tag: String,
+    id: String,
+    identity: Digest,
+    go_version: String,
+}
+
+/// Resolves the base: the bootstrapped one for `go`, or the local image `base` (e.g. the
+/// production `golang:X-alpine` recipe of `images/production/`).
+///
+/// A bootstrapped base is identified by its rootfs digest. Any other image is identified by
+/// its layers' diff ids (content hashes of the uncompressed layers), never by its engine id.
+async fn resolve_base(
+    engine: &Engine,
+    go: GoLine,
+    base: Option<&str>,
+) -> Result<BaseRef, ImageError> {
+    let Some(reference) = base else {
+        let found = find_base(engine, go)
+            .await?
+            .ok_or_else(|| ImageError::BaseMissing {
+                tag: go.base_tag(),
+                go: go.minor().into(),
+            })?;
+        return Ok(BaseRef {
+            tag: found.tag,
+            id: found.id,
+            identity: found.rootfs,
+            go_version: found.go_version,
+        });
+    };
+    let inspected = match engine.docker().inspect_image(reference).await {
+        Ok(inspected) => inspected,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {
+            return Err(ImageError::BaseMissing {
+                tag: reference.to_owned(),
+                go: go.minor().into(),
+            });
+        }
+        Err(source) => {
+            return Err(ImageError::Engine {
+                action: "inspecting the base image",
+                source,
+            });
+        }
+    };
+    let layers = inspected.root_fs.and_then(|r| r.layers).unwrap_or_default();
+    let config = inspected.config.unwrap_or_default();
+    let labels = config.labels.unwrap_or_default();
+    let rootfs = labels
+        .get(LABEL_ROOTFS)
+        .and_then(|d| d.parse::<Digest>().ok());
+    let identity = match rootfs {
+        Some(rootfs) if layers == [rootfs.to_string()] => rootfs,
+        _ if layers.is_empty() => {
+            return Err(ImageError::NoIdentity {
+                image: reference.to_owned(),
+            });
+        }
+        _ => {
+            let mut key = KeyHasher::new("kiln/image-layers", 1);
+            key.strs("diff_ids", &layers);
+            key.finish()
+        }
+    };
+    // The official golang images say which Go they carry in GOLANG_VERSION.
+    let env_go = config
+        .env
+        .unwrap_or_default()
+        .iter()
+        .find_map(|kv| kv.strip_prefix("GOLANG_VERSION=").map(str::to_owned));
+    let go_version =
+        labels
+            .get(LABEL_GO)
+            .cloned()
+            .or(env_go)
+            .ok_or_else(|| ImageError::WrongGo {
+                image: reference.to_owned(),
+                printed: "(no kiln.go label and no GOLANG_VERSION in its env)".into(),
+                expected: go.minor().into(),
+            })?;
+    if go_version.parse::<GoLine>().ok() != Some(go) {
+        return Err(ImageError::WrongGo {
+            image: reference.to_owned(),
+            printed: go_version,
+            expected: go.minor().into(),
+        });
+    }
+    Ok(BaseRef {
+        tag: reference.to_owned(),
+        id: inspected.id.unwrap_or_default(),
+        identity,
+        go_version,
+    })
+}
+
+/// Finds the toolchain image for `go` on its base — the bootstrapped one, or the local image
+/// `base` — building it when it is missing. Building twice is harmless: the second build finds
+/// the first by its recipe.
 pub async fn ensure_toolchain(
     engine: &Engine,
     go: GoLine,
+    base: Option<&str>,
     progress: &mut (dyn FnMut(ImageProgress) + Send),
 ) -> Result<ToolchainImage, ImageError> {
-    let base = find_base(engine, go)
-        .await?
-        .ok_or_else(|| ImageError::BaseMissing {
-            tag: go.base_tag(),
-            go: go.minor().into(),
-        })?;
-    let recipe = toolchain_recipe(&base.rootfs, go);
+    let base = resolve_base(engine, go, base).await?;
+    let recipe = toolchain_recipe(&base.identity, go);
     if let Some(found) = find_toolchain(engine, &recipe).await? {
         return Ok(found);
     }
@@ -88,7 +186,7 @@ pub async fn ensure_toolchain(
     let labels = HashMap::from([
         (LABEL_KIND, "toolchain".to_owned()),
         (LABEL_RECIPE, recipe.to_string()),
-        (LABEL_BASE, base.rootfs.to_string()),
+        (LABEL_BASE, base.identity.to_string()),
         (LABEL_GO, base.go_version.clone()),
     ]);
     let options = BuildImageOptionsBuilder::default()

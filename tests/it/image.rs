@@ -121,3 +121,121 @@ async fn toolchain_image_is_found_by_its_recipe() {
     let recipe = kiln::image::toolchain_recipe(&base, kiln::image::GoLine::Go123);
     assert_eq!(image["recipe"], recipe.to_string());
 }
+
+/// A production-like base (what images/production/Dockerfile yields: Go under /usr/local/go,
+/// `GOLANG_VERSION` in its env), made locally from the bootstrapped one since no registry is
+/// reachable here.
+#[tokio::test]
+async fn toolchain_builds_on_a_production_style_base_identified_by_its_layers() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let engine = docker.sandbox.engine();
+    let base = kiln::image::find_base(engine, kiln::image::GoLine::Go123)
+        .await
+        .unwrap()
+        .unwrap();
+    let tag = format!("kiln-test/prod-base:{}", uuid::Uuid::new_v4().simple());
+    let dockerfile = format!(
+        "FROM {}\nENV GOLANG_VERSION={}\nRUN ln -s /usr/lib/go-1.23 /usr/local/go\nLABEL kiln.test=1\n",
+        base.id, base.go_version
+    );
+    let mut context = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    context
+        .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
+        .unwrap();
+    let context = context.into_inner().unwrap();
+    let options = bollard::query_parameters::BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(&tag)
+        .networkmode("none")
+        .rm(true)
+        .build();
+    let mut build =
+        engine
+            .docker()
+            .build_image(options, None, Some(bollard::body_full(context.into())));
+    while let Some(info) = futures::TryStreamExt::try_next(&mut build).await.unwrap() {
+        assert!(info.error_detail.is_none(), "{info:?}");
+    }
+
+    let output = common::kiln()
+        .args([
+            "image",
+            "toolchain",
+            "--go",
+            "1.23",
+            "--base",
+            &tag,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    let image: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // Another base, another identity and recipe than the bootstrapped one.
+    assert_ne!(image["base"], base.rootfs.to_string());
+    assert_ne!(image["id"], docker.image.as_str());
+    let id = image["id"].as_str().unwrap().to_owned();
+    let (mut step, _) = docker.step("prod-go", &["go", "version"]);
+    step.image = id.clone();
+    let out = kiln::sandbox::run_to_end(&docker.sandbox, step, |_| {})
+        .await
+        .unwrap()
+        .stdout;
+    assert!(
+        out[0].starts_with(&format!("go version go{} ", base.go_version)),
+        "{out:?}"
+    );
+
+    // A base whose Go is another line is refused.
+    let output = common::kiln()
+        .args(["image", "toolchain", "--go", "1.22", "--base", &tag])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).1.contains("expected Go 1.22"),
+        "{}",
+        text(&output).1
+    );
+
+    let remove = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .force(true)
+        .build();
+    engine
+        .docker()
+        .remove_image(&id, Some(remove.clone()), None)
+        .await
+        .unwrap();
+    engine
+        .docker()
+        .remove_image(&tag, Some(remove), None)
+        .await
+        .unwrap();
+}
+
+/// Two bootstraps from the same mirror state are bit-identical: a forced rebuild gives the
+/// rootfs digest the engine already has.
+#[tokio::test]
+async fn forced_bootstrap_reproduces_the_same_rootfs() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let before = kiln::image::find_base(docker.sandbox.engine(), kiln::image::GoLine::Go123)
+        .await
+        .unwrap()
+        .unwrap();
+    let (output, report) = bootstrap_json(&["--force"]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert_eq!(report["already_present"], false);
+    assert_eq!(report["image"]["rootfs"], before.rootfs.to_string());
+    assert_eq!(
+        report["image"]["packages"].as_object().unwrap().len(),
+        before.packages.len()
+    );
+}

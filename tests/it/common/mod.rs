@@ -36,7 +36,7 @@ pub(crate) async fn docker_or_skip() -> Option<Docker> {
             return None;
         }
     };
-    let toolchain = match ensure_toolchain(&engine, GoLine::Go123, &mut |_| {}).await {
+    let toolchain = match ensure_toolchain(&engine, GoLine::Go123, None, &mut |_| {}).await {
         Ok(toolchain) => toolchain,
         Err(error) => {
             skip(format!(
