@@ -129,7 +129,7 @@ async fn run_toolchain(args: ToolchainArgs) -> Outcome {
     let sandbox = DockerSandbox::connect().await?;
     let progress = Progress::new();
     let result = ensure_toolchain(sandbox.engine(), go, args.base.as_deref(), &mut |event| {
-        progress.image(event)
+        progress.image(event);
     })
     .await;
     progress.finish();

@@ -81,13 +81,11 @@ pub(super) async fn remove_container(
         .v(true)
         .build();
     match docker.remove_container(id, Some(options)).await {
+        // 404: already gone; 409: removal already in progress (another reaper got there first).
         Ok(())
         | Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(()),
-        // 409: removal already in progress (another reaper got there first).
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 409, ..
+            status_code: 404 | 409,
+            ..
         }) => Ok(()),
         Err(error) => Err(error),
     }
