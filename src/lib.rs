@@ -8,3 +8,4 @@ pub mod cli;
 pub mod hash;
 pub mod image;
 pub mod sandbox;
+pub mod store;

@@ -1,0 +1,346 @@
+//! [`LocalStore`]: the store on a local filesystem. Layout (under `<dir>/store-v1/`):
+//!
+//! ```text
+//! blobs/sha256/ab/<64 hex>   content-addressed blobs, mode 0444, named by their SHA-256
+//! records/<64 hex>.json      one record per step key, written after its blobs are durable
+//! names/<step name>          the key of the latest record of that step name (why-rebuild)
+//! tmp/                       in-flight writes; same filesystem, so publishing is a rename
+//! work/<key hex>.<id>/       a running step's inputs and outputs (`in/`, `out/`)
+//! locks/<64 hex>.lock        flock per step key; lists the digests the running step needs
+//! locks/store.lock           shared by writers from first blob to record, exclusive by gc
+//! corrupt/                   blobs and records moved aside by `kiln store verify --repair`
+//! ```
+//!
+//! A write goes to `tmp/`, is fsynced, renamed into place, and the directory fsynced; a
+//! record goes last and only names durable blobs. A crash at any point leaves either no
+//! entry or a complete one (plus, at worst, a stray temp file or an unreferenced blob, which
+//! `gc` removes). Digests are verified whenever bytes leave the store.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::hash::{Digest, Sha256Reader, Sha256Writer, StepKey};
+
+use super::lock::{StepLock, StoreLock, lock_store_blocking, try_lock_step};
+use super::tree::unpack_tree;
+use super::{Record, StoreError};
+
+/// Name of the versioned layout directory.
+pub const LAYOUT: &str = "store-v1";
+
+/// Copy buffer size: large enough that hashing, not syscalls, bounds throughput.
+const BUFFER: usize = 1 << 20;
+
+/// How often a waiter retries a step lock held by another process.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// A store on the local filesystem. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct LocalStore {
+    root: Arc<PathBuf>,
+}
+
+impl LocalStore {
+    /// Opens (creating if needed) the store in `dir` (the layout lives in `dir/store-v1`).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let root = dir.join(LAYOUT);
+        for sub in ["blobs/sha256", "records", "names", "tmp", "work", "locks", "corrupt"] {
+            let path = root.join(sub);
+            fs::create_dir_all(&path).map_err(|e| StoreError::io("create the store directory", &path, e))?;
+        }
+        Ok(Self { root: Arc::new(root) })
+    }
+
+    /// Where the store lives unless `--store` says otherwise: `$KILN_STORE`, else
+    /// `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
+    #[must_use]
+    pub fn default_dir() -> PathBuf {
+        if let Some(dir) = std::env::var_os("KILN_STORE").filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir);
+        }
+        if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(dir).join("kiln");
+        }
+        let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+        home.join(".cache/kiln")
+    }
+
+    /// The `store-v1` directory.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob `digest` lives (whether or not it exists).
+    #[must_use]
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root.join("blobs/sha256").join(&hex[..2]).join(hex)
+    }
+
+    /// Where the record of `key` lives.
+    #[must_use]
+    pub fn record_path(&self, key: &StepKey) -> PathBuf {
+        self.root.join("records").join(format!("{}.json", key.hex()))
+    }
+
+    pub(crate) fn lock_path(&self, key: &StepKey) -> PathBuf {
+        self.root.join("locks").join(format!("{}.lock", key.hex()))
+    }
+
+    pub(crate) fn store_lock_path(&self) -> PathBuf {
+        self.root.join("locks/store.lock")
+    }
+
+    /// Where running steps get their work directories.
+    #[must_use]
+    pub fn work_dir(&self) -> PathBuf {
+        self.root.join("work")
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn name_path(&self, name: &str) -> PathBuf {
+        self.root.join("names").join(name)
+    }
+
+    /// Takes the store-wide lock (shared for writers, exclusive for gc). Blocks.
+    pub fn lock_store_sync(&self, exclusive: bool) -> Result<StoreLock, StoreError> {
+        lock_store_blocking(&self.store_lock_path(), exclusive)
+    }
+
+    /// Waits for the lock of `key` and records `deps` in it.
+    ///
+    /// Each attempt holds the shared store lock, so `gc` (exclusive) sees either no holder or
+    /// a holder whose dependencies are already written; waiting happens outside it, so a long
+    /// step elsewhere never blocks `gc`.
+    pub fn lock_step_sync(&self, key: &StepKey, deps: &[Digest]) -> Result<StepLock, StoreError> {
+        let path = self.lock_path(key);
+        loop {
+            {
+                let _writers = self.lock_store_sync(false)?;
+                if let Some(lock) = try_lock_step(&path, deps)? {
+                    return Ok(lock);
+                }
+            }
+            std::thread::sleep(LOCK_POLL);
+        }
+    }
+
+    /// Whether the blob is stored.
+    #[must_use]
+    pub fn contains_sync(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Stores the bytes `reader` yields; returns their digest and size. Storing bytes that are
+    /// already stored is a no-op.
+    pub fn put_reader_sync(&self, mut reader: impl Read) -> Result<(Digest, u64), StoreError> {
+        let _writers = self.lock_store_sync(false)?;
+        let tmp_dir = self.tmp_dir();
+        let tmp = tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&tmp_dir)
+            .map_err(|e| StoreError::io("create a temporary blob in", &tmp_dir, e))?;
+        let tmp_path = tmp.path().to_owned();
+        let mut writer = Sha256Writer::new(BufWriter::with_capacity(BUFFER, tmp.as_file()));
+        let mut buffer = vec![0u8; BUFFER];
+        loop {
+            let n = match reader.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::io("read the data for", &tmp_path, e)),
+            };
+            writer.write_all(&buffer[..n]).map_err(|e| StoreError::io("write", &tmp_path, e))?;
+        }
+        let (digest, size, inner) = writer.finish();
+        inner.into_inner().map_err(|e| StoreError::io("write", &tmp_path, e.into_error()))?;
+        let final_path = self.blob_path(&digest);
+        if final_path.is_file() {
+            return Ok((digest, size)); // the temp file is removed on drop
+        }
+        tmp.as_file().sync_all().map_err(|e| StoreError::io("sync", &tmp_path, e))?;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o444))
+            .map_err(|e| StoreError::io("set the mode of", &tmp_path, e))?;
+        let parent = final_path.parent().expect("blob paths have a parent");
+        fs::create_dir_all(parent).map_err(|e| StoreError::io("create", parent, e))?;
+        tmp.persist(&final_path).map_err(|e| StoreError::io("publish the blob", &final_path, e.error))?;
+        sync_dir(parent)?;
+        Ok((digest, size))
+    }
+
+    /// Stores the file at `path`.
+    pub fn put_file_sync(&self, path: &Path) -> Result<(Digest, u64), StoreError> {
+        let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
+        self.put_reader_sync(file)
+    }
+
+    /// Copies the blob to the new file `dest`, verifying its digest on the way. `Ok(false)`:
+    /// not stored. A blob whose bytes do not match is moved to `corrupt/` (so the step that
+    /// produced it can run again) and reported.
+    pub fn export_sync(&self, digest: &Digest, dest: &Path) -> Result<bool, StoreError> {
+        let source = self.blob_path(digest);
+        let file = match File::open(&source) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io("open", &source, e)),
+        };
+        let out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dest)
+            .map_err(|e| StoreError::io("create", dest, e))?;
+        let mut writer = Sha256Writer::new(BufWriter::with_capacity(BUFFER, out));
+        let copied = std::io::copy(&mut BufReader::with_capacity(BUFFER, file), &mut writer);
+        if let Err(e) = copied {
+            let _ = fs::remove_file(dest);
+            return Err(StoreError::io("copy the blob to", dest, e));
+        }
+        let (actual, _, inner) = writer.finish();
+        if let Err(e) = inner.into_inner() {
+            let _ = fs::remove_file(dest);
+            return Err(StoreError::io("write", dest, e.into_error()));
+        }
+        if actual != *digest {
+            let _ = fs::remove_file(dest);
+            return Err(self.quarantine(digest, actual));
+        }
+        Ok(true)
+    }
+
+    /// Unpacks the tree blob into the existing empty directory `dest`, verifying its digest.
+    /// `Ok(false)`: not stored.
+    pub fn unpack_sync(&self, digest: &Digest, dest: &Path, max_bytes: u64) -> Result<bool, StoreError> {
+        let source = self.blob_path(digest);
+        let file = match File::open(&source) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io("open", &source, e)),
+        };
+        let mut reader = Sha256Reader::new(BufReader::with_capacity(BUFFER, file));
+        unpack_tree(&mut reader, dest, max_bytes, &digest.to_string())?;
+        let (actual, _) = reader.finish().map_err(|e| StoreError::io("read", &source, e))?;
+        if actual != *digest {
+            return Err(self.quarantine(digest, actual));
+        }
+        Ok(true)
+    }
+
+    /// Reads a whole (small) blob, verified. `Ok(None)`: not stored.
+    pub fn read_sync(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        let source = self.blob_path(digest);
+        let bytes = match fs::read(&source) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("read", &source, e)),
+        };
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(self.quarantine(digest, actual));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Moves a corrupt blob aside and returns the error describing it.
+    fn quarantine(&self, digest: &Digest, actual: Digest) -> StoreError {
+        let path = self.blob_path(digest);
+        let aside = self.root.join("corrupt").join(digest.hex());
+        if let Err(error) = fs::rename(&path, &aside) {
+            tracing::warn!(path = %path.display(), %error, "cannot move a corrupt blob aside");
+        }
+        StoreError::Corrupt { digest: *digest, actual, path }
+    }
+
+    /// The record of `key`. `Ok(None)`: no record — or one that is unreadable or damaged,
+    /// which is reported as a warning naming the file and treated as a miss.
+    pub fn record_sync(&self, key: &StepKey) -> Result<Option<Record>, StoreError> {
+        let path = self.record_path(key);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("read", &path, e)),
+        };
+        match Record::parse(&bytes) {
+            Ok(record) if record.key == *key => Ok(Some(record)),
+            Ok(record) => {
+                tracing::warn!(path = %path.display(), found = %record.key, "record file holds another key; ignoring it");
+                Ok(None)
+            }
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), %reason, "ignoring a damaged record");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The latest record of a step named `name`, if any (for why-rebuild).
+    pub fn latest_sync(&self, name: &str) -> Result<Option<Record>, StoreError> {
+        let path = self.name_path(name);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io("read", &path, e)),
+        };
+        match text.trim().parse::<StepKey>() {
+            Ok(key) => self.record_sync(&key),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Writes `record`, after checking that every output it names is stored.
+    pub fn put_record_sync(&self, record: &Record) -> Result<(), StoreError> {
+        for (name, output) in &record.outputs {
+            if !self.contains_sync(&output.digest) {
+                return Err(StoreError::MissingOutput {
+                    key: record.key.to_string(),
+                    output: name.clone(),
+                    digest: output.digest,
+                });
+            }
+        }
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|source| StoreError::Encode { step: record.name.clone(), source })?;
+        write_durably(&self.tmp_dir(), &self.record_path(&record.key), &bytes)?;
+        if is_plain_name(&record.name) {
+            write_durably(&self.tmp_dir(), &self.name_path(&record.name), record.key.to_string().as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// Step names become file names under `names/`; only plain ones are indexed.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Writes `bytes` to `path` atomically and durably: temp file in `tmp_dir`, fsync, rename,
+/// fsync the directory.
+pub(crate) fn write_durably(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix("write-")
+        .tempfile_in(tmp_dir)
+        .map_err(|e| StoreError::io("create a temporary file in", tmp_dir, e))?;
+    tmp.write_all(bytes).map_err(|e| StoreError::io("write", path, e))?;
+    tmp.as_file().sync_all().map_err(|e| StoreError::io("sync", path, e))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o644))
+        .map_err(|e| StoreError::io("set the mode of", path, e))?;
+    tmp.persist(path).map_err(|e| StoreError::io("publish", path, e.error))?;
+    sync_dir(path.parent().expect("store paths have a parent"))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io("sync the directory", dir, e))
+}
