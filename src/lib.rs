@@ -5,6 +5,8 @@
 //! integration test needs it.
 
 pub mod cli;
+pub mod engine;
+pub mod git;
 pub mod hash;
 pub mod image;
 pub mod sandbox;

@@ -3,9 +3,12 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod doctor;
+mod events;
 mod image;
+mod plan;
 mod progress;
 mod sandbox;
+mod store;
 mod table;
 
 use std::ffi::OsString;
@@ -20,6 +23,9 @@ const EXIT_INTERRUPTED: u8 = 130;
 #[derive(Debug, Parser)]
 #[command(name = "kiln", version, about, max_term_width = 100)]
 struct Cli {
+    /// The store directory (default: $KILN_STORE, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln).
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,6 +40,13 @@ enum Command {
     /// Run one command in the hermetic step sandbox (for debugging steps).
     #[command(subcommand)]
     Sandbox(sandbox::SandboxCommand),
+    /// Show each step of a plan file: its key, and whether it is cached or will run, and why.
+    Plan(plan::PlanArgs),
+    /// Run a plan file: cached steps are restored, the others run in containers.
+    Run(plan::RunArgs),
+    /// Check, clean and fill the content-addressed store.
+    #[command(subcommand)]
+    Store(store::StoreCommand),
 }
 
 /// What a subcommand returns: an exit code, or a diagnostic.
@@ -52,7 +65,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
     };
     let outcome = tokio::select! {
-        outcome = dispatch(cli.command) => outcome,
+        outcome = dispatch(cli.command, cli.store) => outcome,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("kiln: interrupted; step containers were removed");
             return ExitCode::from(EXIT_INTERRUPTED);
@@ -67,11 +80,15 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> Outcome {
+async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcome {
+    let store = store.unwrap_or_else(crate::store::LocalStore::default_dir);
     match command {
         Command::Doctor(args) => doctor::run(args).await,
         Command::Image(command) => image::run(command).await,
         Command::Sandbox(command) => sandbox::run(command).await,
+        Command::Plan(args) => plan::run_plan(args, &store).await,
+        Command::Run(args) => plan::run_run(args, &store).await,
+        Command::Store(command) => store::run(command, &store).await,
     }
 }
 

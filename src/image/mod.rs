@@ -11,6 +11,7 @@ mod base_lock;
 mod bootstrap;
 mod error;
 mod go_line;
+mod resolver;
 mod rootfs;
 mod toolchain;
 
@@ -21,6 +22,7 @@ pub use bootstrap::{
 };
 pub use error::ImageError;
 pub use go_line::GoLine;
+pub use resolver::{EngineImageResolver, identity_of};
 pub use rootfs::{RootfsScan, scan_rootfs};
 pub use toolchain::{
     ToolchainImage, ensure_toolchain, find_toolchain, list_toolchains, toolchain_recipe,

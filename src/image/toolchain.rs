@@ -13,7 +13,7 @@ use crate::sandbox::Engine;
 
 use super::{
     GoLine, ImageError, ImageProgress, LABEL_BASE, LABEL_GO, LABEL_KIND, LABEL_RECIPE,
-    LABEL_ROOTFS, find_base,
+    find_base,
 };
 
 /// Schema version of the recipe key; bump when what [`toolchain_recipe`] hashes changes.
@@ -112,22 +112,14 @@ async fn resolve_base(
     let layers = inspected.root_fs.and_then(|r| r.layers).unwrap_or_default();
     let config = inspected.config.unwrap_or_default();
     let labels = config.labels.unwrap_or_default();
-    let rootfs = labels
-        .get(LABEL_ROOTFS)
-        .and_then(|d| d.parse::<Digest>().ok());
-    let identity = match rootfs {
-        Some(rootfs) if layers == [rootfs.to_string()] => rootfs,
-        _ if layers.is_empty() => {
-            return Err(ImageError::NoIdentity {
-                image: reference.to_owned(),
-            });
+    // A toolchain image is not a base: only rootfs or layer identities apply here.
+    let mut base_labels = labels.clone();
+    base_labels.remove(super::LABEL_RECIPE);
+    let identity = super::identity_of(&base_labels, &layers).ok_or_else(|| {
+        ImageError::NoIdentity {
+            image: reference.to_owned(),
         }
-        _ => {
-            let mut key = KeyHasher::new("kiln/image-layers", 1);
-            key.strs("diff_ids", &layers);
-            key.finish()
-        }
-    };
+    })?;
     // The official golang images say which Go they carry in GOLANG_VERSION.
     let env_go = config
         .env

@@ -15,6 +15,8 @@ pub struct FakeStep {
     pub lines: Vec<(LogStream, String)>,
     /// How the step ends.
     pub exit: StepExit,
+    /// Files the step writes, by container path (resolved through the step's bind mounts).
+    pub writes: Vec<(String, Vec<u8>)>,
 }
 
 impl FakeStep {
@@ -30,7 +32,15 @@ impl FakeStep {
                 code: 0,
                 oom_killed: false,
             },
+            writes: Vec::new(),
         }
+    }
+
+    /// Also writes `bytes` at the container path `path` when it runs.
+    #[must_use]
+    pub fn writing(mut self, path: &str, bytes: &[u8]) -> Self {
+        self.writes.push((path.to_owned(), bytes.to_vec()));
+        self
     }
 
     /// A step that prints `stderr` lines and exits with `code`.
@@ -45,6 +55,7 @@ impl FakeStep {
                 code,
                 oom_killed: false,
             },
+            writes: Vec::new(),
         }
     }
 }
@@ -99,6 +110,22 @@ impl Sandbox for FakeSandbox {
             .get(&step.name)
             .cloned()
             .unwrap_or_else(|| FakeStep::succeeds(&[]));
+        for (path, bytes) in &script.writes {
+            let host = step.mounts.iter().find_map(|m| {
+                let rest = path.strip_prefix(&m.target)?.strip_prefix('/')?;
+                (!m.read_only).then(|| m.source.join(rest))
+            });
+            let written = host.map(|host| {
+                host.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(host, bytes))
+            });
+            if !matches!(written, Some(Ok(()))) {
+                let error = SandboxError::InvalidSpec {
+                    step: step.name.clone(),
+                    reason: format!("fake step cannot write {path}: no writable mount"),
+                };
+                return Box::pin(stream::once(async { Err(error) }));
+            }
+        }
         let container = format!("fake-{}", step.name);
         self.ran
             .lock()

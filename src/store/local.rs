@@ -162,8 +162,10 @@ impl LocalStore {
         let (digest, size, inner) = writer.finish();
         inner.into_inner().map_err(|e| StoreError::io("write", &tmp_path, e.into_error()))?;
         let final_path = self.blob_path(&digest);
-        if final_path.is_file() {
-            return Ok((digest, size)); // the temp file is removed on drop
+        // Already stored: keep it (the temp file is removed on drop). A stored copy of another
+        // size was damaged (truncated); replace it. Other damage is caught when it is read.
+        if fs::metadata(&final_path).is_ok_and(|m| m.is_file() && m.len() == size) {
+            return Ok((digest, size));
         }
         tmp.as_file().sync_all().map_err(|e| StoreError::io("sync", &tmp_path, e))?;
         tmp.as_file()

@@ -36,9 +36,8 @@ impl MemoryStore {
     fn put_bytes(&self, bytes: Vec<u8>) -> (Digest, u64) {
         let digest = Digest::of(&bytes);
         let size = bytes.len() as u64;
-        self.with(|inner| {
-            inner.blobs.entry(digest).or_insert(bytes);
-        });
+        // Replacing also repairs a corrupted copy.
+        self.with(|inner| inner.blobs.insert(digest, bytes));
         (digest, size)
     }
 

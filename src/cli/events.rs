@@ -1,0 +1,64 @@
+//! Draws engine events on stderr: one spinner per running step on a terminal, plain lines
+//! otherwise (CI logs).
+
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::engine::EngineEvent;
+use crate::sandbox::LogStream;
+
+/// Renders events until the sender is dropped.
+pub(super) async fn render(mut events: UnboundedReceiver<EngineEvent>, show_logs: bool) {
+    let terminal = std::io::stderr().is_terminal();
+    let multi = MultiProgress::new();
+    let mut bars: HashMap<String, ProgressBar> = HashMap::new();
+    while let Some(event) = events.recv().await {
+        if !terminal {
+            match event {
+                EngineEvent::Cached { step, key } => eprintln!("==> {step}: cached ({})", key.short()),
+                EngineEvent::Started { step, key } => eprintln!("==> {step}: running ({})", key.short()),
+                EngineEvent::Log { step, stream, line } => {
+                    if show_logs || stream == LogStream::Stderr {
+                        eprintln!("    {step} | {line}");
+                    }
+                }
+                EngineEvent::Finished { step, seconds, .. } => eprintln!("==> {step}: done in {seconds:.1} s"),
+            }
+            continue;
+        }
+        match event {
+            EngineEvent::Cached { step, key } => {
+                let _ = multi.println(format!("✓ {step} cached ({})", key.short()));
+            }
+            EngineEvent::Started { step, key } => {
+                let bar = multi.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner} [{elapsed}] {prefix}: {wide_msg}")
+                        .expect("the template is valid"),
+                );
+                bar.set_prefix(step.clone());
+                bar.set_message(format!("running ({})", key.short()));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                bars.insert(step, bar);
+            }
+            EngineEvent::Log { step, line, .. } => {
+                if let Some(bar) = bars.get(&step) {
+                    bar.set_message(line);
+                }
+            }
+            EngineEvent::Finished { step, seconds, .. } => {
+                if let Some(bar) = bars.remove(&step) {
+                    bar.finish_and_clear();
+                }
+                let _ = multi.println(format!("✓ {step} done in {seconds:.1} s"));
+            }
+        }
+    }
+    for bar in bars.into_values() {
+        bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,134 @@
+//! `kiln plan` and `kiln run`: a plan file through the engine.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use miette::{IntoDiagnostic as _, WrapErr as _};
+
+use crate::engine::{Plan, RunOptions, StepOutcome, StepStatus, load_plan_file, run};
+use crate::image::EngineImageResolver;
+use crate::sandbox::{DockerSandbox, Engine};
+use crate::store::{LocalStore, Store as _};
+
+use super::table::Table;
+use super::{Outcome, print_json};
+
+#[derive(Debug, Args)]
+pub(super) struct PlanArgs {
+    /// The plan file (TOML; see `docs/design/plan-files.md`).
+    #[arg(long, value_name = "FILE")]
+    file: PathBuf,
+    /// Print the plan as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct RunArgs {
+    /// The plan file (TOML; see `docs/design/plan-files.md`).
+    #[arg(long, value_name = "FILE")]
+    file: PathBuf,
+    /// Copy every step's outputs to DIR/<step>/<output> (verified against their digests).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Steps running at once.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// Show every log line of running steps (stderr lines are always shown off a terminal).
+    #[arg(long)]
+    logs: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+async fn load(file: &Path, engine: &Engine, build_missing: bool) -> miette::Result<Plan> {
+    let resolver = EngineImageResolver::new(engine.clone(), build_missing);
+    Ok(load_plan_file(file, &resolver).await?)
+}
+
+pub(super) async fn run_plan(args: PlanArgs, store_dir: &Path) -> Outcome {
+    let store = LocalStore::open(store_dir)?;
+    let engine = Engine::connect().await?;
+    let plan = load(&args.file, &engine, false).await?;
+    let planned = plan.status(&store).await?;
+    if args.json {
+        print_json(&planned)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(&["step", "status", "key", "why"]);
+    for step in &planned {
+        let (status, key, why) = match &step.status {
+            StepStatus::Cached { key, .. } => ("cached", key.short(), String::new()),
+            StepStatus::WillRun { key, why } => ("will run", key.short(), why.join("; ")),
+            StepStatus::Pending { waiting_for, why } => {
+                let mut reasons = vec![format!("waits for {}", waiting_for.join(", "))];
+                reasons.extend(why.iter().cloned());
+                ("pending", "-".to_owned(), reasons.join("; "))
+            }
+        };
+        table.row(vec![step.name.clone(), status.into(), key, why]);
+    }
+    print!("{}", table.render());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn run_run(args: RunArgs, store_dir: &Path) -> Outcome {
+    let store = LocalStore::open(store_dir)?;
+    let engine = Engine::connect().await?;
+    let plan = load(&args.file, &engine, true).await?;
+    let sandbox = DockerSandbox::with_engine(engine).await?;
+    let options = RunOptions { jobs: args.jobs, work_dir: store.work_dir() };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let running = async {
+        let result = run(&plan, &store, &sandbox, &options, &tx).await;
+        drop(tx);
+        result
+    };
+    let (result, ()) = tokio::join!(running, super::events::render(rx, args.logs));
+    let report = result?;
+    if let Some(out) = &args.out {
+        export_outputs(&store, &report, out).await?;
+    }
+    if args.json {
+        print_json(&report)?;
+    } else {
+        let mut table = Table::new(&["step", "outcome", "key"]);
+        for step in &report.steps {
+            let outcome = match step.outcome {
+                StepOutcome::Ran => "ran",
+                StepOutcome::Cached => "cached",
+            };
+            table.row(vec![step.name.clone(), outcome.into(), step.key.to_string()]);
+        }
+        print!("{}", table.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn export_outputs(store: &LocalStore, report: &crate::engine::RunReport, out: &Path) -> miette::Result<()> {
+    for step in &report.steps {
+        for (name, output) in &step.outputs {
+            let dest = out.join(&step.name).join(name.trim_end_matches('/'));
+            if dest.exists() {
+                return Err(miette::miette!(
+                    help = "choose an empty --out directory",
+                    "{} already exists; kiln does not overwrite outputs",
+                    dest.display()
+                ));
+            }
+            let parent = dest.parent().expect("output paths have a parent");
+            std::fs::create_dir_all(parent)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot create {}", parent.display()))?;
+            if output.tree {
+                std::fs::create_dir(&dest).into_diagnostic().wrap_err_with(|| format!("cannot create {}", dest.display()))?;
+                store.unpack(&output.digest, &dest).await?;
+            } else {
+                store.export(&output.digest, &dest).await?;
+            }
+        }
+    }
+    Ok(())
+}

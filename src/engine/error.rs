@@ -1,0 +1,136 @@
+use std::path::PathBuf;
+
+use crate::git::GitError;
+use crate::sandbox::SandboxError;
+use crate::store::StoreError;
+
+/// Why a plan could not be made or run.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum EngineError {
+    /// A step is malformed.
+    #[error("step `{step}`: {reason}")]
+    #[diagnostic(code(kiln::engine::invalid_step))]
+    InvalidStep {
+        /// The step.
+        step: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Two steps share a name.
+    #[error("two steps are named `{step}`")]
+    #[diagnostic(code(kiln::engine::duplicate_step), help("give every step a unique name"))]
+    DuplicateStep {
+        /// The name.
+        step: String,
+    },
+
+    /// A step reads an output no step declares.
+    #[error("step `{step}` reads `{parent}:{output}`, which no step declares")]
+    #[diagnostic(code(kiln::engine::unknown_output), help("declare `{output}` in the outputs of `{parent}`"))]
+    UnknownOutput {
+        /// The reading step.
+        step: String,
+        /// The step it names.
+        parent: String,
+        /// The output it names.
+        output: String,
+    },
+
+    /// Steps depend on each other in a circle.
+    #[error("steps depend on each other in a cycle: {}", .steps.join(" → "))]
+    #[diagnostic(code(kiln::engine::cycle))]
+    Cycle {
+        /// The steps in the cycle.
+        steps: Vec<String>,
+    },
+
+    /// The plan file is not valid.
+    #[error("invalid plan file {path}: {reason}")]
+    #[diagnostic(code(kiln::engine::plan_file))]
+    PlanFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+        /// The file's text, for the label.
+        #[source_code]
+        src: miette::NamedSource<String>,
+        /// Where.
+        #[label("here")]
+        at: Option<miette::SourceSpan>,
+    },
+
+    /// A host input cannot be read.
+    #[error("step `{step}`: cannot read input `{input}` at {path}")]
+    Input {
+        /// The step.
+        step: String,
+        /// The input.
+        input: String,
+        /// The host path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A host input changed between planning and running.
+    #[error("step `{step}`: input `{input}` changed after it was planned ({path})")]
+    #[diagnostic(code(kiln::engine::input_changed), help("run again; nothing was recorded for this step"))]
+    InputChanged {
+        /// The step.
+        step: String,
+        /// The input.
+        input: String,
+        /// The host path.
+        path: PathBuf,
+    },
+
+    /// A step did not write an output it declares.
+    #[error("step `{step}` did not produce its declared output `{output}`")]
+    #[diagnostic(code(kiln::engine::missing_output), help("the command must write /out/{output}"))]
+    MissingOutput {
+        /// The step.
+        step: String,
+        /// The output.
+        output: String,
+    },
+
+    /// An image could not be resolved.
+    #[error("step `{step}`: {reason}")]
+    #[diagnostic(code(kiln::engine::image))]
+    Image {
+        /// The step.
+        step: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// The work directory could not be prepared or cleaned.
+    #[error("cannot {action} the work directory {path}")]
+    Work {
+        /// What kiln was doing.
+        action: &'static str,
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A step failed in its sandbox.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Sandbox(#[from] SandboxError),
+
+    /// The store failed.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Store(#[from] StoreError),
+
+    /// Git failed.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Git(#[from] GitError),
+}

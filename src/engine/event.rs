@@ -1,0 +1,39 @@
+use crate::hash::StepKey;
+use crate::sandbox::LogStream;
+
+/// What the engine reports while it runs a plan; the CLI renders these.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EngineEvent {
+    /// A step's result was found in the store; nothing ran.
+    Cached {
+        /// The step.
+        step: String,
+        /// Its key.
+        key: StepKey,
+    },
+    /// A step started running.
+    Started {
+        /// The step.
+        step: String,
+        /// Its key.
+        key: StepKey,
+    },
+    /// A line of a running step's output.
+    Log {
+        /// The step.
+        step: String,
+        /// Which stream.
+        stream: LogStream,
+        /// The line.
+        line: String,
+    },
+    /// A step finished and its outputs were stored.
+    Finished {
+        /// The step.
+        step: String,
+        /// Its key.
+        key: StepKey,
+        /// Wall time in seconds.
+        seconds: f64,
+    },
+}

@@ -1,0 +1,21 @@
+//! The build engine: steps with declared inputs and outputs ([`Step`]), a plan that computes
+//! their keys bottom-up and says what is cached, what will run and why ([`Plan`]), and a
+//! scheduler that runs the misses through a [`Sandbox`](crate::sandbox::Sandbox) and stores
+//! their outputs ([`run`]). It knows nothing about K3s: recipes build plans.
+
+mod error;
+mod event;
+mod plan;
+mod plan_file;
+mod run;
+mod step;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::EngineError;
+pub use event::EngineEvent;
+pub use plan::{Plan, PlannedStep, StepStatus};
+pub use plan_file::{ImageResolver, load_plan_file};
+pub use run::{RunOptions, RunReport, StepOutcome, StepResult, run};
+pub use step::{Step, StepImage, StepInput};

@@ -1,0 +1,266 @@
+//! The scheduler: runs a plan's misses in dependency order, at most `jobs` at a time.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::JoinSet;
+
+use crate::hash::{Derivation, Digest, InputRef, StepKey};
+use crate::sandbox::{BindMount, Sandbox, StepEvent, StepSpec, UserId, run_to_end};
+use crate::store::{OutputRef, Record, Store};
+
+use super::plan::cached_outputs;
+use super::{EngineError, EngineEvent, Plan, Step, StepInput};
+
+/// How to run a plan.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Steps running at once.
+    pub jobs: usize,
+    /// Where steps get their work directories (`<key>.<id>/{in,out}`).
+    pub work_dir: PathBuf,
+}
+
+/// Whether a step ran or came from the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepOutcome {
+    /// It ran in a container.
+    Ran,
+    /// Its record was in the store; nothing ran.
+    Cached,
+}
+
+/// One step's result.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StepResult {
+    /// The step.
+    pub name: String,
+    /// Its key.
+    pub key: StepKey,
+    /// Ran or cached.
+    pub outcome: StepOutcome,
+    /// Its outputs.
+    pub outputs: BTreeMap<String, OutputRef>,
+}
+
+/// Every step's result, in plan order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RunReport {
+    /// The results.
+    pub steps: Vec<StepResult>,
+}
+
+/// Runs `plan`: each step whose key is in the store is restored from it without starting a
+/// container; the others run through `sandbox`, in dependency order, and their outputs and
+/// records are stored. The first failure cancels every running step (their containers are
+/// removed) and is returned. Dropping the returned future cancels the same way.
+pub async fn run<S: Store, B: Sandbox + Clone + 'static>(
+    plan: &Plan,
+    store: &S,
+    sandbox: &B,
+    options: &RunOptions,
+    events: &UnboundedSender<EngineEvent>,
+) -> Result<RunReport, EngineError> {
+    let mut done: BTreeMap<String, BTreeMap<String, OutputRef>> = BTreeMap::new();
+    let mut results: BTreeMap<String, StepResult> = BTreeMap::new();
+    let mut started: HashSet<String> = HashSet::new();
+    let mut tasks: JoinSet<Result<StepResult, EngineError>> = JoinSet::new();
+    let jobs = options.jobs.max(1);
+    loop {
+        for step in plan.steps() {
+            if tasks.len() >= jobs {
+                break;
+            }
+            if started.contains(&step.name) || !step.parents().all(|p| done.contains_key(p)) {
+                continue;
+            }
+            let derivation = step.derivation(&done).expect("every parent is done, so every output is known");
+            started.insert(step.name.clone());
+            tasks.spawn(execute(
+                step.clone(),
+                derivation,
+                done.clone(),
+                store.clone(),
+                sandbox.clone(),
+                options.work_dir.clone(),
+                events.clone(),
+            ));
+        }
+        let Some(joined) = tasks.join_next().await else { break };
+        match joined {
+            Ok(Ok(result)) => {
+                done.insert(result.name.clone(), result.outputs.clone());
+                results.insert(result.name.clone(), result);
+            }
+            Ok(Err(error)) => {
+                tasks.shutdown().await;
+                return Err(error);
+            }
+            Err(join_error) => {
+                tasks.shutdown().await;
+                std::panic::resume_unwind(join_error.into_panic());
+            }
+        }
+    }
+    let steps = plan
+        .steps()
+        .iter()
+        .map(|s| results.remove(&s.name).expect("every step of the plan finished"))
+        .collect();
+    Ok(RunReport { steps })
+}
+
+/// Removes a step's work directory on every path out of the step.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(path = %self.0.display(), %error, "cannot remove a step's work directory");
+        }
+    }
+}
+
+async fn execute<S: Store, B: Sandbox>(
+    step: Step,
+    derivation: Derivation,
+    parents: BTreeMap<String, BTreeMap<String, OutputRef>>,
+    store: S,
+    sandbox: B,
+    work_root: PathBuf,
+    events: UnboundedSender<EngineEvent>,
+) -> Result<StepResult, EngineError> {
+    let key = derivation.key();
+    let deps: Vec<Digest> = derivation
+        .inputs
+        .values()
+        .filter_map(|input| match input {
+            InputRef::Blob { digest, .. } | InputRef::Output { digest, .. } => Some(*digest),
+            InputRef::Value { .. } | InputRef::Git { .. } => None,
+        })
+        .collect();
+    // One process runs a key at a time; a second waits here, then finds the record.
+    let _lock = store.lock_step(&key, &deps).await?;
+    if let Some(outputs) = cached_outputs(&store, &key).await? {
+        let _ = events.send(EngineEvent::Cached { step: step.name.clone(), key });
+        return Ok(StepResult { name: step.name, key, outcome: StepOutcome::Cached, outputs });
+    }
+
+    let started = Instant::now();
+    let _ = events.send(EngineEvent::Started { step: step.name.clone(), key });
+    let dir = work_root.join(format!("{}.{}", key.hex(), uuid::Uuid::new_v4().simple()));
+    let work = WorkDir(dir.clone());
+    let (input_dir, output_dir) = (dir.join("in"), dir.join("out"));
+    for path in [&input_dir, &output_dir] {
+        std::fs::create_dir_all(path)
+            .map_err(|source| EngineError::Work { action: "create", path: path.clone(), source })?;
+    }
+    materialize_inputs(&step, &parents, &store, &input_dir).await?;
+
+    let mut spec = StepSpec::new(step.name.clone(), step.image.reference.clone(), step.argv.clone());
+    spec.env.extend(step.env.clone());
+    spec.workdir = "/out".into();
+    spec.user = Some(UserId::owner_of(&output_dir)?);
+    spec.mounts.push(BindMount { source: input_dir.clone(), target: "/in".into(), read_only: true });
+    spec.mounts.push(BindMount { source: output_dir.clone(), target: "/out".into(), read_only: false });
+    spec.caches.clone_from(&step.caches);
+    spec.memory_limit = step.memory_limit;
+    let name = step.name.clone();
+    run_to_end(&sandbox, spec, |event| {
+        if let StepEvent::Log { stream, line } = event {
+            let _ = events.send(EngineEvent::Log { step: name.clone(), stream: *stream, line: line.clone() });
+        }
+    })
+    .await?;
+
+    // From the first output blob to the record, gc must wait.
+    let writing = store.writing().await?;
+    let mut outputs = BTreeMap::new();
+    for output in &step.outputs {
+        let path = output_dir.join(output.trim_end_matches('/'));
+        let is_tree = output.ends_with('/');
+        let meta = std::fs::symlink_metadata(&path);
+        let stored = match meta {
+            Ok(meta) if is_tree && meta.is_dir() => store.put_tree(&path).await?,
+            Ok(meta) if !is_tree && meta.is_file() => store.put_file(&path).await?,
+            _ => return Err(EngineError::MissingOutput { step: step.name.clone(), output: output.clone() }),
+        };
+        outputs.insert(output.clone(), OutputRef { digest: stored.0, size: stored.1, tree: is_tree });
+    }
+    let record = Record::new(&step.name, derivation, outputs.clone());
+    store.put_record(&record).await?;
+    drop(writing);
+    drop(work);
+    let _ = events.send(EngineEvent::Finished {
+        step: step.name.clone(),
+        key,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    Ok(StepResult { name: step.name, key, outcome: StepOutcome::Ran, outputs })
+}
+
+async fn materialize_inputs<S: Store>(
+    step: &Step,
+    parents: &BTreeMap<String, BTreeMap<String, OutputRef>>,
+    store: &S,
+    input_dir: &Path,
+) -> Result<(), EngineError> {
+    for (name, input) in &step.inputs {
+        let dest = input_dir.join(name);
+        let changed = |path: &Path| EngineError::InputChanged {
+            step: step.name.clone(),
+            input: name.clone(),
+            path: path.to_owned(),
+        };
+        match input {
+            StepInput::Value(_) => {}
+            StepInput::File { path, digest } => {
+                // Into the store first: the record's inputs stay available for rebuilds.
+                let (stored, _) = store.put_file(path).await?;
+                if stored != *digest {
+                    return Err(changed(path));
+                }
+                store.export(digest, &dest).await?;
+            }
+            StepInput::Tree { path, digest } => {
+                let (stored, _) = store.put_tree(path).await?;
+                if stored != *digest {
+                    return Err(changed(path));
+                }
+                create_dir(&dest)?;
+                store.unpack(digest, &dest).await?;
+            }
+            StepInput::Git { repo, commit } => {
+                let (repo, commit, dest) = (repo.clone(), commit.clone(), dest.clone());
+                tokio::task::spawn_blocking(move || crate::git::checkout(&repo, &commit, &dest))
+                    .await
+                    .expect("git checkout does not panic")?;
+            }
+            StepInput::Output { step: parent, output } => {
+                let found = parents[parent][output];
+                let present = if found.tree {
+                    create_dir(&dest)?;
+                    store.unpack(&found.digest, &dest).await?
+                } else {
+                    store.export(&found.digest, &dest).await?
+                };
+                if !present {
+                    return Err(crate::store::StoreError::MissingOutput {
+                        key: format!("step `{parent}`"),
+                        output: output.clone(),
+                        digest: found.digest,
+                    }
+                    .into());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn create_dir(path: &Path) -> Result<(), EngineError> {
+    std::fs::create_dir(path).map_err(|source| EngineError::Work { action: "create", path: path.to_owned(), source })
+}

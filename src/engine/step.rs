@@ -1,0 +1,168 @@
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use crate::hash::{Derivation, Digest, InputRef};
+use crate::sandbox::CacheMount;
+use crate::store::OutputRef;
+
+use super::EngineError;
+
+/// The image a step runs in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepImage {
+    /// How the engine finds it (an id or tag); a local fact, not part of the key.
+    pub reference: String,
+    /// Its content identity (rootfs digest or recipe key); part of the key.
+    pub identity: Digest,
+}
+
+/// One input of a step. Inside the container, inputs other than values appear under
+/// `/in/<name>` (a file, or a directory for trees, git checkouts and tree outputs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepInput {
+    /// A plain value (keyed; pass it to the command through `env` or `argv` to use it).
+    Value(String),
+    /// A host file, hashed when planned.
+    File {
+        /// Where it is.
+        path: PathBuf,
+        /// Its digest when planned.
+        digest: Digest,
+    },
+    /// A host directory, hashed as a canonical tree when planned.
+    Tree {
+        /// Where it is.
+        path: PathBuf,
+        /// Its tree digest when planned.
+        digest: Digest,
+    },
+    /// A commit of a host repository, checked out detached.
+    Git {
+        /// The repository.
+        repo: PathBuf,
+        /// The commit id.
+        commit: String,
+    },
+    /// An output of another step of the plan.
+    Output {
+        /// The producing step.
+        step: String,
+        /// Its declared output.
+        output: String,
+    },
+}
+
+/// A command in an image with declared inputs and outputs. It runs with `/in` (read-only
+/// inputs) and `/out` (where it writes its declared outputs) as its only host directories,
+/// `/out` as its working directory, and as the owner of its work directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// Unique name within the plan.
+    pub name: String,
+    /// Kind (`exec` for plan files; recipes name theirs).
+    pub kind: String,
+    /// Schema version of the kind.
+    pub schema: u32,
+    /// The image.
+    pub image: StepImage,
+    /// The command.
+    pub argv: Vec<String>,
+    /// Declared environment (on top of the sandbox's fixed base).
+    pub env: BTreeMap<String, String>,
+    /// Named inputs.
+    pub inputs: BTreeMap<String, StepInput>,
+    /// Declared outputs, relative to `/out`; a trailing `/` declares a directory.
+    pub outputs: Vec<String>,
+    /// Cache volumes (never part of the key: caches must not change outputs).
+    pub caches: Vec<CacheMount>,
+    /// Memory limit in bytes.
+    pub memory_limit: Option<u64>,
+}
+
+impl Step {
+    /// The derivation, given the digests of the parent outputs it reads. `None` when a parent
+    /// output is not known yet.
+    #[must_use]
+    pub fn derivation(&self, parents: &BTreeMap<String, BTreeMap<String, OutputRef>>) -> Option<Derivation> {
+        let mut inputs = BTreeMap::new();
+        for (name, input) in &self.inputs {
+            let resolved = match input {
+                StepInput::Value(value) => InputRef::Value { value: value.clone() },
+                StepInput::File { digest, .. } => InputRef::Blob { digest: *digest, tree: false },
+                StepInput::Tree { digest, .. } => InputRef::Blob { digest: *digest, tree: true },
+                StepInput::Git { commit, .. } => InputRef::Git { commit: commit.clone() },
+                StepInput::Output { step, output } => {
+                    let found = parents.get(step)?.get(output)?;
+                    InputRef::Output {
+                        step: step.clone(),
+                        output: output.clone(),
+                        digest: found.digest,
+                        tree: found.tree,
+                    }
+                }
+            };
+            inputs.insert(name.clone(), resolved);
+        }
+        Some(Derivation {
+            kind: self.kind.clone(),
+            schema: self.schema,
+            image: self.image.identity,
+            argv: self.argv.clone(),
+            env: self.env.clone(),
+            inputs,
+            outputs: self.outputs.clone(),
+        })
+    }
+
+    /// The steps whose outputs this one reads.
+    pub fn parents(&self) -> impl Iterator<Item = &str> {
+        self.inputs.values().filter_map(|input| match input {
+            StepInput::Output { step, .. } => Some(step.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Checks names and paths.
+    pub(crate) fn validate(&self) -> Result<(), EngineError> {
+        let invalid = |reason: String| EngineError::InvalidStep { step: self.name.clone(), reason };
+        if !is_name(&self.name) {
+            return Err(invalid("step names are 1-64 characters of [A-Za-z0-9_.-]".into()));
+        }
+        if self.argv.is_empty() {
+            return Err(invalid("the command is empty".into()));
+        }
+        for name in self.inputs.keys() {
+            if !is_name(name) {
+                return Err(invalid(format!("input name `{name}` must be 1-64 characters of [A-Za-z0-9_.-]")));
+            }
+        }
+        for output in &self.outputs {
+            if !is_output_path(output) {
+                return Err(invalid(format!(
+                    "output `{output}` must be a relative path without `..` (end it with `/` for a directory)"
+                )));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for output in &self.outputs {
+            if !seen.insert(output.trim_end_matches('/')) {
+                return Err(invalid(format!("output `{output}` is declared twice")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn is_output_path(path: &str) -> bool {
+    let trimmed = path.trim_end_matches('/');
+    !trimmed.is_empty()
+        && !path.starts_with('/')
+        && Path::new(trimmed).components().all(|c| matches!(c, Component::Normal(_)))
+}

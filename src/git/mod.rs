@@ -1,0 +1,134 @@
+//! Host-side git: resolve revisions to commit ids and check commits out for steps. Every call
+//! is argv (never a shell), with `--end-of-options` before user-supplied names, git's own
+//! configuration files ignored, and revision names checked against an allowlist first.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Why a git operation failed.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum GitError {
+    /// The revision name is not one kiln accepts.
+    #[error("`{rev}` is not an acceptable revision name")]
+    #[diagnostic(
+        code(kiln::git::bad_rev),
+        help("use a tag, branch or commit id: letters, digits and . _ / + - only, not starting with `-`, without `..`")
+    )]
+    BadRev {
+        /// The name as given.
+        rev: String,
+    },
+
+    /// git could not be started.
+    #[error("cannot run git")]
+    #[diagnostic(code(kiln::git::missing), help("install git (`apt-get install git`)"))]
+    Spawn {
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The revision does not exist in the repository.
+    #[error("{repo}: revision `{rev}` does not name a commit")]
+    #[diagnostic(code(kiln::git::unknown_rev), help("check the name with `git -C {repo} log -1 {rev}`"))]
+    UnknownRev {
+        /// The repository.
+        repo: String,
+        /// The revision.
+        rev: String,
+    },
+
+    /// A git command failed.
+    #[error("`git {args}` failed in {dir}: {stderr}")]
+    #[diagnostic(code(kiln::git::failed))]
+    Failed {
+        /// The arguments.
+        args: String,
+        /// Where it ran.
+        dir: PathBuf,
+        /// What git said.
+        stderr: String,
+    },
+}
+
+/// Checks a revision name against kiln's allowlist: `[A-Za-z0-9._/+-]`, 1–200 characters,
+/// not starting with `-` or `/`, without `..`, `//` or a trailing `/` or `.lock`.
+pub fn validate_rev(rev: &str) -> Result<(), GitError> {
+    let ok = !rev.is_empty()
+        && rev.len() <= 200
+        && rev.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'+' | b'-'))
+        && !rev.starts_with(['-', '/', '.'])
+        && !rev.ends_with(['/', '.'])
+        && !rev.ends_with(".lock")
+        && !rev.contains("..")
+        && !rev.contains("//");
+    if ok { Ok(()) } else { Err(GitError::BadRev { rev: rev.to_owned() }) }
+}
+
+/// A `git` command isolated from the user's and system's git configuration.
+fn git(dir: &Path) -> Command {
+    let mut command = Command::new("git");
+    command
+        .arg("-C")
+        .arg(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C");
+    command
+}
+
+fn run(mut command: Command, dir: &Path) -> Result<String, GitError> {
+    let output = command.output().map_err(|source| GitError::Spawn { source })?;
+    if !output.status.success() {
+        let args = command.get_args().skip(2).map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>();
+        return Err(GitError::Failed {
+            args: args.join(" "),
+            dir: dir.to_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// The commit id `rev` names in `repo`.
+pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, GitError> {
+    validate_rev(rev)?;
+    let mut command = git(repo);
+    command.args(["rev-parse", "--verify", "--quiet", "--end-of-options"]).arg(format!("{rev}^{{commit}}"));
+    run(command, repo).map_err(|error| match error {
+        GitError::Failed { .. } => GitError::UnknownRev { repo: repo.display().to_string(), rev: rev.to_owned() },
+        other => other,
+    })
+}
+
+/// Makes `dest` (which must not exist) a self-contained clone of `repo` with `commit` checked
+/// out, detached.
+pub fn checkout(repo: &Path, commit: &str, dest: &Path) -> Result<(), GitError> {
+    if commit.len() < 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(GitError::BadRev { rev: commit.to_owned() });
+    }
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    let mut clone = git(parent);
+    clone.args(["clone", "--quiet", "--no-checkout", "--end-of-options"]).arg(repo).arg(dest);
+    run(clone, parent)?;
+    let mut switch = git(dest);
+    switch.args(["checkout", "--quiet", "--detach", commit]);
+    run(switch, dest)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowlist_accepts_release_names_and_refuses_the_rest() {
+        for ok in ["v1.28.2", "v1.28.2-k3s1", "release-1.28", "staging/src/k8s.io/api/v1.28.2-k3s1", "v1.28.2+k3s1", "HEAD", "0123abcd"] {
+            assert!(validate_rev(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-x", "--upload-pack=evil", "a..b", "a b", "a;rm", "$(x)", "`x`", "/abs", "a//b", "x.lock", "a/", ".hidden", "a\nb"] {
+            assert!(validate_rev(bad).is_err(), "{bad:?}");
+        }
+    }
+}
