@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod engine;
+pub mod failpoint;
 pub mod git;
 pub mod hash;
 pub mod image;

@@ -19,14 +19,20 @@ pub(super) async fn render(mut events: UnboundedReceiver<EngineEvent>, show_logs
     while let Some(event) = events.recv().await {
         if !terminal {
             match event {
-                EngineEvent::Cached { step, key } => eprintln!("==> {step}: cached ({})", key.short()),
-                EngineEvent::Started { step, key } => eprintln!("==> {step}: running ({})", key.short()),
+                EngineEvent::Cached { step, key } => {
+                    eprintln!("==> {step}: cached ({})", key.short());
+                }
+                EngineEvent::Started { step, key } => {
+                    eprintln!("==> {step}: running ({})", key.short());
+                }
                 EngineEvent::Log { step, stream, line } => {
                     if show_logs || stream == LogStream::Stderr {
                         eprintln!("    {step} | {line}");
                     }
                 }
-                EngineEvent::Finished { step, seconds, .. } => eprintln!("==> {step}: done in {seconds:.1} s"),
+                EngineEvent::Finished { step, seconds, .. } => {
+                    eprintln!("==> {step}: done in {seconds:.1} s");
+                }
             }
             continue;
         }

@@ -23,7 +23,8 @@ const EXIT_INTERRUPTED: u8 = 130;
 #[derive(Debug, Parser)]
 #[command(name = "kiln", version, about, max_term_width = 100)]
 struct Cli {
-    /// The store directory (default: $KILN_STORE, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln).
+    /// The store directory (default: `$KILN_STORE`, else `$XDG_CACHE_HOME/kiln`, else
+    /// `~/.cache/kiln`).
     #[arg(long, global = true, value_name = "DIR")]
     store: Option<std::path::PathBuf>,
     #[command(subcommand)]
@@ -92,8 +93,19 @@ async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcom
     }
 }
 
-/// Starts logging to stderr, filtered by `KILN_LOG` (default: warnings).
+/// Starts logging to stderr, filtered by `KILN_LOG` (default: warnings), and sets up how
+/// diagnostics are drawn: long lines are wrapped only on a terminal, so logs and tools that
+/// read stderr see each message whole.
 pub fn init_tracing() {
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stderr().is_terminal();
+    let _ = miette::set_hook(Box::new(move |_| {
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .wrap_lines(terminal)
+                .build(),
+        )
+    }));
     let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()

@@ -79,7 +79,10 @@ pub(super) async fn run_run(args: RunArgs, store_dir: &Path) -> Outcome {
     let engine = Engine::connect().await?;
     let plan = load(&args.file, &engine, true).await?;
     let sandbox = DockerSandbox::with_engine(engine).await?;
-    let options = RunOptions { jobs: args.jobs, work_dir: store.work_dir() };
+    let options = RunOptions {
+        jobs: args.jobs,
+        work_dir: store.work_dir(),
+    };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let running = async {
         let result = run(&plan, &store, &sandbox, &options, &tx).await;
@@ -100,14 +103,22 @@ pub(super) async fn run_run(args: RunArgs, store_dir: &Path) -> Outcome {
                 StepOutcome::Ran => "ran",
                 StepOutcome::Cached => "cached",
             };
-            table.row(vec![step.name.clone(), outcome.into(), step.key.to_string()]);
+            table.row(vec![
+                step.name.clone(),
+                outcome.into(),
+                step.key.to_string(),
+            ]);
         }
         print!("{}", table.render());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn export_outputs(store: &LocalStore, report: &crate::engine::RunReport, out: &Path) -> miette::Result<()> {
+async fn export_outputs(
+    store: &LocalStore,
+    report: &crate::engine::RunReport,
+    out: &Path,
+) -> miette::Result<()> {
     for step in &report.steps {
         for (name, output) in &step.outputs {
             let dest = out.join(&step.name).join(name.trim_end_matches('/'));
@@ -123,7 +134,9 @@ async fn export_outputs(store: &LocalStore, report: &crate::engine::RunReport, o
                 .into_diagnostic()
                 .wrap_err_with(|| format!("cannot create {}", parent.display()))?;
             if output.tree {
-                std::fs::create_dir(&dest).into_diagnostic().wrap_err_with(|| format!("cannot create {}", dest.display()))?;
+                std::fs::create_dir(&dest)
+                    .into_diagnostic()
+                    .wrap_err_with(|| format!("cannot create {}", dest.display()))?;
                 store.unpack(&output.digest, &dest).await?;
             } else {
                 store.export(&output.digest, &dest).await?;

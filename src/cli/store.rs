@@ -22,8 +22,10 @@ pub(super) enum StoreCommand {
     Verify(VerifyArgs),
     /// Remove what no lockfile, recent run or running step needs.
     Gc(GcArgs),
-    /// Store a file; prints its digest.
+    /// Store a file; prints its digest and size.
     Put(PutArgs),
+    /// Copy a blob out of the store to a new file, verifying its digest.
+    Get(GetArgs),
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +53,14 @@ pub(super) struct GcArgs {
 }
 
 #[derive(Debug, Args)]
+pub(super) struct GetArgs {
+    /// The blob's digest (`sha256:<hex>`).
+    digest: Digest,
+    /// Where to write it (must not exist).
+    dest: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub(super) struct PutArgs {
     /// The file.
     file: PathBuf,
@@ -61,9 +71,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     if text == "0" {
         return Ok(Duration::ZERO);
     }
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 30m, 12h or 7d"))?;
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 30m, 12h or 7d"))?;
     let seconds = match unit {
         "s" => 1,
         "m" => 60,
@@ -87,7 +101,11 @@ pub(super) async fn run(command: StoreCommand, store_dir: &Path) -> Outcome {
             if args.json {
                 print_json(&report)?;
             } else {
-                println!("blobs      {} ({} MiB) re-hashed", report.blobs, report.bytes / (1 << 20));
+                println!(
+                    "blobs      {} ({} MiB) re-hashed",
+                    report.blobs,
+                    report.bytes / (1 << 20)
+                );
                 println!("records    {} checked", report.records);
                 for path in &report.corrupt_blobs {
                     println!("CORRUPT    {}", path.display());
@@ -99,12 +117,21 @@ pub(super) async fn run(command: StoreCommand, store_dir: &Path) -> Outcome {
                     println!("MISSING    {digest} (named by {})", path.display());
                 }
                 if report.repaired {
-                    println!("repaired   moved the damaged entries to {}", store.root().join("corrupt").display());
+                    println!(
+                        "repaired   moved the damaged entries to {}",
+                        store.root().join("corrupt").display()
+                    );
                 } else if !report.is_clean() {
-                    println!("run `kiln store verify --repair` to move them aside; their steps will run again");
+                    println!(
+                        "run `kiln store verify --repair` to move them aside; their steps will run again"
+                    );
                 }
             }
-            Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_CORRUPT) })
+            Ok(if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_CORRUPT)
+            })
         }
         StoreCommand::Gc(args) => {
             let mut paths = args.lockfiles.clone();
@@ -112,7 +139,10 @@ pub(super) async fn run(command: StoreCommand, store_dir: &Path) -> Outcome {
                 paths.push(PathBuf::from("lockfiles"));
             }
             let roots = lockfile_roots(&paths)?;
-            let options = GcOptions { roots, keep_recent: args.keep_recent };
+            let options = GcOptions {
+                roots,
+                keep_recent: args.keep_recent,
+            };
             let report = tokio::task::spawn_blocking({
                 let store = store.clone();
                 move || gc(&store, &options)
@@ -140,11 +170,23 @@ pub(super) async fn run(command: StoreCommand, store_dir: &Path) -> Outcome {
             Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Put(args) => {
-            let (digest, size) = tokio::task::spawn_blocking(move || store.put_file_sync(&args.file))
-                .await
-                .into_diagnostic()??;
+            let (digest, size) =
+                tokio::task::spawn_blocking(move || store.put_file_sync(&args.file))
+                    .await
+                    .into_diagnostic()??;
             println!("{digest} {size}");
             Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Get(args) => {
+            let found =
+                tokio::task::spawn_blocking(move || store.export_sync(&args.digest, &args.dest))
+                    .await
+                    .into_diagnostic()??;
+            if found {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(miette!("{} is not in the store", args.digest))
+            }
         }
     }
 }
@@ -166,7 +208,11 @@ fn lockfile_roots(paths: &[PathBuf]) -> miette::Result<HashSet<Digest>> {
         } else if path.is_file() {
             files.push(path.clone());
         } else {
-            return Err(miette!(help = "give a lockfile or a directory of them", "{} does not exist", path.display()));
+            return Err(miette!(
+                help = "give a lockfile or a directory of them",
+                "{} does not exist",
+                path.display()
+            ));
         }
     }
     let mut roots = HashSet::new();

@@ -19,7 +19,10 @@ pub enum EngineError {
 
     /// Two steps share a name.
     #[error("two steps are named `{step}`")]
-    #[diagnostic(code(kiln::engine::duplicate_step), help("give every step a unique name"))]
+    #[diagnostic(
+        code(kiln::engine::duplicate_step),
+        help("give every step a unique name")
+    )]
     DuplicateStep {
         /// The name.
         step: String,
@@ -27,7 +30,10 @@ pub enum EngineError {
 
     /// A step reads an output no step declares.
     #[error("step `{step}` reads `{parent}:{output}`, which no step declares")]
-    #[diagnostic(code(kiln::engine::unknown_output), help("declare `{output}` in the outputs of `{parent}`"))]
+    #[diagnostic(
+        code(kiln::engine::unknown_output),
+        help("declare `{output}` in the outputs of `{parent}`")
+    )]
     UnknownOutput {
         /// The reading step.
         step: String,
@@ -77,7 +83,10 @@ pub enum EngineError {
 
     /// A host input changed between planning and running.
     #[error("step `{step}`: input `{input}` changed after it was planned ({path})")]
-    #[diagnostic(code(kiln::engine::input_changed), help("run again; nothing was recorded for this step"))]
+    #[diagnostic(
+        code(kiln::engine::input_changed),
+        help("run again; nothing was recorded for this step")
+    )]
     InputChanged {
         /// The step.
         step: String,
@@ -89,7 +98,10 @@ pub enum EngineError {
 
     /// A step did not write an output it declares.
     #[error("step `{step}` did not produce its declared output `{output}`")]
-    #[diagnostic(code(kiln::engine::missing_output), help("the command must write /out/{output}"))]
+    #[diagnostic(
+        code(kiln::engine::missing_output),
+        help("the command must write /out/{output}")
+    )]
     MissingOutput {
         /// The step.
         step: String,

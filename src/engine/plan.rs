@@ -58,13 +58,21 @@ impl Plan {
         for step in &steps {
             step.validate()?;
             if by_name.insert(step.name.as_str(), step).is_some() {
-                return Err(EngineError::DuplicateStep { step: step.name.clone() });
+                return Err(EngineError::DuplicateStep {
+                    step: step.name.clone(),
+                });
             }
         }
         for step in &steps {
             for input in step.inputs.values() {
-                if let StepInput::Output { step: parent, output } = input {
-                    let declared = by_name.get(parent.as_str()).is_some_and(|p| p.outputs.contains(output));
+                if let StepInput::Output {
+                    step: parent,
+                    output,
+                } = input
+                {
+                    let declared = by_name
+                        .get(parent.as_str())
+                        .is_some_and(|p| p.outputs.contains(output));
                     if !declared {
                         return Err(EngineError::UnknownOutput {
                             step: step.name.clone(),
@@ -80,9 +88,13 @@ impl Plan {
         let mut ordered = Vec::with_capacity(steps.len());
         let mut remaining: Vec<Step> = steps;
         while !remaining.is_empty() {
-            let ready = remaining.iter().position(|s| s.parents().all(|p| placed.contains(p)));
+            let ready = remaining
+                .iter()
+                .position(|s| s.parents().all(|p| placed.contains(p)));
             let Some(index) = ready else {
-                return Err(EngineError::Cycle { steps: remaining.iter().map(|s| s.name.clone()).collect() });
+                return Err(EngineError::Cycle {
+                    steps: remaining.iter().map(|s| s.name.clone()).collect(),
+                });
             };
             let step = remaining.remove(index);
             placed.insert(step.name.clone());
@@ -137,13 +149,22 @@ impl Plan {
                     let mut assumed = known.clone();
                     for (name, input) in &record.derivation.inputs {
                         if let (
-                            Some(StepInput::Output { step: parent, output }),
+                            Some(StepInput::Output {
+                                step: parent,
+                                output,
+                            }),
                             crate::hash::InputRef::Output { digest, tree, .. },
                         ) = (step.inputs.get(name), input)
                         {
-                            assumed.entry(parent.clone()).or_default().entry(output.clone()).or_insert(
-                                OutputRef { digest: *digest, size: 0, tree: *tree },
-                            );
+                            assumed
+                                .entry(parent.clone())
+                                .or_default()
+                                .entry(output.clone())
+                                .or_insert(OutputRef {
+                                    digest: *digest,
+                                    size: 0,
+                                    tree: *tree,
+                                });
                         }
                     }
                     step.derivation(&assumed)
@@ -152,7 +173,10 @@ impl Plan {
                 });
                 StepStatus::Pending { waiting_for, why }
             };
-            planned.push(PlannedStep { name: step.name.clone(), status });
+            planned.push(PlannedStep {
+                name: step.name.clone(),
+                status,
+            });
         }
         Ok(planned)
     }
@@ -163,7 +187,9 @@ pub(super) async fn cached_outputs(
     store: &impl Store,
     key: &StepKey,
 ) -> Result<Option<BTreeMap<String, OutputRef>>, EngineError> {
-    let Some(record) = store.record(key).await? else { return Ok(None) };
+    let Some(record) = store.record(key).await? else {
+        return Ok(None);
+    };
     for output in record.outputs.values() {
         if !store.contains(&output.digest).await? {
             return Ok(None);

@@ -99,22 +99,29 @@ pub async fn load_plan_file(path: &Path, images: &impl ImageResolver) -> Result<
     let file: PlanFile = toml::from_str(&text)
         .map_err(|e| invalid(e.message().to_owned(), e.span().map(Into::into)))?;
     // Inputs are read later from other working directories: anchor them absolutely.
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let base = std::fs::canonicalize(parent).map_err(|e| invalid(format!("cannot resolve its directory: {e}"), None))?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let base = std::fs::canonicalize(parent)
+        .map_err(|e| invalid(format!("cannot resolve its directory: {e}"), None))?;
     let mut resolved_images: HashMap<String, StepImage> = HashMap::new();
     let mut steps = Vec::with_capacity(file.step.len());
     for entry in file.step {
-        let image = match resolved_images.get(&entry.image) {
-            Some(image) => image.clone(),
-            None => {
-                let image = images
-                    .resolve(&entry.image)
-                    .await
-                    .map_err(|reason| EngineError::Image { step: entry.name.clone(), reason })?;
-                resolved_images.insert(entry.image.clone(), image.clone());
-                image
-            }
-        };
+        let image =
+            match resolved_images.get(&entry.image) {
+                Some(image) => image.clone(),
+                None => {
+                    let image = images.resolve(&entry.image).await.map_err(|reason| {
+                        EngineError::Image {
+                            step: entry.name.clone(),
+                            reason,
+                        }
+                    })?;
+                    resolved_images.insert(entry.image.clone(), image.clone());
+                    image
+                }
+            };
         let mut inputs = BTreeMap::new();
         for (name, input) in entry.inputs {
             let resolved = resolve_input(&entry.name, &name, input, &base)
@@ -134,14 +141,23 @@ pub async fn load_plan_file(path: &Path, images: &impl ImageResolver) -> Result<
             env: entry.env,
             inputs,
             outputs: entry.outputs,
-            caches: entry.caches.into_iter().map(|(name, target)| CacheMount { name, target }).collect(),
+            caches: entry
+                .caches
+                .into_iter()
+                .map(|(name, target)| CacheMount { name, target })
+                .collect(),
             memory_limit: entry.memory,
         });
     }
     Plan::new(steps)
 }
 
-async fn resolve_input(step: &str, name: &str, input: InputEntry, base: &Path) -> Result<StepInput, EngineError> {
+async fn resolve_input(
+    step: &str,
+    name: &str,
+    input: InputEntry,
+    base: &Path,
+) -> Result<StepInput, EngineError> {
     let bad = |reason: String| EngineError::PlanFile {
         path: PathBuf::new(),
         reason: format!("step `{step}`, input `{name}`: {reason}"),
@@ -194,7 +210,11 @@ async fn hash_file(path: &Path) -> std::io::Result<Digest> {
         if !file.metadata()?.is_file() {
             return Err(std::io::Error::other("not a regular file"));
         }
-        Ok(Sha256Reader::new(std::io::BufReader::with_capacity(1 << 20, file)).finish()?.0)
+        Ok(
+            Sha256Reader::new(std::io::BufReader::with_capacity(1 << 20, file))
+                .finish()?
+                .0,
+        )
     })
     .await
     .expect("hashing does not panic")

@@ -57,6 +57,9 @@ pub struct RunReport {
 /// container; the others run through `sandbox`, in dependency order, and their outputs and
 /// records are stored. The first failure cancels every running step (their containers are
 /// removed) and is returned. Dropping the returned future cancels the same way.
+///
+/// # Panics
+/// Re-raises a panic of a step task, after cancelling the others.
 pub async fn run<S: Store, B: Sandbox + Clone + 'static>(
     plan: &Plan,
     store: &S,
@@ -77,7 +80,9 @@ pub async fn run<S: Store, B: Sandbox + Clone + 'static>(
             if started.contains(&step.name) || !step.parents().all(|p| done.contains_key(p)) {
                 continue;
             }
-            let derivation = step.derivation(&done).expect("every parent is done, so every output is known");
+            let derivation = step
+                .derivation(&done)
+                .expect("every parent is done, so every output is known");
             started.insert(step.name.clone());
             tasks.spawn(execute(
                 step.clone(),
@@ -89,7 +94,9 @@ pub async fn run<S: Store, B: Sandbox + Clone + 'static>(
                 events.clone(),
             ));
         }
-        let Some(joined) = tasks.join_next().await else { break };
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
         match joined {
             Ok(Ok(result)) => {
                 done.insert(result.name.clone(), result.outputs.clone());
@@ -108,7 +115,11 @@ pub async fn run<S: Store, B: Sandbox + Clone + 'static>(
     let steps = plan
         .steps()
         .iter()
-        .map(|s| results.remove(&s.name).expect("every step of the plan finished"))
+        .map(|s| {
+            results
+                .remove(&s.name)
+                .expect("every step of the plan finished")
+        })
         .collect();
     Ok(RunReport { steps })
 }
@@ -145,33 +156,63 @@ async fn execute<S: Store, B: Sandbox>(
     // One process runs a key at a time; a second waits here, then finds the record.
     let _lock = store.lock_step(&key, &deps).await?;
     if let Some(outputs) = cached_outputs(&store, &key).await? {
-        let _ = events.send(EngineEvent::Cached { step: step.name.clone(), key });
-        return Ok(StepResult { name: step.name, key, outcome: StepOutcome::Cached, outputs });
+        let _ = events.send(EngineEvent::Cached {
+            step: step.name.clone(),
+            key,
+        });
+        return Ok(StepResult {
+            name: step.name,
+            key,
+            outcome: StepOutcome::Cached,
+            outputs,
+        });
     }
 
     let started = Instant::now();
-    let _ = events.send(EngineEvent::Started { step: step.name.clone(), key });
+    let _ = events.send(EngineEvent::Started {
+        step: step.name.clone(),
+        key,
+    });
     let dir = work_root.join(format!("{}.{}", key.hex(), uuid::Uuid::new_v4().simple()));
     let work = WorkDir(dir.clone());
     let (input_dir, output_dir) = (dir.join("in"), dir.join("out"));
     for path in [&input_dir, &output_dir] {
-        std::fs::create_dir_all(path)
-            .map_err(|source| EngineError::Work { action: "create", path: path.clone(), source })?;
+        std::fs::create_dir_all(path).map_err(|source| EngineError::Work {
+            action: "create",
+            path: path.clone(),
+            source,
+        })?;
     }
     materialize_inputs(&step, &parents, &store, &input_dir).await?;
 
-    let mut spec = StepSpec::new(step.name.clone(), step.image.reference.clone(), step.argv.clone());
+    let mut spec = StepSpec::new(
+        step.name.clone(),
+        step.image.reference.clone(),
+        step.argv.clone(),
+    );
     spec.env.extend(step.env.clone());
     spec.workdir = "/out".into();
     spec.user = Some(UserId::owner_of(&output_dir)?);
-    spec.mounts.push(BindMount { source: input_dir.clone(), target: "/in".into(), read_only: true });
-    spec.mounts.push(BindMount { source: output_dir.clone(), target: "/out".into(), read_only: false });
+    spec.mounts.push(BindMount {
+        source: input_dir.clone(),
+        target: "/in".into(),
+        read_only: true,
+    });
+    spec.mounts.push(BindMount {
+        source: output_dir.clone(),
+        target: "/out".into(),
+        read_only: false,
+    });
     spec.caches.clone_from(&step.caches);
     spec.memory_limit = step.memory_limit;
     let name = step.name.clone();
     run_to_end(&sandbox, spec, |event| {
         if let StepEvent::Log { stream, line } = event {
-            let _ = events.send(EngineEvent::Log { step: name.clone(), stream: *stream, line: line.clone() });
+            let _ = events.send(EngineEvent::Log {
+                step: name.clone(),
+                stream: *stream,
+                line: line.clone(),
+            });
         }
     })
     .await?;
@@ -186,11 +227,24 @@ async fn execute<S: Store, B: Sandbox>(
         let stored = match meta {
             Ok(meta) if is_tree && meta.is_dir() => store.put_tree(&path).await?,
             Ok(meta) if !is_tree && meta.is_file() => store.put_file(&path).await?,
-            _ => return Err(EngineError::MissingOutput { step: step.name.clone(), output: output.clone() }),
+            _ => {
+                return Err(EngineError::MissingOutput {
+                    step: step.name.clone(),
+                    output: output.clone(),
+                });
+            }
         };
-        outputs.insert(output.clone(), OutputRef { digest: stored.0, size: stored.1, tree: is_tree });
+        outputs.insert(
+            output.clone(),
+            OutputRef {
+                digest: stored.0,
+                size: stored.1,
+                tree: is_tree,
+            },
+        );
     }
     let record = Record::new(&step.name, derivation, outputs.clone());
+    crate::failpoint::hit("before-record");
     store.put_record(&record).await?;
     drop(writing);
     drop(work);
@@ -199,7 +253,12 @@ async fn execute<S: Store, B: Sandbox>(
         key,
         seconds: started.elapsed().as_secs_f64(),
     });
-    Ok(StepResult { name: step.name, key, outcome: StepOutcome::Ran, outputs })
+    Ok(StepResult {
+        name: step.name,
+        key,
+        outcome: StepOutcome::Ran,
+        outputs,
+    })
 }
 
 async fn materialize_inputs<S: Store>(
@@ -239,7 +298,10 @@ async fn materialize_inputs<S: Store>(
                     .await
                     .expect("git checkout does not panic")?;
             }
-            StepInput::Output { step: parent, output } => {
+            StepInput::Output {
+                step: parent,
+                output,
+            } => {
                 let found = parents[parent][output];
                 let present = if found.tree {
                     create_dir(&dest)?;
@@ -262,5 +324,9 @@ async fn materialize_inputs<S: Store>(
 }
 
 fn create_dir(path: &Path) -> Result<(), EngineError> {
-    std::fs::create_dir(path).map_err(|source| EngineError::Work { action: "create", path: path.to_owned(), source })
+    std::fs::create_dir(path).map_err(|source| EngineError::Work {
+        action: "create",
+        path: path.to_owned(),
+        source,
+    })
 }

@@ -83,14 +83,27 @@ impl Step {
     /// The derivation, given the digests of the parent outputs it reads. `None` when a parent
     /// output is not known yet.
     #[must_use]
-    pub fn derivation(&self, parents: &BTreeMap<String, BTreeMap<String, OutputRef>>) -> Option<Derivation> {
+    pub fn derivation(
+        &self,
+        parents: &BTreeMap<String, BTreeMap<String, OutputRef>>,
+    ) -> Option<Derivation> {
         let mut inputs = BTreeMap::new();
         for (name, input) in &self.inputs {
             let resolved = match input {
-                StepInput::Value(value) => InputRef::Value { value: value.clone() },
-                StepInput::File { digest, .. } => InputRef::Blob { digest: *digest, tree: false },
-                StepInput::Tree { digest, .. } => InputRef::Blob { digest: *digest, tree: true },
-                StepInput::Git { commit, .. } => InputRef::Git { commit: commit.clone() },
+                StepInput::Value(value) => InputRef::Value {
+                    value: value.clone(),
+                },
+                StepInput::File { digest, .. } => InputRef::Blob {
+                    digest: *digest,
+                    tree: false,
+                },
+                StepInput::Tree { digest, .. } => InputRef::Blob {
+                    digest: *digest,
+                    tree: true,
+                },
+                StepInput::Git { commit, .. } => InputRef::Git {
+                    commit: commit.clone(),
+                },
                 StepInput::Output { step, output } => {
                     let found = parents.get(step)?.get(output)?;
                     InputRef::Output {
@@ -124,16 +137,23 @@ impl Step {
 
     /// Checks names and paths.
     pub(crate) fn validate(&self) -> Result<(), EngineError> {
-        let invalid = |reason: String| EngineError::InvalidStep { step: self.name.clone(), reason };
+        let invalid = |reason: String| EngineError::InvalidStep {
+            step: self.name.clone(),
+            reason,
+        };
         if !is_name(&self.name) {
-            return Err(invalid("step names are 1-64 characters of [A-Za-z0-9_.-]".into()));
+            return Err(invalid(
+                "step names are 1-64 characters of [A-Za-z0-9_.-]".into(),
+            ));
         }
         if self.argv.is_empty() {
             return Err(invalid("the command is empty".into()));
         }
         for name in self.inputs.keys() {
             if !is_name(name) {
-                return Err(invalid(format!("input name `{name}` must be 1-64 characters of [A-Za-z0-9_.-]")));
+                return Err(invalid(format!(
+                    "input name `{name}` must be 1-64 characters of [A-Za-z0-9_.-]"
+                )));
             }
         }
         for output in &self.outputs {
@@ -157,12 +177,16 @@ fn is_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 fn is_output_path(path: &str) -> bool {
     let trimmed = path.trim_end_matches('/');
     !trimmed.is_empty()
         && !path.starts_with('/')
-        && Path::new(trimmed).components().all(|c| matches!(c, Component::Normal(_)))
+        && Path::new(trimmed)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
 }

@@ -13,10 +13,16 @@ fn step(name: &str, inputs: &[(&str, StepInput)], outputs: &[&str]) -> Step {
         name: name.into(),
         kind: "exec".into(),
         schema: 1,
-        image: StepImage { reference: "img".into(), identity: Digest::of(b"img") },
+        image: StepImage {
+            reference: "img".into(),
+            identity: Digest::of(b"img"),
+        },
         argv: vec!["build".into(), name.into()],
         env: BTreeMap::new(),
-        inputs: inputs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+        inputs: inputs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
         outputs: outputs.iter().map(|o| (*o).to_owned()).collect(),
         caches: Vec::new(),
         memory_limit: None,
@@ -24,37 +30,64 @@ fn step(name: &str, inputs: &[(&str, StepInput)], outputs: &[&str]) -> Step {
 }
 
 fn output(step: &str, output: &str) -> StepInput {
-    StepInput::Output { step: step.into(), output: output.into() }
+    StepInput::Output {
+        step: step.into(),
+        output: output.into(),
+    }
 }
 
 fn chain(version: &str) -> Plan {
     Plan::new(vec![
         // Given child first: the plan orders parents first.
         step("b", &[("a", output("a", "a.txt"))], &["b.txt"]),
-        step("a", &[("version", StepInput::Value(version.into()))], &["a.txt"]),
+        step(
+            "a",
+            &[("version", StepInput::Value(version.into()))],
+            &["a.txt"],
+        ),
     ])
     .unwrap()
 }
 
 fn sandbox() -> FakeSandbox {
     FakeSandbox::new()
-        .script("a", FakeStep::succeeds(&["making a"]).writing("/out/a.txt", b"A"))
+        .script(
+            "a",
+            FakeStep::succeeds(&["making a"]).writing("/out/a.txt", b"A"),
+        )
         .script("b", FakeStep::succeeds(&[]).writing("/out/b.txt", b"B"))
 }
 
-async fn run_plan(plan: &Plan, store: &MemoryStore, sandbox: &FakeSandbox) -> Result<RunReport, EngineError> {
+async fn run_plan(
+    plan: &Plan,
+    store: &MemoryStore,
+    sandbox: &FakeSandbox,
+) -> Result<RunReport, EngineError> {
     let work = tempfile::tempdir().unwrap();
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let options = RunOptions { jobs: 2, work_dir: work.path().to_owned() };
+    let options = RunOptions {
+        jobs: 2,
+        work_dir: work.path().to_owned(),
+    };
     run(plan, store, sandbox, &options, &tx).await
 }
 
 #[test]
 fn plans_are_checked_and_ordered() {
-    assert_eq!(chain("1").steps().iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        chain("1")
+            .steps()
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     let dup = Plan::new(vec![step("a", &[], &[]), step("a", &[], &[])]);
     assert!(matches!(dup, Err(EngineError::DuplicateStep { .. })));
-    let unknown = Plan::new(vec![step("b", &[("x", output("a", "nope"))], &[]), step("a", &[], &["a.txt"])]);
+    let unknown = Plan::new(vec![
+        step("b", &[("x", output("a", "nope"))], &[]),
+        step("a", &[], &["a.txt"]),
+    ]);
     assert!(matches!(unknown, Err(EngineError::UnknownOutput { .. })));
     let cycle = Plan::new(vec![
         step("a", &[("x", output("b", "b.txt"))], &["a.txt"]),
@@ -77,19 +110,32 @@ async fn a_second_run_is_fully_cached_and_starts_nothing() {
     assert!(b.mounts.iter().any(|m| m.target == "/in" && m.read_only));
 
     let second = run_plan(&chain("1"), &store, &sandbox).await.unwrap();
-    assert!(second.steps.iter().all(|s| s.outcome == StepOutcome::Cached));
+    assert!(
+        second
+            .steps
+            .iter()
+            .all(|s| s.outcome == StepOutcome::Cached)
+    );
     assert_eq!(sandbox.ran().len(), 2, "nothing ran the second time");
     assert_eq!(first.steps[1].outputs, second.steps[1].outputs);
     let statuses = chain("1").status(&store).await.unwrap();
-    assert!(statuses.iter().all(|s| matches!(s.status, StepStatus::Cached { .. })));
+    assert!(
+        statuses
+            .iter()
+            .all(|s| matches!(s.status, StepStatus::Cached { .. }))
+    );
 }
 
 #[tokio::test]
 async fn plan_explains_why_a_step_will_run() {
     let store = MemoryStore::new();
     let planned = chain("1").status(&store).await.unwrap();
-    assert!(matches!(&planned[0].status, StepStatus::WillRun { why, .. } if why == &["no earlier run of this step is recorded"]));
-    assert!(matches!(&planned[1].status, StepStatus::Pending { waiting_for, .. } if waiting_for == &["a"]));
+    assert!(
+        matches!(&planned[0].status, StepStatus::WillRun { why, .. } if why == &["no earlier run of this step is recorded"])
+    );
+    assert!(
+        matches!(&planned[1].status, StepStatus::Pending { waiting_for, .. } if waiting_for == &["a"])
+    );
 
     run_plan(&chain("1"), &store, &sandbox()).await.unwrap();
     let planned = chain("2").status(&store).await.unwrap();
@@ -123,7 +169,13 @@ async fn a_failing_step_stops_the_run_and_records_nothing() {
     let store = MemoryStore::new();
     let sandbox = FakeSandbox::new().script("a", FakeStep::fails(2, &["boom"]));
     let err = run_plan(&chain("1"), &store, &sandbox).await.unwrap_err();
-    assert!(matches!(err, EngineError::Sandbox(SandboxError::StepFailed { code: 2, .. })), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            EngineError::Sandbox(SandboxError::StepFailed { code: 2, .. })
+        ),
+        "{err:?}"
+    );
     assert_eq!(sandbox.ran().len(), 1, "b never started");
     let planned = chain("1").status(&store).await.unwrap();
     assert!(matches!(planned[0].status, StepStatus::WillRun { .. }));
@@ -134,7 +186,10 @@ async fn a_missing_declared_output_is_an_error() {
     let store = MemoryStore::new();
     let sandbox = FakeSandbox::new().script("a", FakeStep::succeeds(&[]));
     let err = run_plan(&chain("1"), &store, &sandbox).await.unwrap_err();
-    assert!(matches!(err, EngineError::MissingOutput { ref output, .. } if output == "a.txt"), "{err:?}");
+    assert!(
+        matches!(err, EngineError::MissingOutput { ref output, .. } if output == "a.txt"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -150,7 +205,13 @@ async fn a_corrupt_output_is_caught_when_read_and_rebuilt_next_time() {
     changed[1].env.insert("FLAG".into(), "1".into());
     let changed = Plan::new(changed).unwrap();
     let err = run_plan(&changed, &store, &sandbox).await.unwrap_err();
-    assert!(matches!(err, EngineError::Store(crate::store::StoreError::Corrupt { .. })), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            EngineError::Store(crate::store::StoreError::Corrupt { .. })
+        ),
+        "{err:?}"
+    );
 
     // The bad blob was dropped: a is a miss now, runs again, and b gets good bytes.
     let report = run_plan(&changed, &store, &sandbox).await.unwrap();

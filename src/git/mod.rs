@@ -12,7 +12,9 @@ pub enum GitError {
     #[error("`{rev}` is not an acceptable revision name")]
     #[diagnostic(
         code(kiln::git::bad_rev),
-        help("use a tag, branch or commit id: letters, digits and . _ / + - only, not starting with `-`, without `..`")
+        help(
+            "use a tag, branch or commit id: letters, digits and . _ / + - only, not starting with `-`, without `..`"
+        )
     )]
     BadRev {
         /// The name as given.
@@ -30,7 +32,10 @@ pub enum GitError {
 
     /// The revision does not exist in the repository.
     #[error("{repo}: revision `{rev}` does not name a commit")]
-    #[diagnostic(code(kiln::git::unknown_rev), help("check the name with `git -C {repo} log -1 {rev}`"))]
+    #[diagnostic(
+        code(kiln::git::unknown_rev),
+        help("check the name with `git -C {repo} log -1 {rev}`")
+    )]
     UnknownRev {
         /// The repository.
         repo: String,
@@ -56,13 +61,23 @@ pub enum GitError {
 pub fn validate_rev(rev: &str) -> Result<(), GitError> {
     let ok = !rev.is_empty()
         && rev.len() <= 200
-        && rev.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'+' | b'-'))
+        && rev
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'+' | b'-'))
         && !rev.starts_with(['-', '/', '.'])
         && !rev.ends_with(['/', '.'])
-        && !rev.ends_with(".lock")
+        && std::path::Path::new(rev)
+            .extension()
+            .is_none_or(|e| e != "lock")
         && !rev.contains("..")
         && !rev.contains("//");
-    if ok { Ok(()) } else { Err(GitError::BadRev { rev: rev.to_owned() }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(GitError::BadRev {
+            rev: rev.to_owned(),
+        })
+    }
 }
 
 /// A `git` command isolated from the user's and system's git configuration.
@@ -79,9 +94,15 @@ fn git(dir: &Path) -> Command {
 }
 
 fn run(mut command: Command, dir: &Path) -> Result<String, GitError> {
-    let output = command.output().map_err(|source| GitError::Spawn { source })?;
+    let output = command
+        .output()
+        .map_err(|source| GitError::Spawn { source })?;
     if !output.status.success() {
-        let args = command.get_args().skip(2).map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>();
+        let args = command
+            .get_args()
+            .skip(2)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>();
         return Err(GitError::Failed {
             args: args.join(" "),
             dir: dir.to_owned(),
@@ -95,9 +116,14 @@ fn run(mut command: Command, dir: &Path) -> Result<String, GitError> {
 pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, GitError> {
     validate_rev(rev)?;
     let mut command = git(repo);
-    command.args(["rev-parse", "--verify", "--quiet", "--end-of-options"]).arg(format!("{rev}^{{commit}}"));
+    command
+        .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+        .arg(format!("{rev}^{{commit}}"));
     run(command, repo).map_err(|error| match error {
-        GitError::Failed { .. } => GitError::UnknownRev { repo: repo.display().to_string(), rev: rev.to_owned() },
+        GitError::Failed { .. } => GitError::UnknownRev {
+            repo: repo.display().to_string(),
+            rev: rev.to_owned(),
+        },
         other => other,
     })
 }
@@ -106,11 +132,16 @@ pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, GitError> {
 /// out, detached.
 pub fn checkout(repo: &Path, commit: &str, dest: &Path) -> Result<(), GitError> {
     if commit.len() < 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(GitError::BadRev { rev: commit.to_owned() });
+        return Err(GitError::BadRev {
+            rev: commit.to_owned(),
+        });
     }
     let parent = dest.parent().unwrap_or(Path::new("."));
     let mut clone = git(parent);
-    clone.args(["clone", "--quiet", "--no-checkout", "--end-of-options"]).arg(repo).arg(dest);
+    clone
+        .args(["clone", "--quiet", "--no-checkout", "--end-of-options"])
+        .arg(repo)
+        .arg(dest);
     run(clone, parent)?;
     let mut switch = git(dest);
     switch.args(["checkout", "--quiet", "--detach", commit]);
@@ -124,10 +155,33 @@ mod tests {
 
     #[test]
     fn allowlist_accepts_release_names_and_refuses_the_rest() {
-        for ok in ["v1.28.2", "v1.28.2-k3s1", "release-1.28", "staging/src/k8s.io/api/v1.28.2-k3s1", "v1.28.2+k3s1", "HEAD", "0123abcd"] {
+        for ok in [
+            "v1.28.2",
+            "v1.28.2-k3s1",
+            "release-1.28",
+            "staging/src/k8s.io/api/v1.28.2-k3s1",
+            "v1.28.2+k3s1",
+            "HEAD",
+            "0123abcd",
+        ] {
             assert!(validate_rev(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-x", "--upload-pack=evil", "a..b", "a b", "a;rm", "$(x)", "`x`", "/abs", "a//b", "x.lock", "a/", ".hidden", "a\nb"] {
+        for bad in [
+            "",
+            "-x",
+            "--upload-pack=evil",
+            "a..b",
+            "a b",
+            "a;rm",
+            "$(x)",
+            "`x`",
+            "/abs",
+            "a//b",
+            "x.lock",
+            "a/",
+            ".hidden",
+            "a\nb",
+        ] {
             assert!(validate_rev(bad).is_err(), "{bad:?}");
         }
     }

@@ -73,7 +73,12 @@ impl InputRef {
                 format!("{} {}", if *tree { "tree" } else { "file" }, digest.short())
             }
             Self::Git { commit } => format!("commit {}", &commit[..commit.len().min(12)]),
-            Self::Output { step, output, digest, .. } => {
+            Self::Output {
+                step,
+                output,
+                digest,
+                ..
+            } => {
                 format!("{step}:{output} {}", digest.short())
             }
         }
@@ -86,7 +91,8 @@ impl Derivation {
     #[must_use]
     pub fn key(&self) -> StepKey {
         let mut h = KeyHasher::new("kiln/step", STEP_KEY_VERSION);
-        h.str("kind", &self.kind).u64("schema", u64::from(self.schema));
+        h.str("kind", &self.kind)
+            .u64("schema", u64::from(self.schema));
         h.digest("image", &self.image);
         h.strs("argv", &self.argv);
         h.map("env", &self.env);
@@ -95,9 +101,16 @@ impl Derivation {
             h.str("input", name);
             match input {
                 InputRef::Value { value } => h.str("value", value),
-                InputRef::Blob { digest, tree } => h.u64("tree", u64::from(*tree)).digest("blob", digest),
+                InputRef::Blob { digest, tree } => {
+                    h.u64("tree", u64::from(*tree)).digest("blob", digest)
+                }
                 InputRef::Git { commit } => h.str("git", commit),
-                InputRef::Output { step, output, digest, tree } => h
+                InputRef::Output {
+                    step,
+                    output,
+                    digest,
+                    tree,
+                } => h
                     .str("step", step)
                     .str("output", output)
                     .u64("tree", u64::from(*tree))
@@ -119,7 +132,11 @@ impl Derivation {
             ));
         }
         if self.image != earlier.image {
-            changes.push(format!("image changed: {} → {}", earlier.image.short(), self.image.short()));
+            changes.push(format!(
+                "image changed: {} → {}",
+                earlier.image.short(),
+                self.image.short()
+            ));
         }
         if self.argv != earlier.argv {
             changes.push(format!(
@@ -128,8 +145,14 @@ impl Derivation {
                 self.argv.join(" ")
             ));
         }
-        diff_maps(&earlier.env, &self.env, "env", |v| v.clone(), &mut changes);
-        diff_maps(&earlier.inputs, &self.inputs, "input", InputRef::describe, &mut changes);
+        diff_maps(&earlier.env, &self.env, "env", String::clone, &mut changes);
+        diff_maps(
+            &earlier.inputs,
+            &self.inputs,
+            "input",
+            InputRef::describe,
+            &mut changes,
+        );
         if self.outputs != earlier.outputs {
             changes.push(format!(
                 "declared outputs changed: {} → {}",
@@ -179,8 +202,18 @@ mod tests {
             argv: vec!["go".into(), "build".into()],
             env: BTreeMap::from([("TZ".into(), "UTC".into())]),
             inputs: BTreeMap::from([
-                ("go_version".into(), InputRef::Value { value: "1.22.12".into() }),
-                ("src".into(), InputRef::Git { commit: "0123456789abcdef0123456789abcdef01234567".into() }),
+                (
+                    "go_version".into(),
+                    InputRef::Value {
+                        value: "1.22.12".into(),
+                    },
+                ),
+                (
+                    "src".into(),
+                    InputRef::Git {
+                        commit: "0123456789abcdef0123456789abcdef01234567".into(),
+                    },
+                ),
                 (
                     "lib".into(),
                     InputRef::Output {
@@ -190,7 +223,13 @@ mod tests {
                         tree: false,
                     },
                 ),
-                ("patch".into(), InputRef::Blob { digest: Digest::of(b"patch"), tree: true }),
+                (
+                    "patch".into(),
+                    InputRef::Blob {
+                        digest: Digest::of(b"patch"),
+                        tree: true,
+                    },
+                ),
             ]),
             outputs: vec!["out/".into(), "k3s".into()],
         }
@@ -211,7 +250,12 @@ mod tests {
     fn why_rebuild_names_the_changed_input_in_its_own_terms() {
         let old = sample();
         let mut new = sample();
-        new.inputs.insert("go_version".into(), InputRef::Value { value: "1.23.5".into() });
+        new.inputs.insert(
+            "go_version".into(),
+            InputRef::Value {
+                value: "1.23.5".into(),
+            },
+        );
         new.env.insert("GOFLAGS".into(), "-mod=mod".into());
         assert_eq!(
             new.changes_since(&old),

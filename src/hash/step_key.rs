@@ -5,7 +5,9 @@ use super::{Digest, DigestParseError};
 
 /// The identity of a step: the digest of its [`Derivation`](super::Derivation). Two steps
 /// with the same key are the same computation and MUST produce the same outputs.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct StepKey(Digest);
 

@@ -4,20 +4,28 @@ use crate::engine::{ImageResolver, StepImage};
 use crate::hash::{Digest, KeyHasher};
 use crate::sandbox::Engine;
 
-use super::{GoLine, LABEL_RECIPE, LABEL_ROOTFS, ensure_toolchain, find_base, find_toolchain, toolchain_recipe};
+use super::{
+    GoLine, LABEL_RECIPE, LABEL_ROOTFS, ensure_toolchain, find_base, find_toolchain,
+    toolchain_recipe,
+};
 
 /// The content identity of an image from what the engine says about it: a kiln toolchain
 /// image by its recipe key, a bootstrapped base by its rootfs digest, anything else by its
 /// layers' diff ids (content hashes of the uncompressed layers). Never the engine's id.
 #[must_use]
-pub fn identity_of(labels: &std::collections::HashMap<String, String>, layers: &[String]) -> Option<Digest> {
+pub fn identity_of<S: std::hash::BuildHasher>(
+    labels: &std::collections::HashMap<String, String, S>,
+    layers: &[String],
+) -> Option<Digest> {
     if let Some(recipe) = labels.get(LABEL_RECIPE).and_then(|r| r.parse().ok()) {
         return Some(recipe);
     }
-    if let Some(rootfs) = labels.get(LABEL_ROOTFS).and_then(|d| d.parse::<Digest>().ok()) {
-        if layers == [rootfs.to_string()] {
-            return Some(rootfs);
-        }
+    if let Some(rootfs) = labels
+        .get(LABEL_ROOTFS)
+        .and_then(|d| d.parse::<Digest>().ok())
+        && layers == [rootfs.to_string()]
+    {
+        return Some(rootfs);
     }
     if layers.is_empty() {
         return None;
@@ -40,7 +48,10 @@ impl EngineImageResolver {
     /// identity is computed (for plans, which must not build anything).
     #[must_use]
     pub fn new(engine: Engine, build_missing: bool) -> Self {
-        Self { engine, build_missing }
+        Self {
+            engine,
+            build_missing,
+        }
     }
 }
 
@@ -48,21 +59,35 @@ impl ImageResolver for EngineImageResolver {
     async fn resolve(&self, image: &str) -> Result<StepImage, String> {
         if let Some(go) = image.strip_prefix("toolchain:") {
             let go: GoLine = go.parse().map_err(|e: super::ImageError| e.to_string())?;
-            let base = find_base(&self.engine, go).await.map_err(|e| e.to_string())?.ok_or_else(|| {
-                format!("no Go {go} base image; run `kiln image bootstrap --go {go}`")
-            })?;
+            let base = find_base(&self.engine, go)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| {
+                    format!("no Go {go} base image; run `kiln image bootstrap --go {go}`")
+                })?;
             let recipe = toolchain_recipe(&base.rootfs, go);
-            let reference = match find_toolchain(&self.engine, &recipe).await.map_err(|e| e.to_string())? {
+            let reference = match find_toolchain(&self.engine, &recipe)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 Some(found) => found.id,
                 None if self.build_missing => {
-                    ensure_toolchain(&self.engine, go, None, &mut |_| {}).await.map_err(|e| e.to_string())?.id
+                    ensure_toolchain(&self.engine, go, None, &mut |_| {})
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .id
                 }
                 None => format!("kiln/toolchain:go{}-{}", go.minor(), &recipe.hex()[..12]),
             };
-            return Ok(StepImage { reference, identity: recipe });
+            return Ok(StepImage {
+                reference,
+                identity: recipe,
+            });
         }
         let Some(reference) = image.strip_prefix("image:") else {
-            return Err(format!("image `{image}` must be `toolchain:<go>` or `image:<engine reference>`"));
+            return Err(format!(
+                "image `{image}` must be `toolchain:<go>` or `image:<engine reference>`"
+            ));
         };
         let inspected = self
             .engine
@@ -74,6 +99,9 @@ impl ImageResolver for EngineImageResolver {
         let labels = inspected.config.and_then(|c| c.labels).unwrap_or_default();
         let identity = identity_of(&labels, &layers)
             .ok_or_else(|| format!("image `{reference}` has no layers to identify it by"))?;
-        Ok(StepImage { reference: inspected.id.unwrap_or_else(|| reference.to_owned()), identity })
+        Ok(StepImage {
+            reference: inspected.id.unwrap_or_else(|| reference.to_owned()),
+            identity,
+        })
     }
 }

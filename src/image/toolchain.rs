@@ -12,8 +12,7 @@ use crate::hash::{Digest, KeyHasher};
 use crate::sandbox::Engine;
 
 use super::{
-    GoLine, ImageError, ImageProgress, LABEL_BASE, LABEL_GO, LABEL_KIND, LABEL_RECIPE,
-    find_base,
+    GoLine, ImageError, ImageProgress, LABEL_BASE, LABEL_GO, LABEL_KIND, LABEL_RECIPE, find_base,
 };
 
 /// Schema version of the recipe key; bump when what [`toolchain_recipe`] hashes changes.
@@ -115,11 +114,10 @@ async fn resolve_base(
     // A toolchain image is not a base: only rootfs or layer identities apply here.
     let mut base_labels = labels.clone();
     base_labels.remove(super::LABEL_RECIPE);
-    let identity = super::identity_of(&base_labels, &layers).ok_or_else(|| {
-        ImageError::NoIdentity {
+    let identity =
+        super::identity_of(&base_labels, &layers).ok_or_else(|| ImageError::NoIdentity {
             image: reference.to_owned(),
-        }
-    })?;
+        })?;
     // The official golang images say which Go they carry in GOLANG_VERSION.
     let env_go = config
         .env

@@ -116,7 +116,9 @@ impl Sandbox for FakeSandbox {
                 (!m.read_only).then(|| m.source.join(rest))
             });
             let written = host.map(|host| {
-                host.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(host, bytes))
+                host.parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(host, bytes))
             });
             if !matches!(written, Some(Ok(()))) {
                 let error = SandboxError::InvalidSpec {

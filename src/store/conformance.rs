@@ -34,7 +34,12 @@ async fn suite<S: Store>(store: S, corrupt: impl Fn(&Digest)) {
     let out = dir.path().join("out");
     assert!(store.export(&digest, &out).await.unwrap());
     assert_eq!(std::fs::read(&out).unwrap(), b"hello");
-    assert!(!store.export(&Digest::of(b"absent"), &dir.path().join("x")).await.unwrap());
+    assert!(
+        !store
+            .export(&Digest::of(b"absent"), &dir.path().join("x"))
+            .await
+            .unwrap()
+    );
 
     // Trees round-trip.
     let tree = dir.path().join("tree");
@@ -50,17 +55,37 @@ async fn suite<S: Store>(store: S, corrupt: impl Fn(&Digest)) {
     let missing = Record::new(
         "build",
         derivation("one"),
-        BTreeMap::from([("out".into(), OutputRef { digest: Digest::of(b"nope"), size: 4, tree: false })]),
+        BTreeMap::from([(
+            "out".into(),
+            OutputRef {
+                digest: Digest::of(b"nope"),
+                size: 4,
+                tree: false,
+            },
+        )]),
     );
-    assert!(matches!(store.put_record(&missing).await, Err(StoreError::MissingOutput { .. })));
+    assert!(matches!(
+        store.put_record(&missing).await,
+        Err(StoreError::MissingOutput { .. })
+    ));
     assert_eq!(store.record(&missing.key).await.unwrap(), None);
     let record = Record::new(
         "build",
         derivation("one"),
-        BTreeMap::from([("out".into(), OutputRef { digest, size, tree: false })]),
+        BTreeMap::from([(
+            "out".into(),
+            OutputRef {
+                digest,
+                size,
+                tree: false,
+            },
+        )]),
     );
     store.put_record(&record).await.unwrap();
-    assert_eq!(store.record(&record.key).await.unwrap(), Some(record.clone()));
+    assert_eq!(
+        store.record(&record.key).await.unwrap(),
+        Some(record.clone())
+    );
     assert_eq!(store.latest("build").await.unwrap(), Some(record.clone()));
     let newer = Record::new("build", derivation("two"), record.outputs.clone());
     store.put_record(&newer).await.unwrap();
@@ -78,7 +103,12 @@ async fn suite<S: Store>(store: S, corrupt: impl Fn(&Digest)) {
     assert!(!dir.path().join("bad").exists());
     assert!(!store.contains(&digest).await.unwrap());
     store.put_file(&file).await.unwrap();
-    assert!(store.export(&digest, &dir.path().join("good")).await.unwrap());
+    assert!(
+        store
+            .export(&digest, &dir.path().join("good"))
+            .await
+            .unwrap()
+    );
 }
 
 #[tokio::test]

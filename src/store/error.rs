@@ -21,7 +21,9 @@ pub enum StoreError {
     #[error("no space left on the device while writing {path}")]
     #[diagnostic(
         code(kiln::store::no_space),
-        help("free space, run `kiln store gc`, or point --store / KILN_STORE at a larger disk; nothing partial was kept")
+        help(
+            "free space, run `kiln store gc`, or point --store / KILN_STORE at a larger disk; nothing partial was kept"
+        )
     )]
     NoSpace {
         /// The file being written.
@@ -32,7 +34,9 @@ pub enum StoreError {
     #[error("cannot lock {path}: the filesystem does not support file locks")]
     #[diagnostic(
         code(kiln::store::no_locks),
-        help("put the store on a local filesystem that supports flock (--store DIR or KILN_STORE)")
+        help(
+            "put the store on a local filesystem that supports flock (--store DIR or KILN_STORE)"
+        )
     )]
     LockUnavailable {
         /// The lock file.
@@ -92,12 +96,20 @@ pub enum StoreError {
 
 impl StoreError {
     /// Maps an I/O error on `path`, recognising a full disk.
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
         let path = path.into();
         if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
             Self::NoSpace { path }
         } else {
-            Self::Io { action, path, source }
+            Self::Io {
+                action,
+                path,
+                source,
+            }
         }
     }
 }

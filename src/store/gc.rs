@@ -57,7 +57,9 @@ pub fn gc(store: &LocalStore, options: &GcOptions) -> Result<GcReport, StoreErro
     // Running steps: held locks list what they need.
     let mut running: HashSet<StepKey> = HashSet::new();
     for path in list(&store.root().join("locks"))? {
-        let Some(key) = key_of(&path, ".lock") else { continue };
+        let Some(key) = key_of(&path, ".lock") else {
+            continue;
+        };
         match held_step_lock(&path)? {
             Some(deps) => {
                 report.running_steps += 1;
@@ -74,7 +76,9 @@ pub fn gc(store: &LocalStore, options: &GcOptions) -> Result<GcReport, StoreErro
     // Records: keep the rooted, the recent and the running; their blobs stay live.
     let mut removed_records = Vec::new();
     for path in list(&store.root().join("records"))? {
-        let Some(key) = key_of(&path, ".json") else { continue };
+        let Some(key) = key_of(&path, ".json") else {
+            continue;
+        };
         let keep = live.contains(key.digest()) || running.contains(&key) || is_recent(&path);
         if keep {
             report.records_kept += 1;
@@ -89,7 +93,9 @@ pub fn gc(store: &LocalStore, options: &GcOptions) -> Result<GcReport, StoreErro
         }
     }
     for path in list(&store.root().join("names"))? {
-        let points_to = fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<StepKey>().ok());
+        let points_to = fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<StepKey>().ok());
         if points_to.is_none_or(|key| !store.record_path(&key).is_file()) {
             fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
         }
@@ -97,7 +103,7 @@ pub fn gc(store: &LocalStore, options: &GcOptions) -> Result<GcReport, StoreErro
 
     for prefix in list(&store.root().join("blobs/sha256"))? {
         for path in list(&prefix)? {
-            let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let size = fs::symlink_metadata(&path).map_or(0, |m| m.len());
             let digest = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -115,7 +121,10 @@ pub fn gc(store: &LocalStore, options: &GcOptions) -> Result<GcReport, StoreErro
 
     // Work directories of steps that are not running were left by killed runs.
     for path in list(&store.work_dir())? {
-        let key = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.split('.').next())
+        let key = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('.').next())
             .and_then(|hex| format!("sha256:{hex}").parse::<StepKey>().ok());
         if key.is_some_and(|k| running.contains(&k)) {
             continue;
@@ -127,7 +136,11 @@ pub fn gc(store: &LocalStore, options: &GcOptions) -> Result<GcReport, StoreErro
     // With the exclusive lock held, no write is in flight: every temp file is a leftover of a
     // killed process.
     for path in list(&store.tmp_dir())? {
-        let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
         removed.map_err(|e| StoreError::io("remove", &path, e))?;
         report.leftovers_removed += 1;
     }

@@ -17,7 +17,7 @@
 //! `gc` removes). Digests are verified whenever bytes leave the store.
 
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Read, Write as _};
+use std::io::{BufReader, Read, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,11 +47,22 @@ impl LocalStore {
     /// Opens (creating if needed) the store in `dir` (the layout lives in `dir/store-v1`).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let root = dir.join(LAYOUT);
-        for sub in ["blobs/sha256", "records", "names", "tmp", "work", "locks", "corrupt"] {
+        for sub in [
+            "blobs/sha256",
+            "records",
+            "names",
+            "tmp",
+            "work",
+            "locks",
+            "corrupt",
+        ] {
             let path = root.join(sub);
-            fs::create_dir_all(&path).map_err(|e| StoreError::io("create the store directory", &path, e))?;
+            fs::create_dir_all(&path)
+                .map_err(|e| StoreError::io("create the store directory", &path, e))?;
         }
-        Ok(Self { root: Arc::new(root) })
+        Ok(Self {
+            root: Arc::new(root),
+        })
     }
 
     /// Where the store lives unless `--store` says otherwise: `$KILN_STORE`, else
@@ -84,7 +95,9 @@ impl LocalStore {
     /// Where the record of `key` lives.
     #[must_use]
     pub fn record_path(&self, key: &StepKey) -> PathBuf {
-        self.root.join("records").join(format!("{}.json", key.hex()))
+        self.root
+            .join("records")
+            .join(format!("{}.json", key.hex()))
     }
 
     pub(crate) fn lock_path(&self, key: &StepKey) -> PathBuf {
@@ -140,6 +153,9 @@ impl LocalStore {
 
     /// Stores the bytes `reader` yields; returns their digest and size. Storing bytes that are
     /// already stored is a no-op.
+    ///
+    /// # Panics
+    /// If the writer thread panics (it only writes, so it does not).
     pub fn put_reader_sync(&self, mut reader: impl Read) -> Result<(Digest, u64), StoreError> {
         let _writers = self.lock_store_sync(false)?;
         let tmp_dir = self.tmp_dir();
@@ -148,32 +164,23 @@ impl LocalStore {
             .tempfile_in(&tmp_dir)
             .map_err(|e| StoreError::io("create a temporary blob in", &tmp_dir, e))?;
         let tmp_path = tmp.path().to_owned();
-        let mut writer = Sha256Writer::new(BufWriter::with_capacity(BUFFER, tmp.as_file()));
-        let mut buffer = vec![0u8; BUFFER];
-        loop {
-            let n = match reader.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(StoreError::io("read the data for", &tmp_path, e)),
-            };
-            writer.write_all(&buffer[..n]).map_err(|e| StoreError::io("write", &tmp_path, e))?;
-        }
-        let (digest, size, inner) = writer.finish();
-        inner.into_inner().map_err(|e| StoreError::io("write", &tmp_path, e.into_error()))?;
+        let (digest, size) = hash_and_write(&mut reader, tmp.as_file(), &tmp_path, true)?;
         let final_path = self.blob_path(&digest);
         // Already stored: keep it (the temp file is removed on drop). A stored copy of another
         // size was damaged (truncated); replace it. Other damage is caught when it is read.
         if fs::metadata(&final_path).is_ok_and(|m| m.is_file() && m.len() == size) {
             return Ok((digest, size));
         }
-        tmp.as_file().sync_all().map_err(|e| StoreError::io("sync", &tmp_path, e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| StoreError::io("sync", &tmp_path, e))?;
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(0o444))
             .map_err(|e| StoreError::io("set the mode of", &tmp_path, e))?;
         let parent = final_path.parent().expect("blob paths have a parent");
         fs::create_dir_all(parent).map_err(|e| StoreError::io("create", parent, e))?;
-        tmp.persist(&final_path).map_err(|e| StoreError::io("publish the blob", &final_path, e.error))?;
+        tmp.persist(&final_path)
+            .map_err(|e| StoreError::io("publish the blob", &final_path, e.error))?;
         sync_dir(parent)?;
         Ok((digest, size))
     }
@@ -199,17 +206,19 @@ impl LocalStore {
             .create_new(true)
             .open(dest)
             .map_err(|e| StoreError::io("create", dest, e))?;
-        let mut writer = Sha256Writer::new(BufWriter::with_capacity(BUFFER, out));
-        let copied = std::io::copy(&mut BufReader::with_capacity(BUFFER, file), &mut writer);
-        if let Err(e) = copied {
-            let _ = fs::remove_file(dest);
-            return Err(StoreError::io("copy the blob to", dest, e));
-        }
-        let (actual, _, inner) = writer.finish();
-        if let Err(e) = inner.into_inner() {
-            let _ = fs::remove_file(dest);
-            return Err(StoreError::io("write", dest, e.into_error()));
-        }
+        let copied = hash_and_write(
+            &mut BufReader::with_capacity(BUFFER, file),
+            &out,
+            dest,
+            false,
+        );
+        let actual = match copied {
+            Ok((actual, _)) => actual,
+            Err(error) => {
+                let _ = fs::remove_file(dest);
+                return Err(error);
+            }
+        };
         if actual != *digest {
             let _ = fs::remove_file(dest);
             return Err(self.quarantine(digest, actual));
@@ -219,7 +228,12 @@ impl LocalStore {
 
     /// Unpacks the tree blob into the existing empty directory `dest`, verifying its digest.
     /// `Ok(false)`: not stored.
-    pub fn unpack_sync(&self, digest: &Digest, dest: &Path, max_bytes: u64) -> Result<bool, StoreError> {
+    pub fn unpack_sync(
+        &self,
+        digest: &Digest,
+        dest: &Path,
+        max_bytes: u64,
+    ) -> Result<bool, StoreError> {
         let source = self.blob_path(digest);
         let file = match File::open(&source) {
             Ok(file) => file,
@@ -228,7 +242,9 @@ impl LocalStore {
         };
         let mut reader = Sha256Reader::new(BufReader::with_capacity(BUFFER, file));
         unpack_tree(&mut reader, dest, max_bytes, &digest.to_string())?;
-        let (actual, _) = reader.finish().map_err(|e| StoreError::io("read", &source, e))?;
+        let (actual, _) = reader
+            .finish()
+            .map_err(|e| StoreError::io("read", &source, e))?;
         if actual != *digest {
             return Err(self.quarantine(digest, actual));
         }
@@ -257,7 +273,11 @@ impl LocalStore {
         if let Err(error) = fs::rename(&path, &aside) {
             tracing::warn!(path = %path.display(), %error, "cannot move a corrupt blob aside");
         }
-        StoreError::Corrupt { digest: *digest, actual, path }
+        StoreError::Corrupt {
+            digest: *digest,
+            actual,
+            path,
+        }
     }
 
     /// The record of `key`. `Ok(None)`: no record — or one that is unreadable or damaged,
@@ -307,14 +327,91 @@ impl LocalStore {
                 });
             }
         }
-        let bytes = serde_json::to_vec_pretty(record)
-            .map_err(|source| StoreError::Encode { step: record.name.clone(), source })?;
+        let bytes = serde_json::to_vec_pretty(record).map_err(|source| StoreError::Encode {
+            step: record.name.clone(),
+            source,
+        })?;
         write_durably(&self.tmp_dir(), &self.record_path(&record.key), &bytes)?;
         if is_plain_name(&record.name) {
-            write_durably(&self.tmp_dir(), &self.name_path(&record.name), record.key.to_string().as_bytes())?;
+            write_durably(
+                &self.tmp_dir(),
+                &self.name_path(&record.name),
+                record.key.to_string().as_bytes(),
+            )?;
         }
         Ok(())
     }
+}
+
+/// Chunk size of the put pipeline.
+const CHUNK: usize = 4 << 20;
+
+/// How much the put pipeline writes between intermediate syncs.
+const SYNC_EVERY: usize = 8 << 20;
+
+/// Copies `reader` into `file` while hashing the same bytes: one thread reads and hashes, a
+/// second writes, so hashing and writing overlap. Both see exactly the same chunks, so the
+/// digest always names what was written, even if the source changes meanwhile.
+/// With `durable`, the written data is flushed to disk as it goes (blobs entering the store);
+/// exports leave that to the caller.
+fn hash_and_write(
+    reader: &mut impl Read,
+    file: &File,
+    path: &Path,
+    durable: bool,
+) -> Result<(Digest, u64), StoreError> {
+    let (send, receive) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(4);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> std::io::Result<()> {
+            let mut out = file;
+            let mut unsynced = 0;
+            for chunk in receive {
+                out.write_all(&chunk)?;
+                unsynced += chunk.len();
+                // Flush as we go, so the disk works while the other thread hashes and the
+                // final fsync has little left to do.
+                if durable && unsynced >= SYNC_EVERY {
+                    out.sync_data()?;
+                    unsynced = 0;
+                }
+            }
+            Ok(())
+        });
+        let mut hasher = Sha256Writer::new(std::io::sink());
+        let read_result = (|| -> Result<(), StoreError> {
+            loop {
+                let mut chunk = vec![0u8; CHUNK];
+                let mut filled = 0;
+                while filled < CHUNK {
+                    match reader.read(&mut chunk[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(StoreError::io("read the data for", path, e)),
+                    }
+                }
+                if filled == 0 {
+                    return Ok(());
+                }
+                chunk.truncate(filled);
+                hasher
+                    .write_all(&chunk)
+                    .expect("writing to a sink cannot fail");
+                if send.send(Arc::new(chunk)).is_err() {
+                    return Ok(()); // the writer stopped; its error is reported below
+                }
+                if filled < CHUNK {
+                    return Ok(());
+                }
+            }
+        })();
+        drop(send);
+        let written = writer.join().expect("the blob writer does not panic");
+        read_result?;
+        written.map_err(|e| StoreError::io("write", path, e))?;
+        let (digest, size, _) = hasher.finish();
+        Ok((digest, size))
+    })
 }
 
 /// Step names become file names under `names/`; only plain ones are indexed.
@@ -322,7 +419,9 @@ fn is_plain_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Writes `bytes` to `path` atomically and durably: temp file in `tmp_dir`, fsync, rename,
@@ -332,12 +431,16 @@ pub(crate) fn write_durably(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result
         .prefix("write-")
         .tempfile_in(tmp_dir)
         .map_err(|e| StoreError::io("create a temporary file in", tmp_dir, e))?;
-    tmp.write_all(bytes).map_err(|e| StoreError::io("write", path, e))?;
-    tmp.as_file().sync_all().map_err(|e| StoreError::io("sync", path, e))?;
+    tmp.write_all(bytes)
+        .map_err(|e| StoreError::io("write", path, e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| StoreError::io("sync", path, e))?;
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(0o644))
         .map_err(|e| StoreError::io("set the mode of", path, e))?;
-    tmp.persist(path).map_err(|e| StoreError::io("publish", path, e.error))?;
+    tmp.persist(path)
+        .map_err(|e| StoreError::io("publish", path, e.error))?;
     sync_dir(path.parent().expect("store paths have a parent"))
 }
 

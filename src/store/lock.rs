@@ -2,7 +2,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::hash::Digest;
 
@@ -58,9 +58,15 @@ pub(crate) fn try_lock_step(path: &Path, deps: &[Digest]) -> Result<Option<StepL
         Err(TryLockError::WouldBlock) => return Ok(None),
         Err(TryLockError::Error(e)) => return Err(lock_error(path, e)),
     }
-    file.set_len(0).map_err(|e| StoreError::io("reset the lock", path, e))?;
-    let text: String = deps.iter().map(|d| format!("{d}\n")).collect();
-    file.write_all(text.as_bytes()).map_err(|e| StoreError::io("write the lock", path, e))?;
+    file.set_len(0)
+        .map_err(|e| StoreError::io("reset the lock", path, e))?;
+    let text: String = deps.iter().fold(String::new(), |mut text, d| {
+        text.push_str(&d.to_string());
+        text.push('\n');
+        text
+    });
+    file.write_all(text.as_bytes())
+        .map_err(|e| StoreError::io("write the lock", path, e))?;
     Ok(Some(StepLock { _file: Some(file) }))
 }
 
@@ -70,7 +76,8 @@ pub(crate) fn held_step_lock(path: &Path) -> Result<Option<Vec<Digest>>, StoreEr
     match file.try_lock() {
         Ok(()) => Ok(None),
         Err(TryLockError::WouldBlock) => {
-            let text = std::fs::read_to_string(path).map_err(|e| StoreError::io("read the lock", path, e))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| StoreError::io("read the lock", path, e))?;
             Ok(Some(text.lines().filter_map(|l| l.parse().ok()).collect()))
         }
         Err(TryLockError::Error(e)) => Err(lock_error(path, e)),
@@ -78,9 +85,13 @@ pub(crate) fn held_step_lock(path: &Path) -> Result<Option<Vec<Digest>>, StoreEr
 }
 
 /// Takes the store-wide lock at `path`: shared for writers, exclusive for gc. Blocks.
-pub(crate) fn lock_store_blocking(path: &PathBuf, exclusive: bool) -> Result<StoreLock, StoreError> {
+pub(crate) fn lock_store_blocking(path: &Path, exclusive: bool) -> Result<StoreLock, StoreError> {
     let file = open_lock_file(path)?;
-    let result = if exclusive { file.lock() } else { file.lock_shared() };
+    let result = if exclusive {
+        file.lock()
+    } else {
+        file.lock_shared()
+    };
     result.map_err(|e| lock_error(path, e))?;
     Ok(StoreLock { _file: file })
 }

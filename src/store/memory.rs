@@ -47,11 +47,17 @@ impl MemoryStore {
     }
 
     fn verified(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(bytes) = self.with(|inner| inner.blobs.get(digest).cloned()) else { return Ok(None) };
+        let Some(bytes) = self.with(|inner| inner.blobs.get(digest).cloned()) else {
+            return Ok(None);
+        };
         let actual = Digest::of(&bytes);
         if actual != *digest {
             self.with(|inner| inner.blobs.remove(digest));
-            return Err(StoreError::Corrupt { digest: *digest, actual, path: "memory".into() });
+            return Err(StoreError::Corrupt {
+                digest: *digest,
+                actual,
+                path: "memory".into(),
+            });
         }
         Ok(Some(bytes))
     }
@@ -76,13 +82,17 @@ impl Store for MemoryStore {
     }
 
     async fn export(&self, digest: &Digest, dest: &Path) -> Result<bool, StoreError> {
-        let Some(bytes) = self.verified(digest)? else { return Ok(false) };
+        let Some(bytes) = self.verified(digest)? else {
+            return Ok(false);
+        };
         std::fs::write(dest, bytes).map_err(|e| StoreError::io("write", dest, e))?;
         Ok(true)
     }
 
     async fn unpack(&self, digest: &Digest, dest: &Path) -> Result<bool, StoreError> {
-        let Some(bytes) = self.verified(digest)? else { return Ok(false) };
+        let Some(bytes) = self.verified(digest)? else {
+            return Ok(false);
+        };
         unpack_tree(&bytes[..], dest, super::MAX_TREE_BYTES, &digest.to_string())?;
         Ok(true)
     }
@@ -92,7 +102,13 @@ impl Store for MemoryStore {
     }
 
     async fn latest(&self, name: &str) -> Result<Option<Record>, StoreError> {
-        Ok(self.with(|inner| inner.names.get(name).and_then(|k| inner.records.get(k)).cloned()))
+        Ok(self.with(|inner| {
+            inner
+                .names
+                .get(name)
+                .and_then(|k| inner.records.get(k))
+                .cloned()
+        }))
     }
 
     async fn put_record(&self, record: &Record) -> Result<(), StoreError> {

@@ -42,22 +42,40 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn contains(&self, digest: &Digest) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Stores the file at `path`; returns its digest and size.
-    fn put_file(&self, path: &Path) -> impl Future<Output = Result<(Digest, u64), StoreError>> + Send;
+    fn put_file(
+        &self,
+        path: &Path,
+    ) -> impl Future<Output = Result<(Digest, u64), StoreError>> + Send;
 
     /// Stores the directory at `path` as a tree (canonical tar).
-    fn put_tree(&self, path: &Path) -> impl Future<Output = Result<(Digest, u64), StoreError>> + Send;
+    fn put_tree(
+        &self,
+        path: &Path,
+    ) -> impl Future<Output = Result<(Digest, u64), StoreError>> + Send;
 
     /// Writes the blob to the new file `dest`, verified. `Ok(false)`: not stored.
-    fn export(&self, digest: &Digest, dest: &Path) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn export(
+        &self,
+        digest: &Digest,
+        dest: &Path,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Unpacks the tree blob into the empty directory `dest`, verified. `Ok(false)`: not stored.
-    fn unpack(&self, digest: &Digest, dest: &Path) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn unpack(
+        &self,
+        digest: &Digest,
+        dest: &Path,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// The record of `key`. `Ok(None)`: none (a damaged one counts as none, with a warning).
-    fn record(&self, key: &StepKey) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
+    fn record(
+        &self,
+        key: &StepKey,
+    ) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
 
     /// The latest record of a step with this name, for explaining rebuilds.
-    fn latest(&self, name: &str) -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
+    fn latest(&self, name: &str)
+    -> impl Future<Output = Result<Option<Record>, StoreError>> + Send;
 
     /// Writes a record; every output it names must already be stored.
     fn put_record(&self, record: &Record) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -100,7 +118,8 @@ impl Store for LocalStore {
                 .map_err(|e| StoreError::io("create a temporary tree in", &tmp_dir, e))?;
             let mut writer = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
             pack_tree(&path, &mut writer)?;
-            std::io::Write::flush(&mut writer).map_err(|e| StoreError::io("write", tmp.path(), e))?;
+            std::io::Write::flush(&mut writer)
+                .map_err(|e| StoreError::io("write", tmp.path(), e))?;
             drop(writer);
             store.put_file_sync(tmp.path())
         })
@@ -145,5 +164,7 @@ impl Store for LocalStore {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(work).await.expect("store work does not panic")
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("store work does not panic")
 }

@@ -37,29 +37,46 @@ impl Record {
     /// A record of `derivation` with `outputs`.
     #[must_use]
     pub fn new(name: &str, derivation: Derivation, outputs: BTreeMap<String, OutputRef>) -> Self {
-        Self { version: RECORD_VERSION, key: derivation.key(), name: name.to_owned(), derivation, outputs }
+        Self {
+            version: RECORD_VERSION,
+            key: derivation.key(),
+            name: name.to_owned(),
+            derivation,
+            outputs,
+        }
     }
 
     /// Parses and checks a record file: known version, and a key that its derivation hashes
     /// to (so a damaged or foreign file can never pass for a step).
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let record: Self = serde_json::from_slice(bytes).map_err(|e| format!("not a record: {e}"))?;
+        let record: Self =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a record: {e}"))?;
         if record.version != RECORD_VERSION {
-            return Err(format!("record version {} is not {RECORD_VERSION}", record.version));
+            return Err(format!(
+                "record version {} is not {RECORD_VERSION}",
+                record.version
+            ));
         }
         let derived = record.derivation.key();
         if derived != record.key {
-            return Err(format!("its derivation hashes to {derived}, not its key {}", record.key));
+            return Err(format!(
+                "its derivation hashes to {derived}, not its key {}",
+                record.key
+            ));
         }
         Ok(record)
     }
 
     /// Every blob this record keeps alive: its outputs and the blob inputs it was built from.
     pub fn blobs(&self) -> impl Iterator<Item = Digest> + '_ {
-        let inputs = self.derivation.inputs.values().filter_map(|input| match input {
-            InputRef::Blob { digest, .. } | InputRef::Output { digest, .. } => Some(*digest),
-            InputRef::Value { .. } | InputRef::Git { .. } => None,
-        });
+        let inputs = self
+            .derivation
+            .inputs
+            .values()
+            .filter_map(|input| match input {
+                InputRef::Blob { digest, .. } | InputRef::Output { digest, .. } => Some(*digest),
+                InputRef::Value { .. } | InputRef::Git { .. } => None,
+            });
         self.outputs.values().map(|o| o.digest).chain(inputs)
     }
 }

@@ -22,11 +22,17 @@ pub fn pack_tree(dir: &Path, out: impl Write) -> Result<(), StoreError> {
     builder.mode(tar::HeaderMode::Deterministic);
     builder.follow_symlinks(false);
     pack_dir(&mut builder, dir, Path::new(""))?;
-    builder.into_inner().map_err(|e| StoreError::io("finish the tree of", dir, e))?;
+    builder
+        .into_inner()
+        .map_err(|e| StoreError::io("finish the tree of", dir, e))?;
     Ok(())
 }
 
-fn pack_dir<W: Write>(builder: &mut tar::Builder<W>, root: &Path, rel: &Path) -> Result<(), StoreError> {
+fn pack_dir<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+) -> Result<(), StoreError> {
     let dir = root.join(rel);
     let mut entries: Vec<_> = fs::read_dir(&dir)
         .map_err(|e| StoreError::io("list", &dir, e))?
@@ -53,12 +59,19 @@ fn pack_dir<W: Write>(builder: &mut tar::Builder<W>, root: &Path, rel: &Path) ->
             pack_dir(builder, root, &rel_path)?;
         } else if file_type.is_file() {
             header.set_entry_type(tar::EntryType::Regular);
-            header.set_mode(if meta.permissions().mode() & 0o111 == 0 { 0o644 } else { 0o755 });
+            header.set_mode(if meta.permissions().mode() & 0o111 == 0 {
+                0o644
+            } else {
+                0o755
+            });
             header.set_size(meta.len());
             let file = fs::File::open(&path).map_err(|e| StoreError::io("open", &path, e))?;
-            builder.append_data(&mut header, &rel_path, file).map_err(|e| StoreError::io("pack", &path, e))?;
+            builder
+                .append_data(&mut header, &rel_path, file)
+                .map_err(|e| StoreError::io("pack", &path, e))?;
         } else if file_type.is_symlink() {
-            let target = fs::read_link(&path).map_err(|e| StoreError::io("read the link", &path, e))?;
+            let target =
+                fs::read_link(&path).map_err(|e| StoreError::io("read the link", &path, e))?;
             check_link(&rel_path, &target).map_err(|reason| StoreError::BadTree {
                 what: path.display().to_string(),
                 reason,
@@ -82,18 +95,29 @@ fn pack_dir<W: Write>(builder: &mut tar::Builder<W>, root: &Path, rel: &Path) ->
 /// A link at `at` (relative to the tree root) pointing to `target` must stay in the tree.
 fn check_link(at: &Path, target: &Path) -> Result<(), String> {
     if target.is_absolute() {
-        return Err(format!("symlink {} points to the absolute path {}", at.display(), target.display()));
+        return Err(format!(
+            "symlink {} points to the absolute path {}",
+            at.display(),
+            target.display()
+        ));
     }
-    let mut depth: i64 = at.parent().map_or(0, |p| p.components().count() as i64);
+    let mut depth: usize = at.parent().map_or(0, |p| p.components().count());
     for component in target.components() {
-        match component {
-            Component::ParentDir => depth -= 1,
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
+        let escaped = match component {
+            Component::ParentDir => depth.checked_sub(1).map(|d| depth = d).is_none(),
+            Component::Normal(_) => {
+                depth += 1;
+                false
+            }
+            Component::CurDir => false,
             Component::RootDir | Component::Prefix(_) => return Err("absolute link".into()),
-        }
-        if depth < 0 {
-            return Err(format!("symlink {} escapes the tree ({})", at.display(), target.display()));
+        };
+        if escaped {
+            return Err(format!(
+                "symlink {} escapes the tree ({})",
+                at.display(),
+                target.display()
+            ));
         }
     }
     Ok(())
@@ -117,13 +141,27 @@ fn safe_path(path: &Path) -> Result<PathBuf, String> {
 
 /// Unpacks a canonical tar from `input` into `dest` (which must exist and be empty), writing
 /// at most `max_bytes` of file content. `what` names the tree in errors.
-pub fn unpack_tree(input: impl Read, dest: &Path, max_bytes: u64, what: &str) -> Result<(), StoreError> {
-    let bad = |reason: String| StoreError::BadTree { what: what.to_owned(), reason };
+pub fn unpack_tree(
+    input: impl Read,
+    dest: &Path,
+    max_bytes: u64,
+    what: &str,
+) -> Result<(), StoreError> {
+    let bad = |reason: String| StoreError::BadTree {
+        what: what.to_owned(),
+        reason,
+    };
     let mut archive = tar::Archive::new(input);
     let mut written: u64 = 0;
-    for entry in archive.entries().map_err(|e| StoreError::io("read the tree for", dest, e))? {
+    for entry in archive
+        .entries()
+        .map_err(|e| StoreError::io("read the tree for", dest, e))?
+    {
         let mut entry = entry.map_err(|e| bad(format!("malformed archive: {e}")))?;
-        let raw_path = entry.path().map_err(|e| bad(format!("bad path: {e}")))?.into_owned();
+        let raw_path = entry
+            .path()
+            .map_err(|e| bad(format!("bad path: {e}")))?
+            .into_owned();
         let rel = safe_path(&raw_path).map_err(bad)?;
         let path = dest.join(&rel);
         // Parents must be real directories created by this unpack, never symlinks.
@@ -145,12 +183,18 @@ pub fn unpack_tree(input: impl Read, dest: &Path, max_bytes: u64, what: &str) ->
                 Err(_) => fs::create_dir(&path).map_err(|e| StoreError::io("create", &path, e))?,
             },
             tar::EntryType::Regular => {
-                let size = entry.header().size().map_err(|e| bad(format!("bad size: {e}")))?;
+                let size = entry
+                    .header()
+                    .size()
+                    .map_err(|e| bad(format!("bad size: {e}")))?;
                 written = written.saturating_add(size);
                 if written > max_bytes {
                     return Err(bad(format!("it unpacks to more than {max_bytes} bytes")));
                 }
-                let mode = entry.header().mode().map_err(|e| bad(format!("bad mode: {e}")))?;
+                let mode = entry
+                    .header()
+                    .mode()
+                    .map_err(|e| bad(format!("bad mode: {e}")))?;
                 let mut file = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -176,7 +220,10 @@ pub fn unpack_tree(input: impl Read, dest: &Path, max_bytes: u64, what: &str) ->
                     .map_err(|e| StoreError::io("create the link", &path, e))?;
             }
             other => {
-                return Err(bad(format!("{} is a {other:?}; only files, directories and symlinks are allowed", rel.display())));
+                return Err(bad(format!(
+                    "{} is a {other:?}; only files, directories and symlinks are allowed",
+                    rel.display()
+                )));
             }
         }
     }
@@ -216,8 +263,14 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         unpack_tree(&pack(one.path())[..], out.path(), 1 << 20, "t").unwrap();
         assert_eq!(pack(out.path()), pack(one.path()));
-        assert_eq!(fs::read_link(out.path().join("b/link")).unwrap(), Path::new("c/run.sh"));
-        let mode = fs::metadata(out.path().join("b/c/run.sh")).unwrap().permissions().mode();
+        assert_eq!(
+            fs::read_link(out.path().join("b/link")).unwrap(),
+            Path::new("c/run.sh")
+        );
+        let mode = fs::metadata(out.path().join("b/c/run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
     }
 
@@ -225,7 +278,10 @@ mod tests {
     fn escaping_links_are_refused_when_packing() {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("../../etc/passwd", dir.path().join("evil")).unwrap();
-        assert!(matches!(pack_tree(dir.path(), Vec::new()), Err(StoreError::BadTree { .. })));
+        assert!(matches!(
+            pack_tree(dir.path(), Vec::new()),
+            Err(StoreError::BadTree { .. })
+        ));
     }
 
     fn raw_tar(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
@@ -258,14 +314,20 @@ mod tests {
             raw_tar(&[("dev", tar::EntryType::Char, b"", None)]),
             raw_tar(&[("big", tar::EntryType::Regular, &[0u8; 4096], None)]),
             // A symlinked directory followed by a file through it.
-            raw_tar(&[("d", tar::EntryType::Symlink, b"", Some(".")), ("d/f", tar::EntryType::Regular, b"x", None)]),
+            raw_tar(&[
+                ("d", tar::EntryType::Symlink, b"", Some(".")),
+                ("d/f", tar::EntryType::Regular, b"x", None),
+            ]),
         ];
         for (i, tar) in cases.iter().enumerate() {
             let parent = tempfile::tempdir().unwrap();
             let dest = parent.path().join("dest");
             fs::create_dir(&dest).unwrap();
             let result = unpack_tree(&tar[..], &dest, 1024, "hostile");
-            assert!(matches!(result, Err(StoreError::BadTree { .. })), "case {i}: {result:?}");
+            assert!(
+                matches!(result, Err(StoreError::BadTree { .. })),
+                "case {i}: {result:?}"
+            );
             let outside: Vec<_> = fs::read_dir(parent.path()).unwrap().collect();
             assert_eq!(outside.len(), 1, "case {i} wrote outside dest");
         }

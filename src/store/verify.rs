@@ -32,12 +32,17 @@ impl VerifyReport {
     /// True when nothing is wrong.
     #[must_use]
     pub fn is_clean(&self) -> bool {
-        self.corrupt_blobs.is_empty() && self.bad_records.is_empty() && self.missing_blobs.is_empty()
+        self.corrupt_blobs.is_empty()
+            && self.bad_records.is_empty()
+            && self.missing_blobs.is_empty()
     }
 }
 
 /// Checks the whole store; with `repair`, moves corrupt blobs and bad records to `corrupt/`
 /// (the steps they belonged to will simply run again).
+///
+/// # Panics
+/// If a store entry has no file name (entries come from listing directories, so they do).
 pub fn verify(store: &LocalStore, repair: bool) -> Result<VerifyReport, StoreError> {
     let _exclusive = store.lock_store_sync(true)?;
     let mut report = VerifyReport::default();
@@ -47,9 +52,10 @@ pub fn verify(store: &LocalStore, repair: bool) -> Result<VerifyReport, StoreErr
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             let expected: Option<Digest> = format!("sha256:{name}").parse().ok();
             let file = fs::File::open(&path).map_err(|e| StoreError::io("open", &path, e))?;
-            let (actual, size) = Sha256Reader::new(std::io::BufReader::with_capacity(1 << 20, file))
-                .finish()
-                .map_err(|e| StoreError::io("read", &path, e))?;
+            let (actual, size) =
+                Sha256Reader::new(std::io::BufReader::with_capacity(1 << 20, file))
+                    .finish()
+                    .map_err(|e| StoreError::io("read", &path, e))?;
             report.blobs += 1;
             report.bytes += size;
             if expected != Some(actual) {
@@ -67,8 +73,11 @@ pub fn verify(store: &LocalStore, repair: bool) -> Result<VerifyReport, StoreErr
                 continue;
             }
         };
-        if path.file_name().and_then(|n| n.to_str()) != Some(&format!("{}.json", record.key.hex())) {
-            report.bad_records.push((path, format!("holds the record of {}", record.key)));
+        if path.file_name().and_then(|n| n.to_str()) != Some(&format!("{}.json", record.key.hex()))
+        {
+            report
+                .bad_records
+                .push((path, format!("holds the record of {}", record.key)));
             continue;
         }
         for output in record.outputs.values() {
@@ -83,7 +92,12 @@ pub fn verify(store: &LocalStore, repair: bool) -> Result<VerifyReport, StoreErr
         let aside = store.root().join("corrupt");
         let bad_records = report.bad_records.iter().map(|(p, _)| p);
         let orphaned = report.missing_blobs.iter().map(|(p, _)| p);
-        for path in report.corrupt_blobs.iter().chain(bad_records).chain(orphaned) {
+        for path in report
+            .corrupt_blobs
+            .iter()
+            .chain(bad_records)
+            .chain(orphaned)
+        {
             let name = path.file_name().expect("store entries have names");
             match fs::rename(path, aside.join(name)) {
                 Ok(()) => {}

@@ -7,5 +7,6 @@
 mod common;
 
 mod cli_errors;
+mod engine;
 mod image;
 mod sandbox;

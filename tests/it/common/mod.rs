@@ -107,3 +107,96 @@ pub(crate) fn text(output: &Output) -> (String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A temp directory with a store, a plan file and a small git repository with a pinned date.
+pub(crate) struct Workspace {
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = dir.path().join("repo");
+        let git = |args: &[&str]| {
+            let status = Command::new("git")
+                .args(args)
+                .current_dir(dir.path())
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_AUTHOR_NAME", "kiln test")
+                .env("GIT_AUTHOR_EMAIL", "test@kiln.invalid")
+                .env("GIT_COMMITTER_NAME", "kiln test")
+                .env("GIT_COMMITTER_EMAIL", "test@kiln.invalid")
+                .env("GIT_AUTHOR_DATE", "2023-08-15T12:00:00Z")
+                .env("GIT_COMMITTER_DATE", "2023-08-15T12:00:00Z")
+                .status()
+                .expect("git runs");
+            assert!(status.success(), "git {args:?}");
+        };
+        git(&["init", "-q", "-b", "main", repo.to_str().unwrap()]);
+        std::fs::write(repo.join("README"), "kiln test repository\n").unwrap();
+        git(&["-C", "repo", "add", "README"]);
+        git(&["-C", "repo", "commit", "-q", "-m", "init"]);
+        git(&["-C", "repo", "tag", "v1"]);
+        Self { dir }
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub(crate) fn store(&self) -> std::path::PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub(crate) fn write_plan(&self, toml: &str) -> std::path::PathBuf {
+        let path = self.dir.path().join("plan.toml");
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    /// kiln with `--store` pointing at this workspace's store.
+    pub(crate) fn kiln(&self) -> Command {
+        let mut command = kiln();
+        command
+            .arg("--store")
+            .arg(self.store())
+            .current_dir(self.dir.path());
+        command
+    }
+
+    /// Runs `kiln run --json` on the plan and returns the report.
+    pub(crate) fn run_json(&self) -> serde_json::Value {
+        let output = self
+            .kiln()
+            .args(["run", "--file", "plan.toml", "--json"])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&output);
+        assert!(
+            output.status.success(),
+            "kiln run failed:\n{stdout}\n{stderr}"
+        );
+        serde_json::from_str(&stdout).unwrap()
+    }
+}
+
+/// The outcome of every step of a `kiln run --json` report, by name.
+pub(crate) fn outcomes(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A fresh suffix for step names, so parallel tests never share a step name on the engine.
+pub(crate) fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}

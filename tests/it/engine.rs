@@ -1,0 +1,623 @@
+//! The engine and the store against a real Docker engine: caching, concurrency, gc, crashes.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::TryStreamExt as _;
+
+use crate::common::{self, Workspace, docker_or_skip, outcomes, text, unique};
+
+/// A three-step chain with a git input: a → b → c.
+fn chain(id: &str) -> String {
+    format!(
+        r#"
+[[step]]
+name = "a-{id}"
+image = "toolchain:1.23"
+argv = ["/bin/sh", "-c", "cat /in/src/README > a.txt; echo $V >> a.txt"]
+env = {{ V = "1" }}
+outputs = ["a.txt"]
+[step.inputs]
+src = {{ git = "repo", rev = "v1" }}
+
+[[step]]
+name = "b-{id}"
+image = "toolchain:1.23"
+argv = ["/bin/sh", "-c", "mkdir -p tree/sub && cp /in/a tree/sub/a && echo b > tree/b"]
+outputs = ["tree/"]
+[step.inputs]
+a = {{ step = "a-{id}", output = "a.txt" }}
+
+[[step]]
+name = "c-{id}"
+image = "toolchain:1.23"
+argv = ["/bin/sh", "-c", "cat /in/tree/sub/a /in/tree/b > c.txt"]
+outputs = ["c.txt"]
+[step.inputs]
+tree = {{ step = "b-{id}", output = "tree/" }}
+"#
+    )
+}
+
+fn now_text() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
+/// How many step containers named `prefix…` the engine created between `since` and `until`.
+async fn containers_created(docker: &common::Docker, since: &str, until: &str, id: &str) -> usize {
+    let filters = HashMap::from([("type", vec!["container"]), ("event", vec!["create"])]);
+    let options = bollard::query_parameters::EventsOptionsBuilder::default()
+        .since(since)
+        .until(until)
+        .filters(&filters)
+        .build();
+    let events: Vec<_> = docker
+        .sandbox
+        .engine()
+        .docker()
+        .events(Some(options))
+        .try_collect()
+        .await
+        .unwrap();
+    events
+        .iter()
+        .filter(|e| {
+            e.actor
+                .as_ref()
+                .and_then(|a| a.attributes.as_ref())
+                .and_then(|a| a.get("kiln.step"))
+                .is_some_and(|s| s.ends_with(id))
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_fully_cached_rerun_starts_no_container() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let ws = Workspace::new();
+    let id = unique();
+    ws.write_plan(&chain(&id));
+
+    let before_first = now_text();
+    let first = ws.run_json();
+    let after_first = now_text();
+    assert!(outcomes(&first).iter().all(|(_, o)| o == "ran"), "{first}");
+    assert_eq!(
+        containers_created(&docker, &before_first, &after_first, &id).await,
+        3
+    );
+
+    let output = ws
+        .kiln()
+        .args(["run", "--file", "plan.toml", "--json", "--out", "out"])
+        .output()
+        .unwrap();
+    let after_second = now_text();
+    assert!(output.status.success(), "{}", text(&output).1);
+    let second: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        outcomes(&second).iter().all(|(_, o)| o == "cached"),
+        "{second}"
+    );
+    assert_eq!(
+        containers_created(&docker, &after_first, &after_second, &id).await,
+        0
+    );
+    let keys_and_outputs =
+        |report: &serde_json::Value| -> Vec<(serde_json::Value, serde_json::Value)> {
+            report["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| (s["key"].clone(), s["outputs"].clone()))
+                .collect()
+        };
+    assert_eq!(keys_and_outputs(&first), keys_and_outputs(&second));
+    // Outputs are restored from the store without running anything.
+    let c = std::fs::read_to_string(ws.path().join(format!("out/c-{id}/c.txt"))).unwrap();
+    assert_eq!(c, "kiln test repository\n1\nb\n");
+    assert!(ws.path().join(format!("out/b-{id}/tree/sub/a")).is_file());
+}
+
+#[tokio::test]
+async fn plan_says_what_will_run_and_why() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let ws = Workspace::new();
+    let id = unique();
+    ws.write_plan(&chain(&id));
+    ws.run_json();
+    ws.write_plan(&chain(&id).replace("V = \"1\"", "V = \"2\""));
+    let output = ws
+        .kiln()
+        .args(["plan", "--file", "plan.toml", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    let planned: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(planned[0]["status"], "will-run");
+    assert_eq!(planned[0]["why"][0], "env `V` changed: 1 → 2");
+    assert_eq!(planned[1]["status"], "pending");
+    assert_eq!(planned[1]["waiting_for"][0], format!("a-{id}"));
+    let table = ws
+        .kiln()
+        .args(["plan", "--file", "plan.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&table).0.contains("env `V` changed: 1 → 2"),
+        "{}",
+        text(&table).0
+    );
+}
+
+#[tokio::test]
+async fn two_processes_run_each_step_once() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let ws = Workspace::new();
+    let id = unique();
+    ws.write_plan(&chain(&id).replace(
+        "cat /in/src/README > a.txt;",
+        "sleep 1; cat /in/src/README > a.txt;",
+    ));
+    let spawn = || {
+        ws.kiln()
+            .args(["run", "--file", "plan.toml", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (one, two) = (spawn(), spawn());
+    let (one, two) = (
+        one.wait_with_output().unwrap(),
+        two.wait_with_output().unwrap(),
+    );
+    assert!(
+        one.status.success() && two.status.success(),
+        "{}\n{}",
+        text(&one).1,
+        text(&two).1
+    );
+    let one: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+    let two: serde_json::Value = serde_json::from_slice(&two.stdout).unwrap();
+    for ((name, a), (_, b)) in outcomes(&one).iter().zip(outcomes(&two).iter()) {
+        let ran = [a, b].iter().filter(|o| o.as_str() == "ran").count();
+        assert_eq!(ran, 1, "step {name} ran {ran} times ({a}, {b})");
+    }
+    assert_eq!(
+        one["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| &s["key"])
+            .collect::<Vec<_>>(),
+        two["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| &s["key"])
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        one["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| &s["outputs"])
+            .collect::<Vec<_>>(),
+        two["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| &s["outputs"])
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn gc_keeps_what_a_running_step_needs() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let ws = Workspace::new();
+    let id = unique();
+    ws.write_plan(&format!(
+        r#"
+[[step]]
+name = "a-{id}"
+image = "toolchain:1.23"
+argv = ["/bin/sh", "-c", "echo input > a.txt"]
+outputs = ["a.txt"]
+
+[[step]]
+name = "b-{id}"
+image = "toolchain:1.23"
+argv = ["/bin/sh", "-c", "sleep 4; cat /in/a > b.txt"]
+outputs = ["b.txt"]
+[step.inputs]
+a = {{ step = "a-{id}", output = "a.txt" }}
+"#
+    ));
+    let run = ws
+        .kiln()
+        .args(["run", "--file", "plan.toml", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until b runs: its container exists.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let filters = HashMap::from([("label", vec![format!("kiln.step=b-{id}")])]);
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let running = docker
+            .sandbox
+            .engine()
+            .docker()
+            .list_containers(Some(options))
+            .await
+            .unwrap();
+        if !running.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "b never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let gc = ws
+        .kiln()
+        .args(["store", "gc", "--keep-recent", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(gc.status.success(), "{}", text(&gc).1);
+    let gc: serde_json::Value = serde_json::from_slice(&gc.stdout).unwrap();
+    assert_eq!(gc["running_steps"], 1, "{gc}");
+    assert!(
+        gc["records_removed"].as_u64().unwrap() >= 1,
+        "a's record was collectable: {gc}"
+    );
+
+    let finished = run.wait_with_output().unwrap();
+    assert!(
+        finished.status.success(),
+        "the running step lost its inputs or outputs"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&finished.stdout).unwrap();
+    let b_out = report["steps"][1]["outputs"]["b.txt"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let hex = &b_out[7..];
+    assert!(
+        ws.store()
+            .join(format!("store-v1/blobs/sha256/{}/{hex}", &hex[..2]))
+            .is_file()
+    );
+    let verify = ws.kiln().args(["store", "verify"]).output().unwrap();
+    assert!(verify.status.success(), "{}", text(&verify).0);
+    // b's record survived: a re-run reruns only a (its record was collected) and hits b.
+    let again = ws.run_json();
+    assert_eq!(outcomes(&again)[1].1, "cached");
+}
+
+#[tokio::test]
+async fn kill_between_blob_and_record_leaves_a_consistent_store() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let ws = Workspace::new();
+    let id = unique();
+    ws.write_plan(&chain(&id));
+    let crashed = ws
+        .kiln()
+        .env("KILN_FAILPOINT", "before-record")
+        .args(["run", "--file", "plan.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        crashed.status.signal(),
+        Some(9),
+        "the failpoint killed kiln"
+    );
+    let verify = ws
+        .kiln()
+        .args(["store", "verify", "--json"])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify).0);
+    let verify: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert_eq!(verify["records"], 0, "no record was written");
+    assert_eq!(
+        verify["blobs"], 1,
+        "the first step's output blob is durable"
+    );
+    // The step simply runs again, and the store ends complete.
+    let report = ws.run_json();
+    assert!(outcomes(&report).iter().all(|(_, o)| o == "ran"));
+    let verify = ws
+        .kiln()
+        .args(["store", "verify", "--json"])
+        .output()
+        .unwrap();
+    let verify: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert_eq!(verify["records"], 3);
+}
+
+/// Deterministic pseudo-random numbers for kill timings.
+fn lcg(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    *seed >> 33
+}
+
+#[test]
+fn kill_9_during_blob_writes_never_leaves_a_partial_blob() {
+    let ws = Workspace::new();
+    let big = ws.path().join("big.bin");
+    let mut file = std::fs::File::create(&big).unwrap();
+    let mut seed = 7u64;
+    let chunk: Vec<u8> = (0..1 << 20)
+        .map(|_| lcg(&mut seed).to_le_bytes()[0])
+        .collect();
+    for i in 0..48u8 {
+        let mut c = chunk.clone();
+        c[0] = i;
+        file.write_all(&c).unwrap();
+    }
+    drop(file);
+    let blobs = ws.store().join("store-v1/blobs/sha256");
+    for round in 0..50 {
+        let mut child = ws
+            .kiln()
+            .args(["store", "put"])
+            .arg(&big)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(lcg(&mut seed) % 120));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let verify = ws
+            .kiln()
+            .args(["store", "verify", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success(),
+            "round {round}: {}",
+            text(&verify).0
+        );
+        let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+        assert!(report["blobs"].as_u64().unwrap() <= 1, "round {round}");
+        if report["blobs"] == 1 {
+            assert_eq!(
+                report["bytes"],
+                48 << 20,
+                "round {round}: a partial blob was published"
+            );
+        }
+    }
+    assert!(blobs.is_dir());
+    // gc clears what killed writers left in tmp/; a final put completes.
+    let gc = ws
+        .kiln()
+        .args(["store", "gc", "--keep-recent", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(gc.status.success());
+    assert_eq!(
+        std::fs::read_dir(ws.store().join("store-v1/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let put = ws.kiln().args(["store", "put"]).arg(&big).output().unwrap();
+    assert!(put.status.success());
+}
+
+#[tokio::test]
+async fn kill_9_during_a_run_with_a_large_output_keeps_the_store_consistent() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let ws = Workspace::new();
+    let id = unique();
+    ws.write_plan(&format!(
+        r#"
+[[step]]
+name = "big-{id}"
+image = "toolchain:1.23"
+argv = ["/bin/sh", "-c", "head -c 200000000 /dev/zero > big.bin"]
+outputs = ["big.bin"]
+"#
+    ));
+    let mut seed = 11u64;
+    for round in 0..5 {
+        let mut child = ws
+            .kiln()
+            .args(["run", "--file", "plan.toml"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300 + lcg(&mut seed) % 900));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let verify = ws.kiln().args(["store", "verify"]).output().unwrap();
+        assert!(
+            verify.status.success(),
+            "round {round}: {}",
+            text(&verify).0
+        );
+    }
+    let report = ws.run_json();
+    assert_eq!(
+        report["steps"][0]["outputs"]["big.bin"]["size"],
+        200_000_000
+    );
+}
+
+#[tokio::test]
+async fn damaged_blobs_are_found_moved_aside_and_rebuilt() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    for damage in ["flip", "truncate"] {
+        let ws = Workspace::new();
+        let id = unique();
+        ws.write_plan(&chain(&id));
+        let report = ws.run_json();
+        let digest = report["steps"][2]["outputs"]["c.txt"]["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let hex = &digest[7..];
+        let blob = ws
+            .store()
+            .join(format!("store-v1/blobs/sha256/{}/{hex}", &hex[..2]));
+        let mut bytes = std::fs::read(&blob).unwrap();
+        if damage == "flip" {
+            bytes[0] ^= 0x01;
+        } else {
+            bytes.truncate(bytes.len() / 2);
+        }
+        std::fs::remove_file(&blob).unwrap();
+        std::fs::write(&blob, &bytes).unwrap();
+
+        // Export is verified: --out refuses the damaged bytes.
+        let export = ws
+            .kiln()
+            .args(["run", "--file", "plan.toml", "--out", "out"])
+            .output()
+            .unwrap();
+        assert_eq!(export.status.code(), Some(1), "{damage}");
+        assert!(
+            text(&export).1.contains("is corrupt"),
+            "{damage}: {}",
+            text(&export).1
+        );
+
+        // Damage it again (the export moved it aside) and let verify find it.
+        std::fs::write(&blob, &bytes).unwrap();
+        let verify = ws.kiln().args(["store", "verify"]).output().unwrap();
+        assert_eq!(verify.status.code(), Some(3), "{damage}");
+        assert!(
+            text(&verify).0.contains(&blob.display().to_string()),
+            "{damage}: {}",
+            text(&verify).0
+        );
+        let repair = ws
+            .kiln()
+            .args(["store", "verify", "--repair"])
+            .output()
+            .unwrap();
+        assert_eq!(repair.status.code(), Some(3));
+        let clean = ws.kiln().args(["store", "verify"]).output().unwrap();
+        assert!(clean.status.success(), "{damage}: {}", text(&clean).0);
+        let rebuilt = ws.run_json();
+        assert_eq!(outcomes(&rebuilt)[2].1, "ran", "{damage}");
+        assert_eq!(
+            rebuilt["steps"][2]["outputs"]["c.txt"]["digest"],
+            digest.as_str()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_garbage_record_is_a_miss_with_a_warning() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let ws = Workspace::new();
+    let id = unique();
+    ws.write_plan(&chain(&id));
+    let report = ws.run_json();
+    let key = report["steps"][0]["key"].as_str().unwrap();
+    let record = ws
+        .store()
+        .join(format!("store-v1/records/{}.json", &key[7..]));
+    std::fs::write(&record, b"{ this is not a record").unwrap();
+    let plan = ws
+        .kiln()
+        .args(["plan", "--file", "plan.toml", "--json"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&plan);
+    assert!(plan.status.success(), "{stderr}");
+    assert!(stderr.contains(&record.display().to_string()), "{stderr}");
+    let planned: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(planned[0]["status"], "will-run");
+    let rerun = ws.run_json();
+    assert_eq!(outcomes(&rerun)[0].1, "ran");
+    assert_eq!(outcomes(&rerun)[1].1, "cached");
+}
+
+#[test]
+fn a_full_disk_is_reported_and_leaves_no_partial_entry() {
+    if !rustix::process::geteuid().is_root() {
+        assert!(
+            !common::docker_required(),
+            "the full-disk test needs root to mount a tmpfs"
+        );
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("skipping: mounting a tmpfs needs root");
+        }
+        return;
+    }
+    let ws = Workspace::new();
+    let mount = ws.path().join("tiny");
+    std::fs::create_dir(&mount).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "kiln-test-tiny"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs");
+    let big = ws.path().join("big.bin");
+    std::fs::write(&big, vec![7u8; 4 << 20]).unwrap();
+    let put = common::kiln()
+        .arg("--store")
+        .arg(&mount)
+        .args(["store", "put"])
+        .arg(&big)
+        .output();
+    let blobs: Vec<_> = walk(&mount.join("store-v1/blobs"));
+    let tmp: Vec<_> = walk(&mount.join("store-v1/tmp"));
+    let _ = std::process::Command::new("umount").arg(&mount).status();
+    let put = put.unwrap();
+    assert_eq!(put.status.code(), Some(1));
+    let stderr = text(&put).1;
+    assert!(
+        stderr.contains("no space left on the device while writing"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("store-v1/tmp"), "{stderr}");
+    assert!(blobs.is_empty(), "{blobs:?}");
+    assert!(tmp.is_empty(), "{tmp:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
