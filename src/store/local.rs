@@ -206,14 +206,23 @@ impl LocalStore {
             .create_new(true)
             .open(dest)
             .map_err(|e| StoreError::io("create", dest, e))?;
-        let copied = hash_and_write(
-            &mut BufReader::with_capacity(BUFFER, file),
-            &out,
-            dest,
-            false,
-        );
+        // Blobs are immutable, so the bytes can be copied in the kernel (`io::copy` uses
+        // copy_file_range) while another thread hashes the same open file with positioned
+        // reads; both see one inode, so the check covers what was copied.
+        let copied = std::thread::scope(|scope| {
+            let hasher = scope.spawn(|| hash_at(&file));
+            let mut reader = &file;
+            let mut writer = &out;
+            let copy = std::io::copy(&mut reader, &mut writer);
+            let hashed = hasher.join().expect("the hasher does not panic");
+            match (copy, hashed) {
+                (Ok(_), Ok(actual)) => Ok(actual),
+                (Err(e), _) => Err(StoreError::io("copy the blob to", dest, e)),
+                (_, Err(e)) => Err(StoreError::io("read", &source, e)),
+            }
+        });
         let actual = match copied {
-            Ok((actual, _)) => actual,
+            Ok(actual) => actual,
             Err(error) => {
                 let _ = fs::remove_file(dest);
                 return Err(error);
@@ -341,6 +350,25 @@ impl LocalStore {
         }
         Ok(())
     }
+}
+
+/// The SHA-256 of a whole file, read with positioned reads (the file offset is untouched).
+fn hash_at(file: &File) -> std::io::Result<Digest> {
+    use std::os::unix::fs::FileExt as _;
+    let mut hasher = Sha256Writer::new(std::io::sink());
+    let mut buffer = vec![0u8; BUFFER];
+    let mut offset = 0u64;
+    loop {
+        let n = match file.read_at(&mut buffer, offset) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.write_all(&buffer[..n]).expect("writing to a sink cannot fail");
+        offset += n as u64;
+    }
+    Ok(hasher.finish().0)
 }
 
 /// Chunk size of the put pipeline.
