@@ -5,6 +5,7 @@
 //! integration test needs it.
 
 pub mod cli;
+pub mod demo;
 pub mod engine;
 pub mod failpoint;
 pub mod git;

@@ -2,6 +2,7 @@
 //! that prints: results go to stdout (`--json` for machines), logs and progress to stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod demo;
 mod doctor;
 mod events;
 mod image;
@@ -35,6 +36,9 @@ struct Cli {
 enum Command {
     /// Check the Docker engine, the toolchain images and the step sandbox's isolation.
     Doctor(doctor::DoctorArgs),
+    /// The generated demo world: upstream, fork and k3s repositories shaped like the real ones.
+    #[command(subcommand)]
+    Demo(demo::DemoCommand),
     /// Build and inspect the toolchain images steps run in.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -85,6 +89,7 @@ async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcom
     let store = store.unwrap_or_else(crate::store::LocalStore::default_dir);
     match command {
         Command::Doctor(args) => doctor::run(args).await,
+        Command::Demo(command) => demo::run(command).await,
         Command::Image(command) => image::run(command).await,
         Command::Sandbox(command) => sandbox::run(command).await,
         Command::Plan(args) => plan::run_plan(args, &store).await,

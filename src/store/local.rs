@@ -194,6 +194,9 @@ impl LocalStore {
     /// Copies the blob to the new file `dest`, verifying its digest on the way. `Ok(false)`:
     /// not stored. A blob whose bytes do not match is moved to `corrupt/` (so the step that
     /// produced it can run again) and reported.
+    ///
+    /// # Panics
+    /// If the hashing thread panics (it only reads, so it does not).
     pub fn export_sync(&self, digest: &Digest, dest: &Path) -> Result<bool, StoreError> {
         let source = self.blob_path(digest);
         let file = match File::open(&source) {
@@ -210,12 +213,12 @@ impl LocalStore {
         // copy_file_range) while another thread hashes the same open file with positioned
         // reads; both see one inode, so the check covers what was copied.
         let copied = std::thread::scope(|scope| {
-            let hasher = scope.spawn(|| hash_at(&file));
-            let mut reader = &file;
-            let mut writer = &out;
-            let copy = std::io::copy(&mut reader, &mut writer);
-            let hashed = hasher.join().expect("the hasher does not panic");
-            match (copy, hashed) {
+            let hash_thread = scope.spawn(|| hash_at(&file));
+            let mut from = &file;
+            let mut to = &out;
+            let copy_result = std::io::copy(&mut from, &mut to);
+            let hashed = hash_thread.join().expect("the hasher does not panic");
+            match (copy_result, hashed) {
                 (Ok(_), Ok(actual)) => Ok(actual),
                 (Err(e), _) => Err(StoreError::io("copy the blob to", dest, e)),
                 (_, Err(e)) => Err(StoreError::io("read", &source, e)),
@@ -365,7 +368,9 @@ fn hash_at(file: &File) -> std::io::Result<Digest> {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        hasher.write_all(&buffer[..n]).expect("writing to a sink cannot fail");
+        hasher
+            .write_all(&buffer[..n])
+            .expect("writing to a sink cannot fail");
         offset += n as u64;
     }
     Ok(hasher.finish().0)

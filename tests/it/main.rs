@@ -7,6 +7,7 @@
 mod common;
 
 mod cli_errors;
+mod demo;
 mod engine;
 mod image;
 mod sandbox;

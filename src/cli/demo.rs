@@ -1,0 +1,89 @@
+//! `kiln demo init`: the generated demo world.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+
+use crate::demo::{DemoOptions, OLD_FORK_TAG, init};
+use crate::sandbox::DockerSandbox;
+
+use super::progress::Progress;
+use super::{Outcome, print_json};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum DemoCommand {
+    /// Write the demo world (upstream, fork, k3s as bare repositories, and kiln.toml) to DIR.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct InitArgs {
+    /// A new or empty directory.
+    dir: PathBuf,
+    /// All 30 staging modules of Kubernetes 1.28 (default: 6).
+    #[arg(long)]
+    full: bool,
+    /// Grow toward Kubernetes' size: 40·N files per staging module, N commits between releases.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    scale: u32,
+    /// Also cut v1.28.1-k3s2 in the fork.
+    #[arg(long)]
+    k3s2: bool,
+    /// Print the generated tags as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) async fn run(command: DemoCommand) -> Outcome {
+    let DemoCommand::Init(args) = command;
+    let sandbox = DockerSandbox::connect().await?;
+    let options = DemoOptions {
+        full: args.full,
+        scale: args.scale,
+        k3s2: args.k3s2,
+    };
+    let started = Instant::now();
+    let progress = Progress::new();
+    let result = init(&args.dir, &options, &sandbox, &mut |line| {
+        progress.image(crate::image::ImageProgress::Phase(line));
+    })
+    .await;
+    progress.finish();
+    let world = result?;
+    if args.json {
+        print_json(&world)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "demo world in {} ({:.1} s)",
+        world.dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "  upstream.git  tags {}",
+        world
+            .upstream_tags
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let own: Vec<&String> = world
+        .fork_tags
+        .keys()
+        .filter(|t| t.contains("-k3s"))
+        .collect();
+    println!(
+        "  fork.git      {} k3s tags, {OLD_FORK_TAG} at {}",
+        own.len(),
+        world.fork_tags[OLD_FORK_TAG]
+    );
+    println!(
+        "  k3s.git       release-1.28 at {}",
+        world.k3s_branches["release-1.28"]
+    );
+    println!("  modules       {}", world.modules.join(", "));
+    Ok(ExitCode::SUCCESS)
+}

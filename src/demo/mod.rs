@@ -1,0 +1,512 @@
+//! The demo world: upstream Kubernetes, the k3s-io fork and k3s as small but faithful bare
+//! repositories, generated with pinned identities and dates so that every commit and tag id is
+//! the same on every machine. It is the default for `kiln demo`, the fixture of end-to-end
+//! tests and, with `--scale`, the benchmark input.
+//!
+//! ```text
+//! DIR/upstream.git   annotated tags v1.28.1, v1.28.2, v1.28.3 on a linear history
+//! DIR/fork.git       upstream + two k3s patches on v1.28.1 + the stamp commit of tag.sh,
+//!                    tags v1.28.1-k3s1 and staging/src/k8s.io/<m>/v1.28.1-k3s1
+//! DIR/k3s.git        branch release-1.28 requiring the v1.28.1-k3s1 fork tags
+//! DIR/helper.git     github.com/k3s-io/helper, an unrelated module k3s requires
+//! DIR/kiln.toml      names them, so `kiln release` in DIR finds them
+//! ```
+
+mod fast_import;
+mod k3s;
+mod upstream;
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::image::{GoLine, ImageError, ensure_toolchain};
+use crate::sandbox::{BindMount, DockerSandbox, SandboxError, StepSpec, UserId, run_to_end};
+
+use fast_import::{File, Signature, Stream, Tree};
+pub use k3s::{HELPER_MODULE, SINGLE_LINE_MODULE, STALE_MODULE};
+pub use upstream::{DEFAULT_MODULES, FULL_MODULES, RELEASES, VERSION_FILES};
+
+/// The fork's tag.sh, which the demo's first k3s patch adds.
+const TAG_SH: &str = include_str!("tag.sh");
+
+/// Why the demo world could not be generated.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum DemoError {
+    /// The target directory is not empty.
+    #[error("{path} is not empty")]
+    #[diagnostic(
+        code(kiln::demo::not_empty),
+        help("give `kiln demo init` a new or empty directory")
+    )]
+    NotEmpty {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A file operation failed.
+    #[error("cannot {action} {path}")]
+    Io {
+        /// What kiln was doing.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// git failed.
+    #[error("`git {args}` failed: {stderr}")]
+    #[diagnostic(
+        code(kiln::demo::git),
+        help("kiln needs git 2.30 or newer (`apt-get install git`)")
+    )]
+    Git {
+        /// The arguments.
+        args: String,
+        /// What git said.
+        stderr: String,
+    },
+    /// The Go toolchain image for tag.sh is missing or broken.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Image(#[from] ImageError),
+    /// tag.sh failed in its container.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Sandbox(#[from] SandboxError),
+}
+
+/// What to generate.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DemoOptions {
+    /// All 30 staging modules of Kubernetes 1.28 instead of 6.
+    pub full: bool,
+    /// Grow the world toward Kubernetes' size: 40·N generated files per staging module and N
+    /// extra commits between upstream releases. 0 keeps it small.
+    pub scale: u32,
+    /// Also cut `v1.28.1-k3s2` (a third patch and a second stamp), for "highest suffix wins".
+    pub k3s2: bool,
+}
+
+/// What was generated.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DemoWorld {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Staging modules.
+    pub modules: Vec<String>,
+    /// Upstream tags → commit ids.
+    pub upstream_tags: BTreeMap<String, String>,
+    /// Fork tags → commit ids (upstream's and the fork's own).
+    pub fork_tags: BTreeMap<String, String>,
+    /// k3s branches → commit ids.
+    pub k3s_branches: BTreeMap<String, String>,
+}
+
+/// The fork's old release tag.
+pub const OLD_FORK_TAG: &str = "v1.28.1-k3s1";
+
+const UPSTREAM: Signature = Signature {
+    name: "Kubernetes Release Robot",
+    email: "k8s-release-robot@kiln-demo.invalid",
+    time: 1_692_100_800, // 2023-08-15T12:00:00Z
+};
+const K3S_DEV: Signature = Signature {
+    name: "K3s Developer",
+    email: "dev@kiln-demo.invalid",
+    time: 1_692_867_600,
+};
+const CAPTAIN_NAME: &str = "K3s Release Captain";
+const CAPTAIN_EMAIL: &str = "captain@kiln-demo.invalid";
+/// When the captain stamped v1.28.1-k3s1: 2023-08-24T12:00:00Z.
+const STAMP_TIME: i64 = 1_692_878_400;
+
+fn at(who: &Signature, time: i64) -> Signature {
+    Signature {
+        time,
+        ..who.clone()
+    }
+}
+
+/// A git command isolated from the user's and system's configuration, with the demo's
+/// identity, run in `dir`.
+pub(crate) fn git_command(dir: &Path) -> Command {
+    let mut command = Command::new("git");
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("HOME", "/nonexistent")
+        .env("LC_ALL", "C")
+        .env("TZ", "UTC");
+    command
+}
+
+/// Runs git in `dir` with `args`; returns its trimmed stdout.
+pub(crate) fn git<A: AsRef<std::ffi::OsStr>>(
+    dir: &Path,
+    args: impl IntoIterator<Item = A>,
+) -> Result<String, DemoError> {
+    let mut command = git_command(dir);
+    command.args(args);
+    let output = command.output().map_err(|source| DemoError::Io {
+        action: "run git in",
+        path: dir.to_owned(),
+        source,
+    })?;
+    if !output.status.success() {
+        let args: Vec<String> = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return Err(DemoError::Git {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// A commit by `who` in `repo` (a work tree) of everything staged, with pinned dates.
+fn commit_all(repo: &Path, who: &Signature, message: &str) -> Result<(), DemoError> {
+    let date = format!("@{} +0000", who.time);
+    let mut command = git_command(repo);
+    command
+        .args([
+            "-c",
+            "commit.gpgsign=false",
+            "commit",
+            "--quiet",
+            "-m",
+            message,
+        ])
+        .env("GIT_AUTHOR_NAME", who.name)
+        .env("GIT_AUTHOR_EMAIL", who.email)
+        .env("GIT_COMMITTER_NAME", who.name)
+        .env("GIT_COMMITTER_EMAIL", who.email)
+        .env("GIT_AUTHOR_DATE", &date)
+        .env("GIT_COMMITTER_DATE", &date);
+    let output = command.output().map_err(|source| DemoError::Io {
+        action: "run git in",
+        path: repo.to_owned(),
+        source,
+    })?;
+    if !output.status.success() {
+        return Err(DemoError::Git {
+            args: "commit".into(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Every ref under `prefix` in `repo` → the commit it points to (tags peeled).
+pub(crate) fn refs(repo: &Path, prefix: &str) -> Result<BTreeMap<String, String>, DemoError> {
+    let out = git(
+        repo,
+        [
+            "for-each-ref",
+            "--format=%(refname) %(objectname) %(*objectname)",
+            prefix,
+        ],
+    )?;
+    Ok(out
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split(' ');
+            let name = parts.next()?.strip_prefix(prefix)?.to_owned();
+            let object = parts.next()?;
+            let peeled = parts.next().filter(|p| !p.is_empty()).unwrap_or(object);
+            Some((name, peeled.to_owned()))
+        })
+        .collect())
+}
+
+/// The upstream history, appended to `stream`: returns the release marks and trees.
+fn upstream_history(
+    stream: &mut Stream,
+    modules: &[&str],
+    scale: u32,
+) -> Vec<(&'static str, fast_import::Mark, Tree)> {
+    let import = upstream::tree(modules, "v1.28.0", "1.22.12", scale, 0);
+    let mut parent = stream.commit(
+        "master",
+        None,
+        &UPSTREAM,
+        "Import Kubernetes 1.28 into the demo world\n",
+        &import,
+    );
+    let mut parent_tree = import;
+    let mut start = UPSTREAM.time;
+    let mut releases = Vec::new();
+    for release in RELEASES {
+        // --scale: some ordinary development between releases.
+        for step in 0..scale {
+            let mut tree = parent_tree.clone();
+            let done = u32::try_from(releases.len()).expect("three releases");
+            let history = step + 1 + done * scale;
+            for module in modules {
+                let path = format!(
+                    "staging/src/k8s.io/{module}/zz_generated/scale_{:05}.go",
+                    step % (scale * 40)
+                );
+                tree.insert(path, File::text(format!("package zzgenerated\n\n// Revision {history}.\nconst Revision = {history}\n")));
+            }
+            let when = start + i64::from(step + 1) * 3600;
+            parent = stream.commit(
+                "master",
+                Some((parent, &parent_tree)),
+                &at(&UPSTREAM, when),
+                &format!("Development change {history}\n"),
+                &tree,
+            );
+            parent_tree = tree;
+        }
+        let mut tree = upstream::tree(modules, release.tag, release.go, scale, 0);
+        // Keep the development changes: they are part of the history.
+        for (path, file) in &parent_tree {
+            if path.contains("/zz_generated/") {
+                tree.insert(path.clone(), file.clone());
+            }
+        }
+        let who = at(&UPSTREAM, release.time);
+        parent = stream.commit(
+            "master",
+            Some((parent, &parent_tree)),
+            &who,
+            &format!("Release {}\n", release.tag),
+            &tree,
+        );
+        stream.annotated_tag(
+            release.tag,
+            parent,
+            &who,
+            &format!("Kubernetes {}\n", release.tag),
+        );
+        releases.push((release.tag, parent, tree.clone()));
+        parent_tree = tree;
+        start = release.time;
+    }
+    releases
+}
+
+/// Writes the demo world into `dir` (new or empty). Runs the fork's tag.sh in the Go 1.22
+/// toolchain container, which must exist (`kiln image bootstrap --go 1.22`).
+pub async fn init(
+    dir: &Path,
+    options: &DemoOptions,
+    sandbox: &DockerSandbox,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<DemoWorld, DemoError> {
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| DemoError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    if dir.exists() {
+        let mut entries = std::fs::read_dir(dir).map_err(io("list", dir))?;
+        if entries.next().is_some() {
+            return Err(DemoError::NotEmpty {
+                path: dir.to_owned(),
+            });
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    let dir = std::fs::canonicalize(dir).map_err(io("resolve", dir))?;
+    let modules: Vec<&str> = if options.full {
+        FULL_MODULES.to_vec()
+    } else {
+        DEFAULT_MODULES.to_vec()
+    };
+
+    progress(format!(
+        "upstream: {} staging modules, releases v1.28.1..v1.28.3",
+        modules.len()
+    ));
+    let mut stream = Stream::default();
+    upstream_history(&mut stream, &modules, options.scale);
+    stream.import(&dir.join("upstream.git"))?;
+
+    progress("fork: upstream plus two k3s patches on v1.28.1".into());
+    let mut stream = Stream::default();
+    let releases = upstream_history(&mut stream, &modules, options.scale);
+    let (_, base_mark, base_tree) = releases[0].clone();
+    let mut patched = base_tree.clone();
+    patched.insert("tag.sh".into(), File::script(TAG_SH));
+    let first = stream.commit(
+        "k3s-patches",
+        Some((base_mark, &base_tree)),
+        &K3S_DEV,
+        "Add k3s tag.sh\n",
+        &patched,
+    );
+    let mut second_tree = patched.clone();
+    second_tree.insert(
+        upstream::REST_CONFIG.into(),
+        File::text(
+            upstream::REST_CONFIG_UPSTREAM
+                .replace("DefaultQPS float32 = 5.0", "DefaultQPS float32 = 50.0"),
+        ),
+    );
+    stream.commit(
+        "k3s-patches",
+        Some((first, &patched)),
+        &at(&K3S_DEV, K3S_DEV.time + 600),
+        "Raise the default client rate limit for embedded use\n",
+        &second_tree,
+    );
+    let fork = dir.join("fork.git");
+    stream.import(&fork)?;
+
+    progress(format!(
+        "fork: running tag.sh {OLD_FORK_TAG} in the Go 1.22 toolchain container"
+    ));
+    let toolchain = ensure_toolchain(sandbox.engine(), GoLine::Go122, None, &mut |_| {}).await?;
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-demo-")
+        .tempdir()
+        .map_err(io("create a scratch directory for", &dir))?;
+    let work = scratch.path().join("work");
+    git(
+        scratch.path(),
+        [
+            OsStr::new("clone"),
+            "--quiet".as_ref(),
+            "--no-checkout".as_ref(),
+            "--end-of-options".as_ref(),
+            fork.as_os_str(),
+            work.as_os_str(),
+        ],
+    )?;
+    git(
+        &work,
+        [
+            "checkout",
+            "--quiet",
+            "--detach",
+            "refs/remotes/origin/k3s-patches",
+        ],
+    )?;
+    run_tag_sh(sandbox, &toolchain.id, &work, OLD_FORK_TAG, STAMP_TIME).await?;
+    if options.k3s2 {
+        std::fs::write(
+            work.join("staging/src/k8s.io/client-go/rest/k3s.go"),
+            "package rest\n\n// K3sPatched marks the k3s2 re-release.\nconst K3sPatched = true\n",
+        )
+        .map_err(io("write", &work))?;
+        git(&work, ["add", "staging/src/k8s.io/client-go/rest/k3s.go"])?;
+        commit_all(
+            &work,
+            &at(&K3S_DEV, STAMP_TIME + 86_400),
+            "Mark the k3s2 re-release\n",
+        )?;
+        run_tag_sh(
+            sandbox,
+            &toolchain.id,
+            &work,
+            "v1.28.1-k3s2",
+            STAMP_TIME + 90_000,
+        )
+        .await?;
+    }
+    git(
+        &work,
+        [
+            OsStr::new("push"),
+            "--quiet".as_ref(),
+            "--end-of-options".as_ref(),
+            fork.as_os_str(),
+            "refs/tags/*:refs/tags/*".as_ref(),
+            "HEAD:refs/heads/release-1.28".as_ref(),
+        ],
+    )?;
+
+    progress("k3s: branch release-1.28 on the v1.28.1-k3s1 fork tags".into());
+    let mut stream = Stream::default();
+    let k3s_tree = k3s::tree(&modules, OLD_FORK_TAG, "v0.28.1", "v1.28.1", "1.22.12");
+    let k3s_dev = at(&K3S_DEV, STAMP_TIME + 3600);
+    let main = stream.commit(
+        "main",
+        None,
+        &k3s_dev,
+        "k3s on Kubernetes v1.28.1\n",
+        &k3s_tree,
+    );
+    stream.reset("refs/heads/release-1.28", main);
+    stream.import(&dir.join("k3s.git"))?;
+
+    let mut stream = Stream::default();
+    let helper_dev = at(&K3S_DEV, UPSTREAM.time);
+    let v1 = stream.commit(
+        "main",
+        None,
+        &helper_dev,
+        "helper v0.28.1\n",
+        &k3s::helper_tree("v0.28.1"),
+    );
+    stream.annotated_tag("v0.28.1", v1, &helper_dev, "v0.28.1\n");
+    let later = at(&K3S_DEV, RELEASES[1].time);
+    let v2 = stream.commit(
+        "main",
+        Some((v1, &k3s::helper_tree("v0.28.1"))),
+        &later,
+        "helper v0.28.2\n",
+        &k3s::helper_tree("v0.28.2"),
+    );
+    stream.annotated_tag("v0.28.2", v2, &later, "v0.28.2\n");
+    stream.import(&dir.join("helper.git"))?;
+
+    let config = format!(
+        "# Written by `kiln demo init`: the demo world's repositories, relative to this file.\n\
+         [repos]\nupstream = \"upstream.git\"\nfork = \"fork.git\"\nk3s = \"k3s.git\"\n\n\
+         # Modules k3s requires that are neither Kubernetes nor the fork, served by kiln's proxy.\n\
+         [[modules]]\npath = \"{HELPER_MODULE}\"\nrepo = \"helper.git\"\n"
+    );
+    std::fs::write(dir.join("kiln.toml"), config).map_err(io("write", &dir.join("kiln.toml")))?;
+
+    Ok(DemoWorld {
+        modules: modules.iter().map(|m| (*m).to_owned()).collect(),
+        upstream_tags: refs(&dir.join("upstream.git"), "refs/tags/")?,
+        fork_tags: refs(&fork, "refs/tags/")?,
+        k3s_branches: refs(&dir.join("k3s.git"), "refs/heads/")?,
+        dir,
+    })
+}
+
+/// Runs `./tag.sh TAG` in the work tree `work`, in the toolchain container, as the tree's
+/// owner, with the captain's identity and the clock pinned to `time`.
+async fn run_tag_sh(
+    sandbox: &DockerSandbox,
+    image: &str,
+    work: &Path,
+    tag: &str,
+    time: i64,
+) -> Result<(), DemoError> {
+    let date = format!("@{time} +0000");
+    let mut step = StepSpec::new("demo-tag", image, ["./tag.sh", tag])
+        .env("GIT_AUTHOR_NAME", CAPTAIN_NAME)
+        .env("GIT_AUTHOR_EMAIL", CAPTAIN_EMAIL)
+        .env("GIT_COMMITTER_NAME", CAPTAIN_NAME)
+        .env("GIT_COMMITTER_EMAIL", CAPTAIN_EMAIL)
+        .env("GIT_AUTHOR_DATE", &date)
+        .env("GIT_COMMITTER_DATE", &date)
+        .env("SOURCE_DATE_EPOCH", time.to_string())
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOSUMDB", "off");
+    step.workdir = "/work".into();
+    step.user = Some(UserId::owner_of(work)?);
+    step.mounts.push(BindMount {
+        source: work.to_owned(),
+        target: "/work".into(),
+        read_only: false,
+    });
+    run_to_end(sandbox, step, |_| {}).await?;
+    Ok(())
+}
