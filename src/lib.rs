@@ -11,5 +11,6 @@ pub mod failpoint;
 pub mod git;
 pub mod hash;
 pub mod image;
+pub mod release;
 pub mod sandbox;
 pub mod store;

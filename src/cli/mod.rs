@@ -11,6 +11,7 @@ mod progress;
 mod sandbox;
 mod store;
 mod table;
+mod versions;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -52,6 +53,10 @@ enum Command {
     /// Check, clean and fill the content-addressed store.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// Every name of a patch release (fork tags, client versions, Go, RC/GA), derived.
+    Versions(versions::VersionsArgs),
+    /// The release's go.mod and Go-version edits, in place on a k3s checkout (no tidy).
+    BumpK3s(versions::BumpArgs),
 }
 
 /// What a subcommand returns: an exit code, or a diagnostic.
@@ -95,6 +100,8 @@ async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcom
         Command::Plan(args) => plan::run_plan(args, &store).await,
         Command::Run(args) => plan::run_run(args, &store).await,
         Command::Store(command) => store::run(command, &store).await,
+        Command::Versions(args) => versions::run_versions(args, &store).await,
+        Command::BumpK3s(args) => versions::run_bump(&args),
     }
 }
 

@@ -21,6 +21,17 @@ pub enum GitError {
         rev: String,
     },
 
+    /// A repository location looks like an option or carries control characters.
+    #[error("`{location}` is not an acceptable repository location")]
+    #[diagnostic(
+        code(kiln::git::bad_location),
+        help("give a path or a URL (it must not start with `-`)")
+    )]
+    BadLocation {
+        /// The location as given.
+        location: String,
+    },
+
     /// git could not be started.
     #[error("cannot run git")]
     #[diagnostic(code(kiln::git::missing), help("install git (`apt-get install git`)"))]
@@ -126,6 +137,97 @@ pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, GitError> {
         },
         other => other,
     })
+}
+
+/// Checks a repository location (a path or URL) before it reaches git's argv: it must not
+/// look like an option and must not carry control characters.
+pub fn validate_location(location: &str) -> Result<(), GitError> {
+    if location.is_empty() || location.starts_with('-') || location.chars().any(char::is_control) {
+        return Err(GitError::BadLocation {
+            location: location.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The tag names of the repository at `location` (a path or URL), by one `git ls-remote`.
+/// Names outside kiln's allowlist are skipped with a warning: they never reach a command.
+pub fn list_tags(location: &str) -> Result<Vec<String>, GitError> {
+    validate_location(location)?;
+    let mut command = git(Path::new("."));
+    command.args(["ls-remote", "--tags", "--refs", "--quiet", location]);
+    let out = run(command, Path::new("."))?;
+    let mut tags = Vec::new();
+    for line in out.lines() {
+        let Some(name) = line
+            .split('\t')
+            .nth(1)
+            .and_then(|r| r.strip_prefix("refs/tags/"))
+        else {
+            continue;
+        };
+        match validate_rev(name) {
+            Ok(()) => tags.push(name.to_owned()),
+            Err(_) => tracing::warn!(
+                location,
+                tag = name,
+                "ignoring a tag name outside kiln's allowlist"
+            ),
+        }
+    }
+    tags.sort();
+    Ok(tags)
+}
+
+/// Keeps a bare mirror of `location` under `dir` (named by a digest of the location) up to
+/// date, and returns its path. The user's repository is only read.
+pub fn mirror(dir: &Path, location: &str) -> Result<PathBuf, GitError> {
+    validate_location(location)?;
+    let name = crate::hash::Digest::of(location.as_bytes()).short();
+    let path = dir.join(format!("{name}.git"));
+    std::fs::create_dir_all(dir).map_err(|source| GitError::Spawn { source })?;
+    if path.join("HEAD").is_file() {
+        let mut fetch = git(&path);
+        fetch.args([
+            "fetch",
+            "--quiet",
+            "--prune",
+            "--prune-tags",
+            "--force",
+            "origin",
+        ]);
+        run(fetch, &path)?;
+    } else {
+        let tmp = dir.join(format!("{name}.git.partial-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let mut clone = git(dir);
+        clone
+            .args(["clone", "--quiet", "--mirror", "--end-of-options", location])
+            .arg(&tmp);
+        run(clone, dir)?;
+        // Publish whole: a killed clone never looks like a mirror.
+        std::fs::rename(&tmp, &path).map_err(|source| GitError::Spawn { source })?;
+    }
+    Ok(path)
+}
+
+/// The content of `path` at `rev` in `repo`; `Ok(None)` when the file does not exist there.
+pub fn read_file(repo: &Path, rev: &str, path: &str) -> Result<Option<String>, GitError> {
+    validate_rev(rev)?;
+    let mut command = git(repo);
+    command.args([
+        "cat-file",
+        "-p",
+        "--end-of-options",
+        &format!("{rev}:{path}"),
+    ]);
+    let output = command
+        .output()
+        .map_err(|source| GitError::Spawn { source })?;
+    if !output.status.success() {
+        return Ok(None);
+    }
+    Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()))
 }
 
 /// Makes `dest` (which must not exist) a self-contained clone of `repo` with `commit` checked

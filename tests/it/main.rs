@@ -10,4 +10,5 @@ mod cli_errors;
 mod demo;
 mod engine;
 mod image;
+mod release;
 mod sandbox;

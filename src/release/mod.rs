@@ -1,0 +1,14 @@
+//! K3s release knowledge: version names, the repositories a release reads, go.mod editing,
+//! the Go bump. Knows nothing about Docker; the recipe turns this into engine steps.
+
+mod config;
+mod error;
+mod gomod;
+mod version;
+
+pub use config::{ExtraModule, RepoSet, load_repos};
+pub use error::ReleaseError;
+pub use gomod::{BumpReport, GoBump, GoModEdit, LineChange, bump_go_files, bump_k3s, edit_go_mod};
+pub use version::{
+    K8sVersion, ReleaseNames, RepoFacts, Suffix, check_pair, derive, highest_suffix, next_rc,
+};
