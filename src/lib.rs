@@ -9,6 +9,7 @@ pub mod demo;
 pub mod engine;
 pub mod failpoint;
 pub mod git;
+pub mod gomod;
 pub mod hash;
 pub mod image;
 pub mod release;

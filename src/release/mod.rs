@@ -4,11 +4,13 @@
 mod config;
 mod error;
 mod gomod;
+mod modules;
 mod version;
 
 pub use config::{ExtraModule, RepoSet, load_repos};
 pub use error::ReleaseError;
 pub use gomod::{BumpReport, GoBump, GoModEdit, LineChange, bump_go_files, bump_k3s, edit_go_mod};
+pub use modules::{FORK_MODULE, extra_module_versions, fork_module_versions, staging_modules};
 pub use version::{
     K8sVersion, ReleaseNames, RepoFacts, Suffix, check_pair, derive, highest_suffix, next_rc,
 };

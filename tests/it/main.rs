@@ -9,6 +9,7 @@ mod common;
 mod cli_errors;
 mod demo;
 mod engine;
+mod gomod;
 mod image;
 mod release;
 mod sandbox;

@@ -1,0 +1,126 @@
+//! kiln's module proxy against the real Go: the k3s tree builds offline from the fork's tags,
+//! and Go computes exactly the `h1:` sums kiln computed.
+
+use kiln::gomod::write_proxy;
+use kiln::release::{extra_module_versions, fork_module_versions};
+use kiln::sandbox::{BindMount, UserId, run_to_end};
+
+use crate::common::{self, docker_or_skip, text};
+
+#[tokio::test]
+async fn k3s_builds_offline_from_kilns_proxy_and_go_agrees_on_every_sum() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let world = dir.path().join("world");
+    let output = common::kiln()
+        .args(["demo", "init"])
+        .arg(&world)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+
+    let mut versions = fork_module_versions(&world.join("fork.git"), "v1.28.1-k3s1").unwrap();
+    versions.extend(
+        extra_module_versions(
+            &world.join("helper.git"),
+            "github.com/k3s-io/helper",
+            &["v0.28.1".into(), "v0.28.2".into()],
+        )
+        .unwrap(),
+    );
+    let proxy = dir.path().join("proxy");
+    let served = write_proxy(&proxy, &versions).unwrap();
+    assert_eq!(served.len(), 1 + 6 + 2);
+    // Nested modules are not part of the root module's zip.
+    let root = versions
+        .iter()
+        .find(|v| v.module == "github.com/k3s-io/kubernetes")
+        .unwrap();
+    assert!(root.files.contains_key("cmd/kubectl/main.go"));
+    assert!(
+        root.files.keys().all(|p| !p.starts_with("staging/")),
+        "{:?}",
+        root.files.keys().collect::<Vec<_>>()
+    );
+
+    let k3s = dir.path().join("k3s");
+    let status = std::process::Command::new("git")
+        .args(["clone", "--quiet", "--branch", "release-1.28"])
+        .arg(world.join("k3s.git"))
+        .arg(&k3s)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let image = kiln::image::ensure_toolchain(
+        docker.sandbox.engine(),
+        kiln::image::GoLine::Go122,
+        None,
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    let (mut step, _) = docker.step(
+        "proxy-build",
+        &[
+            "/bin/sh",
+            "-c",
+            "SKIP_VALIDATE=1 make >&2 && ./dist/artifacts/k3s && go mod verify >&2 && cat go.sum",
+        ],
+    );
+    step.image = image.id;
+    for (k, v) in [
+        ("GOPROXY", "file:///proxy"),
+        ("GOSUMDB", "off"),
+        ("GOFLAGS", "-mod=mod"),
+        ("SOURCE_DATE_EPOCH", "1692878400"),
+    ] {
+        step.env.insert(k.into(), v.into());
+    }
+    step.workdir = "/work".into();
+    step.user = Some(UserId::owner_of(&k3s).unwrap());
+    step.mounts.push(BindMount {
+        source: k3s.clone(),
+        target: "/work".into(),
+        read_only: false,
+    });
+    step.mounts.push(BindMount {
+        source: proxy.clone(),
+        target: "/proxy".into(),
+        read_only: true,
+    });
+    let out = run_to_end(&docker.sandbox, step, |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = out.stdout.join("\n");
+    assert!(stdout.contains("k3s version release-1.28"), "{stdout}");
+    assert!(stdout.contains("kubernetes v1.28.1-k3s1"), "{stdout}");
+    assert!(
+        stdout.contains("built 2023-08-24T12:00:00Z"),
+        "date -u honours SOURCE_DATE_EPOCH: {stdout}"
+    );
+    assert!(stdout.contains("helper v0.28.1"), "{stdout}");
+
+    // Every module Go fetched has the sums kiln computed, zip and go.mod alike.
+    let sums: Vec<&String> = out.stdout.iter().filter(|l| l.contains(" h1:")).collect();
+    // `go build` records the modules whose packages it built: the fork root, client-go and helper.
+    assert!(sums.len() >= 6, "{sums:?}");
+    for line in sums {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [module, version, sum] = fields.as_slice() else {
+            panic!("odd go.sum line {line}")
+        };
+        let (version, is_mod) = match version.strip_suffix("/go.mod") {
+            Some(v) => (v, true),
+            None => (*version, false),
+        };
+        let ours = served
+            .iter()
+            .find(|s| s.module == *module && s.version == version)
+            .unwrap_or_else(|| panic!("Go fetched {module} {version}, which kiln does not serve"));
+        let expected = if is_mod { &ours.go_mod_h1 } else { &ours.h1 };
+        assert_eq!(sum, expected, "{line}");
+    }
+}
