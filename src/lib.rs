@@ -12,6 +12,7 @@ pub mod git;
 pub mod gomod;
 pub mod hash;
 pub mod image;
+pub mod lockfile;
 pub mod release;
 pub mod sandbox;
 pub mod store;

@@ -8,6 +8,7 @@ mod events;
 mod image;
 mod plan;
 mod progress;
+mod release;
 mod sandbox;
 mod store;
 mod table;
@@ -53,6 +54,8 @@ enum Command {
     /// Check, clean and fill the content-addressed store.
     #[command(subcommand)]
     Store(store::StoreCommand),
+    /// The whole patch release: rebase, tag, modules, k3s update and build, cached and locked.
+    Release(release::ReleaseCmdArgs),
     /// Every name of a patch release (fork tags, client versions, Go, RC/GA), derived.
     Versions(versions::VersionsArgs),
     /// The release's go.mod and Go-version edits, in place on a k3s checkout (no tidy).
@@ -101,6 +104,7 @@ async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcom
         Command::Run(args) => plan::run_run(args, &store).await,
         Command::Store(command) => store::run(command, &store).await,
         Command::Versions(args) => versions::run_versions(args, &store).await,
+        Command::Release(args) => release::run_release(args, &store).await,
         Command::BumpK3s(args) => versions::run_bump(&args),
     }
 }

@@ -16,9 +16,23 @@ use super::{Outcome, print_json};
 
 #[derive(Debug, Args)]
 pub(super) struct PlanArgs {
-    /// The plan file (TOML; see `docs/design/plan-files.md`).
-    #[arg(long, value_name = "FILE")]
-    file: PathBuf,
+    /// A plan file (TOML; see `docs/design/plan-files.md`) instead of a release.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["old", "new"])]
+    file: Option<PathBuf>,
+    /// The released Kubernetes version (plan a release).
+    #[arg(long, requires = "new")]
+    old: Option<String>,
+    /// The Kubernetes version to release.
+    #[arg(long, requires = "old")]
+    new: Option<String>,
+    /// The old release's suffix (default: the highest k3sN the fork has).
+    #[arg(long)]
+    old_suffix: Option<String>,
+    /// The new release's suffix.
+    #[arg(long, default_value = "k3s1")]
+    new_suffix: String,
+    #[command(flatten)]
+    repos: super::versions::RepoArgs,
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
@@ -49,9 +63,25 @@ async fn load(file: &Path, engine: &Engine, build_missing: bool) -> miette::Resu
 }
 
 pub(super) async fn run_plan(args: PlanArgs, store_dir: &Path) -> Outcome {
+    let Some(file) = &args.file else {
+        let (Some(old), Some(new)) = (args.old, args.new) else {
+            return Err(miette::miette!(
+                help = "kiln plan --old v1.28.1 --new v1.28.2, or kiln plan --file PLAN.toml",
+                "nothing to plan"
+            ));
+        };
+        let spec = super::release::ReleaseSpec::new(
+            old,
+            new,
+            args.old_suffix,
+            args.new_suffix,
+            args.repos,
+        );
+        return super::release::run_release_plan(&spec, args.json, store_dir).await;
+    };
     let store = LocalStore::open(store_dir)?;
     let engine = Engine::connect().await?;
-    let plan = load(&args.file, &engine, false).await?;
+    let plan = load(file, &engine, false).await?;
     let planned = plan.status(&store).await?;
     if args.json {
         print_json(&planned)?;

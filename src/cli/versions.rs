@@ -19,13 +19,13 @@ use super::{Outcome, print_json};
 pub(super) struct RepoArgs {
     /// Upstream Kubernetes (path or URL); default: kiln.toml in the current directory.
     #[arg(long)]
-    upstream: Option<String>,
+    pub(super) upstream: Option<String>,
     /// The k3s-io fork of Kubernetes (path or URL).
     #[arg(long)]
-    fork: Option<String>,
+    pub(super) fork: Option<String>,
     /// k3s (path or URL).
     #[arg(long)]
-    k3s: Option<String>,
+    pub(super) k3s: Option<String>,
 }
 
 #[derive(Debug, Args)]

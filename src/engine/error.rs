@@ -131,6 +131,16 @@ pub enum EngineError {
         source: std::io::Error,
     },
 
+    /// A builtin step failed.
+    #[error("step `{step}` failed: {reason}")]
+    #[diagnostic(code(kiln::engine::host_step))]
+    HostStep {
+        /// The step.
+        step: String,
+        /// Why.
+        reason: String,
+    },
+
     /// A step failed in its sandbox.
     #[error(transparent)]
     #[diagnostic(transparent)]

@@ -147,6 +147,8 @@ pub async fn load_plan_file(path: &Path, images: &impl ImageResolver) -> Result<
                 .map(|(name, target)| CacheMount { name, target })
                 .collect(),
             memory_limit: entry.memory,
+            writable_inputs: false,
+            host: None,
         });
     }
     Plan::new(steps)

@@ -185,37 +185,18 @@ async fn execute<S: Store, B: Sandbox>(
     }
     materialize_inputs(&step, &parents, &store, &input_dir).await?;
 
-    let mut spec = StepSpec::new(
-        step.name.clone(),
-        step.image.reference.clone(),
-        step.argv.clone(),
-    );
-    spec.env.extend(step.env.clone());
-    spec.workdir = "/out".into();
-    spec.user = Some(UserId::owner_of(&output_dir)?);
-    spec.mounts.push(BindMount {
-        source: input_dir.clone(),
-        target: "/in".into(),
-        read_only: true,
-    });
-    spec.mounts.push(BindMount {
-        source: output_dir.clone(),
-        target: "/out".into(),
-        read_only: false,
-    });
-    spec.caches.clone_from(&step.caches);
-    spec.memory_limit = step.memory_limit;
-    let name = step.name.clone();
-    run_to_end(&sandbox, spec, |event| {
-        if let StepEvent::Log { stream, line } = event {
-            let _ = events.send(EngineEvent::Log {
-                step: name.clone(),
-                stream: *stream,
-                line: line.clone(),
-            });
-        }
-    })
-    .await?;
+    if let Some(action) = &step.host {
+        let (action, input, output) = (action.clone(), input_dir.clone(), output_dir.clone());
+        tokio::task::spawn_blocking(move || (action.0)(&input, &output))
+            .await
+            .expect("a builtin step does not panic")
+            .map_err(|reason| EngineError::HostStep {
+                step: step.name.clone(),
+                reason,
+            })?;
+    } else {
+        run_container(&step, &sandbox, &input_dir, &output_dir, &events).await?;
+    }
 
     // From the first output blob to the record, gc must wait.
     let writing = store.writing().await?;
@@ -259,6 +240,48 @@ async fn execute<S: Store, B: Sandbox>(
         outcome: StepOutcome::Ran,
         outputs,
     })
+}
+
+/// Runs a container step with `/in` and `/out` bound, forwarding its log lines.
+async fn run_container<B: Sandbox>(
+    step: &Step,
+    sandbox: &B,
+    input_dir: &Path,
+    output_dir: &Path,
+    events: &UnboundedSender<EngineEvent>,
+) -> Result<(), EngineError> {
+    let mut spec = StepSpec::new(
+        step.name.clone(),
+        step.image.reference.clone(),
+        step.argv.clone(),
+    );
+    spec.env.extend(step.env.clone());
+    spec.workdir = "/out".into();
+    spec.user = Some(UserId::owner_of(output_dir)?);
+    spec.mounts.push(BindMount {
+        source: input_dir.to_owned(),
+        target: "/in".into(),
+        read_only: !step.writable_inputs,
+    });
+    spec.mounts.push(BindMount {
+        source: output_dir.to_owned(),
+        target: "/out".into(),
+        read_only: false,
+    });
+    spec.caches.clone_from(&step.caches);
+    spec.memory_limit = step.memory_limit;
+    let name = step.name.clone();
+    run_to_end(sandbox, spec, |event| {
+        if let StepEvent::Log { stream, line } = event {
+            let _ = events.send(EngineEvent::Log {
+                step: name.clone(),
+                stream: *stream,
+                line: line.clone(),
+            });
+        }
+    })
+    .await?;
+    Ok(())
 }
 
 async fn materialize_inputs<S: Store>(

@@ -77,7 +77,43 @@ pub struct Step {
     pub caches: Vec<CacheMount>,
     /// Memory limit in bytes.
     pub memory_limit: Option<u64>,
+    /// Mount `/in` writable: the step may work in its inputs (a git checkout to rebase, say).
+    /// Inputs are materialized afresh for every run, so nothing outside the run changes.
+    pub writable_inputs: bool,
+    /// Run this in the host process instead of a container (a builtin, like Nix's): it gets
+    /// the input and output directories. `image` and `argv` still describe it for the key.
+    pub host: Option<HostAction>,
 }
+
+/// The function a builtin step runs: `(input dir, output dir) -> Result`.
+pub type HostFn = dyn Fn(&Path, &Path) -> Result<(), String> + Send + Sync;
+
+/// A builtin step's work, done by kiln itself.
+#[derive(Clone)]
+pub struct HostAction(pub std::sync::Arc<HostFn>);
+
+impl HostAction {
+    /// Wraps a function.
+    pub fn new(
+        action: impl Fn(&Path, &Path) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        Self(std::sync::Arc::new(action))
+    }
+}
+
+impl std::fmt::Debug for HostAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostAction")
+    }
+}
+
+impl PartialEq for HostAction {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for HostAction {}
 
 impl Step {
     /// The derivation, given the digests of the parent outputs it reads. `None` when a parent

@@ -26,6 +26,8 @@ fn step(name: &str, inputs: &[(&str, StepInput)], outputs: &[&str]) -> Step {
         outputs: outputs.iter().map(|o| (*o).to_owned()).collect(),
         caches: Vec::new(),
         memory_limit: None,
+        writable_inputs: false,
+        host: None,
     }
 }
 

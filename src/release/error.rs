@@ -78,6 +78,17 @@ pub enum ReleaseError {
         found: String,
     },
 
+    /// k3s has no release branch for the minor.
+    #[error("k3s has no branch {branch}")]
+    #[diagnostic(
+        code(kiln::release::missing_branch),
+        help("kiln branches the k3s update from the release branch of the minor; check --k3s")
+    )]
+    MissingBranch {
+        /// The branch.
+        branch: String,
+    },
+
     /// The new upstream tag has no `.go-version`.
     #[error("upstream {tag} has no .go-version")]
     #[diagnostic(
@@ -125,6 +136,31 @@ pub enum ReleaseError {
         line: usize,
         /// What is wrong.
         reason: String,
+    },
+
+    /// A finished step's results are not what the recipe expects.
+    #[error("the release's results are inconsistent: {reason}")]
+    #[diagnostic(code(kiln::release::broken), help("this is a bug in kiln"))]
+    Broken {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The fork already has the new tag, at another commit than this release makes.
+    #[error("the fork already has {tag} at {existing}, but this release makes it {made}")]
+    #[diagnostic(
+        code(kiln::release::tag_exists),
+        help(
+            "a published tag never moves; release under a new suffix (--new-suffix k3s2) instead"
+        )
+    )]
+    TagExists {
+        /// The tag.
+        tag: String,
+        /// Where it is.
+        existing: String,
+        /// Where this release puts it.
+        made: String,
     },
 
     /// A file could not be read or written.

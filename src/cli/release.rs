@@ -1,0 +1,340 @@
+//! `kiln release`: the whole patch release, and `kiln plan --old --new`: what it would do.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use miette::{IntoDiagnostic as _, WrapErr as _};
+
+use crate::engine::{Plan, RunOptions, StepImage, StepOutcome, StepStatus, run};
+use crate::image::{GoLine, ensure_toolchain, find_base, find_toolchain, toolchain_recipe};
+use crate::release::{
+    Identity, ReleaseArgs, ReleaseError, ReleaseInputs, Resolved, check_pair, default_identity,
+    load_repos, lockfile, release_plan, resolve, unpack_artifacts,
+};
+use crate::sandbox::{DockerSandbox, Engine};
+use crate::store::LocalStore;
+
+use super::table::Table;
+use super::versions::RepoArgs;
+use super::{Outcome, print_json};
+
+/// What names the release.
+#[derive(Debug, Args)]
+pub(super) struct ReleaseSpec {
+    /// The released Kubernetes version, e.g. v1.28.1.
+    #[arg(long)]
+    pub(super) old: String,
+    /// The Kubernetes version to release, e.g. v1.28.2.
+    #[arg(long)]
+    pub(super) new: String,
+    /// The old release's suffix (default: the highest k3sN the fork has).
+    #[arg(long)]
+    old_suffix: Option<String>,
+    /// The new release's suffix.
+    #[arg(long, default_value = "k3s1")]
+    new_suffix: String,
+    #[command(flatten)]
+    repos: RepoArgs,
+    /// Name for the release's commits (never taken from your git configuration).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Email for the release's commits.
+    #[arg(long, value_name = "EMAIL")]
+    email: Option<String>,
+}
+
+impl ReleaseSpec {
+    /// From `kiln plan`'s arguments.
+    pub(super) fn new(
+        old: String,
+        new: String,
+        old_suffix: Option<String>,
+        new_suffix: String,
+        repos: RepoArgs,
+    ) -> Self {
+        Self {
+            old,
+            new,
+            old_suffix,
+            new_suffix,
+            repos,
+            name: None,
+            email: None,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ReleaseCmdArgs {
+    #[command(flatten)]
+    spec: ReleaseSpec,
+    /// Copy dist/artifacts to DIR (verified against their digests).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Where the lockfile goes (as <new fork tag>.lock.json).
+    #[arg(long, value_name = "DIR", default_value = "lockfiles")]
+    lockfile_dir: PathBuf,
+    /// Steps running at once.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// Show every log line of running steps.
+    #[arg(long)]
+    logs: bool,
+    /// Print the lockfile as JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Everything up to the plan.
+struct Prepared {
+    resolved: Resolved,
+    identity: Identity,
+    toolchain: (crate::hash::Digest, String),
+    plan: Plan,
+}
+
+async fn prepare(
+    spec: &ReleaseSpec,
+    store: &LocalStore,
+    engine: &Engine,
+    build_image: bool,
+) -> miette::Result<Prepared> {
+    // Bad versions are refused before any repository is read.
+    check_pair(&spec.old, &spec.new)?;
+    spec.new_suffix.parse::<crate::release::Suffix>()?;
+    let repos = load_repos(
+        Path::new("."),
+        spec.repos.upstream.as_deref(),
+        spec.repos.fork.as_deref(),
+        spec.repos.k3s.as_deref(),
+    )?;
+    let args = ReleaseArgs {
+        old: spec.old.clone(),
+        new: spec.new.clone(),
+        old_suffix: spec.old_suffix.clone(),
+        new_suffix: spec.new_suffix.clone(),
+    };
+    let git_dir = store.root().join("git");
+    let resolved = tokio::task::spawn_blocking(move || resolve(&repos, &args, &git_dir))
+        .await
+        .expect("resolving does not panic")?;
+    let go: GoLine = resolved.names.go_version.parse()?;
+    let base =
+        find_base(engine, go)
+            .await?
+            .ok_or_else(|| crate::image::ImageError::BaseMissing {
+                tag: go.base_tag(),
+                go: go.minor().into(),
+            })?;
+    if base.go_version != resolved.names.go_version {
+        tracing::warn!(
+            wanted = %resolved.names.go_version,
+            have = %base.go_version,
+            "the offline toolchain's Go differs from .go-version; the lockfile records both"
+        );
+    }
+    let recipe = toolchain_recipe(&base.rootfs, go);
+    let reference = if build_image {
+        ensure_toolchain(engine, go, None, &mut |_| {}).await?.id
+    } else {
+        find_toolchain(engine, &recipe)
+            .await?
+            .map_or_else(|| "(not built yet)".to_owned(), |t| t.id)
+    };
+    let identity = Identity {
+        name: spec.name.clone().unwrap_or_else(|| default_identity().name),
+        email: spec
+            .email
+            .clone()
+            .unwrap_or_else(|| default_identity().email),
+    };
+    let inputs = ReleaseInputs {
+        names: resolved.names.clone(),
+        upstream: resolved.upstream.clone(),
+        fork: resolved.fork.clone(),
+        k3s: resolved.k3s.clone(),
+        old_commit: resolved.old_commit.clone(),
+        new_commit: resolved.new_commit.clone(),
+        old_fork_commit: resolved.old_fork_commit.clone(),
+        k3s_commit: resolved.k3s_commit.clone(),
+        old_go: resolved.old_go.clone(),
+        toolchain: StepImage {
+            reference,
+            identity: recipe,
+        },
+        identity: identity.clone(),
+        source_date_epoch: resolved.source_date_epoch,
+        modules: resolved.modules.clone(),
+    };
+    let plan = release_plan(&inputs)?;
+    Ok(Prepared {
+        toolchain: (recipe, base.go_version),
+        resolved,
+        identity,
+        plan,
+    })
+}
+
+pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outcome {
+    let store = LocalStore::open(store_dir)?;
+    check_pair(&args.spec.old, &args.spec.new)?;
+    let engine = Engine::connect().await?;
+    let prepared = prepare(&args.spec, &store, &engine, true).await?;
+    let sandbox = DockerSandbox::with_engine(engine).await?;
+    let options = RunOptions {
+        jobs: args.jobs,
+        work_dir: store.work_dir(),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let running = async {
+        let result = run(&prepared.plan, &store, &sandbox, &options, &tx).await;
+        drop(tx);
+        result
+    };
+    let (result, ()) = tokio::join!(running, super::events::render(rx, args.logs));
+    let report = result?;
+
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-artifacts-")
+        .tempdir_in(store.root().join("tmp"))
+        .into_diagnostic()
+        .wrap_err("cannot create a scratch directory in the store")?;
+    let artifacts = unpack_artifacts(&store, &report, scratch.path()).await?;
+    let lock = lockfile(
+        &prepared.resolved,
+        prepared.toolchain.clone(),
+        &prepared.identity,
+        &report,
+        &store,
+        artifacts,
+    )?;
+    let names = &prepared.resolved.names;
+    if let Some(existing) = &prepared.resolved.existing_new_tag {
+        let made = lock
+            .tags
+            .get(&names.new_fork_tag)
+            .cloned()
+            .unwrap_or_default();
+        if *existing != made {
+            return Err(ReleaseError::TagExists {
+                tag: names.new_fork_tag.clone(),
+                existing: existing.clone(),
+                made,
+            }
+            .into());
+        }
+    }
+    std::fs::create_dir_all(&args.lockfile_dir)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot create {}", args.lockfile_dir.display()))?;
+    let lock_path = args
+        .lockfile_dir
+        .join(format!("{}.lock.json", names.new_fork_tag));
+    write_atomically(&lock_path, lock.to_canonical().as_bytes())?;
+    if let Some(out) = &args.out {
+        copy_dir(scratch.path(), out)?;
+    }
+    if args.json {
+        print_json(&lock)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(&["step", "outcome", "key"]);
+    for step in &report.steps {
+        let outcome = if step.outcome == StepOutcome::Ran {
+            "ran"
+        } else {
+            "cached"
+        };
+        table.row(vec![step.name.clone(), outcome.into(), step.key.short()]);
+    }
+    print!("{}", table.render());
+    println!(
+        "release   {} (from {}), k3s {} on {}",
+        names.new_fork_tag, names.old_fork_tag, names.ga, names.release_branch
+    );
+    println!(
+        "fork      {} tags at {}",
+        lock.tags.len(),
+        lock.tags
+            .get(&names.new_fork_tag)
+            .map_or("?", String::as_str)
+    );
+    println!(
+        "k3s       branch {} at {}",
+        lock.k3s.branch, lock.k3s.commit
+    );
+    for (path, artifact) in &lock.artifacts {
+        println!(
+            "artifact  {path} {} ({} bytes)",
+            artifact.sha256, artifact.size
+        );
+    }
+    println!("lockfile  {}", lock_path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln plan --old --new`: the release's steps and what would run.
+pub(super) async fn run_release_plan(spec: &ReleaseSpec, json: bool, store_dir: &Path) -> Outcome {
+    let store = LocalStore::open(store_dir)?;
+    check_pair(&spec.old, &spec.new)?;
+    let engine = Engine::connect().await?;
+    let prepared = prepare(spec, &store, &engine, false).await?;
+    let planned = prepared.plan.status(&store).await?;
+    if json {
+        print_json(&planned)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(&["step", "status", "key", "why"]);
+    for step in &planned {
+        let (status, key, why) = match &step.status {
+            StepStatus::Cached { key, .. } => ("cached", key.short(), String::new()),
+            StepStatus::WillRun { key, why } => ("will run", key.short(), why.join("; ")),
+            StepStatus::Pending { waiting_for, why } => {
+                let mut reasons = vec![format!("waits for {}", waiting_for.join(", "))];
+                reasons.extend(why.iter().cloned());
+                ("pending", "-".to_owned(), reasons.join("; "))
+            }
+        };
+        table.row(vec![step.name.clone(), status.into(), key, why]);
+    }
+    print!("{}", table.render());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> miette::Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write {}", path.display()))?;
+    tmp.write_all(bytes).into_diagnostic()?;
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .into_diagnostic()?;
+    tmp.persist(path)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> miette::Result<()> {
+    std::fs::create_dir_all(to)
+        .into_diagnostic()
+        .wrap_err_with(|| format!("cannot create {}", to.display()))?;
+    for entry in std::fs::read_dir(from).into_diagnostic()? {
+        let entry = entry.into_diagnostic()?;
+        let dest = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &dest)?;
+        } else {
+            std::fs::copy(entry.path(), &dest)
+                .into_diagnostic()
+                .wrap_err_with(|| format!("cannot copy to {}", dest.display()))?;
+        }
+    }
+    Ok(())
+}

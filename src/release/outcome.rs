@@ -1,0 +1,195 @@
+//! Reading a finished release out of the store into its lockfile.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::engine::RunReport;
+use crate::gomod::ProxyModule;
+use crate::hash::{Digest, Sha256Reader};
+use crate::lockfile::{
+    Artifact, Inputs, K3sResult, LOCKFILE_VERSION, LockedStep, Lockfile, Toolchain,
+};
+use crate::store::{LocalStore, OutputRef, Store as _};
+
+use super::{Identity, ReleaseError, Resolved};
+
+fn output<'a>(
+    report: &'a RunReport,
+    step: &str,
+    name: &str,
+) -> Result<&'a OutputRef, ReleaseError> {
+    report
+        .steps
+        .iter()
+        .find(|s| s.name == step)
+        .and_then(|s| s.outputs.get(name))
+        .ok_or_else(|| ReleaseError::Broken {
+            reason: format!("step `{step}` has no output `{name}`"),
+        })
+}
+
+fn text(store: &LocalStore, output: &OutputRef) -> Result<String, ReleaseError> {
+    let bytes = store
+        .read_sync(&output.digest)
+        .map_err(|e| ReleaseError::Broken {
+            reason: e.to_string(),
+        })?
+        .ok_or_else(|| ReleaseError::Broken {
+            reason: format!("{} is not in the store", output.digest),
+        })?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Unpacks the build's artifacts into `dir` (empty) and returns them by relative path.
+///
+/// # Panics
+/// Never: every walked path is below `dir`.
+pub async fn unpack_artifacts(
+    store: &LocalStore,
+    report: &RunReport,
+    dir: &Path,
+) -> Result<BTreeMap<String, Artifact>, ReleaseError> {
+    let artifacts = *output(report, "build", "artifacts/")?;
+    store
+        .unpack(&artifacts.digest, dir)
+        .await
+        .map_err(|e| ReleaseError::Broken {
+            reason: e.to_string(),
+        })?;
+    let mut found = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(at) = stack.pop() {
+        let entries = std::fs::read_dir(&at).map_err(|source| ReleaseError::Io {
+            action: "list",
+            path: at.clone(),
+            source,
+        })?;
+        for entry in entries {
+            let path = entry
+                .map_err(|source| ReleaseError::Io {
+                    action: "list",
+                    path: at.clone(),
+                    source,
+                })?
+                .path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.is_file() {
+                let file = std::fs::File::open(&path).map_err(|source| ReleaseError::Io {
+                    action: "read",
+                    path: path.clone(),
+                    source,
+                })?;
+                let (sha256, size) =
+                    Sha256Reader::new(file)
+                        .finish()
+                        .map_err(|source| ReleaseError::Io {
+                            action: "hash",
+                            path: path.clone(),
+                            source,
+                        })?;
+                let relative = path
+                    .strip_prefix(dir)
+                    .expect("walked below dir")
+                    .to_string_lossy()
+                    .into_owned();
+                found.insert(relative, Artifact { sha256, size });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The lockfile of a finished release.
+pub fn lockfile(
+    resolved: &Resolved,
+    toolchain: (Digest, String),
+    identity: &Identity,
+    report: &RunReport,
+    store: &LocalStore,
+    artifacts: BTreeMap<String, Artifact>,
+) -> Result<Lockfile, ReleaseError> {
+    let tags: BTreeMap<String, String> = text(store, output(report, "tag", "tags")?)?
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(t, c)| (t.to_owned(), c.to_owned())))
+        .collect();
+    let mut modules: BTreeMap<(String, String), ProxyModule> = BTreeMap::new();
+    for line in text(store, output(report, "modules", "sums")?)?.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [module, version, sum] = fields.as_slice() else {
+            continue;
+        };
+        let (version, is_mod) = version
+            .strip_suffix("/go.mod")
+            .map_or((*version, false), |v| (v, true));
+        let entry = modules
+            .entry(((*module).to_owned(), version.to_owned()))
+            .or_insert_with(|| ProxyModule {
+                module: (*module).to_owned(),
+                version: version.to_owned(),
+                h1: String::new(),
+                go_mod_h1: String::new(),
+            });
+        if is_mod {
+            entry.go_mod_h1.clone_from(&(*sum).to_owned());
+        } else {
+            entry.h1.clone_from(&(*sum).to_owned());
+        }
+    }
+    let k3s_commit = text(store, output(report, "k3s-tidy", "head")?)?
+        .trim()
+        .to_owned();
+    let steps = report
+        .steps
+        .iter()
+        .map(|s| {
+            let outputs = s
+                .outputs
+                .iter()
+                .map(|(name, o)| (name.clone(), o.digest))
+                .collect();
+            (
+                s.name.clone(),
+                LockedStep {
+                    key: s.key,
+                    outputs,
+                },
+            )
+        })
+        .collect();
+    let names = resolved.names.clone();
+    Ok(Lockfile {
+        version: LOCKFILE_VERSION,
+        inputs: Inputs {
+            old_k8s_commit: resolved.old_commit.clone(),
+            new_k8s_commit: resolved.new_commit.clone(),
+            old_fork_commit: resolved.old_fork_commit.clone(),
+            patches: resolved.patches.clone(),
+            go_versions: BTreeMap::from([
+                (names.old_k8s.clone(), resolved.old_go.clone()),
+                (names.new_k8s.clone(), names.go_version.clone()),
+            ]),
+            k3s_release_branch_commit: resolved.k3s_commit.clone(),
+            toolchain: Toolchain {
+                image: toolchain.0,
+                go: toolchain.1,
+            },
+            identity: identity.clone(),
+            source_date_epoch: resolved.source_date_epoch,
+            extra_modules: resolved
+                .modules
+                .iter()
+                .map(|m| (m.path.clone(), m.tags.clone()))
+                .collect(),
+        },
+        steps,
+        tags,
+        modules: modules.into_values().collect(),
+        k3s: K3sResult {
+            branch: names.new_fork_tag.clone(),
+            commit: k3s_commit,
+        },
+        artifacts,
+        release: names,
+    })
+}

@@ -1,0 +1,76 @@
+//! The shell scripts of the release's container steps. Values reach them only through the
+//! environment (`"$NEW_FORK_TAG"`), never by splicing text into the script, and every name was
+//! checked against kiln's allowlist before a step was planned.
+
+/// Rebase the old release's k3s patches onto the new upstream tag.
+pub(super) const REBASE: &str = r#"set -euo pipefail
+cd /in/fork
+git fetch --quiet --no-tags /in/upstream "+refs/tags/${NEW_K8S}:refs/tags/${NEW_K8S}"
+test "$(git rev-parse "${NEW_K8S}^{commit}")" = "${NEW_COMMIT}"
+git -c advice.detachedHead=false checkout --quiet --detach "${OLD_FORK_COMMIT}"
+if ! git rebase --quiet --onto "${NEW_COMMIT}" "${OLD_COMMIT}" "${OLD_FORK_COMMIT}~1" >/tmp/rebase.log 2>&1; then
+    echo "kiln: the k3s patches do not apply to ${NEW_K8S}; conflicting paths:" >&2
+    git diff --name-only --diff-filter=U | sed 's/^/  /' >&2
+    tail -n 5 /tmp/rebase.log >&2
+    git rebase --abort >/dev/null 2>&1 || true
+    exit 3
+fi
+git rev-parse HEAD >/out/head
+git -c pack.threads=1 bundle create --quiet /out/rebase.bundle "${NEW_COMMIT}..HEAD"
+"#;
+
+/// Run the rebased tree's own tag.sh, then check and record its tag set.
+pub(super) const TAG: &str = r#"set -euo pipefail
+cd /in/upstream
+git fetch --quiet /in/rebase.bundle HEAD
+HEAD_COMMIT=$(cat /in/head)
+git -c advice.detachedHead=false checkout --quiet --detach "${HEAD_COMMIT}"
+if [ ! -x ./tag.sh ]; then
+    echo "kiln: the rebased tree has no executable tag.sh" >&2
+    exit 3
+fi
+status=0
+./tag.sh "${NEW_FORK_TAG}" >/tmp/push.txt || status=$?
+git tag -d v0.0.0 >/dev/null 2>&1 || true
+[ "$status" -eq 0 ] || exit "$status"
+STAMP=$(git rev-parse HEAD)
+if [ "$(git rev-parse HEAD~1)" != "${HEAD_COMMIT}" ]; then
+    echo "kiln: tag.sh's stamp commit is not on top of the rebased patches" >&2
+    exit 3
+fi
+expected=$(( 1 + $(find staging/src/k8s.io -mindepth 1 -maxdepth 1 -type d | wc -l) ))
+git for-each-ref --format='%(refname:strip=2) %(objectname)' refs/tags |
+    awk -v t="${NEW_FORK_TAG}" '$1 == t || substr($1, length($1) - length(t)) == "/" t' |
+    LC_ALL=C sort >/out/tags
+actual=$(wc -l </out/tags)
+if [ "$actual" -ne "$expected" ] || awk -v s="${STAMP}" '$2 != s { bad = 1 } END { exit !bad }' /out/tags; then
+    echo "kiln: expected ${expected} tags on the stamp commit ${STAMP}, found:" >&2
+    cat /out/tags >&2
+    exit 3
+fi
+LC_ALL=C sort /tmp/push.txt >/out/push
+awk '{ print "refs/tags/" $1 }' /out/tags | xargs git -c pack.threads=1 bundle create --quiet /out/tag.bundle "^${NEW_COMMIT}"
+"#;
+
+/// Branch k3s, apply the go.mod and Go edits, tidy against kiln's proxy, commit.
+pub(super) const K3S_TIDY: &str = r#"set -euo pipefail
+cd /in/k3s
+BASE=$(git rev-parse HEAD)
+git checkout --quiet -b "${NEW_FORK_TAG}"
+cp -a /in/edit/. .
+go mod tidy
+git add -A
+git commit --quiet --signoff -m "Update to ${NEW_FORK_TAG}"
+git rev-parse HEAD >/out/head
+git -c pack.threads=1 bundle create --quiet /out/k3s.bundle "${BASE}..refs/heads/${NEW_FORK_TAG}"
+"#;
+
+/// Build k3s the way the runbook does.
+pub(super) const BUILD: &str = r#"set -euo pipefail
+cd /in/k3s
+git fetch --quiet /in/k3s.bundle "refs/heads/${NEW_FORK_TAG}:refs/heads/${NEW_FORK_TAG}"
+git checkout --quiet "${NEW_FORK_TAG}"
+SKIP_VALIDATE=1 make
+mkdir -p /out/artifacts
+cp -a dist/artifacts/. /out/artifacts/
+"#;
