@@ -66,14 +66,30 @@ pub(super) fn tree(modules: &[&str], fork_tag: &str, client: &str, k8s: &str, go
         "cmd/k3s/main.go".into(),
         File::text(
             "// Command k3s prints the versions compiled into it.\npackage main\n\n\
-             import (\n\t\"fmt\"\n\n\t\"github.com/k3s-io/helper\"\n\t\"github.com/k3s-io/k3s/pkg/version\"\n\
+             import (\n\t\"fmt\"\n\n\t\"github.com/k3s-io/helper\"\n\t\"github.com/k3s-io/k3s/pkg/deps\"\n\t\"github.com/k3s-io/k3s/pkg/version\"\n\
              \tclientversion \"k8s.io/client-go/pkg/version\"\n\t\"k8s.io/kubernetes/pkg/kubernetes\"\n)\n\n\
              func main() {\n\
              \tfmt.Printf(\"%s version %s (%s) built %s\\n\", version.Program, version.Version, version.GitCommit, version.BuildDate)\n\
              \tfmt.Printf(\"kubernetes %s (%s), components %v\\n\", clientversion.Get(), clientversion.Get().GitCommit, kubernetes.Components())\n\
+             \tfmt.Printf(\"modules %v\\n\", deps.Releases())\n\
              \tfmt.Printf(\"helper %s\\n\", helper.Version)\n}\n",
         ),
     );
+    // Like the real k3s, it builds on every Kubernetes module it requires.
+    let mut deps = String::from(
+        "// Package deps records the Kubernetes modules k3s builds on.\npackage deps\n\nimport (\n",
+    );
+    let mut sorted: Vec<&str> = modules.to_vec();
+    sorted.sort_unstable();
+    for module in &sorted {
+        let _ = writeln!(deps, "\t{} \"k8s.io/{module}\"", module.replace('-', ""));
+    }
+    deps.push_str(")\n\n// Releases lists the release of each module.\nfunc Releases() []string {\n\treturn []string{\n");
+    for module in &sorted {
+        let _ = writeln!(deps, "\t\t{}.Release,", module.replace('-', ""));
+    }
+    deps.push_str("\t}\n}\n");
+    tree.insert("pkg/deps/deps.go".into(), File::text(deps));
     let golang = format!("golang:{go}-alpine3.18");
     tree.insert(
         "Dockerfile.dapper".into(),

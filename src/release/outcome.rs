@@ -131,9 +131,9 @@ pub fn lockfile(
                 go_mod_h1: String::new(),
             });
         if is_mod {
-            entry.go_mod_h1.clone_from(&(*sum).to_owned());
+            (*sum).clone_into(&mut entry.go_mod_h1);
         } else {
-            entry.h1.clone_from(&(*sum).to_owned());
+            (*sum).clone_into(&mut entry.h1);
         }
     }
     let k3s_commit = text(store, output(report, "k3s-tidy", "head")?)?

@@ -12,4 +12,5 @@ mod engine;
 mod gomod;
 mod image;
 mod release;
+mod release_e2e;
 mod sandbox;

@@ -1,0 +1,582 @@
+//! `kiln release` end to end on the demo world, against the real engine.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt as _;
+
+use crate::common::{self, docker_or_skip, text};
+
+struct World {
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let output = common::kiln()
+            .args(["demo", "init"])
+            .arg(dir.path().join("w"))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output).1);
+        Self { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("w")
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn kiln(&self, args: &[&str]) -> std::process::Output {
+        common::kiln()
+            .current_dir(self.path())
+            .arg("--store")
+            .arg(self.store())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn release(&self, new: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["release", "--old", "v1.28.1", "--new", new, "--json"];
+        args.extend_from_slice(extra);
+        let output = self.kiln(&args);
+        assert!(
+            output.status.success(),
+            "release failed:\n{}",
+            text(&output).1
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    fn blob(&self, digest: &str) -> PathBuf {
+        let hex = &digest[7..];
+        self.store()
+            .join(format!("store-v1/blobs/sha256/{}/{hex}", &hex[..2]))
+    }
+
+    /// Every ref of the three user repositories: kiln must never change them.
+    fn refs(&self) -> String {
+        ["upstream.git", "fork.git", "k3s.git"]
+            .iter()
+            .map(|r| git(&self.path().join(r), &["for-each-ref"]))
+            .collect()
+    }
+
+    fn records(&self) -> usize {
+        std::fs::read_dir(self.store().join("store-v1/records")).map_or(0, |d| d.count())
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn now_text() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
+async fn containers_created(
+    docker: &common::Docker,
+    since: &str,
+    until: &str,
+    run_dir: &str,
+) -> usize {
+    let filters = HashMap::from([("type", vec!["container"]), ("event", vec!["create"])]);
+    let options = bollard::query_parameters::EventsOptionsBuilder::default()
+        .since(since)
+        .until(until)
+        .filters(&filters)
+        .build();
+    let events: Vec<_> = docker
+        .sandbox
+        .engine()
+        .docker()
+        .events(Some(options))
+        .try_collect()
+        .await
+        .unwrap();
+    // Only this test's containers: their bind mounts live under its temp dir.
+    let mut count = 0;
+    for event in events {
+        let id = event.actor.and_then(|a| a.id).unwrap_or_default();
+        if let Ok(inspected) = docker
+            .sandbox
+            .engine()
+            .docker()
+            .inspect_container(&id, None)
+            .await
+        {
+            let mounts = inspected.mounts.unwrap_or_default();
+            if mounts
+                .iter()
+                .any(|m| m.source.as_deref().is_some_and(|s| s.starts_with(run_dir)))
+            {
+                count += 1;
+            }
+        } else {
+            // Already removed: count it unless proven foreign; the test runs few releases at once.
+            count += usize::from(event.action.is_some());
+        }
+    }
+    count
+}
+
+#[tokio::test]
+async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = World::new();
+    let refs_before = world.refs();
+    let out = world.dir.path().join("artifacts");
+    let lock = world.release("v1.28.2", &["--out", out.to_str().unwrap()]);
+    assert_eq!(world.refs(), refs_before, "kiln changed a user repository");
+
+    // The fork's new tag set: 1 + 6 staging tags, all on one stamp commit.
+    let tags = lock["tags"].as_object().unwrap();
+    assert_eq!(tags.len(), 7, "{tags:?}");
+    let stamp = tags["v1.28.2-k3s1"].as_str().unwrap();
+    assert!(tags.values().all(|c| c == stamp));
+    for module in [
+        "api",
+        "apimachinery",
+        "client-go",
+        "component-base",
+        "cri-api",
+        "kubectl",
+    ] {
+        assert!(
+            tags.contains_key(&format!("staging/src/k8s.io/{module}/v1.28.2-k3s1")),
+            "{module}"
+        );
+    }
+    // Restore the tags from the bundle into a scratch clone and check the history.
+    let scratch = world.dir.path().join("fork-check");
+    git(
+        world.dir.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--bare",
+            world.path().join("fork.git").to_str().unwrap(),
+            scratch.to_str().unwrap(),
+        ],
+    );
+    let bundle = world.blob(
+        lock["steps"]["tag"]["outputs"]["tag.bundle"]
+            .as_str()
+            .unwrap(),
+    );
+    git(
+        &scratch,
+        &[
+            "fetch",
+            "--quiet",
+            bundle.to_str().unwrap(),
+            "refs/tags/*:refs/tags/*",
+        ],
+    );
+    assert_eq!(
+        git(&scratch, &["log", "-1", "--format=%s", stamp]).trim(),
+        "v1.28.2-k3s1"
+    );
+    let parent = git(&scratch, &["rev-parse", &format!("{stamp}~1")]);
+    assert_eq!(
+        parent.trim(),
+        git(
+            &scratch,
+            &["show", "-s", "--format=%H", &format!("{stamp}~1")]
+        )
+        .trim()
+    );
+    let subjects = git(
+        &scratch,
+        &["log", "--format=%s", &format!("v1.28.2..{stamp}")],
+    );
+    assert_eq!(
+        subjects.lines().collect::<Vec<_>>(),
+        [
+            "v1.28.2-k3s1",
+            "Raise the default client rate limit for embedded use",
+            "Add k3s tag.sh"
+        ]
+    );
+    assert_eq!(
+        git(
+            &scratch,
+            &["log", "-1", "--format=%cI %cn", &format!("{stamp}~1")]
+        )
+        .trim(),
+        "2023-09-13T12:00:00Z K3s Release Captain"
+    );
+    assert!(git(&scratch, &["tag", "-l", "v0.0.0"]).trim().is_empty());
+
+    // k3s: exactly the release's go.mod lines, the Go bump, kiln's sums in go.sum.
+    let k3s = world.dir.path().join("k3s-check");
+    git(
+        world.dir.path(),
+        &[
+            "clone",
+            "--quiet",
+            world.path().join("k3s.git").to_str().unwrap(),
+            k3s.to_str().unwrap(),
+        ],
+    );
+    let bundle = world.blob(
+        lock["steps"]["k3s-tidy"]["outputs"]["k3s.bundle"]
+            .as_str()
+            .unwrap(),
+    );
+    git(
+        &k3s,
+        &[
+            "fetch",
+            "--quiet",
+            bundle.to_str().unwrap(),
+            "refs/heads/v1.28.2-k3s1:refs/heads/v1.28.2-k3s1",
+        ],
+    );
+    assert_eq!(
+        git(&k3s, &["rev-parse", "v1.28.2-k3s1"]).trim(),
+        lock["k3s"]["commit"].as_str().unwrap()
+    );
+    let diff = git(
+        &k3s,
+        &[
+            "diff",
+            "-U0",
+            "origin/release-1.28",
+            "v1.28.2-k3s1",
+            "--",
+            "go.mod",
+        ],
+    );
+    let changed: Vec<&str> = diff
+        .lines()
+        .filter(|l| {
+            (l.starts_with('+') || l.starts_with('-'))
+                && !l.starts_with("+++")
+                && !l.starts_with("---")
+        })
+        .collect();
+    assert_eq!(changed.len(), 2 * (6 + 1 + 7), "{diff}");
+    assert!(
+        changed.iter().all(|l| l.contains("v1.28.2-k3s1")
+            || l.contains("v0.28.2")
+            || l.contains("v1.28.2")
+            || l.contains("v1.28.1")
+            || l.contains("v0.28.1")),
+        "{diff}"
+    );
+    assert!(!diff.contains("helper"), "{diff}");
+    for (file, line) in [
+        ("Dockerfile.dapper", "golang:1.23.5-alpine3.18"),
+        ("Dockerfile.test", "golang:1.23.5-alpine3.18"),
+        (".github/workflows/integration.yaml", "go-version: '1.23.5'"),
+        (
+            ".github/workflows/unitcoverage.yaml",
+            "go-version: '1.23.5'",
+        ),
+    ] {
+        assert!(
+            git(&k3s, &["show", &format!("v1.28.2-k3s1:{file}")]).contains(line),
+            "{file}"
+        );
+    }
+    let go_sum = git(&k3s, &["show", "v1.28.2-k3s1:go.sum"]);
+    let mut sums_checked = 0;
+    for module in lock["modules"].as_array().unwrap() {
+        let (m, v) = (
+            module["module"].as_str().unwrap(),
+            module["version"].as_str().unwrap(),
+        );
+        let zip_line = format!("{m} {v} {}", module["h1"].as_str().unwrap());
+        if go_sum.contains(&format!("{m} {v} ")) {
+            assert!(
+                go_sum.contains(&zip_line),
+                "{zip_line} not in go.sum:\n{go_sum}"
+            );
+            sums_checked += 1;
+        }
+    }
+    assert!(sums_checked >= 3, "{go_sum}");
+    let message = git(&k3s, &["log", "-1", "--format=%B", "v1.28.2-k3s1"]);
+    assert!(
+        message.contains("Signed-off-by: K3s Release Captain <captain@kiln-demo.invalid>"),
+        "{message}"
+    );
+
+    // The artifact runs and says what it is.
+    let k3s_bin = std::process::Command::new(out.join("k3s"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&k3s_bin.stdout);
+    assert!(printed.contains("k3s version v1.28.2-k3s1"), "{printed}");
+    assert!(printed.contains("kubernetes v1.28.2-k3s1"), "{printed}");
+    assert_eq!(
+        lock["artifacts"]["k3s"]["size"].as_u64().unwrap(),
+        std::fs::metadata(out.join("k3s")).unwrap().len()
+    );
+
+    // A second run is fully cached, starts no container, and gives the same lockfile.
+    let lock_path = world.path().join("lockfiles/v1.28.2-k3s1.lock.json");
+    let first_text = std::fs::read_to_string(&lock_path).unwrap();
+    let since = now_text();
+    let output = world.kiln(&["release", "--old", "v1.28.1", "--new", "v1.28.2"]);
+    let until = now_text();
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert!(
+        text(&output)
+            .0
+            .lines()
+            .filter(|l| l.contains(" cached "))
+            .count()
+            == 6,
+        "{}",
+        text(&output).0
+    );
+    assert_eq!(
+        containers_created(&docker, &since, &until, world.dir.path().to_str().unwrap()).await,
+        0
+    );
+    assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), first_text);
+
+    // Another directory, another store: the same lockfile, byte for byte.
+    let other = World::new();
+    other.release("v1.28.2", &[]);
+    assert_eq!(
+        std::fs::read_to_string(other.path().join("lockfiles/v1.28.2-k3s1.lock.json")).unwrap(),
+        first_text
+    );
+}
+
+#[tokio::test]
+async fn a_new_version_reruns_what_depends_on_it_and_plan_says_why() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = World::new();
+    world.release("v1.28.2", &[]);
+    let toolchain_before = kiln::image::list_toolchains(docker.sandbox.engine())
+        .await
+        .unwrap();
+
+    let output = world.kiln(&["plan", "--old", "v1.28.1", "--new", "v1.28.3", "--json"]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    let planned: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let by_name = |name: &str| {
+        planned
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("rebase")["status"], "will-run");
+    let why: Vec<String> = serde_json::from_value(by_name("rebase")["why"].clone()).unwrap();
+    assert!(
+        why.iter()
+            .any(|w| w == "env `NEW_K8S` changed: v1.28.2 → v1.28.3"),
+        "{why:?}"
+    );
+    let why: Vec<String> = serde_json::from_value(by_name("k3s-edit")["why"].clone()).unwrap();
+    assert!(
+        why.iter()
+            .any(|w| w == "input `new_k8s` changed: v1.28.2 → v1.28.3"),
+        "{why:?}"
+    );
+    assert_eq!(by_name("build")["status"], "pending");
+
+    let lock = world.release("v1.28.3", &[]);
+    assert_eq!(lock["release"]["new_fork_tag"], "v1.28.3-k3s1");
+    let output = world.kiln(&["release", "--old", "v1.28.1", "--new", "v1.28.3"]);
+    assert!(
+        text(&output)
+            .0
+            .lines()
+            .filter(|l| l.contains(" cached "))
+            .count()
+            == 6
+    );
+    // The toolchain image (Go 1.23.5 for both) was reused, not rebuilt.
+    assert_eq!(
+        kiln::image::list_toolchains(docker.sandbox.engine())
+            .await
+            .unwrap(),
+        toolchain_before
+    );
+}
+
+#[tokio::test]
+async fn bad_inputs_get_their_diagnostic_and_change_nothing() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = World::new();
+    let refs = world.refs();
+    for (args, expected) in [
+        (
+            vec!["--old", "1.28.1", "--new", "v1.28.2"],
+            "`1.28.1` is not a Kubernetes version",
+        ),
+        (
+            vec!["--old", "v1.28.1", "--new", "v1.29.0"],
+            "are different minor releases",
+        ),
+        (
+            vec!["--old", "v1.28.2", "--new", "v1.28.1"],
+            "is not newer than the old",
+        ),
+        (
+            vec!["--old", "v1.28.1", "--new", "v1.28.7"],
+            "upstream has no tag v1.28.7",
+        ),
+        (
+            vec!["--old", "v1.28.2", "--new", "v1.28.3"],
+            "the fork has no release tag v1.28.2-k3sN",
+        ),
+        (
+            vec![
+                "--old",
+                "v1.28.1",
+                "--new",
+                "v1.28.2",
+                "--old-suffix",
+                "k3s4",
+            ],
+            "no release tag v1.28.1-k3s4",
+        ),
+    ] {
+        let mut full = vec!["release"];
+        full.extend(args.iter().copied());
+        let output = world.kiln(&full);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&output).1.contains(expected),
+            "{args:?}: {}",
+            text(&output).1
+        );
+        assert_eq!(world.records(), 0, "{args:?} recorded a step");
+    }
+    assert_eq!(world.refs(), refs);
+}
+
+#[tokio::test]
+async fn a_rebase_conflict_names_the_paths_and_records_nothing() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = World::new();
+    // Upstream v1.28.4 changes the line the k3s patch changes.
+    let work = world.dir.path().join("upstream-work");
+    git(
+        world.dir.path(),
+        &[
+            "clone",
+            "--quiet",
+            world.path().join("upstream.git").to_str().unwrap(),
+            work.to_str().unwrap(),
+        ],
+    );
+    git(&work, &["checkout", "--quiet", "v1.28.3"]);
+    let config = work.join("staging/src/k8s.io/client-go/rest/config.go");
+    let text_before = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text_before.replace("DefaultQPS float32 = 5.0", "DefaultQPS float32 = 20.0"),
+    )
+    .unwrap();
+    git(
+        &work,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@kiln.invalid",
+            "commit",
+            "--quiet",
+            "-am",
+            "Raise QPS upstream",
+        ],
+    );
+    git(
+        &work,
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@kiln.invalid",
+            "tag",
+            "-a",
+            "-m",
+            "v1.28.4",
+            "v1.28.4",
+        ],
+    );
+    git(&work, &["push", "--quiet", "origin", "v1.28.4"]);
+    let refs = world.refs();
+
+    let output = world.kiln(&["release", "--old", "v1.28.1", "--new", "v1.28.4"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output).1;
+    assert!(stderr.contains("conflicting paths"), "{stderr}");
+    assert!(
+        stderr.contains("staging/src/k8s.io/client-go/rest/config.go"),
+        "{stderr}"
+    );
+    assert_eq!(world.refs(), refs);
+    let records: Vec<String> = std::fs::read_dir(world.store().join("store-v1/records"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        records.iter().all(|r| !r.contains("\"name\": \"rebase\"")),
+        "a failed rebase was recorded"
+    );
+}
+
+#[tokio::test]
+async fn a_published_tag_at_another_commit_is_refused() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = World::new();
+    let fork = world.path().join("fork.git");
+    git(&fork, &["tag", "v1.28.2-k3s1", "v1.28.2^{commit}"]);
+    let refs = world.refs();
+    let output = world.kiln(&["release", "--old", "v1.28.1", "--new", "v1.28.2"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output).1;
+    assert!(
+        stderr.contains("the fork already has v1.28.2-k3s1 at"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--new-suffix k3s2"), "{stderr}");
+    assert!(
+        !world
+            .path()
+            .join("lockfiles/v1.28.2-k3s1.lock.json")
+            .exists()
+    );
+    assert_eq!(world.refs(), refs);
+}
