@@ -68,7 +68,7 @@ impl World {
     }
 
     fn records(&self) -> usize {
-        std::fs::read_dir(self.store().join("store-v1/records")).map_or(0, |d| d.count())
+        std::fs::read_dir(self.store().join("store-v1/records")).map_or(0, Iterator::count)
     }
 }
 
