@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The benchmark's baseline: the runbook's release of the demo world (v1.28.1 → v1.28.2) as a
+# captain types it, with git and the docker CLI, in the same toolchain image kiln uses:
+# clone, rebase and tag.sh in a container, the global sed on go.mod, go mod tidy and make in a
+# container. Offline there is no proxy.golang.org to push the tags to, so the module proxy comes
+# ready-made in PROXY (kiln's, unpacked before timing) — the baseline gets that work for free.
+# Usage: runbook-release.sh WORLD IMAGE PROXY WORKDIR
+set -euo pipefail
+world=$1 image=$2 proxy=$3 work=$4
+ident=(-e GIT_AUTHOR_NAME=Captain -e GIT_AUTHOR_EMAIL=captain@example.invalid
+    -e GIT_COMMITTER_NAME=Captain -e GIT_COMMITTER_EMAIL=captain@example.invalid)
+git clone --quiet "$world/fork.git" "$work/fork"
+git -C "$work/fork" fetch --quiet "$world/upstream.git" refs/tags/v1.28.2:refs/tags/v1.28.2
+docker run --rm --network none -u "$(id -u):$(id -g)" -v "$work:/w" -w /w/fork "${ident[@]}" \
+    -e GOPROXY=off -e GOFLAGS=-mod=mod "$image" bash -c \
+    'git checkout --quiet --detach v1.28.1-k3s1 && git rebase --quiet --onto v1.28.2 v1.28.1 v1.28.1-k3s1~1 && ./tag.sh v1.28.2-k3s1 >/dev/null'
+git clone --quiet --branch release-1.28 "$world/k3s.git" "$work/k3s"
+cd "$work/k3s"
+git checkout --quiet -b v1.28.2-k3s1
+sed -i -e 's/v1.28.1-k3s1/v1.28.2-k3s1/g' -e 's/k8s.io\/kubernetes v1.28.1/k8s.io\/kubernetes v1.28.2/' \
+    -e '/^\tk8s.io\//s/v0.28.1$/v0.28.2/' go.mod
+sed -i 's/golang:1.22.12-/golang:1.23.5-/' Dockerfile.dapper Dockerfile.test
+sed -i "s/go-version: '1.22.12'/go-version: '1.23.5'/" .github/workflows/integration.yaml .github/workflows/unitcoverage.yaml
+docker run --rm --network none -u "$(id -u):$(id -g)" -v "$work:/w" -v "$proxy:/proxy:ro" -w /w/k3s "${ident[@]}" \
+    -e GOPROXY=file:///proxy -e GOSUMDB=off -e GOFLAGS=-mod=mod "$image" bash -c \
+    'go mod tidy && git add -A && git commit --quiet -s -m "Update to v1.28.2-k3s1" && SKIP_VALIDATE=1 make >/dev/null'
+test -x dist/artifacts/k3s
