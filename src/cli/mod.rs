@@ -8,6 +8,7 @@ mod events;
 mod image;
 mod plan;
 mod progress;
+mod push;
 mod release;
 mod sandbox;
 mod store;
@@ -56,6 +57,8 @@ enum Command {
     Store(store::StoreCommand),
     /// The whole patch release: rebase, tag, modules, k3s update and build, cached and locked.
     Release(release::ReleaseCmdArgs),
+    /// The `git push` lines of a locked release (`--dry-run`).
+    Push(push::PushArgs),
     /// Every name of a patch release (fork tags, client versions, Go, RC/GA), derived.
     Versions(versions::VersionsArgs),
     /// The release's go.mod and Go-version edits, in place on a k3s checkout (no tidy).
@@ -105,6 +108,7 @@ async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcom
         Command::Store(command) => store::run(command, &store).await,
         Command::Versions(args) => versions::run_versions(args, &store).await,
         Command::Release(args) => release::run_release(args, &store).await,
+        Command::Push(args) => push::run(&args),
         Command::BumpK3s(args) => versions::run_bump(&args),
     }
 }

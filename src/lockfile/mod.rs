@@ -94,7 +94,109 @@ pub struct Artifact {
     pub size: u64,
 }
 
+/// Why a lockfile cannot be used.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum LockfileError {
+    /// The file cannot be read.
+    #[error("cannot read lockfile {path}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a lockfile.
+    #[error("invalid lockfile {path}: {reason}")]
+    #[diagnostic(
+        code(kiln::lockfile::syntax),
+        help("lockfiles are written by `kiln release`; restore it from git or release again")
+    )]
+    Syntax {
+        /// The file.
+        path: String,
+        /// What is wrong, with line and column.
+        reason: String,
+        /// The text.
+        #[source_code]
+        src: miette::NamedSource<String>,
+        /// Where.
+        #[label("here")]
+        at: Option<miette::SourceSpan>,
+    },
+    /// The lockfile names something kiln refuses to act on.
+    #[error("lockfile {path}: {reason}")]
+    #[diagnostic(
+        code(kiln::lockfile::unsafe_name),
+        help("a lockfile written by kiln never holds this; do not act on it")
+    )]
+    Refused {
+        /// The file.
+        path: String,
+        /// What.
+        reason: String,
+    },
+}
+
 impl Lockfile {
+    /// Reads and checks a lockfile: its version, and every tag and branch name against
+    /// kiln's allowlist, before anything acts on it.
+    pub fn read(path: &std::path::Path) -> Result<Self, LockfileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LockfileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        let lock: Self = serde_json::from_str(&text).map_err(|e| {
+            let offset = text
+                .lines()
+                .take(e.line().saturating_sub(1))
+                .map(|l| l.len() + 1)
+                .sum::<usize>()
+                + e.column().saturating_sub(1);
+            LockfileError::Syntax {
+                path: origin.clone(),
+                reason: e.to_string(),
+                src: miette::NamedSource::new(origin.clone(), text.clone()),
+                at: Some(offset.min(text.len().saturating_sub(1)).into()),
+            }
+        })?;
+        let refused = |reason: String| LockfileError::Refused {
+            path: origin.clone(),
+            reason,
+        };
+        if lock.version != LOCKFILE_VERSION {
+            return Err(refused(format!(
+                "version {} is not {LOCKFILE_VERSION}",
+                lock.version
+            )));
+        }
+        for name in lock.tags.keys().chain(std::iter::once(&lock.k3s.branch)) {
+            crate::git::validate_rev(name)
+                .map_err(|_| refused(format!("`{name}` is not an acceptable ref name")))?;
+        }
+        for commit in lock.tags.values().chain(std::iter::once(&lock.k3s.commit)) {
+            if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(refused(format!("`{commit}` is not a commit id")));
+            }
+        }
+        Ok(lock)
+    }
+
+    /// The `git push` lines of the runbook's push.sh: the fork's tags (sorted, as `LC_ALL=C`
+    /// sorts) to `fork_remote`, then the k3s branch to `k3s_remote`.
+    #[must_use]
+    pub fn push_lines(&self, fork_remote: &str, k3s_remote: &str) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .tags
+            .keys()
+            .map(|t| format!("git push {fork_remote} {t}"))
+            .collect();
+        lines.sort();
+        lines.push(format!("git push {k3s_remote} {}", self.k3s.branch));
+        lines
+    }
+
     /// The canonical text: pretty JSON with sorted keys and a final newline.
     ///
     /// # Panics

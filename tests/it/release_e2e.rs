@@ -325,6 +325,43 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
         "{message}"
     );
 
+    // `kiln push --dry-run` prints the lines tag.sh printed, sorted, plus the k3s branch.
+    let lock_path = world.path().join("lockfiles/v1.28.2-k3s1.lock.json");
+    let push = common::kiln()
+        .args(["push", "--dry-run"])
+        .arg(&lock_path)
+        .output()
+        .unwrap();
+    assert!(push.status.success(), "{}", text(&push).1);
+    let tag_sh_lines = std::fs::read_to_string(
+        world.blob(lock["steps"]["tag"]["outputs"]["push"].as_str().unwrap()),
+    )
+    .unwrap();
+    let mut expected: Vec<String> = tag_sh_lines.lines().map(str::to_owned).collect();
+    expected.push("git push $K3S_REMOTE v1.28.2-k3s1".into());
+    assert_eq!(text(&push).0.lines().collect::<Vec<_>>(), expected);
+    // A lockfile naming a tag outside the allowlist is refused before anything runs.
+    let tampered = world.dir.path().join("tampered.lock.json");
+    std::fs::write(
+        &tampered,
+        std::fs::read_to_string(&lock_path)
+            .unwrap()
+            .replace("\"v1.28.2-k3s1\": \"", "\"v1.28.2-k3s1;rm -rf ~\": \""),
+    )
+    .unwrap();
+    let refused = common::kiln()
+        .args(["push", "--dry-run"])
+        .arg(&tampered)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused).1.contains("is not an acceptable ref name"),
+        "{}",
+        text(&refused).1
+    );
+    assert!(text(&refused).0.is_empty());
+
     // The artifact runs and says what it is.
     let k3s_bin = std::process::Command::new(out.join("k3s"))
         .output()
@@ -338,7 +375,6 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
     );
 
     // A second run is fully cached, starts no container, and gives the same lockfile.
-    let lock_path = world.path().join("lockfiles/v1.28.2-k3s1.lock.json");
     let first_text = std::fs::read_to_string(&lock_path).unwrap();
     let since = now_text();
     let output = world.kiln(&["release", "--old", "v1.28.1", "--new", "v1.28.2"]);
