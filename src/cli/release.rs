@@ -81,6 +81,10 @@ pub(super) struct ReleaseCmdArgs {
     /// Show every log line of running steps.
     #[arg(long)]
     logs: bool,
+    /// Add the results to your repositories (local paths only): the new tags to the fork, the
+    /// new branch to k3s. Existing tags and branches are never moved.
+    #[arg(long)]
+    into: bool,
     /// Print the lockfile as JSON instead of a summary.
     #[arg(long)]
     json: bool,
@@ -88,6 +92,7 @@ pub(super) struct ReleaseCmdArgs {
 
 /// Everything up to the plan.
 struct Prepared {
+    repos: crate::release::RepoSet,
     resolved: Resolved,
     identity: Identity,
     toolchain: (crate::hash::Digest, String),
@@ -116,9 +121,12 @@ async fn prepare(
         new_suffix: spec.new_suffix.clone(),
     };
     let git_dir = store.root().join("git");
-    let resolved = tokio::task::spawn_blocking(move || resolve(&repos, &args, &git_dir))
-        .await
-        .expect("resolving does not panic")?;
+    let resolved = {
+        let repos = repos.clone();
+        tokio::task::spawn_blocking(move || resolve(&repos, &args, &git_dir))
+            .await
+            .expect("resolving does not panic")?
+    };
     let go: GoLine = resolved.names.go_version.parse()?;
     let base =
         find_base(engine, go)
@@ -170,6 +178,7 @@ async fn prepare(
     let plan = release_plan(&inputs)?;
     Ok(Prepared {
         toolchain: (recipe, base.go_version),
+        repos,
         resolved,
         identity,
         plan,
@@ -234,6 +243,33 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
     write_atomically(&lock_path, lock.to_canonical().as_bytes())?;
     if let Some(out) = &args.out {
         copy_dir(scratch.path(), out)?;
+    }
+    if args.into {
+        let bundle = |step: &str, name: &str| lock.steps[step].outputs[name];
+        let tags: Vec<(String, String)> = lock
+            .tags
+            .iter()
+            .map(|(t, c)| (format!("refs/tags/{t}"), c.clone()))
+            .collect();
+        let branch = vec![(
+            format!("refs/heads/{}", names.new_fork_tag),
+            lock.k3s.commit.clone(),
+        )];
+        // Check both repositories first, so a refusal leaves both untouched.
+        check_refs(&prepared.repos.fork, &tags)?;
+        check_refs(&prepared.repos.k3s, &branch)?;
+        add_into(
+            &store,
+            &prepared.repos.fork,
+            &bundle("tag", "tag.bundle"),
+            &tags,
+        )?;
+        add_into(
+            &store,
+            &prepared.repos.k3s,
+            &bundle("k3s-tidy", "k3s.bundle"),
+            &branch,
+        )?;
     }
     if args.json {
         print_json(&lock)?;
@@ -300,6 +336,94 @@ pub(super) async fn run_release_plan(spec: &ReleaseSpec, json: bool, store_dir: 
     }
     print!("{}", table.render());
     Ok(ExitCode::SUCCESS)
+}
+
+fn local_repo(location: &str) -> miette::Result<&Path> {
+    let repo = Path::new(location);
+    if location.contains("://") || !repo.exists() {
+        return Err(miette::miette!(
+            help = "--into adds results to local repositories; publish to remotes with `kiln push`",
+            "{location} is not a local repository"
+        ));
+    }
+    Ok(repo)
+}
+
+/// Refuses when any of `refs` exists in the repository at another commit: kiln adds results,
+/// it never moves a tag or a branch (not even forward).
+fn check_refs(location: &str, refs: &[(String, String)]) -> miette::Result<()> {
+    let repo = local_repo(location)?;
+    for (name, commit) in refs {
+        let output = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .args([
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                "--end-of-options",
+                &format!("{name}^{{commit}}"),
+            ])
+            .output()
+            .into_diagnostic()
+            .wrap_err("cannot run git")?;
+        let existing = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if output.status.success() && existing != *commit {
+            return Err(miette::miette!(
+                help = "kiln never moves a tag or a branch; remove or rename the existing ref if it is wrong",
+                "cannot add the results to {location}: {name} exists at {existing}, the release made {commit}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fetches a result bundle from the store into the user's repository at `location`, creating
+/// the refs `refs` names (already checked by [`check_refs`]; git itself also refuses to move
+/// a tag without `--force`, which kiln never passes).
+fn add_into(
+    store: &LocalStore,
+    location: &str,
+    bundle: &crate::hash::Digest,
+    refs: &[(String, String)],
+) -> miette::Result<()> {
+    let repo = local_repo(location)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-bundle-")
+        .tempdir_in(store.root().join("tmp"))
+        .into_diagnostic()?;
+    let path = scratch.path().join("results.bundle");
+    if !store.export_sync(bundle, &path)? {
+        return Err(miette::miette!(
+            "the result bundle {bundle} is not in the store; run the release again"
+        ));
+    }
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args([
+            "fetch",
+            "--quiet",
+            "--no-write-fetch-head",
+            "--end-of-options",
+        ])
+        .arg(&path)
+        .args(refs.iter().map(|(name, _)| format!("{name}:{name}")))
+        .output()
+        .into_diagnostic()
+        .wrap_err("cannot run git")?;
+    if !output.status.success() {
+        return Err(miette::miette!(
+            help = "kiln never moves a tag or rewinds a branch; remove the conflicting ref yourself if it is wrong",
+            "cannot add the results to {location}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> miette::Result<()> {

@@ -616,3 +616,42 @@ async fn a_published_tag_at_another_commit_is_refused() {
     );
     assert_eq!(world.refs(), refs);
 }
+
+#[tokio::test]
+async fn into_adds_the_results_and_never_moves_a_ref() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = World::new();
+    // A k3s branch of the new release's name already exists, elsewhere: it must not move.
+    let k3s = world.path().join("k3s.git");
+    git(&k3s, &["branch", "v1.28.2-k3s1", "main"]);
+    let before = git(&k3s, &["rev-parse", "v1.28.2-k3s1"]);
+    let output = world.kiln(&["release", "--old", "v1.28.1", "--new", "v1.28.2", "--into"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).1.contains("cannot add the results to"),
+        "{}",
+        text(&output).1
+    );
+    assert_eq!(git(&k3s, &["rev-parse", "v1.28.2-k3s1"]), before);
+
+    git(&k3s, &["branch", "-D", "v1.28.2-k3s1"]);
+    let lock = world.release("v1.28.2", &["--into"]);
+    let fork = world.path().join("fork.git");
+    for (tag, commit) in lock["tags"].as_object().unwrap() {
+        assert_eq!(
+            git(&fork, &["rev-parse", &format!("{tag}^{{commit}}")]).trim(),
+            commit.as_str().unwrap(),
+            "{tag}"
+        );
+    }
+    assert_eq!(
+        git(&k3s, &["rev-parse", "v1.28.2-k3s1"]).trim(),
+        lock["k3s"]["commit"].as_str().unwrap()
+    );
+    // Again: nothing to add, nothing moves.
+    let refs = world.refs();
+    world.release("v1.28.2", &["--into"]);
+    assert_eq!(world.refs(), refs);
+}
