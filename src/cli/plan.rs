@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use miette::{IntoDiagnostic as _, WrapErr as _};
 
-use crate::engine::{Plan, RunOptions, StepOutcome, StepStatus, load_plan_file, run};
+use crate::engine::{Plan, PlannedStep, RunOptions, StepOutcome, StepStatus, load_plan_file, run};
 use crate::image::EngineImageResolver;
 use crate::sandbox::{DockerSandbox, Engine};
 use crate::store::{LocalStore, Store as _};
@@ -83,12 +83,17 @@ pub(super) async fn run_plan(args: PlanArgs, store_dir: &Path) -> Outcome {
     let engine = Engine::connect().await?;
     let plan = load(file, &engine, false).await?;
     let planned = plan.status(&store).await?;
-    if args.json {
+    print_plan(&planned, args.json)
+}
+
+/// Prints a plan's statuses: a table (step, status, key, why), or JSON.
+pub(super) fn print_plan(planned: &[PlannedStep], json: bool) -> Outcome {
+    if json {
         print_json(&planned)?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut table = Table::new(&["step", "status", "key", "why"]);
-    for step in &planned {
+    for step in planned {
         let (status, key, why) = match &step.status {
             StepStatus::Cached { key, .. } => ("cached", key.short(), String::new()),
             StepStatus::WillRun { key, why } => ("will run", key.short(), why.join("; ")),

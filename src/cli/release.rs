@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use miette::{IntoDiagnostic as _, WrapErr as _};
 
-use crate::engine::{Plan, RunOptions, StepImage, StepOutcome, StepStatus, run};
+use crate::engine::{Plan, RunOptions, StepImage, StepOutcome, run};
 use crate::image::{GoLine, ensure_toolchain, find_base, find_toolchain, toolchain_recipe};
 use crate::release::{
     Identity, ReleaseArgs, ReleaseError, ReleaseInputs, Resolved, check_pair, default_identity,
@@ -317,25 +317,7 @@ pub(super) async fn run_release_plan(spec: &ReleaseSpec, json: bool, store_dir: 
     let engine = Engine::connect().await?;
     let prepared = prepare(spec, &store, &engine, false).await?;
     let planned = prepared.plan.status(&store).await?;
-    if json {
-        print_json(&planned)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut table = Table::new(&["step", "status", "key", "why"]);
-    for step in &planned {
-        let (status, key, why) = match &step.status {
-            StepStatus::Cached { key, .. } => ("cached", key.short(), String::new()),
-            StepStatus::WillRun { key, why } => ("will run", key.short(), why.join("; ")),
-            StepStatus::Pending { waiting_for, why } => {
-                let mut reasons = vec![format!("waits for {}", waiting_for.join(", "))];
-                reasons.extend(why.iter().cloned());
-                ("pending", "-".to_owned(), reasons.join("; "))
-            }
-        };
-        table.row(vec![step.name.clone(), status.into(), key, why]);
-    }
-    print!("{}", table.render());
-    Ok(ExitCode::SUCCESS)
+    super::plan::print_plan(&planned, json)
 }
 
 fn local_repo(location: &str) -> miette::Result<&Path> {

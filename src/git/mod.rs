@@ -123,6 +123,14 @@ fn run(mut command: Command, dir: &Path) -> Result<String, GitError> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
+/// Runs git with `args` in `repo`, isolated from the user's configuration, and returns its
+/// trimmed stdout. Callers validate any user-supplied name in `args` first.
+pub fn output(repo: &Path, args: &[&str]) -> Result<String, GitError> {
+    let mut command = git(repo);
+    command.args(args);
+    run(command, repo)
+}
+
 /// The commit id `rev` names in `repo`.
 pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, GitError> {
     validate_rev(rev)?;

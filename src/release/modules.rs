@@ -9,28 +9,12 @@ use crate::gomod::{GoModError, ModuleVersion, module_files};
 pub const FORK_MODULE: &str = "github.com/k3s-io/kubernetes";
 
 fn git_out(repo: &Path, args: &[&str]) -> Result<String, GoModError> {
-    let output = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .args(args)
-        .output()
-        .map_err(|e| GoModError::Git {
-            what: args.join(" "),
-            repo: repo.display().to_string(),
-            rev: String::new(),
-            reason: e.to_string(),
-        })?;
-    if !output.status.success() {
-        return Err(GoModError::Git {
-            what: args.join(" "),
-            repo: repo.display().to_string(),
-            rev: String::new(),
-            reason: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    crate::git::output(repo, args).map_err(|e| GoModError::Git {
+        what: args.join(" "),
+        repo: repo.display().to_string(),
+        rev: String::new(),
+        reason: e.to_string(),
+    })
 }
 
 /// The commit time (seconds since the epoch) of `rev`.

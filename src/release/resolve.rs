@@ -55,26 +55,7 @@ pub struct ReleaseArgs {
 }
 
 fn git_text(repo: &Path, args: &[&str]) -> Result<String, ReleaseError> {
-    let output = std::process::Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .args(args)
-        .output()
-        .map_err(|source| ReleaseError::Io {
-            action: "run git in",
-            path: repo.to_owned(),
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(ReleaseError::Git(git::GitError::Failed {
-            args: args.join(" "),
-            dir: repo.to_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        }));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    Ok(git::output(repo, args)?)
 }
 
 /// Resolves everything a release reads. Blocking (git); run it off the async threads.
