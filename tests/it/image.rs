@@ -239,3 +239,37 @@ async fn forced_bootstrap_reproduces_the_same_rootfs() {
         before.packages.len()
     );
 }
+
+/// A release (or any step) on a Go whose base was never bootstrapped says how to get it.
+#[tokio::test]
+async fn a_missing_base_names_the_bootstrap_command() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    // scripts/test bootstraps 1.22 and 1.23 only; a machine that has 1.21 cannot show this.
+    if kiln::image::find_base(docker.sandbox.engine(), kiln::image::GoLine::Go121)
+        .await
+        .unwrap()
+        .is_some()
+    {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("skipping: this engine has a Go 1.21 base");
+        }
+        return;
+    }
+    let output = common::kiln()
+        .args(["image", "toolchain", "--go", "1.21"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output).1;
+    assert!(
+        stderr.contains("base image kiln/base:bookworm-go1.21 is not on the Docker engine"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("kiln image bootstrap --go 1.21"),
+        "{stderr}"
+    );
+}
