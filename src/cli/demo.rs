@@ -38,6 +38,8 @@ pub(super) struct InitArgs {
 
 pub(super) async fn run(command: DemoCommand) -> Outcome {
     let DemoCommand::Init(args) = command;
+    // Bad input is refused before anything else, engine or not.
+    crate::demo::check_target(&args.dir)?;
     let sandbox = DockerSandbox::connect().await?;
     let options = DemoOptions {
         full: args.full,

@@ -19,7 +19,7 @@ pub(super) struct PlanArgs {
     /// A plan file (TOML; see `docs/design/plan-files.md`) instead of a release.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["old", "new"])]
     file: Option<PathBuf>,
-    /// The released Kubernetes version (plan a release).
+    /// The released Kubernetes version (plan a release, as `kiln release` would run it).
     #[arg(long, requires = "new")]
     old: Option<String>,
     /// The Kubernetes version to release.
@@ -33,6 +33,8 @@ pub(super) struct PlanArgs {
     new_suffix: String,
     #[command(flatten)]
     repos: super::versions::RepoArgs,
+    #[command(flatten)]
+    identity: super::release::IdentityArgs,
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
@@ -58,6 +60,13 @@ pub(super) struct RunArgs {
 }
 
 async fn load(file: &Path, engine: &Engine, build_missing: bool) -> miette::Result<Plan> {
+    if !file.is_file() {
+        return Err(miette::miette!(
+            help = "pass the path of a plan file (TOML)",
+            "{} is not a file",
+            file.display()
+        ));
+    }
     let resolver = EngineImageResolver::new(engine.clone(), build_missing);
     Ok(load_plan_file(file, &resolver).await?)
 }
@@ -70,15 +79,25 @@ pub(super) async fn run_plan(args: PlanArgs, store_dir: &Path) -> Outcome {
                 "nothing to plan"
             ));
         };
-        let spec = super::release::ReleaseSpec::new(
-            old,
-            new,
-            args.old_suffix,
-            args.new_suffix,
-            args.repos,
-        );
+        let spec = super::release::ReleaseSpec {
+            pair: super::versions::VersionPair {
+                old,
+                new,
+                old_suffix: args.old_suffix,
+                new_suffix: args.new_suffix,
+            },
+            repos: args.repos,
+            identity: args.identity,
+        };
         return super::release::run_release_plan(&spec, args.json, store_dir).await;
     };
+    if !file.is_file() {
+        return Err(miette::miette!(
+            help = "pass the path of a plan file (TOML)",
+            "{} is not a file",
+            file.display()
+        ));
+    }
     let store = LocalStore::open(store_dir)?;
     let engine = Engine::connect().await?;
     let plan = load(file, &engine, false).await?;

@@ -9,60 +9,36 @@ use miette::{IntoDiagnostic as _, WrapErr as _};
 use crate::engine::{Plan, RunOptions, StepImage, StepOutcome, run};
 use crate::image::{GoLine, ensure_toolchain, find_base, find_toolchain, toolchain_recipe};
 use crate::release::{
-    Identity, ReleaseArgs, ReleaseError, ReleaseInputs, Resolved, check_pair, default_identity,
-    load_repos, lockfile, release_plan, resolve, unpack_artifacts,
+    Identity, ReleaseArgs, ReleaseError, ReleaseInputs, Resolved, default_identity, load_repos,
+    lockfile, release_plan, resolve, unpack_artifacts,
 };
 use crate::sandbox::{DockerSandbox, Engine};
 use crate::store::LocalStore;
 
 use super::table::Table;
-use super::versions::RepoArgs;
+use super::versions::{RepoArgs, VersionPair};
 use super::{Outcome, print_json};
 
 /// What names the release.
 #[derive(Debug, Args)]
 pub(super) struct ReleaseSpec {
-    /// The released Kubernetes version, e.g. v1.28.1.
-    #[arg(long)]
-    pub(super) old: String,
-    /// The Kubernetes version to release, e.g. v1.28.2.
-    #[arg(long)]
-    pub(super) new: String,
-    /// The old release's suffix (default: the highest k3sN the fork has).
-    #[arg(long)]
-    old_suffix: Option<String>,
-    /// The new release's suffix.
-    #[arg(long, default_value = "k3s1")]
-    new_suffix: String,
     #[command(flatten)]
-    repos: RepoArgs,
+    pub(super) pair: VersionPair,
+    #[command(flatten)]
+    pub(super) repos: RepoArgs,
+    #[command(flatten)]
+    pub(super) identity: IdentityArgs,
+}
+
+/// Who the release's commits are by.
+#[derive(Debug, Args)]
+pub(super) struct IdentityArgs {
     /// Name for the release's commits (never taken from your git configuration).
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
     /// Email for the release's commits.
     #[arg(long, value_name = "EMAIL")]
     email: Option<String>,
-}
-
-impl ReleaseSpec {
-    /// From `kiln plan`'s arguments.
-    pub(super) fn new(
-        old: String,
-        new: String,
-        old_suffix: Option<String>,
-        new_suffix: String,
-        repos: RepoArgs,
-    ) -> Self {
-        Self {
-            old,
-            new,
-            old_suffix,
-            new_suffix,
-            repos,
-            name: None,
-            email: None,
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -106,8 +82,7 @@ async fn prepare(
     build_image: bool,
 ) -> miette::Result<Prepared> {
     // Bad versions are refused before any repository is read.
-    check_pair(&spec.old, &spec.new)?;
-    spec.new_suffix.parse::<crate::release::Suffix>()?;
+    spec.pair.check()?;
     let repos = load_repos(
         Path::new("."),
         spec.repos.upstream.as_deref(),
@@ -115,10 +90,10 @@ async fn prepare(
         spec.repos.k3s.as_deref(),
     )?;
     let args = ReleaseArgs {
-        old: spec.old.clone(),
-        new: spec.new.clone(),
-        old_suffix: spec.old_suffix.clone(),
-        new_suffix: spec.new_suffix.clone(),
+        old: spec.pair.old.clone(),
+        new: spec.pair.new.clone(),
+        old_suffix: spec.pair.old_suffix.clone(),
+        new_suffix: spec.pair.new_suffix.clone(),
     };
     let git_dir = store.root().join("git");
     let resolved = {
@@ -151,8 +126,13 @@ async fn prepare(
             .map_or_else(|| "(not built yet)".to_owned(), |t| t.id)
     };
     let identity = Identity {
-        name: spec.name.clone().unwrap_or_else(|| default_identity().name),
+        name: spec
+            .identity
+            .name
+            .clone()
+            .unwrap_or_else(|| default_identity().name),
         email: spec
+            .identity
             .email
             .clone()
             .unwrap_or_else(|| default_identity().email),
@@ -187,7 +167,8 @@ async fn prepare(
 
 pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outcome {
     let store = LocalStore::open(store_dir)?;
-    check_pair(&args.spec.old, &args.spec.new)?;
+    // Bad versions are refused before the engine is even asked.
+    args.spec.pair.check()?;
     let engine = Engine::connect().await?;
     let prepared = prepare(&args.spec, &store, &engine, true).await?;
     let sandbox = DockerSandbox::with_engine(engine).await?;
@@ -313,7 +294,7 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
 /// `kiln plan --old --new`: the release's steps and what would run.
 pub(super) async fn run_release_plan(spec: &ReleaseSpec, json: bool, store_dir: &Path) -> Outcome {
     let store = LocalStore::open(store_dir)?;
-    check_pair(&spec.old, &spec.new)?;
+    spec.pair.check()?;
     let engine = Engine::connect().await?;
     let prepared = prepare(spec, &store, &engine, false).await?;
     let planned = prepared.plan.status(&store).await?;

@@ -28,20 +28,40 @@ pub(super) struct RepoArgs {
     pub(super) k3s: Option<String>,
 }
 
+/// The release's versions, as every release command names them.
 #[derive(Debug, Args)]
-pub(super) struct VersionsArgs {
+pub(super) struct VersionPair {
     /// The released Kubernetes version, e.g. v1.28.1.
     #[arg(long)]
-    old: String,
+    pub(super) old: String,
     /// The Kubernetes version to release, e.g. v1.28.2.
     #[arg(long)]
-    new: String,
-    /// The old release's suffix (default: the highest k3sN the fork has).
+    pub(super) new: String,
+    /// The old release's suffix (default: the highest k3sN the fork has; for bump-k3s, the
+    /// one go.mod names).
     #[arg(long)]
-    old_suffix: Option<String>,
+    pub(super) old_suffix: Option<String>,
     /// The new release's suffix.
     #[arg(long, default_value = "k3s1")]
-    new_suffix: String,
+    pub(super) new_suffix: String,
+}
+
+impl VersionPair {
+    /// Checks what needs no repository: semver, same minor, new > old, the suffixes.
+    pub(super) fn check(&self) -> Result<(K8sVersion, K8sVersion), ReleaseError> {
+        let pair = check_pair(&self.old, &self.new)?;
+        self.new_suffix.parse::<Suffix>()?;
+        if let Some(old) = &self.old_suffix {
+            old.parse::<Suffix>()?;
+        }
+        Ok(pair)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct VersionsArgs {
+    #[command(flatten)]
+    pair: VersionPair,
     #[command(flatten)]
     repos: RepoArgs,
     /// Print the names as JSON.
@@ -51,8 +71,7 @@ pub(super) struct VersionsArgs {
 
 pub(super) async fn run_versions(args: VersionsArgs, store_dir: &Path) -> Outcome {
     // Checked before any repository is read.
-    check_pair(&args.old, &args.new)?;
-    args.new_suffix.parse::<Suffix>()?;
+    args.pair.check()?;
     let repos = load_repos(
         Path::new("."),
         args.repos.upstream.as_deref(),
@@ -68,11 +87,12 @@ pub(super) async fn run_versions(args: VersionsArgs, store_dir: &Path) -> Outcom
             fork_tags: crate::git::list_tags(&repos.fork)?,
             k3s_tags: crate::git::list_tags(&repos.k3s)?,
         };
+        let pair = &args.pair;
         let names = derive(
-            &args.old,
-            &args.new,
-            args.old_suffix.as_deref(),
-            Some(&args.new_suffix),
+            &pair.old,
+            &pair.new,
+            pair.old_suffix.as_deref(),
+            Some(&pair.new_suffix),
             &facts,
             |new| {
                 let mirror = crate::git::mirror(&git_dir, &upstream)?;
@@ -124,18 +144,8 @@ pub(super) async fn run_versions(args: VersionsArgs, store_dir: &Path) -> Outcom
 
 #[derive(Debug, Args)]
 pub(super) struct BumpArgs {
-    /// The released Kubernetes version, e.g. v1.28.1.
-    #[arg(long)]
-    old: String,
-    /// The Kubernetes version to release, e.g. v1.28.2.
-    #[arg(long)]
-    new: String,
-    /// The old fork tag's suffix (default: read from go.mod's k8s.io/kubernetes replace).
-    #[arg(long)]
-    old_suffix: Option<String>,
-    /// The new fork tag's suffix.
-    #[arg(long, default_value = "k3s1")]
-    new_suffix: String,
+    #[command(flatten)]
+    pair: VersionPair,
     /// Also move the Go version in Dockerfile* and the workflows to this one.
     #[arg(long, value_name = "VERSION")]
     go: Option<String>,
@@ -166,9 +176,9 @@ fn suffix_from_go_mod(path: &Path, old: &K8sVersion) -> Result<Suffix, ReleaseEr
 }
 
 pub(super) fn run_bump(args: &BumpArgs) -> Outcome {
-    let (old, new) = check_pair(&args.old, &args.new)?;
-    let new_suffix: Suffix = args.new_suffix.parse()?;
-    let old_suffix = match &args.old_suffix {
+    let (old, new) = args.pair.check()?;
+    let new_suffix: Suffix = args.pair.new_suffix.parse()?;
+    let old_suffix = match &args.pair.old_suffix {
         Some(given) => given.parse()?,
         None => suffix_from_go_mod(&args.path, &old)?,
     };

@@ -293,6 +293,24 @@ fn upstream_history(
     releases
 }
 
+/// Refuses a target directory that exists and holds anything: the demo never writes over
+/// someone's files.
+pub fn check_target(dir: &Path) -> Result<(), DemoError> {
+    if dir.exists() {
+        let mut entries = std::fs::read_dir(dir).map_err(|source| DemoError::Io {
+            action: "list",
+            path: dir.to_owned(),
+            source,
+        })?;
+        if entries.next().is_some() {
+            return Err(DemoError::NotEmpty {
+                path: dir.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Writes the demo world into `dir` (new or empty). Runs the fork's tag.sh in the Go 1.22
 /// toolchain container, which must exist (`kiln image bootstrap --go 1.22`).
 pub async fn init(
@@ -309,14 +327,7 @@ pub async fn init(
             source,
         }
     };
-    if dir.exists() {
-        let mut entries = std::fs::read_dir(dir).map_err(io("list", dir))?;
-        if entries.next().is_some() {
-            return Err(DemoError::NotEmpty {
-                path: dir.to_owned(),
-            });
-        }
-    }
+    check_target(dir)?;
     std::fs::create_dir_all(dir).map_err(io("create", dir))?;
     let dir = std::fs::canonicalize(dir).map_err(io("resolve", dir))?;
     let modules: Vec<&str> = if options.full {

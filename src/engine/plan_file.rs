@@ -232,3 +232,67 @@ async fn hash_tree(path: &Path) -> Result<Digest, EngineError> {
     .await
     .expect("hashing does not panic")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FixedImage;
+
+    impl ImageResolver for FixedImage {
+        async fn resolve(&self, _image: &str) -> Result<StepImage, String> {
+            Ok(StepImage {
+                reference: "img".into(),
+                identity: Digest::of(b"img"),
+            })
+        }
+    }
+
+    async fn keys(toml: &str) -> Vec<crate::hash::StepKey> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.toml");
+        std::fs::write(&path, toml).unwrap();
+        let plan = load_plan_file(&path, &FixedImage).await.unwrap();
+        plan.steps()
+            .iter()
+            .map(|s| s.derivation(&BTreeMap::new()).unwrap().key())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_order_of_env_and_inputs_in_the_file_does_not_change_the_key() {
+        let one = keys(
+            "[[step]]\nname = \"a\"\nimage = \"x\"\nargv = [\"true\"]\n\
+             env = { A = \"1\", B = \"2\", C = \"3\" }\n\
+             [step.inputs]\nv = { value = \"1\" }\nw = { value = \"2\" }\n",
+        )
+        .await;
+        let two = keys(
+            "[[step]]\nname = \"a\"\nimage = \"x\"\nargv = [\"true\"]\n\
+             env = { C = \"3\", A = \"1\", B = \"2\" }\n\
+             [step.inputs]\nw = { value = \"2\" }\nv = { value = \"1\" }\n",
+        )
+        .await;
+        assert_eq!(one, two);
+        // …while a value does.
+        let three = keys(
+            "[[step]]\nname = \"a\"\nimage = \"x\"\nargv = [\"true\"]\n\
+             env = { C = \"3\", A = \"1\", B = \"9\" }\n\
+             [step.inputs]\nw = { value = \"2\" }\nv = { value = \"1\" }\n",
+        )
+        .await;
+        assert_ne!(one, three);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_plan_points_at_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.toml");
+        std::fs::write(&path, "[[step]]\nname = \"a\"\nimage = 7\n").unwrap();
+        let err = load_plan_file(&path, &FixedImage).await.unwrap_err();
+        assert!(
+            matches!(err, EngineError::PlanFile { at: Some(_), .. }),
+            "{err:?}"
+        );
+    }
+}

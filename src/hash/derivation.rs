@@ -267,21 +267,7 @@ mod tests {
         assert!(old.changes_since(&old).is_empty());
     }
 
-    fn arb_map() -> impl Strategy<Value = Vec<(String, String)>> {
-        proptest::collection::vec(("[A-Z]{1,4}", "[a-z0-9]{0,4}"), 0..5)
-    }
-
     proptest! {
-        #[test]
-        fn map_insertion_order_does_not_change_the_key(pairs in arb_map()) {
-            let unique: BTreeMap<String, String> = pairs.into_iter().collect();
-            let mut a = sample();
-            let mut b = sample();
-            for (k, v) in &unique { a.env.insert(k.clone(), v.clone()); }
-            for (k, v) in unique.iter().rev() { b.env.insert(k.clone(), v.clone()); }
-            prop_assert_eq!(a.key(), b.key());
-        }
-
         #[test]
         fn changing_any_one_field_changes_the_key(field in 0usize..9, text in "[a-z]{1,6}") {
             let base = sample();

@@ -65,6 +65,21 @@ pub fn resolve(
     git_dir: &Path,
 ) -> Result<Resolved, ReleaseError> {
     check_pair(&args.old, &args.new)?;
+    // Every name is checked against the repositories' tags (one ls-remote each) before any
+    // mirror is cloned or fetched: a typo costs nothing and leaves the store as it was.
+    let remote_facts = RepoFacts {
+        upstream_tags: git::list_tags(&repos.upstream)?,
+        fork_tags: git::list_tags(&repos.fork)?,
+        k3s_tags: git::list_tags(&repos.k3s)?,
+    };
+    derive(
+        &args.old,
+        &args.new,
+        args.old_suffix.as_deref(),
+        Some(&args.new_suffix),
+        &remote_facts,
+        |_| Ok(String::new()),
+    )?;
     let upstream = git::mirror(git_dir, &repos.upstream)?;
     let fork = git::mirror(git_dir, &repos.fork)?;
     let k3s = git::mirror(git_dir, &repos.k3s)?;

@@ -94,16 +94,31 @@ fn now_text() -> String {
     format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }
 
-async fn containers_created(
+/// Runs `kiln release …` and counts the step containers that process created: its containers
+/// carry `kiln.owner` with its pid, so parallel tests' containers never count.
+async fn release_counting_containers(
     docker: &common::Docker,
-    since: &str,
-    until: &str,
-    run_dir: &str,
-) -> usize {
+    world: &World,
+    args: &[&str],
+) -> (std::process::Output, usize) {
+    let since = now_text();
+    let child = common::kiln()
+        .current_dir(world.path())
+        .arg("--store")
+        .arg(world.store())
+        .arg("release")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let owner = format!(";p={};", child.id());
+    let output = child.wait_with_output().unwrap();
+    let until = now_text();
     let filters = HashMap::from([("type", vec!["container"]), ("event", vec!["create"])]);
     let options = bollard::query_parameters::EventsOptionsBuilder::default()
-        .since(since)
-        .until(until)
+        .since(&since)
+        .until(&until)
         .filters(&filters)
         .build();
     let events: Vec<_> = docker
@@ -114,30 +129,17 @@ async fn containers_created(
         .try_collect()
         .await
         .unwrap();
-    // Only this test's containers: their bind mounts live under its temp dir.
-    let mut count = 0;
-    for event in events {
-        let id = event.actor.and_then(|a| a.id).unwrap_or_default();
-        if let Ok(inspected) = docker
-            .sandbox
-            .engine()
-            .docker()
-            .inspect_container(&id, None)
-            .await
-        {
-            let mounts = inspected.mounts.unwrap_or_default();
-            if mounts
-                .iter()
-                .any(|m| m.source.as_deref().is_some_and(|s| s.starts_with(run_dir)))
-            {
-                count += 1;
-            }
-        } else {
-            // Already removed: count it unless proven foreign; the test runs few releases at once.
-            count += usize::from(event.action.is_some());
-        }
-    }
-    count
+    let created = events
+        .iter()
+        .filter(|e| {
+            e.actor
+                .as_ref()
+                .and_then(|a| a.attributes.as_ref())
+                .and_then(|a| a.get(kiln::sandbox::LABEL_OWNER))
+                .is_some_and(|o| o.contains(&owner))
+        })
+        .count();
+    (output, created)
 }
 
 #[tokio::test]
@@ -148,7 +150,28 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
     let world = World::new();
     let refs_before = world.refs();
     let out = world.dir.path().join("artifacts");
-    let lock = world.release("v1.28.2", &["--out", out.to_str().unwrap()]);
+    let (output, created) = release_counting_containers(
+        &docker,
+        &world,
+        &[
+            "--old",
+            "v1.28.1",
+            "--new",
+            "v1.28.2",
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "release failed:\n{}",
+        text(&output).1
+    );
+    let lock: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // rebase, tag, k3s-tidy and build run in containers; modules and k3s-edit are builtins.
+    assert_eq!(created, 4);
     assert_eq!(world.refs(), refs_before, "kiln changed a user repository");
 
     // The fork's new tag set: 1 + 6 staging tags, all on one stamp commit.
@@ -376,24 +399,17 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
 
     // A second run is fully cached, starts no container, and gives the same lockfile.
     let first_text = std::fs::read_to_string(&lock_path).unwrap();
-    let since = now_text();
-    let output = world.kiln(&["release", "--old", "v1.28.1", "--new", "v1.28.2"]);
-    let until = now_text();
+    let (output, created) =
+        release_counting_containers(&docker, &world, &["--old", "v1.28.1", "--new", "v1.28.2"])
+            .await;
     assert!(output.status.success(), "{}", text(&output).1);
-    assert!(
-        text(&output)
-            .0
-            .lines()
-            .filter(|l| l.contains(" cached "))
-            .count()
-            == 6,
-        "{}",
-        text(&output).0
-    );
-    assert_eq!(
-        containers_created(&docker, &since, &until, world.dir.path().to_str().unwrap()).await,
-        0
-    );
+    let cached = text(&output)
+        .0
+        .lines()
+        .filter(|l| l.contains(" cached "))
+        .count();
+    assert_eq!(cached, 6, "{}", text(&output).0);
+    assert_eq!(created, 0, "a fully cached release started a container");
     assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), first_text);
 
     // Another directory, another store: the same lockfile, byte for byte.
@@ -442,6 +458,34 @@ async fn a_new_version_reruns_what_depends_on_it_and_plan_says_why() {
         "{why:?}"
     );
     assert_eq!(by_name("build")["status"], "pending");
+    // The identity is an input: plan takes it as release does.
+    let output = world.kiln(&["plan", "--old", "v1.28.1", "--new", "v1.28.2", "--json"]);
+    let planned: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        planned
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "cached"),
+        "{planned}"
+    );
+    let output = world.kiln(&[
+        "plan",
+        "--old",
+        "v1.28.1",
+        "--new",
+        "v1.28.2",
+        "--name",
+        "Someone Else",
+        "--json",
+    ]);
+    let planned: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let why: Vec<String> = serde_json::from_value(planned[0]["why"].clone()).unwrap();
+    assert!(
+        why.iter()
+            .any(|w| w.starts_with("env `GIT_AUTHOR_NAME` changed")),
+        "{why:?}"
+    );
 
     let lock = world.release("v1.28.3", &[]);
     assert_eq!(lock["release"]["new_fork_tag"], "v1.28.3-k3s1");
@@ -513,6 +557,10 @@ async fn bad_inputs_get_their_diagnostic_and_change_nothing() {
             text(&output).1
         );
         assert_eq!(world.records(), 0, "{args:?} recorded a step");
+        assert!(
+            !world.store().join("store-v1/git").exists(),
+            "{args:?} cloned a mirror"
+        );
     }
     assert_eq!(world.refs(), refs);
 }
