@@ -23,6 +23,7 @@ pub struct ModuleVersion {
 
 /// What the proxy serves for one module version, with the sums go.sum will hold.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProxyModule {
     /// Module path.
     pub module: String,

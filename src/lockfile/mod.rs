@@ -5,6 +5,10 @@
 
 use std::collections::BTreeMap;
 
+mod check;
+#[cfg(test)]
+mod tests;
+
 use crate::gomod::ProxyModule;
 use crate::hash::{Digest, StepKey};
 use crate::release::{Identity, ReleaseNames};
@@ -14,6 +18,7 @@ pub const LOCKFILE_VERSION: u32 = 1;
 
 /// One release, locked.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Lockfile {
     /// Format version.
     pub version: u32,
@@ -35,6 +40,7 @@ pub struct Lockfile {
 
 /// Everything the release read.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Inputs {
     /// Commit of the old upstream tag.
     pub old_k8s_commit: String,
@@ -60,6 +66,7 @@ pub struct Inputs {
 
 /// The toolchain.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Toolchain {
     /// Recipe key of the toolchain image.
     pub image: Digest,
@@ -69,6 +76,7 @@ pub struct Toolchain {
 
 /// One step.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LockedStep {
     /// Its key.
     pub key: StepKey,
@@ -78,6 +86,7 @@ pub struct LockedStep {
 
 /// The k3s result.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct K3sResult {
     /// The branch (named after the new fork tag).
     pub branch: String,
@@ -87,6 +96,7 @@ pub struct K3sResult {
 
 /// One artifact.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Artifact {
     /// SHA-256 of its bytes.
     pub sha256: Digest,
@@ -124,6 +134,20 @@ pub enum LockfileError {
         #[label("here")]
         at: Option<miette::SourceSpan>,
     },
+    /// The lockfile is of another format version.
+    #[error(
+        "lockfile {path} has format version {found}; this kiln reads version {LOCKFILE_VERSION}"
+    )]
+    #[diagnostic(
+        code(kiln::lockfile::version),
+        help("use the kiln release that wrote it, or release again with this kiln")
+    )]
+    Version {
+        /// The file.
+        path: String,
+        /// The version it holds.
+        found: String,
+    },
     /// The lockfile names something kiln refuses to act on.
     #[error("lockfile {path}: {reason}")]
     #[diagnostic(
@@ -139,15 +163,28 @@ pub enum LockfileError {
 }
 
 impl Lockfile {
-    /// Reads and checks a lockfile: its version, and every tag and branch name against
-    /// kiln's allowlist, before anything acts on it.
+    /// Reads and checks a lockfile ([`Lockfile::parse`]).
     pub fn read(path: &std::path::Path) -> Result<Self, LockfileError> {
         let text = std::fs::read_to_string(path).map_err(|source| LockfileError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let origin = path.display().to_string();
-        let lock: Self = serde_json::from_str(&text).map_err(|e| {
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks lockfile text (`origin` names it in errors): its format version, then
+    /// its shape (unknown fields refused; errors with line and column), then every value that
+    /// could reach a command or a path — ref names against kiln's allowlist, commit ids,
+    /// digests, `h1:` sums, relative paths without `..`. Nothing acts on a lockfile before
+    /// this passes.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, LockfileError> {
+        // The version first: a lockfile from another kiln gets a version error, not a
+        // confusing complaint about a field this kiln does not know.
+        #[derive(serde::Deserialize)]
+        struct Versioned {
+            version: serde_json::Value,
+        }
+        let syntax = |e: &serde_json::Error| {
             let offset = text
                 .lines()
                 .take(e.line().saturating_sub(1))
@@ -155,31 +192,24 @@ impl Lockfile {
                 .sum::<usize>()
                 + e.column().saturating_sub(1);
             LockfileError::Syntax {
-                path: origin.clone(),
+                path: origin.to_owned(),
                 reason: e.to_string(),
-                src: miette::NamedSource::new(origin.clone(), text.clone()),
+                src: miette::NamedSource::new(origin, text.to_owned()),
                 at: Some(offset.min(text.len().saturating_sub(1)).into()),
             }
-        })?;
-        let refused = |reason: String| LockfileError::Refused {
-            path: origin.clone(),
-            reason,
         };
-        if lock.version != LOCKFILE_VERSION {
-            return Err(refused(format!(
-                "version {} is not {LOCKFILE_VERSION}",
-                lock.version
-            )));
+        let versioned: Versioned = serde_json::from_str(text).map_err(|e| syntax(&e))?;
+        if versioned.version != LOCKFILE_VERSION {
+            return Err(LockfileError::Version {
+                path: origin.to_owned(),
+                found: versioned.version.to_string(),
+            });
         }
-        for name in lock.tags.keys().chain(std::iter::once(&lock.k3s.branch)) {
-            crate::git::validate_rev(name)
-                .map_err(|_| refused(format!("`{name}` is not an acceptable ref name")))?;
-        }
-        for commit in lock.tags.values().chain(std::iter::once(&lock.k3s.commit)) {
-            if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(refused(format!("`{commit}` is not a commit id")));
-            }
-        }
+        let lock: Self = serde_json::from_str(text).map_err(|e| syntax(&e))?;
+        check::check(&lock).map_err(|reason| LockfileError::Refused {
+            path: origin.to_owned(),
+            reason,
+        })?;
         Ok(lock)
     }
 

@@ -27,6 +27,7 @@ pub const RECIPE_SCHEMA: u32 = 1;
 
 /// Who the release's commits are by.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Identity {
     /// Name.
     pub name: String,

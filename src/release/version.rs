@@ -99,6 +99,7 @@ impl fmt::Display for Suffix {
 
 /// Every name of one patch release.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReleaseNames {
     /// `v1.28.1`.
     pub old_k8s: String,

@@ -1,0 +1,238 @@
+//! What a parsed lockfile must hold before anything acts on it. Every string that could reach
+//! git's argv, a path on disk or a remote is checked here; the reason names the field.
+
+use std::collections::BTreeSet;
+
+use super::Lockfile;
+use crate::git::validate_rev;
+
+/// Checks every value of `lock`; the error names the field and what is wrong with it.
+pub(super) fn check(lock: &Lockfile) -> Result<(), String> {
+    let r = &lock.release;
+    for (field, name) in [
+        ("release.old_k8s", &r.old_k8s),
+        ("release.new_k8s", &r.new_k8s),
+        ("release.old_client", &r.old_client),
+        ("release.new_client", &r.new_client),
+        ("release.old_fork_tag", &r.old_fork_tag),
+        ("release.new_fork_tag", &r.new_fork_tag),
+        ("release.release_branch", &r.release_branch),
+        ("release.rc", &r.rc),
+        ("release.ga", &r.ga),
+        ("release.rc_image_tag", &r.rc_image_tag),
+        ("release.ga_image_tag", &r.ga_image_tag),
+    ] {
+        ref_name(field, name)?;
+    }
+    go_version("release.go_version", &r.go_version)?;
+
+    let fork_tag = &r.new_fork_tag;
+    for (tag, commit) in &lock.tags {
+        ref_name("tags", tag)?;
+        commit_id(&format!("tags.{tag}"), commit)?;
+        // A release's tags are the new fork tag and its module tags, nothing else: a lockfile
+        // can never make push touch an unrelated tag.
+        if tag != fork_tag && !tag.ends_with(&format!("/{fork_tag}")) {
+            return Err(format!(
+                "tags: `{tag}` is not a tag of the release {fork_tag}"
+            ));
+        }
+    }
+    if !lock.tags.contains_key(fork_tag) {
+        return Err(format!("tags: the release's own tag {fork_tag} is missing"));
+    }
+    ref_name("k3s.branch", &lock.k3s.branch)?;
+    if lock.k3s.branch != *fork_tag {
+        return Err(format!(
+            "k3s.branch: `{}` is not the release's branch {fork_tag}",
+            lock.k3s.branch
+        ));
+    }
+    commit_id("k3s.commit", &lock.k3s.commit)?;
+
+    let i = &lock.inputs;
+    for (field, commit) in [
+        ("inputs.old_k8s_commit", &i.old_k8s_commit),
+        ("inputs.new_k8s_commit", &i.new_k8s_commit),
+        ("inputs.old_fork_commit", &i.old_fork_commit),
+        (
+            "inputs.k3s_release_branch_commit",
+            &i.k3s_release_branch_commit,
+        ),
+    ] {
+        commit_id(field, commit)?;
+    }
+    for commit in &i.patches {
+        commit_id("inputs.patches", commit)?;
+    }
+    for (tag, go) in &i.go_versions {
+        ref_name("inputs.go_versions", tag)?;
+        go_version(&format!("inputs.go_versions.{tag}"), go)?;
+    }
+    if !i.go_versions.contains_key(&r.old_k8s) {
+        return Err(format!(
+            "inputs.go_versions: no Go version for the old tag {}",
+            r.old_k8s
+        ));
+    }
+    go_version("inputs.toolchain.go", &i.toolchain.go)?;
+    person("inputs.identity.name", &i.identity.name)?;
+    person("inputs.identity.email", &i.identity.email)?;
+    if i.source_date_epoch < 0 {
+        return Err("inputs.source_date_epoch: negative".into());
+    }
+    for (path, tags) in &i.extra_modules {
+        module_path("inputs.extra_modules", path)?;
+        for (tag, commit) in tags {
+            ref_name(&format!("inputs.extra_modules.{path}"), tag)?;
+            commit_id(&format!("inputs.extra_modules.{path}.{tag}"), commit)?;
+        }
+    }
+
+    let mut seen = BTreeSet::new();
+    for m in &lock.modules {
+        module_path("modules.module", &m.module)?;
+        ref_name(&format!("modules.{}.version", m.module), &m.version)?;
+        h1(&format!("modules.{}@{}.h1", m.module, m.version), &m.h1)?;
+        h1(
+            &format!("modules.{}@{}.go_mod_h1", m.module, m.version),
+            &m.go_mod_h1,
+        )?;
+        if !seen.insert((&m.module, &m.version)) {
+            return Err(format!(
+                "modules: {}@{} is listed twice",
+                m.module, m.version
+            ));
+        }
+    }
+
+    for (name, step) in &lock.steps {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(format!("steps: `{name}` is not a step name"));
+        }
+        for output in step.outputs.keys() {
+            relative_path(
+                &format!("steps.{name}.outputs"),
+                output.strip_suffix('/').unwrap_or(output),
+            )?;
+        }
+    }
+    for path in lock.artifacts.keys() {
+        relative_path("artifacts", path)?;
+    }
+    Ok(())
+}
+
+fn ref_name(field: &str, name: &str) -> Result<(), String> {
+    validate_rev(name).map_err(|_| {
+        format!(
+            "{field}: `{}` is not an acceptable ref name",
+            name.escape_debug()
+        )
+    })
+}
+
+fn commit_id(field: &str, commit: &str) -> Result<(), String> {
+    if commit.len() == 40
+        && commit
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: `{}` is not a commit id (40 lowercase hex digits)",
+            commit.escape_debug()
+        ))
+    }
+}
+
+fn go_version(field: &str, version: &str) -> Result<(), String> {
+    let ok = !version.is_empty()
+        && version.len() <= 32
+        && version.starts_with(|c: char| c.is_ascii_digit())
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: `{}` is not a Go version",
+            version.escape_debug()
+        ))
+    }
+}
+
+/// A git identity part: printable, no `<` `>` (git's delimiters), not empty.
+fn person(field: &str, text: &str) -> Result<(), String> {
+    if text.trim().is_empty()
+        || text.len() > 200
+        || text.chars().any(|c| c.is_control() || c == '<' || c == '>')
+    {
+        return Err(format!(
+            "{field}: `{}` is not usable in a git identity",
+            text.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// `h1:` followed by the base64 of a SHA-256 (44 characters).
+fn h1(field: &str, sum: &str) -> Result<(), String> {
+    let ok = sum.strip_prefix("h1:").is_some_and(|b64| {
+        b64.len() == 44
+            && b64.ends_with('=')
+            && b64[..43]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: `{}` is not an h1: sum",
+            sum.escape_debug()
+        ))
+    }
+}
+
+/// A Go module path: a relative slash path of `[A-Za-z0-9._~-]` elements.
+fn module_path(field: &str, path: &str) -> Result<(), String> {
+    relative_path(field, path)?;
+    if path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-' | b'/'))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: `{}` is not a module path",
+            path.escape_debug()
+        ))
+    }
+}
+
+/// A relative path that stays below where it is joined: not empty, not absolute, no empty,
+/// `.` or `..` elements, no element starting with `-`, printable ASCII without `\`.
+fn relative_path(field: &str, path: &str) -> Result<(), String> {
+    let ok = !path.is_empty()
+        && path.len() <= 1024
+        && path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != ".." && !part.starts_with('-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: `{}` is not a safe relative path",
+            path.escape_debug()
+        ))
+    }
+}
