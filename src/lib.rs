@@ -13,6 +13,7 @@ pub mod gomod;
 pub mod hash;
 pub mod image;
 pub mod lockfile;
+pub mod publish;
 pub mod release;
 pub mod sandbox;
 pub mod store;

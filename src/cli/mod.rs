@@ -57,8 +57,11 @@ enum Command {
     Store(store::StoreCommand),
     /// The whole patch release: rebase, tag, modules, k3s update and build, cached and locked.
     Release(release::ReleaseCmdArgs),
-    /// The `git push` lines of a locked release (`--dry-run`).
+    /// Publish a locked release: the fork's missing tags in one atomic push, the k3s branch;
+    /// refuses if the remote has any of them elsewhere (there is no force).
     Push(push::PushArgs),
+    /// Check a remote's tags against a lockfile: missing, extra and moved tags (exit 0/4/5).
+    VerifyTags(push::VerifyTagsArgs),
     /// Every name of a patch release (fork tags, client versions, Go, RC/GA), derived.
     Versions(versions::VersionsArgs),
     /// The release's go.mod and Go-version edits, in place on a k3s checkout (no tidy).
@@ -108,7 +111,8 @@ async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcom
         Command::Store(command) => store::run(command, &store).await,
         Command::Versions(args) => versions::run_versions(args, &store).await,
         Command::Release(args) => release::run_release(args, &store).await,
-        Command::Push(args) => push::run(&args),
+        Command::Push(args) => push::run(&args, &store),
+        Command::VerifyTags(args) => push::run_verify_tags(&args),
         Command::BumpK3s(args) => versions::run_bump(&args),
     }
 }

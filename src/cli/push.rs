@@ -1,39 +1,176 @@
-//! `kiln push LOCK --dry-run`: the push lines of a locked release.
+//! `kiln push LOCK`: publish a locked release without ever moving a ref; `kiln verify-tags
+//! LOCK --remote URL`: is the remote's tag set exactly the locked one?
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
 
 use crate::lockfile::Lockfile;
+use crate::publish::{EXIT_DIVERGED, EXIT_MISSING, RefState, TagReport, by_state};
+use crate::store::LocalStore;
 
-use super::Outcome;
+use super::table::Table;
+use super::{Outcome, print_json};
 
 #[derive(Debug, Args)]
 pub(super) struct PushArgs {
     /// The lockfile (`lockfiles/<new fork tag>.lock.json`).
     lockfile: PathBuf,
     /// Print the `git push` lines the runbook's push.sh would hold, and push nothing.
-    /// (Pushing itself, with its checks against the remote, is `kiln push` without it — next.)
-    #[arg(long, required = true)]
+    #[arg(long)]
     dry_run: bool,
-    /// The fork's remote, in place of the literal `$REMOTE`.
+    /// The fork's remote: its missing tags are pushed there in one atomic push.
     #[arg(long, value_name = "URL")]
     remote: Option<String>,
-    /// k3s's remote, in place of the literal `$K3S_REMOTE`.
+    /// k3s's remote: the release branch is pushed there.
     #[arg(long, value_name = "URL")]
     k3s_remote: Option<String>,
+    /// Print what was pushed as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
-pub(super) fn run(args: &PushArgs) -> Outcome {
+pub(super) fn run(args: &PushArgs, store_dir: &Path) -> Outcome {
+    // The lockfile is checked before any remote is named to git.
     let lock = Lockfile::read(&args.lockfile)?;
     for remote in [&args.remote, &args.k3s_remote].into_iter().flatten() {
         crate::git::validate_location(remote)?;
     }
-    let fork = args.remote.as_deref().unwrap_or("$REMOTE");
-    let k3s = args.k3s_remote.as_deref().unwrap_or("$K3S_REMOTE");
-    for line in lock.push_lines(fork, k3s) {
-        println!("{line}");
+    if args.dry_run {
+        let fork = args.remote.as_deref().unwrap_or("$REMOTE");
+        let k3s = args.k3s_remote.as_deref().unwrap_or("$K3S_REMOTE");
+        for line in lock.push_lines(fork, k3s) {
+            println!("{line}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.remote.is_none() && args.k3s_remote.is_none() {
+        return Err(miette::miette!(
+            help = "give --remote URL (the fork's tags) and/or --k3s-remote URL (the k3s branch); \
+                    --dry-run prints the push lines",
+            "nothing to push to"
+        ));
+    }
+    let store = LocalStore::open(store_dir)?;
+    let report = crate::publish::push(
+        &lock,
+        &store,
+        args.remote.as_deref(),
+        args.k3s_remote.as_deref(),
+    )?;
+    if args.json {
+        print_json(&report)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = Table::new(&["ref", "commit", "action"]);
+    for pushed in report.fork.iter().chain(&report.k3s) {
+        table.row(vec![
+            pushed.name.clone(),
+            pushed.commit.clone(),
+            pushed.action.into(),
+        ]);
+    }
+    print!("{}", table.render());
+    let pushed =
+        |list: &[crate::publish::Pushed]| list.iter().filter(|p| p.action == "pushed").count();
+    if let Some(remote) = &args.remote {
+        println!(
+            "fork  {remote}: {} tags pushed atomically, {} already there; verified",
+            pushed(&report.fork),
+            report.fork.len() - pushed(&report.fork)
+        );
+    } else {
+        println!("fork  not pushed (no --remote)");
+    }
+    if let Some(remote) = &args.k3s_remote {
+        println!(
+            "k3s   {remote}: branch {} {}",
+            lock.k3s.branch,
+            if pushed(&report.k3s) > 0 {
+                "pushed"
+            } else {
+                "already there"
+            }
+        );
+    } else {
+        println!(
+            "k3s   branch {} not pushed (no --k3s-remote)",
+            lock.k3s.branch
+        );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 when the remote holds exactly the locked tags; \
+    4 when some are missing and nothing else is wrong (not pushed yet); \
+    5 when a tag moved, or tags of the release exist that the lock does not have; \
+    1 on any other error."
+)]
+pub(super) struct VerifyTagsArgs {
+    /// The lockfile.
+    lockfile: PathBuf,
+    /// The fork's remote (a URL or a path).
+    #[arg(long, value_name = "URL")]
+    remote: String,
+    /// Print the comparison as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) fn run_verify_tags(args: &VerifyTagsArgs) -> Outcome {
+    let lock = Lockfile::read(&args.lockfile)?;
+    let report = crate::publish::verify_tags(&lock, &args.remote)?;
+    let code = report.exit_code();
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            #[serde(flatten)]
+            report: &'a TagReport,
+            counts: std::collections::BTreeMap<&'static str, usize>,
+            exit: u8,
+        }
+        print_json(&Json {
+            report: &report,
+            counts: by_state(&report),
+            exit: code,
+        })?;
+    } else {
+        print_tag_report(&report);
+    }
+    Ok(ExitCode::from(code))
+}
+
+fn print_tag_report(report: &TagReport) {
+    let mut table = Table::new(&["tag", "state", "locked", "remote"]);
+    for tag in &report.tags {
+        let (state, remote) = match &tag.state {
+            RefState::Present => ("present", tag.locked.clone().unwrap_or_default()),
+            RefState::Missing => ("MISSING", "-".to_owned()),
+            RefState::Moved { remote } => ("MOVED", remote.clone()),
+            RefState::Extra { remote } => ("EXTRA", remote.clone()),
+            RefState::Unsafe => ("UNSAFE NAME", "-".to_owned()),
+        };
+        table.row(vec![
+            tag.name.clone(),
+            state.into(),
+            tag.locked.clone().unwrap_or_else(|| "-".into()),
+            remote,
+        ]);
+    }
+    print!("{}", table.render());
+    let counts = by_state(report);
+    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let verdict = match report.exit_code() {
+        0 => "the remote holds exactly the locked tags".to_owned(),
+        EXIT_MISSING => "not (fully) pushed yet: `kiln push` adds the missing tags".to_owned(),
+        EXIT_DIVERGED => {
+            "the remote disagrees with the lock: never push over it; find out who published these"
+                .to_owned()
+        }
+        other => format!("exit {other}"),
+    };
+    println!("{}: {} — {verdict}", report.remote, summary.join(", "));
 }

@@ -187,6 +187,120 @@ pub fn list_tags(location: &str) -> Result<Vec<String>, GitError> {
     Ok(tags)
 }
 
+/// The refs of a remote under one namespace, as one `git ls-remote` saw them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoteRefs {
+    /// Names (without the `refs/tags/` or `refs/heads/` prefix) inside kiln's allowlist →
+    /// the commit they point at (annotated tags peeled).
+    pub refs: std::collections::BTreeMap<String, String>,
+    /// Names outside the allowlist, escaped for display; they never reach a command.
+    pub refused: Vec<String>,
+}
+
+/// One `git ls-remote` of `location` for `namespace` (`tags` or `heads`). The user's git
+/// configuration is honoured here (credential helpers, `insteadOf`): this only talks to a
+/// remote and changes nothing.
+pub fn ls_remote(location: &str, namespace: &str) -> Result<RemoteRefs, GitError> {
+    validate_location(location)?;
+    let prefix = format!("refs/{namespace}/");
+    let mut command = remote_git(Path::new("."));
+    command.args([
+        "ls-remote",
+        "--quiet",
+        &format!("--{namespace}"),
+        "--end-of-options",
+        location,
+    ]);
+    let out = run(command, Path::new("."))?;
+    let mut direct = std::collections::BTreeMap::new();
+    let mut peeled = std::collections::BTreeMap::new();
+    let mut refused = Vec::new();
+    for line in out.lines() {
+        let Some((oid, name)) = line.split_once('\t') else {
+            continue;
+        };
+        let Some(name) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let (name, is_peeled) = name
+            .strip_suffix("^{}")
+            .map_or((name, false), |n| (n, true));
+        if validate_rev(name).is_err() {
+            if !is_peeled {
+                refused.push(name.escape_debug().to_string());
+            }
+            continue;
+        }
+        if is_peeled {
+            peeled.insert(name.to_owned(), oid.to_owned());
+        } else {
+            direct.insert(name.to_owned(), oid.to_owned());
+        }
+    }
+    for (name, oid) in peeled {
+        direct.insert(name, oid);
+    }
+    Ok(RemoteRefs {
+        refs: direct,
+        refused,
+    })
+}
+
+/// A `git` command for talking to remotes: the system configuration is ignored, the user's
+/// is kept (credentials), prompts are off.
+fn remote_git(dir: &Path) -> Command {
+    let mut command = Command::new("git");
+    command
+        .arg("-C")
+        .arg(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C");
+    command
+}
+
+/// Pushes `refs` (full ref names, each created at the same name) from `repo` to `location` in
+/// one atomic push: the remote takes all of them or none. Never forces. Returns git's
+/// porcelain report on failure as the error's stderr.
+pub fn push_atomic(repo: &Path, location: &str, refs: &[String]) -> Result<(), GitError> {
+    validate_location(location)?;
+    for name in refs {
+        let short = name
+            .strip_prefix("refs/tags/")
+            .or_else(|| name.strip_prefix("refs/heads/"))
+            .ok_or_else(|| GitError::BadRev { rev: name.clone() })?;
+        validate_rev(short)?;
+    }
+    let mut command = remote_git(repo);
+    command
+        .args([
+            "push",
+            "--atomic",
+            "--porcelain",
+            "--no-verify",
+            "--end-of-options",
+            location,
+        ])
+        .args(refs.iter().map(|r| format!("{r}:{r}")));
+    let output = command
+        .output()
+        .map_err(|source| GitError::Spawn { source })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut said = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    let porcelain = String::from_utf8_lossy(&output.stdout);
+    for line in porcelain.lines().filter(|l| l.starts_with('!')) {
+        said.push('\n');
+        said.push_str(line);
+    }
+    Err(GitError::Failed {
+        args: format!("push --atomic {location} ({} refs)", refs.len()),
+        dir: repo.to_owned(),
+        stderr: said,
+    })
+}
+
 /// Keeps a bare mirror of `location` under `dir` (named by a digest of the location) up to
 /// date, and returns its path. The user's repository is only read.
 pub fn mirror(dir: &Path, location: &str) -> Result<PathBuf, GitError> {

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 mod check;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) use tests::sample;
 
 use crate::gomod::ProxyModule;
 use crate::hash::{Digest, StepKey};

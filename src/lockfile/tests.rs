@@ -177,7 +177,7 @@ fn unsafe_names_and_paths_are_refused_naming_the_field() {
             "steps.build.outputs: `a/../../b`",
             Box::new(|v| {
                 v["steps"]["build"]["outputs"]["a/../../b/"] =
-                    v["artifacts"]["k3s"]["sha256"].clone()
+                    v["artifacts"]["k3s"]["sha256"].clone();
             }),
         ),
         (

@@ -79,3 +79,109 @@ fn bad_sandbox_arguments_are_explained() {
         "{stderr}"
     );
 }
+
+/// The committed demo lockfile with `edit` applied, written to `dir`.
+fn edited_lockfile(
+    dir: &std::path::Path,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("lockfiles/v1.28.2-k3s1.lock.json"),
+    )
+    .unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(&mut value);
+    let path = dir.join("bad.lock.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn unsafe_lockfiles_are_refused_before_any_git_or_engine_action() {
+    let dir = tempfile::tempdir().unwrap();
+    // A `git` first on PATH that records being run: no command may reach it.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let marker = dir.path().join("git-ran");
+    std::fs::write(
+        bin.join("git"),
+        format!("#!/bin/sh\necho \"$@\" >> {}\nexit 1\n", marker.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.join("git"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let remote = dir.path().join("remote.git");
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "tags: `v1.28.2-k3s1;touch pwned`",
+            Box::new(|v| {
+                v["tags"]["v1.28.2-k3s1;touch pwned"] = v["k3s"]["commit"].clone();
+            }),
+        ),
+        (
+            "tags: `-v1.28.2-k3s1`",
+            Box::new(|v| {
+                v["tags"]["-v1.28.2-k3s1"] = v["k3s"]["commit"].clone();
+            }),
+        ),
+        (
+            "k3s.branch: `--upload-pack=touch pwned`",
+            Box::new(|v| {
+                v["k3s"]["branch"] = "--upload-pack=touch pwned".into();
+            }),
+        ),
+        (
+            "artifacts: `../../etc/passwd`",
+            Box::new(|v| {
+                v["artifacts"]["../../etc/passwd"] = v["artifacts"]["k3s"].clone();
+            }),
+        ),
+        ("format version 7", Box::new(|v| v["version"] = 7.into())),
+        (
+            "not-a-digest",
+            Box::new(|v| {
+                v["steps"]["tag"]["outputs"]["tag.bundle"] = "not-a-digest".into();
+            }),
+        ),
+    ];
+    for (expected, edit) in cases {
+        let lock = edited_lockfile(dir.path(), edit);
+        for args in [
+            vec!["push", "--remote"],
+            vec!["push", "--dry-run", "--remote"],
+            vec!["verify-tags", "--remote"],
+        ] {
+            let output = common::kiln()
+                .env("PATH", &path)
+                .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+                .arg("--store")
+                .arg(dir.path().join("store"))
+                .args(&args)
+                .arg(&remote)
+                .arg(&lock)
+                .output()
+                .unwrap();
+            let (stdout, stderr) = text(&output);
+            assert_eq!(
+                output.status.code(),
+                Some(1),
+                "{args:?} {expected}: {stdout}{stderr}"
+            );
+            assert!(
+                stderr.contains(expected),
+                "{args:?}: expected `{expected}` in {stderr}"
+            );
+            assert!(stdout.is_empty(), "{args:?}: {stdout}");
+            assert!(!marker.exists(), "{args:?} {expected}: git ran");
+            assert!(
+                !dir.path().join("store").exists(),
+                "{args:?}: the store was touched"
+            );
+        }
+    }
+}

@@ -11,6 +11,7 @@ mod demo;
 mod engine;
 mod gomod;
 mod image;
+mod publish;
 mod release;
 mod release_e2e;
 mod sandbox;

@@ -1,91 +1,10 @@
 //! `kiln release` end to end on the demo world, against the real engine.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use futures::TryStreamExt as _;
 
-use crate::common::{self, docker_or_skip, text};
-
-struct World {
-    dir: tempfile::TempDir,
-}
-
-impl World {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let output = common::kiln()
-            .args(["demo", "init"])
-            .arg(dir.path().join("w"))
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{}", text(&output).1);
-        Self { dir }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().join("w")
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn kiln(&self, args: &[&str]) -> std::process::Output {
-        common::kiln()
-            .current_dir(self.path())
-            .arg("--store")
-            .arg(self.store())
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn release(&self, new: &str, extra: &[&str]) -> serde_json::Value {
-        let mut args = vec!["release", "--old", "v1.28.1", "--new", new, "--json"];
-        args.extend_from_slice(extra);
-        let output = self.kiln(&args);
-        assert!(
-            output.status.success(),
-            "release failed:\n{}",
-            text(&output).1
-        );
-        serde_json::from_slice(&output.stdout).unwrap()
-    }
-
-    fn blob(&self, digest: &str) -> PathBuf {
-        let hex = &digest[7..];
-        self.store()
-            .join(format!("store-v1/blobs/sha256/{}/{hex}", &hex[..2]))
-    }
-
-    /// Every ref of the three user repositories: kiln must never change them.
-    fn refs(&self) -> String {
-        ["upstream.git", "fork.git", "k3s.git"]
-            .iter()
-            .map(|r| git(&self.path().join(r), &["for-each-ref"]))
-            .collect()
-    }
-
-    fn records(&self) -> usize {
-        std::fs::read_dir(self.store().join("store-v1/records")).map_or(0, Iterator::count)
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use crate::common::{self, World, docker_or_skip, git, text};
 
 fn now_text() -> String {
     let now = std::time::SystemTime::now()

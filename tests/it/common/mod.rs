@@ -2,9 +2,12 @@
 
 #![allow(dead_code, clippy::print_stderr)]
 
+mod world;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
+pub(crate) use world::{World, git};
 
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use kiln::image::{GoLine, ensure_toolchain};

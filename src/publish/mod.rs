@@ -1,0 +1,592 @@
+//! Publishing a locked release and checking what is published: the fork's tags and the k3s
+//! branch against a remote, by one `git ls-remote` each. A published tag is immutable in
+//! practice (Go's checksum database remembers the first content it saw), so nothing here ever
+//! moves a ref: there is no force.
+
+use std::collections::BTreeMap;
+
+use crate::git::{self, GitError, RemoteRefs};
+use crate::lockfile::Lockfile;
+use crate::store::LocalStore;
+
+/// How one of the release's refs stands on a remote.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum RefState {
+    /// At the locked commit.
+    Present,
+    /// Not on the remote.
+    Missing,
+    /// On the remote at another commit.
+    Moved {
+        /// Where the remote has it.
+        remote: String,
+    },
+    /// On the remote with the release's name, but not in the lockfile.
+    Extra {
+        /// Where the remote has it.
+        remote: String,
+    },
+    /// On the remote with the release's name and characters kiln never passes to a command.
+    Unsafe,
+}
+
+/// One ref of the comparison.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RefCheck {
+    /// The name (escaped when unsafe).
+    pub name: String,
+    /// The locked commit (none for extra and unsafe refs).
+    pub locked: Option<String>,
+    /// Its state.
+    #[serde(flatten)]
+    pub state: RefState,
+}
+
+/// The release's tags against a remote.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TagReport {
+    /// The remote.
+    pub remote: String,
+    /// Every locked tag, then extra and unsafe ones, by name.
+    pub tags: Vec<RefCheck>,
+}
+
+/// Exit code of `kiln verify-tags` when locked tags are missing (not pushed yet) and nothing
+/// else is wrong.
+pub const EXIT_MISSING: u8 = 4;
+/// Exit code of `kiln verify-tags` when the remote disagrees with the lock: a tag moved, or
+/// tags of the release exist that the lock does not have.
+pub const EXIT_DIVERGED: u8 = 5;
+
+impl TagReport {
+    /// Count of tags in `state`'s variant.
+    #[must_use]
+    pub fn count(&self, pred: impl Fn(&RefState) -> bool) -> usize {
+        self.tags.iter().filter(|t| pred(&t.state)).count()
+    }
+
+    /// 0 when the remote holds exactly the locked tags, [`EXIT_MISSING`] when some are only
+    /// missing, [`EXIT_DIVERGED`] when any moved, extra or unsafe one exists.
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        if self.count(|s| {
+            matches!(
+                s,
+                RefState::Moved { .. } | RefState::Extra { .. } | RefState::Unsafe
+            )
+        }) > 0
+        {
+            EXIT_DIVERGED
+        } else if self.count(|s| *s == RefState::Missing) > 0 {
+            EXIT_MISSING
+        } else {
+            0
+        }
+    }
+}
+
+/// Whether `tag` carries the release's name: the fork tag itself or a module tag of it.
+fn of_release(tag: &str, fork_tag: &str) -> bool {
+    tag == fork_tag
+        || tag
+            .strip_suffix(fork_tag)
+            .is_some_and(|prefix| prefix.ends_with('/'))
+}
+
+/// Compares the lock's tags with what a remote holds.
+#[must_use]
+pub fn compare_tags(lock: &Lockfile, remote: &str, refs: &RemoteRefs) -> TagReport {
+    let fork_tag = &lock.release.new_fork_tag;
+    let mut tags: Vec<RefCheck> = lock
+        .tags
+        .iter()
+        .map(|(name, commit)| {
+            let state = match refs.refs.get(name) {
+                None => RefState::Missing,
+                Some(at) if at == commit => RefState::Present,
+                Some(at) => RefState::Moved { remote: at.clone() },
+            };
+            RefCheck {
+                name: name.clone(),
+                locked: Some(commit.clone()),
+                state,
+            }
+        })
+        .collect();
+    for (name, at) in &refs.refs {
+        if of_release(name, fork_tag) && !lock.tags.contains_key(name) {
+            tags.push(RefCheck {
+                name: name.clone(),
+                locked: None,
+                state: RefState::Extra { remote: at.clone() },
+            });
+        }
+    }
+    for name in &refs.refused {
+        if name.ends_with(fork_tag.as_str()) {
+            tags.push(RefCheck {
+                name: name.clone(),
+                locked: None,
+                state: RefState::Unsafe,
+            });
+        }
+    }
+    tags.sort_by(|a, b| a.name.cmp(&b.name));
+    TagReport {
+        remote: remote.to_owned(),
+        tags,
+    }
+}
+
+/// `kiln verify-tags`: one `git ls-remote` of `remote`, compared with the lock.
+pub fn verify_tags(lock: &Lockfile, remote: &str) -> Result<TagReport, GitError> {
+    let refs = git::ls_remote(remote, "tags")?;
+    Ok(compare_tags(lock, remote, &refs))
+}
+
+/// Why a push did not happen or did not finish.
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum PushError {
+    /// The remote disagrees with the lock; nothing was pushed.
+    #[error("refusing to push to {remote}: {}", .refs.join("; "))]
+    #[diagnostic(
+        code(kiln::push::refused),
+        help(
+            "kiln never moves a published ref (Go's checksum database already remembers it); \
+             find out who published these, and cut a new -k3sN release instead of replacing them"
+        )
+    )]
+    Refused {
+        /// The remote.
+        remote: String,
+        /// Each disagreement, described.
+        refs: Vec<String>,
+    },
+    /// A result bundle is not in the store.
+    #[error("the result bundle {digest} ({what}) is not in the store")]
+    #[diagnostic(
+        code(kiln::push::no_bundle),
+        help(
+            "run the same `kiln release` again with this store: cached steps restore it in seconds"
+        )
+    )]
+    NoBundle {
+        /// Which bundle.
+        what: &'static str,
+        /// Its digest.
+        digest: crate::hash::Digest,
+    },
+    /// The bundle does not hold what the lock says.
+    #[error("the {what} bundle does not hold {name} at {commit}: {reason}")]
+    #[diagnostic(code(kiln::push::bundle_mismatch))]
+    BundleMismatch {
+        /// Which bundle.
+        what: &'static str,
+        /// The ref.
+        name: String,
+        /// The locked commit.
+        commit: String,
+        /// What git said.
+        reason: String,
+    },
+    /// After pushing, the remote still does not hold the release exactly.
+    #[error("after pushing, {remote} does not hold the release: {}", .refs.join("; "))]
+    #[diagnostic(code(kiln::push::unverified))]
+    Unverified {
+        /// The remote.
+        remote: String,
+        /// What is wrong.
+        refs: Vec<String>,
+    },
+    /// git failed (the remote refused, say).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Git(#[from] GitError),
+    /// Store trouble.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Local trouble.
+    #[error("cannot {action}")]
+    Io {
+        /// What.
+        action: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What one push did to one ref.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Pushed {
+    /// Full ref name.
+    pub name: String,
+    /// Its commit.
+    pub commit: String,
+    /// `pushed`, or `skipped` (already at the locked commit).
+    pub action: &'static str,
+}
+
+/// What `kiln push` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PushReport {
+    /// The fork's tags (when a fork remote was given).
+    pub fork: Vec<Pushed>,
+    /// The k3s branch (when a k3s remote was given).
+    pub k3s: Vec<Pushed>,
+}
+
+fn describe(check: &RefCheck) -> Option<String> {
+    match &check.state {
+        RefState::Present | RefState::Missing => None,
+        RefState::Moved { remote } => Some(format!(
+            "{} is at {remote}, the lock has {}",
+            check.name,
+            check.locked.as_deref().unwrap_or("?")
+        )),
+        RefState::Extra { remote } => Some(format!(
+            "{} exists at {remote} but is not in the lock",
+            check.name
+        )),
+        RefState::Unsafe => Some(format!(
+            "\"{}\" has characters kiln never passes to a command",
+            check.name
+        )),
+    }
+}
+
+/// The refs to push to one remote: (full name, commit), and where their objects are.
+struct Batch<'a> {
+    remote: &'a str,
+    what: &'static str,
+    bundle: crate::hash::Digest,
+    refs: Vec<(String, String)>,
+}
+
+/// Plans the fork's side: refuses on any disagreement, else the missing tags.
+fn plan_fork<'a>(lock: &Lockfile, remote: &'a str) -> Result<(Batch<'a>, Vec<Pushed>), PushError> {
+    let report = verify_tags(lock, remote)?;
+    let refused: Vec<String> = report.tags.iter().filter_map(describe).collect();
+    if !refused.is_empty() {
+        return Err(PushError::Refused {
+            remote: remote.to_owned(),
+            refs: refused,
+        });
+    }
+    let mut refs = Vec::new();
+    let mut done = Vec::new();
+    for check in &report.tags {
+        let commit = check.locked.clone().unwrap_or_default();
+        let name = format!("refs/tags/{}", check.name);
+        if check.state == RefState::Missing {
+            done.push(Pushed {
+                name: name.clone(),
+                commit: commit.clone(),
+                action: "pushed",
+            });
+            refs.push((name, commit));
+        } else {
+            done.push(Pushed {
+                name,
+                commit,
+                action: "skipped",
+            });
+        }
+    }
+    let bundle = bundle_of(lock, "tag", "tag.bundle")?;
+    Ok((
+        Batch {
+            remote,
+            what: "tag",
+            bundle,
+            refs,
+        },
+        done,
+    ))
+}
+
+/// Plans the k3s side: the branch must be absent or already at the locked commit.
+fn plan_k3s<'a>(lock: &Lockfile, remote: &'a str) -> Result<(Batch<'a>, Vec<Pushed>), PushError> {
+    let heads = git::ls_remote(remote, "heads")?;
+    let branch = &lock.k3s.branch;
+    let name = format!("refs/heads/{branch}");
+    let commit = lock.k3s.commit.clone();
+    let bundle = bundle_of(lock, "k3s-tidy", "k3s.bundle")?;
+    match heads.refs.get(branch) {
+        Some(at) if *at == commit => Ok((
+            Batch {
+                remote,
+                what: "k3s",
+                bundle,
+                refs: Vec::new(),
+            },
+            vec![Pushed {
+                name,
+                commit,
+                action: "skipped",
+            }],
+        )),
+        Some(at) => Err(PushError::Refused {
+            remote: remote.to_owned(),
+            refs: vec![format!("branch {branch} is at {at}, the lock has {commit}")],
+        }),
+        None => Ok((
+            Batch {
+                remote,
+                what: "k3s",
+                bundle,
+                refs: vec![(name.clone(), commit.clone())],
+            },
+            vec![Pushed {
+                name,
+                commit,
+                action: "pushed",
+            }],
+        )),
+    }
+}
+
+fn bundle_of(lock: &Lockfile, step: &str, output: &str) -> Result<crate::hash::Digest, PushError> {
+    lock.steps
+        .get(step)
+        .and_then(|s| s.outputs.get(output))
+        .copied()
+        .ok_or_else(|| PushError::BundleMismatch {
+            what: "release",
+            name: format!("{step}/{output}"),
+            commit: String::new(),
+            reason: "the lockfile records no such step output".into(),
+        })
+}
+
+/// Pushes one batch: its bundle is fetched into a scratch repository, every ref is checked to
+/// be at the locked commit there, then one atomic push.
+fn push_batch(store: &LocalStore, batch: &Batch<'_>) -> Result<(), PushError> {
+    if batch.refs.is_empty() {
+        return Ok(());
+    }
+    let io = |action| move |source| PushError::Io { action, source };
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-push-")
+        .tempdir_in(store.root().join("tmp"))
+        .map_err(io("create a scratch repository in the store"))?;
+    let bundle = scratch.path().join("results.bundle");
+    if !store.export_sync(&batch.bundle, &bundle)? {
+        return Err(PushError::NoBundle {
+            what: batch.what,
+            digest: batch.bundle,
+        });
+    }
+    let repo = scratch.path().join("repo.git");
+    git::output(scratch.path(), &["init", "--quiet", "--bare", "repo.git"])?;
+    // The bundles are thin: their prerequisites (the new upstream commit, the k3s release
+    // branch) are in the store's mirrors, which the scratch repository borrows objects from.
+    let mut alternates = String::new();
+    if let Ok(entries) = std::fs::read_dir(store.root().join("git")) {
+        for entry in entries.flatten() {
+            let objects = entry.path().join("objects");
+            if objects.is_dir() {
+                alternates.push_str(&objects.to_string_lossy());
+                alternates.push('\n');
+            }
+        }
+    }
+    std::fs::write(repo.join("objects/info/alternates"), alternates)
+        .map_err(io("write the scratch repository's alternates"))?;
+    let bundle_arg = bundle.to_string_lossy().into_owned();
+    let mut fetch = vec![
+        "fetch",
+        "--quiet",
+        "--no-write-fetch-head",
+        "--end-of-options",
+    ];
+    fetch.push(&bundle_arg);
+    let specs: Vec<String> = batch
+        .refs
+        .iter()
+        .map(|(name, _)| format!("{name}:{name}"))
+        .collect();
+    fetch.extend(specs.iter().map(String::as_str));
+    git::output(&repo, &fetch).map_err(|e| PushError::BundleMismatch {
+        what: batch.what,
+        name: format!("{} refs", batch.refs.len()),
+        commit: "their locked commits".into(),
+        reason: match e {
+            GitError::Failed { stderr, .. } => stderr,
+            other => other.to_string(),
+        },
+    })?;
+    for (name, commit) in &batch.refs {
+        let at = git::output(
+            &repo,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                "--end-of-options",
+                &format!("{name}^{{commit}}"),
+            ],
+        )
+        .unwrap_or_default();
+        if at != *commit {
+            return Err(PushError::BundleMismatch {
+                what: batch.what,
+                name: name.clone(),
+                commit: commit.clone(),
+                reason: format!("it is at `{at}` there"),
+            });
+        }
+    }
+    let names: Vec<String> = batch.refs.iter().map(|(n, _)| n.clone()).collect();
+    git::push_atomic(&repo, batch.remote, &names)?;
+    Ok(())
+}
+
+/// `kiln push`: checks both remotes against the lock first (any moved, extra or unsafe ref →
+/// refused, nothing pushed), pushes the fork's missing tags in one atomic push, then the k3s
+/// branch, then checks the fork's tags again.
+pub fn push(
+    lock: &Lockfile,
+    store: &LocalStore,
+    fork_remote: Option<&str>,
+    k3s_remote: Option<&str>,
+) -> Result<PushReport, PushError> {
+    let fork = fork_remote.map(|r| plan_fork(lock, r)).transpose()?;
+    let k3s = k3s_remote.map(|r| plan_k3s(lock, r)).transpose()?;
+    let mut report = PushReport::default();
+    if let Some((batch, done)) = fork {
+        push_batch(store, &batch)?;
+        let after = verify_tags(lock, batch.remote)?;
+        let wrong: Vec<String> = after
+            .tags
+            .iter()
+            .filter(|t| t.state != RefState::Present)
+            .map(|t| describe(t).unwrap_or_else(|| format!("{} is missing", t.name)))
+            .collect();
+        if !wrong.is_empty() {
+            return Err(PushError::Unverified {
+                remote: batch.remote.to_owned(),
+                refs: wrong,
+            });
+        }
+        report.fork = done;
+    }
+    if let Some((batch, done)) = k3s {
+        push_batch(store, &batch)?;
+        let heads = git::ls_remote(batch.remote, "heads")?;
+        if heads.refs.get(&lock.k3s.branch) != Some(&lock.k3s.commit) {
+            return Err(PushError::Unverified {
+                remote: batch.remote.to_owned(),
+                refs: vec![format!(
+                    "branch {} is not at {}",
+                    lock.k3s.branch, lock.k3s.commit
+                )],
+            });
+        }
+        report.k3s = done;
+    }
+    Ok(report)
+}
+
+/// Names of the lock's tags by state, for summaries.
+#[must_use]
+pub fn by_state(report: &TagReport) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for t in &report.tags {
+        let key = match t.state {
+            RefState::Present => "present",
+            RefState::Missing => "missing",
+            RefState::Moved { .. } => "moved",
+            RefState::Extra { .. } => "extra",
+            RefState::Unsafe => "unsafe",
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(pairs: &[(&str, &str)], refused: &[&str]) -> RemoteRefs {
+        RemoteRefs {
+            refs: pairs
+                .iter()
+                .map(|(n, c)| ((*n).to_owned(), (*c).to_owned()))
+                .collect(),
+            refused: refused.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn classifies_present_missing_moved_extra_and_unsafe() {
+        let lock = crate::lockfile::sample();
+        let tags: Vec<(String, String)> = lock
+            .tags
+            .iter()
+            .map(|(t, c)| (t.clone(), c.clone()))
+            .collect();
+        let other = "f".repeat(40);
+        let remote = refs(
+            &[
+                (&tags[0].0, &tags[0].1),
+                (&tags[1].0, &other),
+                ("staging/src/k8s.io/extra/v1.28.2-k3s1", &other),
+                ("v1.28.2-k3s10", &other),
+                ("v1.28.1-k3s1", &other),
+            ],
+            &["x$(touch pwned)/v1.28.2-k3s1", "unrelated;tag"],
+        );
+        let report = compare_tags(&lock, "remote", &remote);
+        let state = |name: &str| {
+            report
+                .tags
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| t.state.clone())
+        };
+        assert_eq!(state(&tags[0].0), Some(RefState::Present));
+        assert_eq!(
+            state(&tags[1].0),
+            Some(RefState::Moved {
+                remote: other.clone()
+            })
+        );
+        assert_eq!(state(&tags[2].0), Some(RefState::Missing));
+        assert_eq!(
+            state("staging/src/k8s.io/extra/v1.28.2-k3s1"),
+            Some(RefState::Extra { remote: other })
+        );
+        assert_eq!(
+            state("x$(touch pwned)/v1.28.2-k3s1"),
+            Some(RefState::Unsafe)
+        );
+        // Another release's tags and unrelated names are none of this release's business.
+        assert_eq!(state("v1.28.2-k3s10"), None);
+        assert_eq!(state("v1.28.1-k3s1"), None);
+        assert_eq!(state("unrelated;tag"), None);
+        assert_eq!(report.exit_code(), EXIT_DIVERGED);
+    }
+
+    #[test]
+    fn exit_codes_separate_missing_from_diverged() {
+        let lock = crate::lockfile::sample();
+        let all: Vec<(&str, &str)> = lock
+            .tags
+            .iter()
+            .map(|(t, c)| (t.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(compare_tags(&lock, "r", &refs(&all, &[])).exit_code(), 0);
+        assert_eq!(
+            compare_tags(&lock, "r", &refs(&all[1..], &[])).exit_code(),
+            EXIT_MISSING
+        );
+        assert_eq!(
+            compare_tags(&lock, "r", &refs(&[], &[])).exit_code(),
+            EXIT_MISSING
+        );
+    }
+}
