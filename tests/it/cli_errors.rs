@@ -96,6 +96,8 @@ fn edited_lockfile(
     path
 }
 
+type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+
 #[test]
 fn unsafe_lockfiles_are_refused_before_any_git_or_engine_action() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,7 +117,6 @@ fn unsafe_lockfiles_are_refused_before_any_git_or_engine_action() {
     .unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let remote = dir.path().join("remote.git");
-    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
     let cases: Vec<(&str, Edit)> = vec![
         (
             "tags: `v1.28.2-k3s1;touch pwned`",
