@@ -13,6 +13,7 @@ mod release;
 mod sandbox;
 mod store;
 mod table;
+mod verify;
 mod versions;
 
 use std::ffi::OsString;
@@ -60,6 +61,9 @@ enum Command {
     /// Publish a locked release: the fork's missing tags in one atomic push, the k3s branch;
     /// refuses if the remote has any of them elsewhere (there is no force).
     Push(push::PushArgs),
+    /// Rebuild a locked release in a fresh store with fresh caches and compare every output
+    /// with the lock (exit 3 on any difference).
+    Verify(verify::VerifyArgs),
     /// Check a remote's tags against a lockfile: missing, extra and moved tags (exit 0/4/5).
     VerifyTags(push::VerifyTagsArgs),
     /// Every name of a patch release (fork tags, client versions, Go, RC/GA), derived.
@@ -112,6 +116,7 @@ async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcom
         Command::Versions(args) => versions::run_versions(args, &store).await,
         Command::Release(args) => release::run_release(args, &store).await,
         Command::Push(args) => push::run(&args, &store),
+        Command::Verify(args) => verify::run_verify(args, &store).await,
         Command::VerifyTags(args) => push::run_verify_tags(&args),
         Command::BumpK3s(args) => versions::run_bump(&args),
     }

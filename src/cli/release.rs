@@ -67,12 +67,12 @@ pub(super) struct ReleaseCmdArgs {
 }
 
 /// Everything up to the plan.
-struct Prepared {
-    repos: crate::release::RepoSet,
-    resolved: Resolved,
-    identity: Identity,
-    toolchain: (crate::hash::Digest, String),
-    plan: Plan,
+pub(super) struct Prepared {
+    pub(super) repos: crate::release::RepoSet,
+    pub(super) resolved: Resolved,
+    pub(super) identity: Identity,
+    pub(super) toolchain: (crate::hash::Digest, String),
+    pub(super) plan: Plan,
 }
 
 async fn prepare(
@@ -102,6 +102,29 @@ async fn prepare(
             .await
             .expect("resolving does not panic")?
     };
+    let identity = Identity {
+        name: spec
+            .identity
+            .name
+            .clone()
+            .unwrap_or_else(|| default_identity().name),
+        email: spec
+            .identity
+            .email
+            .clone()
+            .unwrap_or_else(|| default_identity().email),
+    };
+    plan_resolved(repos, resolved, identity, engine, build_image).await
+}
+
+/// The plan of a resolved release: finds its toolchain (building it when `build_image`).
+pub(super) async fn plan_resolved(
+    repos: crate::release::RepoSet,
+    resolved: Resolved,
+    identity: Identity,
+    engine: &Engine,
+    build_image: bool,
+) -> miette::Result<Prepared> {
     let go: GoLine = resolved.names.go_version.parse()?;
     let base =
         find_base(engine, go)
@@ -124,18 +147,6 @@ async fn prepare(
         find_toolchain(engine, &recipe)
             .await?
             .map_or_else(|| "(not built yet)".to_owned(), |t| t.id)
-    };
-    let identity = Identity {
-        name: spec
-            .identity
-            .name
-            .clone()
-            .unwrap_or_else(|| default_identity().name),
-        email: spec
-            .identity
-            .email
-            .clone()
-            .unwrap_or_else(|| default_identity().email),
     };
     let inputs = ReleaseInputs {
         names: resolved.names.clone(),

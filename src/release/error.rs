@@ -5,6 +5,37 @@ use crate::git::GitError;
 /// Why a release cannot go ahead, said in the captain's terms.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum ReleaseError {
+    /// A lockfile's input is not in the repository it came from.
+    #[error("{what} {commit}, recorded in the lockfile, is not in {repo}")]
+    #[diagnostic(
+        code(kiln::release::locked_input_missing),
+        help(
+            "verify reads the same repositories as the release (kiln.toml or --upstream/--fork/--k3s); \
+             point them at the repositories the release was made from"
+        )
+    )]
+    LockedInputMissing {
+        /// What the commit is.
+        what: String,
+        /// The commit.
+        commit: String,
+        /// The repository.
+        repo: String,
+    },
+
+    /// The configured extra modules are not the locked ones.
+    #[error("the lockfile serves extra modules {locked:?}, the configuration names {configured:?}")]
+    #[diagnostic(
+        code(kiln::release::locked_modules),
+        help("use the kiln.toml the release was made with")
+    )]
+    LockedModules {
+        /// In the lock.
+        locked: Vec<String>,
+        /// In kiln.toml.
+        configured: Vec<String>,
+    },
+
     /// A version is not `vMAJOR.MINOR.PATCH`.
     #[error("`{given}` is not a Kubernetes version")]
     #[diagnostic(

@@ -4,16 +4,19 @@
 mod config;
 mod error;
 mod gomod;
+mod locked;
 mod modules;
 mod outcome;
 mod recipe;
 mod resolve;
 mod scripts;
+pub mod verify;
 mod version;
 
 pub use config::{ExtraModule, RepoSet, load_repos};
 pub use error::ReleaseError;
 pub use gomod::{BumpReport, GoBump, GoModEdit, LineChange, bump_go_files, bump_k3s, edit_go_mod};
+pub use locked::resolve_locked;
 pub use modules::{FORK_MODULE, extra_module_versions, fork_module_versions, staging_modules};
 pub use outcome::{lockfile, unpack_artifacts};
 pub use recipe::{Identity, RECIPE_SCHEMA, ReleaseInputs, ServedModule, release_plan};

@@ -33,12 +33,17 @@ const UMASK_ENTRYPOINT: [&str; 3] = [
     "umask 022 && unset PWD OLDPWD && exec \"$0\" \"$@\"",
 ];
 
+/// Label on a fresh cache volume naming the run it belongs to.
+const LABEL_CACHE_NAMESPACE: &str = "kiln.cache.namespace";
+
 /// Runs steps as containers. Cheap to clone; clones share the run identity.
 #[derive(Clone, Debug)]
 pub struct DockerSandbox {
     engine: Engine,
     owner: Arc<RunOwner>,
     run_id: Arc<str>,
+    /// When set, cache volumes are this run's own (`kiln-cache-<ns>-<name>`).
+    cache_namespace: Option<Arc<str>>,
 }
 
 impl DockerSandbox {
@@ -54,6 +59,7 @@ impl DockerSandbox {
             engine,
             owner: Arc::new(RunOwner::current()),
             run_id: uuid::Uuid::new_v4().simple().to_string().into(),
+            cache_namespace: None,
         };
         let reaped = sandbox.reap_orphans().await?;
         if !reaped.is_empty() {
@@ -63,6 +69,62 @@ impl DockerSandbox {
             );
         }
         Ok(sandbox)
+    }
+
+    /// The same sandbox with fresh cache volumes of its own: every cache starts empty and is
+    /// never shared with other runs (for `kiln verify`). Remove them with
+    /// [`DockerSandbox::remove_cache_volumes`].
+    #[must_use]
+    pub fn with_fresh_caches(mut self) -> Self {
+        let namespace = uuid::Uuid::new_v4().simple().to_string();
+        self.cache_namespace = Some(namespace[..16].into());
+        self
+    }
+
+    fn volume_name(&self, cache: &super::CacheMount) -> String {
+        match &self.cache_namespace {
+            Some(ns) => format!("kiln-cache-{ns}-{}", cache.name),
+            None => cache.volume_name(),
+        }
+    }
+
+    /// Removes this sandbox's own cache volumes (see [`DockerSandbox::with_fresh_caches`]);
+    /// shared caches are never removed. Returns how many were removed.
+    pub async fn remove_cache_volumes(&self) -> Result<usize, SandboxError> {
+        let Some(ns) = &self.cache_namespace else {
+            return Ok(0);
+        };
+        let docker = self.engine.docker();
+        let label = format!("{LABEL_CACHE_NAMESPACE}={ns}");
+        let filters = HashMap::from([("label", vec![label.as_str()])]);
+        let options = bollard::query_parameters::ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let listed =
+            docker
+                .list_volumes(Some(options))
+                .await
+                .map_err(|source| SandboxError::Engine {
+                    step: String::new(),
+                    action: "listing cache volumes",
+                    source,
+                })?;
+        let mut removed = 0;
+        for volume in listed.volumes.unwrap_or_default() {
+            docker
+                .remove_volume(
+                    &volume.name,
+                    None::<bollard::query_parameters::RemoveVolumeOptions>,
+                )
+                .await
+                .map_err(|source| SandboxError::Engine {
+                    step: String::new(),
+                    action: "removing a cache volume",
+                    source,
+                })?;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// The engine connection.
@@ -142,7 +204,7 @@ impl DockerSandbox {
             })
             .collect();
         mounts.extend(step.caches.iter().map(|c| Mount {
-            source: Some(c.volume_name()),
+            source: Some(self.volume_name(c)),
             target: Some(c.target.clone()),
             typ: Some(MountType::VOLUME),
             read_only: Some(false),
@@ -193,9 +255,13 @@ impl Sandbox for DockerSandbox {
             };
 
             for cache in &step.caches {
+                let mut labels = HashMap::from([("kiln.cache".to_owned(), cache.name.clone())]);
+                if let Some(ns) = &this.cache_namespace {
+                    labels.insert(LABEL_CACHE_NAMESPACE.to_owned(), ns.to_string());
+                }
                 let request = VolumeCreateRequest {
-                    name: Some(cache.volume_name()),
-                    labels: Some(HashMap::from([("kiln.cache".to_owned(), cache.name.clone())])),
+                    name: Some(this.volume_name(cache)),
+                    labels: Some(labels),
                     ..VolumeCreateRequest::default()
                 };
                 // Creating an existing volume returns it unchanged.

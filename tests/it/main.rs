@@ -15,3 +15,4 @@ mod publish;
 mod release;
 mod release_e2e;
 mod sandbox;
+mod verify;

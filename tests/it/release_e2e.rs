@@ -1,64 +1,16 @@
 //! `kiln release` end to end on the demo world, against the real engine.
 
-use std::collections::HashMap;
-
-use futures::TryStreamExt as _;
-
 use crate::common::{self, World, docker_or_skip, git, text};
 
-fn now_text() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
-}
-
-/// Runs `kiln release …` and counts the step containers that process created: its containers
-/// carry `kiln.owner` with its pid, so parallel tests' containers never count.
+/// Runs `kiln release …` and counts the step containers that process created.
 async fn release_counting_containers(
     docker: &common::Docker,
     world: &World,
     args: &[&str],
 ) -> (std::process::Output, usize) {
-    let since = now_text();
-    let child = common::kiln()
-        .current_dir(world.path())
-        .arg("--store")
-        .arg(world.store())
-        .arg("release")
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let owner = format!(";p={};", child.id());
-    let output = child.wait_with_output().unwrap();
-    let until = now_text();
-    let filters = HashMap::from([("type", vec!["container"]), ("event", vec!["create"])]);
-    let options = bollard::query_parameters::EventsOptionsBuilder::default()
-        .since(&since)
-        .until(&until)
-        .filters(&filters)
-        .build();
-    let events: Vec<_> = docker
-        .sandbox
-        .engine()
-        .docker()
-        .events(Some(options))
-        .try_collect()
-        .await
-        .unwrap();
-    let created = events
-        .iter()
-        .filter(|e| {
-            e.actor
-                .as_ref()
-                .and_then(|a| a.attributes.as_ref())
-                .and_then(|a| a.get(kiln::sandbox::LABEL_OWNER))
-                .is_some_and(|o| o.contains(&owner))
-        })
-        .count();
-    (output, created)
+    let mut all = vec!["release"];
+    all.extend_from_slice(args);
+    common::kiln_counting_containers(docker, world, &all).await
 }
 
 #[tokio::test]

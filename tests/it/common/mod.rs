@@ -7,7 +7,7 @@ mod world;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
-pub(crate) use world::{World, git};
+pub(crate) use world::{World, git, kiln_counting_containers};
 
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use kiln::image::{GoLine, ensure_toolchain};

@@ -2,6 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+
+use futures::TryStreamExt as _;
+
 use super::{kiln, text};
 
 /// A demo world in a temp dir, with its own store.
@@ -84,4 +88,58 @@ pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn now_text() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
+}
+
+/// Runs `kiln ARGS` in the world and counts the step containers that process created: its containers
+/// carry `kiln.owner` with its pid, so parallel tests' containers never count.
+pub(crate) async fn kiln_counting_containers(
+    docker: &super::Docker,
+    world: &World,
+    args: &[&str],
+) -> (std::process::Output, usize) {
+    let since = now_text();
+    let child = kiln()
+        .current_dir(world.path())
+        .arg("--store")
+        .arg(world.store())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let owner = format!(";p={};", child.id());
+    let output = child.wait_with_output().unwrap();
+    let until = now_text();
+    let filters = HashMap::from([("type", vec!["container"]), ("event", vec!["create"])]);
+    let options = bollard::query_parameters::EventsOptionsBuilder::default()
+        .since(&since)
+        .until(&until)
+        .filters(&filters)
+        .build();
+    let events: Vec<_> = docker
+        .sandbox
+        .engine()
+        .docker()
+        .events(Some(options))
+        .try_collect()
+        .await
+        .unwrap();
+    let created = events
+        .iter()
+        .filter(|e| {
+            e.actor
+                .as_ref()
+                .and_then(|a| a.attributes.as_ref())
+                .and_then(|a| a.get(kiln::sandbox::LABEL_OWNER))
+                .is_some_and(|o| o.contains(&owner))
+        })
+        .count();
+    (output, created)
 }

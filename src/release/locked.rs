@@ -1,0 +1,114 @@
+//! A release's inputs read back from its lockfile, for rebuilding it: the repositories are
+//! mirrored as for a release, but every commit, the names, the Go versions, the clock and the
+//! extra modules' tags come from the lock, and each locked commit must exist in its mirror.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::git;
+use crate::lockfile::Lockfile;
+
+use super::{ReleaseError, RepoSet, Resolved, ServedModule};
+
+/// The release inputs `lock` records, against mirrors of `repos` under `git_dir`. Blocking.
+pub fn resolve_locked(
+    repos: &RepoSet,
+    lock: &Lockfile,
+    git_dir: &Path,
+) -> Result<Resolved, ReleaseError> {
+    let configured: Vec<String> = repos.modules.iter().map(|m| m.path.clone()).collect();
+    let locked: Vec<String> = lock.inputs.extra_modules.keys().cloned().collect();
+    let mut sorted = configured.clone();
+    sorted.sort();
+    if sorted != locked {
+        return Err(ReleaseError::LockedModules { locked, configured });
+    }
+    let upstream = git::mirror(git_dir, &repos.upstream)?;
+    let fork = git::mirror(git_dir, &repos.fork)?;
+    let k3s = git::mirror(git_dir, &repos.k3s)?;
+    let i = &lock.inputs;
+    let need = |repo: &Path, location: &str, what: &str, commit: &str| {
+        git::output(
+            repo,
+            &[
+                "cat-file",
+                "-e",
+                "--end-of-options",
+                &format!("{commit}^{{commit}}"),
+            ],
+        )
+        .map(|_| ())
+        .map_err(|_| ReleaseError::LockedInputMissing {
+            what: what.to_owned(),
+            commit: commit.to_owned(),
+            repo: location.to_owned(),
+        })
+    };
+    need(
+        &upstream,
+        &repos.upstream,
+        "the old upstream commit",
+        &i.old_k8s_commit,
+    )?;
+    need(
+        &upstream,
+        &repos.upstream,
+        "the new upstream commit",
+        &i.new_k8s_commit,
+    )?;
+    need(
+        &fork,
+        &repos.fork,
+        "the old fork commit",
+        &i.old_fork_commit,
+    )?;
+    for patch in &i.patches {
+        need(&fork, &repos.fork, "the k3s patch", patch)?;
+    }
+    need(
+        &k3s,
+        &repos.k3s,
+        "the k3s release branch commit",
+        &i.k3s_release_branch_commit,
+    )?;
+    let mut modules = Vec::new();
+    for module in &repos.modules {
+        let mirror = git::mirror(git_dir, &module.repo)?;
+        let tags: BTreeMap<String, String> = i.extra_modules[&module.path].clone();
+        for commit in tags.values() {
+            need(
+                &mirror,
+                &module.repo,
+                &format!("{} commit", module.path),
+                commit,
+            )?;
+        }
+        modules.push(ServedModule {
+            path: module.path.clone(),
+            mirror,
+            tags,
+        });
+    }
+    let old_go = i
+        .go_versions
+        .get(&lock.release.old_k8s)
+        .cloned()
+        .ok_or_else(|| ReleaseError::NoGoVersion {
+            tag: lock.release.old_k8s.clone(),
+        })?;
+    Ok(Resolved {
+        names: lock.release.clone(),
+        upstream,
+        fork,
+        k3s,
+        old_commit: i.old_k8s_commit.clone(),
+        new_commit: i.new_k8s_commit.clone(),
+        old_fork_commit: i.old_fork_commit.clone(),
+        k3s_commit: i.k3s_release_branch_commit.clone(),
+        patches: i.patches.clone(),
+        old_go,
+        source_date_epoch: i.source_date_epoch,
+        existing_new_tag: None,
+        modules,
+    })
+}
