@@ -14,5 +14,6 @@ mod image;
 mod publish;
 mod release;
 mod release_e2e;
+mod reproducible;
 mod sandbox;
 mod verify;
