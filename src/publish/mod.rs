@@ -453,8 +453,17 @@ pub fn push(
     fork_remote: Option<&str>,
     k3s_remote: Option<&str>,
 ) -> Result<PushReport, PushError> {
-    let fork = fork_remote.map(|r| plan_fork(lock, r)).transpose()?;
-    let k3s = k3s_remote.map(|r| plan_k3s(lock, r)).transpose()?;
+    // git pushes from a scratch repository: a relative local path must not change meaning.
+    let fork_remote = fork_remote.map(absolute_location);
+    let k3s_remote = k3s_remote.map(absolute_location);
+    let fork = fork_remote
+        .as_deref()
+        .map(|r| plan_fork(lock, r))
+        .transpose()?;
+    let k3s = k3s_remote
+        .as_deref()
+        .map(|r| plan_k3s(lock, r))
+        .transpose()?;
     let mut report = PushReport::default();
     if let Some((batch, done)) = fork {
         push_batch(store, &batch)?;
@@ -488,6 +497,18 @@ pub fn push(
         report.k3s = done;
     }
     Ok(report)
+}
+
+/// A remote as git sees it from any directory: URLs and `host:path` stay as given, an
+/// existing local path becomes absolute.
+fn absolute_location(location: &str) -> String {
+    if location.contains("://") {
+        return location.to_owned();
+    }
+    std::fs::canonicalize(location).map_or_else(
+        |_| location.to_owned(),
+        |p| p.to_string_lossy().into_owned(),
+    )
 }
 
 /// Names of the lock's tags by state, for summaries.

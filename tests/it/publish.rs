@@ -74,7 +74,8 @@ async fn verify_tags_reports_missing_extra_moved_and_unsafe_names() {
     assert_eq!(code, Some(4), "{report}");
     assert_eq!(report["counts"]["missing"], 7, "{report}");
 
-    let output = push(&world, &fork, None);
+    // A relative remote path means the same to push as to the captain's shell.
+    let output = world.kiln(&["push", LOCK, "--remote", "../fork-remote.git"]);
     assert!(output.status.success(), "{}", text(&output).1);
     let (code, report) = verify_tags(&world, &fork);
     assert_eq!(code, Some(0), "{report}");
