@@ -9,8 +9,8 @@ use miette::{IntoDiagnostic as _, WrapErr as _};
 use crate::engine::{Plan, RunOptions, StepImage, StepOutcome, run};
 use crate::image::{GoLine, ensure_toolchain, find_base, find_toolchain, toolchain_recipe};
 use crate::release::{
-    Identity, ReleaseArgs, ReleaseError, ReleaseInputs, Resolved, default_identity, load_repos,
-    lockfile, release_plan, resolve, unpack_artifacts,
+    Identity, ReleaseArgs, ReleaseError, ReleaseInputs, Resolved, default_identity, lockfile,
+    release_plan, resolve, unpack_artifacts,
 };
 use crate::sandbox::{DockerSandbox, Engine};
 use crate::store::LocalStore;
@@ -83,12 +83,7 @@ async fn prepare(
 ) -> miette::Result<Prepared> {
     // Bad versions are refused before any repository is read.
     spec.pair.check()?;
-    let repos = load_repos(
-        Path::new("."),
-        spec.repos.upstream.as_deref(),
-        spec.repos.fork.as_deref(),
-        spec.repos.k3s.as_deref(),
-    )?;
+    let repos = spec.repos.load()?;
     let args = ReleaseArgs {
         old: spec.pair.old.clone(),
         new: spec.pair.new.clone(),

@@ -11,7 +11,7 @@ use crate::engine::{Plan, RunOptions, run};
 use crate::hash::Digest;
 use crate::lockfile::Lockfile;
 use crate::release::verify::{Compared, Scope, compare, compare_keys, first_difference};
-use crate::release::{load_repos, lockfile, resolve_locked, unpack_artifacts};
+use crate::release::{lockfile, resolve_locked, unpack_artifacts};
 use crate::sandbox::{DockerSandbox, Engine};
 use crate::store::{LocalStore, Store as _};
 
@@ -99,12 +99,7 @@ pub(super) async fn run_verify(args: VerifyArgs, store_dir: &Path) -> Outcome {
         StepsArg::All => Scope::All,
         StepsArg::Git => Scope::Git,
     };
-    let repos = load_repos(
-        Path::new("."),
-        args.repos.upstream.as_deref(),
-        args.repos.fork.as_deref(),
-        args.repos.k3s.as_deref(),
-    )?;
+    let repos = args.repos.load()?;
     let engine = Engine::connect().await?;
     // The user's store gives the repository mirrors and the locked copies of outputs; nothing
     // is read from it as a result.

@@ -7,7 +7,6 @@ use clap::Args;
 
 use crate::release::{
     GoModEdit, K8sVersion, ReleaseError, RepoFacts, Suffix, bump_k3s, check_pair, derive,
-    load_repos,
 };
 use crate::store::LocalStore;
 
@@ -26,6 +25,18 @@ pub(super) struct RepoArgs {
     /// k3s (path or URL).
     #[arg(long)]
     pub(super) k3s: Option<String>,
+}
+
+impl RepoArgs {
+    /// The repositories: these flags, else `kiln.toml` in the current directory.
+    pub(super) fn load(&self) -> Result<crate::release::RepoSet, crate::release::ReleaseError> {
+        crate::release::load_repos(
+            Path::new("."),
+            self.upstream.as_deref(),
+            self.fork.as_deref(),
+            self.k3s.as_deref(),
+        )
+    }
 }
 
 /// The release's versions, as every release command names them.
@@ -72,12 +83,7 @@ pub(super) struct VersionsArgs {
 pub(super) async fn run_versions(args: VersionsArgs, store_dir: &Path) -> Outcome {
     // Checked before any repository is read.
     args.pair.check()?;
-    let repos = load_repos(
-        Path::new("."),
-        args.repos.upstream.as_deref(),
-        args.repos.fork.as_deref(),
-        args.repos.k3s.as_deref(),
-    )?;
+    let repos = args.repos.load()?;
     let store = LocalStore::open(store_dir)?;
     let git_dir = store.root().join("git");
     let upstream = repos.upstream.clone();
