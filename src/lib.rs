@@ -4,6 +4,7 @@
 //! The binary is a thin wrapper around [`cli::run`]; everything else is `pub(crate)` unless an
 //! integration test needs it.
 
+pub mod cache;
 pub mod cli;
 pub mod demo;
 pub mod engine;

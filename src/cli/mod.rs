@@ -2,6 +2,7 @@
 //! that prints: results go to stdout (`--json` for machines), logs and progress to stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod cache;
 mod demo;
 mod doctor;
 mod events;
@@ -53,6 +54,9 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Run a plan file: cached steps are restored, the others run in containers.
     Run(plan::RunArgs),
+    /// The shared cache in an OCI registry: signing keys, pushing and pulling a release.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
     /// Check, clean and fill the content-addressed store.
     #[command(subcommand)]
     Store(store::StoreCommand),
@@ -113,6 +117,7 @@ async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcom
         Command::Plan(args) => plan::run_plan(args, &store).await,
         Command::Run(args) => plan::run_run(args, &store).await,
         Command::Store(command) => store::run(command, &store).await,
+        Command::Cache(command) => cache::run(command, &store).await,
         Command::Versions(args) => versions::run_versions(args, &store).await,
         Command::Release(args) => release::run_release(args, &store).await,
         Command::Push(args) => push::run(&args, &store),

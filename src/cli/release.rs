@@ -64,6 +64,8 @@ pub(super) struct ReleaseCmdArgs {
     /// Print the lockfile as JSON instead of a summary.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    cache: super::cache::CacheArgs,
 }
 
 /// Everything up to the plan.
@@ -173,8 +175,9 @@ pub(super) async fn plan_resolved(
 
 pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outcome {
     let store = LocalStore::open(store_dir)?;
-    // Bad versions are refused before the engine is even asked.
+    // Bad versions and cache settings are refused before the engine is even asked.
     args.spec.pair.check()?;
+    let remote = args.cache.remote()?;
     let engine = Engine::connect().await?;
     let prepared = prepare(&args.spec, &store, &engine, true).await?;
     let sandbox = DockerSandbox::with_engine(engine).await?;
@@ -184,7 +187,8 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let running = async {
-        let result = run(&prepared.plan, &store, &sandbox, &options, &tx).await;
+        let layered = crate::cache::CachedStore::new(store.clone(), remote);
+        let result = run(&prepared.plan, &layered, &sandbox, &options, &tx).await;
         drop(tx);
         result
     };

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod cache;
 mod cli_errors;
 mod demo;
 mod engine;

@@ -2,8 +2,10 @@
 
 #![allow(dead_code, clippy::print_stderr)]
 
+mod registry;
 mod world;
 
+pub(crate) use registry::Registry;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};

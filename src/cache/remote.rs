@@ -1,0 +1,523 @@
+//! The remote layer: step records and their output blobs as OCI artifacts in any registry.
+//!
+//! One step record is one OCI image manifest tagged with the step key's hex: `artifactType`
+//! [`ARTIFACT_TYPE`], the empty config, the signed record as the first layer and one layer
+//! per output blob. Nothing read from the registry is trusted: the record must be signed by a
+//! trusted key for this very step, and every blob must hash to the digest the signed record
+//! names before anything is written to the local store.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use super::CacheError;
+use super::sign::{PublicKey, SecretKey, SignedRecord};
+use crate::hash::{Digest, StepKey};
+use crate::store::{LocalStore, Record};
+
+/// The manifest's `artifactType`.
+pub const ARTIFACT_TYPE: &str = "application/vnd.kiln.step-record.v1";
+const RECORD_MEDIA_TYPE: &str = "application/vnd.kiln.record.v1+json";
+const BLOB_MEDIA_TYPE: &str = "application/vnd.kiln.blob.v1";
+const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Largest signed record accepted (records are a few KiB).
+const MAX_RECORD_BYTES: u64 = 4 << 20;
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Manifest {
+    schema_version: u32,
+    media_type: String,
+    artifact_type: String,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A trusted record, now in the local store with all its outputs.
+    Hit(Box<Record>),
+    /// The registry has no record for the key.
+    Miss,
+    /// The registry served something kiln refuses; nothing was stored.
+    Rejected(String),
+}
+
+/// A registry as a cache of step records.
+pub struct RemoteCache {
+    client: Client,
+    registry: String,
+    repository: String,
+    auth: RegistryAuth,
+    trusted: Vec<PublicKey>,
+    signer: Option<SecretKey>,
+    /// Set after the first failure to reach the registry: the rest of the run is local.
+    down: AtomicBool,
+}
+
+impl std::fmt::Debug for RemoteCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the credentials.
+        f.debug_struct("RemoteCache")
+            .field("registry", &self.registry)
+            .field("repository", &self.repository)
+            .field("trusted", &self.trusted)
+            .field("writes", &self.signer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `oci://HOST[:PORT]/REPO` → (registry, repository).
+fn parse_url(url: &str) -> Result<(String, String), CacheError> {
+    let bad = |why: &str| CacheError::BadUrl {
+        url: url.to_owned(),
+        why: why.to_owned(),
+    };
+    let rest = url
+        .strip_prefix("oci://")
+        .ok_or_else(|| bad("it must start with oci://"))?;
+    let (registry, repository) = rest
+        .split_once('/')
+        .ok_or_else(|| bad("it must name a repository: oci://HOST[:PORT]/REPO"))?;
+    let host_ok = !registry.is_empty()
+        && registry
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    let repo_ok = !repository.is_empty()
+        && repository.split('/').all(|part| {
+            !part.is_empty()
+                && part.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+                })
+        });
+    if !host_ok {
+        return Err(bad("the host is not a host[:port]"));
+    }
+    if !repo_ok {
+        return Err(bad(
+            "repository names are lowercase letters, digits, . _ - and /",
+        ));
+    }
+    Ok((registry.to_owned(), repository.to_owned()))
+}
+
+/// Credentials for `registry`: `KILN_CACHE_USERNAME`/`KILN_CACHE_PASSWORD`, else the Docker
+/// config's `auths` entry, else anonymous. Never logged.
+fn auth_for(registry: &str) -> RegistryAuth {
+    if let (Ok(user), Ok(password)) = (
+        std::env::var("KILN_CACHE_USERNAME"),
+        std::env::var("KILN_CACHE_PASSWORD"),
+    ) {
+        return RegistryAuth::Basic(user, password);
+    }
+    let config = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")))
+        .map(|d| d.join("config.json"));
+    let basic = config
+        .and_then(|path| std::fs::read(path).ok())
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|v| v["auths"][registry]["auth"].as_str().map(str::to_owned))
+        .and_then(|b64| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.decode(b64).ok()
+        })
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|text| {
+            text.split_once(':')
+                .map(|(u, p)| (u.to_owned(), p.to_owned()))
+        });
+    match basic {
+        Some((user, password)) => RegistryAuth::Basic(user, password),
+        None => RegistryAuth::Anonymous,
+    }
+}
+
+fn is_loopback(registry: &str) -> bool {
+    let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+impl RemoteCache {
+    /// A cache at `url` (`oci://HOST[:PORT]/REPO`): records are used only when signed by one
+    /// of `trusted`; records are published only when `signer` is given. Loopback registries
+    /// are spoken to over plain HTTP, every other over HTTPS.
+    pub fn new(
+        url: &str,
+        trusted: Vec<PublicKey>,
+        signer: Option<SecretKey>,
+    ) -> Result<Self, CacheError> {
+        let (registry, repository) = parse_url(url)?;
+        let protocol = if is_loopback(&registry) {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        };
+        let config = ClientConfig {
+            protocol,
+            use_monolithic_push: true,
+            connect_timeout: Some(std::time::Duration::from_secs(5)),
+            read_timeout: Some(std::time::Duration::from_secs(60)),
+            ..ClientConfig::default()
+        };
+        Ok(Self {
+            client: Client::new(config),
+            auth: auth_for(&registry),
+            registry,
+            repository,
+            trusted,
+            signer,
+            down: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether records are published (a signing key was given).
+    #[must_use]
+    pub fn writes(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// True once the registry failed to answer: later calls do nothing.
+    #[must_use]
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    fn reference(&self, key: &StepKey) -> Reference {
+        Reference::with_tag(self.registry.clone(), self.repository.clone(), key.hex())
+    }
+
+    fn unreachable(&self, error: &impl std::fmt::Display) -> CacheError {
+        self.down.store(true, Ordering::Relaxed);
+        CacheError::Unreachable {
+            registry: self.registry.clone(),
+            reason: error.to_string(),
+        }
+    }
+
+    /// Looks `key` up. A trusted, intact record is written into `local` with all its outputs
+    /// (verified, atomically: blobs first, the record last) and returned.
+    pub async fn fetch(&self, key: &StepKey, local: &LocalStore) -> Result<Lookup, CacheError> {
+        if self.is_down() {
+            return Ok(Lookup::Miss);
+        }
+        let reference = self.reference(key);
+        self.client
+            .store_auth_if_needed(&self.registry, &self.auth)
+            .await;
+        let manifest = match self
+            .client
+            .pull_manifest_raw(&reference, &self.auth, &[MANIFEST_MEDIA_TYPE])
+            .await
+        {
+            Ok((bytes, _)) => bytes,
+            Err(error) => {
+                let text = error.to_string();
+                if text.contains("MANIFEST_UNKNOWN")
+                    || text.contains("manifest unknown")
+                    || text.contains("NAME_UNKNOWN")
+                    || text.contains("404")
+                {
+                    return Ok(Lookup::Miss);
+                }
+                return Err(self.unreachable(&error));
+            }
+        };
+        let Ok(manifest) = serde_json::from_slice::<Manifest>(&manifest) else {
+            return Ok(Lookup::Rejected(format!(
+                "the registry's manifest for step {key} is not a kiln record"
+            )));
+        };
+        if manifest.artifact_type != ARTIFACT_TYPE {
+            return Ok(Lookup::Rejected(format!(
+                "the registry's manifest for step {key} is a {}, not a kiln record",
+                manifest.artifact_type
+            )));
+        }
+        let Some(record_layer) = manifest
+            .layers
+            .iter()
+            .find(|l| l.media_type == RECORD_MEDIA_TYPE)
+        else {
+            return Ok(Lookup::Rejected(format!(
+                "the registry's manifest for step {key} holds no record"
+            )));
+        };
+        let scratch = tempfile::Builder::new()
+            .prefix("kiln-cache-")
+            .tempdir_in(local.root().join("tmp"))
+            .map_err(|source| CacheError::Io {
+                action: "create a download directory in",
+                path: local.root().join("tmp"),
+                source,
+            })?;
+        let record_path = scratch.path().join("record");
+        if let Err(why) = self
+            .download(
+                &reference,
+                &record_layer.digest,
+                MAX_RECORD_BYTES.min(record_layer.size),
+                &record_path,
+            )
+            .await?
+        {
+            return Ok(Lookup::Rejected(format!("the record of step {key}: {why}")));
+        }
+        let bytes = std::fs::read(&record_path).map_err(|source| CacheError::Io {
+            action: "read",
+            path: record_path.clone(),
+            source,
+        })?;
+        let Ok(signed) = serde_json::from_slice::<SignedRecord>(&bytes) else {
+            return Ok(Lookup::Rejected(format!(
+                "the record of step {key} is not a signed kiln record"
+            )));
+        };
+        let record = match signed.check(key, &self.trusted) {
+            Ok(record) => record,
+            Err(why) => return Ok(Lookup::Rejected(why)),
+        };
+        // Every output the signed record names, from the layer the manifest says holds it,
+        // must hash to the record's digest; all are checked before any is stored.
+        let mut downloaded = Vec::new();
+        for (name, output) in &record.outputs {
+            if local.contains_sync(&output.digest) {
+                continue;
+            }
+            let Some(layer) = manifest
+                .layers
+                .iter()
+                .find(|l| l.annotations.get("dev.kiln.output") == Some(name))
+            else {
+                return Ok(Lookup::Rejected(format!(
+                    "the manifest for step {key} has no layer for output {name}"
+                )));
+            };
+            let path = scratch.path().join(format!("blob-{}", downloaded.len()));
+            if let Err(why) = self
+                .download(&reference, &layer.digest, output.size, &path)
+                .await?
+            {
+                return Ok(Lookup::Rejected(format!(
+                    "output {name} of step {key}: {why}"
+                )));
+            }
+            let (digest, size) = hash_file(&path)?;
+            if digest != output.digest || size != output.size {
+                return Ok(Lookup::Rejected(format!(
+                    "output {name} of step {key}: the registry served {size} bytes hashing to \
+                     {digest}; the signed record names {} ({} bytes)",
+                    output.digest, output.size
+                )));
+            }
+            downloaded.push(path);
+        }
+        for path in &downloaded {
+            local.put_file_sync(path)?;
+        }
+        local.put_record_sync(&record)?;
+        Ok(Lookup::Hit(Box::new(record)))
+    }
+
+    /// Downloads the blob `digest` into `dest`, refusing more than `limit` bytes. `Ok(Err)`:
+    /// the registry served something unusable (the reason).
+    async fn download(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        limit: u64,
+        dest: &Path,
+    ) -> Result<Result<(), String>, CacheError> {
+        use futures::StreamExt as _;
+        use tokio::io::AsyncWriteExt as _;
+        let mut stream = match self.client.pull_blob_stream(reference, digest).await {
+            Ok(stream) => stream,
+            Err(error) => return Ok(Err(format!("cannot download {digest}: {error}"))),
+        };
+        let io = |source| CacheError::Io {
+            action: "write",
+            path: dest.to_owned(),
+            source,
+        };
+        let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+        let mut written = 0u64;
+        while let Some(chunk) = stream.stream.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(error) => return Ok(Err(format!("download of {digest} failed: {error}"))),
+            };
+            written += chunk.len() as u64;
+            if written > limit {
+                return Ok(Err(format!(
+                    "the registry sent more than the {limit} bytes expected for {digest}"
+                )));
+            }
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.flush().await.map_err(io)?;
+        Ok(Ok(()))
+    }
+
+    /// Publishes `record` and its outputs from `local` (which must hold them), signed. Blobs the
+    /// registry already has are not uploaded again.
+    pub async fn publish(&self, record: &Record, local: &LocalStore) -> Result<(), CacheError> {
+        let Some(signer) = &self.signer else {
+            return Ok(());
+        };
+        self.publish_signed(SignedRecord::new(record.clone(), Some(signer)), local)
+            .await
+    }
+
+    /// Publishes a record exactly as given (signed or not): for `publish` and for tests of
+    /// what readers refuse.
+    ///
+    /// # Panics
+    /// Never: records and manifests always serialize.
+    pub async fn publish_signed(
+        &self,
+        signed: SignedRecord,
+        local: &LocalStore,
+    ) -> Result<(), CacheError> {
+        if self.is_down() {
+            return Ok(());
+        }
+        let key = signed.record.key;
+        let reference = self.reference(&key);
+        self.client
+            .store_auth_if_needed(&self.registry, &self.auth)
+            .await;
+        let record_bytes = serde_json::to_vec(&signed).expect("a record always serializes");
+        let mut layers = vec![Descriptor {
+            media_type: RECORD_MEDIA_TYPE.into(),
+            digest: Digest::of(&record_bytes).to_string(),
+            size: record_bytes.len() as u64,
+            annotations: BTreeMap::new(),
+        }];
+        self.upload(&reference, record_bytes, &layers[0].digest)
+            .await?;
+        let empty = b"{}".to_vec();
+        let empty_digest = Digest::of(&empty).to_string();
+        self.upload(&reference, empty, &empty_digest).await?;
+        for (name, output) in &signed.record.outputs {
+            let digest = output.digest.to_string();
+            layers.push(Descriptor {
+                media_type: BLOB_MEDIA_TYPE.into(),
+                digest: digest.clone(),
+                size: output.size,
+                annotations: BTreeMap::from([("dev.kiln.output".to_owned(), name.clone())]),
+            });
+            let exists = self
+                .client
+                .blob_exists(&reference, &digest)
+                .await
+                .map_err(|e| self.unreachable(&e))?;
+            if exists {
+                continue;
+            }
+            let bytes = local
+                .read_sync(&output.digest)?
+                .ok_or(CacheError::NotLocal {
+                    digest: output.digest,
+                })?;
+            self.upload(&reference, bytes, &digest).await?;
+        }
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: MANIFEST_MEDIA_TYPE.into(),
+            artifact_type: ARTIFACT_TYPE.into(),
+            config: Descriptor {
+                media_type: EMPTY_MEDIA_TYPE.into(),
+                digest: empty_digest,
+                size: 2,
+                annotations: BTreeMap::new(),
+            },
+            layers,
+        };
+        let body = serde_json::to_vec(&manifest).expect("a manifest always serializes");
+        self.client
+            .push_manifest_raw(
+                &reference,
+                body,
+                http::HeaderValue::from_static(MANIFEST_MEDIA_TYPE),
+            )
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        Ok(())
+    }
+
+    async fn upload(
+        &self,
+        reference: &Reference,
+        bytes: Vec<u8>,
+        digest: &str,
+    ) -> Result<(), CacheError> {
+        let exists = self
+            .client
+            .blob_exists(reference, digest)
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if !exists {
+            self.client
+                .push_blob(reference, bytes, digest)
+                .await
+                .map_err(|e| self.unreachable(&e))?;
+        }
+        Ok(())
+    }
+}
+
+fn hash_file(path: &Path) -> Result<(Digest, u64), CacheError> {
+    let file = std::fs::File::open(path).map_err(|source| CacheError::Io {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    })?;
+    crate::hash::Sha256Reader::new(file)
+        .finish()
+        .map_err(|source| CacheError::Io {
+            action: "hash",
+            path: path.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_a_registry_and_a_repository() {
+        assert_eq!(
+            parse_url("oci://127.0.0.1:5000/kiln/cache").unwrap(),
+            ("127.0.0.1:5000".into(), "kiln/cache".into())
+        );
+        for bad in [
+            "http://x/y",
+            "oci://host",
+            "oci://host/",
+            "oci://host/Upper",
+            "oci://ho st/x",
+            "oci://host/a//b",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+        assert!(is_loopback("127.0.0.1:5000") && is_loopback("localhost"));
+        assert!(!is_loopback("ghcr.io"));
+    }
+}

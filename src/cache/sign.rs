@@ -1,0 +1,278 @@
+//! Signed step records: ed25519 over the step key, the derivation's digest and every output,
+//! so a record is only ever used for the step it was made for, and only from a trusted key.
+
+use std::fmt::{self, Write as _};
+use std::path::Path;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+
+use crate::hash::{Digest, StepKey};
+use crate::store::Record;
+
+use super::CacheError;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A public key as kiln writes it: `ed25519:<base64 of 32 bytes>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublicKey(VerifyingKey);
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ed25519:{}", B64.encode(self.0.to_bytes()))
+    }
+}
+
+impl FromStr for PublicKey {
+    type Err = CacheError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || CacheError::BadKey { key: s.to_owned() };
+        let b64 = s.trim().strip_prefix("ed25519:").ok_or_else(bad)?;
+        let bytes: [u8; 32] = B64
+            .decode(b64)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(bad)?;
+        VerifyingKey::from_bytes(&bytes)
+            .map(Self)
+            .map_err(|_| bad())
+    }
+}
+
+/// A private signing key, read from a file holding the hex of its 32-byte seed.
+pub struct SecretKey(SigningKey);
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the secret.
+        write!(f, "SecretKey({})", self.public())
+    }
+}
+
+impl SecretKey {
+    /// Its public key.
+    #[must_use]
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key())
+    }
+
+    /// Reads a key written by [`keygen`].
+    pub fn read(path: &Path) -> Result<Self, CacheError> {
+        let text = std::fs::read_to_string(path).map_err(|source| CacheError::Io {
+            action: "read the signing key",
+            path: path.to_owned(),
+            source,
+        })?;
+        let seed: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| CacheError::BadKey {
+                key: path.display().to_string(),
+            })?;
+        Ok(Self(SigningKey::from_bytes(&seed)))
+    }
+}
+
+/// Makes a new key pair: the secret seed goes to `path` (a new file, mode 0600); returns the
+/// public key to give to other captains.
+pub fn keygen(path: &Path) -> Result<PublicKey, CacheError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| CacheError::Io {
+        action: "get randomness for",
+        path: path.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let key = SecretKey(SigningKey::from_bytes(&seed));
+    let io = |source| CacheError::Io {
+        action: "write the signing key",
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    writeln!(file, "{}", hex::encode(seed)).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(key.public())
+}
+
+/// A record as the cache holds it: the record, who signed it, and the signature.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedRecord {
+    /// The record.
+    pub record: Record,
+    /// The signer's public key (`ed25519:…`), empty when unsigned.
+    pub signer: String,
+    /// The signature (base64), empty when unsigned.
+    pub signature: String,
+}
+
+/// What a signature covers: the step key, the derivation's digest, every output.
+fn message(record: &Record) -> Vec<u8> {
+    let derivation =
+        serde_json::to_vec(&record.derivation).expect("a derivation always serializes");
+    let mut text = format!(
+        "kiln-cache-record/1\nkey {}\nderivation {}\n",
+        record.key,
+        Digest::of(&derivation)
+    );
+    for (name, output) in &record.outputs {
+        let _ = writeln!(
+            text,
+            "output {name} {} {} {}",
+            output.digest, output.size, output.tree
+        );
+    }
+    text.into_bytes()
+}
+
+impl SignedRecord {
+    /// `record`, signed by `key` (or unsigned).
+    #[must_use]
+    pub fn new(record: Record, key: Option<&SecretKey>) -> Self {
+        match key {
+            Some(key) => Self {
+                signature: B64.encode(key.0.sign(&message(&record)).to_bytes()),
+                signer: key.public().to_string(),
+                record,
+            },
+            None => Self {
+                record,
+                signer: String::new(),
+                signature: String::new(),
+            },
+        }
+    }
+
+    /// The record, if it is for step `key`, signed by one of `trusted`, and intact.
+    pub fn check(self, key: &StepKey, trusted: &[PublicKey]) -> Result<Record, String> {
+        if self.record.key != *key {
+            return Err(format!(
+                "the record served for step {key} is the record of step {}",
+                self.record.key
+            ));
+        }
+        let derived = self.record.derivation.key();
+        if derived != *key {
+            return Err(format!(
+                "the record's derivation hashes to {derived}, not {key}"
+            ));
+        }
+        if self.signature.is_empty() {
+            return Err(format!("the record of step {key} is unsigned"));
+        }
+        let signer: PublicKey = self
+            .signer
+            .parse()
+            .map_err(|_| format!("the record of step {key} names no valid signing key"))?;
+        if !trusted.contains(&signer) {
+            return Err(format!(
+                "the record of step {key} is signed by the untrusted key {signer}"
+            ));
+        }
+        let signature: [u8; 64] = B64
+            .decode(&self.signature)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| format!("the record of step {key} has a malformed signature"))?;
+        signer
+            .0
+            .verify_strict(&message(&self.record), &Signature::from_bytes(&signature))
+            .map_err(|_| {
+                format!("the record of step {key} does not match its signature by {signer}")
+            })?;
+        Ok(self.record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::hash::{Derivation, InputRef};
+    use crate::store::OutputRef;
+
+    fn record(value: &str) -> Record {
+        let derivation = Derivation {
+            kind: "exec".into(),
+            schema: 1,
+            image: Digest::of(b"image"),
+            argv: vec!["true".into()],
+            env: BTreeMap::new(),
+            inputs: BTreeMap::from([(
+                "v".into(),
+                InputRef::Value {
+                    value: value.into(),
+                },
+            )]),
+            outputs: vec!["out".into()],
+        };
+        Record::new(
+            "step",
+            derivation,
+            BTreeMap::from([(
+                "out".into(),
+                OutputRef {
+                    digest: Digest::of(value.as_bytes()),
+                    size: 3,
+                    tree: false,
+                },
+            )]),
+        )
+    }
+
+    #[test]
+    fn signed_records_check_only_for_their_key_and_trusted_signers() {
+        let dir = tempfile::tempdir().unwrap();
+        let public = keygen(&dir.path().join("a.key")).unwrap();
+        let other = keygen(&dir.path().join("b.key")).unwrap();
+        let secret = SecretKey::read(&dir.path().join("a.key")).unwrap();
+        assert_eq!(secret.public(), public);
+        assert_eq!(public.to_string().parse::<PublicKey>().unwrap(), public);
+
+        let r = record("one");
+        let key = r.key;
+        let signed = SignedRecord::new(r.clone(), Some(&secret));
+        assert_eq!(signed.clone().check(&key, &[public]).unwrap(), r);
+        let untrusted = signed.clone().check(&key, &[other]).unwrap_err();
+        assert!(
+            untrusted.contains(&format!("untrusted key {public}")),
+            "{untrusted}"
+        );
+        let unsigned = SignedRecord::new(r.clone(), None)
+            .check(&key, &[public])
+            .unwrap_err();
+        assert!(unsigned.contains("unsigned"), "{unsigned}");
+        // Replayed under another step's key.
+        let other_key = record("two").key;
+        let replayed = signed.clone().check(&other_key, &[public]).unwrap_err();
+        assert!(replayed.contains("is the record of step"), "{replayed}");
+        // An output swapped after signing.
+        let mut forged = signed;
+        forged.record.outputs.get_mut("out").unwrap().digest = Digest::of(b"evil");
+        let error = forged.check(&key, &[public]).unwrap_err();
+        assert!(error.contains("does not match its signature"), "{error}");
+        // Keys are never overwritten.
+        assert!(keygen(&dir.path().join("a.key")).is_err());
+        assert_eq!(
+            std::fs::metadata(dir.path().join("a.key"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+    }
+
+    use std::os::unix::fs::PermissionsExt as _;
+}

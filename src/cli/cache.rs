@@ -1,0 +1,201 @@
+//! `kiln cache …`: keys and moving a whole release between the local store and a registry;
+//! [`CacheArgs`], the flags every building command takes to use a shared cache.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+
+use crate::cache::{Lookup, PublicKey, RemoteCache, SecretKey, keygen};
+use crate::lockfile::Lockfile;
+use crate::store::{LocalStore, Store as _};
+
+use super::table::Table;
+use super::{Outcome, print_json};
+
+/// The shared cache, as flags.
+#[derive(Debug, Args, Default)]
+pub(super) struct CacheArgs {
+    /// A shared cache in an OCI registry: `oci://HOST[:PORT]/REPO` (loopback over HTTP, any
+    /// other host over HTTPS; credentials from `KILN_CACHE_USERNAME`/`KILN_CACHE_PASSWORD` or
+    /// the Docker config).
+    #[arg(long, value_name = "URL", env = "KILN_CACHE")]
+    pub(super) cache: Option<String>,
+    /// Sign and publish step records to the cache with this key (from `kiln cache keygen`).
+    #[arg(long, value_name = "FILE", env = "KILN_SIGNING_KEY")]
+    pub(super) signing_key: Option<PathBuf>,
+    /// Use cache records signed by this public key (ed25519:…); repeatable. Your own signing
+    /// key is always trusted.
+    #[arg(long = "trust", value_name = "KEY")]
+    pub(super) trust: Vec<String>,
+}
+
+impl CacheArgs {
+    /// The remote layer, when `--cache` is given.
+    pub(super) fn remote(&self) -> miette::Result<Option<Arc<RemoteCache>>> {
+        let Some(url) = &self.cache else {
+            if self.signing_key.is_some() || !self.trust.is_empty() {
+                return Err(miette::miette!(
+                    help = "add --cache oci://HOST[:PORT]/REPO",
+                    "--signing-key and --trust need a cache"
+                ));
+            }
+            return Ok(None);
+        };
+        let mut trusted = self
+            .trust
+            .iter()
+            .map(|k| k.parse::<PublicKey>())
+            .collect::<Result<Vec<_>, _>>()?;
+        let signer = self
+            .signing_key
+            .as_deref()
+            .map(SecretKey::read)
+            .transpose()?;
+        if let Some(signer) = &signer {
+            trusted.push(signer.public());
+        }
+        Ok(Some(Arc::new(RemoteCache::new(url, trusted, signer)?)))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum CacheCommand {
+    /// Make a signing key: the secret goes to FILE (mode 0600), the public key is printed.
+    Keygen {
+        /// Where the secret key goes (must not exist).
+        file: PathBuf,
+    },
+    /// Publish every step record of a locked release (and its outputs) to the cache, signed.
+    Push {
+        /// The lockfile.
+        #[arg(long, value_name = "LOCK")]
+        lockfile: PathBuf,
+        #[command(flatten)]
+        cache: CacheArgs,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch every step record of a locked release from the cache into the local store.
+    Pull {
+        /// The lockfile.
+        #[arg(long, value_name = "LOCK")]
+        lockfile: PathBuf,
+        #[command(flatten)]
+        cache: CacheArgs,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(serde::Serialize)]
+struct Moved {
+    step: String,
+    key: String,
+    result: String,
+}
+
+pub(super) async fn run(command: CacheCommand, store_dir: &Path) -> Outcome {
+    match command {
+        CacheCommand::Keygen { file } => {
+            let public = keygen(&file)?;
+            println!("{public}");
+            eprintln!(
+                "kiln: secret key written to {} (mode 0600); give the line above to the captains \
+                 who should trust your records (--trust)",
+                file.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        CacheCommand::Push {
+            lockfile,
+            cache,
+            json,
+        } => {
+            let lock = Lockfile::read(&lockfile)?;
+            if cache.signing_key.is_none() {
+                return Err(miette::miette!(
+                    help = "make one with `kiln cache keygen FILE`",
+                    "publishing needs --signing-key"
+                ));
+            }
+            let remote = require(&cache)?;
+            let store = LocalStore::open(store_dir)?;
+            let mut moved = Vec::new();
+            for (name, step) in &lock.steps {
+                let result = match store.record(&step.key).await? {
+                    None => "not in the local store".to_owned(),
+                    Some(record) => {
+                        remote.publish(&record, &store).await?;
+                        "published".to_owned()
+                    }
+                };
+                moved.push(Moved {
+                    step: name.clone(),
+                    key: step.key.to_string(),
+                    result,
+                });
+            }
+            report(&moved, json)
+        }
+        CacheCommand::Pull {
+            lockfile,
+            cache,
+            json,
+        } => {
+            let lock = Lockfile::read(&lockfile)?;
+            let remote = require(&cache)?;
+            let store = LocalStore::open(store_dir)?;
+            let mut moved = Vec::new();
+            for (name, step) in &lock.steps {
+                let result = if store.record(&step.key).await?.is_some() {
+                    "already local".to_owned()
+                } else {
+                    match remote.fetch(&step.key, &store).await? {
+                        Lookup::Hit(_) => "pulled".to_owned(),
+                        Lookup::Miss => "not in the cache".to_owned(),
+                        Lookup::Rejected(why) => format!("rejected: {why}"),
+                    }
+                };
+                moved.push(Moved {
+                    step: name.clone(),
+                    key: step.key.to_string(),
+                    result,
+                });
+            }
+            report(&moved, json)
+        }
+    }
+}
+
+fn require(cache: &CacheArgs) -> miette::Result<Arc<RemoteCache>> {
+    cache.remote()?.ok_or_else(|| {
+        miette::miette!(
+            help = "give --cache oci://HOST[:PORT]/REPO (or set KILN_CACHE)",
+            "no cache named"
+        )
+    })
+}
+
+fn report(moved: &[Moved], json: bool) -> Outcome {
+    if json {
+        print_json(&moved)?;
+    } else {
+        let mut table = Table::new(&["step", "key", "result"]);
+        for m in moved {
+            table.row(vec![m.step.clone(), m.key.clone(), m.result.clone()]);
+        }
+        print!("{}", table.render());
+    }
+    let complete = moved
+        .iter()
+        .all(|m| matches!(m.result.as_str(), "published" | "pulled" | "already local"));
+    Ok(if complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

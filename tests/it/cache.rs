@@ -1,0 +1,327 @@
+//! The shared cache in a real registry (Debian's `docker-registry`): captains sharing a
+//! release, and everything a reader must refuse.
+
+use std::collections::BTreeMap;
+use std::io::BufRead as _;
+use std::path::Path;
+
+use kiln::cache::{Lookup, PublicKey, RemoteCache, SecretKey, SignedRecord, keygen};
+use kiln::hash::{Derivation, Digest, InputRef};
+use kiln::store::{LocalStore, OutputRef, Record};
+
+use crate::common::{self, Registry, World, docker_or_skip, kiln_counting_containers, text};
+
+const LOCK: &str = "lockfiles/v1.28.2-k3s1.lock.json";
+
+fn new_key(dir: &Path, name: &str) -> (SecretKey, PublicKey) {
+    let path = dir.join(name);
+    let public = keygen(&path).unwrap();
+    (SecretKey::read(&path).unwrap(), public)
+}
+
+/// A record of a made-up step whose outputs are `contents`, stored in `store`.
+fn record(store: &LocalStore, name: &str, contents: &[&[u8]]) -> Record {
+    let dir = tempfile::tempdir().unwrap();
+    let mut outputs = BTreeMap::new();
+    for (i, bytes) in contents.iter().enumerate() {
+        let path = dir.path().join(format!("o{i}"));
+        std::fs::write(&path, bytes).unwrap();
+        let (digest, size) = store.put_file_sync(&path).unwrap();
+        outputs.insert(
+            format!("out{i}"),
+            OutputRef {
+                digest,
+                size,
+                tree: false,
+            },
+        );
+    }
+    let derivation = Derivation {
+        kind: "exec".into(),
+        schema: 1,
+        image: Digest::of(b"test image"),
+        argv: vec!["true".into()],
+        env: BTreeMap::new(),
+        inputs: BTreeMap::from([("name".into(), InputRef::Value { value: name.into() })]),
+        outputs: outputs.keys().cloned().collect(),
+    };
+    let record = Record::new(name, derivation, outputs);
+    store.put_record_sync(&record).unwrap();
+    record
+}
+
+/// A fresh store: whether it ends up holding anything tells what a lookup stored.
+fn fresh() -> (tempfile::TempDir, LocalStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+fn stored_anything(store: &LocalStore) -> bool {
+    let count = |sub: &str| walk(&store.root().join(sub));
+    count("records") + count("blobs") > 0
+}
+
+fn walk(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| {
+                if e.path().is_dir() {
+                    walk(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum()
+    })
+}
+
+async fn rejected(reader: &RemoteCache, key: &kiln::hash::StepKey) -> String {
+    let (_dir, store) = fresh();
+    let lookup = reader.fetch(key, &store).await.unwrap();
+    assert!(
+        !stored_anything(&store),
+        "a rejected lookup stored something"
+    );
+    match lookup {
+        Lookup::Rejected(why) => why,
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_reader_refuses_tampered_unsigned_untrusted_and_replayed_records() {
+    let Some(mut registry) = Registry::start() else {
+        return;
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let (secret_a, public_a) = new_key(keys.path(), "a.key");
+    let (secret_b, public_b) = new_key(keys.path(), "b.key");
+    let (_dir, local) = fresh();
+    let repo = "kiln/cache";
+    let url = registry.url(repo);
+    let writer = RemoteCache::new(&url, vec![], Some(secret_a)).unwrap();
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let r1 = record(&local, "one", &[&big, b"second output"]);
+    writer.publish(&r1, &local).await.unwrap();
+    let reader = RemoteCache::new(&url, vec![public_a], None).unwrap();
+
+    // The positive control: a trusted, intact record arrives with its outputs.
+    let (_d, store) = fresh();
+    match reader.fetch(&r1.key, &store).await.unwrap() {
+        Lookup::Hit(record) => assert_eq!(*record, r1),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.record_sync(&r1.key).unwrap(), Some(r1.clone()));
+    for output in r1.outputs.values() {
+        assert_eq!(
+            store.read_sync(&output.digest).unwrap().unwrap().len() as u64,
+            output.size
+        );
+    }
+    // A key nobody published is a plain miss.
+    let (_d, store) = fresh();
+    let nobody = record(&store, "nobody", &[b"x"]).key;
+    let (_d, store) = fresh();
+    assert!(matches!(
+        reader.fetch(&nobody, &store).await.unwrap(),
+        Lookup::Miss
+    ));
+
+    // A truncated blob download.
+    let out0 = r1.outputs["out0"].digest.to_string();
+    let file = registry.blob_file(&out0);
+    let original = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &original[..original.len() / 2]).unwrap();
+    let why = rejected(&reader, &r1.key).await;
+    assert!(why.contains("out0"), "{why}");
+    // Wrong bytes of the right length.
+    let mut flipped = original.clone();
+    flipped[1234] ^= 0xff;
+    std::fs::write(&file, &flipped).unwrap();
+    let why = rejected(&reader, &r1.key).await;
+    assert!(why.contains("out0"), "{why}");
+    std::fs::write(&file, &original).unwrap();
+    // A manifest whose layer for out0 names another blob.
+    let tag = r1.key.hex();
+    let manifest_digest = registry.tag_target(repo, &tag);
+    let manifest = std::fs::read_to_string(registry.blob_file(&manifest_digest)).unwrap();
+    let out1 = r1.outputs["out1"].digest.to_string();
+    let forged = manifest.replacen(&out0, &out1, 1);
+    assert_ne!(forged, manifest);
+    registry.put_manifest(repo, &tag, forged.as_bytes());
+    let why = rejected(&reader, &r1.key).await;
+    assert!(why.contains("out0") && why.contains(&out1), "{why}");
+    registry.put_manifest(repo, &tag, manifest.as_bytes());
+    let (_d, store) = fresh();
+    assert!(matches!(
+        reader.fetch(&r1.key, &store).await.unwrap(),
+        Lookup::Hit(_)
+    ));
+
+    // An unsigned record.
+    let r2 = record(&local, "two", &[b"two"]);
+    writer
+        .publish_signed(SignedRecord::new(r2.clone(), None), &local)
+        .await
+        .unwrap();
+    let why = rejected(&reader, &r2.key).await;
+    assert!(why.contains("unsigned"), "{why}");
+    // A record signed by a key the reader does not trust, naming the key.
+    let r3 = record(&local, "three", &[b"three"]);
+    writer
+        .publish_signed(SignedRecord::new(r3.clone(), Some(&secret_b)), &local)
+        .await
+        .unwrap();
+    let why = rejected(&reader, &r3.key).await;
+    assert!(why.contains(&format!("untrusted key {public_b}")), "{why}");
+    // A valid record replayed under another step's key.
+    let r4 = record(&local, "four", &[b"four"]);
+    Registry::copy_dir(
+        &registry.tag_dir(repo, &tag),
+        &registry.tag_dir(repo, &r4.key.hex()),
+    );
+    let why = rejected(&reader, &r4.key).await;
+    assert!(why.contains("is the record of step"), "{why}");
+
+    // The registry gone: an error the layered store turns into a local build, and no more
+    // calls for the rest of the run.
+    registry.stop();
+    let (_d, store) = fresh();
+    let error = reader.fetch(&r1.key, &store).await.unwrap_err();
+    assert!(error.to_string().contains("unreachable"), "{error}");
+    assert!(reader.is_down());
+    assert!(matches!(
+        reader.fetch(&r1.key, &store).await.unwrap(),
+        Lookup::Miss
+    ));
+}
+
+#[tokio::test]
+async fn captain_b_reuses_captain_a_s_signed_release_without_running_a_step() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let url = registry.url("k3s/kiln-cache");
+    let a = World::new();
+    let key = a.dir.path().join("captain-a.key");
+    let output = common::kiln()
+        .args(["cache", "keygen"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    let public = text(&output).0.trim().to_owned();
+    assert!(public.starts_with("ed25519:"), "{public}");
+
+    let output = a.kiln(&[
+        "release",
+        "--old",
+        "v1.28.1",
+        "--new",
+        "v1.28.2",
+        "--cache",
+        &url,
+        "--signing-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    let lock_a = std::fs::read(a.path().join(LOCK)).unwrap();
+
+    // Captain B: a fresh store, trusting A: nothing runs, the same lockfile.
+    let b = World::new();
+    let (output, created) = kiln_counting_containers(
+        &docker,
+        &b,
+        &[
+            "release", "--old", "v1.28.1", "--new", "v1.28.2", "--cache", &url, "--trust", &public,
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert_eq!(created, 0, "a step ran although the cache had it");
+    assert_eq!(
+        text(&output)
+            .0
+            .lines()
+            .filter(|l| l.contains(" cached "))
+            .count(),
+        6,
+        "{}",
+        text(&output).0
+    );
+    assert_eq!(std::fs::read(b.path().join(LOCK)).unwrap(), lock_a);
+
+    // Captain C trusts nobody: every record is ignored with a warning naming A's key, and C
+    // builds the same release locally.
+    let c = World::new();
+    let (output, created) = kiln_counting_containers(
+        &docker,
+        &c,
+        &[
+            "release", "--old", "v1.28.1", "--new", "v1.28.2", "--cache", &url,
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert_eq!(created, 4);
+    assert!(
+        text(&output).1.contains(&format!("untrusted key {public}")),
+        "{}",
+        text(&output).1
+    );
+    assert_eq!(std::fs::read(c.path().join(LOCK)).unwrap(), lock_a);
+}
+
+#[tokio::test]
+async fn a_registry_stopped_mid_run_leaves_a_complete_local_release() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let Some(mut registry) = Registry::start() else {
+        return;
+    };
+    let world = World::new();
+    let key = world.dir.path().join("ci.key");
+    keygen(&key).unwrap();
+    let mut child = common::kiln()
+        .current_dir(world.path())
+        .arg("--store")
+        .arg(world.store())
+        .args(["release", "--old", "v1.28.1", "--new", "v1.28.2"])
+        .arg("--cache")
+        .arg(registry.url("kiln-cache"))
+        .arg("--signing-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    let mut stopped = false;
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if !stopped && line.contains("rebase: done") {
+            registry.stop();
+            stopped = true;
+        }
+        said.push_str(&line);
+        said.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert!(stopped, "{said}");
+    assert!(status.success(), "{said}");
+    assert!(said.contains("shared cache"), "{said}");
+    // The same lockfile as a release that never saw a cache.
+    let plain = World::new();
+    plain.release("v1.28.2", &[]);
+    assert_eq!(
+        std::fs::read_to_string(world.path().join(LOCK)).unwrap(),
+        std::fs::read_to_string(plain.path().join(LOCK)).unwrap()
+    );
+}
