@@ -34,6 +34,32 @@ pub(super) struct CacheArgs {
 impl CacheArgs {
     /// The remote layer, when `--cache` is given.
     pub(super) fn remote(&self) -> miette::Result<Option<Arc<RemoteCache>>> {
+        self.remote_with(None)
+    }
+
+    /// The remote layer from these flags over kiln.toml's `[cache]`: a flag replaces the
+    /// file's URL or signing key; trusted keys add up.
+    pub(super) fn remote_with(
+        &self,
+        file: Option<&crate::release::CacheConfig>,
+    ) -> miette::Result<Option<Arc<RemoteCache>>> {
+        let merged = Self {
+            cache: self.cache.clone().or_else(|| file.map(|f| f.url.clone())),
+            signing_key: self
+                .signing_key
+                .clone()
+                .or_else(|| file.and_then(|f| f.signing_key.as_ref().map(PathBuf::from))),
+            trust: self
+                .trust
+                .iter()
+                .chain(file.map(|f| &f.trusted_keys).into_iter().flatten())
+                .cloned()
+                .collect(),
+        };
+        merged.remote_from_flags()
+    }
+
+    fn remote_from_flags(&self) -> miette::Result<Option<Arc<RemoteCache>>> {
         let Some(url) = &self.cache else {
             if self.signing_key.is_some() || !self.trust.is_empty() {
                 return Err(miette::miette!(

@@ -177,7 +177,9 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
     let store = LocalStore::open(store_dir)?;
     // Bad versions and cache settings are refused before the engine is even asked.
     args.spec.pair.check()?;
-    let remote = args.cache.remote()?;
+    let remote = args
+        .cache
+        .remote_with(args.spec.repos.load()?.cache.as_ref())?;
     let engine = Engine::connect().await?;
     let prepared = prepare(&args.spec, &store, &engine, true).await?;
     let sandbox = DockerSandbox::with_engine(engine).await?;

@@ -9,6 +9,11 @@
 //! [[modules]]                      # extra modules k3s requires, served by kiln's proxy
 //! path = "github.com/k3s-io/helper"
 //! repo = "helper.git"
+//!
+//! [cache]                          # optional: a shared cache (flags override it)
+//! url = "oci://registry.example.com/k3s/kiln-cache"
+//! signing-key = "ci.key"           # publish, signed (writers only)
+//! trusted-keys = ["ed25519:…"]     # use records signed by these
 //! ```
 
 use std::path::Path;
@@ -26,6 +31,8 @@ pub struct RepoSet {
     pub k3s: String,
     /// Extra modules.
     pub modules: Vec<ExtraModule>,
+    /// The shared cache, when kiln.toml names one (its signing key path made absolute).
+    pub cache: Option<CacheConfig>,
 }
 
 /// A module k3s requires that is neither Kubernetes nor the fork.
@@ -43,6 +50,22 @@ struct ConfigFile {
     repos: Repos,
     #[serde(default)]
     modules: Vec<ExtraModule>,
+    #[serde(default)]
+    cache: Option<CacheConfig>,
+}
+
+/// The shared cache, as `[cache]` in kiln.toml names it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CacheConfig {
+    /// `oci://HOST[:PORT]/REPO`.
+    pub url: String,
+    /// The signing key file (relative to kiln.toml); records are published only with one.
+    #[serde(default)]
+    pub signing_key: Option<String>,
+    /// Public keys whose records are used (`ed25519:…`).
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -105,6 +128,13 @@ pub fn load_repos(
     ) else {
         return Err(ReleaseError::NoRepos { dir: cwd });
     };
+    let cache = from_file
+        .as_ref()
+        .and_then(|c| c.cache.clone())
+        .map(|mut c| {
+            c.signing_key = c.signing_key.map(|k| resolve(&cwd, &k));
+            c
+        });
     let modules = from_file
         .map(|c| {
             c.modules
@@ -121,5 +151,6 @@ pub fn load_repos(
         fork,
         k3s,
         modules,
+        cache,
     })
 }

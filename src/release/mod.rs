@@ -13,7 +13,7 @@ mod scripts;
 pub mod verify;
 mod version;
 
-pub use config::{ExtraModule, RepoSet, load_repos};
+pub use config::{CacheConfig, ExtraModule, RepoSet, load_repos};
 pub use error::ReleaseError;
 pub use gomod::{BumpReport, GoBump, GoModEdit, LineChange, bump_go_files, bump_k3s, edit_go_mod};
 pub use locked::resolve_locked;

@@ -256,6 +256,24 @@ async fn captain_b_reuses_captain_a_s_signed_release_without_running_a_step() {
     );
     assert_eq!(std::fs::read(b.path().join(LOCK)).unwrap(), lock_a);
 
+    // Captain D names the cache and A's key in kiln.toml instead of flags.
+    let d = World::new();
+    let toml = d.path().join("kiln.toml");
+    let mut config = std::fs::read_to_string(&toml).unwrap();
+    config.push_str(&format!(
+        "\n[cache]\nurl = \"{url}\"\ntrusted-keys = [\"{public}\"]\n"
+    ));
+    std::fs::write(&toml, config).unwrap();
+    let (output, created) = kiln_counting_containers(
+        &docker,
+        &d,
+        &["release", "--old", "v1.28.1", "--new", "v1.28.2"],
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert_eq!(created, 0, "kiln.toml's [cache] was not used");
+    assert_eq!(std::fs::read(d.path().join(LOCK)).unwrap(), lock_a);
+
     // Captain C trusts nobody: every record is ignored with a warning naming A's key, and C
     // builds the same release locally.
     let c = World::new();
