@@ -2,6 +2,7 @@
 //! release, and everything a reader must refuse.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::BufRead as _;
 use std::path::Path;
 
@@ -260,9 +261,10 @@ async fn captain_b_reuses_captain_a_s_signed_release_without_running_a_step() {
     let d = World::new();
     let toml = d.path().join("kiln.toml");
     let mut config = std::fs::read_to_string(&toml).unwrap();
-    config.push_str(&format!(
+    let _ = write!(
+        config,
         "\n[cache]\nurl = \"{url}\"\ntrusted-keys = [\"{public}\"]\n"
-    ));
+    );
     std::fs::write(&toml, config).unwrap();
     let (output, created) = kiln_counting_containers(
         &docker,
