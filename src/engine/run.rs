@@ -270,6 +270,8 @@ async fn run_container<B: Sandbox>(
     });
     spec.caches.clone_from(&step.caches);
     spec.memory_limit = step.memory_limit;
+    // Only the outputs come back from an engine that gets its inputs as a copy.
+    spec.collect = vec!["/out".into()];
     let name = step.name.clone();
     run_to_end(sandbox, spec, |event| {
         if let StepEvent::Log { stream, line } = event {

@@ -19,6 +19,9 @@ use super::{Engine, LogStream, Sandbox, SandboxError, StepEvent, StepExit, StepS
 
 /// Label naming the kiln run (one process) a container belongs to.
 pub const LABEL_RUN: &str = "kiln.run";
+/// Label saying how a step's directories reach it: `bound` (bind mounts of host directories,
+/// local engines) or `copied` (tar streams in and out, any other engine).
+pub const LABEL_MOUNTS: &str = "kiln.mounts";
 /// Label naming the step a container runs.
 pub const LABEL_STEP: &str = "kiln.step";
 /// Label identifying the owning process; see [`RunOwner`].
@@ -44,6 +47,8 @@ pub struct DockerSandbox {
     run_id: Arc<str>,
     /// When set, cache volumes are this run's own (`kiln-cache-<ns>-<name>`).
     cache_namespace: Option<Arc<str>>,
+    /// The engine does not share this machine's filesystem: mounts are copied, not bound.
+    copy_mounts: bool,
 }
 
 impl DockerSandbox {
@@ -56,10 +61,11 @@ impl DockerSandbox {
     /// Uses an existing connection; removes orphaned containers first.
     pub async fn with_engine(engine: Engine) -> Result<Self, SandboxError> {
         let sandbox = Self {
-            engine,
             owner: Arc::new(RunOwner::current()),
             run_id: uuid::Uuid::new_v4().simple().to_string().into(),
             cache_namespace: None,
+            copy_mounts: !engine.is_local(),
+            engine,
         };
         let reaped = sandbox.reap_orphans().await?;
         if !reaped.is_empty() {
@@ -191,9 +197,18 @@ impl DockerSandbox {
         labels.insert(LABEL_RUN.into(), self.run_id.to_string());
         labels.insert(LABEL_STEP.into(), step.name.clone());
         labels.insert(LABEL_OWNER.into(), self.owner.label_value());
+        labels.insert(
+            LABEL_MOUNTS.into(),
+            if self.copy_mounts { "copied" } else { "bound" }.into(),
+        );
 
-        let mut mounts: Vec<Mount> = step
-            .mounts
+        // A remote engine gets copies (see `copy.rs`), never host paths.
+        let binds = if self.copy_mounts {
+            &[][..]
+        } else {
+            &step.mounts[..]
+        };
+        let mut mounts: Vec<Mount> = binds
             .iter()
             .map(|m| Mount {
                 source: Some(m.source.to_string_lossy().into_owned()),
@@ -286,6 +301,9 @@ impl Sandbox for DockerSandbox {
                 })?;
             let id = created.id;
             let guard = ContainerGuard::new(this.engine.clone(), id.clone());
+            if this.copy_mounts {
+                super::copy::upload(&docker, &id, &step).await?;
+            }
 
             // Attach before starting so no output is lost.
             let attach_options =
@@ -333,6 +351,9 @@ impl Sandbox for DockerSandbox {
                 code: state.exit_code.unwrap_or(-1),
                 oom_killed: state.oom_killed.unwrap_or(false),
             };
+            if this.copy_mounts {
+                super::copy::download(&docker, &id, &step).await?;
+            }
             guard.remove().await.map_err(engine_err("removing the container"))?;
             yield StepEvent::Finished(exit);
         })

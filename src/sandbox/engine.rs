@@ -128,6 +128,14 @@ impl Engine {
         &self.info
     }
 
+    /// Whether the engine shares this machine's filesystem (a unix socket): only then are
+    /// host directories bind-mounted into steps; any other engine gets inputs as a tar stream
+    /// and gives outputs back the same way.
+    #[must_use]
+    pub fn is_local(&self) -> bool {
+        self.host.starts_with("unix://") && std::env::var_os("KILN_COPY_MOUNTS").is_none()
+    }
+
     /// A fresh client to the same engine at the negotiated version, usable from another
     /// runtime (cleanup on drop runs on its own thread and runtime).
     pub(crate) fn fresh_client(&self) -> Result<Docker, bollard::errors::Error> {
@@ -139,10 +147,37 @@ impl Engine {
     }
 }
 
+/// The directory of the TLS client certificate for a `tcp://` engine: `DOCKER_CERT_PATH`
+/// (holding `ca.pem`, `cert.pem`, `key.pem`) when `DOCKER_TLS_VERIFY` is set, as the docker CLI
+/// reads them.
+fn tls_dir() -> Option<std::path::PathBuf> {
+    let verify = std::env::var("DOCKER_TLS_VERIFY")
+        .ok()
+        .filter(|v| !v.is_empty())?;
+    if verify == "0" {
+        return None;
+    }
+    Some(
+        std::env::var_os("DOCKER_CERT_PATH")
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))
+            .unwrap_or_default(),
+    )
+}
+
 /// A client for `host` speaking `version`; connects lazily (nothing is sent yet).
 fn raw_client(host: &str, version: &ClientVersion) -> Result<Docker, bollard::errors::Error> {
     if host.starts_with("unix://") {
         Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, version)
+    } else if let (true, Some(dir)) = (host.starts_with("tcp://"), tls_dir()) {
+        Docker::connect_with_ssl(
+            host,
+            &dir.join("key.pem"),
+            &dir.join("cert.pem"),
+            &dir.join("ca.pem"),
+            REQUEST_TIMEOUT_SECS,
+            version,
+        )
     } else if host.starts_with("tcp://") || host.starts_with("http://") {
         Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, version)
     } else {

@@ -64,6 +64,19 @@ pub enum SandboxError {
         version: String,
     },
 
+    /// Moving a step's files to or from a remote engine failed, or what came back was
+    /// refused (an unsafe archive).
+    #[error("step `{step}`: cannot {action}: {reason}")]
+    #[diagnostic(code(kiln::sandbox::copy))]
+    Copy {
+        /// The step.
+        step: String,
+        /// What was being done.
+        action: &'static str,
+        /// Why.
+        reason: String,
+    },
+
     /// The step description is unusable.
     #[error("step `{step}` is not valid: {reason}")]
     #[diagnostic(code(kiln::sandbox::invalid_spec), help("this is a bug in kiln"))]

@@ -8,6 +8,7 @@
 //! process runs as [`StepSpec::user`] with umask 022 and a fixed hostname, and the container
 //! is removed on every path — success, failure, cancellation (dropping the stream) and panic.
 
+mod copy;
 mod docker;
 mod engine;
 mod error;
@@ -19,7 +20,7 @@ mod run_owner;
 mod step_event;
 mod step_spec;
 
-pub use docker::{DockerSandbox, LABEL_OWNER, LABEL_RUN, LABEL_STEP};
+pub use docker::{DockerSandbox, LABEL_MOUNTS, LABEL_OWNER, LABEL_RUN, LABEL_STEP};
 pub use engine::{DEFAULT_HOST, Engine, EngineInfo};
 pub use error::SandboxError;
 pub use fake::{FakeSandbox, FakeStep};

@@ -30,6 +30,9 @@ pub struct StepSpec {
     pub memory_limit: Option<u64>,
     /// Extra container labels (tests use these to find their containers).
     pub labels: BTreeMap<String, String>,
+    /// On an engine that cannot bind host directories (a remote one), the writable mounts
+    /// (by target) whose contents are copied back after the step; empty means all of them.
+    pub collect: Vec<String>,
 }
 
 /// The fixed environment every step starts from: [`StepSpec::new`] puts these in, and callers
@@ -62,6 +65,7 @@ impl StepSpec {
             network: Network::None,
             memory_limit: None,
             labels: BTreeMap::new(),
+            collect: Vec::new(),
         }
     }
 

@@ -15,6 +15,7 @@ mod image;
 mod publish;
 mod release;
 mod release_e2e;
+mod remote_engine;
 mod reproducible;
 mod sandbox;
 mod verify;

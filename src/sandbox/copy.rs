@@ -1,0 +1,238 @@
+//! Steps on an engine that does not share this machine's filesystem: the step's mounts go in
+//! as one deterministic tar stream (sorted, fixed owners and modes; modification times as on
+//! the host, exactly what a bind mount shows — a fixed time would hide same-size edits from
+//! git's stat checks), and the writable ones it
+//! names come back as the engine's archive, unpacked with the store's checks (no `..`, no
+//! absolute paths, no links out, no devices, bounded size) into a fresh directory before
+//! anything reaches the step's host directory.
+
+use std::io::Write as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+
+use bollard::query_parameters::{
+    DownloadFromContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use futures::TryStreamExt as _;
+
+use super::{SandboxError, StepSpec};
+use crate::store::{MAX_TREE_BYTES, unpack_tree};
+
+fn copy_error<'a>(
+    step: &'a StepSpec,
+    action: &'static str,
+) -> impl Fn(String) -> SandboxError + 'a {
+    move |reason| SandboxError::Copy {
+        step: step.name.clone(),
+        action,
+        reason,
+    }
+}
+
+/// The tar of every mount of `step` at its target: writable mounts owned by the step's user,
+/// read-only ones by root and not writable by the step.
+pub(super) fn pack_mounts(step: &StepSpec) -> Result<Vec<u8>, SandboxError> {
+    let err = copy_error(step, "pack the step's inputs");
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    let (uid, gid) = step.user.map_or((0, 0), |u| (u.uid, u.gid));
+    for mount in &step.mounts {
+        let owner = if mount.read_only { (0, 0) } else { (uid, gid) };
+        let target = mount.target.trim_start_matches('/');
+        let top = std::fs::metadata(&mount.source)
+            .map_err(|e| err(format!("{}: {e}", mount.source.display())))?;
+        let mtime = u64::try_from(top.mtime()).unwrap_or(0);
+        append_dir(&mut builder, target, 0o755, owner, mtime).map_err(|e| err(e.to_string()))?;
+        let mut stack = vec![(mount.source.clone(), target.to_owned())];
+        while let Some((dir, at)) = stack.pop() {
+            let mut entries: Vec<_> = std::fs::read_dir(&dir)
+                .map_err(|e| err(format!("{}: {e}", dir.display())))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| err(format!("{}: {e}", dir.display())))?;
+            entries.sort_by_key(std::fs::DirEntry::file_name);
+            for entry in entries {
+                let path = entry.path();
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else {
+                    return Err(err(format!("{} is not UTF-8", path.display())));
+                };
+                let inside = format!("{at}/{name}");
+                let meta = std::fs::symlink_metadata(&path)
+                    .map_err(|e| err(format!("{}: {e}", path.display())))?;
+                let mode = mode_for(meta.mode(), mount.read_only);
+                let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
+                if meta.is_dir() {
+                    append_dir(&mut builder, &inside, mode, owner, mtime)
+                        .map_err(|e| err(e.to_string()))?;
+                    stack.push((path, inside));
+                } else if meta.file_type().is_symlink() {
+                    let target = std::fs::read_link(&path)
+                        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+                    let mut header = header(tar::EntryType::Symlink, 0o777, owner, 0, mtime);
+                    builder
+                        .append_link(&mut header, &inside, &target)
+                        .map_err(|e| err(e.to_string()))?;
+                } else if meta.is_file() {
+                    let file = std::fs::File::open(&path)
+                        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+                    let mut header =
+                        header(tar::EntryType::Regular, mode, owner, meta.len(), mtime);
+                    builder
+                        .append_data(&mut header, &inside, file)
+                        .map_err(|e| err(e.to_string()))?;
+                } else {
+                    return Err(err(format!(
+                        "{} is neither a file, a directory nor a symlink",
+                        path.display()
+                    )));
+                }
+            }
+        }
+    }
+    builder.into_inner().map_err(|e| err(e.to_string()))
+}
+
+/// Read-only inputs lose their write bits; every file keeps only whether it is executable.
+fn mode_for(mode: u32, read_only: bool) -> u32 {
+    let executable = mode & 0o111 != 0 || mode & 0o170_000 == 0o040_000;
+    match (executable, read_only) {
+        (true, true) => 0o555,
+        (true, false) => 0o755,
+        (false, true) => 0o444,
+        (false, false) => 0o644,
+    }
+}
+
+fn header(
+    kind: tar::EntryType,
+    mode: u32,
+    (uid, gid): (u32, u32),
+    size: u64,
+    mtime: u64,
+) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_uid(u64::from(uid));
+    header.set_gid(u64::from(gid));
+    header.set_mtime(mtime);
+    header.set_size(size);
+    header
+}
+
+fn append_dir(
+    builder: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    mode: u32,
+    owner: (u32, u32),
+    mtime: u64,
+) -> std::io::Result<()> {
+    let mut header = header(tar::EntryType::Directory, mode, owner, 0, mtime);
+    builder.append_data(&mut header, format!("{path}/"), std::io::empty())
+}
+
+/// Sends `step`'s mounts into the created container `id`.
+pub(super) async fn upload(
+    docker: &bollard::Docker,
+    id: &str,
+    step: &StepSpec,
+) -> Result<(), SandboxError> {
+    if step.mounts.is_empty() {
+        return Ok(());
+    }
+    let packed = {
+        let step = step.clone();
+        tokio::task::spawn_blocking(move || pack_mounts(&step))
+            .await
+            .expect("packing does not panic")?
+    };
+    let options = UploadToContainerOptionsBuilder::default().path("/").build();
+    docker
+        .upload_to_container(id, Some(options), bollard::body_full(packed.into()))
+        .await
+        .map_err(|source| SandboxError::Engine {
+            step: step.name.clone(),
+            action: "sending the step's inputs",
+            source,
+        })
+}
+
+/// Copies the writable mounts `step` collects back from the finished container `id`.
+pub(super) async fn download(
+    docker: &bollard::Docker,
+    id: &str,
+    step: &StepSpec,
+) -> Result<(), SandboxError> {
+    for mount in step
+        .mounts
+        .iter()
+        .filter(|m| !m.read_only && (step.collect.is_empty() || step.collect.contains(&m.target)))
+    {
+        let err = copy_error(step, "take the step's outputs back");
+        let parent = mount.source.parent().unwrap_or(Path::new("/"));
+        let scratch = tempfile::Builder::new()
+            .prefix(".kiln-download-")
+            .tempdir_in(parent)
+            .map_err(|e| err(e.to_string()))?;
+        let archive = scratch.path().join("archive.tar");
+        {
+            let mut file = std::fs::File::create(&archive).map_err(|e| err(e.to_string()))?;
+            let options = DownloadFromContainerOptionsBuilder::default()
+                .path(&mount.target)
+                .build();
+            let mut stream = docker.download_from_container(id, Some(options));
+            while let Some(chunk) =
+                stream
+                    .try_next()
+                    .await
+                    .map_err(|source| SandboxError::Engine {
+                        step: step.name.clone(),
+                        action: "reading the step's outputs",
+                        source,
+                    })?
+            {
+                file.write_all(&chunk).map_err(|e| err(e.to_string()))?;
+            }
+        }
+        let unpacked = scratch.path().join("unpacked");
+        let (archive_path, unpacked_path) = (archive.clone(), unpacked.clone());
+        tokio::task::spawn_blocking(move || unpack_archive(&archive_path, &unpacked_path))
+            .await
+            .expect("unpacking does not panic")
+            .map_err(&err)?;
+        // The engine's archive holds the mount's directory itself: move its entries over.
+        let base = Path::new(&mount.target)
+            .file_name()
+            .ok_or_else(|| err(format!("cannot collect {}", mount.target)))?;
+        let root = unpacked.join(base);
+        // The host directory becomes what the container's was: its old entries go first.
+        for entry in std::fs::read_dir(&mount.source).map_err(|e| err(e.to_string()))? {
+            let path = entry.map_err(|e| err(e.to_string()))?.path();
+            let removed = if path.is_dir() && !path.is_symlink() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(|e| err(format!("{}: {e}", path.display())))?;
+        }
+        for entry in std::fs::read_dir(&root).map_err(|e| err(e.to_string()))? {
+            let entry = entry.map_err(|e| err(e.to_string()))?;
+            std::fs::rename(entry.path(), mount.source.join(entry.file_name()))
+                .map_err(|e| err(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks an archive from an engine into the new directory `dest` with the store's checks.
+pub(super) fn unpack_archive(archive: &Path, dest: &Path) -> Result<(), String> {
+    std::fs::create_dir(dest).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(archive).map_err(|e| e.to_string())?;
+    unpack_tree(
+        std::io::BufReader::new(file),
+        dest,
+        MAX_TREE_BYTES,
+        "the engine's archive",
+    )
+    .map_err(|e| e.to_string())
+}
