@@ -310,15 +310,17 @@ impl RemoteCache {
                 )));
             };
             let path = scratch.path().join(format!("blob-{}", downloaded.len()));
-            if let Err(why) = self
+            let (digest, size) = match self
                 .download(&reference, &layer.digest, output.size, &path)
                 .await?
             {
-                return Ok(Lookup::Rejected(format!(
-                    "output {name} of step {key}: {why}"
-                )));
-            }
-            let (digest, size) = hash_file(&path)?;
+                Ok(hashed) => hashed,
+                Err(why) => {
+                    return Ok(Lookup::Rejected(format!(
+                        "output {name} of step {key}: {why}"
+                    )));
+                }
+            };
             if digest != output.digest || size != output.size {
                 return Ok(Lookup::Rejected(format!(
                     "output {name} of step {key}: the registry served {size} bytes hashing to \
@@ -343,9 +345,11 @@ impl RemoteCache {
         digest: &str,
         limit: u64,
         dest: &Path,
-    ) -> Result<Result<(), String>, CacheError> {
+    ) -> Result<Result<(Digest, u64), String>, CacheError> {
         use futures::StreamExt as _;
+        use sha2::Digest as _;
         use tokio::io::AsyncWriteExt as _;
+        let mut hasher = sha2::Sha256::new();
         let mut stream = match self.client.pull_blob_stream(reference, digest).await {
             Ok(stream) => stream,
             Err(error) => return Ok(Err(format!("cannot download {digest}: {error}"))),
@@ -368,10 +372,11 @@ impl RemoteCache {
                     "the registry sent more than the {limit} bytes expected for {digest}"
                 )));
             }
+            hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(io)?;
         }
         file.flush().await.map_err(io)?;
-        Ok(Ok(()))
+        Ok(Ok((Digest::from_bytes(hasher.finalize().into()), written)))
     }
 
     /// Publishes `record` and its outputs from `local` (which must hold them), signed. Blobs the
@@ -480,21 +485,6 @@ impl RemoteCache {
         }
         Ok(())
     }
-}
-
-fn hash_file(path: &Path) -> Result<(Digest, u64), CacheError> {
-    let file = std::fs::File::open(path).map_err(|source| CacheError::Io {
-        action: "read",
-        path: path.to_owned(),
-        source,
-    })?;
-    crate::hash::Sha256Reader::new(file)
-        .finish()
-        .map_err(|source| CacheError::Io {
-            action: "hash",
-            path: path.to_owned(),
-            source,
-        })
 }
 
 #[cfg(test)]

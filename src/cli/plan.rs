@@ -57,6 +57,8 @@ pub(super) struct RunArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    cache: super::cache::CacheArgs,
 }
 
 async fn load(file: &Path, engine: &Engine, build_missing: bool) -> miette::Result<Plan> {
@@ -130,6 +132,7 @@ pub(super) fn print_plan(planned: &[PlannedStep], json: bool) -> Outcome {
 
 pub(super) async fn run_run(args: RunArgs, store_dir: &Path) -> Outcome {
     let store = LocalStore::open(store_dir)?;
+    let remote = args.cache.remote()?;
     let engine = Engine::connect().await?;
     let plan = load(&args.file, &engine, true).await?;
     let sandbox = DockerSandbox::with_engine(engine).await?;
@@ -139,7 +142,8 @@ pub(super) async fn run_run(args: RunArgs, store_dir: &Path) -> Outcome {
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let running = async {
-        let result = run(&plan, &store, &sandbox, &options, &tx).await;
+        let layered = crate::cache::CachedStore::new(store.clone(), remote);
+        let result = run(&plan, &layered, &sandbox, &options, &tx).await;
         drop(tx);
         result
     };

@@ -236,3 +236,95 @@ pub(super) fn unpack_archive(archive: &Path, dest: &Path) -> Result<(), String> 
     )
     .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::{BindMount, UserId};
+
+    fn spec(dir: &Path) -> StepSpec {
+        let mut step = StepSpec::new("s", "img", ["true"]);
+        step.user = Some(UserId {
+            uid: 1234,
+            gid: 4321,
+        });
+        step.mounts.push(BindMount {
+            source: dir.join("in"),
+            target: "/in".into(),
+            read_only: true,
+        });
+        step.mounts.push(BindMount {
+            source: dir.join("out"),
+            target: "/out".into(),
+            read_only: false,
+        });
+        step
+    }
+
+    #[test]
+    fn mounts_pack_deterministically_with_their_owners_and_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("in/sub")).unwrap();
+        std::fs::create_dir_all(dir.path().join("out")).unwrap();
+        std::fs::write(dir.path().join("in/sub/b"), "b").unwrap();
+        std::fs::write(dir.path().join("in/a"), "a").unwrap();
+        std::os::unix::fs::symlink("a", dir.path().join("in/link")).unwrap();
+        let step = spec(dir.path());
+        let first = pack_mounts(&step).unwrap();
+        assert_eq!(pack_mounts(&step).unwrap(), first);
+        let mut archive = tar::Archive::new(&first[..]);
+        let entries: Vec<(String, u64, u32)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().to_string_lossy().into_owned(),
+                    e.header().uid().unwrap(),
+                    e.header().mode().unwrap(),
+                )
+            })
+            .collect();
+        let names: Vec<&str> = entries.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, ["in/", "in/a", "in/link", "in/sub/", "in/sub/b", "out/"]);
+        // Read-only inputs: root's and not writable; the output directory: the step user's.
+        assert!(entries[..5].iter().all(|(_, uid, _)| *uid == 0));
+        assert_eq!(entries[1].2, 0o444);
+        assert_eq!(entries[5].1, 1234);
+    }
+
+    #[test]
+    fn hostile_engine_archives_are_refused_inside_a_fresh_directory() {
+        let named = |name: &str, kind: tar::EntryType| {
+            let mut header = tar::Header::new_old();
+            header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            header.set_entry_type(kind);
+            header.set_mode(0o644);
+            header.set_size(0);
+            header.set_cksum();
+            let mut bytes = header.as_bytes().to_vec();
+            bytes.extend_from_slice(&[0u8; 1024]);
+            bytes
+        };
+        for (i, archive) in [
+            named("out/../../escape", tar::EntryType::Regular),
+            named("/etc/kiln-escape", tar::EntryType::Regular),
+            named("out/dev", tar::EntryType::Char),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let parent = tempfile::tempdir().unwrap();
+            let file = parent.path().join("archive.tar");
+            std::fs::write(&file, archive).unwrap();
+            let dest = parent.path().join("unpacked");
+            assert!(unpack_archive(&file, &dest).is_err(), "case {i}");
+            let left: Vec<_> = std::fs::read_dir(parent.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(left.len(), 2, "case {i} wrote outside: {left:?}");
+        }
+        assert!(!Path::new("/etc/kiln-escape").exists());
+    }
+}
