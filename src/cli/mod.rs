@@ -14,6 +14,7 @@ mod release;
 mod sandbox;
 mod store;
 mod table;
+mod tag;
 mod verify;
 mod versions;
 
@@ -72,6 +73,10 @@ enum Command {
     VerifyTags(push::VerifyTagsArgs),
     /// Every name of a patch release (fork tags, client versions, Go, RC/GA), derived.
     Versions(versions::VersionsArgs),
+    /// The next RC name of a version, from the k3s repository's tags.
+    Rc(tag::RcArgs),
+    /// Create the RC or GA tag on the release branch head (never moving a tag).
+    Tag(tag::TagArgs),
     /// The release's go.mod and Go-version edits, in place on a k3s checkout (no tidy).
     BumpK3s(versions::BumpArgs),
 }
@@ -124,6 +129,8 @@ async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcom
         Command::Verify(args) => verify::run_verify(args, &store).await,
         Command::VerifyTags(args) => push::run_verify_tags(&args),
         Command::BumpK3s(args) => versions::run_bump(&args),
+        Command::Rc(args) => tag::run_rc(&args),
+        Command::Tag(args) => tag::run_tag(&args),
     }
 }
 

@@ -501,7 +501,7 @@ pub fn push(
 
 /// A remote as git sees it from any directory: URLs and `host:path` stay as given, an
 /// existing local path becomes absolute.
-fn absolute_location(location: &str) -> String {
+pub(crate) fn absolute_location(location: &str) -> String {
     if location.contains("://") {
         return location.to_owned();
     }

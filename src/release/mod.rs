@@ -7,6 +7,7 @@ mod gomod;
 mod locked;
 mod modules;
 mod outcome;
+mod rcga;
 mod recipe;
 mod resolve;
 mod scripts;
@@ -19,6 +20,7 @@ pub use gomod::{BumpReport, GoBump, GoModEdit, LineChange, bump_go_files, bump_k
 pub use locked::resolve_locked;
 pub use modules::{FORK_MODULE, extra_module_versions, fork_module_versions, staging_modules};
 pub use outcome::{lockfile, unpack_artifacts};
+pub use rcga::{TagError, TagKind, TagPlan, create_tag, plan_tag};
 pub use recipe::{Identity, RECIPE_SCHEMA, ReleaseInputs, ServedModule, release_plan};
 pub use resolve::{ReleaseArgs, Resolved, default_identity, resolve};
 pub use version::{

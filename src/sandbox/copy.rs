@@ -286,7 +286,10 @@ mod tests {
             })
             .collect();
         let names: Vec<&str> = entries.iter().map(|(n, _, _)| n.as_str()).collect();
-        assert_eq!(names, ["in/", "in/a", "in/link", "in/sub/", "in/sub/b", "out/"]);
+        assert_eq!(
+            names,
+            ["in/", "in/a", "in/link", "in/sub/", "in/sub/b", "out/"]
+        );
         // Read-only inputs: root's and not writable; the output directory: the step user's.
         assert!(entries[..5].iter().all(|(_, uid, _)| *uid == 0));
         assert_eq!(entries[1].2, 0o444);

@@ -13,6 +13,7 @@ mod engine;
 mod gomod;
 mod image;
 mod publish;
+mod rcga;
 mod release;
 mod release_e2e;
 mod remote_engine;

@@ -1,0 +1,208 @@
+//! `kiln rc` and `kiln tag rc|ga` on a k3s repository built here (no engine needed).
+
+use std::path::Path;
+
+use crate::common::{self, git, text};
+
+/// A k3s repository whose release-1.28 has three commits; rc1 and rc2 of v1.28.2 tag the
+/// first two.
+fn k3s_repo(dir: &Path) -> std::path::PathBuf {
+    let repo = dir.join("k3s");
+    git(
+        dir,
+        &["init", "--quiet", "--initial-branch=release-1.28", "k3s"],
+    );
+    for (i, rc) in [Some("v1.28.2-rc1+k3s1"), Some("v1.28.2-rc2+k3s1"), None]
+        .iter()
+        .enumerate()
+    {
+        std::fs::write(repo.join("file"), format!("{i}\n")).unwrap();
+        git(&repo, &["add", "file"]);
+        let date = format!("@{} +0000", 1_700_000_000 + i);
+        let output = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
+            .args(["commit", "--quiet", "-m", &format!("commit {i}")])
+            .env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_COMMITTER_DATE", &date)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        if let Some(rc) = rc {
+            git(&repo, &["tag", rc]);
+        }
+    }
+    repo
+}
+
+fn kiln(args: &[&str]) -> std::process::Output {
+    common::kiln().args(args).output().unwrap()
+}
+
+#[test]
+fn rc_numbering_continues_after_the_highest_rc() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = k3s_repo(dir.path());
+    let r = repo.to_str().unwrap();
+    let output = kiln(&["rc", "v1.28.2", "--k3s", r]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert_eq!(text(&output).0.trim(), "v1.28.2-rc3+k3s1");
+    // Another suffix and another version start at rc1.
+    assert_eq!(
+        text(&kiln(&["rc", "v1.28.2", "--suffix", "k3s2", "--k3s", r]))
+            .0
+            .trim(),
+        "v1.28.2-rc1+k3s2"
+    );
+    assert_eq!(
+        text(&kiln(&["rc", "v1.28.3", "--k3s", r])).0.trim(),
+        "v1.28.3-rc1+k3s1"
+    );
+
+    // Dry run changes nothing; the real run tags the branch head.
+    let before = git(&repo, &["for-each-ref"]);
+    let output = kiln(&["tag", "rc", "v1.28.2", "--k3s", r, "--dry-run"]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert!(text(&output).0.contains("would create v1.28.2-rc3+k3s1"));
+    assert_eq!(git(&repo, &["for-each-ref"]), before);
+    let remote = dir.path().join("remote.git");
+    git(
+        dir.path(),
+        &["clone", "--quiet", "--bare", r, remote.to_str().unwrap()],
+    );
+    let output = kiln(&[
+        "tag",
+        "rc",
+        "v1.28.2",
+        "--k3s",
+        r,
+        "--remote",
+        remote.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["tag"], "v1.28.2-rc3+k3s1");
+    assert_eq!(report["image_tag"], "v1.28.2-rc3-k3s1");
+    let head = git(&repo, &["rev-parse", "release-1.28"]);
+    assert_eq!(git(&repo, &["rev-parse", "v1.28.2-rc3+k3s1"]), head);
+    assert_eq!(git(&remote, &["rev-parse", "v1.28.2-rc3+k3s1"]), head);
+    // The same head cannot be another RC.
+    let output = kiln(&["tag", "rc", "v1.28.2", "--k3s", r]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).1.contains("is already v1.28.2-rc3+k3s1"),
+        "{}",
+        text(&output).1
+    );
+}
+
+#[test]
+fn ga_needs_an_rc_and_never_moves() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = k3s_repo(dir.path());
+    let r = repo.to_str().unwrap();
+    // No RC of v1.28.3: refused, nothing created.
+    let before = git(&repo, &["for-each-ref"]);
+    let output = kiln(&["tag", "ga", "v1.28.3", "--k3s", r]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).1.contains("needs a release candidate first"),
+        "{}",
+        text(&output).1
+    );
+    assert_eq!(git(&repo, &["for-each-ref"]), before);
+
+    // With RCs: the GA tag on the head; again: nothing to do.
+    let output = kiln(&["tag", "ga", "v1.28.2", "--k3s", r]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert!(
+        text(&output).0.contains("created v1.28.2+k3s1"),
+        "{}",
+        text(&output).0
+    );
+    let output = kiln(&["tag", "ga", "v1.28.2", "--k3s", r]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert!(
+        text(&output).0.contains("exists v1.28.2+k3s1"),
+        "{}",
+        text(&output).0
+    );
+
+    // A new commit on the branch: the GA tag would have to move, so it is refused.
+    std::fs::write(repo.join("file"), "later\n").unwrap();
+    git(&repo, &["add", "file"]);
+    git(
+        &repo,
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@x",
+            "commit",
+            "--quiet",
+            "-m",
+            "later",
+        ],
+    );
+    let tagged = git(&repo, &["rev-parse", "v1.28.2+k3s1"]);
+    let output = kiln(&["tag", "ga", "v1.28.2", "--k3s", r]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).1.contains("already exists at"),
+        "{}",
+        text(&output).1
+    );
+    assert_eq!(git(&repo, &["rev-parse", "v1.28.2+k3s1"]), tagged);
+
+    // A remote that has the GA elsewhere: refused before anything is created locally.
+    let fresh = k3s_repo(&dir.path().join("second").tap_mkdir());
+    std::fs::write(fresh.join("file"), "elsewhere\n").unwrap();
+    git(&fresh, &["add", "file"]);
+    git(
+        &fresh,
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@x",
+            "commit",
+            "--quiet",
+            "-m",
+            "other",
+        ],
+    );
+    let remote = dir.path().join("remote.git");
+    git(
+        dir.path(),
+        &["clone", "--quiet", "--bare", r, remote.to_str().unwrap()],
+    );
+    let output = kiln(&[
+        "tag",
+        "ga",
+        "v1.28.2",
+        "--k3s",
+        fresh.to_str().unwrap(),
+        "--remote",
+        remote.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).1.contains("already has v1.28.2+k3s1"),
+        "{}",
+        text(&output).1
+    );
+    assert!(!git(&fresh, &["tag"]).contains("v1.28.2+k3s1"));
+}
+
+trait MkDir {
+    fn tap_mkdir(self) -> Self;
+}
+
+impl MkDir for std::path::PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
