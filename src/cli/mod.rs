@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod cache;
+mod channel;
 mod demo;
 mod doctor;
 mod events;
@@ -77,6 +78,9 @@ enum Command {
     Rc(tag::RcArgs),
     /// Create the RC or GA tag on the release branch head (never moving a tag).
     Tag(tag::TagArgs),
+    /// k3s's channel.yaml: point stable at a GA release.
+    #[command(subcommand)]
+    Channel(channel::ChannelCommand),
     /// The release's go.mod and Go-version edits, in place on a k3s checkout (no tidy).
     BumpK3s(versions::BumpArgs),
 }
@@ -131,6 +135,7 @@ async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcom
         Command::BumpK3s(args) => versions::run_bump(&args),
         Command::Rc(args) => tag::run_rc(&args),
         Command::Tag(args) => tag::run_tag(&args),
+        Command::Channel(command) => channel::run(&command),
     }
 }
 

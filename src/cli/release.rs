@@ -401,7 +401,7 @@ fn add_into(
     Ok(())
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> miette::Result<()> {
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> miette::Result<()> {
     use std::io::Write as _;
     let dir = path
         .parent()

@@ -1,6 +1,7 @@
 //! K3s release knowledge: version names, the repositories a release reads, go.mod editing,
 //! the Go bump. Knows nothing about Docker; the recipe turns this into engine steps.
 
+mod channel;
 mod config;
 mod error;
 mod gomod;
@@ -14,6 +15,7 @@ mod scripts;
 pub mod verify;
 mod version;
 
+pub use channel::{ChannelError, is_ga, set_stable};
 pub use config::{CacheConfig, ExtraModule, RepoSet, load_repos};
 pub use error::ReleaseError;
 pub use gomod::{BumpReport, GoBump, GoModEdit, LineChange, bump_go_files, bump_k3s, edit_go_mod};

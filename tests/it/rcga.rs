@@ -206,3 +206,37 @@ impl MkDir for std::path::PathBuf {
         self
     }
 }
+
+#[test]
+fn set_stable_changes_one_line_and_refuses_non_ga() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("channel.yaml");
+    let original = "# Channels for the k3s upgrade controller.\nchannels:\n  - name: stable\n    latest: v1.28.1+k3s1\n  - name: latest\n    latestRegexp: .*\n    excludeRegexp: ^[^+]+-\n  - name: v1.28\n    latestRegexp: v1\\.28\\..*\n";
+    std::fs::write(&file, original).unwrap();
+    let f = file.to_str().unwrap();
+    let output = kiln(&["channel", "set-stable", "v1.28.2-rc1+k3s1", "--file", f]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).1.contains("is not a GA k3s version"),
+        "{}",
+        text(&output).1
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+
+    let output = kiln(&["channel", "set-stable", "v1.28.2+k3s1", "--file", f]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    let changed = std::fs::read_to_string(&file).unwrap();
+    let diff: Vec<(&str, &str)> = original
+        .lines()
+        .zip(changed.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(
+        diff,
+        [("    latest: v1.28.1+k3s1", "    latest: v1.28.2+k3s1")]
+    );
+    assert_eq!(original.len(), changed.len());
+    let output = kiln(&["channel", "set-stable", "v1.28.2+k3s1", "--file", f]);
+    assert!(text(&output).0.contains("already"), "{}", text(&output).0);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), changed);
+}
