@@ -8,6 +8,7 @@ mod demo;
 mod doctor;
 mod events;
 mod image;
+mod images;
 mod plan;
 mod progress;
 mod push;
@@ -78,6 +79,9 @@ enum Command {
     Rc(tag::RcArgs),
     /// Create the RC or GA tag on the release branch head (never moving a tag).
     Tag(tag::TagArgs),
+    /// Are the release's images published (rancher/k3s, -upgrade, system-agent-installer)?
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
     /// k3s's channel.yaml: point stable at a GA release.
     #[command(subcommand)]
     Channel(channel::ChannelCommand),
@@ -136,6 +140,7 @@ async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcom
         Command::Rc(args) => tag::run_rc(&args),
         Command::Tag(args) => tag::run_tag(&args),
         Command::Channel(command) => channel::run(&command),
+        Command::Images(command) => images::run(command).await,
     }
 }
 

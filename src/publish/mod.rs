@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod images;
+
 use crate::git::{self, GitError, RemoteRefs};
 use crate::lockfile::Lockfile;
 use crate::store::LocalStore;

@@ -12,6 +12,7 @@ mod demo;
 mod engine;
 mod gomod;
 mod image;
+mod images;
 mod publish;
 mod rcga;
 mod release;
