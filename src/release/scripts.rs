@@ -59,6 +59,9 @@ BASE=$(git rev-parse HEAD)
 git checkout --quiet -b "${NEW_FORK_TAG}"
 cp -a /in/edit/. .
 go mod tidy
+# Re-hash every tracked file: a same-size edit (go.mod's v1.28.1-k3s1 -> v1.28.2-k3s1) made
+# within the second the index last saw the file can pass git's stat check unnoticed.
+git add --renormalize -- .
 git add -A
 git commit --quiet --signoff -m "Update to ${NEW_FORK_TAG}"
 git rev-parse HEAD >/out/head
