@@ -68,3 +68,21 @@ pub(super) async fn render(mut events: UnboundedReceiver<EngineEvent>, show_logs
         bar.finish_and_clear();
     }
 }
+
+/// Runs `plan` while drawing its progress on stderr.
+pub(super) async fn run_drawn<S: crate::store::Store>(
+    plan: &crate::engine::Plan,
+    store: &S,
+    sandbox: &crate::sandbox::DockerSandbox,
+    options: &crate::engine::RunOptions,
+    show_logs: bool,
+) -> Result<crate::engine::RunReport, crate::engine::EngineError> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let running = async {
+        let result = crate::engine::run(plan, store, sandbox, options, &tx).await;
+        drop(tx);
+        result
+    };
+    let (result, ()) = tokio::join!(running, render(rx, show_logs));
+    result
+}

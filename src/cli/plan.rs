@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use miette::{IntoDiagnostic as _, WrapErr as _};
 
-use crate::engine::{Plan, PlannedStep, RunOptions, StepOutcome, StepStatus, load_plan_file, run};
+use crate::engine::{Plan, PlannedStep, RunOptions, StepOutcome, StepStatus, load_plan_file};
 use crate::image::EngineImageResolver;
 use crate::sandbox::{DockerSandbox, Engine};
 use crate::store::{LocalStore, Store as _};
@@ -140,15 +140,8 @@ pub(super) async fn run_run(args: RunArgs, store_dir: &Path) -> Outcome {
         jobs: args.jobs,
         work_dir: store.work_dir(),
     };
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let running = async {
-        let layered = crate::cache::CachedStore::new(store.clone(), remote);
-        let result = run(&plan, &layered, &sandbox, &options, &tx).await;
-        drop(tx);
-        result
-    };
-    let (result, ()) = tokio::join!(running, super::events::render(rx, args.logs));
-    let report = result?;
+    let layered = crate::cache::CachedStore::new(store.clone(), remote);
+    let report = super::events::run_drawn(&plan, &layered, &sandbox, &options, args.logs).await?;
     if let Some(out) = &args.out {
         export_outputs(&store, &report, out).await?;
     }

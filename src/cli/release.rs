@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use miette::{IntoDiagnostic as _, WrapErr as _};
 
-use crate::engine::{Plan, RunOptions, StepImage, StepOutcome, run};
+use crate::engine::{Plan, RunOptions, StepImage, StepOutcome};
 use crate::image::{GoLine, ensure_toolchain, find_base, find_toolchain, toolchain_recipe};
 use crate::release::{
     Identity, ReleaseArgs, ReleaseError, ReleaseInputs, Resolved, default_identity, lockfile,
@@ -187,15 +187,9 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
         jobs: args.jobs,
         work_dir: store.work_dir(),
     };
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let running = async {
-        let layered = crate::cache::CachedStore::new(store.clone(), remote);
-        let result = run(&prepared.plan, &layered, &sandbox, &options, &tx).await;
-        drop(tx);
-        result
-    };
-    let (result, ()) = tokio::join!(running, super::events::render(rx, args.logs));
-    let report = result?;
+    let layered = crate::cache::CachedStore::new(store.clone(), remote);
+    let report =
+        super::events::run_drawn(&prepared.plan, &layered, &sandbox, &options, args.logs).await?;
 
     let scratch = tempfile::Builder::new()
         .prefix("kiln-artifacts-")

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use miette::{IntoDiagnostic as _, WrapErr as _};
 
-use crate::engine::{Plan, RunOptions, run};
+use crate::engine::{Plan, RunOptions};
 use crate::hash::Digest;
 use crate::lockfile::Lockfile;
 use crate::release::verify::{Compared, Scope, compare, compare_keys, first_difference};
@@ -148,13 +148,7 @@ pub(super) async fn run_verify(args: VerifyArgs, store_dir: &Path) -> Outcome {
         plan.steps().len(),
         lock.release.new_fork_tag
     );
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let running = async {
-        let result = run(&plan, &fresh, &sandbox, &options, &tx).await;
-        drop(tx);
-        result
-    };
-    let (result, ()) = tokio::join!(running, super::events::render(rx, args.logs));
+    let result = super::events::run_drawn(&plan, &fresh, &sandbox, &options, args.logs).await;
     if let Err(error) = sandbox.remove_cache_volumes().await {
         tracing::warn!(%error, "cannot remove the rebuild's cache volumes");
     }

@@ -466,6 +466,16 @@ pub fn push(
         .as_deref()
         .map(|r| plan_k3s(lock, r))
         .transpose()?;
+    // Every bundle needed is in the store before anything is pushed: a missing k3s bundle must
+    // not leave the fork's tags published and the branch not.
+    for (batch, _) in fork.iter().chain(k3s.iter()) {
+        if !batch.refs.is_empty() && !store.contains_sync(&batch.bundle) {
+            return Err(PushError::NoBundle {
+                what: batch.what,
+                digest: batch.bundle,
+            });
+        }
+    }
     let mut report = PushReport::default();
     if let Some((batch, done)) = fork {
         push_batch(store, &batch)?;

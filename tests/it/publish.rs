@@ -202,6 +202,34 @@ async fn push_is_atomic_idempotent_and_never_moves_a_tag() {
     );
     assert_eq!(tags_of(&hooked), before);
 
+    // The k3s bundle gone from the store: refused before the fork's tags are pushed.
+    let bundle = world.blob(
+        lock["steps"]["k3s-tidy"]["outputs"]["k3s.bundle"]
+            .as_str()
+            .unwrap(),
+    );
+    let saved = std::fs::read(&bundle).unwrap();
+    std::fs::remove_file(&bundle).unwrap();
+    let (early, early_k3s) = (
+        remote(&world, "fork.git", "early.git"),
+        remote(&world, "k3s.git", "early-k3s.git"),
+    );
+    let (before, k3s_before) = (tags_of(&early), tags_of(&early_k3s));
+    let output = push(&world, &early, Some(&early_k3s));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).1.contains("is not in the store"),
+        "{}",
+        text(&output).1
+    );
+    assert!(
+        text(&output).1.contains("kiln release"),
+        "{}",
+        text(&output).1
+    );
+    assert_eq!((tags_of(&early), tags_of(&early_k3s)), (before, k3s_before));
+    std::fs::write(&bundle, saved).unwrap();
+
     // A good remote: every tag lands at its locked commit, and the k3s branch.
     let fork = remote(&world, "fork.git", "fork-remote.git");
     let k3s = remote(&world, "k3s.git", "k3s-remote.git");

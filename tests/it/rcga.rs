@@ -36,6 +36,23 @@ fn k3s_repo(dir: &Path) -> std::path::PathBuf {
     repo
 }
 
+/// Commits what is staged in `repo`.
+fn commit(repo: &Path, message: &str) {
+    git(
+        repo,
+        &[
+            "-c",
+            "user.name=T",
+            "-c",
+            "user.email=t@x",
+            "commit",
+            "--quiet",
+            "-m",
+            message,
+        ],
+    );
+}
+
 fn kiln(args: &[&str]) -> std::process::Output {
     common::kiln().args(args).output().unwrap()
 }
@@ -133,19 +150,7 @@ fn ga_needs_an_rc_and_never_moves() {
     // A new commit on the branch: the GA tag would have to move, so it is refused.
     std::fs::write(repo.join("file"), "later\n").unwrap();
     git(&repo, &["add", "file"]);
-    git(
-        &repo,
-        &[
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@x",
-            "commit",
-            "--quiet",
-            "-m",
-            "later",
-        ],
-    );
+    commit(&repo, "later");
     let tagged = git(&repo, &["rev-parse", "v1.28.2+k3s1"]);
     let output = kiln(&["tag", "ga", "v1.28.2", "--k3s", r]);
     assert_eq!(output.status.code(), Some(1));
@@ -160,19 +165,7 @@ fn ga_needs_an_rc_and_never_moves() {
     let fresh = k3s_repo(&dir.path().join("second").tap_mkdir());
     std::fs::write(fresh.join("file"), "elsewhere\n").unwrap();
     git(&fresh, &["add", "file"]);
-    git(
-        &fresh,
-        &[
-            "-c",
-            "user.name=T",
-            "-c",
-            "user.email=t@x",
-            "commit",
-            "--quiet",
-            "-m",
-            "other",
-        ],
-    );
+    commit(&fresh, "other");
     let remote = dir.path().join("remote.git");
     git(
         dir.path(),
