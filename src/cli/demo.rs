@@ -14,7 +14,8 @@ use super::{Outcome, print_json};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum DemoCommand {
-    /// Write the demo world (upstream, fork, k3s as bare repositories, and kiln.toml) to DIR.
+    /// Write the demo world (upstream, fork, k3s and KDM as bare repositories, and kiln.toml) to
+    /// DIR.
     Init(InitArgs),
 }
 
@@ -85,6 +86,14 @@ pub(super) async fn run(command: DemoCommand) -> Outcome {
     println!(
         "  k3s.git       release-1.28 at {}",
         world.k3s_branches["release-1.28"]
+    );
+    println!(
+        "                main at {} (channel.yaml)",
+        world.k3s_branches["main"]
+    );
+    println!(
+        "  kdm.git       {} with Rancher's k3s channels.yaml",
+        crate::demo::KDM_BRANCH
     );
     println!("  modules       {}", world.modules.join(", "));
     Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@ mod doctor;
 mod events;
 mod image;
 mod images;
+mod kdm;
 mod plan;
 mod progress;
 mod push;
@@ -82,6 +83,9 @@ enum Command {
     /// Are the release's images published (rancher/k3s, -upgrade, system-agent-installer)?
     #[command(subcommand)]
     Images(images::ImagesCommand),
+    /// KDM's channels.yaml (Rancher's k3s metadata): add a release's entry.
+    #[command(subcommand)]
+    Kdm(kdm::KdmCommand),
     /// k3s's channel.yaml: point stable at a GA release.
     #[command(subcommand)]
     Channel(channel::ChannelCommand),
@@ -140,6 +144,7 @@ async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcom
         Command::Rc(args) => tag::run_rc(&args),
         Command::Tag(args) => tag::run_tag(&args),
         Command::Channel(command) => channel::run(&command),
+        Command::Kdm(command) => kdm::run(&command),
         Command::Images(command) => images::run(command).await,
     }
 }

@@ -405,8 +405,12 @@ pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> miette::Result<()> 
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot write {}", path.display()))?;
     tmp.write_all(bytes).into_diagnostic()?;
+    // A file that exists keeps its mode; a new one is 0644.
+    let mode = std::fs::metadata(path).map_or(0o644, |m| {
+        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777
+    });
     tmp.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
         .into_diagnostic()?;
     tmp.persist(path)
         .into_diagnostic()

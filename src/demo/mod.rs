@@ -106,6 +106,17 @@ pub struct DemoWorld {
 
 /// The fork's old release tag.
 pub const OLD_FORK_TAG: &str = "v1.28.1-k3s1";
+/// k3s's `channel.yaml` (on its main branch).
+pub const CHANNEL_YAML: &str = include_str!("channel.yaml");
+/// KDM's `channels.yaml` (in `kdm.git`, on [`KDM_BRANCH`]).
+pub const KDM_CHANNELS_YAML: &str = include_str!("kdm.yaml");
+/// The KDM repository's branch.
+pub const KDM_BRANCH: &str = "dev-v2.8";
+const KDM_DEV: Signature = Signature {
+    name: "Rancher KDM Bot",
+    email: "kdm@kiln-demo.invalid",
+    time: 0,
+};
 
 const UPSTREAM: Signature = Signature {
     name: "Kubernetes Release Robot",
@@ -450,7 +461,39 @@ pub async fn init(
         &k3s_tree,
     );
     stream.reset("refs/heads/release-1.28", main);
+    // k3s's default branch carries the channel server's channel.yaml; the release branch does
+    // not (so the release's inputs do not depend on it).
+    let mut with_channel = k3s_tree.clone();
+    with_channel.insert("channel.yaml".into(), File::text(CHANNEL_YAML));
+    stream.commit(
+        "main",
+        Some((main, &k3s_tree)),
+        &at(&K3S_DEV, STAMP_TIME + 7200),
+        "Update stable channel to v1.28.1+k3s1\n",
+        &with_channel,
+    );
     stream.import(&dir.join("k3s.git"))?;
+    git(
+        &dir.join("k3s.git"),
+        ["symbolic-ref", "HEAD", "refs/heads/main"],
+    )?;
+
+    progress("kdm: Rancher's k3s channels.yaml (v1.26 to v1.29 entries)".into());
+    let mut stream = Stream::default();
+    let mut kdm_tree = Tree::new();
+    kdm_tree.insert("channels.yaml".into(), File::text(KDM_CHANNELS_YAML));
+    stream.commit(
+        KDM_BRANCH,
+        None,
+        &at(&KDM_DEV, STAMP_TIME + 7200),
+        "Add v1.28.1+k3s1\n",
+        &kdm_tree,
+    );
+    stream.import(&dir.join("kdm.git"))?;
+    git(
+        &dir.join("kdm.git"),
+        ["symbolic-ref", "HEAD", &format!("refs/heads/{KDM_BRANCH}")],
+    )?;
 
     let mut stream = Stream::default();
     let helper_dev = at(&K3S_DEV, UPSTREAM.time);
@@ -477,7 +520,9 @@ pub async fn init(
         "# Written by `kiln demo init`: the demo world's repositories, relative to this file.\n\
          [repos]\nupstream = \"upstream.git\"\nfork = \"fork.git\"\nk3s = \"k3s.git\"\n\n\
          # Modules k3s requires that are neither Kubernetes nor the fork, served by kiln's proxy.\n\
-         [[modules]]\npath = \"{HELPER_MODULE}\"\nrepo = \"helper.git\"\n"
+         [[modules]]\npath = \"{HELPER_MODULE}\"\nrepo = \"helper.git\"\n\n\
+         # Not read by releases: KDM's channels.yaml lives in kdm.git (branch {KDM_BRANCH}), k3s's\n\
+         # channel.yaml on k3s.git's main.\n"
     );
     std::fs::write(dir.join("kiln.toml"), config).map_err(io("write", &dir.join("kiln.toml")))?;
 

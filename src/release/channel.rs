@@ -147,6 +147,18 @@ mod tests {
     }
 
     #[test]
+    fn the_demo_channel_file_with_unindented_items_changes_in_one_line() {
+        let text = crate::demo::CHANNEL_YAML;
+        let (out, old) = set_stable(text, "v1.28.2+k3s1", "channel.yaml").unwrap();
+        assert_eq!(old.as_deref(), Some("v1.28.1+k3s1"));
+        assert_eq!(
+            out,
+            text.replace("  latest: v1.28.1+k3s1\n", "  latest: v1.28.2+k3s1\n")
+        );
+        assert_eq!(text.matches("v1.28.1+k3s1").count(), 1);
+    }
+
+    #[test]
     fn non_ga_versions_and_files_without_stable_are_refused() {
         for bad in [
             "v1.28.2-rc1+k3s1",

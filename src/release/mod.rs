@@ -5,6 +5,7 @@ mod channel;
 mod config;
 mod error;
 mod gomod;
+mod kdm;
 mod locked;
 mod modules;
 mod outcome;
@@ -19,6 +20,9 @@ pub use channel::{ChannelError, is_ga, set_stable};
 pub use config::{CacheConfig, ExtraModule, RepoSet, load_repos};
 pub use error::ReleaseError;
 pub use gomod::{BumpReport, GoBump, GoModEdit, LineChange, bump_go_files, bump_k3s, edit_go_mod};
+pub use kdm::{
+    AddOptions, K3sVersion, KdmAction, KdmEdit, KdmError, add_entry, listed_versions, promote_entry,
+};
 pub use locked::resolve_locked;
 pub use modules::{FORK_MODULE, extra_module_versions, fork_module_versions, staging_modules};
 pub use outcome::{lockfile, unpack_artifacts};
