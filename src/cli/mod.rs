@@ -15,6 +15,7 @@ mod progress;
 mod push;
 mod release;
 mod sandbox;
+mod status;
 mod store;
 mod table;
 mod tag;
@@ -89,6 +90,9 @@ enum Command {
     /// k3s's channel.yaml: point stable at a GA release.
     #[command(subcommand)]
     Channel(channel::ChannelCommand),
+    /// The runbook of one release as a checklist, every line measured: fork tags built, pushed
+    /// and verified, the k3s branch, RC/GA tags, images, the KDM entry, the stable channel.
+    Status(status::StatusArgs),
     /// The release's go.mod and Go-version edits, in place on a k3s checkout (no tidy).
     BumpK3s(versions::BumpArgs),
 }
@@ -145,6 +149,7 @@ async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcom
         Command::Tag(args) => tag::run_tag(&args),
         Command::Channel(command) => channel::run(&command),
         Command::Kdm(command) => kdm::run(&command),
+        Command::Status(args) => status::run(args, &store).await,
         Command::Images(command) => images::run(command).await,
     }
 }

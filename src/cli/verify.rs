@@ -88,7 +88,7 @@ struct Report {
 
 pub(super) async fn run_verify(args: VerifyArgs, store_dir: &Path) -> Outcome {
     // The lockfile is checked before any repository, engine or store is touched.
-    let lock = Lockfile::read(&args.lockfile)?;
+    let (lock, lock_digest) = Lockfile::read_with_digest(&args.lockfile)?;
     let keep = args
         .keep
         .clone()
@@ -175,6 +175,15 @@ pub(super) async fn run_verify(args: VerifyArgs, store_dir: &Path) -> Outcome {
 
     let mut differing_files = Vec::new();
     let mut kept = None;
+    if matches {
+        // `kiln status` reports this: the lockfile, as it is byte for byte, was rebuilt here.
+        let note = serde_json::json!({
+            "lockfile_sha256": lock_digest.to_string(),
+            "fork_tag": lock.release.new_fork_tag,
+            "steps": match scope { Scope::All => "all", Scope::Git => "git" },
+        });
+        store.put_verified_sync(&lock_digest, note.to_string().as_bytes())?;
+    }
     if !matches {
         fresh_keep_dir(&keep)?;
         differing_files =

@@ -167,11 +167,19 @@ pub enum LockfileError {
 impl Lockfile {
     /// Reads and checks a lockfile ([`Lockfile::parse`]).
     pub fn read(path: &std::path::Path) -> Result<Self, LockfileError> {
+        Self::read_with_digest(path).map(|(lock, _)| lock)
+    }
+
+    /// [`Lockfile::read`], and the SHA-256 of the bytes it was read from.
+    pub fn read_with_digest(
+        path: &std::path::Path,
+    ) -> Result<(Self, crate::hash::Digest), LockfileError> {
         let text = std::fs::read_to_string(path).map_err(|source| LockfileError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let lock = Self::parse(&text, &path.display().to_string())?;
+        Ok((lock, crate::hash::Digest::of(text.as_bytes())))
     }
 
     /// Parses and checks lockfile text (`origin` names it in errors): its format version, then

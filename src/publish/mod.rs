@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 pub mod images;
+pub mod status;
 
 use crate::git::{self, GitError, RemoteRefs};
 use crate::lockfile::Lockfile;

@@ -44,22 +44,8 @@ pub fn is_ga(version: &str) -> bool {
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// `text` with the stable channel's `latest:` set to `version`, and the old value (`None`
-/// when it already was `version`, and the text is unchanged).
-pub fn set_stable(
-    text: &str,
-    version: &str,
-    file: &str,
-) -> Result<(String, Option<String>), ChannelError> {
-    if !is_ga(version) {
-        return Err(ChannelError::NotGa {
-            version: version.to_owned(),
-        });
-    }
-    let no_stable = || ChannelError::NoStable {
-        file: file.to_owned(),
-    };
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+/// The line index of the stable channel's `latest:` and its value.
+fn stable_line(lines: &[&str]) -> Option<(usize, String)> {
     let is_name = |line: &str| {
         let t = line.trim_start();
         t.strip_prefix("- ")
@@ -80,19 +66,45 @@ pub fn set_stable(
     };
     let start = lines
         .iter()
-        .position(|l| name_of(l).as_deref() == Some("stable"))
-        .ok_or_else(no_stable)?;
-    let mut at = None;
+        .position(|l| name_of(l).as_deref() == Some("stable"))?;
     for (i, line) in lines.iter().enumerate().skip(start + 1) {
         if line.trim_start().starts_with("- ") || (is_name(line) && i != start) {
-            break;
+            return None;
         }
-        if line.trim_start().starts_with("latest:") {
-            at = Some(i);
-            break;
+        if let Some(rest) = line.trim_start().strip_prefix("latest:") {
+            let value = rest.split_whitespace().next().unwrap_or("");
+            return Some((i, value.trim_matches(['"', '\'']).to_owned()));
         }
     }
-    let at = at.ok_or_else(no_stable)?;
+    None
+}
+
+/// What the stable channel's `latest:` holds.
+pub fn stable_latest(text: &str, file: &str) -> Result<String, ChannelError> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    stable_line(&lines)
+        .map(|(_, value)| value)
+        .ok_or_else(|| ChannelError::NoStable {
+            file: file.to_owned(),
+        })
+}
+
+/// `text` with the stable channel's `latest:` set to `version`, and the old value (`None`
+/// when it already was `version`, and the text is unchanged).
+pub fn set_stable(
+    text: &str,
+    version: &str,
+    file: &str,
+) -> Result<(String, Option<String>), ChannelError> {
+    if !is_ga(version) {
+        return Err(ChannelError::NotGa {
+            version: version.to_owned(),
+        });
+    }
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let (at, old) = stable_line(&lines).ok_or_else(|| ChannelError::NoStable {
+        file: file.to_owned(),
+    })?;
     let line = lines[at];
     let indent = &line[..line.len() - line.trim_start().len()];
     let rest = line.trim_start().strip_prefix("latest:").unwrap_or("");
@@ -101,7 +113,6 @@ pub fn set_stable(
     let end = value_part
         .find(char::is_whitespace)
         .unwrap_or(value_part.len());
-    let old = value_part[..end].trim_matches(['"', '\'']).to_owned();
     if old == version {
         return Ok((text.to_owned(), None));
     }

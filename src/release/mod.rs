@@ -16,7 +16,7 @@ mod scripts;
 pub mod verify;
 mod version;
 
-pub use channel::{ChannelError, is_ga, set_stable};
+pub use channel::{ChannelError, is_ga, set_stable, stable_latest};
 pub use config::{CacheConfig, ExtraModule, RepoSet, load_repos};
 pub use error::ReleaseError;
 pub use gomod::{BumpReport, GoBump, GoModEdit, LineChange, bump_go_files, bump_k3s, edit_go_mod};

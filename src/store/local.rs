@@ -9,6 +9,7 @@
 //! locks/<64 hex>.lock        flock per step key; lists the digests the running step needs
 //! locks/store.lock           shared by writers from first blob to record, exclusive by gc
 //! corrupt/                   blobs and records moved aside by `kiln store verify --repair`
+//! verified/<64 hex>.json     a passed `kiln verify` of the lockfile with that SHA-256
 //! ```
 //!
 //! A write goes to `tmp/`, is fsynced, renamed into place, and the directory fsynced; a
@@ -55,6 +56,7 @@ impl LocalStore {
             "work",
             "locks",
             "corrupt",
+            "verified",
         ] {
             let path = root.join(sub);
             fs::create_dir_all(&path)
@@ -352,6 +354,30 @@ impl LocalStore {
             )?;
         }
         Ok(())
+    }
+}
+
+impl LocalStore {
+    fn verified_path(&self, lockfile: &Digest) -> PathBuf {
+        self.root
+            .join("verified")
+            .join(format!("{}.json", lockfile.hex()))
+    }
+
+    /// Notes that the lockfile whose bytes hash to `lockfile` was rebuilt and matched;
+    /// `note` is a small JSON document saying how.
+    pub fn put_verified_sync(&self, lockfile: &Digest, note: &[u8]) -> Result<(), StoreError> {
+        write_durably(&self.tmp_dir(), &self.verified_path(lockfile), note)
+    }
+
+    /// The note of a passed verification of `lockfile`, if there is one.
+    pub fn verified_sync(&self, lockfile: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.verified_path(lockfile);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("read", &path, e)),
+        }
     }
 }
 

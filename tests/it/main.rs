@@ -20,4 +20,5 @@ mod release_e2e;
 mod remote_engine;
 mod reproducible;
 mod sandbox;
+mod status;
 mod verify;

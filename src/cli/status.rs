@@ -1,0 +1,109 @@
+//! `kiln status VERSION`: the whole runbook of one release as a checklist, each line measured.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::publish::images::DOCKER_HUB;
+use crate::publish::status::{Mark, Sources, exit_code, status};
+use crate::release::{K8sVersion, Suffix};
+use crate::store::LocalStore;
+
+use super::{Outcome, print_json};
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 when every line is done; 4 when something is left to do or \
+    could not be measured; 5 when something disagrees with the release (a moved tag or branch, \
+    a file that does not parse); 1 on any other error."
+)]
+pub(super) struct StatusArgs {
+    /// The Kubernetes version of the release, e.g. v1.28.2.
+    version: String,
+    /// The k3s suffix.
+    #[arg(long, default_value = "k3s1", value_name = "k3sN")]
+    suffix: String,
+    /// The lockfile (default: lockfiles/<version>-<suffix>.lock.json).
+    #[arg(long, value_name = "FILE")]
+    lock: Option<PathBuf>,
+    /// The fork's remote (its tags).
+    #[arg(long, value_name = "URL")]
+    remote: Option<String>,
+    /// k3s's remote (the release branch, RC and GA tags).
+    #[arg(long, value_name = "URL")]
+    k3s_remote: Option<String>,
+    /// k3s's repository, for RC and GA tags when no --k3s-remote is given (default: kiln.toml's).
+    #[arg(long, value_name = "REPO")]
+    k3s: Option<String>,
+    /// The image registry (host[:port], or http://host:port).
+    #[arg(long, value_name = "URL", default_value = DOCKER_HUB)]
+    registry: String,
+    /// KDM's channels.yaml.
+    #[arg(long, value_name = "FILE")]
+    kdm: Option<PathBuf>,
+    /// k3s's channel.yaml.
+    #[arg(long, value_name = "FILE")]
+    channel: Option<PathBuf>,
+    /// Print the checklist as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) async fn run(args: StatusArgs, store_dir: &Path) -> Outcome {
+    let version: K8sVersion = args.version.parse()?;
+    let suffix: Suffix = args.suffix.parse()?;
+    for location in [&args.remote, &args.k3s_remote, &args.k3s]
+        .into_iter()
+        .flatten()
+    {
+        crate::git::validate_location(location)?;
+    }
+    let k3s = args.k3s.clone().or_else(|| {
+        crate::release::load_repos(Path::new("."), None, None, None)
+            .ok()
+            .map(|repos| repos.k3s)
+    });
+    let sources = Sources {
+        version,
+        suffix,
+        lockfile: args.lock.clone().unwrap_or_else(|| {
+            Path::new("lockfiles").join(format!("{version}-{suffix}.lock.json"))
+        }),
+        fork_remote: args.remote.clone(),
+        k3s_remote: args.k3s_remote.clone(),
+        k3s,
+        registry: args.registry.clone(),
+        kdm: args.kdm.clone(),
+        channel: args.channel.clone(),
+    };
+    let store = LocalStore::open(store_dir)?;
+    let items = status(&sources, &store).await;
+    let code = exit_code(&items);
+    if args.json {
+        print_json(&serde_json::json!({
+            "release": format!("{version}+{suffix}"),
+            "items": items,
+            "done": items.iter().filter(|i| i.mark == Mark::Done).count(),
+            "total": items.len(),
+            "exit": code,
+        }))?;
+        return Ok(ExitCode::from(code));
+    }
+    println!("release {version}+{suffix}");
+    for item in &items {
+        let mark = match item.mark {
+            Mark::Done => "[x]",
+            Mark::Todo => "[ ]",
+            Mark::Wrong => "[!]",
+            Mark::Unknown => "[?]",
+        };
+        println!("{mark} {:<34} {}", item.title, item.detail);
+        if let Some(next) = &item.next {
+            println!("    {:<34} next: {next}", "");
+        }
+    }
+    let done = items.iter().filter(|i| i.mark == Mark::Done).count();
+    println!("{done}/{} done", items.len());
+    Ok(ExitCode::from(code))
+}
