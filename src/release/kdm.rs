@@ -153,7 +153,7 @@ pub enum KdmError {
         code(kiln::kdm::new_minor),
         help(
             "give the range of Rancher versions that support it with --min and --max \
-             (the latest entry, {latest}, has --min {min} --max {max}); the args are copied from {latest}"
+             ({latest}, whose args are copied, has --min {min} --max {max})"
         )
     )]
     NewMinor {
@@ -672,37 +672,35 @@ pub fn add_entry(
             })?,
         None => match same_minor() {
             Some(i) => i,
-            None => {
-                let earlier = listed
-                    .iter()
-                    .filter(|(_, v)| v.minor() < version.minor())
-                    .max_by_key(|(_, v)| *v)
-                    .map(|(i, _)| *i)
-                    .ok_or_else(|| KdmError::NoTemplate {
-                        version: name.clone(),
-                        file: file.to_owned(),
-                    })?;
-                if options.min.is_none() || options.max.is_none() {
-                    let value = |key: &str| {
-                        layout.entries[earlier]
-                            .keys
-                            .iter()
-                            .find(|k| k.name == key)
-                            .map_or_else(|| "?".to_owned(), |k| unquote(&k.value).to_owned())
-                    };
-                    return Err(KdmError::NewMinor {
-                        version: name,
-                        minor: format!("v{}.{}", version.k8s.major, version.k8s.minor),
-                        file: file.to_owned(),
-                        latest: layout.entries[earlier].version.clone(),
-                        min: value("minChannelServerVersion"),
-                        max: value("maxChannelServerVersion"),
-                    });
-                }
-                earlier
-            }
+            None => listed
+                .iter()
+                .filter(|(_, v)| v.minor() < version.minor())
+                .max_by_key(|(_, v)| *v)
+                .map(|(i, _)| *i)
+                .ok_or_else(|| KdmError::NoTemplate {
+                    version: name.clone(),
+                    file: file.to_owned(),
+                })?,
         },
     };
+    // The first entry of a minor never inherits another minor's Rancher range silently.
+    if same_minor().is_none() && (options.min.is_none() || options.max.is_none()) {
+        let value = |key: &str| {
+            layout.entries[template]
+                .keys
+                .iter()
+                .find(|k| k.name == key)
+                .map_or_else(|| "?".to_owned(), |k| unquote(&k.value).to_owned())
+        };
+        return Err(KdmError::NewMinor {
+            version: name,
+            minor: format!("v{}.{}", version.k8s.major, version.k8s.minor),
+            file: file.to_owned(),
+            latest: layout.entries[template].version.clone(),
+            min: value("minChannelServerVersion"),
+            max: value("maxChannelServerVersion"),
+        });
+    }
     let entry = &layout.entries[template];
     let block = new_entry(&layout, entry, &name, options);
     let at = entry.end;

@@ -290,6 +290,15 @@ fn after_names_the_entry_to_copy_and_follow() {
         listed_versions(&edit.text, "f").unwrap()[2..5],
         ["v1.27.4+k3s1", "v1.27.4+k3s2", "v1.27.5+k3s1"]
     );
+    // Copying across minors still needs the new minor's range.
+    let across = AddOptions {
+        after: Some(v("v1.28.1+k3s1")),
+        ..AddOptions::default()
+    };
+    assert!(matches!(
+        add_entry(DEMO, &v("v1.30.0+k3s1"), &across, "f"),
+        Err(KdmError::NewMinor { latest, .. }) if latest == "v1.28.1+k3s1"
+    ));
     let missing = AddOptions {
         after: Some(v("v1.27.9+k3s1")),
         ..AddOptions::default()
