@@ -270,6 +270,17 @@ pub struct KdmEdit {
     pub lines: Vec<String>,
 }
 
+impl KdmEdit {
+    fn unchanged(text: &str) -> Self {
+        Self {
+            text: text.to_owned(),
+            action: KdmAction::AlreadyPresent,
+            from: None,
+            lines: Vec::new(),
+        }
+    }
+}
+
 /// Options of `add`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AddOptions<'a> {
@@ -611,12 +622,7 @@ pub fn add_entry(
     let (layout, old_doc) = load(text, file)?;
     let name = version.to_string();
     if layout.index_of(&name).is_some() {
-        return Ok(KdmEdit {
-            text: text.to_owned(),
-            action: KdmAction::AlreadyPresent,
-            from: None,
-            lines: Vec::new(),
-        });
+        return Ok(KdmEdit::unchanged(text));
     }
     let listed = layout.parsed();
     match version.rc {
@@ -822,12 +828,7 @@ pub fn promote_entry(text: &str, version: &K3sVersion, file: &str) -> Result<Kdm
     let ga = version.ga();
     let ga_name = ga.to_string();
     if layout.index_of(&ga_name).is_some() {
-        return Ok(KdmEdit {
-            text: text.to_owned(),
-            action: KdmAction::AlreadyPresent,
-            from: None,
-            lines: Vec::new(),
-        });
+        return Ok(KdmEdit::unchanged(text));
     }
     let rc = layout
         .parsed()

@@ -107,6 +107,22 @@ fn run_ok(world: &World, args: &[&str]) -> String {
     text(&output).0
 }
 
+/// `kiln tag KIND v1.28.2` on the published release branch.
+fn tag(world: &World, kind: &str, k3s_remote: &str) {
+    run_ok(
+        world,
+        &[
+            "tag",
+            kind,
+            "v1.28.2",
+            "--k3s",
+            k3s_remote,
+            "--branch",
+            "v1.28.2-k3s1",
+        ],
+    );
+}
+
 fn numstat(repo: &Path) -> String {
     git(repo, &["diff", "--numstat"]).trim().to_owned()
 }
@@ -169,18 +185,7 @@ async fn status_walks_the_runbook_and_measures_every_line() {
             k3s_remote,
         ],
     );
-    run_ok(
-        &world,
-        &[
-            "tag",
-            "rc",
-            "v1.28.2",
-            "--k3s",
-            k3s_remote,
-            "--branch",
-            "v1.28.2-k3s1",
-        ],
-    );
+    tag(&world, "rc", k3s_remote);
     let board = status(&world, &sources);
     expect(
         &board,
@@ -228,18 +233,7 @@ async fn status_walks_the_runbook_and_measures_every_line() {
     );
 
     // GA: tag, images, KDM promotion, stable channel, and a verified rebuild.
-    run_ok(
-        &world,
-        &[
-            "tag",
-            "ga",
-            "v1.28.2",
-            "--k3s",
-            k3s_remote,
-            "--branch",
-            "v1.28.2-k3s1",
-        ],
-    );
+    tag(&world, "ga", k3s_remote);
     let board = status(&world, &sources);
     // Images are now looked for at the GA tag, which has none yet.
     assert_eq!(board.marks["images"], "todo", "{:#}", board.json);
