@@ -141,6 +141,19 @@ pub async fn bootstrap(
     } else {
         find_base(engine, go).await?
     };
+    // A forced rebuild re-imports under the same tag; the image it replaces is removed unless
+    // something still uses it (a toolchain image built on it), so repeated runs leave nothing
+    // behind.
+    let replaced = if options.force {
+        engine
+            .docker()
+            .inspect_image(&go.base_tag())
+            .await
+            .ok()
+            .and_then(|i| i.id)
+    } else {
+        None
+    };
     let (image, already_present) = if let Some(image) = existing {
         progress(ImageProgress::Phase(format!(
             "{} is already on the engine",
@@ -150,6 +163,24 @@ pub async fn bootstrap(
     } else {
         (build_base(sandbox, options, progress).await?, false)
     };
+    if let Some(old) = replaced {
+        let now = engine
+            .docker()
+            .inspect_image(&go.base_tag())
+            .await
+            .ok()
+            .and_then(|i| i.id);
+        if now.as_deref() != Some(old.as_str()) {
+            let options = RemoveImageOptionsBuilder::default().build();
+            if let Err(error) = engine
+                .docker()
+                .remove_image(&old, Some(options), None)
+                .await
+            {
+                tracing::debug!(%error, image = %old, "the replaced base is still in use; kept");
+            }
+        }
+    }
     let lock = check_lock(&image, options)?;
     Ok(BootstrapReport {
         image,

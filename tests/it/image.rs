@@ -230,6 +230,13 @@ async fn forced_bootstrap_reproduces_the_same_rootfs() {
         .await
         .unwrap()
         .unwrap();
+    let docker_api = docker.sandbox.engine().docker();
+    let old_id = docker_api
+        .inspect_image("kiln/base:bookworm-go1.23")
+        .await
+        .unwrap()
+        .id
+        .unwrap();
     let (output, report) = bootstrap_json(&["--force"]);
     assert!(output.status.success(), "{}", text(&output).1);
     assert_eq!(report["already_present"], false);
@@ -238,6 +245,17 @@ async fn forced_bootstrap_reproduces_the_same_rootfs() {
         report["image"]["packages"].as_object().unwrap().len(),
         before.packages.len()
     );
+    // The replaced import is gone, unless an image (a toolchain) is built on it.
+    if docker_api.inspect_image(&old_id).await.is_ok() {
+        let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .all(true)
+            .build();
+        let images = docker_api.list_images(Some(options)).await.unwrap();
+        assert!(
+            images.iter().any(|i| i.parent_id == old_id),
+            "the replaced base {old_id} was left behind unused"
+        );
+    }
 }
 
 /// A release (or any step) on a Go whose base was never bootstrapped says how to get it.
