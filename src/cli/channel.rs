@@ -17,14 +17,20 @@ pub(super) enum ChannelCommand {
     SetStable {
         /// The GA version, vX.Y.Z+k3sN.
         version: String,
-        /// k3s's channel.yaml.
-        #[arg(long, value_name = "FILE", default_value = "channel.yaml")]
-        file: PathBuf,
+        /// k3s's channel.yaml (default: kiln.toml's `[publish] channel`, else ./channel.yaml).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
     },
 }
 
 pub(super) fn run(command: &ChannelCommand) -> Outcome {
     let ChannelCommand::SetStable { version, file } = command;
+    let file = &match file {
+        Some(file) => file.clone(),
+        None => super::publish_config()?
+            .channel
+            .map_or_else(|| PathBuf::from("channel.yaml"), PathBuf::from),
+    };
     let text = std::fs::read_to_string(file)
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot read {}", file.display()))?;

@@ -27,9 +27,10 @@ pub(super) enum ImagesCommand {
 pub(super) struct CheckArgs {
     /// The k3s version, e.g. v1.28.2+k3s1 or v1.28.2-rc1+k3s1.
     version: String,
-    /// The registry (host[:port], or http://host:port); default Docker Hub.
-    #[arg(long, value_name = "URL", default_value = DOCKER_HUB)]
-    registry: String,
+    /// The registry, host[:port] or http://host:port (default: kiln.toml's `[publish]
+    /// registry`, else Docker Hub).
+    #[arg(long, value_name = "URL")]
+    registry: Option<String>,
     /// Poll with backoff until every image is present (or --timeout passes).
     #[arg(long)]
     wait: bool,
@@ -56,9 +57,14 @@ pub(super) async fn run(command: ImagesCommand) -> Outcome {
         ));
     }
     crate::git::validate_rev(&args.version)?;
+    let registry = args
+        .registry
+        .clone()
+        .or(super::publish_config()?.registry)
+        .unwrap_or_else(|| DOCKER_HUB.to_owned());
     let started = Instant::now();
     let mut delay = Duration::from_secs(2);
-    let mut rows = check(&args.registry, &args.version).await;
+    let mut rows = check(&registry, &args.version).await;
     while args.wait && !all_present(&rows) && started.elapsed() < Duration::from_secs(args.timeout)
     {
         let missing: Vec<&str> = rows
@@ -74,7 +80,7 @@ pub(super) async fn run(command: ImagesCommand) -> Outcome {
         );
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(60));
-        rows = check(&args.registry, &args.version).await;
+        rows = check(&registry, &args.version).await;
     }
     if args.json {
         print_json(&rows)?;

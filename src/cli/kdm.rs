@@ -21,9 +21,9 @@ pub(super) enum KdmCommand {
 pub(super) struct AddArgs {
     /// The k3s version: vX.Y.Z+k3sN, or vX.Y.Z-rcN+k3sN.
     version: String,
-    /// KDM's channels.yaml.
-    #[arg(long, value_name = "FILE", default_value = "channels.yaml")]
-    file: PathBuf,
+    /// KDM's channels.yaml (default: kiln.toml's `[publish] kdm`, else ./channels.yaml).
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
     /// Copy from, and insert after, this entry instead of the latest of the same minor.
     #[arg(long, value_name = "VERSION")]
     after: Option<String>,
@@ -52,8 +52,14 @@ pub(super) fn run(command: &KdmCommand) -> Outcome {
         .as_deref()
         .map(str::parse::<K3sVersion>)
         .transpose()?;
-    let file = args.file.display().to_string();
-    let text = std::fs::read_to_string(&args.file)
+    let path = match &args.file {
+        Some(file) => file.clone(),
+        None => super::publish_config()?
+            .kdm
+            .map_or_else(|| PathBuf::from("channels.yaml"), PathBuf::from),
+    };
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(&path)
         .into_diagnostic()
         .wrap_err_with(|| format!("cannot read {file}"))?;
     let edit = if args.promote {
@@ -68,7 +74,7 @@ pub(super) fn run(command: &KdmCommand) -> Outcome {
     };
     let target = if args.promote { version.ga() } else { version };
     if edit.action != KdmAction::AlreadyPresent && !args.dry_run {
-        super::release::write_atomically(&args.file, edit.text.as_bytes())?;
+        super::release::write_atomically(&path, edit.text.as_bytes())?;
     }
     if args.json {
         print_json(&serde_json::json!({

@@ -176,6 +176,11 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// kiln.toml's `[publish]` in the current directory (empty without one).
+fn publish_config() -> miette::Result<crate::release::PublishConfig> {
+    Ok(crate::release::load_publish(std::path::Path::new("."))?)
+}
+
 /// Prints `value` as pretty JSON on stdout.
 fn print_json(value: &impl serde::Serialize) -> miette::Result<()> {
     let text = serde_json::to_string_pretty(value)

@@ -20,10 +20,11 @@ pub(super) struct PushArgs {
     /// Print the `git push` lines the runbook's push.sh would hold, and push nothing.
     #[arg(long)]
     dry_run: bool,
-    /// The fork's remote: its missing tags are pushed there in one atomic push.
+    /// The fork's remote: its missing tags are pushed there in one atomic push (default:
+    /// kiln.toml's `[publish] fork-remote`).
     #[arg(long, value_name = "URL")]
     remote: Option<String>,
-    /// k3s's remote: the release branch is pushed there.
+    /// k3s's remote: the release branch is pushed there (default: `[publish] k3s-remote`).
     #[arg(long, value_name = "URL")]
     k3s_remote: Option<String>,
     /// Print what was pushed as JSON.
@@ -34,31 +35,30 @@ pub(super) struct PushArgs {
 pub(super) fn run(args: &PushArgs, store_dir: &Path) -> Outcome {
     // The lockfile is checked before any remote is named to git.
     let lock = Lockfile::read(&args.lockfile)?;
-    for remote in [&args.remote, &args.k3s_remote].into_iter().flatten() {
+    let publish = super::publish_config()?;
+    let fork_remote = args.remote.clone().or(publish.fork_remote);
+    let k3s_remote = args.k3s_remote.clone().or(publish.k3s_remote);
+    for remote in [&fork_remote, &k3s_remote].into_iter().flatten() {
         crate::git::validate_location(remote)?;
     }
     if args.dry_run {
-        let fork = args.remote.as_deref().unwrap_or("$REMOTE");
-        let k3s = args.k3s_remote.as_deref().unwrap_or("$K3S_REMOTE");
+        let fork = fork_remote.as_deref().unwrap_or("$REMOTE");
+        let k3s = k3s_remote.as_deref().unwrap_or("$K3S_REMOTE");
         for line in lock.push_lines(fork, k3s) {
             println!("{line}");
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if args.remote.is_none() && args.k3s_remote.is_none() {
+    if fork_remote.is_none() && k3s_remote.is_none() {
         return Err(miette::miette!(
-            help = "give --remote URL (the fork's tags) and/or --k3s-remote URL (the k3s branch); \
-                    --dry-run prints the push lines",
+            help = "give --remote URL (the fork's tags) and/or --k3s-remote URL (the k3s branch), \
+                    or name them in kiln.toml's [publish]; --dry-run prints the push lines",
             "nothing to push to"
         ));
     }
     let store = LocalStore::open(store_dir)?;
-    let report = crate::publish::push(
-        &lock,
-        &store,
-        args.remote.as_deref(),
-        args.k3s_remote.as_deref(),
-    )?;
+    let report =
+        crate::publish::push(&lock, &store, fork_remote.as_deref(), k3s_remote.as_deref())?;
     if args.json {
         print_json(&report)?;
         return Ok(ExitCode::SUCCESS);
@@ -74,7 +74,7 @@ pub(super) fn run(args: &PushArgs, store_dir: &Path) -> Outcome {
     print!("{}", table.render());
     let pushed =
         |list: &[crate::publish::Pushed]| list.iter().filter(|p| p.action == "pushed").count();
-    if let Some(remote) = &args.remote {
+    if let Some(remote) = &fork_remote {
         println!(
             "fork  {remote}: {} tags pushed atomically, {} already there; verified",
             pushed(&report.fork),
@@ -83,7 +83,7 @@ pub(super) fn run(args: &PushArgs, store_dir: &Path) -> Outcome {
     } else {
         println!("fork  not pushed (no --remote)");
     }
-    if let Some(remote) = &args.k3s_remote {
+    if let Some(remote) = &k3s_remote {
         println!(
             "k3s   {remote}: branch {} {}",
             lock.k3s.branch,
@@ -112,9 +112,9 @@ pub(super) fn run(args: &PushArgs, store_dir: &Path) -> Outcome {
 pub(super) struct VerifyTagsArgs {
     /// The lockfile.
     lockfile: PathBuf,
-    /// The fork's remote (a URL or a path).
+    /// The fork's remote, a URL or a path (default: kiln.toml's `[publish] fork-remote`).
     #[arg(long, value_name = "URL")]
-    remote: String,
+    remote: Option<String>,
     /// Print the comparison as JSON.
     #[arg(long)]
     json: bool,
@@ -122,7 +122,17 @@ pub(super) struct VerifyTagsArgs {
 
 pub(super) fn run_verify_tags(args: &VerifyTagsArgs) -> Outcome {
     let lock = Lockfile::read(&args.lockfile)?;
-    let report = crate::publish::verify_tags(&lock, &args.remote)?;
+    let remote = args
+        .remote
+        .clone()
+        .or(super::publish_config()?.fork_remote)
+        .ok_or_else(|| {
+            miette::miette!(
+                help = "give --remote URL, or name it as fork-remote in kiln.toml's [publish]",
+                "no fork remote to check"
+            )
+        })?;
+    let report = crate::publish::verify_tags(&lock, &remote)?;
     let code = report.exit_code();
     if args.json {
         #[derive(serde::Serialize)]

@@ -27,22 +27,23 @@ pub(super) struct StatusArgs {
     /// The lockfile (default: lockfiles/<version>-<suffix>.lock.json).
     #[arg(long, value_name = "FILE")]
     lock: Option<PathBuf>,
-    /// The fork's remote (its tags).
+    /// The fork's remote (its tags; default: kiln.toml's `[publish] fork-remote`).
     #[arg(long, value_name = "URL")]
     remote: Option<String>,
-    /// k3s's remote (the release branch, RC and GA tags).
+    /// k3s's remote (the release branch, RC and GA tags; default: `[publish] k3s-remote`).
     #[arg(long, value_name = "URL")]
     k3s_remote: Option<String>,
     /// k3s's repository, for RC and GA tags when no --k3s-remote is given (default: kiln.toml's).
     #[arg(long, value_name = "REPO")]
     k3s: Option<String>,
-    /// The image registry (host[:port], or http://host:port).
-    #[arg(long, value_name = "URL", default_value = DOCKER_HUB)]
-    registry: String,
-    /// KDM's channels.yaml.
+    /// The image registry, host[:port] or http://host:port (default: `[publish] registry`,
+    /// else Docker Hub).
+    #[arg(long, value_name = "URL")]
+    registry: Option<String>,
+    /// KDM's channels.yaml (default: `[publish] kdm`).
     #[arg(long, value_name = "FILE")]
     kdm: Option<PathBuf>,
-    /// k3s's channel.yaml.
+    /// k3s's channel.yaml (default: `[publish] channel`).
     #[arg(long, value_name = "FILE")]
     channel: Option<PathBuf>,
     /// Print the checklist as JSON.
@@ -53,10 +54,10 @@ pub(super) struct StatusArgs {
 pub(super) async fn run(args: StatusArgs, store_dir: &Path) -> Outcome {
     let version: K8sVersion = args.version.parse()?;
     let suffix: Suffix = args.suffix.parse()?;
-    for location in [&args.remote, &args.k3s_remote, &args.k3s]
-        .into_iter()
-        .flatten()
-    {
+    let publish = super::publish_config()?;
+    let fork_remote = args.remote.clone().or(publish.fork_remote);
+    let k3s_remote = args.k3s_remote.clone().or(publish.k3s_remote);
+    for location in [&fork_remote, &k3s_remote, &args.k3s].into_iter().flatten() {
         crate::git::validate_location(location)?;
     }
     let k3s = args.k3s.clone().or_else(|| {
@@ -70,12 +71,16 @@ pub(super) async fn run(args: StatusArgs, store_dir: &Path) -> Outcome {
         lockfile: args.lock.clone().unwrap_or_else(|| {
             Path::new("lockfiles").join(format!("{version}-{suffix}.lock.json"))
         }),
-        fork_remote: args.remote.clone(),
-        k3s_remote: args.k3s_remote.clone(),
+        fork_remote,
+        k3s_remote,
         k3s,
-        registry: args.registry.clone(),
-        kdm: args.kdm.clone(),
-        channel: args.channel.clone(),
+        registry: args
+            .registry
+            .clone()
+            .or(publish.registry)
+            .unwrap_or_else(|| DOCKER_HUB.to_owned()),
+        kdm: args.kdm.clone().or(publish.kdm.map(PathBuf::from)),
+        channel: args.channel.clone().or(publish.channel.map(PathBuf::from)),
     };
     let store = LocalStore::open(store_dir)?;
     let items = status(&sources, &store).await;

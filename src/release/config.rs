@@ -10,6 +10,13 @@
 //! path = "github.com/k3s-io/helper"
 //! repo = "helper.git"
 //!
+//! [publish]                        # optional: where the release goes (flags override it)
+//! fork-remote = "git@github.com:k3s-io/kubernetes.git"
+//! k3s-remote = "git@github.com:k3s-io/k3s.git"
+//! registry = "docker.io"
+//! kdm = "../kontainer-driver-metadata/channels.yaml"
+//! channel = "../k3s/channel.yaml"
+//!
 //! [cache]                          # optional: a shared cache (flags override it)
 //! url = "oci://registry.example.com/k3s/kiln-cache"
 //! signing-key = "ci.key"           # publish, signed (writers only)
@@ -52,6 +59,31 @@ struct ConfigFile {
     modules: Vec<ExtraModule>,
     #[serde(default)]
     cache: Option<CacheConfig>,
+    #[serde(default)]
+    publish: Option<PublishConfig>,
+}
+
+/// Where a release goes, as `[publish]` in kiln.toml names it; each is the default of the
+/// matching flag of `push`, `verify-tags`, `status`, `images check`, `kdm add` and
+/// `channel set-stable`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PublishConfig {
+    /// The fork's remote (URL, or a path relative to kiln.toml).
+    #[serde(default)]
+    pub fork_remote: Option<String>,
+    /// k3s's remote.
+    #[serde(default)]
+    pub k3s_remote: Option<String>,
+    /// The image registry (`host[:port]`).
+    #[serde(default)]
+    pub registry: Option<String>,
+    /// KDM's channels.yaml (a path relative to kiln.toml).
+    #[serde(default)]
+    pub kdm: Option<String>,
+    /// k3s's channel.yaml.
+    #[serde(default)]
+    pub channel: Option<String>,
 }
 
 /// The shared cache, as `[cache]` in kiln.toml names it.
@@ -88,6 +120,44 @@ fn resolve(base: &Path, location: &str) -> String {
     }
 }
 
+/// `dir` made absolute, and its kiln.toml when there is one.
+fn read_config(dir: &Path) -> Result<(std::path::PathBuf, Option<ConfigFile>), ReleaseError> {
+    let cwd = std::fs::canonicalize(dir).map_err(|source| ReleaseError::Io {
+        action: "resolve",
+        path: dir.to_owned(),
+        source,
+    })?;
+    let path = cwd.join("kiln.toml");
+    if !path.is_file() {
+        return Ok((cwd, None));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| ReleaseError::Io {
+        action: "read",
+        path: path.clone(),
+        source,
+    })?;
+    let config: ConfigFile = toml::from_str(&text).map_err(|e| ReleaseError::Config {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok((cwd, Some(config)))
+}
+
+/// `[publish]` of `dir/kiln.toml`, paths made absolute; empty without a kiln.toml or the table.
+/// A kiln.toml that does not parse is an error.
+pub fn load_publish(dir: &Path) -> Result<PublishConfig, ReleaseError> {
+    let (cwd, config) = read_config(dir)?;
+    let publish = config.and_then(|c| c.publish).unwrap_or_default();
+    let path = |p: Option<String>| p.map(|p| resolve(&cwd, &p));
+    Ok(PublishConfig {
+        fork_remote: path(publish.fork_remote),
+        k3s_remote: path(publish.k3s_remote),
+        registry: publish.registry,
+        kdm: path(publish.kdm),
+        channel: path(publish.channel),
+    })
+}
+
 /// The repositories: all three flags when given, else `dir/kiln.toml`; a flag overrides the
 /// file's entry.
 pub fn load_repos(
@@ -96,26 +166,7 @@ pub fn load_repos(
     fork: Option<&str>,
     k3s: Option<&str>,
 ) -> Result<RepoSet, ReleaseError> {
-    let cwd = std::fs::canonicalize(dir).map_err(|source| ReleaseError::Io {
-        action: "resolve",
-        path: dir.to_owned(),
-        source,
-    })?;
-    let path = cwd.join("kiln.toml");
-    let from_file = if path.is_file() {
-        let text = std::fs::read_to_string(&path).map_err(|source| ReleaseError::Io {
-            action: "read",
-            path: path.clone(),
-            source,
-        })?;
-        let config: ConfigFile = toml::from_str(&text).map_err(|e| ReleaseError::Config {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        Some(config)
-    } else {
-        None
-    };
+    let (cwd, from_file) = read_config(dir)?;
     let pick = |flag: Option<&str>, file: Option<&str>| -> Option<String> {
         flag.map(|f| resolve(&cwd, f))
             .or_else(|| file.map(|f| resolve(&cwd, f)))
@@ -153,4 +204,49 @@ pub fn load_repos(
         modules,
         cache,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_paths_are_relative_to_kiln_toml_and_urls_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(load_publish(&root).unwrap(), PublishConfig::default());
+        std::fs::write(
+            root.join("kiln.toml"),
+            "[repos]\nupstream = \"u\"\nfork = \"f\"\nk3s = \"k\"\n\n[publish]\n\
+             fork-remote = \"git@github.com:k3s-io/kubernetes.git\"\n\
+             k3s-remote = \"published/k3s.git\"\nregistry = \"127.0.0.1:5000\"\n\
+             kdm = \"../kdm/channels.yaml\"\nchannel = \"/abs/channel.yaml\"\n",
+        )
+        .unwrap();
+        let publish = load_publish(&root).unwrap();
+        assert_eq!(
+            publish,
+            PublishConfig {
+                fork_remote: Some("git@github.com:k3s-io/kubernetes.git".into()),
+                k3s_remote: Some(root.join("published/k3s.git").display().to_string()),
+                registry: Some("127.0.0.1:5000".into()),
+                kdm: Some(root.join("../kdm/channels.yaml").display().to_string()),
+                channel: Some("/abs/channel.yaml".into()),
+            }
+        );
+        // The repositories still load; an unknown key in [publish] is refused.
+        assert_eq!(
+            load_repos(&root, None, None, None).unwrap().k3s,
+            root.join("k").display().to_string()
+        );
+        std::fs::write(
+            root.join("kiln.toml"),
+            "[repos]\nupstream = \"u\"\nfork = \"f\"\nk3s = \"k\"\n[publish]\nremote = \"x\"\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            load_publish(&root),
+            Err(ReleaseError::Config { .. })
+        ));
+    }
 }

@@ -17,7 +17,7 @@ pub mod verify;
 mod version;
 
 pub use channel::{ChannelError, is_ga, set_stable, stable_latest};
-pub use config::{CacheConfig, ExtraModule, RepoSet, load_repos};
+pub use config::{CacheConfig, ExtraModule, PublishConfig, RepoSet, load_publish, load_repos};
 pub use error::ReleaseError;
 pub use gomod::{BumpReport, GoBump, GoModEdit, LineChange, bump_go_files, bump_k3s, edit_go_mod};
 pub use kdm::{

@@ -269,6 +269,19 @@ async fn status_walks_the_runbook_and_measures_every_line() {
     plain.extend_from_slice(&sources);
     let text_board = run_ok(&world, &plain);
     assert!(text_board.contains("9/9 done"), "{text_board}");
+    // The same sources from kiln.toml's [publish] (relative paths from kiln.toml).
+    let config = world.path().join("kiln.toml");
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str(&format!(
+        "\n[publish]\nfork-remote = \"../fork-remote.git\"\nk3s-remote = \"../k3s-remote.git\"\n\
+         registry = \"{}\"\nkdm = \"../kdm/channels.yaml\"\nchannel = \"../k3s/channel.yaml\"\n",
+        registry.addr
+    ));
+    std::fs::write(&config, toml).unwrap();
+    let board = status(&world, &[]);
+    expect(&board, &all, &[]);
+    let output = world.kiln(&["verify-tags", LOCK]);
+    assert!(output.status.success(), "{}", text(&output).1);
 
     // A changed lockfile is not the verified one; a moved branch is wrong, not "todo".
     let lock_path = world.path().join(LOCK);
