@@ -4,6 +4,7 @@
 //! tag, the stable channel and `kiln verify` make every line done; a moved branch is wrong.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
@@ -272,11 +273,12 @@ async fn status_walks_the_runbook_and_measures_every_line() {
     // The same sources from kiln.toml's [publish] (relative paths from kiln.toml).
     let config = world.path().join("kiln.toml");
     let mut toml = std::fs::read_to_string(&config).unwrap();
-    toml.push_str(&format!(
+    let _ = write!(
+        toml,
         "\n[publish]\nfork-remote = \"../fork-remote.git\"\nk3s-remote = \"../k3s-remote.git\"\n\
          registry = \"{}\"\nkdm = \"../kdm/channels.yaml\"\nchannel = \"../k3s/channel.yaml\"\n",
         registry.addr
-    ));
+    );
     std::fs::write(&config, toml).unwrap();
     let board = status(&world, &[]);
     expect(&board, &all, &[]);
