@@ -435,12 +435,24 @@ impl RemoteCache {
             if exists {
                 continue;
             }
-            let bytes = local
-                .read_sync(&output.digest)?
-                .ok_or(CacheError::NotLocal {
+            let path = local.blob_path(&output.digest);
+            if !path.is_file() {
+                return Err(CacheError::NotLocal {
                     digest: output.digest,
-                })?;
-            self.upload(&reference, bytes, &digest).await?;
+                });
+            }
+            // Streamed from the store in chunks, hashed on the way: memory stays flat whatever
+            // the output's size, and a local copy that no longer matches its name fails the
+            // upload before the registry commits it.
+            self.client
+                .push_blob_stream(
+                    &reference,
+                    blob_stream(path, output.digest),
+                    &digest,
+                    Some(output.size),
+                )
+                .await
+                .map_err(|e| self.unreachable(&e))?;
         }
         let manifest = Manifest {
             schema_version: 2,
@@ -487,9 +499,116 @@ impl RemoteCache {
     }
 }
 
+/// Bytes per chunk of a streamed upload (the client's chunk size, so each read is one PATCH).
+const UPLOAD_CHUNK: usize = 4 << 20;
+
+/// The store blob at `path` as a stream of chunks, hashed as it is read; the stream ends with an
+/// error, before the last chunk is handed over, when the bytes are not `expected`.
+fn blob_stream(
+    path: std::path::PathBuf,
+    expected: Digest,
+) -> impl futures::Stream<Item = oci_client::errors::Result<bytes::Bytes>> + Send + 'static {
+    use oci_client::errors::OciDistributionError;
+    use tokio::io::AsyncReadExt as _;
+    struct State {
+        file: Option<tokio::fs::File>,
+        hasher: Option<crate::hash::Sha256Writer<std::io::Sink>>,
+    }
+    let failed = |what: String| OciDistributionError::GenericError(Some(what));
+    let start = State {
+        file: None,
+        hasher: Some(crate::hash::Sha256Writer::new(std::io::sink())),
+    };
+    futures::stream::try_unfold(start, move |mut state| {
+        let path = path.clone();
+        async move {
+            let Some(mut hasher) = state.hasher.take() else {
+                return Ok(None);
+            };
+            let file = match &mut state.file {
+                Some(file) => file,
+                None => state.file.insert(
+                    tokio::fs::File::open(&path)
+                        .await
+                        .map_err(|e| failed(format!("cannot open {}: {e}", path.display())))?,
+                ),
+            };
+            let mut chunk = bytes::BytesMut::with_capacity(UPLOAD_CHUNK);
+            let mut end = false;
+            while chunk.len() < UPLOAD_CHUNK {
+                let n = file
+                    .read_buf(&mut chunk)
+                    .await
+                    .map_err(|e| failed(format!("cannot read {}: {e}", path.display())))?;
+                if n == 0 {
+                    end = true;
+                    break;
+                }
+            }
+            std::io::Write::write_all(&mut hasher, &chunk).expect("a sink takes every byte");
+            if end {
+                let (got, _, _) = hasher.finish();
+                if got != expected {
+                    return Err(failed(format!(
+                        "the store's copy of {expected} now hashes to {got}; run `kiln store verify --repair`"
+                    )));
+                }
+                if chunk.is_empty() {
+                    return Ok(None);
+                }
+            } else {
+                state.hasher = Some(hasher);
+            }
+            Ok(Some((chunk.freeze(), state)))
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_streamed_blob_is_checked_against_its_name() {
+        use futures::TryStreamExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        let bytes: Vec<u8> = (0..(UPLOAD_CHUNK * 2 + 17))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let chunks: Vec<bytes::Bytes> = blob_stream(path.clone(), Digest::of(&bytes))
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            chunks.iter().map(bytes::Bytes::len).collect::<Vec<_>>(),
+            [UPLOAD_CHUNK, UPLOAD_CHUNK, 17]
+        );
+        assert_eq!(chunks.concat(), bytes);
+        // One flipped byte: the stream fails before its last chunk is handed over.
+        let mut damaged = bytes.clone();
+        damaged[5] ^= 1;
+        std::fs::write(&path, &damaged).unwrap();
+        let mut stream = Box::pin(blob_stream(path.clone(), Digest::of(&bytes)));
+        let mut handed = 0;
+        let error = loop {
+            match stream.try_next().await {
+                Ok(Some(chunk)) => handed += chunk.len(),
+                Ok(None) => panic!("a damaged blob streamed to the end"),
+                Err(error) => break error,
+            }
+        };
+        assert!(handed < damaged.len(), "{handed}");
+        assert!(error.to_string().contains("kiln store verify"), "{error}");
+        // Empty blobs stream nothing and end cleanly.
+        std::fs::write(&path, b"").unwrap();
+        let none: Vec<bytes::Bytes> = blob_stream(path, Digest::of(b""))
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(none.is_empty());
+    }
 
     #[test]
     fn urls_name_a_registry_and_a_repository() {

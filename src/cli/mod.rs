@@ -130,6 +130,8 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 
 async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcome {
     let store = store.unwrap_or_else(crate::store::LocalStore::default_dir);
+    // Step mounts need absolute paths: a relative --store or KILN_STORE is taken from the cwd.
+    let store = std::path::absolute(&store).unwrap_or(store);
     match command {
         Command::Doctor(args) => doctor::run(args).await,
         Command::Demo(command) => demo::run(command).await,

@@ -124,6 +124,43 @@ async fn a_fully_cached_rerun_starts_no_container() {
     assert!(ws.path().join(format!("out/b-{id}/tree/sub/a")).is_file());
 }
 
+/// A relative `--store` (or `KILN_STORE`) is taken from the working directory: step mounts
+/// need absolute paths.
+#[tokio::test]
+async fn a_relative_store_path_works() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let ws = Workspace::new();
+    let id = unique();
+    ws.write_plan(&chain(&id));
+    for (flag, env) in [(Some("rel-store"), None), (None, Some("env-store"))] {
+        let mut command = common::kiln();
+        command.current_dir(ws.path());
+        if let Some(dir) = flag {
+            command.args(["--store", dir]);
+        }
+        if let Some(dir) = env {
+            command.env("KILN_STORE", dir);
+        }
+        let output = command
+            .args(["run", "--file", "plan.toml", "--json"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output).1);
+        let store = ws
+            .path()
+            .join(flag.or(env).unwrap())
+            .join("store-v1/records");
+        assert_eq!(
+            std::fs::read_dir(&store).unwrap().count(),
+            3,
+            "{}",
+            store.display()
+        );
+    }
+}
+
 #[tokio::test]
 async fn plan_says_what_will_run_and_why() {
     let Some(_docker) = docker_or_skip().await else {
