@@ -574,7 +574,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("blob");
         let bytes: Vec<u8> = (0..(UPLOAD_CHUNK * 2 + 17))
-            .map(|i| (i % 251) as u8)
+            .map(|i| u8::try_from(i % 251).unwrap())
             .collect();
         std::fs::write(&path, &bytes).unwrap();
         let chunks: Vec<bytes::Bytes> = blob_stream(path.clone(), Digest::of(&bytes))
