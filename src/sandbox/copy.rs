@@ -29,11 +29,11 @@ fn copy_error<'a>(
     }
 }
 
-/// The tar of every mount of `step` at its target: writable mounts owned by the step's user,
-/// read-only ones by root and not writable by the step.
-pub(super) fn pack_mounts(step: &StepSpec) -> Result<Vec<u8>, SandboxError> {
+/// Writes the tar of every mount of `step` at its target to `out` (and returns it): writable
+/// mounts owned by the step's user, read-only ones by root and not writable by the step.
+pub(super) fn pack_mounts<W: std::io::Write>(step: &StepSpec, out: W) -> Result<W, SandboxError> {
     let err = copy_error(step, "pack the step's inputs");
-    let mut builder = tar::Builder::new(Vec::new());
+    let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     let (uid, gid) = step.user.map_or((0, 0), |u| (u.uid, u.gid));
     for mount in &step.mounts {
@@ -120,8 +120,8 @@ fn header(
     header
 }
 
-fn append_dir(
-    builder: &mut tar::Builder<Vec<u8>>,
+fn append_dir<W: std::io::Write>(
+    builder: &mut tar::Builder<W>,
     path: &str,
     mode: u32,
     owner: (u32, u32),
@@ -140,21 +140,91 @@ pub(super) async fn upload(
     if step.mounts.is_empty() {
         return Ok(());
     }
-    let packed = {
-        let step = step.clone();
-        tokio::task::spawn_blocking(move || pack_mounts(&step))
-            .await
-            .expect("packing does not panic")?
-    };
+    let (packer, body) = pack_streaming(step);
     let options = UploadToContainerOptionsBuilder::default().path("/").build();
-    docker
-        .upload_to_container(id, Some(options), bollard::body_full(packed.into()))
-        .await
-        .map_err(|source| SandboxError::Engine {
+    let uploaded = docker
+        .upload_to_container(id, Some(options), bollard::body_stream(body))
+        .await;
+    let pack_result = packer.await.expect("packing does not panic");
+    match (pack_result, uploaded) {
+        // A packing failure of its own comes first: the engine may have taken the truncated
+        // archive without complaint.
+        (Err(error), _) if !error.to_string().contains(ENGINE_GONE) => Err(error),
+        (_, Err(source)) => Err(SandboxError::Engine {
             step: step.name.clone(),
             action: "sending the step's inputs",
             source,
+        }),
+        (Err(error), Ok(())) => Err(error),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
+/// Bytes per chunk handed from the packer to the upload.
+const PACK_CHUNK: usize = 1 << 20;
+/// Chunks in flight between them: memory stays near `PACK_CHUNK * (PACK_QUEUE + 1)` whatever
+/// the inputs' size.
+const PACK_QUEUE: usize = 4;
+const ENGINE_GONE: &str = "the engine stopped reading the step's inputs";
+
+/// A writer that hands what it gets to a channel in chunks of about [`PACK_CHUNK`] bytes.
+struct ChannelWriter {
+    buffer: Vec<u8>,
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = bytes::Bytes::from(std::mem::take(&mut self.buffer));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, ENGINE_GONE))
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(buf);
+        if self.buffer.len() >= PACK_CHUNK {
+            self.send()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+/// Packs `step`'s mounts on a blocking thread into a stream of chunks; the task's result says
+/// whether the stream is the whole archive.
+fn pack_streaming(
+    step: &StepSpec,
+) -> (
+    tokio::task::JoinHandle<Result<(), SandboxError>>,
+    impl futures::Stream<Item = bytes::Bytes> + Send + 'static,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(PACK_QUEUE);
+    let packer = {
+        let step = step.clone();
+        tokio::task::spawn_blocking(move || {
+            let writer = ChannelWriter {
+                buffer: Vec::with_capacity(PACK_CHUNK),
+                tx,
+            };
+            let mut writer = pack_mounts(&step, writer)?;
+            writer
+                .flush()
+                .map_err(|e| copy_error(&step, "pack the step's inputs")(e.to_string()))
         })
+    };
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    (packer, body)
 }
 
 /// Copies the writable mounts `step` collects back from the finished container `id`.
@@ -270,8 +340,8 @@ mod tests {
         std::fs::write(dir.path().join("in/a"), "a").unwrap();
         std::os::unix::fs::symlink("a", dir.path().join("in/link")).unwrap();
         let step = spec(dir.path());
-        let first = pack_mounts(&step).unwrap();
-        assert_eq!(pack_mounts(&step).unwrap(), first);
+        let first = pack_mounts(&step, Vec::new()).unwrap();
+        assert_eq!(pack_mounts(&step, Vec::new()).unwrap(), first);
         let mut archive = tar::Archive::new(&first[..]);
         let entries: Vec<(String, u64, u32)> = archive
             .entries()
@@ -294,6 +364,45 @@ mod tests {
         assert!(entries[..5].iter().all(|(_, uid, _)| *uid == 0));
         assert_eq!(entries[1].2, 0o444);
         assert_eq!(entries[5].1, 1234);
+    }
+
+    #[tokio::test]
+    async fn the_streamed_archive_is_the_packed_one_in_bounded_chunks() {
+        use futures::StreamExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("in")).unwrap();
+        std::fs::create_dir_all(dir.path().join("out")).unwrap();
+        let big: Vec<u8> = (0..3 * PACK_CHUNK + 5)
+            .map(|i| u8::try_from(i % 253).unwrap())
+            .collect();
+        std::fs::write(dir.path().join("in/big"), &big).unwrap();
+        std::fs::write(dir.path().join("in/small"), "s").unwrap();
+        let step = spec(dir.path());
+        let (packer, body) = pack_streaming(&step);
+        let chunks: Vec<bytes::Bytes> = body.collect().await;
+        packer.await.unwrap().unwrap();
+        assert!(chunks.len() > 3, "{}", chunks.len());
+        assert!(chunks.iter().all(|c| c.len() <= PACK_CHUNK + 64 * 1024));
+        assert_eq!(chunks.concat(), pack_mounts(&step, Vec::new()).unwrap());
+
+        // Something that cannot be packed: the packer says so (whatever the stream carried).
+        let fifo = dir.path().join("in/fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let (packer, body) = pack_streaming(&step);
+        let _: Vec<bytes::Bytes> = body.collect().await;
+        let error = packer.await.unwrap().unwrap_err().to_string();
+        assert!(error.contains("pack the step's inputs"), "{error}");
+
+        // The reader gone: the packer stops with ENGINE_GONE instead of blocking.
+        std::fs::remove_file(&fifo).unwrap();
+        let (packer, body) = pack_streaming(&step);
+        drop(body);
+        let error = packer.await.unwrap().unwrap_err();
+        assert!(format!("{error:?}").contains(ENGINE_GONE), "{error:?}");
     }
 
     #[test]
