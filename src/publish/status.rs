@@ -101,6 +101,10 @@ fn short(commit: &str) -> &str {
 }
 
 /// Measures every line.
+///
+/// # Panics
+///
+/// Only if a blocking `git ls-remote` task panics, which it does not.
 pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
     let version = sources.version;
     let suffix = sources.suffix;
@@ -108,6 +112,29 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
     let ga = format!("{version}+{suffix}");
     let lock_name = sources.lockfile.display().to_string();
     let mut items = Vec::new();
+
+    // The remotes are asked at once, each `git ls-remote` on a blocking thread: three round
+    // trips to a forge cost one.
+    let ask = |location: Option<String>, namespace: &'static str| async move {
+        match location {
+            None => None,
+            Some(location) => {
+                let refs = tokio::task::spawn_blocking({
+                    let location = location.clone();
+                    move || git::ls_remote(&location, namespace)
+                })
+                .await
+                .expect("ls-remote does not panic");
+                Some((location, refs))
+            }
+        }
+    };
+    let tags_at = sources.k3s_remote.clone().or_else(|| sources.k3s.clone());
+    let (fork_tags, k3s_heads, k3s_tags) = tokio::join!(
+        ask(sources.fork_remote.clone(), "tags"),
+        ask(sources.k3s_remote.clone(), "heads"),
+        ask(tags_at, "tags"),
+    );
 
     // The lockfile: built.
     let lock = match Lockfile::read_with_digest(&sources.lockfile) {
@@ -189,7 +216,7 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
     };
 
     // The fork's tags on its remote: pushed.
-    items.push(match (&lock, &sources.fork_remote) {
+    items.push(match (&lock, &fork_tags) {
         (None, _) => need_lock("pushed", "fork tags pushed"),
         (Some(_), None) => item(
             "pushed",
@@ -197,7 +224,7 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
             Mark::Unknown,
             "no fork remote given (--remote URL)",
         ),
-        (Some((lock, _)), Some(remote)) => match git::ls_remote(remote, "tags") {
+        (Some((lock, _)), Some((remote, refs))) => match refs {
             Err(error) => item(
                 "pushed",
                 "fork tags pushed",
@@ -205,7 +232,7 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
                 format!("cannot ask {remote}: {error}"),
             ),
             Ok(refs) => {
-                let report = compare_tags(lock, remote, &refs);
+                let report = compare_tags(lock, remote, refs);
                 let present = report.count(|s| *s == RefState::Present);
                 let missing = report.count(|s| *s == RefState::Missing);
                 match report.exit_code() {
@@ -294,7 +321,7 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
     });
 
     // The k3s branch on k3s's remote.
-    items.push(match (&lock, &sources.k3s_remote) {
+    items.push(match (&lock, &k3s_heads) {
         (None, _) => need_lock("k3s-branch", "k3s branch pushed"),
         (Some(_), None) => item(
             "k3s-branch",
@@ -302,10 +329,10 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
             Mark::Unknown,
             "no k3s remote given (--k3s-remote URL)",
         ),
-        (Some((lock, _)), Some(remote)) => {
+        (Some((lock, _)), Some((remote, refs))) => {
             let branch = &lock.k3s.branch;
             let title = format!("k3s branch {branch} pushed");
-            match git::ls_remote(remote, "heads") {
+            match refs {
                 Err(error) => item(
                     "k3s-branch",
                     title,
@@ -342,8 +369,6 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
     });
 
     // RC and GA tags, where k3s is published (else the local repository).
-    let tags_at = sources.k3s_remote.as_ref().or(sources.k3s.as_ref());
-    let k3s_tags = tags_at.map(|at| (at, git::ls_remote(at, "tags")));
     let locked_commit = lock.as_ref().map(|(l, _)| l.k3s.commit.clone());
     let describe = |commit: &str| {
         if locked_commit.as_deref() == Some(commit) {
