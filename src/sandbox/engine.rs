@@ -22,6 +22,10 @@ const REQUEST_TIMEOUT_SECS: u64 = 3600;
 pub struct Engine {
     docker: Docker,
     host: String,
+    /// What the client connects to: `host`, or the local end of an ssh forwarder.
+    endpoint: String,
+    /// The forwarder of an `ssh://` engine, stopped when the last clone goes.
+    tunnel: Option<std::sync::Arc<super::ssh::Tunnel>>,
     version: (usize, usize),
     info: EngineInfo,
 }
@@ -29,7 +33,7 @@ pub struct Engine {
 /// What the engine said about itself.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct EngineInfo {
-    /// The address kiln used (`unix://…`, `tcp://…`).
+    /// The address kiln used (`unix://…`, `tcp://…`, `ssh://…`).
     pub host: String,
     /// The negotiated API version, e.g. `1.41`.
     pub api_version: String,
@@ -53,7 +57,18 @@ impl Engine {
 
     /// Connects to `host` and negotiates the API version.
     pub async fn connect_to(host: &str) -> Result<Self, SandboxError> {
-        let client = raw_client(host, bollard::API_DEFAULT_VERSION).map_err(|source| {
+        let tunnel = if host.starts_with("ssh://") {
+            let target = super::ssh::SshTarget::parse(host)?;
+            Some(std::sync::Arc::new(
+                super::ssh::Tunnel::open(host, &target).await?,
+            ))
+        } else {
+            None
+        };
+        let endpoint = tunnel
+            .as_ref()
+            .map_or_else(|| host.to_owned(), |t| t.endpoint());
+        let client = raw_client(&endpoint, bollard::API_DEFAULT_VERSION).map_err(|source| {
             if matches!(source, bollard::errors::Error::SocketNotFoundError(_)) {
                 SandboxError::NoEngine {
                     host: host.to_owned(),
@@ -111,6 +126,8 @@ impl Engine {
         Ok(Self {
             docker: negotiated,
             host: host.to_owned(),
+            endpoint,
+            tunnel,
             version,
             info,
         })
@@ -133,7 +150,9 @@ impl Engine {
     /// and gives outputs back the same way.
     #[must_use]
     pub fn is_local(&self) -> bool {
-        self.host.starts_with("unix://") && std::env::var_os("KILN_COPY_MOUNTS").is_none()
+        self.tunnel.is_none()
+            && self.host.starts_with("unix://")
+            && std::env::var_os("KILN_COPY_MOUNTS").is_none()
     }
 
     /// A fresh client to the same engine at the negotiated version, usable from another
@@ -143,7 +162,7 @@ impl Engine {
             major_version: self.version.0,
             minor_version: self.version.1,
         };
-        raw_client(&self.host, &version)
+        raw_client(&self.endpoint, &version)
     }
 }
 

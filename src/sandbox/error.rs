@@ -20,6 +20,37 @@ pub enum SandboxError {
         source: bollard::errors::Error,
     },
 
+    /// An `ssh://` address kiln will not pass to ssh.
+    #[error("`{host}` is not an engine address kiln can use: {reason}")]
+    #[diagnostic(
+        code(kiln::sandbox::bad_ssh_host),
+        help("write it as ssh://[user@]host[:port][/path/to/docker.sock]")
+    )]
+    BadSshHost {
+        /// The address as given.
+        host: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The ssh forwarder to an `ssh://` engine did not come up.
+    #[error("cannot reach the engine at {host} over ssh: {reason}")]
+    #[diagnostic(
+        code(kiln::sandbox::ssh_tunnel),
+        help(
+            "kiln runs `ssh -N -L <local socket>:<engine socket> host` with your ssh config and \
+             agent, without prompts: check that `ssh host true` works without a password prompt \
+             and that the host's sshd allows stream-local forwarding; KILN_SSH_COMMAND replaces \
+             `ssh` (e.g. `ssh -F config`)"
+        )
+    )]
+    SshTunnel {
+        /// The address.
+        host: String,
+        /// What ssh said.
+        reason: String,
+    },
+
     /// Nothing answered at the engine address.
     #[error("no Docker engine answers at {host}")]
     #[diagnostic(

@@ -17,6 +17,7 @@ mod guard;
 mod lines;
 mod probe;
 mod run_owner;
+mod ssh;
 mod step_event;
 mod step_spec;
 

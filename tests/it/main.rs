@@ -20,5 +20,6 @@ mod release_e2e;
 mod remote_engine;
 mod reproducible;
 mod sandbox;
+mod ssh_engine;
 mod status;
 mod verify;
