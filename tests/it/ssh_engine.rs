@@ -7,19 +7,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use std::collections::HashMap;
-
-use futures::TryStreamExt as _;
-
-use crate::common::{World, docker_or_skip, text};
-
-fn now() -> String {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string()
-}
+use crate::common::{World, containers_created_by, docker_or_skip, text};
 
 const LOCK: &str = "lockfiles/v1.28.2-k3s1.lock.json";
 
@@ -210,48 +198,23 @@ async fn the_demo_release_runs_on_an_ssh_engine_with_copied_mounts() {
     assert_eq!(forwarders(&sshd), 0, "a failed forwarder was left running");
 
     let world = World::new();
-    let since = now();
-    let child = crate::common::kiln()
+    let mut command = crate::common::kiln();
+    command
         .current_dir(world.path())
         .env("DOCKER_HOST", &host)
         .env("KILN_SSH_COMMAND", sshd.ssh_command())
         .arg("--store")
         .arg(world.store())
-        .args(["release", "--old", "v1.28.1", "--new", "v1.28.2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let owner = format!(";p={};", child.id());
-    let output = child.wait_with_output().unwrap();
+        .args(["release", "--old", "v1.28.1", "--new", "v1.28.2"]);
+    let (output, created) = containers_created_by(&docker, command).await;
     assert!(output.status.success(), "{}", text(&output).1);
     // Every step container of this run (the engine behind ssh is this machine's) got its
     // mounts copied, none bind-mounted.
-    let filters = HashMap::from([("type", vec!["container"]), ("event", vec!["create"])]);
-    let until = (now().parse::<u64>().unwrap() + 1).to_string();
-    let options = bollard::query_parameters::EventsOptionsBuilder::default()
-        .since(&since)
-        .until(&until)
-        .filters(&filters)
-        .build();
-    let events: Vec<_> = docker
-        .sandbox
-        .engine()
-        .docker()
-        .events(Some(options))
-        .try_collect()
-        .await
-        .unwrap();
-    let mounts: Vec<String> = events
+    let mounts: Vec<&str> = created
         .iter()
-        .filter_map(|e| e.actor.as_ref()?.attributes.as_ref())
-        .filter(|a| {
-            a.get(kiln::sandbox::LABEL_OWNER)
-                .is_some_and(|o| o.contains(&owner))
-        })
-        .filter_map(|a| a.get(kiln::sandbox::LABEL_MOUNTS).cloned())
+        .filter_map(|labels| labels.get(kiln::sandbox::LABEL_MOUNTS).map(String::as_str))
         .collect();
-    assert_eq!(mounts, ["copied"; 4], "{events:?}");
+    assert_eq!(mounts, ["copied"; 4], "{created:?}");
     // sshd saw kiln's forwarder log in and forward the socket.
     let log = sshd.log();
     assert!(log.contains("Accepted publickey for root"), "{log}");

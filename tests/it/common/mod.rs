@@ -9,7 +9,7 @@ pub(crate) use registry::Registry;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
-pub(crate) use world::{World, git, kiln_counting_containers};
+pub(crate) use world::{World, containers_created_by, git, kiln_counting_containers};
 
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use kiln::image::{GoLine, ensure_toolchain};

@@ -97,19 +97,15 @@ fn now_text() -> String {
     format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }
 
-/// Runs `kiln ARGS` in the world and counts the step containers that process created: its containers
-/// carry `kiln.owner` with its pid, so parallel tests' containers never count.
-pub(crate) async fn kiln_counting_containers(
+/// Runs `command` and returns its output and the labels of every container that process
+/// created: kiln's containers carry `kiln.owner` with its pid, so parallel tests' containers
+/// never count.
+pub(crate) async fn containers_created_by(
     docker: &super::Docker,
-    world: &World,
-    args: &[&str],
-) -> (std::process::Output, usize) {
+    mut command: std::process::Command,
+) -> (std::process::Output, Vec<HashMap<String, String>>) {
     let since = now_text();
-    let child = kiln()
-        .current_dir(world.path())
-        .arg("--store")
-        .arg(world.store())
-        .args(args)
+    let child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -132,14 +128,28 @@ pub(crate) async fn kiln_counting_containers(
         .await
         .unwrap();
     let created = events
-        .iter()
-        .filter(|e| {
-            e.actor
-                .as_ref()
-                .and_then(|a| a.attributes.as_ref())
-                .and_then(|a| a.get(kiln::sandbox::LABEL_OWNER))
+        .into_iter()
+        .filter_map(|e| e.actor?.attributes)
+        .filter(|a| {
+            a.get(kiln::sandbox::LABEL_OWNER)
                 .is_some_and(|o| o.contains(&owner))
         })
-        .count();
+        .collect();
     (output, created)
+}
+
+/// Runs `kiln ARGS` in the world and counts the step containers that process created.
+pub(crate) async fn kiln_counting_containers(
+    docker: &super::Docker,
+    world: &World,
+    args: &[&str],
+) -> (std::process::Output, usize) {
+    let mut command = kiln();
+    command
+        .current_dir(world.path())
+        .arg("--store")
+        .arg(world.store())
+        .args(args);
+    let (output, created) = containers_created_by(docker, command).await;
+    (output, created.len())
 }
