@@ -372,7 +372,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("in")).unwrap();
         std::fs::create_dir_all(dir.path().join("out")).unwrap();
-        let big: Vec<u8> = (0..3 * PACK_CHUNK + 5)
+        // Larger than the channel holds, so the packer must wait for the reader.
+        let big: Vec<u8> = (0..(PACK_QUEUE + 3) * PACK_CHUNK + 5)
             .map(|i| u8::try_from(i % 253).unwrap())
             .collect();
         std::fs::write(dir.path().join("in/big"), &big).unwrap();
