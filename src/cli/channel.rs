@@ -27,7 +27,7 @@ pub(super) fn run(command: &ChannelCommand) -> Outcome {
     let ChannelCommand::SetStable { version, file } = command;
     let file = &match file {
         Some(file) => file.clone(),
-        None => super::publish_config()?
+        None => super::publish_config(true)?
             .channel
             .map_or_else(|| PathBuf::from("channel.yaml"), PathBuf::from),
     };

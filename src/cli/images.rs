@@ -49,18 +49,12 @@ fn all_present(rows: &[ImageCheck]) -> bool {
 
 pub(super) async fn run(command: ImagesCommand) -> Outcome {
     let ImagesCommand::Check(args) = command;
-    if !args.version.starts_with('v') || !args.version.contains("+k3s") {
-        return Err(miette::miette!(
-            help = "give a k3s version such as v1.28.2+k3s1 or v1.28.2-rc1+k3s1",
-            "`{}` is not a k3s version",
-            args.version
-        ));
-    }
-    crate::git::validate_rev(&args.version)?;
+    // Checked before it names a registry path.
+    args.version.parse::<crate::release::K3sVersion>()?;
     let registry = args
         .registry
         .clone()
-        .or(super::publish_config()?.registry)
+        .or(super::publish_config(args.registry.is_none())?.registry)
         .unwrap_or_else(|| DOCKER_HUB.to_owned());
     let started = Instant::now();
     let mut delay = Duration::from_secs(2);

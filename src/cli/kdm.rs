@@ -54,7 +54,7 @@ pub(super) fn run(command: &KdmCommand) -> Outcome {
         .transpose()?;
     let path = match &args.file {
         Some(file) => file.clone(),
-        None => super::publish_config()?
+        None => super::publish_config(true)?
             .kdm
             .map_or_else(|| PathBuf::from("channels.yaml"), PathBuf::from),
     };

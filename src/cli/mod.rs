@@ -178,8 +178,12 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// kiln.toml's `[publish]` in the current directory (empty without one).
-fn publish_config() -> miette::Result<crate::release::PublishConfig> {
+/// kiln.toml's `[publish]` in the current directory (empty without one). Read only when a flag
+/// it would default is missing, so a command given everything never trips over the file.
+fn publish_config(needed: bool) -> miette::Result<crate::release::PublishConfig> {
+    if !needed {
+        return Ok(crate::release::PublishConfig::default());
+    }
     Ok(crate::release::load_publish(std::path::Path::new("."))?)
 }
 

@@ -35,7 +35,7 @@ pub(super) struct PushArgs {
 pub(super) fn run(args: &PushArgs, store_dir: &Path) -> Outcome {
     // The lockfile is checked before any remote is named to git.
     let lock = Lockfile::read(&args.lockfile)?;
-    let publish = super::publish_config()?;
+    let publish = super::publish_config(args.remote.is_none() || args.k3s_remote.is_none())?;
     let fork_remote = args.remote.clone().or(publish.fork_remote);
     let k3s_remote = args.k3s_remote.clone().or(publish.k3s_remote);
     for remote in [&fork_remote, &k3s_remote].into_iter().flatten() {
@@ -125,7 +125,7 @@ pub(super) fn run_verify_tags(args: &VerifyTagsArgs) -> Outcome {
     let remote = args
         .remote
         .clone()
-        .or(super::publish_config()?.fork_remote)
+        .or(super::publish_config(args.remote.is_none())?.fork_remote)
         .ok_or_else(|| {
             miette::miette!(
                 help = "give --remote URL, or name it as fork-remote in kiln.toml's [publish]",

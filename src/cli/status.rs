@@ -54,7 +54,13 @@ pub(super) struct StatusArgs {
 pub(super) async fn run(args: StatusArgs, store_dir: &Path) -> Outcome {
     let version: K8sVersion = args.version.parse()?;
     let suffix: Suffix = args.suffix.parse()?;
-    let publish = super::publish_config()?;
+    let publish = super::publish_config(
+        [&args.remote, &args.k3s_remote, &args.registry]
+            .iter()
+            .any(|f| f.is_none())
+            || args.kdm.is_none()
+            || args.channel.is_none(),
+    )?;
     let fork_remote = args.remote.clone().or(publish.fork_remote);
     let k3s_remote = args.k3s_remote.clone().or(publish.k3s_remote);
     for location in [&fork_remote, &k3s_remote, &args.k3s].into_iter().flatten() {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::git;
 use crate::lockfile::Lockfile;
-use crate::release::{K8sVersion, Suffix, listed_versions, stable_latest};
+use crate::release::{K8sVersion, Suffix, listed_versions, rcs_among, stable_latest};
 use crate::store::LocalStore;
 
 use super::images::{self, ImageState};
@@ -377,8 +377,6 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
             short(commit).to_owned()
         }
     };
-    let rc_prefix = format!("{version}-rc");
-    let rc_end = format!("+{suffix}");
     let mut latest_tag = None;
     match &k3s_tags {
         None => {
@@ -402,29 +400,19 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
             }
         }
         Some((at, Ok(refs))) => {
-            let mut rcs: Vec<(u32, &String, &String)> = refs
-                .refs
-                .iter()
-                .filter_map(|(name, commit)| {
-                    let n = name
-                        .strip_prefix(&rc_prefix)?
-                        .strip_suffix(&rc_end)?
-                        .parse()
-                        .ok()?;
-                    Some((n, name, commit))
-                })
-                .collect();
-            rcs.sort();
+            let rcs: Vec<(u32, &str, &String)> =
+                rcs_among(&version, suffix, refs.refs.keys().map(String::as_str))
+                    .into_iter()
+                    .map(|(n, name)| (n, name, &refs.refs[name]))
+                    .collect();
             let tag_cmd = |kind: &str| {
                 format!("kiln tag {kind} {version} --suffix {suffix} --k3s REPO --remote {at}")
             };
             items.push(match rcs.last() {
                 Some((_, name, commit)) => {
-                    latest_tag = Some((*name).clone());
-                    let earlier: Vec<&str> = rcs[..rcs.len() - 1]
-                        .iter()
-                        .map(|(_, n, _)| n.as_str())
-                        .collect();
+                    latest_tag = Some((*name).to_owned());
+                    let earlier: Vec<&str> =
+                        rcs[..rcs.len() - 1].iter().map(|(_, n, _)| *n).collect();
                     let earlier = if earlier.is_empty() {
                         String::new()
                     } else {
@@ -530,7 +518,7 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
             Mark::Unknown,
             "no channels.yaml given (--kdm FILE)",
         ),
-        Some(path) => kdm_item(path, &ga, &rc_prefix, &rc_end),
+        Some(path) => kdm_item(path, version, suffix),
     });
 
     // The stable channel.
@@ -572,7 +560,8 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
     items
 }
 
-fn kdm_item(path: &Path, ga: &str, rc_prefix: &str, rc_end: &str) -> Item {
+fn kdm_item(path: &Path, version: K8sVersion, suffix: Suffix) -> Item {
+    let ga = &format!("{version}+{suffix}");
     let name = path.display().to_string();
     let listed = std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
@@ -582,18 +571,9 @@ fn kdm_item(path: &Path, ga: &str, rc_prefix: &str, rc_end: &str) -> Item {
         Ok(listed) if listed.iter().any(|v| v == ga) => {
             item("kdm", "KDM entry", Mark::Done, format!("{name} lists {ga}"))
         }
-        Ok(listed) => match listed
-            .iter()
-            .filter_map(|v| {
-                let n: u32 = v
-                    .strip_prefix(rc_prefix)?
-                    .strip_suffix(rc_end)?
-                    .parse()
-                    .ok()?;
-                Some((n, v))
-            })
-            .max()
-            .map(|(_, v)| v)
+        Ok(listed) => match rcs_among(&version, suffix, listed.iter().map(String::as_str))
+            .last()
+            .map(|(_, v)| *v)
         {
             Some(rc) => item(
                 "kdm",

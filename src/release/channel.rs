@@ -31,17 +31,9 @@ pub enum ChannelError {
 /// Whether `version` is `vX.Y.Z+k3sN`.
 #[must_use]
 pub fn is_ga(version: &str) -> bool {
-    let Some((v, suffix)) = version.split_once('+') else {
-        return false;
-    };
-    let numbers: Vec<&str> = v.strip_prefix('v').unwrap_or("").split('.').collect();
-    numbers.len() == 3
-        && numbers
-            .iter()
-            .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        && suffix
-            .strip_prefix("k3s")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    version
+        .parse::<super::K3sVersion>()
+        .is_ok_and(|v| v.rc.is_none())
 }
 
 /// The line index of the stable channel's `latest:` and its value.

@@ -47,6 +47,17 @@ pub enum ReleaseError {
         given: String,
     },
 
+    /// Not a k3s release name.
+    #[error("`{given}` is not a k3s version")]
+    #[diagnostic(
+        code(kiln::release::not_k3s_version),
+        help("k3s versions look like v1.28.2+k3s1, or v1.28.2-rc1+k3s1 for a release candidate")
+    )]
+    NotK3sVersion {
+        /// What was given.
+        given: String,
+    },
+
     /// A suffix is not `k3sN`.
     #[error("`{given}` is not a k3s suffix")]
     #[diagnostic(

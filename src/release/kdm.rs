@@ -5,106 +5,15 @@
 //! parser, anchors and `<<:` merge keys resolved, and the edit is kept only if every published
 //! entry resolves exactly as before and the new one exactly as the entry it copies.
 
-use std::cmp::Ordering;
-use std::fmt::{self, Write as _};
-use std::str::FromStr;
+use std::fmt::Write as _;
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::{K8sVersion, Suffix};
-
-/// A k3s version as KDM lists it: `vX.Y.Z+k3sN` or `vX.Y.Z-rcM+k3sN`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct K3sVersion {
-    /// The Kubernetes version.
-    pub k8s: K8sVersion,
-    /// The release candidate number, `None` for GA.
-    pub rc: Option<u32>,
-    /// The k3s suffix.
-    pub suffix: Suffix,
-}
-
-impl FromStr for K3sVersion {
-    type Err = KdmError;
-
-    fn from_str(s: &str) -> Result<Self, KdmError> {
-        let bad = || KdmError::BadVersion {
-            given: s.to_owned(),
-        };
-        let (left, suffix) = s.split_once('+').ok_or_else(bad)?;
-        let suffix: Suffix = suffix.parse().map_err(|_| bad())?;
-        let (k8s, rc) = match left.split_once("-rc") {
-            Some((k8s, n)) => {
-                if n.is_empty()
-                    || n.len() > 3
-                    || n.starts_with('0')
-                    || !n.bytes().all(|b| b.is_ascii_digit())
-                {
-                    return Err(bad());
-                }
-                (k8s, Some(n.parse().map_err(|_| bad())?))
-            }
-            None => (left, None),
-        };
-        Ok(Self {
-            k8s: k8s.parse().map_err(|_| bad())?,
-            rc,
-            suffix,
-        })
-    }
-}
-
-impl fmt::Display for K3sVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.rc {
-            Some(n) => write!(f, "{}-rc{n}+{}", self.k8s, self.suffix),
-            None => write!(f, "{}+{}", self.k8s, self.suffix),
-        }
-    }
-}
-
-impl Ord for K3sVersion {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.rank().cmp(&other.rank())
-    }
-}
-
-impl PartialOrd for K3sVersion {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl K3sVersion {
-    /// RCs before their GA; a later suffix after every RC and GA of an earlier one.
-    fn rank(&self) -> (K8sVersion, Suffix, u32) {
-        (self.k8s, self.suffix, self.rc.unwrap_or(u32::MAX))
-    }
-
-    /// The GA version of this one.
-    #[must_use]
-    pub fn ga(&self) -> Self {
-        Self { rc: None, ..*self }
-    }
-
-    fn minor(&self) -> (u32, u32) {
-        (self.k8s.major, self.k8s.minor)
-    }
-}
+use super::K3sVersion;
 
 /// Why `channels.yaml` cannot be changed; nothing was written.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum KdmError {
-    /// Not a k3s version.
-    #[error("`{given}` is not a k3s version")]
-    #[diagnostic(
-        code(kiln::kdm::bad_version),
-        help("KDM lists vX.Y.Z+k3sN, or vX.Y.Z-rcN+k3sN for a release candidate")
-    )]
-    BadVersion {
-        /// What was given.
-        given: String,
-    },
     /// The file is not YAML.
     #[error("{file} does not parse as YAML: {reason}")]
     #[diagnostic(

@@ -21,7 +21,7 @@ pub use config::{CacheConfig, ExtraModule, PublishConfig, RepoSet, load_publish,
 pub use error::ReleaseError;
 pub use gomod::{BumpReport, GoBump, GoModEdit, LineChange, bump_go_files, bump_k3s, edit_go_mod};
 pub use kdm::{
-    AddOptions, K3sVersion, KdmAction, KdmEdit, KdmError, add_entry, listed_versions, promote_entry,
+    AddOptions, KdmAction, KdmEdit, KdmError, add_entry, listed_versions, promote_entry,
 };
 pub use locked::resolve_locked;
 pub use modules::{FORK_MODULE, extra_module_versions, fork_module_versions, staging_modules};
@@ -30,5 +30,6 @@ pub use rcga::{TagError, TagKind, TagPlan, create_tag, plan_tag};
 pub use recipe::{Identity, RECIPE_SCHEMA, ReleaseInputs, ServedModule, release_plan};
 pub use resolve::{ReleaseArgs, Resolved, default_identity, resolve};
 pub use version::{
-    K8sVersion, ReleaseNames, RepoFacts, Suffix, check_pair, derive, highest_suffix, next_rc,
+    K3sVersion, K8sVersion, ReleaseNames, RepoFacts, Suffix, check_pair, derive, highest_suffix,
+    next_rc, rcs_among,
 };

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::git::{self, GitError};
 
-use super::{K8sVersion, Suffix, next_rc};
+use super::{K8sVersion, Suffix, next_rc, rcs_among};
 
 /// RC or GA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,21 +96,6 @@ pub enum TagError {
     Git(#[from] GitError),
 }
 
-/// The RC tags of `version`+`suffix` in `tags`, by number.
-fn rcs_of(version: &K8sVersion, suffix: Suffix, tags: &[String]) -> Vec<String> {
-    let prefix = format!("{version}-rc");
-    let end = format!("+{suffix}");
-    let mut found: Vec<(u32, String)> = tags
-        .iter()
-        .filter_map(|t| {
-            let n = t.strip_prefix(&prefix)?.strip_suffix(&end)?.parse().ok()?;
-            Some((n, t.clone()))
-        })
-        .collect();
-    found.sort();
-    found.into_iter().map(|(_, t)| t).collect()
-}
-
 /// Plans the RC or GA tag of `version`+`suffix` on `branch` of the local repository `repo`.
 pub fn plan_tag(
     repo: &Path,
@@ -128,7 +113,10 @@ pub fn plan_tag(
             branch: branch.to_owned(),
         }
     })?;
-    let rcs = rcs_of(version, suffix, &tags);
+    let rcs: Vec<String> = rcs_among(version, suffix, tags.iter().map(String::as_str))
+        .into_iter()
+        .map(|(_, name)| name.to_owned())
+        .collect();
     let tag = match kind {
         TagKind::Rc => {
             for rc in &rcs {
@@ -215,8 +203,8 @@ mod tests {
         .map(|s| (*s).to_owned())
         .collect();
         assert_eq!(
-            rcs_of(&v, Suffix(1), &tags),
-            ["v1.28.2-rc2+k3s1", "v1.28.2-rc10+k3s1"]
+            rcs_among(&v, Suffix(1), tags.iter().map(String::as_str)),
+            [(2, "v1.28.2-rc2+k3s1"), (10, "v1.28.2-rc10+k3s1")]
         );
         assert_eq!(next_rc(&v, Suffix(1), &tags), 11);
     }

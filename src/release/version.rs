@@ -1,6 +1,7 @@
 //! Release names: everything a captain would otherwise type by hand, derived from
 //! `--old vX.Y.Z --new vX.Y.Z` and what the repositories hold (DESIGN.md §1).
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
@@ -97,6 +98,86 @@ impl fmt::Display for Suffix {
     }
 }
 
+/// A k3s release name: `vX.Y.Z+k3sN` (GA) or `vX.Y.Z-rcM+k3sN` (a release candidate), as
+/// k3s tags and KDM entries spell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct K3sVersion {
+    /// The Kubernetes version.
+    pub k8s: K8sVersion,
+    /// The release candidate number, `None` for GA.
+    pub rc: Option<u32>,
+    /// The k3s suffix.
+    pub suffix: Suffix,
+}
+
+impl FromStr for K3sVersion {
+    type Err = ReleaseError;
+
+    fn from_str(s: &str) -> Result<Self, ReleaseError> {
+        let bad = || ReleaseError::NotK3sVersion {
+            given: s.to_owned(),
+        };
+        let (left, suffix) = s.split_once('+').ok_or_else(bad)?;
+        let suffix: Suffix = suffix.parse().map_err(|_| bad())?;
+        let (k8s, rc) = match left.split_once("-rc") {
+            Some((k8s, n)) => {
+                if n.is_empty()
+                    || n.len() > 3
+                    || n.starts_with('0')
+                    || !n.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err(bad());
+                }
+                (k8s, Some(n.parse().map_err(|_| bad())?))
+            }
+            None => (left, None),
+        };
+        Ok(Self {
+            k8s: k8s.parse().map_err(|_| bad())?,
+            rc,
+            suffix,
+        })
+    }
+}
+
+impl fmt::Display for K3sVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rc {
+            Some(n) => write!(f, "{}-rc{n}+{}", self.k8s, self.suffix),
+            None => write!(f, "{}+{}", self.k8s, self.suffix),
+        }
+    }
+}
+
+impl Ord for K3sVersion {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.rank().cmp(&other.rank())
+    }
+}
+
+impl PartialOrd for K3sVersion {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl K3sVersion {
+    /// RCs before their GA; a later suffix after every RC and GA of an earlier one.
+    fn rank(&self) -> (K8sVersion, Suffix, u32) {
+        (self.k8s, self.suffix, self.rc.unwrap_or(u32::MAX))
+    }
+
+    /// The GA version of this one.
+    #[must_use]
+    pub fn ga(&self) -> Self {
+        Self { rc: None, ..*self }
+    }
+
+    pub(crate) fn minor(&self) -> (u32, u32) {
+        (self.k8s.major, self.k8s.minor)
+    }
+}
+
 /// Every name of one patch release.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,17 +231,29 @@ pub fn highest_suffix(version: &K8sVersion, tags: &[String]) -> Option<Suffix> {
 /// The next RC number of `version`+`suffix` among k3s tags `vX.Y.Z-rcN+k3sM`.
 #[must_use]
 pub fn next_rc(version: &K8sVersion, suffix: Suffix, tags: &[String]) -> u32 {
-    let prefix = format!("{version}-rc");
-    let end = format!("+{suffix}");
-    tags.iter()
-        .filter_map(|t| {
-            t.strip_prefix(&prefix)?
-                .strip_suffix(&end)?
-                .parse::<u32>()
-                .ok()
+    rcs_among(version, suffix, tags.iter().map(String::as_str))
+        .last()
+        .map_or(1, |(n, _)| n + 1)
+}
+
+/// The release candidates of `version`+`suffix` among `names` (tags, KDM entries), with their
+/// numbers, lowest first.
+pub fn rcs_among<'a>(
+    version: &K8sVersion,
+    suffix: Suffix,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Vec<(u32, &'a str)> {
+    let mut found: Vec<(u32, &str)> = names
+        .into_iter()
+        .filter_map(|name| {
+            let parsed: K3sVersion = name.parse().ok()?;
+            (parsed.k8s == *version && parsed.suffix == suffix)
+                .then_some(parsed.rc)?
+                .map(|n| (n, name))
         })
-        .max()
-        .map_or(1, |n| n + 1)
+        .collect();
+    found.sort_unstable();
+    found
 }
 
 /// Parses and checks a version pair: semver, same minor, new > old.

@@ -227,3 +227,38 @@ async fn a_docker_hub_style_token_challenge_is_answered_per_repository() {
         );
     }
 }
+
+/// kiln.toml is read only for a flag left out: a broken one stops `images check` without
+/// `--registry` with an error naming the file, and never one given everything.
+#[test]
+fn kiln_toml_is_read_only_for_missing_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("kiln.toml"), "[publish]\nregistry = \n").unwrap();
+    let run = |extra: &[&str]| {
+        common::kiln()
+            .current_dir(dir.path())
+            .args(["images", "check", "v1.28.2+k3s1", "--json"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let given = run(&["--registry", "127.0.0.1:1"]);
+    assert_eq!(given.status.code(), Some(5), "{}", text(&given).1);
+    let missing = run(&[]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing).1.contains("kiln.toml"),
+        "{}",
+        text(&missing).1
+    );
+    let bad = common::kiln()
+        .args(["images", "check", "v1.28.2", "--registry", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad).1.contains("is not a k3s version"),
+        "{}",
+        text(&bad).1
+    );
+}

@@ -15,18 +15,7 @@ fn released() -> (World, serde_json::Value) {
 
 /// A bare copy of one of the world's repositories, as a remote.
 fn remote(world: &World, repo: &str, name: &str) -> PathBuf {
-    let path = world.dir.path().join(name);
-    git(
-        world.dir.path(),
-        &[
-            "clone",
-            "--quiet",
-            "--bare",
-            world.path().join(repo).to_str().unwrap(),
-            path.to_str().unwrap(),
-        ],
-    );
-    path
+    world.clone_repo(repo, name, true)
 }
 
 fn verify_tags(world: &World, remote: &Path) -> (Option<i32>, serde_json::Value) {

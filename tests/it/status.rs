@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
@@ -14,19 +14,6 @@ use oci_client::{Client, Reference};
 use crate::common::{Registry, World, docker_or_skip, git, text};
 
 const LOCK: &str = "lockfiles/v1.28.2-k3s1.lock.json";
-
-/// A bare clone of one of the world's repositories, as a remote (or a work tree to edit).
-fn clone(world: &World, repo: &str, name: &str, bare: bool) -> PathBuf {
-    let path = world.dir.path().join(name);
-    let mut args = vec!["clone", "--quiet"];
-    if bare {
-        args.push("--bare");
-    }
-    let from = world.path().join(repo);
-    args.extend([from.to_str().unwrap(), path.to_str().unwrap()]);
-    git(world.dir.path(), &args);
-    path
-}
 
 /// The demo's release images: the k3s binary the release built, as the single layer of
 /// each of the three images, pushed through the registry's HTTP API.
@@ -138,10 +125,10 @@ async fn status_walks_the_runbook_and_measures_every_line() {
     };
     let world = World::new();
     world.release("v1.28.2", &["--out", "dist"]);
-    let fork_remote = clone(&world, "fork.git", "fork-remote.git", true);
-    let k3s_remote = clone(&world, "k3s.git", "k3s-remote.git", true);
-    let kdm = clone(&world, "kdm.git", "kdm", false);
-    let k3s = clone(&world, "k3s.git", "k3s", false);
+    let fork_remote = world.clone_repo("fork.git", "fork-remote.git", true);
+    let k3s_remote = world.clone_repo("k3s.git", "k3s-remote.git", true);
+    let kdm = world.clone_repo("kdm.git", "kdm", false);
+    let k3s = world.clone_repo("k3s.git", "k3s", false);
     let (fork_remote, k3s_remote) = (fork_remote.to_str().unwrap(), k3s_remote.to_str().unwrap());
     let kdm_file = kdm.join("channels.yaml");
     let channel_file = k3s.join("channel.yaml");

@@ -54,7 +54,10 @@ fn versions_parse_print_and_order() {
         "v1.28+k3s1",
     ] {
         assert!(
-            matches!(bad.parse::<K3sVersion>(), Err(KdmError::BadVersion { .. })),
+            matches!(
+                bad.parse::<K3sVersion>(),
+                Err(crate::release::ReleaseError::NotK3sVersion { .. })
+            ),
             "{bad}"
         );
     }

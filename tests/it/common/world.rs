@@ -55,6 +55,20 @@ impl World {
         serde_json::from_slice(&output.stdout).unwrap()
     }
 
+    /// A clone of the world's `repo` at `name` beside it: bare, as a stand-in remote, or a
+    /// work tree to edit.
+    pub(crate) fn clone_repo(&self, repo: &str, name: &str, bare: bool) -> PathBuf {
+        let path = self.dir.path().join(name);
+        let from = self.path().join(repo);
+        let mut args = vec!["clone", "--quiet"];
+        if bare {
+            args.push("--bare");
+        }
+        args.extend([from.to_str().unwrap(), path.to_str().unwrap()]);
+        git(self.dir.path(), &args);
+        path
+    }
+
     pub(crate) fn blob(&self, digest: &str) -> PathBuf {
         let hex = &digest[7..];
         self.store()
