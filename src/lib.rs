@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod cli;
 pub mod demo;
+pub mod durable;
 pub mod engine;
 pub mod failpoint;
 pub mod git;
@@ -14,6 +15,7 @@ pub mod gomod;
 pub mod hash;
 pub mod image;
 pub mod lockfile;
+pub mod names;
 pub mod publish;
 pub mod release;
 pub mod sandbox;

@@ -12,7 +12,7 @@ mod sign;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use remote::{ARTIFACT_TYPE, Lookup, RemoteCache};
+pub use remote::{ARTIFACT_TYPE, Lookup, RemoteCache, is_not_found};
 pub use sign::{PublicKey, SecretKey, SignedRecord, keygen};
 
 use crate::hash::{Digest, StepKey};

@@ -227,17 +227,8 @@ impl RemoteCache {
             .await
         {
             Ok((bytes, _)) => bytes,
-            Err(error) => {
-                let text = error.to_string();
-                if text.contains("MANIFEST_UNKNOWN")
-                    || text.contains("manifest unknown")
-                    || text.contains("NAME_UNKNOWN")
-                    || text.contains("404")
-                {
-                    return Ok(Lookup::Miss);
-                }
-                return Err(self.unreachable(&error));
-            }
+            Err(error) if is_not_found(&error) => return Ok(Lookup::Miss),
+            Err(error) => return Err(self.unreachable(&error)),
         };
         let Ok(manifest) = serde_json::from_slice::<Manifest>(&manifest) else {
             return Ok(Lookup::Rejected(format!(
@@ -562,6 +553,25 @@ fn blob_stream(
             Ok(Some((chunk.freeze(), state)))
         }
     })
+}
+
+/// Whether a registry error says "no such manifest" (a miss), as opposed to a registry that
+/// could not answer: by the error's variant and the registry's OCI error codes, never by its
+/// text.
+#[must_use]
+pub fn is_not_found(error: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as Code};
+    match error {
+        E::ImageManifestNotFoundError(_) => true,
+        E::RegistryError { envelope, .. } => envelope.errors.iter().any(|e| {
+            matches!(
+                e.code,
+                Code::ManifestUnknown | Code::NameUnknown | Code::NotFound | Code::BlobUnknown
+            )
+        }),
+        E::ServerError { code, .. } => *code == 404,
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub(super) fn run(command: &ChannelCommand) -> Outcome {
         Some(file) => file.clone(),
         None => super::publish_config(true)?
             .channel
-            .map_or_else(|| PathBuf::from("channel.yaml"), PathBuf::from),
+            .unwrap_or_else(|| PathBuf::from("channel.yaml")),
     };
     let text = std::fs::read_to_string(file)
         .into_diagnostic()
@@ -38,7 +38,7 @@ pub(super) fn run(command: &ChannelCommand) -> Outcome {
     match old {
         None => println!("stable is already {version} in {}", file.display()),
         Some(old) => {
-            super::release::write_atomically(file, new.as_bytes())?;
+            crate::durable::write(file, new.as_bytes(), crate::durable::Placement::Beside)?;
             println!("stable: {old} -> {version} in {}", file.display());
         }
     }

@@ -52,6 +52,11 @@ pub(super) async fn render(mut events: UnboundedReceiver<EngineEvent>, show_logs
                 bars.insert(step, bar);
             }
             EngineEvent::Log { step, line, .. } => {
+                // --logs: every line stays on screen above the spinners; without it, the
+                // latest line is the spinner's message.
+                if show_logs {
+                    let _ = multi.println(format!("    {step} | {line}"));
+                }
                 if let Some(bar) = bars.get(&step) {
                     bar.set_message(line);
                 }
@@ -69,20 +74,13 @@ pub(super) async fn render(mut events: UnboundedReceiver<EngineEvent>, show_logs
     }
 }
 
-/// Runs `plan` while drawing its progress on stderr.
-pub(super) async fn run_drawn<S: crate::store::Store>(
-    plan: &crate::engine::Plan,
-    store: &S,
-    sandbox: &crate::sandbox::DockerSandbox,
-    options: &crate::engine::RunOptions,
+/// Runs `work` with a sender of engine events while drawing them on stderr; returns what
+/// `work` returns once both are done (`work` drops the sender when it finishes).
+pub(super) async fn drawn<T, F: std::future::Future<Output = T>>(
     show_logs: bool,
-) -> Result<crate::engine::RunReport, crate::engine::EngineError> {
+    work: impl FnOnce(tokio::sync::mpsc::UnboundedSender<EngineEvent>) -> F,
+) -> T {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let running = async {
-        let result = crate::engine::run(plan, store, sandbox, options, &tx).await;
-        drop(tx);
-        result
-    };
-    let (result, ()) = tokio::join!(running, render(rx, show_logs));
+    let (result, ()) = tokio::join!(work(tx), render(rx, show_logs));
     result
 }

@@ -50,7 +50,7 @@ fn all_present(rows: &[ImageCheck]) -> bool {
 pub(super) async fn run(command: ImagesCommand) -> Outcome {
     let ImagesCommand::Check(args) = command;
     // Checked before it names a registry path.
-    args.version.parse::<crate::release::K3sVersion>()?;
+    let version: crate::names::K3sVersion = args.version.parse()?;
     let registry = args
         .registry
         .clone()
@@ -58,7 +58,7 @@ pub(super) async fn run(command: ImagesCommand) -> Outcome {
         .unwrap_or_else(|| DOCKER_HUB.to_owned());
     let started = Instant::now();
     let mut delay = Duration::from_secs(2);
-    let mut rows = check(&registry, &args.version).await;
+    let mut rows = check(&registry, version).await;
     while args.wait && !all_present(&rows) && started.elapsed() < Duration::from_secs(args.timeout)
     {
         let missing: Vec<&str> = rows
@@ -74,7 +74,7 @@ pub(super) async fn run(command: ImagesCommand) -> Outcome {
         );
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(60));
-        rows = check(&registry, &args.version).await;
+        rows = check(&registry, version).await;
     }
     if args.json {
         print_json(&rows)?;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use miette::{IntoDiagnostic as _, WrapErr as _};
 
-use crate::release::{AddOptions, K3sVersion, KdmAction, add_entry, promote_entry};
+use crate::names::K3sVersion;
+use crate::release::{AddOptions, KdmAction, add_entry, promote_entry};
 
 use super::{Outcome, print_json};
 
@@ -56,7 +57,7 @@ pub(super) fn run(command: &KdmCommand) -> Outcome {
         Some(file) => file.clone(),
         None => super::publish_config(true)?
             .kdm
-            .map_or_else(|| PathBuf::from("channels.yaml"), PathBuf::from),
+            .unwrap_or_else(|| PathBuf::from("channels.yaml")),
     };
     let file = path.display().to_string();
     let text = std::fs::read_to_string(&path)
@@ -74,7 +75,11 @@ pub(super) fn run(command: &KdmCommand) -> Outcome {
     };
     let target = if args.promote { version.ga() } else { version };
     if edit.action != KdmAction::AlreadyPresent && !args.dry_run {
-        super::release::write_atomically(&path, edit.text.as_bytes())?;
+        crate::durable::write(
+            &path,
+            edit.text.as_bytes(),
+            crate::durable::Placement::Beside,
+        )?;
     }
     if args.json {
         print_json(&serde_json::json!({

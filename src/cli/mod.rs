@@ -2,6 +2,7 @@
 //! that prints: results go to stdout (`--json` for machines), logs and progress to stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod args;
 mod cache;
 mod channel;
 mod demo;
@@ -181,10 +182,9 @@ pub fn init_tracing() {
 /// kiln.toml's `[publish]` in the current directory (empty without one). Read only when a flag
 /// it would default is missing, so a command given everything never trips over the file.
 fn publish_config(needed: bool) -> miette::Result<crate::release::PublishConfig> {
-    if !needed {
-        return Ok(crate::release::PublishConfig::default());
-    }
-    Ok(crate::release::load_publish(std::path::Path::new("."))?)
+    Ok(args::kiln_toml_if(needed)?
+        .map(|toml| toml.publish)
+        .unwrap_or_default())
 }
 
 /// Prints `value` as pretty JSON on stdout.

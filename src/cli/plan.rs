@@ -32,9 +32,9 @@ pub(super) struct PlanArgs {
     #[arg(long, default_value = "k3s1")]
     new_suffix: String,
     #[command(flatten)]
-    repos: super::versions::RepoArgs,
+    repos: super::args::RepoArgs,
     #[command(flatten)]
-    identity: super::release::IdentityArgs,
+    identity: super::args::IdentityArgs,
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
@@ -81,17 +81,12 @@ pub(super) async fn run_plan(args: PlanArgs, store_dir: &Path) -> Outcome {
                 "nothing to plan"
             ));
         };
-        let spec = super::release::ReleaseSpec {
-            pair: super::versions::VersionPair {
-                old,
-                new,
-                old_suffix: args.old_suffix,
-                new_suffix: args.new_suffix,
-            },
+        let spec = super::args::ReleaseSpec {
+            pair: super::args::VersionPair::new(old, new, args.old_suffix, args.new_suffix),
             repos: args.repos,
             identity: args.identity,
         };
-        return super::release::run_release_plan(&spec, args.json, store_dir).await;
+        return run_release_plan(&spec, args.json, store_dir).await;
     };
     if !file.is_file() {
         return Err(miette::miette!(
@@ -107,8 +102,25 @@ pub(super) async fn run_plan(args: PlanArgs, store_dir: &Path) -> Outcome {
     print_plan(&planned, args.json)
 }
 
+/// `kiln plan --old --new`: the release's steps and what would run.
+async fn run_release_plan(
+    spec: &super::args::ReleaseSpec,
+    json: bool,
+    store_dir: &Path,
+) -> Outcome {
+    let (request, _) = spec.request()?;
+    let store = LocalStore::open(store_dir)?;
+    let engine = Engine::connect().await?;
+    let resolved = crate::release::resolve_request(&request, &store).await?;
+    let prepared =
+        super::release::plan_on_engine(&request.repos, &request.identity, resolved, &engine, false)
+            .await?;
+    let planned = prepared.plan.status(&store).await?;
+    print_plan(&planned, json)
+}
+
 /// Prints a plan's statuses: a table (step, status, key, why), or JSON.
-pub(super) fn print_plan(planned: &[PlannedStep], json: bool) -> Outcome {
+fn print_plan(planned: &[PlannedStep], json: bool) -> Outcome {
     if json {
         print_json(&planned)?;
         return Ok(ExitCode::SUCCESS);
@@ -141,7 +153,11 @@ pub(super) async fn run_run(args: RunArgs, store_dir: &Path) -> Outcome {
         work_dir: store.work_dir(),
     };
     let layered = crate::cache::CachedStore::new(store.clone(), remote);
-    let report = super::events::run_drawn(&plan, &layered, &sandbox, &options, args.logs).await?;
+    let report = super::events::drawn(args.logs, |events| {
+        let (plan, layered, sandbox, options) = (&plan, &layered, &sandbox, &options);
+        async move { crate::engine::run(plan, layered, sandbox, options, &events).await }
+    })
+    .await?;
     if let Some(out) = &args.out {
         export_outputs(&store, &report, out).await?;
     }

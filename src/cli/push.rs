@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::git::Location;
 use crate::lockfile::Lockfile;
 use crate::publish::{EXIT_DIVERGED, EXIT_MISSING, RefState, TagReport, by_state};
 use crate::store::LocalStore;
@@ -22,11 +23,11 @@ pub(super) struct PushArgs {
     dry_run: bool,
     /// The fork's remote: its missing tags are pushed there in one atomic push (default:
     /// kiln.toml's `[publish] fork-remote`).
-    #[arg(long, value_name = "URL")]
-    remote: Option<String>,
+    #[arg(long, value_name = "URL", value_parser = super::args::location)]
+    remote: Option<Location>,
     /// k3s's remote: the release branch is pushed there (default: `[publish] k3s-remote`).
-    #[arg(long, value_name = "URL")]
-    k3s_remote: Option<String>,
+    #[arg(long, value_name = "URL", value_parser = super::args::location)]
+    k3s_remote: Option<Location>,
     /// Print what was pushed as JSON.
     #[arg(long)]
     json: bool,
@@ -38,13 +39,10 @@ pub(super) fn run(args: &PushArgs, store_dir: &Path) -> Outcome {
     let publish = super::publish_config(args.remote.is_none() || args.k3s_remote.is_none())?;
     let fork_remote = args.remote.clone().or(publish.fork_remote);
     let k3s_remote = args.k3s_remote.clone().or(publish.k3s_remote);
-    for remote in [&fork_remote, &k3s_remote].into_iter().flatten() {
-        crate::git::validate_location(remote)?;
-    }
     if args.dry_run {
-        let fork = fork_remote.as_deref().unwrap_or("$REMOTE");
-        let k3s = k3s_remote.as_deref().unwrap_or("$K3S_REMOTE");
-        for line in lock.push_lines(fork, k3s) {
+        let fork = fork_remote.as_ref().map_or("$REMOTE", Location::as_str);
+        let k3s = k3s_remote.as_ref().map_or("$K3S_REMOTE", Location::as_str);
+        for line in crate::publish::push_lines(&lock, fork, k3s) {
             println!("{line}");
         }
         return Ok(ExitCode::SUCCESS);
@@ -57,8 +55,7 @@ pub(super) fn run(args: &PushArgs, store_dir: &Path) -> Outcome {
         ));
     }
     let store = LocalStore::open(store_dir)?;
-    let report =
-        crate::publish::push(&lock, &store, fork_remote.as_deref(), k3s_remote.as_deref())?;
+    let report = crate::publish::push(&lock, &store, fork_remote.as_ref(), k3s_remote.as_ref())?;
     if args.json {
         print_json(&report)?;
         return Ok(ExitCode::SUCCESS);
@@ -113,8 +110,8 @@ pub(super) struct VerifyTagsArgs {
     /// The lockfile.
     lockfile: PathBuf,
     /// The fork's remote, a URL or a path (default: kiln.toml's `[publish] fork-remote`).
-    #[arg(long, value_name = "URL")]
-    remote: Option<String>,
+    #[arg(long, value_name = "URL", value_parser = super::args::location)]
+    remote: Option<Location>,
     /// Print the comparison as JSON.
     #[arg(long)]
     json: bool,

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::git::Location;
+use crate::names::{K8sVersion, Suffix};
 use crate::publish::images::DOCKER_HUB;
 use crate::publish::status::{Mark, Sources, exit_code, status};
-use crate::release::{K8sVersion, Suffix};
 use crate::store::LocalStore;
 
 use super::{Outcome, print_json};
@@ -28,14 +29,14 @@ pub(super) struct StatusArgs {
     #[arg(long, value_name = "FILE")]
     lock: Option<PathBuf>,
     /// The fork's remote (its tags; default: kiln.toml's `[publish] fork-remote`).
-    #[arg(long, value_name = "URL")]
-    remote: Option<String>,
+    #[arg(long, value_name = "URL", value_parser = super::args::location)]
+    remote: Option<Location>,
     /// k3s's remote (the release branch, RC and GA tags; default: `[publish] k3s-remote`).
-    #[arg(long, value_name = "URL")]
-    k3s_remote: Option<String>,
+    #[arg(long, value_name = "URL", value_parser = super::args::location)]
+    k3s_remote: Option<Location>,
     /// k3s's repository, for RC and GA tags when no --k3s-remote is given (default: kiln.toml's).
-    #[arg(long, value_name = "REPO")]
-    k3s: Option<String>,
+    #[arg(long, value_name = "REPO", value_parser = super::args::location)]
+    k3s: Option<Location>,
     /// The image registry, host[:port] or http://host:port (default: `[publish] registry`,
     /// else Docker Hub).
     #[arg(long, value_name = "URL")]
@@ -54,46 +55,39 @@ pub(super) struct StatusArgs {
 pub(super) async fn run(args: StatusArgs, store_dir: &Path) -> Outcome {
     let version: K8sVersion = args.version.parse()?;
     let suffix: Suffix = args.suffix.parse()?;
-    let publish = super::publish_config(
-        [&args.remote, &args.k3s_remote, &args.registry]
-            .iter()
-            .any(|f| f.is_none())
-            || args.kdm.is_none()
-            || args.channel.is_none(),
-    )?;
-    let fork_remote = args.remote.clone().or(publish.fork_remote);
-    let k3s_remote = args.k3s_remote.clone().or(publish.k3s_remote);
-    for location in [&fork_remote, &k3s_remote, &args.k3s].into_iter().flatten() {
-        crate::git::validate_location(location)?;
-    }
-    let k3s = args.k3s.clone().or_else(|| {
-        crate::release::load_repos(Path::new("."), None, None, None)
-            .ok()
-            .map(|repos| repos.k3s)
-    });
+    let fork_tag = version.fork_tag(suffix);
+    // kiln.toml is read once, and only when a flag it would default is missing.
+    let needed = args.remote.is_none()
+        || args.k3s_remote.is_none()
+        || args.k3s.is_none()
+        || args.registry.is_none()
+        || args.kdm.is_none()
+        || args.channel.is_none();
+    let toml = super::args::kiln_toml_if(needed)?.unwrap_or_default();
+    let publish = toml.publish;
     let sources = Sources {
-        version,
-        suffix,
-        lockfile: args.lock.clone().unwrap_or_else(|| {
-            Path::new("lockfiles").join(format!("{version}-{suffix}.lock.json"))
-        }),
-        fork_remote,
-        k3s_remote,
-        k3s,
+        fork_tag,
+        lockfile: args
+            .lock
+            .clone()
+            .unwrap_or_else(|| Path::new("lockfiles").join(format!("{fork_tag}.lock.json"))),
+        fork_remote: args.remote.clone().or(publish.fork_remote),
+        k3s_remote: args.k3s_remote.clone().or(publish.k3s_remote),
+        k3s: args.k3s.clone().or(toml.repos.map(|(_, _, k3s)| k3s)),
         registry: args
             .registry
             .clone()
             .or(publish.registry)
             .unwrap_or_else(|| DOCKER_HUB.to_owned()),
-        kdm: args.kdm.clone().or(publish.kdm.map(PathBuf::from)),
-        channel: args.channel.clone().or(publish.channel.map(PathBuf::from)),
+        kdm: args.kdm.clone().or(publish.kdm),
+        channel: args.channel.clone().or(publish.channel),
     };
     let store = LocalStore::open(store_dir)?;
     let items = status(&sources, &store).await;
     let code = exit_code(&items);
     if args.json {
         print_json(&serde_json::json!({
-            "release": format!("{version}+{suffix}"),
+            "release": fork_tag.ga(),
             "items": items,
             "done": items.iter().filter(|i| i.mark == Mark::Done).count(),
             "total": items.len(),
@@ -101,7 +95,7 @@ pub(super) async fn run(args: StatusArgs, store_dir: &Path) -> Outcome {
         }))?;
         return Ok(ExitCode::from(code));
     }
-    println!("release {version}+{suffix}");
+    println!("release {}", fork_tag.ga());
     for item in &items {
         let mark = match item.mark {
             Mark::Done => "[x]",

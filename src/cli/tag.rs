@@ -1,13 +1,13 @@
 //! `kiln rc VERSION`: the next RC name; `kiln tag rc|ga VERSION`: create it (or the GA tag) on
 //! the release branch head, locally and optionally on a remote, never moving a tag.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 
-use crate::git;
-use crate::release::{K8sVersion, Suffix, TagKind, create_tag, next_rc, plan_tag};
+use crate::git::{self, Location};
+use crate::names::{ForkTag, K8sVersion, Suffix, next_rc};
+use crate::release::{TagKind, create_tag, plan_tag};
 
 use super::{Outcome, print_json};
 
@@ -20,31 +20,29 @@ pub(super) struct Target {
     #[arg(long, default_value = "k3s1", value_name = "k3sN")]
     suffix: String,
     /// The k3s repository (a local path for `tag`; default: kiln.toml's k3s).
-    #[arg(long, value_name = "REPO")]
-    k3s: Option<String>,
+    #[arg(long, value_name = "REPO", value_parser = super::args::location)]
+    k3s: Option<Location>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
 }
 
 impl Target {
-    fn parse(&self) -> miette::Result<(K8sVersion, Suffix, String)> {
+    fn parse(&self) -> miette::Result<(ForkTag, Location)> {
         let version: K8sVersion = self.version.parse()?;
         let suffix: Suffix = self.suffix.parse()?;
-        let k3s =
-            match &self.k3s {
-                Some(k3s) => k3s.clone(),
-                None => crate::release::load_repos(Path::new("."), None, None, None)
-                    .map_err(|_| {
-                        miette::miette!(
-                            help = "pass --k3s REPO, or run where kiln.toml names the repositories",
-                            "no k3s repository given"
-                        )
-                    })?
-                    .k3s,
-            };
-        git::validate_location(&k3s)?;
-        Ok((version, suffix, k3s))
+        let k3s = match &self.k3s {
+            Some(k3s) => k3s.clone(),
+            None => super::args::kiln_toml()?
+                .and_then(|toml| toml.repos.map(|(_, _, k3s)| k3s))
+                .ok_or_else(|| {
+                    miette::miette!(
+                        help = "pass --k3s REPO, or run where kiln.toml names the repositories",
+                        "no k3s repository given"
+                    )
+                })?,
+        };
+        Ok((version.fork_tag(suffix), k3s))
     }
 }
 
@@ -55,15 +53,14 @@ pub(super) struct RcArgs {
 }
 
 pub(super) fn run_rc(args: &RcArgs) -> Outcome {
-    let (version, suffix, k3s) = args.target.parse()?;
+    let (fork_tag, k3s) = args.target.parse()?;
     let tags = git::list_tags(&k3s)?;
-    let n = next_rc(&version, suffix, &tags);
-    let rc = format!("{version}-rc{n}+{suffix}");
+    let rc = fork_tag.rc(next_rc(fork_tag, tags.iter().map(String::as_str)));
     if args.target.json {
         print_json(&serde_json::json!({
             "rc": rc,
-            "number": n,
-            "image_tag": rc.replace('+', "-"),
+            "number": rc.rc,
+            "image_tag": rc.image_tag(),
         }))?;
     } else {
         println!("{rc}");
@@ -89,43 +86,36 @@ pub(super) struct TagArgs {
     #[arg(long, value_name = "BRANCH")]
     branch: Option<String>,
     /// Also push the tag there (refused if the remote has it elsewhere).
-    #[arg(long, value_name = "URL")]
-    remote: Option<String>,
+    #[arg(long, value_name = "URL", value_parser = super::args::location)]
+    remote: Option<Location>,
     /// Say what would be tagged, and change nothing.
     #[arg(long)]
     dry_run: bool,
 }
 
 pub(super) fn run_tag(args: &TagArgs) -> Outcome {
-    let (version, suffix, k3s) = args.target.parse()?;
-    if let Some(remote) = &args.remote {
-        git::validate_location(remote)?;
-    }
-    let repo = PathBuf::from(&k3s);
-    if k3s.contains("://") || !repo.exists() {
+    let (fork_tag, k3s) = args.target.parse()?;
+    let Some(repo) = k3s.local_path().filter(|p| p.exists()) else {
         return Err(miette::miette!(
             help = "tags are made in a local clone of k3s, then pushed with --remote",
             "{k3s} is not a local repository"
         ));
-    }
+    };
     let branch = args
         .branch
         .clone()
-        .unwrap_or_else(|| format!("release-{}.{}", version.major, version.minor));
+        .unwrap_or_else(|| fork_tag.k8s.release_branch());
     let kind = match args.kind {
         Kind::Rc => TagKind::Rc,
         Kind::Ga => TagKind::Ga,
     };
-    let plan = plan_tag(&repo, kind, &version, suffix, &branch)?;
+    let plan = plan_tag(repo, kind, fork_tag, &branch)?;
     // The remote is checked before anything is created.
-    let remote = args
-        .remote
-        .as_deref()
-        .map(crate::publish::absolute_location);
+    let remote = args.remote.as_ref();
     let mut remote_has = false;
-    if let Some(remote) = &remote {
+    if let Some(remote) = remote {
         let refs = git::ls_remote(remote, "tags")?;
-        match refs.refs.get(&plan.tag) {
+        match refs.refs.get(&plan.tag.to_string()) {
             Some(at) if *at == plan.commit => remote_has = true,
             Some(at) => {
                 return Err(miette::miette!(
@@ -146,17 +136,17 @@ pub(super) fn run_tag(args: &TagArgs) -> Outcome {
         "created"
     };
     if !args.dry_run {
-        create_tag(&repo, &plan)?;
-        if let Some(remote) = &remote
+        create_tag(repo, &plan)?;
+        if let Some(remote) = remote
             && !remote_has
         {
-            git::push_atomic(&repo, remote, &[format!("refs/tags/{}", plan.tag)])?;
+            git::push_atomic(repo, remote, &[format!("refs/tags/{}", plan.tag)])?;
         }
     }
     if args.target.json {
         print_json(&serde_json::json!({
             "tag": plan.tag,
-            "image_tag": plan.tag.replace('+', "-"),
+            "image_tag": plan.tag.image_tag(),
             "branch": plan.branch,
             "commit": plan.commit,
             "action": action,
@@ -168,7 +158,7 @@ pub(super) fn run_tag(args: &TagArgs) -> Outcome {
             "{action} {} at {} (head of {})",
             plan.tag, plan.commit, plan.branch
         );
-        if let Some(remote) = &remote {
+        if let Some(remote) = remote {
             let pushed = if args.dry_run {
                 "would push"
             } else if remote_has {

@@ -132,13 +132,14 @@ pub enum EngineError {
     },
 
     /// A builtin step failed.
-    #[error("step `{step}` failed: {reason}")]
+    #[error("step `{step}` failed")]
     #[diagnostic(code(kiln::engine::host_step))]
     HostStep {
         /// The step.
         step: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: super::HostError,
     },
 
     /// A step failed in its sandbox.

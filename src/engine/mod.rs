@@ -18,4 +18,4 @@ pub use event::EngineEvent;
 pub use plan::{Plan, PlannedStep, StepStatus};
 pub use plan_file::{ImageResolver, load_plan_file};
 pub use run::{RunOptions, RunReport, StepOutcome, StepResult, run};
-pub use step::{HostAction, HostFn, Step, StepImage, StepInput};
+pub use step::{HostAction, HostError, HostFn, Step, StepImage, StepInput};

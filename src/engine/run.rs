@@ -190,9 +190,9 @@ async fn execute<S: Store, B: Sandbox>(
         tokio::task::spawn_blocking(move || (action.0)(&input, &output))
             .await
             .expect("a builtin step does not panic")
-            .map_err(|reason| EngineError::HostStep {
+            .map_err(|source| EngineError::HostStep {
                 step: step.name.clone(),
-                reason,
+                source,
             })?;
     } else {
         run_container(&step, &sandbox, &input_dir, &output_dir, &events).await?;

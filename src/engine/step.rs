@@ -85,8 +85,12 @@ pub struct Step {
     pub host: Option<HostAction>,
 }
 
+/// Why a builtin step failed: the recipe's own typed error, kept whole (with its sources) for
+/// the diagnostic.
+pub type HostError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The function a builtin step runs: `(input dir, output dir) -> Result`.
-pub type HostFn = dyn Fn(&Path, &Path) -> Result<(), String> + Send + Sync;
+pub type HostFn = dyn Fn(&Path, &Path) -> Result<(), HostError> + Send + Sync;
 
 /// A builtin step's work, done by kiln itself.
 #[derive(Clone)]
@@ -94,10 +98,12 @@ pub struct HostAction(pub std::sync::Arc<HostFn>);
 
 impl HostAction {
     /// Wraps a function.
-    pub fn new(
-        action: impl Fn(&Path, &Path) -> Result<(), String> + Send + Sync + 'static,
+    pub fn new<E: std::error::Error + Send + Sync + 'static>(
+        action: impl Fn(&Path, &Path) -> Result<(), E> + Send + Sync + 'static,
     ) -> Self {
-        Self(std::sync::Arc::new(action))
+        Self(std::sync::Arc::new(move |input: &Path, output: &Path| {
+            action(input, output).map_err(HostError::from)
+        }))
     }
 }
 

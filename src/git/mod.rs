@@ -5,6 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod location;
+
+pub use location::Location;
+
 /// Why a git operation failed.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum GitError {
@@ -30,6 +34,25 @@ pub enum GitError {
     BadLocation {
         /// The location as given.
         location: String,
+    },
+
+    /// A location carries a password or token.
+    #[error("`{location}` carries credentials")]
+    #[diagnostic(
+        code(kiln::git::credentials),
+        help("remove them from the URL; git's credential helper or ssh agent supplies them")
+    )]
+    Credentials {
+        /// The location, credentials redacted.
+        location: String,
+    },
+
+    /// The current directory cannot be read (relative locations are taken from it).
+    #[error("cannot read the current directory")]
+    Cwd {
+        /// Why.
+        #[source]
+        source: std::io::Error,
     },
 
     /// git could not be started.
@@ -91,16 +114,47 @@ pub fn validate_rev(rev: &str) -> Result<(), GitError> {
     }
 }
 
-/// A `git` command isolated from the user's and system's git configuration.
-fn git(dir: &Path) -> Command {
+/// Where git runs when it needs no repository (`ls-remote`, `clone`): a directory no work tree
+/// encloses, so nothing about the user's cwd changes what a command means.
+const NEUTRAL_DIR: &str = "/";
+
+/// Environment variables that would point git at another repository than the one named.
+const REPO_ENV: [&str; 8] = [
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_CEILING_DIRECTORIES",
+];
+
+/// A `git -C dir` that looks for a repository at `dir` only: never in a work tree enclosing
+/// it (a missing mirror must not become the user's checkout), never where an inherited
+/// `GIT_DIR` points.
+fn located(dir: &Path) -> Command {
     let mut command = Command::new("git");
+    for name in REPO_ENV {
+        command.env_remove(name);
+    }
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    if let Some(parent) = dir.parent() {
+        command.env("GIT_CEILING_DIRECTORIES", parent);
+    }
     command
         .arg("-C")
-        .arg(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .arg(&dir)
         .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("LC_ALL", "C");
+    command
+}
+
+/// A `git` command isolated from the user's and system's git configuration.
+fn git(dir: &Path) -> Command {
+    let mut command = located(dir);
+    command.env("GIT_CONFIG_GLOBAL", "/dev/null");
     command
 }
 
@@ -147,24 +201,19 @@ pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, GitError> {
     })
 }
 
-/// Checks a repository location (a path or URL) before it reaches git's argv: it must not
-/// look like an option and must not carry control characters.
-pub fn validate_location(location: &str) -> Result<(), GitError> {
-    if location.is_empty() || location.starts_with('-') || location.chars().any(char::is_control) {
-        return Err(GitError::BadLocation {
-            location: location.to_owned(),
-        });
-    }
-    Ok(())
-}
-
-/// The tag names of the repository at `location` (a path or URL), by one `git ls-remote`.
-/// Names outside kiln's allowlist are skipped with a warning: they never reach a command.
-pub fn list_tags(location: &str) -> Result<Vec<String>, GitError> {
-    validate_location(location)?;
-    let mut command = git(Path::new("."));
-    command.args(["ls-remote", "--tags", "--refs", "--quiet", location]);
-    let out = run(command, Path::new("."))?;
+/// The tag names of the repository at `location`, by one `git ls-remote`. Names outside
+/// kiln's allowlist are skipped with a warning: they never reach a command.
+pub fn list_tags(location: &Location) -> Result<Vec<String>, GitError> {
+    let mut command = git(Path::new(NEUTRAL_DIR));
+    command.args([
+        "ls-remote",
+        "--tags",
+        "--refs",
+        "--quiet",
+        "--end-of-options",
+        location.as_str(),
+    ]);
+    let out = run(command, Path::new(NEUTRAL_DIR))?;
     let mut tags = Vec::new();
     for line in out.lines() {
         let Some(name) = line
@@ -177,7 +226,7 @@ pub fn list_tags(location: &str) -> Result<Vec<String>, GitError> {
         match validate_rev(name) {
             Ok(()) => tags.push(name.to_owned()),
             Err(_) => tracing::warn!(
-                location,
+                %location,
                 tag = name,
                 "ignoring a tag name outside kiln's allowlist"
             ),
@@ -200,18 +249,17 @@ pub struct RemoteRefs {
 /// One `git ls-remote` of `location` for `namespace` (`tags` or `heads`). The user's git
 /// configuration is honoured here (credential helpers, `insteadOf`): this only talks to a
 /// remote and changes nothing.
-pub fn ls_remote(location: &str, namespace: &str) -> Result<RemoteRefs, GitError> {
-    validate_location(location)?;
+pub fn ls_remote(location: &Location, namespace: &str) -> Result<RemoteRefs, GitError> {
     let prefix = format!("refs/{namespace}/");
-    let mut command = remote_git(Path::new("."));
+    let mut command = remote_git(Path::new(NEUTRAL_DIR));
     command.args([
         "ls-remote",
         "--quiet",
         &format!("--{namespace}"),
         "--end-of-options",
-        location,
+        location.as_str(),
     ]);
-    let out = run(command, Path::new("."))?;
+    let out = run(command, Path::new(NEUTRAL_DIR))?;
     let mut direct = std::collections::BTreeMap::new();
     let mut peeled = std::collections::BTreeMap::new();
     let mut refused = Vec::new();
@@ -249,21 +297,13 @@ pub fn ls_remote(location: &str, namespace: &str) -> Result<RemoteRefs, GitError
 /// A `git` command for talking to remotes: the system configuration is ignored, the user's
 /// is kept (credentials), prompts are off.
 fn remote_git(dir: &Path) -> Command {
-    let mut command = Command::new("git");
-    command
-        .arg("-C")
-        .arg(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("LC_ALL", "C");
-    command
+    located(dir)
 }
 
 /// Pushes `refs` (full ref names, each created at the same name) from `repo` to `location` in
 /// one atomic push: the remote takes all of them or none. Never forces. Returns git's
 /// porcelain report on failure as the error's stderr.
-pub fn push_atomic(repo: &Path, location: &str, refs: &[String]) -> Result<(), GitError> {
-    validate_location(location)?;
+pub fn push_atomic(repo: &Path, location: &Location, refs: &[String]) -> Result<(), GitError> {
     for name in refs {
         let short = name
             .strip_prefix("refs/tags/")
@@ -279,7 +319,7 @@ pub fn push_atomic(repo: &Path, location: &str, refs: &[String]) -> Result<(), G
             "--porcelain",
             "--no-verify",
             "--end-of-options",
-            location,
+            location.as_str(),
         ])
         .args(refs.iter().map(|r| format!("{r}:{r}")));
     let output = command
@@ -301,11 +341,68 @@ pub fn push_atomic(repo: &Path, location: &str, refs: &[String]) -> Result<(), G
     })
 }
 
+/// The commit `name` (a full ref name) points at in `repo`; `Ok(None)` when it does not exist.
+pub fn ref_commit(repo: &Path, name: &str) -> Result<Option<String>, GitError> {
+    let short = name
+        .strip_prefix("refs/tags/")
+        .or_else(|| name.strip_prefix("refs/heads/"))
+        .ok_or_else(|| GitError::BadRev {
+            rev: name.to_owned(),
+        })?;
+    validate_rev(short)?;
+    let mut command = git(repo);
+    command
+        .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+        .arg(format!("{name}^{{commit}}"));
+    let output = command
+        .output()
+        .map_err(|source| GitError::Spawn { source })?;
+    // rev-parse --verify --quiet: exit 1 and no output for a ref that does not exist.
+    Ok(output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned()))
+}
+
+/// Fetches `refs` (full ref names, each to the same name) from the bundle file `bundle` into
+/// `repo`, then checks each is at its commit. Never forces: git refuses to move an existing
+/// tag or rewind a branch.
+pub fn fetch_bundle(repo: &Path, bundle: &Path, refs: &[(String, String)]) -> Result<(), GitError> {
+    for (name, _) in refs {
+        ref_commit(repo, name)?;
+    }
+    let mut command = git(repo);
+    command
+        .args([
+            "fetch",
+            "--quiet",
+            "--no-write-fetch-head",
+            "--end-of-options",
+        ])
+        .arg(absolute(bundle))
+        .args(refs.iter().map(|(name, _)| format!("{name}:{name}")));
+    run(command, repo)?;
+    for (name, commit) in refs {
+        let at = ref_commit(repo, name)?;
+        if at.as_deref() != Some(commit.as_str()) {
+            return Err(GitError::Failed {
+                args: format!("fetch {name}"),
+                dir: repo.to_owned(),
+                stderr: format!(
+                    "the bundle put {name} at {}, not at {commit}",
+                    at.as_deref().unwrap_or("nothing")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Keeps a bare mirror of `location` under `dir` (named by a digest of the location) up to
 /// date, and returns its path. The user's repository is only read.
-pub fn mirror(dir: &Path, location: &str) -> Result<PathBuf, GitError> {
-    validate_location(location)?;
-    let name = crate::hash::Digest::of(location.as_bytes()).short();
+pub fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitError> {
+    let name = crate::hash::Digest::of(location.as_str().as_bytes()).short();
+    let dir = &absolute(dir);
     let path = dir.join(format!("{name}.git"));
     std::fs::create_dir_all(dir).map_err(|source| GitError::Spawn { source })?;
     if path.join("HEAD").is_file() {
@@ -322,11 +419,17 @@ pub fn mirror(dir: &Path, location: &str) -> Result<PathBuf, GitError> {
     } else {
         let tmp = dir.join(format!("{name}.git.partial-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
-        let mut clone = git(dir);
+        let mut clone = git(Path::new(NEUTRAL_DIR));
         clone
-            .args(["clone", "--quiet", "--mirror", "--end-of-options", location])
+            .args([
+                "clone",
+                "--quiet",
+                "--mirror",
+                "--end-of-options",
+                location.as_str(),
+            ])
             .arg(&tmp);
-        run(clone, dir)?;
+        run(clone, Path::new(NEUTRAL_DIR))?;
         // Publish whole: a killed clone never looks like a mirror.
         std::fs::rename(&tmp, &path).map_err(|source| GitError::Spawn { source })?;
     }
@@ -360,17 +463,21 @@ pub fn checkout(repo: &Path, commit: &str, dest: &Path) -> Result<(), GitError> 
             rev: commit.to_owned(),
         });
     }
-    let parent = dest.parent().unwrap_or(Path::new("."));
-    let mut clone = git(parent);
+    let (repo, dest) = (absolute(repo), absolute(dest));
+    let mut clone = git(Path::new(NEUTRAL_DIR));
     clone
         .args(["clone", "--quiet", "--no-checkout", "--end-of-options"])
-        .arg(repo)
-        .arg(dest);
-    run(clone, parent)?;
-    let mut switch = git(dest);
+        .arg(&repo)
+        .arg(&dest);
+    run(clone, Path::new(NEUTRAL_DIR))?;
+    let mut switch = git(&dest);
     switch.args(["checkout", "--quiet", "--detach", commit]);
-    run(switch, dest)?;
+    run(switch, &dest)?;
     Ok(())
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
 #[cfg(test)]

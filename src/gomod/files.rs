@@ -5,7 +5,7 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use super::GoModError;
+use super::{GitReadError, GoModError};
 
 /// Largest module (uncompressed) Go accepts.
 const MAX_ZIP: u64 = 500 << 20;
@@ -53,18 +53,13 @@ pub fn module_files(
     module: &str,
     version: &str,
 ) -> Result<ModuleFiles, GoModError> {
-    crate::git::validate_rev(rev).map_err(|e| GoModError::Git {
-        what: "the tree".into(),
-        repo: repo.display().to_string(),
-        rev: rev.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let git_error = |what: &str, reason: String| GoModError::Git {
+    let git_error = |what: &str, source: GitReadError| GoModError::Git {
         what: what.to_owned(),
         repo: repo.display().to_string(),
         rev: rev.to_owned(),
-        reason,
+        source,
     };
+    crate::git::validate_rev(rev).map_err(|e| git_error("the tree", e.into()))?;
     let invalid = |reason: String| GoModError::Invalid {
         module: module.to_owned(),
         version: version.to_owned(),
@@ -93,11 +88,11 @@ pub fn module_files(
     }
     let output = list
         .output()
-        .map_err(|e| git_error("the tree", e.to_string()))?;
+        .map_err(|e| git_error("the tree", GitReadError::Spawn(e)))?;
     if !output.status.success() {
         return Err(git_error(
             "the tree",
-            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            GitReadError::Failed(String::from_utf8_lossy(&output.stderr).trim().to_owned()),
         ));
     }
     // (relative path, blob id) of regular files; symlinks and submodules are left out.
@@ -186,7 +181,7 @@ pub fn module_files(
 fn read_blobs<'a>(
     repo: &Path,
     oids: impl Iterator<Item = &'a str>,
-) -> Result<Vec<Vec<u8>>, String> {
+) -> Result<Vec<Vec<u8>>, GitReadError> {
     let oids: Vec<&str> = oids.collect();
     if oids.is_empty() {
         return Ok(Vec::new());
@@ -199,7 +194,7 @@ fn read_blobs<'a>(
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| e.to_string())?;
+        .map_err(GitReadError::Spawn)?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
     let request: String = oids.iter().flat_map(|o| [*o, "\n"]).collect();
     let writer = std::thread::spawn(move || {
@@ -211,25 +206,32 @@ fn read_blobs<'a>(
     let mut blobs = Vec::with_capacity(oids.len());
     for oid in &oids {
         let mut header = String::new();
-        out.read_line(&mut header).map_err(|e| e.to_string())?;
+        out.read_line(&mut header).map_err(GitReadError::Spawn)?;
         let fields: Vec<&str> = header.split_whitespace().collect();
         let [_, "blob", size] = fields.as_slice() else {
-            return Err(format!("unexpected answer for {oid}: {}", header.trim()));
+            return Err(GitReadError::Protocol(format!(
+                "for {oid}: `{}`",
+                header.trim()
+            )));
         };
-        let size: usize = size.parse().map_err(|_| format!("bad size for {oid}"))?;
+        let size: usize = size
+            .parse()
+            .map_err(|_| GitReadError::Protocol(format!("bad size for {oid}: `{size}`")))?;
         let mut content = vec![0u8; size];
-        out.read_exact(&mut content).map_err(|e| e.to_string())?;
+        out.read_exact(&mut content).map_err(GitReadError::Spawn)?;
         let mut newline = [0u8; 1];
-        out.read_exact(&mut newline).map_err(|e| e.to_string())?;
+        out.read_exact(&mut newline).map_err(GitReadError::Spawn)?;
         blobs.push(content);
     }
     writer
         .join()
         .expect("the writer does not panic")
-        .map_err(|e| e.to_string())?;
-    let status = child.wait().map_err(|e| e.to_string())?;
+        .map_err(GitReadError::Spawn)?;
+    let status = child.wait().map_err(GitReadError::Spawn)?;
     if !status.success() {
-        return Err(format!("git cat-file exited with {status}"));
+        return Err(GitReadError::Failed(format!(
+            "git cat-file exited with {status}"
+        )));
     }
     Ok(blobs)
 }

@@ -21,14 +21,32 @@ mod hash;
 mod proxy;
 
 pub use files::{ModuleFiles, module_files};
+
 pub use hash::{go_mod_h1, zip_h1};
 pub use proxy::{ModuleVersion, ProxyModule, escape_path, write_proxy};
+
+/// Why git could not give a module's files.
+#[derive(Debug, thiserror::Error)]
+pub enum GitReadError {
+    /// kiln's own git call failed.
+    #[error(transparent)]
+    Git(#[from] crate::git::GitError),
+    /// git could not be started or talked to.
+    #[error("cannot run git")]
+    Spawn(#[source] std::io::Error),
+    /// git exited with an error.
+    #[error("git said: {0}")]
+    Failed(String),
+    /// git answered something that is not what was asked.
+    #[error("unexpected answer from git: {0}")]
+    Protocol(String),
+}
 
 /// Why a module could not be built.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum GoModError {
     /// git could not list or read the module's files.
-    #[error("cannot read {what} at {rev} from {repo}: {reason}")]
+    #[error("cannot read {what} at {rev} from {repo}")]
     #[diagnostic(code(kiln::gomod::git))]
     Git {
         /// What was read.
@@ -38,7 +56,8 @@ pub enum GoModError {
         /// The revision.
         rev: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: GitReadError,
     },
     /// A file breaks the module zip rules.
     #[error("module {module}@{version}: {reason}")]

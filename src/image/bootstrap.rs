@@ -575,24 +575,16 @@ fn check_lock(image: &BaseImage, options: &BootstrapOptions) -> Result<LockStatu
     Ok(LockStatus::Differs { origin, diff })
 }
 
+/// Lock files are committed: replaced whole and durably; readable by everyone, like any
+/// other source file.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let io = |action, source| ImageError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    };
-    let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(|e| io("create a temporary file for", e))?;
-    tmp.write_all(bytes).map_err(|e| io("write", e))?;
-    // Lock files are committed: readable by everyone, like any other source file.
-    tmp.as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .map_err(|e| io("set permissions of", e))?;
-    tmp.as_file().sync_all().map_err(|e| io("sync", e))?;
-    tmp.persist(path).map_err(|e| io("replace", e.error))?;
-    Ok(())
+    crate::durable::write(path, bytes, crate::durable::Placement::Beside).map_err(|e| {
+        ImageError::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        }
+    })
 }
 
 /// `1:2.39.5-0+deb12u2` → `2.39.5`: the upstream part of a Debian version.

@@ -25,7 +25,8 @@ pub use go_line::GoLine;
 pub use resolver::{EngineImageResolver, identity_of};
 pub use rootfs::{RootfsScan, scan_rootfs};
 pub use toolchain::{
-    ToolchainImage, ensure_toolchain, find_toolchain, list_toolchains, toolchain_recipe,
+    ToolchainChoice, ToolchainImage, ensure_toolchain, find_toolchain, list_toolchains,
+    toolchain_for, toolchain_recipe,
 };
 
 /// Label: what kind of kiln image this is (`base` or `toolchain`).

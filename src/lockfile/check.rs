@@ -8,41 +8,26 @@ use crate::git::validate_rev;
 
 /// Checks every value of `lock`; the error names the field and what is wrong with it.
 pub(super) fn check(lock: &Lockfile) -> Result<(), String> {
+    // The release's names are typed: parsing them checked each, and that each written name
+    // is the one kiln derives.
     let r = &lock.release;
-    for (field, name) in [
-        ("release.old_k8s", &r.old_k8s),
-        ("release.new_k8s", &r.new_k8s),
-        ("release.old_client", &r.old_client),
-        ("release.new_client", &r.new_client),
-        ("release.old_fork_tag", &r.old_fork_tag),
-        ("release.new_fork_tag", &r.new_fork_tag),
-        ("release.release_branch", &r.release_branch),
-        ("release.rc", &r.rc),
-        ("release.ga", &r.ga),
-        ("release.rc_image_tag", &r.rc_image_tag),
-        ("release.ga_image_tag", &r.ga_image_tag),
-    ] {
-        ref_name(field, name)?;
-    }
-    go_version("release.go_version", &r.go_version)?;
-
-    let fork_tag = &r.new_fork_tag;
+    let fork_tag = r.new_fork_tag();
     for (tag, commit) in &lock.tags {
         ref_name("tags", tag)?;
         commit_id(&format!("tags.{tag}"), commit)?;
         // A release's tags are the new fork tag and its module tags, nothing else: a lockfile
         // can never make push touch an unrelated tag.
-        if tag != fork_tag && !tag.ends_with(&format!("/{fork_tag}")) {
+        if !fork_tag.names(tag) {
             return Err(format!(
                 "tags: `{tag}` is not a tag of the release {fork_tag}"
             ));
         }
     }
-    if !lock.tags.contains_key(fork_tag) {
+    if !lock.tags.contains_key(&fork_tag.to_string()) {
         return Err(format!("tags: the release's own tag {fork_tag} is missing"));
     }
     ref_name("k3s.branch", &lock.k3s.branch)?;
-    if lock.k3s.branch != *fork_tag {
+    if lock.k3s.branch != fork_tag.to_string() {
         return Err(format!(
             "k3s.branch: `{}` is not the release's branch {fork_tag}",
             lock.k3s.branch
@@ -69,10 +54,10 @@ pub(super) fn check(lock: &Lockfile) -> Result<(), String> {
         ref_name("inputs.go_versions", tag)?;
         go_version(&format!("inputs.go_versions.{tag}"), go)?;
     }
-    if !i.go_versions.contains_key(&r.old_k8s) {
+    if !i.go_versions.contains_key(&r.old_k8s().to_string()) {
         return Err(format!(
             "inputs.go_versions: no Go version for the old tag {}",
-            r.old_k8s
+            r.old_k8s()
         ));
     }
     go_version("inputs.toolchain.go", &i.toolchain.go)?;
@@ -153,20 +138,10 @@ fn commit_id(field: &str, commit: &str) -> Result<(), String> {
 }
 
 fn go_version(field: &str, version: &str) -> Result<(), String> {
-    let ok = !version.is_empty()
-        && version.len() <= 32
-        && version.starts_with(|c: char| c.is_ascii_digit())
-        && version
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{field}: `{}` is not a Go version",
-            version.escape_debug()
-        ))
-    }
+    version
+        .parse::<crate::names::GoVersion>()
+        .map(|_| ())
+        .map_err(|e| format!("{field}: {e}"))
 }
 
 /// A git identity part: printable, no `<` `>` (git's delimiters), not empty.

@@ -13,7 +13,7 @@ pub(crate) use tests::sample;
 
 use crate::gomod::ProxyModule;
 use crate::hash::{Digest, StepKey};
-use crate::release::{Identity, ReleaseNames};
+use crate::names::{Identity, ReleaseNames};
 
 /// Version of the lockfile format.
 pub const LOCKFILE_VERSION: u32 = 1;
@@ -221,20 +221,6 @@ impl Lockfile {
             reason,
         })?;
         Ok(lock)
-    }
-
-    /// The `git push` lines of the runbook's push.sh: the fork's tags (sorted, as `LC_ALL=C`
-    /// sorts) to `fork_remote`, then the k3s branch to `k3s_remote`.
-    #[must_use]
-    pub fn push_lines(&self, fork_remote: &str, k3s_remote: &str) -> Vec<String> {
-        let mut lines: Vec<String> = self
-            .tags
-            .keys()
-            .map(|t| format!("git push {fork_remote} {t}"))
-            .collect();
-        lines.sort();
-        lines.push(format!("git push {k3s_remote} {}", self.k3s.branch));
-        lines
     }
 
     /// The canonical text: pretty JSON with sorted keys and a final newline.

@@ -16,20 +16,12 @@ fn digest(seed: u8) -> Digest {
 
 /// A lockfile shaped like the demo release's.
 pub(crate) fn sample() -> Lockfile {
-    let release = ReleaseNames {
-        old_k8s: "v1.28.1".into(),
-        new_k8s: "v1.28.2".into(),
-        old_client: "v0.28.1".into(),
-        new_client: "v0.28.2".into(),
-        old_fork_tag: "v1.28.1-k3s1".into(),
-        new_fork_tag: "v1.28.2-k3s1".into(),
-        release_branch: "release-1.28".into(),
-        go_version: "1.23.5".into(),
-        rc: "v1.28.2-rc1+k3s1".into(),
-        ga: "v1.28.2+k3s1".into(),
-        rc_image_tag: "v1.28.2-rc1-k3s1".into(),
-        ga_image_tag: "v1.28.2-k3s1".into(),
-    };
+    let release = ReleaseNames::new(
+        "v1.28.1-k3s1".parse().unwrap(),
+        "v1.28.2-k3s1".parse().unwrap(),
+        "1.23.5".parse().unwrap(),
+        1,
+    );
     let tags = [
         "",
         "staging/src/k8s.io/api/",
@@ -292,7 +284,7 @@ fn lockfiles() -> impl Strategy<Value = Lockfile> {
         .prop_map(
             |(tags, artifacts, steps, patches, identity, epoch, k3s, image)| {
                 let mut lock = sample();
-                let fork_tag = lock.release.new_fork_tag.clone();
+                let fork_tag = lock.release.new_fork_tag().to_string();
                 lock.tags = tags
                     .into_iter()
                     .map(|(prefix, c)| (format!("{prefix}/{fork_tag}"), c))

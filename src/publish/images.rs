@@ -6,6 +6,8 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
+use crate::names::K3sVersion;
+
 /// The release's images.
 pub const IMAGES: [&str; 3] = [
     "rancher/k3s",
@@ -37,12 +39,6 @@ pub struct ImageCheck {
     pub state: ImageState,
 }
 
-/// The image tag of a k3s version: `v1.28.2+k3s1` → `v1.28.2-k3s1`.
-#[must_use]
-pub fn image_tag(version: &str) -> String {
-    version.replace('+', "-")
-}
-
 /// A client for `registry` (`host[:port]`, or `http://host:port` for plain HTTP; loopback
 /// hosts are spoken to over HTTP).
 fn client(registry: &str) -> (Client, String) {
@@ -51,7 +47,7 @@ fn client(registry: &str) -> (Client, String) {
         None => (registry.strip_prefix("https://").unwrap_or(registry), false),
     };
     let host = host.trim_end_matches('/').to_owned();
-    let loopback = host.starts_with("127.0.0.1") || host.starts_with("localhost");
+    let loopback = is_loopback(&host);
     let config = ClientConfig {
         protocol: if http || loopback {
             ClientProtocol::Http
@@ -65,10 +61,26 @@ fn client(registry: &str) -> (Client, String) {
     (Client::new(config), host)
 }
 
+/// Whether `host` (`name[:port]`, `[v6]:port`) is this machine: `localhost`, `127.0.0.0/8` or
+/// `::1` — by its whole name, so `localhost.evil.example` or `127.0.0.1.evil.example` is not.
+fn is_loopback(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']').map_or(rest, |(inside, _)| inside)
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Checks every image of `version` in `registry`.
-pub async fn check(registry: &str, version: &str) -> Vec<ImageCheck> {
+pub async fn check(registry: &str, version: K3sVersion) -> Vec<ImageCheck> {
     let (client, host) = client(registry);
-    let tag = image_tag(version);
+    let tag = version.image_tag();
     let mut rows = Vec::new();
     for repository in IMAGES {
         let reference = Reference::with_tag(host.clone(), repository.to_owned(), tag.clone());
@@ -77,22 +89,8 @@ pub async fn check(registry: &str, version: &str) -> Vec<ImageCheck> {
             .await
         {
             Ok(digest) => ImageState::Present(digest),
-            Err(error) => {
-                let text = format!("{error:?} {error}").to_lowercase();
-                if text.contains("requesterror") || text.contains("error sending request") {
-                    ImageState::Unreachable(error.to_string())
-                } else if text.contains("notfound")
-                    || text.contains("manifest unknown")
-                    || text.contains("manifest_unknown")
-                    || text.contains("name unknown")
-                    || text.contains("name_unknown")
-                    || text.contains(" 404")
-                {
-                    ImageState::Missing
-                } else {
-                    ImageState::Unreachable(error.to_string())
-                }
-            }
+            Err(error) if crate::cache::is_not_found(&error) => ImageState::Missing,
+            Err(error) => ImageState::Unreachable(error.to_string()),
         };
         rows.push(ImageCheck {
             image: format!("{host}/{repository}:{tag}"),
@@ -100,4 +98,32 @@ pub async fn check(registry: &str, version: &str) -> Vec<ImageCheck> {
         });
     }
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_machine_is_loopback() {
+        for host in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.3.4.5",
+            "[::1]:5000",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "localhost.evil.example",
+            "localhost.evil.example:5000",
+            "127.0.0.1.evil.example",
+            "127.0.0.1.nip.io:443",
+            "docker.io",
+            "10.0.0.1:5000",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 pub mod images;
 pub mod status;
 
-use crate::git::{self, GitError, RemoteRefs};
+use crate::git::{self, GitError, Location, RemoteRefs};
 use crate::lockfile::Lockfile;
 use crate::store::LocalStore;
 
@@ -89,18 +89,10 @@ impl TagReport {
     }
 }
 
-/// Whether `tag` carries the release's name: the fork tag itself or a module tag of it.
-fn of_release(tag: &str, fork_tag: &str) -> bool {
-    tag == fork_tag
-        || tag
-            .strip_suffix(fork_tag)
-            .is_some_and(|prefix| prefix.ends_with('/'))
-}
-
 /// Compares the lock's tags with what a remote holds.
 #[must_use]
-pub fn compare_tags(lock: &Lockfile, remote: &str, refs: &RemoteRefs) -> TagReport {
-    let fork_tag = &lock.release.new_fork_tag;
+pub fn compare_tags(lock: &Lockfile, remote: &Location, refs: &RemoteRefs) -> TagReport {
+    let fork_tag = lock.release.new_fork_tag();
     let mut tags: Vec<RefCheck> = lock
         .tags
         .iter()
@@ -118,7 +110,7 @@ pub fn compare_tags(lock: &Lockfile, remote: &str, refs: &RemoteRefs) -> TagRepo
         })
         .collect();
     for (name, at) in &refs.refs {
-        if of_release(name, fork_tag) && !lock.tags.contains_key(name) {
+        if fork_tag.names(name) && !lock.tags.contains_key(name) {
             tags.push(RefCheck {
                 name: name.clone(),
                 locked: None,
@@ -127,7 +119,7 @@ pub fn compare_tags(lock: &Lockfile, remote: &str, refs: &RemoteRefs) -> TagRepo
         }
     }
     for name in &refs.refused {
-        if name.ends_with(fork_tag.as_str()) {
+        if name.ends_with(&fork_tag.to_string()) {
             tags.push(RefCheck {
                 name: name.clone(),
                 locked: None,
@@ -137,13 +129,13 @@ pub fn compare_tags(lock: &Lockfile, remote: &str, refs: &RemoteRefs) -> TagRepo
     }
     tags.sort_by(|a, b| a.name.cmp(&b.name));
     TagReport {
-        remote: remote.to_owned(),
+        remote: remote.to_string(),
         tags,
     }
 }
 
 /// `kiln verify-tags`: one `git ls-remote` of `remote`, compared with the lock.
-pub fn verify_tags(lock: &Lockfile, remote: &str) -> Result<TagReport, GitError> {
+pub fn verify_tags(lock: &Lockfile, remote: &Location) -> Result<TagReport, GitError> {
     let refs = git::ls_remote(remote, "tags")?;
     Ok(compare_tags(lock, remote, &refs))
 }
@@ -262,19 +254,22 @@ fn describe(check: &RefCheck) -> Option<String> {
 
 /// The refs to push to one remote: (full name, commit), and where their objects are.
 struct Batch<'a> {
-    remote: &'a str,
+    remote: &'a Location,
     what: &'static str,
     bundle: crate::hash::Digest,
     refs: Vec<(String, String)>,
 }
 
 /// Plans the fork's side: refuses on any disagreement, else the missing tags.
-fn plan_fork<'a>(lock: &Lockfile, remote: &'a str) -> Result<(Batch<'a>, Vec<Pushed>), PushError> {
+fn plan_fork<'a>(
+    lock: &Lockfile,
+    remote: &'a Location,
+) -> Result<(Batch<'a>, Vec<Pushed>), PushError> {
     let report = verify_tags(lock, remote)?;
     let refused: Vec<String> = report.tags.iter().filter_map(describe).collect();
     if !refused.is_empty() {
         return Err(PushError::Refused {
-            remote: remote.to_owned(),
+            remote: remote.to_string(),
             refs: refused,
         });
     }
@@ -298,7 +293,7 @@ fn plan_fork<'a>(lock: &Lockfile, remote: &'a str) -> Result<(Batch<'a>, Vec<Pus
             });
         }
     }
-    let bundle = bundle_of(lock, "tag", "tag.bundle")?;
+    let bundle = bundle_of(crate::release::tag_bundle(lock), "tag")?;
     Ok((
         Batch {
             remote,
@@ -311,12 +306,15 @@ fn plan_fork<'a>(lock: &Lockfile, remote: &'a str) -> Result<(Batch<'a>, Vec<Pus
 }
 
 /// Plans the k3s side: the branch must be absent or already at the locked commit.
-fn plan_k3s<'a>(lock: &Lockfile, remote: &'a str) -> Result<(Batch<'a>, Vec<Pushed>), PushError> {
+fn plan_k3s<'a>(
+    lock: &Lockfile,
+    remote: &'a Location,
+) -> Result<(Batch<'a>, Vec<Pushed>), PushError> {
     let heads = git::ls_remote(remote, "heads")?;
     let branch = &lock.k3s.branch;
     let name = format!("refs/heads/{branch}");
     let commit = lock.k3s.commit.clone();
-    let bundle = bundle_of(lock, "k3s-tidy", "k3s.bundle")?;
+    let bundle = bundle_of(crate::release::k3s_bundle(lock), "k3s")?;
     match heads.refs.get(branch) {
         Some(at) if *at == commit => Ok((
             Batch {
@@ -332,7 +330,7 @@ fn plan_k3s<'a>(lock: &Lockfile, remote: &'a str) -> Result<(Batch<'a>, Vec<Push
             }],
         )),
         Some(at) => Err(PushError::Refused {
-            remote: remote.to_owned(),
+            remote: remote.to_string(),
             refs: vec![format!("branch {branch} is at {at}, the lock has {commit}")],
         }),
         None => Ok((
@@ -351,17 +349,16 @@ fn plan_k3s<'a>(lock: &Lockfile, remote: &'a str) -> Result<(Batch<'a>, Vec<Push
     }
 }
 
-fn bundle_of(lock: &Lockfile, step: &str, output: &str) -> Result<crate::hash::Digest, PushError> {
-    lock.steps
-        .get(step)
-        .and_then(|s| s.outputs.get(output))
-        .copied()
-        .ok_or_else(|| PushError::BundleMismatch {
-            what: "release",
-            name: format!("{step}/{output}"),
-            commit: String::new(),
-            reason: "the lockfile records no such step output".into(),
-        })
+fn bundle_of(
+    bundle: Option<crate::hash::Digest>,
+    what: &'static str,
+) -> Result<crate::hash::Digest, PushError> {
+    bundle.ok_or_else(|| PushError::BundleMismatch {
+        what,
+        name: "bundle".into(),
+        commit: String::new(),
+        reason: "the lockfile records no such step output".into(),
+    })
 }
 
 /// Pushes one batch: its bundle is fetched into a scratch repository, every ref is checked to
@@ -387,7 +384,7 @@ fn push_batch(store: &LocalStore, batch: &Batch<'_>) -> Result<(), PushError> {
     // The bundles are thin: their prerequisites (the new upstream commit, the k3s release
     // branch) are in the store's mirrors, which the scratch repository borrows objects from.
     let mut alternates = String::new();
-    if let Ok(entries) = std::fs::read_dir(store.root().join("git")) {
+    if let Ok(entries) = std::fs::read_dir(store.git_dir()) {
         for entry in entries.flatten() {
             let objects = entry.path().join("objects");
             if objects.is_dir() {
@@ -398,21 +395,7 @@ fn push_batch(store: &LocalStore, batch: &Batch<'_>) -> Result<(), PushError> {
     }
     std::fs::write(repo.join("objects/info/alternates"), alternates)
         .map_err(io("write the scratch repository's alternates"))?;
-    let bundle_arg = bundle.to_string_lossy().into_owned();
-    let mut fetch = vec![
-        "fetch",
-        "--quiet",
-        "--no-write-fetch-head",
-        "--end-of-options",
-    ];
-    fetch.push(&bundle_arg);
-    let specs: Vec<String> = batch
-        .refs
-        .iter()
-        .map(|(name, _)| format!("{name}:{name}"))
-        .collect();
-    fetch.extend(specs.iter().map(String::as_str));
-    git::output(&repo, &fetch).map_err(|e| PushError::BundleMismatch {
+    git::fetch_bundle(&repo, &bundle, &batch.refs).map_err(|e| PushError::BundleMismatch {
         what: batch.what,
         name: format!("{} refs", batch.refs.len()),
         commit: "their locked commits".into(),
@@ -421,27 +404,6 @@ fn push_batch(store: &LocalStore, batch: &Batch<'_>) -> Result<(), PushError> {
             other => other.to_string(),
         },
     })?;
-    for (name, commit) in &batch.refs {
-        let at = git::output(
-            &repo,
-            &[
-                "rev-parse",
-                "--verify",
-                "--quiet",
-                "--end-of-options",
-                &format!("{name}^{{commit}}"),
-            ],
-        )
-        .unwrap_or_default();
-        if at != *commit {
-            return Err(PushError::BundleMismatch {
-                what: batch.what,
-                name: name.clone(),
-                commit: commit.clone(),
-                reason: format!("it is at `{at}` there"),
-            });
-        }
-    }
     let names: Vec<String> = batch.refs.iter().map(|(n, _)| n.clone()).collect();
     git::push_atomic(&repo, batch.remote, &names)?;
     Ok(())
@@ -453,20 +415,11 @@ fn push_batch(store: &LocalStore, batch: &Batch<'_>) -> Result<(), PushError> {
 pub fn push(
     lock: &Lockfile,
     store: &LocalStore,
-    fork_remote: Option<&str>,
-    k3s_remote: Option<&str>,
+    fork_remote: Option<&Location>,
+    k3s_remote: Option<&Location>,
 ) -> Result<PushReport, PushError> {
-    // git pushes from a scratch repository: a relative local path must not change meaning.
-    let fork_remote = fork_remote.map(absolute_location);
-    let k3s_remote = k3s_remote.map(absolute_location);
-    let fork = fork_remote
-        .as_deref()
-        .map(|r| plan_fork(lock, r))
-        .transpose()?;
-    let k3s = k3s_remote
-        .as_deref()
-        .map(|r| plan_k3s(lock, r))
-        .transpose()?;
+    let fork = fork_remote.map(|r| plan_fork(lock, r)).transpose()?;
+    let k3s = k3s_remote.map(|r| plan_k3s(lock, r)).transpose()?;
     // Every bundle needed is in the store before anything is pushed: a missing k3s bundle must
     // not leave the fork's tags published and the branch not.
     for (batch, _) in fork.iter().chain(k3s.iter()) {
@@ -489,7 +442,7 @@ pub fn push(
             .collect();
         if !wrong.is_empty() {
             return Err(PushError::Unverified {
-                remote: batch.remote.to_owned(),
+                remote: batch.remote.to_string(),
                 refs: wrong,
             });
         }
@@ -500,7 +453,7 @@ pub fn push(
         let heads = git::ls_remote(batch.remote, "heads")?;
         if heads.refs.get(&lock.k3s.branch) != Some(&lock.k3s.commit) {
             return Err(PushError::Unverified {
-                remote: batch.remote.to_owned(),
+                remote: batch.remote.to_string(),
                 refs: vec![format!(
                     "branch {} is not at {}",
                     lock.k3s.branch, lock.k3s.commit
@@ -512,16 +465,37 @@ pub fn push(
     Ok(report)
 }
 
-/// A remote as git sees it from any directory: URLs and `host:path` stay as given, an
-/// existing local path becomes absolute.
-pub(crate) fn absolute_location(location: &str) -> String {
-    if location.contains("://") {
-        return location.to_owned();
+/// The `git push` lines of the runbook's push.sh: the fork's tags (sorted, as `LC_ALL=C`
+/// sorts) to `fork_remote`, then the k3s branch to `k3s_remote`. Remotes are quoted for a
+/// POSIX shell when they need it.
+#[must_use]
+pub fn push_lines(lock: &Lockfile, fork_remote: &str, k3s_remote: &str) -> Vec<String> {
+    let (fork, k3s) = (shell_word(fork_remote), shell_word(k3s_remote));
+    let mut lines: Vec<String> = lock
+        .tags
+        .keys()
+        .map(|t| format!("git push {fork} {t}"))
+        .collect();
+    lines.sort();
+    lines.push(format!("git push {k3s} {}", lock.k3s.branch));
+    lines
+}
+
+/// `word` as one POSIX shell word: as is when it holds only safe characters (or is a `$VAR`
+/// placeholder), else single-quoted.
+fn shell_word(word: &str) -> String {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b);
+    let placeholder = word.strip_prefix('$').is_some_and(|name| {
+        name.starts_with(|c: char| c.is_ascii_uppercase())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    });
+    if placeholder || (!word.is_empty() && word.bytes().all(safe)) {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
-    std::fs::canonicalize(location).map_or_else(
-        |_| location.to_owned(),
-        |p| p.to_string_lossy().into_owned(),
-    )
 }
 
 /// Names of the lock's tags by state, for summaries.
@@ -544,6 +518,31 @@ pub fn by_state(report: &TagReport) -> BTreeMap<&'static str, usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn location(name: &str) -> Location {
+        Location::parse_in(name, std::path::Path::new("/remotes")).unwrap()
+    }
+
+    #[test]
+    fn push_lines_quote_what_a_shell_would_split() {
+        let lock = crate::lockfile::sample();
+        let lines = push_lines(&lock, "$REMOTE", "/srv/my repos/k3s.git");
+        assert_eq!(
+            lines[0],
+            "git push $REMOTE staging/src/k8s.io/api/v1.28.2-k3s1"
+        );
+        assert_eq!(
+            lines.last().unwrap(),
+            "git push '/srv/my repos/k3s.git' v1.28.2-k3s1"
+        );
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(
+            shell_word("git@github.com:k3s-io/k3s.git"),
+            "git@github.com:k3s-io/k3s.git"
+        );
+        assert_eq!(shell_word("$(reboot)"), "'$(reboot)'");
+        assert_eq!(shell_word("$K3S_REMOTE"), "$K3S_REMOTE");
+    }
 
     fn refs(pairs: &[(&str, &str)], refused: &[&str]) -> RemoteRefs {
         RemoteRefs {
@@ -574,7 +573,7 @@ mod tests {
             ],
             &["x$(touch pwned)/v1.28.2-k3s1", "unrelated;tag"],
         );
-        let report = compare_tags(&lock, "remote", &remote);
+        let report = compare_tags(&lock, &location("remote"), &remote);
         let state = |name: &str| {
             report
                 .tags
@@ -613,13 +612,16 @@ mod tests {
             .iter()
             .map(|(t, c)| (t.as_str(), c.as_str()))
             .collect();
-        assert_eq!(compare_tags(&lock, "r", &refs(&all, &[])).exit_code(), 0);
         assert_eq!(
-            compare_tags(&lock, "r", &refs(&all[1..], &[])).exit_code(),
+            compare_tags(&lock, &location("r"), &refs(&all, &[])).exit_code(),
+            0
+        );
+        assert_eq!(
+            compare_tags(&lock, &location("r"), &refs(&all[1..], &[])).exit_code(),
             EXIT_MISSING
         );
         assert_eq!(
-            compare_tags(&lock, "r", &refs(&[], &[])).exit_code(),
+            compare_tags(&lock, &location("r"), &refs(&[], &[])).exit_code(),
             EXIT_MISSING
         );
     }

@@ -6,9 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::git;
+use crate::git::{self, Location};
 use crate::lockfile::Lockfile;
-use crate::release::{K8sVersion, Suffix, listed_versions, rcs_among, stable_latest};
+use crate::names::{ForkTag, K3sVersion, rcs_among};
+use crate::release::verify::VerifiedNote;
+use crate::release::{listed_versions, stable_latest};
 use crate::store::LocalStore;
 
 use super::images::{self, ImageState};
@@ -46,18 +48,16 @@ pub struct Item {
 /// Where each line is measured.
 #[derive(Clone, Debug)]
 pub struct Sources {
-    /// The Kubernetes version.
-    pub version: K8sVersion,
-    /// The k3s suffix.
-    pub suffix: Suffix,
+    /// The release's fork tag (its version and suffix).
+    pub fork_tag: ForkTag,
     /// The lockfile.
     pub lockfile: PathBuf,
     /// The fork's remote.
-    pub fork_remote: Option<String>,
+    pub fork_remote: Option<Location>,
     /// k3s's remote (the release branch, RC and GA tags).
-    pub k3s_remote: Option<String>,
+    pub k3s_remote: Option<Location>,
     /// k3s's repository, for RC/GA tags when no remote is given.
-    pub k3s: Option<String>,
+    pub k3s: Option<Location>,
     /// The image registry.
     pub registry: String,
     /// KDM's channels.yaml.
@@ -106,16 +106,16 @@ fn short(commit: &str) -> &str {
 ///
 /// Only if a blocking `git ls-remote` task panics, which it does not.
 pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
-    let version = sources.version;
-    let suffix = sources.suffix;
-    let fork_tag = format!("{version}-{suffix}");
-    let ga = format!("{version}+{suffix}");
+    let tag = sources.fork_tag;
+    let (version, suffix) = (tag.k8s, tag.suffix);
+    let fork_tag = tag.to_string();
+    let ga = tag.ga().to_string();
     let lock_name = sources.lockfile.display().to_string();
     let mut items = Vec::new();
 
     // The remotes are asked at once, each `git ls-remote` on a blocking thread: three round
     // trips to a forge cost one.
-    let ask = |location: Option<String>, namespace: &'static str| async move {
+    let ask = |location: Option<Location>, namespace: &'static str| async move {
         match location {
             None => None,
             Some(location) => {
@@ -138,14 +138,14 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
 
     // The lockfile: built.
     let lock = match Lockfile::read_with_digest(&sources.lockfile) {
-        Ok((lock, _)) if lock.release.new_fork_tag != fork_tag => {
+        Ok((lock, _)) if lock.release.new_fork_tag() != tag => {
             items.push(item(
                 "built",
                 "fork tags built",
                 Mark::Wrong,
                 format!(
                     "{lock_name} is the lock of {}, not {fork_tag}",
-                    lock.release.new_fork_tag
+                    lock.release.new_fork_tag()
                 ),
             ));
             None
@@ -275,13 +275,10 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
     // A passed `kiln verify` of these exact bytes: verified.
     items.push(match &lock {
         None => need_lock("verified", "rebuilt bit for bit"),
-        Some((_, digest)) => match store.verified_sync(digest) {
+        Some((_, digest)) => match VerifiedNote::read(store, digest) {
             Ok(Some(note)) => {
-                let steps = serde_json::from_slice::<serde_json::Value>(&note)
-                    .ok()
-                    .and_then(|v| v["steps"].as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "?".into());
-                let mark = if steps == "all" {
+                let steps = note.steps.as_str();
+                let mark = if note.steps == crate::release::verify::Scope::All {
                     Mark::Done
                 } else {
                     Mark::Todo
@@ -401,7 +398,7 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
         }
         Some((at, Ok(refs))) => {
             let rcs: Vec<(u32, &str, &String)> =
-                rcs_among(&version, suffix, refs.refs.keys().map(String::as_str))
+                rcs_among(tag, refs.refs.keys().map(String::as_str))
                     .into_iter()
                     .map(|(n, name)| (n, name, &refs.refs[name]))
                     .collect();
@@ -410,7 +407,7 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
             };
             items.push(match rcs.last() {
                 Some((_, name, commit)) => {
-                    latest_tag = Some((*name).to_owned());
+                    latest_tag = name.parse::<K3sVersion>().ok();
                     let earlier: Vec<&str> =
                         rcs[..rcs.len() - 1].iter().map(|(_, n, _)| *n).collect();
                     let earlier = if earlier.is_empty() {
@@ -435,7 +432,7 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
             });
             items.push(match refs.refs.get(&ga) {
                 Some(commit) => {
-                    latest_tag = Some(ga.clone());
+                    latest_tag = Some(tag.ga());
                     item(
                         "ga",
                         "GA tag",
@@ -471,8 +468,8 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
             "no RC or GA tag yet, so no images to look for",
         ),
         Some(tag) => {
-            let rows = images::check(&sources.registry, tag).await;
-            let title = format!("images {} published", images::image_tag(tag));
+            let rows = images::check(&sources.registry, *tag).await;
+            let title = format!("images {} published", tag.image_tag());
             let missing: Vec<&str> = rows
                 .iter()
                 .filter(|r| r.state == ImageState::Missing)
@@ -518,7 +515,7 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
             Mark::Unknown,
             "no channels.yaml given (--kdm FILE)",
         ),
-        Some(path) => kdm_item(path, version, suffix),
+        Some(path) => kdm_item(path, tag),
     });
 
     // The stable channel.
@@ -531,16 +528,12 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
         ),
         Some(path) => {
             let name = path.display().to_string();
-            match std::fs::read_to_string(path)
-                .map_err(|e| e.to_string())
-                .and_then(|text| stable_latest(&text, &name).map_err(|e| e.to_string()))
-            {
-                Err(error) => item(
-                    "stable",
-                    "stable channel",
-                    Mark::Wrong,
-                    format!("{name}: {error}"),
-                ),
+            let latest = match std::fs::read_to_string(path) {
+                Err(error) => Err(format!("{name}: {error}")),
+                Ok(text) => stable_latest(&text, &name).map_err(|error| format!("{name}: {error}")),
+            };
+            match latest {
+                Err(detail) => item("stable", "stable channel", Mark::Wrong, detail),
                 Ok(latest) if latest == ga => item(
                     "stable",
                     "stable channel",
@@ -560,18 +553,24 @@ pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
     items
 }
 
-fn kdm_item(path: &Path, version: K8sVersion, suffix: Suffix) -> Item {
-    let ga = &format!("{version}+{suffix}");
+fn kdm_item(path: &Path, tag: ForkTag) -> Item {
+    let ga = &tag.ga().to_string();
     let name = path.display().to_string();
-    let listed = std::fs::read_to_string(path)
-        .map_err(|e| e.to_string())
-        .and_then(|text| listed_versions(&text, &name).map_err(|e| e.to_string()));
+    let wrong = |error: &dyn std::fmt::Display| {
+        item("kdm", "KDM entry", Mark::Wrong, format!("{name}: {error}"))
+    };
+    let listed = match std::fs::read_to_string(path) {
+        Err(error) => return wrong(&error),
+        Ok(text) => match listed_versions(&text, &name) {
+            Err(error) => return wrong(&error),
+            Ok(listed) => listed,
+        },
+    };
     match listed {
-        Err(error) => item("kdm", "KDM entry", Mark::Wrong, format!("{name}: {error}")),
-        Ok(listed) if listed.iter().any(|v| v == ga) => {
+        listed if listed.iter().any(|v| v == ga) => {
             item("kdm", "KDM entry", Mark::Done, format!("{name} lists {ga}"))
         }
-        Ok(listed) => match rcs_among(&version, suffix, listed.iter().map(String::as_str))
+        listed => match rcs_among(tag, listed.iter().map(String::as_str))
             .last()
             .map(|(_, v)| *v)
         {

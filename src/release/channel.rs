@@ -32,7 +32,7 @@ pub enum ChannelError {
 #[must_use]
 pub fn is_ga(version: &str) -> bool {
     version
-        .parse::<super::K3sVersion>()
+        .parse::<crate::names::K3sVersion>()
         .is_ok_and(|v| v.rc.is_none())
 }
 

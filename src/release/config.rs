@@ -23,67 +23,61 @@
 //! trusted-keys = ["ed25519:…"]     # use records signed by these
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use crate::git::Location;
 
 use super::ReleaseError;
 
-/// The repositories of one release, as paths or URLs.
+/// The repositories of one release.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct RepoSet {
     /// Upstream Kubernetes.
-    pub upstream: String,
+    pub upstream: Location,
     /// The k3s-io fork.
-    pub fork: String,
+    pub fork: Location,
     /// k3s.
-    pub k3s: String,
+    pub k3s: Location,
     /// Extra modules.
     pub modules: Vec<ExtraModule>,
-    /// The shared cache, when kiln.toml names one (its signing key path made absolute).
-    pub cache: Option<CacheConfig>,
 }
 
 /// A module k3s requires that is neither Kubernetes nor the fork.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ExtraModule {
     /// Its module path.
     pub path: String,
-    /// Its repository (path or URL).
-    pub repo: String,
+    /// Its repository.
+    pub repo: Location,
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    repos: Repos,
-    #[serde(default)]
-    modules: Vec<ExtraModule>,
-    #[serde(default)]
-    cache: Option<CacheConfig>,
-    #[serde(default)]
-    publish: Option<PublishConfig>,
+/// The repositories as flags name them (`--upstream/--fork/--k3s`), each overriding
+/// kiln.toml's entry.
+#[derive(Clone, Debug, Default)]
+pub struct RepoFlags {
+    /// `--upstream`.
+    pub upstream: Option<Location>,
+    /// `--fork`.
+    pub fork: Option<Location>,
+    /// `--k3s`.
+    pub k3s: Option<Location>,
 }
 
 /// Where a release goes, as `[publish]` in kiln.toml names it; each is the default of the
 /// matching flag of `push`, `verify-tags`, `status`, `images check`, `kdm add` and
 /// `channel set-stable`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PublishConfig {
-    /// The fork's remote (URL, or a path relative to kiln.toml).
-    #[serde(default)]
-    pub fork_remote: Option<String>,
+    /// The fork's remote.
+    pub fork_remote: Option<Location>,
     /// k3s's remote.
-    #[serde(default)]
-    pub k3s_remote: Option<String>,
+    pub k3s_remote: Option<Location>,
     /// The image registry (`host[:port]`).
-    #[serde(default)]
     pub registry: Option<String>,
-    /// KDM's channels.yaml (a path relative to kiln.toml).
-    #[serde(default)]
-    pub kdm: Option<String>,
+    /// KDM's channels.yaml.
+    pub kdm: Option<PathBuf>,
     /// k3s's channel.yaml.
-    #[serde(default)]
-    pub channel: Option<String>,
+    pub channel: Option<PathBuf>,
 }
 
 /// The shared cache, as `[cache]` in kiln.toml names it.
@@ -92,7 +86,8 @@ pub struct PublishConfig {
 pub struct CacheConfig {
     /// `oci://HOST[:PORT]/REPO`.
     pub url: String,
-    /// The signing key file (relative to kiln.toml); records are published only with one.
+    /// The signing key file (made absolute from kiln.toml's directory); records are published
+    /// only with one.
     #[serde(default)]
     pub signing_key: Option<String>,
     /// Public keys whose records are used (`ed25519:…`).
@@ -100,110 +95,157 @@ pub struct CacheConfig {
     pub trusted_keys: Vec<String>,
 }
 
+/// A `kiln.toml`, read once, every path and location in it made absolute from its directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KilnToml {
+    /// `[repos]`, when present.
+    pub repos: Option<(Location, Location, Location)>,
+    /// `[[modules]]`.
+    pub modules: Vec<ExtraModule>,
+    /// `[cache]`.
+    pub cache: Option<CacheConfig>,
+    /// `[publish]` (empty without one).
+    pub publish: PublishConfig,
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Repos {
+struct ConfigFile {
+    repos: Option<ReposFile>,
+    #[serde(default)]
+    modules: Vec<ModuleFile>,
+    #[serde(default)]
+    cache: Option<CacheConfig>,
+    #[serde(default)]
+    publish: Option<PublishFile>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReposFile {
     upstream: String,
     fork: String,
     k3s: String,
 }
 
-fn is_url(location: &str) -> bool {
-    location.contains("://") || location.starts_with("git@")
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModuleFile {
+    path: String,
+    repo: String,
 }
 
-fn resolve(base: &Path, location: &str) -> String {
-    if is_url(location) || Path::new(location).is_absolute() {
-        location.to_owned()
-    } else {
-        base.join(location).to_string_lossy().into_owned()
-    }
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PublishFile {
+    fork_remote: Option<String>,
+    k3s_remote: Option<String>,
+    registry: Option<String>,
+    kdm: Option<String>,
+    channel: Option<String>,
 }
 
-/// `dir` made absolute, and its kiln.toml when there is one.
-fn read_config(dir: &Path) -> Result<(std::path::PathBuf, Option<ConfigFile>), ReleaseError> {
-    let cwd = std::fs::canonicalize(dir).map_err(|source| ReleaseError::Io {
-        action: "resolve",
-        path: dir.to_owned(),
-        source,
-    })?;
-    let path = cwd.join("kiln.toml");
-    if !path.is_file() {
-        return Ok((cwd, None));
-    }
-    let text = std::fs::read_to_string(&path).map_err(|source| ReleaseError::Io {
-        action: "read",
-        path: path.clone(),
-        source,
-    })?;
-    let config: ConfigFile = toml::from_str(&text).map_err(|e| ReleaseError::Config {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    Ok((cwd, Some(config)))
-}
-
-/// `[publish]` of `dir/kiln.toml`, paths made absolute; empty without a kiln.toml or the table.
-/// A kiln.toml that does not parse is an error.
-pub fn load_publish(dir: &Path) -> Result<PublishConfig, ReleaseError> {
-    let (cwd, config) = read_config(dir)?;
-    let publish = config.and_then(|c| c.publish).unwrap_or_default();
-    let path = |p: Option<String>| p.map(|p| resolve(&cwd, &p));
-    Ok(PublishConfig {
-        fork_remote: path(publish.fork_remote),
-        k3s_remote: path(publish.k3s_remote),
-        registry: publish.registry,
-        kdm: path(publish.kdm),
-        channel: path(publish.channel),
-    })
-}
-
-/// The repositories: all three flags when given, else `dir/kiln.toml`; a flag overrides the
-/// file's entry.
-pub fn load_repos(
-    dir: &Path,
-    upstream: Option<&str>,
-    fork: Option<&str>,
-    k3s: Option<&str>,
-) -> Result<RepoSet, ReleaseError> {
-    let (cwd, from_file) = read_config(dir)?;
-    let pick = |flag: Option<&str>, file: Option<&str>| -> Option<String> {
-        flag.map(|f| resolve(&cwd, f))
-            .or_else(|| file.map(|f| resolve(&cwd, f)))
-    };
-    let repos = from_file.as_ref().map(|c| &c.repos);
-    let (Some(upstream), Some(fork), Some(k3s)) = (
-        pick(upstream, repos.map(|r| r.upstream.as_str())),
-        pick(fork, repos.map(|r| r.fork.as_str())),
-        pick(k3s, repos.map(|r| r.k3s.as_str())),
-    ) else {
-        return Err(ReleaseError::NoRepos { dir: cwd });
-    };
-    let cache = from_file
-        .as_ref()
-        .and_then(|c| c.cache.clone())
-        .map(|mut c| {
-            c.signing_key = c.signing_key.map(|k| resolve(&cwd, &k));
-            c
-        });
-    let modules = from_file
-        .map(|c| {
-            c.modules
-                .into_iter()
-                .map(|m| ExtraModule {
-                    repo: resolve(&cwd, &m.repo),
+impl KilnToml {
+    /// `dir/kiln.toml`, or `Ok(None)` when there is none. A file that does not parse, or names
+    /// an unacceptable location, is an error naming it.
+    pub fn load(dir: &Path) -> Result<Option<Self>, ReleaseError> {
+        let dir = std::fs::canonicalize(dir).map_err(|source| ReleaseError::Io {
+            action: "resolve",
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join("kiln.toml");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|source| ReleaseError::Io {
+            action: "read",
+            path: path.clone(),
+            source,
+        })?;
+        let file: ConfigFile = toml::from_str(&text).map_err(|e| ReleaseError::Config {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let location = |text: &str| {
+            Location::parse_in(text, &dir).map_err(|e| ReleaseError::Config {
+                path: path.clone(),
+                reason: e.to_string(),
+            })
+        };
+        let repos = file
+            .repos
+            .map(|r| -> Result<_, ReleaseError> {
+                Ok((
+                    location(&r.upstream)?,
+                    location(&r.fork)?,
+                    location(&r.k3s)?,
+                ))
+            })
+            .transpose()?;
+        let modules = file
+            .modules
+            .into_iter()
+            .map(|m| {
+                Ok(ExtraModule {
+                    repo: location(&m.repo)?,
                     path: m.path,
                 })
-                .collect()
+            })
+            .collect::<Result<_, ReleaseError>>()?;
+        let cache = file.cache.map(|mut c| {
+            c.signing_key = c
+                .signing_key
+                .map(|k| dir.join(k).to_string_lossy().into_owned());
+            c
+        });
+        let publish = match file.publish {
+            None => PublishConfig::default(),
+            Some(p) => PublishConfig {
+                fork_remote: p.fork_remote.as_deref().map(location).transpose()?,
+                k3s_remote: p.k3s_remote.as_deref().map(location).transpose()?,
+                registry: p.registry,
+                kdm: p.kdm.map(|k| dir.join(k)),
+                channel: p.channel.map(|c| dir.join(c)),
+            },
+        };
+        Ok(Some(Self {
+            repos,
+            modules,
+            cache,
+            publish,
+        }))
+    }
+}
+
+impl RepoSet {
+    /// The repositories: each flag, else kiln.toml's entry; refused when one is named by
+    /// neither (`dir` is where kiln.toml was looked for, for the message).
+    pub fn merge(
+        flags: &RepoFlags,
+        toml: Option<&KilnToml>,
+        dir: &Path,
+    ) -> Result<Self, ReleaseError> {
+        let file = toml.and_then(|t| t.repos.as_ref());
+        let pick = |flag: &Option<Location>, from_file: Option<&Location>| {
+            flag.clone().or_else(|| from_file.cloned())
+        };
+        let (Some(upstream), Some(fork), Some(k3s)) = (
+            pick(&flags.upstream, file.map(|r| &r.0)),
+            pick(&flags.fork, file.map(|r| &r.1)),
+            pick(&flags.k3s, file.map(|r| &r.2)),
+        ) else {
+            return Err(ReleaseError::NoRepos {
+                dir: std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned()),
+            });
+        };
+        Ok(Self {
+            upstream,
+            fork,
+            k3s,
+            modules: toml.map(|t| t.modules.clone()).unwrap_or_default(),
         })
-        .unwrap_or_default();
-    Ok(RepoSet {
-        upstream,
-        fork,
-        k3s,
-        modules,
-        cache,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -211,10 +253,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn publish_paths_are_relative_to_kiln_toml_and_urls_kept() {
+    fn paths_are_relative_to_kiln_toml_and_urls_kept() {
         let dir = tempfile::tempdir().unwrap();
         let root = std::fs::canonicalize(dir.path()).unwrap();
-        assert_eq!(load_publish(&root).unwrap(), PublishConfig::default());
+        assert_eq!(KilnToml::load(&root).unwrap(), None);
         std::fs::write(
             root.join("kiln.toml"),
             "[repos]\nupstream = \"u\"\nfork = \"f\"\nk3s = \"k\"\n\n[publish]\n\
@@ -223,30 +265,41 @@ mod tests {
              kdm = \"../kdm/channels.yaml\"\nchannel = \"/abs/channel.yaml\"\n",
         )
         .unwrap();
-        let publish = load_publish(&root).unwrap();
+        let toml = KilnToml::load(&root).unwrap().unwrap();
+        let at = |t: &str| Location::parse_in(t, &root).unwrap();
         assert_eq!(
-            publish,
+            toml.publish,
             PublishConfig {
-                fork_remote: Some("git@github.com:k3s-io/kubernetes.git".into()),
-                k3s_remote: Some(root.join("published/k3s.git").display().to_string()),
+                fork_remote: Some(at("git@github.com:k3s-io/kubernetes.git")),
+                k3s_remote: Some(at(&root.join("published/k3s.git").display().to_string())),
                 registry: Some("127.0.0.1:5000".into()),
-                kdm: Some(root.join("../kdm/channels.yaml").display().to_string()),
+                kdm: Some(root.join("../kdm/channels.yaml")),
                 channel: Some("/abs/channel.yaml".into()),
             }
         );
-        // The repositories still load; an unknown key in [publish] is refused.
-        assert_eq!(
-            load_repos(&root, None, None, None).unwrap().k3s,
-            root.join("k").display().to_string()
-        );
-        std::fs::write(
-            root.join("kiln.toml"),
-            "[repos]\nupstream = \"u\"\nfork = \"f\"\nk3s = \"k\"\n[publish]\nremote = \"x\"\n",
-        )
-        .unwrap();
+        // From a subdirectory the same file means the same repositories; a flag wins.
+        let repos = RepoSet::merge(&RepoFlags::default(), Some(&toml), &root).unwrap();
+        assert_eq!(repos.k3s.as_str(), root.join("k").display().to_string());
+        let flags = RepoFlags {
+            k3s: Some(at("/elsewhere/k3s.git")),
+            ..RepoFlags::default()
+        };
+        let repos = RepoSet::merge(&flags, Some(&toml), &root).unwrap();
+        assert_eq!(repos.k3s.as_str(), "/elsewhere/k3s.git");
         assert!(matches!(
-            load_publish(&root),
-            Err(ReleaseError::Config { .. })
+            RepoSet::merge(&RepoFlags::default(), None, &root),
+            Err(ReleaseError::NoRepos { .. })
         ));
+        // An unknown key in [publish] and an option-like location are refused.
+        for bad in [
+            "[repos]\nupstream = \"u\"\nfork = \"f\"\nk3s = \"k\"\n[publish]\nremote = \"x\"\n",
+            "[repos]\nupstream = \"--upload-pack=x\"\nfork = \"f\"\nk3s = \"k\"\n",
+        ] {
+            std::fs::write(root.join("kiln.toml"), bad).unwrap();
+            assert!(matches!(
+                KilnToml::load(&root),
+                Err(ReleaseError::Config { .. })
+            ));
+        }
     }
 }

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use crate::git::GitError;
+use crate::names::{K8sVersion, NameError};
 
 /// Why a release cannot go ahead, said in the captain's terms.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -36,90 +37,6 @@ pub enum ReleaseError {
         configured: Vec<String>,
     },
 
-    /// A version is not `vMAJOR.MINOR.PATCH`.
-    #[error("`{given}` is not a Kubernetes version")]
-    #[diagnostic(
-        code(kiln::release::not_semver),
-        help("write versions as vMAJOR.MINOR.PATCH, e.g. --old v1.28.1 --new v1.28.2")
-    )]
-    NotSemver {
-        /// What was given.
-        given: String,
-    },
-
-    /// Not a k3s release name.
-    #[error("`{given}` is not a k3s version")]
-    #[diagnostic(
-        code(kiln::release::not_k3s_version),
-        help("k3s versions look like v1.28.2+k3s1, or v1.28.2-rc1+k3s1 for a release candidate")
-    )]
-    NotK3sVersion {
-        /// What was given.
-        given: String,
-    },
-
-    /// A suffix is not `k3sN`.
-    #[error("`{given}` is not a k3s suffix")]
-    #[diagnostic(
-        code(kiln::release::bad_suffix),
-        help("suffixes look like k3s1, k3s2, …")
-    )]
-    BadSuffix {
-        /// What was given.
-        given: String,
-    },
-
-    /// Old and new are on different minors.
-    #[error("{old} and {new} are different minor releases")]
-    #[diagnostic(
-        code(kiln::release::different_minors),
-        help("a patch release moves within one minor (e.g. v1.28.1 → v1.28.2)")
-    )]
-    DifferentMinors {
-        /// Old.
-        old: String,
-        /// New.
-        new: String,
-    },
-
-    /// New is not newer than old.
-    #[error("the new version {new} is not newer than the old {old}")]
-    #[diagnostic(code(kiln::release::not_newer), help("swap --old and --new?"))]
-    NotNewer {
-        /// Old.
-        old: String,
-        /// New.
-        new: String,
-    },
-
-    /// An upstream tag is missing.
-    #[error("upstream has no tag {tag}")]
-    #[diagnostic(
-        code(kiln::release::missing_upstream_tag),
-        help(
-            "check the version, or fetch upstream's tags into the repository kiln reads (--upstream)"
-        )
-    )]
-    MissingUpstreamTag {
-        /// The tag.
-        tag: String,
-    },
-
-    /// The old fork tag is missing.
-    #[error("the fork has no release tag {tag} (it has: {found})")]
-    #[diagnostic(
-        code(kiln::release::missing_fork_tag),
-        help(
-            "check --old / --old-suffix, or fetch the fork's tags into the repository kiln reads (--fork)"
-        )
-    )]
-    MissingForkTag {
-        /// The tag looked for.
-        tag: String,
-        /// The fork's tags of that version.
-        found: String,
-    },
-
     /// k3s has no release branch for the minor.
     #[error("k3s has no branch {branch}")]
     #[diagnostic(
@@ -131,15 +48,35 @@ pub enum ReleaseError {
         branch: String,
     },
 
-    /// The new upstream tag has no `.go-version`.
+    /// An upstream tag has no `.go-version`.
     #[error("upstream {tag} has no .go-version")]
     #[diagnostic(
         code(kiln::release::no_go_version),
-        help("kiln reads the Go version from .go-version at the new upstream tag")
+        help("kiln reads the Go version from .go-version at the upstream tags")
     )]
     NoGoVersion {
         /// The tag.
-        tag: String,
+        tag: K8sVersion,
+    },
+
+    /// An upstream tag's `.go-version` does not hold a Go version.
+    #[error("upstream {tag}'s .go-version holds `{text}`, not a Go version")]
+    #[diagnostic(code(kiln::release::bad_go_version))]
+    BadGoVersion {
+        /// The tag.
+        tag: K8sVersion,
+        /// What it holds.
+        text: String,
+    },
+
+    /// git printed something other than a commit time.
+    #[error("cannot read the commit time of {commit}: git printed `{text}`")]
+    #[diagnostic(code(kiln::release::commit_time), help("this is a bug in kiln"))]
+    CommitTime {
+        /// The commit.
+        commit: String,
+        /// What git printed.
+        text: String,
     },
 
     /// No repositories were named.
@@ -180,10 +117,35 @@ pub enum ReleaseError {
         reason: String,
     },
 
-    /// A finished step's results are not what the recipe expects.
-    #[error("the release's results are inconsistent: {reason}")]
-    #[diagnostic(code(kiln::release::broken), help("this is a bug in kiln"))]
-    Broken {
+    /// A finished run lacks an output the recipe declares.
+    #[error("step `{step}` has no output `{output}`")]
+    #[diagnostic(code(kiln::release::missing_output), help("this is a bug in kiln"))]
+    MissingOutput {
+        /// The step.
+        step: &'static str,
+        /// The output.
+        output: &'static str,
+    },
+
+    /// A step's output is not in the store any more.
+    #[error("the output {digest} of the run is not in the store")]
+    #[diagnostic(
+        code(kiln::release::output_gone),
+        help("a concurrent `kiln store gc` or a repair removed it; run the release again")
+    )]
+    OutputGone {
+        /// The output.
+        digest: crate::hash::Digest,
+    },
+
+    /// A step's text output is not what the recipe writes.
+    #[error("step `{step}`'s output `{output}` is malformed: {reason}")]
+    #[diagnostic(code(kiln::release::malformed_output), help("this is a bug in kiln"))]
+    MalformedOutput {
+        /// The step.
+        step: &'static str,
+        /// The output.
+        output: &'static str,
         /// What is wrong.
         reason: String,
     },
@@ -205,6 +167,49 @@ pub enum ReleaseError {
         made: String,
     },
 
+    /// `--into` names a repository that is not a local path.
+    #[error("{location} is not a local repository")]
+    #[diagnostic(
+        code(kiln::release::not_local),
+        help("--into adds results to local repositories; publish to remotes with `kiln push`")
+    )]
+    NotLocal {
+        /// The location.
+        location: String,
+    },
+
+    /// `--into` would move a ref.
+    #[error(
+        "cannot add the results to {location}: {name} exists at {existing}, the release made {made}"
+    )]
+    #[diagnostic(
+        code(kiln::release::ref_exists),
+        help(
+            "kiln never moves a tag or a branch; remove or rename the existing ref if it is wrong"
+        )
+    )]
+    RefExists {
+        /// The repository.
+        location: String,
+        /// The ref.
+        name: String,
+        /// Where it is.
+        existing: String,
+        /// Where the release puts it.
+        made: String,
+    },
+
+    /// `kiln verify --keep` names a directory kiln did not make.
+    #[error("{dir} exists and was not made by kiln verify")]
+    #[diagnostic(
+        code(kiln::verify::keep_dir),
+        help("pass --keep with a new directory, or remove it")
+    )]
+    KeepDirTaken {
+        /// The directory.
+        dir: PathBuf,
+    },
+
     /// A file could not be read or written.
     #[error("cannot {action} {path}")]
     Io {
@@ -221,4 +226,39 @@ pub enum ReleaseError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Git(#[from] GitError),
+
+    /// A name is wrong.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Name(#[from] NameError),
+
+    /// The store failed.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Store(#[from] crate::store::StoreError),
+
+    /// The engine failed (a step, the sandbox, the store under it).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+
+    /// The toolchain image could not be found or built.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Image(#[from] crate::image::ImageError),
+
+    /// A lockfile could not be written.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Lockfile(#[from] crate::lockfile::LockfileError),
+}
+
+impl From<crate::durable::WriteError> for ReleaseError {
+    fn from(error: crate::durable::WriteError) -> Self {
+        Self::Io {
+            action: error.action,
+            path: error.path,
+            source: error.source,
+        }
+    }
 }

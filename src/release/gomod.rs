@@ -5,26 +5,53 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::names::ForkTag;
+
 use super::ReleaseError;
 
 /// The fork's module path; replace targets under it are the fork's tags.
 const FORK_MODULE: &str = "github.com/k3s-io/kubernetes";
 
-/// What a go.mod edit changes.
+/// What a go.mod edit changes, every version spelled once from the two fork tags.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoModEdit {
     /// `v1.28.1` → `v1.28.2` for `require k8s.io/kubernetes`.
-    pub old_k8s: String,
-    /// New Kubernetes version.
-    pub new_k8s: String,
+    old_k8s: String,
+    new_k8s: String,
     /// `v0.28.1` → `v0.28.2` for `k8s.io/*` requires pinned exactly at the old client.
-    pub old_client: String,
-    /// New client version.
-    pub new_client: String,
+    old_client: String,
+    new_client: String,
     /// `v1.28.1-k3s1` → `v1.28.2-k3s1` for replace targets under the fork.
-    pub old_fork_tag: String,
-    /// New fork tag.
-    pub new_fork_tag: String,
+    old_fork_tag: String,
+    new_fork_tag: String,
+}
+
+impl GoModEdit {
+    /// The edit of a release from `old` to `new`.
+    #[must_use]
+    pub fn new(old: ForkTag, new: ForkTag) -> Self {
+        Self {
+            old_k8s: old.k8s.to_string(),
+            new_k8s: new.k8s.to_string(),
+            old_client: old.k8s.client().to_string(),
+            new_client: new.k8s.client().to_string(),
+            old_fork_tag: old.to_string(),
+            new_fork_tag: new.to_string(),
+        }
+    }
+
+    /// Every version of the edit by name, as the `k3s-edit` step's key reads them.
+    #[must_use]
+    pub fn as_inputs(&self) -> [(&'static str, String); 6] {
+        [
+            ("old_k8s", self.old_k8s.clone()),
+            ("new_k8s", self.new_k8s.clone()),
+            ("old_client", self.old_client.clone()),
+            ("new_client", self.new_client.clone()),
+            ("old_fork_tag", self.old_fork_tag.clone()),
+            ("new_fork_tag", self.new_fork_tag.clone()),
+        ]
+    }
 }
 
 /// One changed line.
@@ -334,32 +361,9 @@ pub fn bump_k3s(
         changes.extend(go_changes);
     }
     for (path, content) in writes {
-        write_keeping_mode(&path, &content)?;
+        crate::durable::write(&path, content.as_bytes(), crate::durable::Placement::Beside)?;
     }
     Ok(BumpReport { changes })
-}
-
-fn write_keeping_mode(path: &Path, content: &str) -> Result<(), ReleaseError> {
-    use std::io::Write as _;
-    let io = |action, source| ReleaseError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    };
-    let permissions = std::fs::metadata(path)
-        .map_err(|e| io("inspect", e))?
-        .permissions();
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| io("create a temporary file beside", e))?;
-    tmp.write_all(content.as_bytes())
-        .map_err(|e| io("write", e))?;
-    tmp.as_file()
-        .set_permissions(permissions)
-        .map_err(|e| io("set the mode of", e))?;
-    tmp.as_file().sync_all().map_err(|e| io("sync", e))?;
-    tmp.persist(path).map_err(|e| io("replace", e.error))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -367,14 +371,10 @@ mod tests {
     use super::*;
 
     fn edit() -> GoModEdit {
-        GoModEdit {
-            old_k8s: "v1.28.1".into(),
-            new_k8s: "v1.28.2".into(),
-            old_client: "v0.28.1".into(),
-            new_client: "v0.28.2".into(),
-            old_fork_tag: "v1.28.1-k3s1".into(),
-            new_fork_tag: "v1.28.2-k3s1".into(),
-        }
+        GoModEdit::new(
+            "v1.28.1-k3s1".parse().unwrap(),
+            "v1.28.2-k3s1".parse().unwrap(),
+        )
     }
 
     const GO_MOD: &str = "module github.com/k3s-io/k3s\n\ngo 1.20\n\nreplace (\n\

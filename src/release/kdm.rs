@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::K3sVersion;
+use crate::names::K3sVersion;
 
 /// Why `channels.yaml` cannot be changed; nothing was written.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]

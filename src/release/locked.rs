@@ -27,7 +27,7 @@ pub fn resolve_locked(
     let fork = git::mirror(git_dir, &repos.fork)?;
     let k3s = git::mirror(git_dir, &repos.k3s)?;
     let i = &lock.inputs;
-    let need = |repo: &Path, location: &str, what: &str, commit: &str| {
+    let need = |repo: &Path, location: &crate::git::Location, what: &str, commit: &str| {
         git::output(
             repo,
             &[
@@ -41,7 +41,7 @@ pub fn resolve_locked(
         .map_err(|_| ReleaseError::LockedInputMissing {
             what: what.to_owned(),
             commit: commit.to_owned(),
-            repo: location.to_owned(),
+            repo: location.to_string(),
         })
     };
     need(
@@ -89,13 +89,15 @@ pub fn resolve_locked(
             tags,
         });
     }
+    let old_k8s = lock.release.old_k8s();
     let old_go = i
         .go_versions
-        .get(&lock.release.old_k8s)
-        .cloned()
-        .ok_or_else(|| ReleaseError::NoGoVersion {
-            tag: lock.release.old_k8s.clone(),
-        })?;
+        .get(&old_k8s.to_string())
+        .ok_or(ReleaseError::NoGoVersion { tag: old_k8s })?;
+    let old_go = old_go.parse().map_err(|_| ReleaseError::BadGoVersion {
+        tag: old_k8s,
+        text: old_go.clone(),
+    })?;
     Ok(Resolved {
         names: lock.release.clone(),
         upstream,

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::gomod::{GoModError, ModuleVersion, module_files};
+use crate::gomod::{GitReadError, GoModError, ModuleVersion, module_files};
 
 /// The fork's module path.
 pub const FORK_MODULE: &str = "github.com/k3s-io/kubernetes";
@@ -13,7 +13,7 @@ fn git_out(repo: &Path, args: &[&str]) -> Result<String, GoModError> {
         what: args.join(" "),
         repo: repo.display().to_string(),
         rev: String::new(),
-        reason: e.to_string(),
+        source: e.into(),
     })
 }
 
@@ -27,7 +27,7 @@ fn commit_time(repo: &Path, rev: &str) -> Result<i64, GoModError> {
         what: "the commit time".into(),
         repo: repo.display().to_string(),
         rev: rev.to_owned(),
-        reason: format!("`{text}` is not a time"),
+        source: GitReadError::Protocol(format!("`{text}` is not a time")),
     })
 }
 
@@ -37,7 +37,7 @@ pub fn staging_modules(repo: &Path, rev: &str) -> Result<Vec<String>, GoModError
         what: "staging".into(),
         repo: repo.display().to_string(),
         rev: rev.to_owned(),
-        reason: e.to_string(),
+        source: e.into(),
     })?;
     let listing = git_out(
         repo,

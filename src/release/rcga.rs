@@ -4,9 +4,8 @@
 
 use std::path::Path;
 
-use crate::git::{self, GitError};
-
-use super::{K8sVersion, Suffix, next_rc, rcs_among};
+use crate::git::{self, GitError, Location};
+use crate::names::{ForkTag, K3sVersion, next_rc, rcs_among};
 
 /// RC or GA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +20,7 @@ pub enum TagKind {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TagPlan {
     /// The tag.
-    pub tag: String,
+    pub tag: K3sVersion,
     /// The branch whose head it names.
     pub branch: String,
     /// That head.
@@ -36,18 +35,14 @@ pub struct TagPlan {
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum TagError {
     /// GA before any RC.
-    #[error("{ga} needs a release candidate first: no {version}-rcN+{suffix} tag exists")]
+    #[error("{} needs a release candidate first: no {}-rcN+{} tag exists", .tag.ga(), .tag.k8s, .tag.suffix)]
     #[diagnostic(
         code(kiln::tag::no_rc),
-        help("cut one with `kiln tag rc {version}` and let it pass QA")
+        help("cut one with `kiln tag rc {} --suffix {}` and let it pass QA", .tag.k8s, .tag.suffix)
     )]
     NoRc {
-        /// The GA name.
-        ga: String,
-        /// The version.
-        version: String,
-        /// The suffix.
-        suffix: String,
+        /// The release's fork tag.
+        tag: ForkTag,
     },
     /// The tag exists at another commit.
     #[error("{tag} already exists at {existing}, not at the head of {branch} ({head})")]
@@ -96,24 +91,24 @@ pub enum TagError {
     Git(#[from] GitError),
 }
 
-/// Plans the RC or GA tag of `version`+`suffix` on `branch` of the local repository `repo`.
+/// Plans the RC or GA tag of the release `fork_tag` names on `branch` of the local
+/// repository `repo`.
 pub fn plan_tag(
     repo: &Path,
     kind: TagKind,
-    version: &K8sVersion,
-    suffix: Suffix,
+    fork_tag: ForkTag,
     branch: &str,
 ) -> Result<TagPlan, TagError> {
     git::validate_rev(branch)?;
-    let location = repo.to_string_lossy().into_owned();
+    let location = Location::parse(&repo.to_string_lossy())?;
     let tags = git::list_tags(&location)?;
     let head = git::resolve_commit(repo, &format!("refs/heads/{branch}")).map_err(|_| {
         TagError::NoBranch {
-            repo: location.clone(),
+            repo: location.to_string(),
             branch: branch.to_owned(),
         }
     })?;
-    let rcs: Vec<String> = rcs_among(version, suffix, tags.iter().map(String::as_str))
+    let rcs: Vec<String> = rcs_among(fork_tag, tags.iter().map(String::as_str))
         .into_iter()
         .map(|(_, name)| name.to_owned())
         .collect();
@@ -128,26 +123,22 @@ pub fn plan_tag(
                     });
                 }
             }
-            format!("{version}-rc{}+{suffix}", next_rc(version, suffix, &tags))
+            fork_tag.rc(next_rc(fork_tag, tags.iter().map(String::as_str)))
         }
         TagKind::Ga => {
-            let ga = format!("{version}+{suffix}");
             if rcs.is_empty() {
-                return Err(TagError::NoRc {
-                    ga,
-                    version: version.to_string(),
-                    suffix: suffix.to_string(),
-                });
+                return Err(TagError::NoRc { tag: fork_tag });
             }
-            ga
+            fork_tag.ga()
         }
     };
-    git::validate_rev(&tag)?;
-    let exists = if tags.contains(&tag) {
-        let existing = git::resolve_commit(repo, &tag)?;
+    let name = tag.to_string();
+    git::validate_rev(&name)?;
+    let exists = if tags.contains(&name) {
+        let existing = git::resolve_commit(repo, &name)?;
         if existing != head {
             return Err(TagError::Exists {
-                tag,
+                tag: name,
                 existing,
                 branch: branch.to_owned(),
                 head,
@@ -191,7 +182,7 @@ mod tests {
 
     #[test]
     fn rcs_are_found_by_number_for_their_version_and_suffix() {
-        let v: K8sVersion = "v1.28.2".parse().unwrap();
+        let tag: ForkTag = "v1.28.2-k3s1".parse().unwrap();
         let tags: Vec<String> = [
             "v1.28.2-rc10+k3s1",
             "v1.28.2-rc2+k3s1",
@@ -203,9 +194,9 @@ mod tests {
         .map(|s| (*s).to_owned())
         .collect();
         assert_eq!(
-            rcs_among(&v, Suffix(1), tags.iter().map(String::as_str)),
+            rcs_among(tag, tags.iter().map(String::as_str)),
             [(2, "v1.28.2-rc2+k3s1"), (10, "v1.28.2-rc10+k3s1")]
         );
-        assert_eq!(next_rc(&v, Suffix(1), &tags), 11);
+        assert_eq!(next_rc(tag, tags.iter().map(String::as_str)), 11);
     }
 }

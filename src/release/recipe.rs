@@ -17,22 +17,97 @@ use crate::gomod::{ModuleVersion, write_proxy};
 use crate::hash::Digest;
 use crate::sandbox::CacheMount;
 
+use crate::gomod::GoModError;
+use crate::names::{GoVersion, Identity, ReleaseNames};
+
 use super::{
-    FORK_MODULE, GoModEdit, ReleaseNames, bump_go_files, edit_go_mod, extra_module_versions,
+    FORK_MODULE, GoModEdit, ReleaseError, bump_go_files, edit_go_mod, extra_module_versions,
     fork_module_versions, scripts,
 };
 
 /// Version of the release recipe: part of every step's kind schema.
 pub const RECIPE_SCHEMA: u32 = 1;
 
-/// Who the release's commits are by.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Identity {
-    /// Name.
-    pub name: String,
-    /// Email.
-    pub email: String,
+/// The recipe's step names, as the lockfile and run reports carry them.
+pub mod step {
+    /// The rebase of the k3s patches onto the new upstream tag.
+    pub const REBASE: &str = "rebase";
+    /// The fork's `tag.sh`.
+    pub const TAG: &str = "tag";
+    /// The GOPROXY tree of the new tags and the extra modules.
+    pub const MODULES: &str = "modules";
+    /// k3s's go.mod and Go bump, as data.
+    pub const K3S_EDIT: &str = "k3s-edit";
+    /// `go mod tidy` and the k3s commit.
+    pub const K3S_TIDY: &str = "k3s-tidy";
+    /// `make`.
+    pub const BUILD: &str = "build";
+}
+
+/// The recipe's output names (a trailing `/` marks a directory).
+pub mod output {
+    /// A commit id.
+    pub const HEAD: &str = "head";
+    /// The rebased commits.
+    pub const REBASE_BUNDLE: &str = "rebase.bundle";
+    /// `tag commit` lines of every tag `tag.sh` made.
+    pub const TAGS: &str = "tags";
+    /// tag.sh's `git push` lines.
+    pub const PUSH: &str = "push";
+    /// The stamp commit and every tag.
+    pub const TAG_BUNDLE: &str = "tag.bundle";
+    /// The GOPROXY tree.
+    pub const PROXY: &str = "proxy/";
+    /// `module version h1:` lines.
+    pub const SUMS: &str = "sums";
+    /// The edited k3s files.
+    pub const EDIT: &str = "edit/";
+    /// The changed lines.
+    pub const CHANGES: &str = "changes";
+    /// The k3s branch's commit.
+    pub const K3S_BUNDLE: &str = "k3s.bundle";
+    /// `dist/artifacts`.
+    pub const ARTIFACTS: &str = "artifacts/";
+}
+
+/// Why a builtin step (`modules`, `k3s-edit`) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuiltinError {
+    /// git could not read the tag bundle.
+    #[error("cannot read the tag bundle: {stderr}")]
+    TagBundle {
+        /// What git said.
+        stderr: String,
+    },
+    /// git could not be started.
+    #[error("cannot run git")]
+    Git(#[source] std::io::Error),
+    /// The modules could not be served.
+    #[error(transparent)]
+    Modules(#[from] GoModError),
+    /// k3s could not be edited.
+    #[error(transparent)]
+    Edit(#[from] ReleaseError),
+    /// A file could not be read or written.
+    #[error("cannot {action} {path}")]
+    Io {
+        /// What.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuiltinError {
+    let path = path.to_owned();
+    move |source| BuiltinError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// An extra module served from its repository's tags.
@@ -67,7 +142,7 @@ pub struct ReleaseInputs {
     /// The release branch head of k3s.
     pub k3s_commit: String,
     /// `.go-version` at the old upstream tag (the Go bump happens when it differs).
-    pub old_go: String,
+    pub old_go: GoVersion,
     /// The toolchain image.
     pub toolchain: StepImage,
     /// Commit identity.
@@ -81,6 +156,7 @@ pub struct ReleaseInputs {
 fn base_env(inputs: &ReleaseInputs) -> BTreeMap<String, String> {
     let n = &inputs.names;
     let date = format!("@{} +0000", inputs.source_date_epoch);
+    let (new_k8s, new_fork_tag) = (n.new_k8s().to_string(), n.new_fork_tag().to_string());
     let mut env: BTreeMap<String, String> = [
         ("GIT_AUTHOR_NAME", inputs.identity.name.as_str()),
         ("GIT_AUTHOR_EMAIL", inputs.identity.email.as_str()),
@@ -91,8 +167,8 @@ fn base_env(inputs: &ReleaseInputs) -> BTreeMap<String, String> {
         ("GIT_CONFIG_NOSYSTEM", "1"),
         ("GOTOOLCHAIN", "local"),
         ("GOFLAGS", "-mod=mod"),
-        ("NEW_K8S", n.new_k8s.as_str()),
-        ("NEW_FORK_TAG", n.new_fork_tag.as_str()),
+        ("NEW_K8S", new_k8s.as_str()),
+        ("NEW_FORK_TAG", new_fork_tag.as_str()),
         ("NEW_COMMIT", inputs.new_commit.as_str()),
     ]
     .into_iter()
@@ -112,7 +188,7 @@ fn git(repo: &Path, commit: &str) -> StepInput {
     }
 }
 
-fn output(step: &str, output: &str) -> StepInput {
+fn from_step(step: &str, output: &str) -> StepInput {
     StepInput::Output {
         step: step.into(),
         output: output.into(),
@@ -169,42 +245,50 @@ pub fn release_plan(inputs: &ReleaseInputs) -> Result<Plan, EngineError> {
     env.insert("OLD_COMMIT".into(), inputs.old_commit.clone());
     env.insert("OLD_FORK_COMMIT".into(), inputs.old_fork_commit.clone());
 
-    let mut rebase = container("rebase", inputs, scripts::REBASE, env);
+    let mut rebase = container(step::REBASE, inputs, scripts::REBASE, env);
     rebase
         .inputs
         .insert("fork".into(), git(&inputs.fork, &inputs.old_fork_commit));
     rebase
         .inputs
         .insert("upstream".into(), git(&inputs.upstream, &inputs.new_commit));
-    rebase.outputs = vec!["head".into(), "rebase.bundle".into()];
+    rebase.outputs = vec![output::HEAD.into(), output::REBASE_BUNDLE.into()];
 
     let mut env = base_env(inputs);
     env.insert("GOPROXY".into(), "off".into());
     env.insert("GOSUMDB".into(), "off".into());
-    let mut tag = container("tag", inputs, scripts::TAG, env);
+    let mut tag = container(step::TAG, inputs, scripts::TAG, env);
     tag.inputs
         .insert("upstream".into(), git(&inputs.upstream, &inputs.new_commit));
+    tag.inputs.insert(
+        "rebase.bundle".into(),
+        from_step(step::REBASE, output::REBASE_BUNDLE),
+    );
     tag.inputs
-        .insert("rebase.bundle".into(), output("rebase", "rebase.bundle"));
-    tag.inputs.insert("head".into(), output("rebase", "head"));
-    tag.outputs = vec!["tags".into(), "push".into(), "tag.bundle".into()];
+        .insert("head".into(), from_step(step::REBASE, output::HEAD));
+    tag.outputs = vec![
+        output::TAGS.into(),
+        output::PUSH.into(),
+        output::TAG_BUNDLE.into(),
+    ];
     tag.caches = vec![CacheMount {
         name: "go-build".into(),
         target: "/cache/go-build".into(),
     }];
 
-    let fork_tag = n.new_fork_tag.clone();
+    let fork_tag = n.new_fork_tag().to_string();
     let served = inputs.modules.clone();
     let mut modules = builtin(
-        "modules",
+        step::MODULES,
         HostAction::new(move |input, out| build_proxy(input, out, &fork_tag, &served)),
     );
     modules
         .inputs
         .insert("upstream".into(), git(&inputs.upstream, &inputs.new_commit));
-    modules
-        .inputs
-        .insert("tag.bundle".into(), output("tag", "tag.bundle"));
+    modules.inputs.insert(
+        "tag.bundle".into(),
+        from_step(step::TAG, output::TAG_BUNDLE),
+    );
     for (index, module) in inputs.modules.iter().enumerate() {
         let tags: Vec<String> = module
             .tags
@@ -221,44 +305,28 @@ pub fn release_plan(inputs: &ReleaseInputs) -> Result<Plan, EngineError> {
                 .insert(format!("module-{index}-repo"), git(&module.mirror, commit));
         }
     }
-    modules.outputs = vec!["proxy/".into(), "sums".into()];
+    modules.outputs = vec![output::PROXY.into(), output::SUMS.into()];
 
-    let edit = GoModEdit {
-        old_k8s: n.old_k8s.clone(),
-        new_k8s: n.new_k8s.clone(),
-        old_client: n.old_client.clone(),
-        new_client: n.new_client.clone(),
-        old_fork_tag: n.old_fork_tag.clone(),
-        new_fork_tag: n.new_fork_tag.clone(),
-    };
-    let go_bump = (inputs.old_go != n.go_version).then(|| n.go_version.clone());
+    let edit = GoModEdit::new(n.old_fork_tag(), n.new_fork_tag());
+    let go_bump = (inputs.old_go != *n.go_version()).then(|| n.go_version().to_string());
     let mut k3s_edit = {
         let (edit, go_bump) = (edit.clone(), go_bump.clone());
         builtin(
-            "k3s-edit",
+            step::K3S_EDIT,
             HostAction::new(move |input, out| edit_k3s(input, out, &edit, go_bump.as_deref())),
         )
     };
     k3s_edit
         .inputs
         .insert("k3s".into(), git(&inputs.k3s, &inputs.k3s_commit));
-    for (key, value) in [
-        ("old_k8s", &edit.old_k8s),
-        ("new_k8s", &edit.new_k8s),
-        ("old_client", &edit.old_client),
-        ("new_client", &edit.new_client),
-        ("old_fork_tag", &edit.old_fork_tag),
-        ("new_fork_tag", &edit.new_fork_tag),
-    ] {
-        k3s_edit
-            .inputs
-            .insert(key.into(), StepInput::Value(value.clone()));
+    for (key, value) in edit.as_inputs() {
+        k3s_edit.inputs.insert(key.into(), StepInput::Value(value));
     }
     k3s_edit.inputs.insert(
         "go_bump".into(),
         StepInput::Value(go_bump.unwrap_or_default()),
     );
-    k3s_edit.outputs = vec!["edit/".into(), "changes".into()];
+    k3s_edit.outputs = vec![output::EDIT.into(), output::CHANGES.into()];
 
     let served_paths: Vec<String> = std::iter::once(FORK_MODULE.to_owned())
         .chain(inputs.modules.iter().map(|m| m.path.clone()))
@@ -270,7 +338,7 @@ pub fn release_plan(inputs: &ReleaseInputs) -> Result<Plan, EngineError> {
         env
     };
     let mut tidy = container(
-        "k3s-tidy",
+        step::K3S_TIDY,
         inputs,
         scripts::K3S_TIDY,
         go_env(base_env(inputs)),
@@ -278,26 +346,32 @@ pub fn release_plan(inputs: &ReleaseInputs) -> Result<Plan, EngineError> {
     tidy.inputs
         .insert("k3s".into(), git(&inputs.k3s, &inputs.k3s_commit));
     tidy.inputs
-        .insert("edit".into(), output("k3s-edit", "edit/"));
+        .insert("edit".into(), from_step(step::K3S_EDIT, output::EDIT));
     tidy.inputs
-        .insert("proxy".into(), output("modules", "proxy/"));
-    tidy.outputs = vec!["head".into(), "k3s.bundle".into()];
+        .insert("proxy".into(), from_step(step::MODULES, output::PROXY));
+    tidy.outputs = vec![output::HEAD.into(), output::K3S_BUNDLE.into()];
     tidy.caches = vec![CacheMount {
         name: "go-mod".into(),
         target: "/cache/gomod".into(),
     }];
 
-    let mut build = container("build", inputs, scripts::BUILD, go_env(base_env(inputs)));
+    let mut build = container(
+        step::BUILD,
+        inputs,
+        scripts::BUILD,
+        go_env(base_env(inputs)),
+    );
     build
         .inputs
         .insert("k3s".into(), git(&inputs.k3s, &inputs.k3s_commit));
+    build.inputs.insert(
+        "k3s.bundle".into(),
+        from_step(step::K3S_TIDY, output::K3S_BUNDLE),
+    );
     build
         .inputs
-        .insert("k3s.bundle".into(), output("k3s-tidy", "k3s.bundle"));
-    build
-        .inputs
-        .insert("proxy".into(), output("modules", "proxy/"));
-    build.outputs = vec!["artifacts/".into()];
+        .insert("proxy".into(), from_step(step::MODULES, output::PROXY));
+    build.outputs = vec![output::ARTIFACTS.into()];
     build.caches = vec![
         CacheMount {
             name: "go-mod".into(),
@@ -318,64 +392,69 @@ fn build_proxy(
     out: &Path,
     fork_tag: &str,
     served: &[ServedModule],
-) -> Result<(), String> {
+) -> Result<(), BuiltinError> {
     let repo = input.join("upstream");
     let fetch = std::process::Command::new("git")
         .arg("-C")
         .arg(&repo)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .args(["fetch", "--quiet"])
+        .env_remove("GIT_DIR")
+        .args(["fetch", "--quiet", "--end-of-options"])
         .arg(input.join("tag.bundle"))
         .arg("refs/tags/*:refs/tags/*")
         .output()
-        .map_err(|e| format!("cannot run git fetch: {e}"))?;
+        .map_err(BuiltinError::Git)?;
     if !fetch.status.success() {
-        return Err(format!(
-            "cannot read the tag bundle: {}",
-            String::from_utf8_lossy(&fetch.stderr).trim()
-        ));
+        return Err(BuiltinError::TagBundle {
+            stderr: String::from_utf8_lossy(&fetch.stderr).trim().to_owned(),
+        });
     }
-    let mut versions: Vec<ModuleVersion> =
-        fork_module_versions(&repo, fork_tag).map_err(|e| e.to_string())?;
+    let mut versions: Vec<ModuleVersion> = fork_module_versions(&repo, fork_tag)?;
     for (index, module) in served.iter().enumerate() {
         let tags: Vec<String> = module.tags.keys().cloned().collect();
-        versions.extend(
-            extra_module_versions(
-                &input.join(format!("module-{index}-repo")),
-                &module.path,
-                &tags,
-            )
-            .map_err(|e| e.to_string())?,
-        );
+        versions.extend(extra_module_versions(
+            &input.join(format!("module-{index}-repo")),
+            &module.path,
+            &tags,
+        )?);
     }
-    let served = write_proxy(&out.join("proxy"), &versions).map_err(|e| e.to_string())?;
+    let served = write_proxy(&out.join("proxy"), &versions)?;
     let mut sums = String::new();
     for m in &served {
         let _ = writeln!(sums, "{} {} {}", m.module, m.version, m.h1);
         let _ = writeln!(sums, "{} {}/go.mod {}", m.module, m.version, m.go_mod_h1);
     }
-    std::fs::write(out.join("sums"), sums).map_err(|e| format!("cannot write sums: {e}"))
+    let path = out.join("sums");
+    std::fs::write(&path, sums).map_err(io_error("write", &path))
 }
 
 /// The `k3s-edit` builtin: go.mod and the Go bump, as data, into `edit/`.
-fn edit_k3s(input: &Path, out: &Path, edit: &GoModEdit, go: Option<&str>) -> Result<(), String> {
+fn edit_k3s(
+    input: &Path,
+    out: &Path,
+    edit: &GoModEdit,
+    go: Option<&str>,
+) -> Result<(), BuiltinError> {
     let k3s = input.join("k3s");
-    let text = std::fs::read_to_string(k3s.join("go.mod"))
-        .map_err(|e| format!("cannot read k3s's go.mod: {e}"))?;
-    let (new_text, mut changes) = edit_go_mod(&text, edit, "go.mod").map_err(|e| e.to_string())?;
+    let go_mod = k3s.join("go.mod");
+    let text = std::fs::read_to_string(&go_mod).map_err(io_error("read", &go_mod))?;
+    let (new_text, mut changes) = edit_go_mod(&text, edit, "go.mod")?;
     let edit_dir = out.join("edit");
-    std::fs::create_dir_all(&edit_dir).map_err(|e| e.to_string())?;
-    std::fs::write(edit_dir.join("go.mod"), new_text).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&edit_dir).map_err(io_error("create", &edit_dir))?;
+    let edited = edit_dir.join("go.mod");
+    std::fs::write(&edited, new_text).map_err(io_error("write", &edited))?;
     if let Some(go) = go {
-        let (files, go_changes) = bump_go_files(&k3s, go).map_err(|e| e.to_string())?;
+        let (files, go_changes) = bump_go_files(&k3s, go)?;
         for (path, content) in files {
-            let relative = path.strip_prefix(&k3s).map_err(|e| e.to_string())?;
+            let relative = path
+                .strip_prefix(&k3s)
+                .expect("bump_go_files names files below the checkout");
             let dest = edit_dir.join(relative);
             if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                std::fs::create_dir_all(parent).map_err(io_error("create", parent))?;
             }
-            std::fs::write(dest, content).map_err(|e| e.to_string())?;
+            std::fs::write(&dest, content).map_err(io_error("write", &dest))?;
         }
         changes.extend(go_changes);
     }
@@ -383,5 +462,6 @@ fn edit_k3s(input: &Path, out: &Path, edit: &GoModEdit, go: Option<&str>) -> Res
     for change in &changes {
         let _ = writeln!(report, "{change}");
     }
-    std::fs::write(out.join("changes"), report).map_err(|e| e.to_string())
+    let path = out.join("changes");
+    std::fs::write(&path, report).map_err(io_error("write", &path))
 }

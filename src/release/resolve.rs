@@ -1,38 +1,37 @@
 //! Resolving a release's inputs: mirrors of the repositories under the store, tags, commit
-//! ids, Go versions, the pinned identity and clock.
+//! ids, Go versions and the pinned clock. Blocking (git): run off the async threads.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::git;
+use crate::git::{self, Location};
+use crate::names::{self, GoVersion, K8sVersion, ReleaseNames, ReleaseVersions, RepoFacts};
 
-use super::{
-    Identity, ReleaseError, ReleaseNames, RepoFacts, RepoSet, ServedModule, check_pair, derive,
-};
+use super::{ReleaseError, RepoSet, ServedModule};
 
 /// What a release resolves to before its toolchain image is chosen.
 #[derive(Clone, Debug)]
 pub struct Resolved {
     /// The names.
     pub names: ReleaseNames,
-    /// Mirrors: upstream, fork, k3s.
-    pub upstream: std::path::PathBuf,
+    /// The upstream mirror (under the store).
+    pub upstream: PathBuf,
     /// The fork's mirror.
-    pub fork: std::path::PathBuf,
+    pub fork: PathBuf,
     /// k3s's mirror.
-    pub k3s: std::path::PathBuf,
-    /// Commits of the old and new upstream tags, the old fork tag, the release branch.
+    pub k3s: PathBuf,
+    /// Commit of the old upstream tag.
     pub old_commit: String,
-    /// New upstream commit.
+    /// Commit of the new upstream tag.
     pub new_commit: String,
-    /// Old fork tag commit.
+    /// Commit of the old fork tag.
     pub old_fork_commit: String,
     /// k3s release branch head.
     pub k3s_commit: String,
     /// The old release's k3s patches, `OLD_K8S..OLD_FORK~1`, oldest first.
     pub patches: Vec<String>,
     /// `.go-version` at the old upstream tag.
-    pub old_go: String,
+    pub old_go: GoVersion,
     /// `SOURCE_DATE_EPOCH`: the new upstream tag's commit time.
     pub source_date_epoch: i64,
     /// The new fork tag's commit if the fork already has it.
@@ -41,102 +40,110 @@ pub struct Resolved {
     pub modules: Vec<ServedModule>,
 }
 
-/// The release arguments.
-#[derive(Clone, Debug)]
-pub struct ReleaseArgs {
-    /// `--old`.
-    pub old: String,
-    /// `--new`.
-    pub new: String,
-    /// `--old-suffix`.
-    pub old_suffix: Option<String>,
-    /// `--new-suffix`.
-    pub new_suffix: String,
+/// The tags of the three repositories, one `git ls-remote` each.
+fn facts_of(
+    upstream: &Location,
+    fork: &Location,
+    k3s: &Location,
+) -> Result<RepoFacts, ReleaseError> {
+    Ok(RepoFacts {
+        upstream_tags: git::list_tags(upstream)?,
+        fork_tags: git::list_tags(fork)?,
+        k3s_tags: git::list_tags(k3s)?,
+    })
 }
 
-fn git_text(repo: &Path, args: &[&str]) -> Result<String, ReleaseError> {
-    Ok(git::output(repo, args)?)
+/// A mirror's path as a location (mirrors are absolute paths under the store).
+fn mirror_location(mirror: &Path) -> Result<Location, ReleaseError> {
+    Ok(Location::parse_in(
+        &mirror.to_string_lossy(),
+        Path::new("/"),
+    )?)
 }
 
-/// Resolves everything a release reads. Blocking (git); run it off the async threads.
+/// `.go-version` at `tag` in the upstream mirror.
+fn go_version_at(upstream: &Path, tag: K8sVersion) -> Result<GoVersion, ReleaseError> {
+    let text = git::read_file(upstream, &tag.to_string(), ".go-version")?
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .ok_or(ReleaseError::NoGoVersion { tag })?;
+    text.parse()
+        .map_err(|_| ReleaseError::BadGoVersion { tag, text })
+}
+
+/// Every name of the release `versions` names, as `kiln versions` shows them: checked against
+/// the repositories' tags before any mirror is made; the Go version from the upstream mirror.
+/// Also says whether the fork already has the new tag.
+pub fn derive_names(
+    repos: &RepoSet,
+    versions: &ReleaseVersions,
+    git_dir: &Path,
+) -> Result<(ReleaseNames, bool), ReleaseError> {
+    let facts = facts_of(&repos.upstream, &repos.fork, &repos.k3s)?;
+    names::old_fork_tag(versions, &facts)?;
+    let upstream = git::mirror(git_dir, &repos.upstream)?;
+    let go = go_version_at(&upstream, versions.new_version())?;
+    let names = names::derive(versions, &facts, go)?;
+    let exists = facts.fork_tags.contains(&names.new_fork_tag().to_string());
+    Ok((names, exists))
+}
+
+/// Resolves everything a release reads.
 pub fn resolve(
     repos: &RepoSet,
-    args: &ReleaseArgs,
+    versions: &ReleaseVersions,
     git_dir: &Path,
 ) -> Result<Resolved, ReleaseError> {
-    check_pair(&args.old, &args.new)?;
     // Every name is checked against the repositories' tags (one ls-remote each) before any
     // mirror is cloned or fetched: a typo costs nothing and leaves the store as it was.
-    let remote_facts = RepoFacts {
-        upstream_tags: git::list_tags(&repos.upstream)?,
-        fork_tags: git::list_tags(&repos.fork)?,
-        k3s_tags: git::list_tags(&repos.k3s)?,
-    };
-    derive(
-        &args.old,
-        &args.new,
-        args.old_suffix.as_deref(),
-        Some(&args.new_suffix),
-        &remote_facts,
-        |_| Ok(String::new()),
+    names::old_fork_tag(
+        versions,
+        &facts_of(&repos.upstream, &repos.fork, &repos.k3s)?,
     )?;
     let upstream = git::mirror(git_dir, &repos.upstream)?;
     let fork = git::mirror(git_dir, &repos.fork)?;
     let k3s = git::mirror(git_dir, &repos.k3s)?;
-    let loc = |p: &Path| p.to_string_lossy().into_owned();
-    let facts = RepoFacts {
-        upstream_tags: git::list_tags(&loc(&upstream))?,
-        fork_tags: git::list_tags(&loc(&fork))?,
-        k3s_tags: git::list_tags(&loc(&k3s))?,
-    };
-    let go_at = |tag: &str| -> Result<String, ReleaseError> {
-        git::read_file(&upstream, tag, ".go-version")?
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| ReleaseError::NoGoVersion {
-                tag: tag.to_owned(),
-            })
-    };
-    let names = derive(
-        &args.old,
-        &args.new,
-        args.old_suffix.as_deref(),
-        Some(&args.new_suffix),
-        &facts,
-        |v| go_at(&v.to_string()),
+    // The names as the mirrors, which the steps read, hold them.
+    let facts = facts_of(
+        &mirror_location(&upstream)?,
+        &mirror_location(&fork)?,
+        &mirror_location(&k3s)?,
     )?;
-    let old_commit = git::resolve_commit(&upstream, &names.old_k8s)?;
-    let new_commit = git::resolve_commit(&upstream, &names.new_k8s)?;
-    let old_fork_commit = git::resolve_commit(&fork, &names.old_fork_tag)?;
-    let k3s_commit = git::resolve_commit(&k3s, &names.release_branch).map_err(|_| {
-        ReleaseError::MissingBranch {
-            branch: names.release_branch.clone(),
-        }
-    })?;
-    let patches_text = git_text(
+    let go = go_version_at(&upstream, versions.new_version())?;
+    let names = names::derive(versions, &facts, go)?;
+    let old_commit = git::resolve_commit(&upstream, &names.old_k8s().to_string())?;
+    let new_commit = git::resolve_commit(&upstream, &names.new_k8s().to_string())?;
+    let old_fork_commit = git::resolve_commit(&fork, &names.old_fork_tag().to_string())?;
+    let branch = names.release_branch();
+    let k3s_commit =
+        git::resolve_commit(&k3s, &branch).map_err(|_| ReleaseError::MissingBranch { branch })?;
+    let patches = git::output(
         &fork,
         &[
             "rev-list",
             "--reverse",
             &format!("{old_commit}..{old_fork_commit}~1"),
         ],
-    )?;
-    let patches = patches_text.lines().map(str::to_owned).collect();
-    let source_date_epoch = git_text(&upstream, &["log", "-1", "--format=%ct", &new_commit])?
-        .parse()
-        .map_err(|_| ReleaseError::NoGoVersion {
-            tag: names.new_k8s.clone(),
-        })?;
+    )?
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    let time = git::output(&upstream, &["log", "-1", "--format=%ct", &new_commit])?;
+    let source_date_epoch = time.parse().map_err(|_| ReleaseError::CommitTime {
+        commit: new_commit.clone(),
+        text: time.clone(),
+    })?;
+    let new_tag = names.new_fork_tag().to_string();
     let existing_new_tag = facts
         .fork_tags
-        .contains(&names.new_fork_tag)
-        .then(|| git::resolve_commit(&fork, &names.new_fork_tag))
+        .contains(&new_tag)
+        .then(|| git::resolve_commit(&fork, &new_tag))
         .transpose()?;
     let mut modules = Vec::new();
     for module in &repos.modules {
         let mirror = git::mirror(git_dir, &module.repo)?;
         let mut tags = BTreeMap::new();
-        for tag in git::list_tags(&loc(&mirror))? {
+        for tag in git::list_tags(&mirror_location(&mirror)?)? {
             let commit = git::resolve_commit(&mirror, &tag)?;
             tags.insert(tag, commit);
         }
@@ -147,7 +154,7 @@ pub fn resolve(
         });
     }
     Ok(Resolved {
-        old_go: go_at(&names.old_k8s)?,
+        old_go: go_version_at(&upstream, names.old_k8s())?,
         names,
         upstream,
         fork,
@@ -161,13 +168,4 @@ pub fn resolve(
         existing_new_tag,
         modules,
     })
-}
-
-/// The default commit identity: kiln's, never the host's git configuration.
-#[must_use]
-pub fn default_identity() -> Identity {
-    Identity {
-        name: "K3s Release Captain".into(),
-        email: "captain@kiln-demo.invalid".into(),
-    }
 }

@@ -1,16 +1,40 @@
-//! Comparing a rebuilt release with its lockfile, output by output, and locating the first
-//! difference between two copies of a file.
+//! Verifying a locked release by rebuilding it ([`rebuild`]): its inputs read back from the
+//! lock ([`resolve_locked`](super::resolve_locked)), the plan run in a fresh store with fresh
+//! caches, every output compared with the lock, both copies of a differing file kept, and a
+//! passed verification noted in the store ([`VerifiedNote`]) for `kiln status`.
 
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::engine::{EngineEvent, Plan, RunOptions};
+use crate::hash::Digest;
 use crate::lockfile::Lockfile;
+use crate::sandbox::Sandbox;
+use crate::store::{LocalStore, Store as _};
+
+use super::recipe::step;
+use super::{
+    Prepared, ReleaseError, RepoSet, Resolved, artifacts_tree, lockfile, resolve_locked,
+    unpack_artifacts,
+};
 
 /// The steps a `--steps git` verification re-runs: everything but the Go build.
-pub const GIT_STEPS: [&str; 5] = ["rebase", "tag", "modules", "k3s-edit", "k3s-tidy"];
+pub const GIT_STEPS: [&str; 5] = [
+    step::REBASE,
+    step::TAG,
+    step::MODULES,
+    step::K3S_EDIT,
+    step::K3S_TIDY,
+];
+
+/// Marks a directory `kiln verify` made for kept copies, so a later run may replace it.
+const KEEP_MARKER: &str = ".kiln-verify";
 
 /// What a verification rebuilds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Scope {
     /// Every step.
     All,
@@ -24,6 +48,348 @@ impl Scope {
     pub fn includes(self, step: &str) -> bool {
         self == Self::All || GIT_STEPS.contains(&step)
     }
+
+    /// `all` or `git`, as `--steps` names it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Git => "git",
+        }
+    }
+}
+
+/// What `kiln verify` leaves in the store when every output matched: `kiln status` reads it
+/// to say that the lockfile, as it is byte for byte, was rebuilt here.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifiedNote {
+    /// The SHA-256 of the lockfile's bytes.
+    pub lockfile_sha256: Digest,
+    /// The release's fork tag.
+    pub fork_tag: String,
+    /// What was rebuilt.
+    pub steps: Scope,
+}
+
+impl VerifiedNote {
+    /// The note of a passed verification of the lockfile whose bytes hash to `lockfile`;
+    /// `Ok(None)` when there is none (or it is unreadable: that is no proof).
+    pub fn read(store: &LocalStore, lockfile: &Digest) -> Result<Option<Self>, ReleaseError> {
+        let Some(bytes) = store.verified_sync(lockfile)? else {
+            return Ok(None);
+        };
+        match serde_json::from_slice::<Self>(&bytes) {
+            Ok(note) if note.lockfile_sha256 == *lockfile => Ok(Some(note)),
+            Ok(_) | Err(_) => {
+                tracing::warn!(%lockfile, "ignoring a damaged verification note");
+                Ok(None)
+            }
+        }
+    }
+
+    fn write(&self, store: &LocalStore) -> Result<(), ReleaseError> {
+        let bytes = serde_json::to_vec(self).expect("a note always serializes");
+        store.put_verified_sync(&self.lockfile_sha256, &bytes)?;
+        Ok(())
+    }
+}
+
+/// A differing file, with both copies kept.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DifferingFile {
+    /// What it is (`artifact k3s`, `step tag tags`).
+    pub what: String,
+    /// The locked digest (`-` when the lock has none).
+    pub locked_sha256: String,
+    /// The rebuilt digest.
+    pub rebuilt_sha256: String,
+    /// Size of the locked copy, when there is one.
+    pub locked_size: Option<u64>,
+    /// Size of the rebuilt copy.
+    pub rebuilt_size: Option<u64>,
+    /// Offset of the first differing byte; `None` when a copy is missing.
+    pub first_difference: Option<u64>,
+    /// Where the locked copy was kept.
+    pub locked_copy: Option<PathBuf>,
+    /// Where the rebuilt copy was kept.
+    pub rebuilt_copy: Option<PathBuf>,
+}
+
+/// What a verification found.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Verdict {
+    /// What was rebuilt.
+    pub steps: Scope,
+    /// Whether every output matched.
+    pub matches: bool,
+    /// Every output, compared.
+    pub outputs: Vec<Compared>,
+    /// Every step key, compared (a differing key is a differing input, not output).
+    pub keys: Vec<Compared>,
+    /// Differing files with both copies.
+    pub differing_files: Vec<DifferingFile>,
+    /// Where the copies are.
+    pub kept: Option<PathBuf>,
+}
+
+/// Refuses a `--keep` directory that exists and was not made by `kiln verify` (checked before
+/// the rebuild, not after it).
+pub fn check_keep_dir(dir: &Path) -> Result<(), ReleaseError> {
+    if dir.exists() && !dir.join(KEEP_MARKER).is_file() {
+        return Err(ReleaseError::KeepDirTaken {
+            dir: dir.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// The release `lock` records, resolved against mirrors of `repos` (blocking git on a worker
+/// thread): every commit must exist there.
+///
+/// # Panics
+/// Never: resolving runs no code that panics.
+pub async fn resolve_lock(
+    repos: &RepoSet,
+    lock: &Lockfile,
+    store: &LocalStore,
+) -> Result<Resolved, ReleaseError> {
+    let (repos, lock, git_dir) = (repos.clone(), lock.clone(), store.git_dir());
+    tokio::task::spawn_blocking(move || resolve_locked(&repos, &lock, &git_dir))
+        .await
+        .expect("resolving does not panic")
+}
+
+/// Rebuilds the steps of `prepared` within `scope` in a fresh store under `store`'s `tmp/`
+/// (removed afterwards) through `sandbox` (which must use fresh caches), and compares every
+/// output with `lock`. On a match the verification is noted in `store` for `kiln status`
+/// (under `lock_sha256`, the digest of the lockfile's bytes); on a mismatch both copies of
+/// every differing file go under `keep`.
+#[allow(clippy::too_many_arguments)] // one verification's whole description
+pub async fn rebuild<B: Sandbox + Clone + 'static>(
+    prepared: &Prepared,
+    lock: &Lockfile,
+    lock_sha256: Digest,
+    scope: Scope,
+    keep: &Path,
+    store: &LocalStore,
+    sandbox: &B,
+    jobs: usize,
+    events: &UnboundedSender<EngineEvent>,
+) -> Result<Verdict, ReleaseError> {
+    check_keep_dir(keep)?;
+    let plan = Plan::new(
+        prepared
+            .plan
+            .steps()
+            .iter()
+            .filter(|s| scope.includes(&s.name))
+            .cloned()
+            .collect(),
+    )?;
+    let fresh_dir = super::scratch_dir(store, "kiln-verify-")?;
+    let fresh = LocalStore::open(fresh_dir.path())?;
+    let options = RunOptions {
+        jobs,
+        work_dir: fresh.work_dir(),
+    };
+    let report = crate::engine::run(&plan, &fresh, sandbox, &options, events).await?;
+    let artifacts = if scope == Scope::All {
+        let scratch = fresh_dir.path().join("artifacts");
+        std::fs::create_dir_all(&scratch).map_err(|source| ReleaseError::Io {
+            action: "create",
+            path: scratch.clone(),
+            source,
+        })?;
+        unpack_artifacts(&fresh, &report, &scratch).await?
+    } else {
+        BTreeMap::new()
+    };
+    let rebuilt = lockfile(
+        &prepared.resolved,
+        &prepared.toolchain,
+        &prepared.identity,
+        &report,
+        &fresh,
+        artifacts,
+    )?;
+    let outputs = compare(lock, &rebuilt, scope);
+    let keys = compare_keys(lock, &rebuilt, scope);
+    let matches = outputs.iter().all(|r| r.matches);
+    let mut differing_files = Vec::new();
+    let mut kept = None;
+    if matches {
+        VerifiedNote {
+            lockfile_sha256: lock_sha256,
+            fork_tag: lock.release.new_fork_tag().to_string(),
+            steps: scope,
+        }
+        .write(store)?;
+    } else {
+        fresh_keep_dir(keep)?;
+        differing_files = keep_differences(lock, &rebuilt, &outputs, store, &fresh, keep).await?;
+        kept = Some(keep.to_owned());
+    }
+    Ok(Verdict {
+        steps: scope,
+        matches,
+        outputs,
+        keys,
+        differing_files,
+        kept,
+    })
+}
+
+/// Makes `dir` an empty directory for this run's copies: one an earlier `kiln verify` made is
+/// replaced; anything else that exists is refused.
+fn fresh_keep_dir(dir: &Path) -> Result<(), ReleaseError> {
+    check_keep_dir(dir)?;
+    let io = |action, path: &Path| {
+        let path = path.to_owned();
+        move |source| ReleaseError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(io("replace", dir))?;
+    }
+    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+    let marker = dir.join(KEEP_MARKER);
+    std::fs::write(&marker, "").map_err(io("write", &marker))
+}
+
+/// Keeps both copies of every differing artifact and file output under `keep` (`locked/…`,
+/// `rebuilt/…`) and describes each difference.
+async fn keep_differences(
+    lock: &Lockfile,
+    rebuilt: &Lockfile,
+    outputs: &[Compared],
+    store: &LocalStore,
+    fresh: &LocalStore,
+    keep: &Path,
+) -> Result<Vec<DifferingFile>, ReleaseError> {
+    let mut files = Vec::new();
+    let (locked_root, rebuilt_root) = (keep.join("locked"), keep.join("rebuilt"));
+    let mut unpacked: Option<(bool, bool)> = None;
+    for row in outputs.iter().filter(|r| !r.matches) {
+        if let Some(path) = row.what.strip_prefix("artifact ") {
+            let (l, r) = match unpacked {
+                Some(done) => done,
+                None => {
+                    let done = (
+                        unpack_into(store, artifacts_tree(lock), &locked_root.join("artifacts"))
+                            .await?,
+                        unpack_into(
+                            fresh,
+                            artifacts_tree(rebuilt),
+                            &rebuilt_root.join("artifacts"),
+                        )
+                        .await?,
+                    );
+                    unpacked = Some(done);
+                    done
+                }
+            };
+            files.push(describe(
+                row,
+                lock.artifacts.get(path).map(|a| a.sha256.to_string()),
+                rebuilt.artifacts.get(path).map(|a| a.sha256.to_string()),
+                l.then(|| locked_root.join("artifacts").join(path)),
+                r.then(|| rebuilt_root.join("artifacts").join(path)),
+            )?);
+        } else if let Some(rest) = row.what.strip_prefix("step ")
+            && let Some((step, output)) = rest.split_once(' ')
+            && !output.ends_with('/')
+        {
+            let digest = |l: &Lockfile| {
+                l.steps
+                    .get(step)
+                    .and_then(|s| s.outputs.get(output))
+                    .copied()
+            };
+            let name = format!("steps/{step}/{output}");
+            let l = export_into(store, digest(lock), &locked_root.join(&name))?;
+            let r = export_into(fresh, digest(rebuilt), &rebuilt_root.join(&name))?;
+            files.push(describe(
+                row,
+                digest(lock).map(|d| d.to_string()),
+                digest(rebuilt).map(|d| d.to_string()),
+                l,
+                r,
+            )?);
+        }
+    }
+    Ok(files)
+}
+
+fn describe(
+    row: &Compared,
+    locked: Option<String>,
+    rebuilt: Option<String>,
+    l: Option<PathBuf>,
+    r: Option<PathBuf>,
+) -> Result<DifferingFile, ReleaseError> {
+    let l = l.filter(|p| p.is_file());
+    let r = r.filter(|p| p.is_file());
+    let first = match (&l, &r) {
+        (Some(a), Some(b)) => first_difference(a, b).map_err(|source| ReleaseError::Io {
+            action: "compare",
+            path: a.clone(),
+            source,
+        })?,
+        _ => None,
+    };
+    let size = |p: &Option<PathBuf>| {
+        p.as_deref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+    };
+    Ok(DifferingFile {
+        what: row.what.clone(),
+        locked_sha256: locked.unwrap_or_else(|| "-".into()),
+        rebuilt_sha256: rebuilt.unwrap_or_else(|| "-".into()),
+        locked_size: size(&l),
+        rebuilt_size: size(&r),
+        first_difference: first,
+        locked_copy: l,
+        rebuilt_copy: r,
+    })
+}
+
+async fn unpack_into(
+    store: &LocalStore,
+    tree: Option<Digest>,
+    dir: &Path,
+) -> Result<bool, ReleaseError> {
+    let Some(tree) = tree else {
+        return Ok(false);
+    };
+    std::fs::create_dir_all(dir).map_err(|source| ReleaseError::Io {
+        action: "create",
+        path: dir.to_owned(),
+        source,
+    })?;
+    Ok(store.unpack(&tree, dir).await?)
+}
+
+fn export_into(
+    store: &LocalStore,
+    digest: Option<Digest>,
+    path: &Path,
+) -> Result<Option<PathBuf>, ReleaseError> {
+    let Some(digest) = digest else {
+        return Ok(None);
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| ReleaseError::Io {
+            action: "create",
+            path: parent.to_owned(),
+            source,
+        })?;
+    }
+    Ok(store.export_sync(&digest, path)?.then(|| path.to_owned()))
 }
 
 /// One compared output.

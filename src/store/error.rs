@@ -113,3 +113,9 @@ impl StoreError {
         }
     }
 }
+
+impl From<crate::durable::WriteError> for StoreError {
+    fn from(error: crate::durable::WriteError) -> Self {
+        Self::io(error.action, error.path, error.source)
+    }
+}

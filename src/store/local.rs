@@ -10,6 +10,7 @@
 //! locks/store.lock           shared by writers from first blob to record, exclusive by gc
 //! corrupt/                   blobs and records moved aside by `kiln store verify --repair`
 //! verified/<64 hex>.json     a passed `kiln verify` of the lockfile with that SHA-256
+//! git/<hex>.git              bare mirrors of the repositories releases read (host-side git)
 //! ```
 //!
 //! A write goes to `tmp/`, is fsynced, renamed into place, and the directory fsynced; a
@@ -110,6 +111,13 @@ impl LocalStore {
         self.root.join("locks/store.lock")
     }
 
+    /// Where host-side git keeps bare mirrors of the repositories releases read, one per
+    /// location (`git/<digest of the location>.git`).
+    #[must_use]
+    pub fn git_dir(&self) -> PathBuf {
+        self.root.join("git")
+    }
+
     /// Where running steps get their work directories.
     #[must_use]
     pub fn work_dir(&self) -> PathBuf {
@@ -180,10 +188,12 @@ impl LocalStore {
             .set_permissions(fs::Permissions::from_mode(0o444))
             .map_err(|e| StoreError::io("set the mode of", &tmp_path, e))?;
         let parent = final_path.parent().expect("blob paths have a parent");
-        fs::create_dir_all(parent).map_err(|e| StoreError::io("create", parent, e))?;
+        // A new prefix directory is synced into its parent, or a power loss could drop the
+        // directory with the blob in it.
+        crate::durable::create_dir_all(parent).map_err(StoreError::from)?;
         tmp.persist(&final_path)
             .map_err(|e| StoreError::io("publish the blob", &final_path, e.error))?;
-        sync_dir(parent)?;
+        crate::durable::sync_dir(parent).map_err(StoreError::from)?;
         Ok((digest, size))
     }
 
@@ -483,28 +493,15 @@ fn is_plain_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// Writes `bytes` to `path` atomically and durably: temp file in `tmp_dir`, fsync, rename,
-/// fsync the directory.
+/// Writes `bytes` to `path` atomically and durably through the store's `tmp/`.
 pub(crate) fn write_durably(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix("write-")
-        .tempfile_in(tmp_dir)
-        .map_err(|e| StoreError::io("create a temporary file in", tmp_dir, e))?;
-    tmp.write_all(bytes)
-        .map_err(|e| StoreError::io("write", path, e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| StoreError::io("sync", path, e))?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(|e| StoreError::io("set the mode of", path, e))?;
-    tmp.persist(path)
-        .map_err(|e| StoreError::io("publish", path, e.error))?;
-    sync_dir(path.parent().expect("store paths have a parent"))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io("sync the directory", dir, e))
+    crate::durable::write(
+        path,
+        bytes,
+        crate::durable::Placement::Via {
+            dir: tmp_dir,
+            mode: 0o644,
+        },
+    )
+    .map_err(StoreError::from)
 }

@@ -346,6 +346,8 @@ a = {{ step = "a-{id}", output = "a.txt" }}
     assert_eq!(outcomes(&again)[1].1, "cached");
 }
 
+// The crash point exists only in builds with the `failpoints` feature (the test command's).
+#[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn kill_between_blob_and_record_leaves_a_consistent_store() {
     let Some(_docker) = docker_or_skip().await else {

@@ -13,6 +13,7 @@ mod engine;
 mod gomod;
 mod image;
 mod images;
+mod nested;
 mod publish;
 mod rcga;
 mod release;

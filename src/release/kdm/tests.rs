@@ -56,7 +56,7 @@ fn versions_parse_print_and_order() {
         assert!(
             matches!(
                 bad.parse::<K3sVersion>(),
-                Err(crate::release::ReleaseError::NotK3sVersion { .. })
+                Err(crate::names::NameError::NotK3sVersion { .. })
             ),
             "{bad}"
         );

@@ -11,22 +11,51 @@ use super::{kiln, text};
 /// A demo world in a temp dir, with its own store.
 pub(crate) struct World {
     pub(crate) dir: tempfile::TempDir,
+    root: PathBuf,
 }
 
 impl World {
     pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let output = kiln()
-            .args(["demo", "init"])
-            .arg(dir.path().join("w"))
-            .output()
-            .unwrap();
+        let root = dir.path().join("w");
+        Self::init(&root);
+        Self { dir, root }
+    }
+
+    /// A world inside another git work tree, as `./demo-world` lies inside a kiln checkout:
+    /// `<tmp>/outer` is the work tree, the world is `<tmp>/outer/checkout/demo-world`.
+    pub(crate) fn nested() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let outer = dir.path().join("outer");
+        std::fs::create_dir_all(outer.join("checkout")).unwrap();
+        git(&outer, &["init", "--quiet", "-b", "main"]);
+        std::fs::write(outer.join("checkout/README.md"), "a checkout\n").unwrap();
+        git(&outer, &["add", "checkout/README.md"]);
+        git(
+            &outer,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "--quiet",
+                "-m",
+                "checkout",
+            ],
+        );
+        let root = outer.join("checkout/demo-world");
+        Self::init(&root);
+        Self { dir, root }
+    }
+
+    fn init(root: &Path) {
+        let output = kiln().args(["demo", "init"]).arg(root).output().unwrap();
         assert!(output.status.success(), "{}", text(&output).1);
-        Self { dir }
     }
 
     pub(crate) fn path(&self) -> PathBuf {
-        self.dir.path().join("w")
+        self.root.clone()
     }
 
     pub(crate) fn store(&self) -> PathBuf {
@@ -58,14 +87,14 @@ impl World {
     /// A clone of the world's `repo` at `name` beside it: bare, as a stand-in remote, or a
     /// work tree to edit.
     pub(crate) fn clone_repo(&self, repo: &str, name: &str, bare: bool) -> PathBuf {
-        let path = self.dir.path().join(name);
+        let path = self.root.parent().unwrap().join(name);
         let from = self.path().join(repo);
         let mut args = vec!["clone", "--quiet"];
         if bare {
             args.push("--bare");
         }
         args.extend([from.to_str().unwrap(), path.to_str().unwrap()]);
-        git(self.dir.path(), &args);
+        git(self.root.parent().unwrap(), &args);
         path
     }
 

@@ -1,4 +1,5 @@
-//! Reading a finished release out of the store into its lockfile.
+//! Reading a finished release out of the store into its lockfile, and the recipe's outputs
+//! back out of a lockfile.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,37 +8,61 @@ use crate::engine::RunReport;
 use crate::gomod::ProxyModule;
 use crate::hash::{Digest, Sha256Reader};
 use crate::lockfile::{
-    Artifact, Inputs, K3sResult, LOCKFILE_VERSION, LockedStep, Lockfile, Toolchain,
+    Artifact, Inputs, K3sResult, LOCKFILE_VERSION, LockedStep, Lockfile,
+    Toolchain as LockedToolchain,
 };
 use crate::store::{LocalStore, OutputRef, Store as _};
 
-use super::{Identity, ReleaseError, Resolved};
+use super::recipe::{output, step};
+use super::{ReleaseError, Resolved, Toolchain};
+use crate::names::Identity;
 
-fn output<'a>(
+fn output_of<'a>(
     report: &'a RunReport,
-    step: &str,
-    name: &str,
+    step: &'static str,
+    name: &'static str,
 ) -> Result<&'a OutputRef, ReleaseError> {
     report
         .steps
         .iter()
         .find(|s| s.name == step)
         .and_then(|s| s.outputs.get(name))
-        .ok_or_else(|| ReleaseError::Broken {
-            reason: format!("step `{step}` has no output `{name}`"),
-        })
+        .ok_or(ReleaseError::MissingOutput { step, output: name })
 }
 
 fn text(store: &LocalStore, output: &OutputRef) -> Result<String, ReleaseError> {
     let bytes = store
-        .read_sync(&output.digest)
-        .map_err(|e| ReleaseError::Broken {
-            reason: e.to_string(),
-        })?
-        .ok_or_else(|| ReleaseError::Broken {
-            reason: format!("{} is not in the store", output.digest),
+        .read_sync(&output.digest)?
+        .ok_or(ReleaseError::OutputGone {
+            digest: output.digest,
         })?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The digest of a step output the lockfile records.
+fn locked_output(lock: &Lockfile, step: &str, name: &str) -> Option<Digest> {
+    lock.steps
+        .get(step)
+        .and_then(|s| s.outputs.get(name))
+        .copied()
+}
+
+/// The bundle holding the fork's stamp commit and every new tag.
+#[must_use]
+pub fn tag_bundle(lock: &Lockfile) -> Option<Digest> {
+    locked_output(lock, step::TAG, output::TAG_BUNDLE)
+}
+
+/// The bundle holding the k3s branch's commit.
+#[must_use]
+pub fn k3s_bundle(lock: &Lockfile) -> Option<Digest> {
+    locked_output(lock, step::K3S_TIDY, output::K3S_BUNDLE)
+}
+
+/// The tree of `dist/artifacts`.
+#[must_use]
+pub fn artifacts_tree(lock: &Lockfile) -> Option<Digest> {
+    locked_output(lock, step::BUILD, output::ARTIFACTS)
 }
 
 /// Unpacks the build's artifacts into `dir` (empty) and returns them by relative path.
@@ -49,13 +74,12 @@ pub async fn unpack_artifacts(
     report: &RunReport,
     dir: &Path,
 ) -> Result<BTreeMap<String, Artifact>, ReleaseError> {
-    let artifacts = *output(report, "build", "artifacts/")?;
-    store
-        .unpack(&artifacts.digest, dir)
-        .await
-        .map_err(|e| ReleaseError::Broken {
-            reason: e.to_string(),
-        })?;
+    let artifacts = *output_of(report, step::BUILD, output::ARTIFACTS)?;
+    if !store.unpack(&artifacts.digest, dir).await? {
+        return Err(ReleaseError::OutputGone {
+            digest: artifacts.digest,
+        });
+    }
     let mut found = BTreeMap::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(at) = stack.pop() {
@@ -103,21 +127,37 @@ pub async fn unpack_artifacts(
 /// The lockfile of a finished release.
 pub fn lockfile(
     resolved: &Resolved,
-    toolchain: (Digest, String),
+    toolchain: &Toolchain,
     identity: &Identity,
     report: &RunReport,
     store: &LocalStore,
     artifacts: BTreeMap<String, Artifact>,
 ) -> Result<Lockfile, ReleaseError> {
-    let tags: BTreeMap<String, String> = text(store, output(report, "tag", "tags")?)?
-        .lines()
-        .filter_map(|l| l.split_once(' ').map(|(t, c)| (t.to_owned(), c.to_owned())))
-        .collect();
+    let malformed = |step, output, reason: String| ReleaseError::MalformedOutput {
+        step,
+        output,
+        reason,
+    };
+    let mut tags = BTreeMap::new();
+    for line in text(store, output_of(report, step::TAG, output::TAGS)?)?.lines() {
+        let (tag, commit) = line.split_once(' ').ok_or_else(|| {
+            malformed(
+                step::TAG,
+                output::TAGS,
+                format!("line `{line}` is not `tag commit`"),
+            )
+        })?;
+        tags.insert(tag.to_owned(), commit.to_owned());
+    }
     let mut modules: BTreeMap<(String, String), ProxyModule> = BTreeMap::new();
-    for line in text(store, output(report, "modules", "sums")?)?.lines() {
+    for line in text(store, output_of(report, step::MODULES, output::SUMS)?)?.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
         let [module, version, sum] = fields.as_slice() else {
-            continue;
+            return Err(malformed(
+                step::MODULES,
+                output::SUMS,
+                format!("line `{line}` is not `module version sum`"),
+            ));
         };
         let (version, is_mod) = version
             .strip_suffix("/go.mod")
@@ -136,7 +176,7 @@ pub fn lockfile(
             (*sum).clone_into(&mut entry.h1);
         }
     }
-    let k3s_commit = text(store, output(report, "k3s-tidy", "head")?)?
+    let k3s_commit = text(store, output_of(report, step::K3S_TIDY, output::HEAD)?)?
         .trim()
         .to_owned();
     let steps = report
@@ -166,13 +206,13 @@ pub fn lockfile(
             old_fork_commit: resolved.old_fork_commit.clone(),
             patches: resolved.patches.clone(),
             go_versions: BTreeMap::from([
-                (names.old_k8s.clone(), resolved.old_go.clone()),
-                (names.new_k8s.clone(), names.go_version.clone()),
+                (names.old_k8s().to_string(), resolved.old_go.to_string()),
+                (names.new_k8s().to_string(), names.go_version().to_string()),
             ]),
             k3s_release_branch_commit: resolved.k3s_commit.clone(),
-            toolchain: Toolchain {
-                image: toolchain.0,
-                go: toolchain.1,
+            toolchain: LockedToolchain {
+                image: toolchain.image.identity,
+                go: toolchain.go.clone(),
             },
             identity: identity.clone(),
             source_date_epoch: resolved.source_date_epoch,
@@ -186,7 +226,7 @@ pub fn lockfile(
         tags,
         modules: modules.into_values().collect(),
         k3s: K3sResult {
-            branch: names.new_fork_tag.clone(),
+            branch: names.new_fork_tag().to_string(),
             commit: k3s_commit,
         },
         artifacts,

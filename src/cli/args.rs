@@ -1,0 +1,144 @@
+//! Argument groups several commands share, each turned into its domain type in one place:
+//! repositories (flags over kiln.toml), the version pair, the commit identity.
+
+use std::path::Path;
+
+use clap::Args;
+
+use crate::git::{GitError, Location};
+use crate::names::{Identity, NameError, ReleaseVersions};
+use crate::release::{KilnToml, ReleaseError, ReleaseRequest, RepoFlags, RepoSet};
+
+/// clap's parser of repository locations: a relative path is taken from the cwd, once.
+pub(super) fn location(text: &str) -> Result<Location, GitError> {
+    Location::parse(text)
+}
+
+/// kiln.toml in the current directory, when there is one.
+pub(super) fn kiln_toml() -> Result<Option<KilnToml>, ReleaseError> {
+    KilnToml::load(Path::new("."))
+}
+
+/// kiln.toml, read only when `needed` (a flag it would default is missing), so a broken
+/// kiln.toml never stops a command given everything it needs.
+pub(super) fn kiln_toml_if(needed: bool) -> Result<Option<KilnToml>, ReleaseError> {
+    if needed { kiln_toml() } else { Ok(None) }
+}
+
+/// The repositories, when not from kiln.toml.
+#[derive(Debug, Args)]
+pub(super) struct RepoArgs {
+    /// Upstream Kubernetes (path or URL); default: kiln.toml in the current directory.
+    #[arg(long, value_parser = location)]
+    upstream: Option<Location>,
+    /// The k3s-io fork of Kubernetes (path or URL).
+    #[arg(long, value_parser = location)]
+    fork: Option<Location>,
+    /// k3s (path or URL).
+    #[arg(long, value_parser = location)]
+    k3s: Option<Location>,
+}
+
+impl RepoArgs {
+    /// The repositories: these flags over `toml`'s.
+    pub(super) fn repos(&self, toml: Option<&KilnToml>) -> Result<RepoSet, ReleaseError> {
+        let flags = RepoFlags {
+            upstream: self.upstream.clone(),
+            fork: self.fork.clone(),
+            k3s: self.k3s.clone(),
+        };
+        RepoSet::merge(&flags, toml, Path::new("."))
+    }
+}
+
+/// The release's versions, as every release command names them.
+#[derive(Debug, Args)]
+pub(super) struct VersionPair {
+    /// The released Kubernetes version, e.g. v1.28.1.
+    #[arg(long)]
+    old: String,
+    /// The Kubernetes version to release, e.g. v1.28.2.
+    #[arg(long)]
+    new: String,
+    /// The old release's suffix (default: the highest k3sN the fork has; for bump-k3s, the
+    /// one go.mod names).
+    #[arg(long)]
+    old_suffix: Option<String>,
+    /// The new release's suffix.
+    #[arg(long, default_value = "k3s1")]
+    new_suffix: String,
+}
+
+impl VersionPair {
+    /// The pair as flags of another command give it.
+    pub(super) fn new(
+        old: String,
+        new: String,
+        old_suffix: Option<String>,
+        new_suffix: String,
+    ) -> Self {
+        Self {
+            old,
+            new,
+            old_suffix,
+            new_suffix,
+        }
+    }
+
+    /// The typed pair: semver, same minor, new newer than old, suffixes `k3sN`.
+    pub(super) fn versions(&self) -> Result<ReleaseVersions, NameError> {
+        ReleaseVersions::new(
+            self.old.parse()?,
+            self.new.parse()?,
+            self.old_suffix.as_deref().map(str::parse).transpose()?,
+            self.new_suffix.parse()?,
+        )
+    }
+}
+
+/// Who the release's commits are by.
+#[derive(Debug, Args)]
+pub(super) struct IdentityArgs {
+    /// Name for the release's commits (never taken from your git configuration).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Email for the release's commits.
+    #[arg(long, value_name = "EMAIL")]
+    email: Option<String>,
+}
+
+impl IdentityArgs {
+    fn identity(&self) -> Identity {
+        let default = Identity::default();
+        Identity {
+            name: self.name.clone().unwrap_or(default.name),
+            email: self.email.clone().unwrap_or(default.email),
+        }
+    }
+}
+
+/// What names a release.
+#[derive(Debug, Args)]
+pub(super) struct ReleaseSpec {
+    #[command(flatten)]
+    pub(super) pair: VersionPair,
+    #[command(flatten)]
+    pub(super) repos: RepoArgs,
+    #[command(flatten)]
+    pub(super) identity: IdentityArgs,
+}
+
+impl ReleaseSpec {
+    /// The request, and kiln.toml (read once, after the versions are checked: a bad version
+    /// is refused before any file or repository is read).
+    pub(super) fn request(&self) -> miette::Result<(ReleaseRequest, Option<KilnToml>)> {
+        let versions = self.pair.versions()?;
+        let toml = kiln_toml()?;
+        let request = ReleaseRequest {
+            versions,
+            repos: self.repos.repos(toml.as_ref())?,
+            identity: self.identity.identity(),
+        };
+        Ok((request, toml))
+    }
+}

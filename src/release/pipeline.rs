@@ -1,0 +1,226 @@
+//! The release as a library call: a typed [`ReleaseRequest`] is resolved against the
+//! repositories ([`resolve_request`]), planned on a toolchain image ([`prepare`]), run through
+//! the engine with its results read back into a lockfile ([`run`]), and written out
+//! ([`write_lockfile`], [`export_artifacts`], [`add_into`](super::add_into)). The CLI turns
+//! flags and kiln.toml into the request, picks the toolchain image (the image layer knows the
+//! engine; this module does not) and renders what comes back.
+
+use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::engine::{EngineEvent, Plan, RunOptions, RunReport, StepImage};
+use crate::lockfile::Lockfile;
+use crate::names::{Identity, ReleaseVersions};
+use crate::sandbox::Sandbox;
+use crate::store::{LocalStore, Store};
+
+use super::{
+    ReleaseError, ReleaseInputs, RepoSet, Resolved, lockfile, release_plan, resolve,
+    unpack_artifacts,
+};
+
+/// One patch release, as a captain asks for it: the versions, the repositories, who the
+/// commits are by.
+#[derive(Clone, Debug)]
+pub struct ReleaseRequest {
+    /// `--old`/`--new` and the suffixes, checked as a pair.
+    pub versions: ReleaseVersions,
+    /// The repositories.
+    pub repos: RepoSet,
+    /// The commits' author and committer.
+    pub identity: Identity,
+}
+
+/// The image a release's container steps run in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Toolchain {
+    /// The engine's reference and the image's content identity (its recipe key).
+    pub image: StepImage,
+    /// The Go inside it.
+    pub go: String,
+}
+
+/// A release resolved and planned, not run yet.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// The repositories.
+    pub repos: RepoSet,
+    /// Everything read from them.
+    pub resolved: Resolved,
+    /// The commits' identity.
+    pub identity: Identity,
+    /// The image the steps run in.
+    pub toolchain: Toolchain,
+    /// The steps.
+    pub plan: Plan,
+}
+
+/// A release that ran: its lockfile, what each step did, and its artifacts unpacked (checked
+/// against their digests) in a scratch directory under the store's `tmp/`, removed on drop.
+#[derive(Debug)]
+pub struct Released {
+    /// The lockfile.
+    pub lock: Lockfile,
+    /// Each step's outcome.
+    pub report: RunReport,
+    /// `dist/artifacts`, unpacked.
+    pub artifacts: tempfile::TempDir,
+}
+
+/// Resolves `request` against its repositories (mirrored under the store): names, commits,
+/// Go versions, the clock. Bad versions were refused when the request was made; missing tags
+/// and branches are refused here, before any mirror is fetched.
+///
+/// # Panics
+/// Never: resolving runs no code that panics.
+pub async fn resolve_request(
+    request: &ReleaseRequest,
+    store: &LocalStore,
+) -> Result<Resolved, ReleaseError> {
+    let (repos, versions, git_dir) = (request.repos.clone(), request.versions, store.git_dir());
+    tokio::task::spawn_blocking(move || resolve(&repos, &versions, &git_dir))
+        .await
+        .expect("resolving does not panic")
+}
+
+/// Plans a resolved release on `toolchain`.
+pub fn prepare(
+    repos: RepoSet,
+    resolved: Resolved,
+    identity: Identity,
+    toolchain: Toolchain,
+) -> Result<Prepared, ReleaseError> {
+    let inputs = ReleaseInputs {
+        names: resolved.names.clone(),
+        upstream: resolved.upstream.clone(),
+        fork: resolved.fork.clone(),
+        k3s: resolved.k3s.clone(),
+        old_commit: resolved.old_commit.clone(),
+        new_commit: resolved.new_commit.clone(),
+        old_fork_commit: resolved.old_fork_commit.clone(),
+        k3s_commit: resolved.k3s_commit.clone(),
+        old_go: resolved.old_go.clone(),
+        toolchain: toolchain.image.clone(),
+        identity: identity.clone(),
+        source_date_epoch: resolved.source_date_epoch,
+        modules: resolved.modules.clone(),
+    };
+    let plan = release_plan(&inputs)?;
+    Ok(Prepared {
+        repos,
+        resolved,
+        identity,
+        toolchain,
+        plan,
+    })
+}
+
+/// Runs the prepared release: cached steps are restored from `layered` (the local store, with
+/// a shared cache in front when configured), the others run through `sandbox`; then the
+/// artifacts are unpacked from `store` and the lockfile assembled. Refuses a release whose new
+/// fork tag already exists in the fork at another commit than the one this run made.
+/// Dropping the future cancels the running steps (their containers are removed).
+pub async fn run<S: Store, B: Sandbox + Clone + 'static>(
+    prepared: &Prepared,
+    store: &LocalStore,
+    layered: &S,
+    sandbox: &B,
+    options: &RunOptions,
+    events: &UnboundedSender<EngineEvent>,
+) -> Result<Released, ReleaseError> {
+    let report = crate::engine::run(&prepared.plan, layered, sandbox, options, events).await?;
+    let artifacts = scratch_dir(store, "kiln-artifacts-")?;
+    let found = unpack_artifacts(store, &report, artifacts.path()).await?;
+    let lock = lockfile(
+        &prepared.resolved,
+        &prepared.toolchain,
+        &prepared.identity,
+        &report,
+        store,
+        found,
+    )?;
+    if let Some(existing) = &prepared.resolved.existing_new_tag {
+        let tag = prepared.resolved.names.new_fork_tag().to_string();
+        let made = lock.tags.get(&tag).cloned().unwrap_or_default();
+        if *existing != made {
+            return Err(ReleaseError::TagExists {
+                tag,
+                existing: existing.clone(),
+                made,
+            });
+        }
+    }
+    Ok(Released {
+        lock,
+        report,
+        artifacts,
+    })
+}
+
+/// A scratch directory under the store's `tmp/` (same filesystem; `gc` knows it is live).
+pub(crate) fn scratch_dir(
+    store: &LocalStore,
+    prefix: &str,
+) -> Result<tempfile::TempDir, ReleaseError> {
+    let tmp = store.root().join("tmp");
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&tmp)
+        .map_err(|source| ReleaseError::Io {
+            action: "create a scratch directory in",
+            path: tmp,
+            source,
+        })
+}
+
+/// Where a release's lockfile goes in `dir`: `<new fork tag>.lock.json`.
+#[must_use]
+pub fn lockfile_path(dir: &Path, lock: &Lockfile) -> PathBuf {
+    dir.join(format!("{}.lock.json", lock.release.new_fork_tag()))
+}
+
+/// Writes `lock` into `dir` (created if needed) as canonical JSON, atomically and durably;
+/// returns its path.
+pub fn write_lockfile(dir: &Path, lock: &Lockfile) -> Result<PathBuf, ReleaseError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReleaseError::Io {
+        action: "create",
+        path: dir.to_owned(),
+        source,
+    })?;
+    let path = lockfile_path(dir, lock);
+    crate::durable::write(
+        &path,
+        lock.to_canonical().as_bytes(),
+        crate::durable::Placement::Beside,
+    )?;
+    Ok(path)
+}
+
+/// Copies the release's artifacts (already checked against their digests) into `out`.
+pub fn export_artifacts(released: &Released, out: &Path) -> Result<(), ReleaseError> {
+    copy_dir(released.artifacts.path(), out)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), ReleaseError> {
+    let io = |action, path: &Path| {
+        let path = path.to_owned();
+        move |source| ReleaseError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir_all(to).map_err(io("create", to))?;
+    for entry in std::fs::read_dir(from).map_err(io("list", from))? {
+        let entry = entry.map_err(io("list", from))?;
+        let (source, dest) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().map_err(io("inspect", &source))?;
+        if kind.is_dir() {
+            copy_dir(&source, &dest)?;
+        } else if kind.is_file() {
+            std::fs::copy(&source, &dest).map_err(io("copy to", &dest))?;
+        }
+    }
+    Ok(())
+}
