@@ -15,7 +15,7 @@ const NEW_FILE_MODE: u32 = 0o644;
 
 /// Where the temporary file is made, and the mode the published file gets.
 #[derive(Clone, Copy, Debug)]
-pub enum Placement<'a> {
+pub(crate) enum Placement<'a> {
     /// Beside the target; a target that exists keeps its mode, a new one gets 0644.
     Beside,
     /// In `dir` (same filesystem as the target), with `mode`: the store's `tmp/`.
@@ -30,18 +30,18 @@ pub enum Placement<'a> {
 /// Which part of a durable write failed.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 #[error("cannot {action} {path}")]
-pub struct WriteError {
+pub(crate) struct WriteError {
     /// What was being done.
-    pub action: &'static str,
+    pub(crate) action: &'static str,
     /// The file or directory.
-    pub path: std::path::PathBuf,
+    pub(crate) path: std::path::PathBuf,
     /// Why.
     #[source]
-    pub source: std::io::Error,
+    pub(crate) source: std::io::Error,
 }
 
 /// Replaces `path` with `bytes` atomically and durably (the module's contract).
-pub fn write(path: &Path, bytes: &[u8], placement: Placement<'_>) -> Result<(), WriteError> {
+pub(crate) fn write(path: &Path, bytes: &[u8], placement: Placement<'_>) -> Result<(), WriteError> {
     let fail = |action: &'static str, at: &Path| {
         let at = at.to_owned();
         move |source| WriteError {
@@ -77,7 +77,7 @@ pub fn write(path: &Path, bytes: &[u8], placement: Placement<'_>) -> Result<(), 
 }
 
 /// Makes a rename into (or a file creation in) `dir` durable.
-pub fn sync_dir(dir: &Path) -> Result<(), WriteError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), WriteError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|source| WriteError {
@@ -89,7 +89,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), WriteError> {
 
 /// `fs::create_dir_all`, and every directory it created synced into its parent, so a blob or
 /// record renamed into a new prefix directory survives a power loss with its directory.
-pub fn create_dir_all(dir: &Path) -> Result<(), WriteError> {
+pub(crate) fn create_dir_all(dir: &Path) -> Result<(), WriteError> {
     let mut missing = Vec::new();
     let mut at = dir;
     while !at.exists() {

@@ -5,7 +5,7 @@
 
 /// Dies with SIGKILL if `KILN_FAILPOINT` is `name` (with the `failpoints` feature).
 #[cfg(feature = "failpoints")]
-pub fn hit(name: &str) {
+pub(crate) fn hit(name: &str) {
     if std::env::var_os("KILN_FAILPOINT").is_some_and(|v| v == name) {
         tracing::warn!(failpoint = name, "KILN_FAILPOINT: killing this process");
         let _ =
@@ -18,4 +18,4 @@ pub fn hit(name: &str) {
 /// A crash point of a build without the `failpoints` feature: nothing.
 #[cfg(not(feature = "failpoints"))]
 #[inline]
-pub fn hit(_name: &str) {}
+pub(crate) fn hit(_name: &str) {}

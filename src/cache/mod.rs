@@ -12,7 +12,8 @@ mod sign;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use remote::{ARTIFACT_TYPE, Lookup, RemoteCache, is_not_found};
+pub(crate) use remote::is_not_found;
+pub use remote::{Lookup, RemoteCache};
 pub use sign::{PublicKey, SecretKey, SignedRecord, keygen};
 
 use crate::hash::{Digest, StepKey};
@@ -84,7 +85,7 @@ pub enum CacheError {
 
 /// The local store with a registry behind it. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct CachedStore {
+pub(crate) struct CachedStore {
     local: LocalStore,
     remote: Option<Arc<RemoteCache>>,
 }
@@ -92,14 +93,8 @@ pub struct CachedStore {
 impl CachedStore {
     /// `local`, backed by `remote` when given.
     #[must_use]
-    pub fn new(local: LocalStore, remote: Option<Arc<RemoteCache>>) -> Self {
+    pub(crate) fn new(local: LocalStore, remote: Option<Arc<RemoteCache>>) -> Self {
         Self { local, remote }
-    }
-
-    /// The local store.
-    #[must_use]
-    pub fn local(&self) -> &LocalStore {
-        &self.local
     }
 }
 

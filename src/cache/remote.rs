@@ -20,7 +20,7 @@ use crate::hash::{Digest, StepKey};
 use crate::store::{LocalStore, Record};
 
 /// The manifest's `artifactType`.
-pub const ARTIFACT_TYPE: &str = "application/vnd.kiln.step-record.v1";
+pub(crate) const ARTIFACT_TYPE: &str = "application/vnd.kiln.step-record.v1";
 const RECORD_MEDIA_TYPE: &str = "application/vnd.kiln.record.v1+json";
 const BLOB_MEDIA_TYPE: &str = "application/vnd.kiln.blob.v1";
 const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
@@ -189,7 +189,7 @@ impl RemoteCache {
 
     /// Whether records are published (a signing key was given).
     #[must_use]
-    pub fn writes(&self) -> bool {
+    pub(crate) fn writes(&self) -> bool {
         self.signer.is_some()
     }
 
@@ -559,7 +559,7 @@ fn blob_stream(
 /// could not answer: by the error's variant and the registry's OCI error codes, never by its
 /// text.
 #[must_use]
-pub fn is_not_found(error: &oci_client::errors::OciDistributionError) -> bool {
+pub(crate) fn is_not_found(error: &oci_client::errors::OciDistributionError) -> bool {
     use oci_client::errors::{OciDistributionError as E, OciErrorCode as Code};
     match error {
         E::ImageManifestNotFoundError(_) => true,

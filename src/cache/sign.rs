@@ -55,7 +55,7 @@ impl fmt::Debug for SecretKey {
 impl SecretKey {
     /// Its public key.
     #[must_use]
-    pub fn public(&self) -> PublicKey {
+    pub(crate) fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key())
     }
 
@@ -109,11 +109,11 @@ pub fn keygen(path: &Path) -> Result<PublicKey, CacheError> {
 #[serde(deny_unknown_fields)]
 pub struct SignedRecord {
     /// The record.
-    pub record: Record,
+    pub(crate) record: Record,
     /// The signer's public key (`ed25519:…`), empty when unsigned.
-    pub signer: String,
+    pub(crate) signer: String,
     /// The signature (base64), empty when unsigned.
-    pub signature: String,
+    pub(crate) signature: String,
 }
 
 /// What a signature covers: the step key, the derivation's digest, every output.
@@ -154,7 +154,7 @@ impl SignedRecord {
     }
 
     /// The record, if it is for step `key`, signed by one of `trusted`, and intact.
-    pub fn check(self, key: &StepKey, trusted: &[PublicKey]) -> Result<Record, String> {
+    pub(crate) fn check(self, key: &StepKey, trusted: &[PublicKey]) -> Result<Record, String> {
         if self.record.key != *key {
             return Err(format!(
                 "the record served for step {key} is the record of step {}",

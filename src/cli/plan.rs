@@ -113,8 +113,7 @@ async fn run_release_plan(
     let engine = Engine::connect().await?;
     let resolved = crate::release::resolve_request(&request, &store).await?;
     let prepared =
-        super::release::plan_on_engine(&request.repos, &request.identity, resolved, &engine, false)
-            .await?;
+        super::release::plan_on_engine(&request.identity, resolved, &engine, false).await?;
     let planned = prepared.plan.status(&store).await?;
     print_plan(&planned, json)
 }

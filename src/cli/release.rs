@@ -8,7 +8,7 @@ use clap::Args;
 use crate::engine::{RunOptions, StepImage, StepOutcome};
 use crate::names::Identity;
 use crate::release::{
-    Prepared, RepoSet, Resolved, Toolchain, add_into, export_artifacts, prepare, resolve_request,
+    Prepared, Resolved, Toolchain, add_into, export_artifacts, prepare, resolve_request,
     write_lockfile,
 };
 use crate::sandbox::{DockerSandbox, Engine};
@@ -47,7 +47,6 @@ pub(super) struct ReleaseCmdArgs {
 
 /// Plans a resolved release on the toolchain image for its Go (built when `build_image`).
 pub(super) async fn plan_on_engine(
-    repos: &RepoSet,
     identity: &Identity,
     resolved: Resolved,
     engine: &Engine,
@@ -62,12 +61,7 @@ pub(super) async fn plan_on_engine(
         },
         go: choice.go,
     };
-    Ok(prepare(
-        repos.clone(),
-        resolved,
-        identity.clone(),
-        toolchain,
-    )?)
+    Ok(prepare(resolved, identity.clone(), toolchain)?)
 }
 
 pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outcome {
@@ -79,8 +73,7 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
     let store = LocalStore::open(store_dir)?;
     let engine = Engine::connect().await?;
     let resolved = resolve_request(&request, &store).await?;
-    let prepared =
-        plan_on_engine(&request.repos, &request.identity, resolved, &engine, true).await?;
+    let prepared = plan_on_engine(&request.identity, resolved, &engine, true).await?;
     let sandbox = DockerSandbox::with_engine(engine).await?;
     let options = RunOptions {
         jobs: args.jobs,

@@ -73,8 +73,7 @@ pub(super) async fn run_verify(args: VerifyArgs, store_dir: &Path) -> Outcome {
     let store = LocalStore::open(store_dir)?;
     let resolved = resolve_lock(&repos, &lock, &store).await?;
     let identity = &lock.inputs.identity;
-    let prepared =
-        super::release::plan_on_engine(&repos, identity, resolved, &engine, true).await?;
+    let prepared = super::release::plan_on_engine(identity, resolved, &engine, true).await?;
     if prepared.toolchain.image.identity != lock.inputs.toolchain.image {
         eprintln!(
             "kiln: warning: this machine's toolchain image ({}) is not the locked one ({}): step \

@@ -9,13 +9,13 @@ use std::fmt::Write as _;
 use super::fast_import::{File, Tree};
 
 /// The unrelated module k3s requires at the old client version; a release must not bump it.
-pub const HELPER_MODULE: &str = "github.com/k3s-io/helper";
+pub(crate) const HELPER_MODULE: &str = "github.com/k3s-io/helper";
 
 /// The module k3s's stale replace names; nothing requires it.
-pub const STALE_MODULE: &str = "github.com/k3s-io/kubernetes-stale";
+pub(crate) const STALE_MODULE: &str = "github.com/k3s-io/kubernetes-stale";
 
 /// The module that is replaced on a single line, outside the block.
-pub const SINGLE_LINE_MODULE: &str = "cri-api";
+pub(crate) const SINGLE_LINE_MODULE: &str = "cri-api";
 
 /// The k3s tree at `fork_tag` (e.g. `v1.28.1-k3s1`), requiring client version `client`
 /// (`v0.28.1`), Kubernetes `k8s` (`v1.28.1`) and Go `go` in its build files.

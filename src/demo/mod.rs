@@ -25,15 +25,16 @@ use crate::image::{GoLine, ImageError, ensure_toolchain};
 use crate::sandbox::{BindMount, DockerSandbox, SandboxError, StepSpec, UserId, run_to_end};
 
 use fast_import::{File, Signature, Stream, Tree};
-pub use k3s::{HELPER_MODULE, SINGLE_LINE_MODULE, STALE_MODULE};
-pub use upstream::{DEFAULT_MODULES, FULL_MODULES, RELEASES, VERSION_FILES};
+pub(crate) use k3s::HELPER_MODULE;
+pub use upstream::VERSION_FILES;
+pub(crate) use upstream::{DEFAULT_MODULES, FULL_MODULES, RELEASES};
 
 /// The fork's tag.sh, which the demo's first k3s patch adds.
 const TAG_SH: &str = include_str!("tag.sh");
 
 /// Why the demo world could not be generated.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum DemoError {
+pub(crate) enum DemoError {
     /// The target directory is not empty.
     #[error("{path} is not empty")]
     #[diagnostic(
@@ -79,39 +80,39 @@ pub enum DemoError {
 
 /// What to generate.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct DemoOptions {
+pub(crate) struct DemoOptions {
     /// All 30 staging modules of Kubernetes 1.28 instead of 6.
-    pub full: bool,
+    pub(crate) full: bool,
     /// Grow the world toward Kubernetes' size: 40·N generated files per staging module and N
     /// extra commits between upstream releases. 0 keeps it small.
-    pub scale: u32,
+    pub(crate) scale: u32,
     /// Also cut `v1.28.1-k3s2` (a third patch and a second stamp), for "highest suffix wins".
-    pub k3s2: bool,
+    pub(crate) k3s2: bool,
 }
 
 /// What was generated.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct DemoWorld {
+pub(crate) struct DemoWorld {
     /// The directory.
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Staging modules.
-    pub modules: Vec<String>,
+    pub(crate) modules: Vec<String>,
     /// Upstream tags → commit ids.
-    pub upstream_tags: BTreeMap<String, String>,
+    pub(crate) upstream_tags: BTreeMap<String, String>,
     /// Fork tags → commit ids (upstream's and the fork's own).
-    pub fork_tags: BTreeMap<String, String>,
+    pub(crate) fork_tags: BTreeMap<String, String>,
     /// k3s branches → commit ids.
-    pub k3s_branches: BTreeMap<String, String>,
+    pub(crate) k3s_branches: BTreeMap<String, String>,
 }
 
 /// The fork's old release tag.
-pub const OLD_FORK_TAG: &str = "v1.28.1-k3s1";
+pub(crate) const OLD_FORK_TAG: &str = "v1.28.1-k3s1";
 /// k3s's `channel.yaml` (on its main branch).
-pub const CHANNEL_YAML: &str = include_str!("channel.yaml");
+pub(crate) const CHANNEL_YAML: &str = include_str!("channel.yaml");
 /// KDM's `channels.yaml` (in `kdm.git`, on [`KDM_BRANCH`]).
-pub const KDM_CHANNELS_YAML: &str = include_str!("kdm.yaml");
+pub(crate) const KDM_CHANNELS_YAML: &str = include_str!("kdm.yaml");
 /// The KDM repository's branch.
-pub const KDM_BRANCH: &str = "dev-v2.8";
+pub(crate) const KDM_BRANCH: &str = "dev-v2.8";
 const KDM_DEV: Signature = Signature {
     name: "Rancher KDM Bot",
     email: "kdm@kiln-demo.invalid",
@@ -306,7 +307,7 @@ fn upstream_history(
 
 /// Refuses a target directory that exists and holds anything: the demo never writes over
 /// someone's files.
-pub fn check_target(dir: &Path) -> Result<(), DemoError> {
+pub(crate) fn check_target(dir: &Path) -> Result<(), DemoError> {
     if dir.exists() {
         let mut entries = std::fs::read_dir(dir).map_err(|source| DemoError::Io {
             action: "list",
@@ -324,7 +325,7 @@ pub fn check_target(dir: &Path) -> Result<(), DemoError> {
 
 /// Writes the demo world into `dir` (new or empty). Runs the fork's tag.sh in the Go 1.22
 /// toolchain container, which must exist (`kiln image bootstrap --go 1.22`).
-pub async fn init(
+pub(crate) async fn init(
     dir: &Path,
     options: &DemoOptions,
     sandbox: &DockerSandbox,

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use super::fast_import::{File, Tree};
 
 /// The staging modules of the default (small) demo.
-pub const DEFAULT_MODULES: [&str; 6] = [
+pub(crate) const DEFAULT_MODULES: [&str; 6] = [
     "api",
     "apimachinery",
     "client-go",
@@ -17,7 +17,7 @@ pub const DEFAULT_MODULES: [&str; 6] = [
 ];
 
 /// The 30 staging modules of Kubernetes 1.28 (`--full`).
-pub const FULL_MODULES: [&str; 30] = [
+pub(crate) const FULL_MODULES: [&str; 30] = [
     "api",
     "apiextensions-apiserver",
     "apimachinery",
@@ -58,18 +58,18 @@ pub const VERSION_FILES: [&str; 2] = [
 
 /// One upstream release of the demo.
 #[derive(Clone, Copy, Debug)]
-pub struct Release {
+pub(crate) struct Release {
     /// `v1.28.1`.
-    pub tag: &'static str,
+    pub(crate) tag: &'static str,
     /// `.go-version` of its tree.
-    pub go: &'static str,
+    pub(crate) go: &'static str,
     /// Commit and tag time (UTC seconds).
-    pub time: i64,
+    pub(crate) time: i64,
 }
 
 /// The demo's upstream releases: v1.28.1 builds with Go 1.22.12, later ones with 1.23.5, so a
 /// release from v1.28.1 exercises the Go bump.
-pub const RELEASES: [Release; 3] = [
+pub(crate) const RELEASES: [Release; 3] = [
     Release {
         tag: "v1.28.1",
         go: "1.22.12",

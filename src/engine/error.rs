@@ -6,7 +6,7 @@ use crate::store::StoreError;
 
 /// Why a plan could not be made or run.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     /// A step is malformed.
     #[error("step `{step}`: {reason}")]
     #[diagnostic(code(kiln::engine::invalid_step))]

@@ -3,7 +3,7 @@ use crate::sandbox::LogStream;
 
 /// What the engine reports while it runs a plan; the CLI renders these.
 #[derive(Clone, Debug, PartialEq)]
-pub enum EngineEvent {
+pub(crate) enum EngineEvent {
     /// A step's result was found in the store; nothing ran.
     Cached {
         /// The step.

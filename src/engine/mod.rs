@@ -13,9 +13,9 @@ mod step;
 #[cfg(test)]
 mod tests;
 
-pub use error::EngineError;
-pub use event::EngineEvent;
-pub use plan::{Plan, PlannedStep, StepStatus};
-pub use plan_file::{ImageResolver, load_plan_file};
-pub use run::{RunOptions, RunReport, StepOutcome, StepResult, run};
-pub use step::{HostAction, HostError, HostFn, Step, StepImage, StepInput};
+pub(crate) use error::EngineError;
+pub(crate) use event::EngineEvent;
+pub(crate) use plan::{Plan, PlannedStep, StepStatus};
+pub(crate) use plan_file::{ImageResolver, load_plan_file};
+pub(crate) use run::{RunOptions, RunReport, StepOutcome, run};
+pub(crate) use step::{HostAction, HostError, Step, StepImage, StepInput};

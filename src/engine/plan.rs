@@ -9,14 +9,14 @@ use super::{EngineError, Step, StepInput};
 
 /// Steps in dependency order (parents first).
 #[derive(Clone, Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     steps: Vec<Step>,
 }
 
 /// What a step will do.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
-pub enum StepStatus {
+pub(crate) enum StepStatus {
     /// The store has its record and outputs: it will not run.
     Cached {
         /// Its key.
@@ -43,17 +43,17 @@ pub enum StepStatus {
 
 /// One step of a plan with its status.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct PlannedStep {
+pub(crate) struct PlannedStep {
     /// The step's name.
-    pub name: String,
+    pub(crate) name: String,
     /// Its status.
     #[serde(flatten)]
-    pub status: StepStatus,
+    pub(crate) status: StepStatus,
 }
 
 impl Plan {
     /// Checks the steps (unique names, known outputs, no cycles) and orders them.
-    pub fn new(steps: Vec<Step>) -> Result<Self, EngineError> {
+    pub(crate) fn new(steps: Vec<Step>) -> Result<Self, EngineError> {
         let mut by_name: HashMap<&str, &Step> = HashMap::new();
         for step in &steps {
             step.validate()?;
@@ -105,14 +105,14 @@ impl Plan {
 
     /// The steps, parents first.
     #[must_use]
-    pub fn steps(&self) -> &[Step] {
+    pub(crate) fn steps(&self) -> &[Step] {
         &self.steps
     }
 
     /// Computes every step's key bottom-up and looks it up. A step is cached when its record
     /// and all its outputs are stored; it will run when its key is known but not stored; it is
     /// pending when a parent will run first. Runs nothing and starts no container.
-    pub async fn status(&self, store: &impl Store) -> Result<Vec<PlannedStep>, EngineError> {
+    pub(crate) async fn status(&self, store: &impl Store) -> Result<Vec<PlannedStep>, EngineError> {
         let mut known: BTreeMap<String, BTreeMap<String, OutputRef>> = BTreeMap::new();
         let mut planned = Vec::with_capacity(self.steps.len());
         for step in &self.steps {

@@ -29,7 +29,7 @@ use crate::store::pack_tree;
 use super::{EngineError, Plan, Step, StepImage, StepInput};
 
 /// Turns a plan file's `image = "…"` into an image reference and content identity.
-pub trait ImageResolver: Sync {
+pub(crate) trait ImageResolver: Sync {
     /// Resolves `image`; the error says what to do.
     fn resolve(&self, image: &str) -> impl Future<Output = Result<StepImage, String>> + Send;
 }
@@ -83,7 +83,10 @@ const fn default_schema() -> u32 {
 
 /// Reads, resolves and checks the plan file at `path`: git revisions become commit ids, host
 /// files and directories are hashed, images resolved to their identities.
-pub async fn load_plan_file(path: &Path, images: &impl ImageResolver) -> Result<Plan, EngineError> {
+pub(crate) async fn load_plan_file(
+    path: &Path,
+    images: &impl ImageResolver,
+) -> Result<Plan, EngineError> {
     let text = std::fs::read_to_string(path).map_err(|e| EngineError::PlanFile {
         path: path.to_owned(),
         reason: e.to_string(),

@@ -16,17 +16,17 @@ use super::{EngineError, EngineEvent, Plan, Step, StepInput};
 
 /// How to run a plan.
 #[derive(Clone, Debug)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// Steps running at once.
-    pub jobs: usize,
+    pub(crate) jobs: usize,
     /// Where steps get their work directories (`<key>.<id>/{in,out}`).
-    pub work_dir: PathBuf,
+    pub(crate) work_dir: PathBuf,
 }
 
 /// Whether a step ran or came from the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum StepOutcome {
+pub(crate) enum StepOutcome {
     /// It ran in a container.
     Ran,
     /// Its record was in the store; nothing ran.
@@ -35,22 +35,22 @@ pub enum StepOutcome {
 
 /// One step's result.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct StepResult {
+pub(crate) struct StepResult {
     /// The step.
-    pub name: String,
+    pub(crate) name: String,
     /// Its key.
-    pub key: StepKey,
+    pub(crate) key: StepKey,
     /// Ran or cached.
-    pub outcome: StepOutcome,
+    pub(crate) outcome: StepOutcome,
     /// Its outputs.
-    pub outputs: BTreeMap<String, OutputRef>,
+    pub(crate) outputs: BTreeMap<String, OutputRef>,
 }
 
 /// Every step's result, in plan order.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct RunReport {
+pub(crate) struct RunReport {
     /// The results.
-    pub steps: Vec<StepResult>,
+    pub(crate) steps: Vec<StepResult>,
 }
 
 /// Runs `plan`: each step whose key is in the store is restored from it without starting a
@@ -60,7 +60,7 @@ pub struct RunReport {
 ///
 /// # Panics
 /// Re-raises a panic of a step task, after cancelling the others.
-pub async fn run<S: Store, B: Sandbox + Clone + 'static>(
+pub(crate) async fn run<S: Store, B: Sandbox + Clone + 'static>(
     plan: &Plan,
     store: &S,
     sandbox: &B,

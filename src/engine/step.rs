@@ -9,17 +9,17 @@ use super::EngineError;
 
 /// The image a step runs in.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StepImage {
+pub(crate) struct StepImage {
     /// How the engine finds it (an id or tag); a local fact, not part of the key.
-    pub reference: String,
+    pub(crate) reference: String,
     /// Its content identity (rootfs digest or recipe key); part of the key.
-    pub identity: Digest,
+    pub(crate) identity: Digest,
 }
 
 /// One input of a step. Inside the container, inputs other than values appear under
 /// `/in/<name>` (a file, or a directory for trees, git checkouts and tree outputs).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StepInput {
+pub(crate) enum StepInput {
     /// A plain value (keyed; pass it to the command through `env` or `argv` to use it).
     Value(String),
     /// A host file, hashed when planned.
@@ -56,49 +56,49 @@ pub enum StepInput {
 /// inputs) and `/out` (where it writes its declared outputs) as its only host directories,
 /// `/out` as its working directory, and as the owner of its work directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Step {
+pub(crate) struct Step {
     /// Unique name within the plan.
-    pub name: String,
+    pub(crate) name: String,
     /// Kind (`exec` for plan files; recipes name theirs).
-    pub kind: String,
+    pub(crate) kind: String,
     /// Schema version of the kind.
-    pub schema: u32,
+    pub(crate) schema: u32,
     /// The image.
-    pub image: StepImage,
+    pub(crate) image: StepImage,
     /// The command.
-    pub argv: Vec<String>,
+    pub(crate) argv: Vec<String>,
     /// Declared environment (on top of the sandbox's fixed base).
-    pub env: BTreeMap<String, String>,
+    pub(crate) env: BTreeMap<String, String>,
     /// Named inputs.
-    pub inputs: BTreeMap<String, StepInput>,
+    pub(crate) inputs: BTreeMap<String, StepInput>,
     /// Declared outputs, relative to `/out`; a trailing `/` declares a directory.
-    pub outputs: Vec<String>,
+    pub(crate) outputs: Vec<String>,
     /// Cache volumes (never part of the key: caches must not change outputs).
-    pub caches: Vec<CacheMount>,
+    pub(crate) caches: Vec<CacheMount>,
     /// Memory limit in bytes.
-    pub memory_limit: Option<u64>,
+    pub(crate) memory_limit: Option<u64>,
     /// Mount `/in` writable: the step may work in its inputs (a git checkout to rebase, say).
     /// Inputs are materialized afresh for every run, so nothing outside the run changes.
-    pub writable_inputs: bool,
+    pub(crate) writable_inputs: bool,
     /// Run this in the host process instead of a container (a builtin, like Nix's): it gets
     /// the input and output directories. `image` and `argv` still describe it for the key.
-    pub host: Option<HostAction>,
+    pub(crate) host: Option<HostAction>,
 }
 
 /// Why a builtin step failed: the recipe's own typed error, kept whole (with its sources) for
 /// the diagnostic.
-pub type HostError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type HostError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The function a builtin step runs: `(input dir, output dir) -> Result`.
-pub type HostFn = dyn Fn(&Path, &Path) -> Result<(), HostError> + Send + Sync;
+pub(crate) type HostFn = dyn Fn(&Path, &Path) -> Result<(), HostError> + Send + Sync;
 
 /// A builtin step's work, done by kiln itself.
 #[derive(Clone)]
-pub struct HostAction(pub std::sync::Arc<HostFn>);
+pub(crate) struct HostAction(pub(crate) std::sync::Arc<HostFn>);
 
 impl HostAction {
     /// Wraps a function.
-    pub fn new<E: std::error::Error + Send + Sync + 'static>(
+    pub(crate) fn new<E: std::error::Error + Send + Sync + 'static>(
         action: impl Fn(&Path, &Path) -> Result<(), E> + Send + Sync + 'static,
     ) -> Self {
         Self(std::sync::Arc::new(move |input: &Path, output: &Path| {
@@ -125,7 +125,7 @@ impl Step {
     /// The derivation, given the digests of the parent outputs it reads. `None` when a parent
     /// output is not known yet.
     #[must_use]
-    pub fn derivation(
+    pub(crate) fn derivation(
         &self,
         parents: &BTreeMap<String, BTreeMap<String, OutputRef>>,
     ) -> Option<Derivation> {
@@ -170,7 +170,7 @@ impl Step {
     }
 
     /// The steps whose outputs this one reads.
-    pub fn parents(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn parents(&self) -> impl Iterator<Item = &str> {
         self.inputs.values().filter_map(|input| match input {
             StepInput::Output { step, .. } => Some(step.as_str()),
             _ => None,

@@ -10,18 +10,18 @@ use super::GitError;
 /// A repository location checked and fixed at parse time: never starts with `-`, carries no
 /// control character, and is a URL (`scheme://…`, or scp-like `host:path`) or an absolute path.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Location(String);
+pub(crate) struct Location(String);
 
 impl Location {
     /// Parses a location given on the command line: a relative path is taken from the cwd.
-    pub fn parse(text: &str) -> Result<Self, GitError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, GitError> {
         let cwd = std::env::current_dir().map_err(|source| GitError::Cwd { source })?;
         Self::parse_in(text, &cwd)
     }
 
     /// Parses a location written in a file in `base` (kiln.toml): a relative path is taken
     /// from `base`, which must be absolute.
-    pub fn parse_in(text: &str, base: &Path) -> Result<Self, GitError> {
+    pub(crate) fn parse_in(text: &str, base: &Path) -> Result<Self, GitError> {
         if text.is_empty() || text.starts_with('-') || text.chars().any(char::is_control) {
             return Err(GitError::BadLocation {
                 location: text.escape_debug().to_string(),
@@ -50,13 +50,13 @@ impl Location {
 
     /// The location as git takes it.
     #[must_use]
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The local path, when this is not a URL.
     #[must_use]
-    pub fn local_path(&self) -> Option<&Path> {
+    pub(crate) fn local_path(&self) -> Option<&Path> {
         (!is_url(&self.0)).then(|| Path::new(&self.0))
     }
 }

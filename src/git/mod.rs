@@ -7,7 +7,7 @@ use std::process::Command;
 
 mod location;
 
-pub use location::Location;
+pub(crate) use location::Location;
 
 /// Why a git operation failed.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -92,7 +92,7 @@ pub enum GitError {
 
 /// Checks a revision name against kiln's allowlist: `[A-Za-z0-9._/+-]`, 1–200 characters,
 /// not starting with `-` or `/`, without `..`, `//` or a trailing `/` or `.lock`.
-pub fn validate_rev(rev: &str) -> Result<(), GitError> {
+pub(crate) fn validate_rev(rev: &str) -> Result<(), GitError> {
     let ok = !rev.is_empty()
         && rev.len() <= 200
         && rev
@@ -179,14 +179,14 @@ fn run(mut command: Command, dir: &Path) -> Result<String, GitError> {
 
 /// Runs git with `args` in `repo`, isolated from the user's configuration, and returns its
 /// trimmed stdout. Callers validate any user-supplied name in `args` first.
-pub fn output(repo: &Path, args: &[&str]) -> Result<String, GitError> {
+pub(crate) fn output(repo: &Path, args: &[&str]) -> Result<String, GitError> {
     let mut command = git(repo);
     command.args(args);
     run(command, repo)
 }
 
 /// The commit id `rev` names in `repo`.
-pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, GitError> {
+pub(crate) fn resolve_commit(repo: &Path, rev: &str) -> Result<String, GitError> {
     validate_rev(rev)?;
     let mut command = git(repo);
     command
@@ -203,7 +203,7 @@ pub fn resolve_commit(repo: &Path, rev: &str) -> Result<String, GitError> {
 
 /// The tag names of the repository at `location`, by one `git ls-remote`. Names outside
 /// kiln's allowlist are skipped with a warning: they never reach a command.
-pub fn list_tags(location: &Location) -> Result<Vec<String>, GitError> {
+pub(crate) fn list_tags(location: &Location) -> Result<Vec<String>, GitError> {
     let mut command = git(Path::new(NEUTRAL_DIR));
     command.args([
         "ls-remote",
@@ -238,18 +238,18 @@ pub fn list_tags(location: &Location) -> Result<Vec<String>, GitError> {
 
 /// The refs of a remote under one namespace, as one `git ls-remote` saw them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RemoteRefs {
+pub(crate) struct RemoteRefs {
     /// Names (without the `refs/tags/` or `refs/heads/` prefix) inside kiln's allowlist →
     /// the commit they point at (annotated tags peeled).
-    pub refs: std::collections::BTreeMap<String, String>,
+    pub(crate) refs: std::collections::BTreeMap<String, String>,
     /// Names outside the allowlist, escaped for display; they never reach a command.
-    pub refused: Vec<String>,
+    pub(crate) refused: Vec<String>,
 }
 
 /// One `git ls-remote` of `location` for `namespace` (`tags` or `heads`). The user's git
 /// configuration is honoured here (credential helpers, `insteadOf`): this only talks to a
 /// remote and changes nothing.
-pub fn ls_remote(location: &Location, namespace: &str) -> Result<RemoteRefs, GitError> {
+pub(crate) fn ls_remote(location: &Location, namespace: &str) -> Result<RemoteRefs, GitError> {
     let prefix = format!("refs/{namespace}/");
     let mut command = remote_git(Path::new(NEUTRAL_DIR));
     command.args([
@@ -303,7 +303,11 @@ fn remote_git(dir: &Path) -> Command {
 /// Pushes `refs` (full ref names, each created at the same name) from `repo` to `location` in
 /// one atomic push: the remote takes all of them or none. Never forces. Returns git's
 /// porcelain report on failure as the error's stderr.
-pub fn push_atomic(repo: &Path, location: &Location, refs: &[String]) -> Result<(), GitError> {
+pub(crate) fn push_atomic(
+    repo: &Path,
+    location: &Location,
+    refs: &[String],
+) -> Result<(), GitError> {
     for name in refs {
         let short = name
             .strip_prefix("refs/tags/")
@@ -342,7 +346,7 @@ pub fn push_atomic(repo: &Path, location: &Location, refs: &[String]) -> Result<
 }
 
 /// The commit `name` (a full ref name) points at in `repo`; `Ok(None)` when it does not exist.
-pub fn ref_commit(repo: &Path, name: &str) -> Result<Option<String>, GitError> {
+pub(crate) fn ref_commit(repo: &Path, name: &str) -> Result<Option<String>, GitError> {
     let short = name
         .strip_prefix("refs/tags/")
         .or_else(|| name.strip_prefix("refs/heads/"))
@@ -367,7 +371,11 @@ pub fn ref_commit(repo: &Path, name: &str) -> Result<Option<String>, GitError> {
 /// Fetches `refs` (full ref names, each to the same name) from the bundle file `bundle` into
 /// `repo`, then checks each is at its commit. Never forces: git refuses to move an existing
 /// tag or rewind a branch.
-pub fn fetch_bundle(repo: &Path, bundle: &Path, refs: &[(String, String)]) -> Result<(), GitError> {
+pub(crate) fn fetch_bundle(
+    repo: &Path,
+    bundle: &Path,
+    refs: &[(String, String)],
+) -> Result<(), GitError> {
     for (name, _) in refs {
         ref_commit(repo, name)?;
     }
@@ -400,7 +408,7 @@ pub fn fetch_bundle(repo: &Path, bundle: &Path, refs: &[(String, String)]) -> Re
 
 /// Keeps a bare mirror of `location` under `dir` (named by a digest of the location) up to
 /// date, and returns its path. The user's repository is only read.
-pub fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitError> {
+pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitError> {
     let name = crate::hash::Digest::of(location.as_str().as_bytes()).short();
     let dir = &absolute(dir);
     let path = dir.join(format!("{name}.git"));
@@ -437,7 +445,7 @@ pub fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitError> {
 }
 
 /// The content of `path` at `rev` in `repo`; `Ok(None)` when the file does not exist there.
-pub fn read_file(repo: &Path, rev: &str, path: &str) -> Result<Option<String>, GitError> {
+pub(crate) fn read_file(repo: &Path, rev: &str, path: &str) -> Result<Option<String>, GitError> {
     validate_rev(rev)?;
     let mut command = git(repo);
     command.args([
@@ -457,7 +465,7 @@ pub fn read_file(repo: &Path, rev: &str, path: &str) -> Result<Option<String>, G
 
 /// Makes `dest` (which must not exist) a self-contained clone of `repo` with `commit` checked
 /// out, detached.
-pub fn checkout(repo: &Path, commit: &str, dest: &Path) -> Result<(), GitError> {
+pub(crate) fn checkout(repo: &Path, commit: &str, dest: &Path) -> Result<(), GitError> {
     if commit.len() < 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(GitError::BadRev {
             rev: commit.to_owned(),

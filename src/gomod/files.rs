@@ -13,7 +13,7 @@ const MAX_ZIP: u64 = 500 << 20;
 const MAX_SPECIAL: u64 = 16 << 20;
 
 /// A module's files, by path relative to the module root, in byte order.
-pub type ModuleFiles = BTreeMap<String, Vec<u8>>;
+pub(crate) type ModuleFiles = BTreeMap<String, Vec<u8>>;
 
 /// Go's `isVendoredPackage`, offset quirk included: changing it would change every published
 /// checksum, so Go kept it and so does kiln.
@@ -46,7 +46,7 @@ fn path_ok(path: &str) -> bool {
 
 /// The files of the module rooted at `subdir` (`""` for the repository root) of `rev` in the
 /// repository `repo`, filtered by Go's zip rules.
-pub fn module_files(
+pub(crate) fn module_files(
     repo: &Path,
     rev: &str,
     subdir: &str,

@@ -23,7 +23,7 @@ fn hash1<'a>(files: impl Iterator<Item = (String, &'a [u8])>) -> String {
 
 /// The `h1:` of a module version's zip: its files named `<module>@<version>/<path>`.
 #[must_use]
-pub fn zip_h1(module: &str, version: &str, files: &ModuleFiles) -> String {
+pub(crate) fn zip_h1(module: &str, version: &str, files: &ModuleFiles) -> String {
     hash1(
         files
             .iter()
@@ -33,7 +33,7 @@ pub fn zip_h1(module: &str, version: &str, files: &ModuleFiles) -> String {
 
 /// The `h1:` of a go.mod (go.sum's `/go.mod` line): one file named `go.mod`.
 #[must_use]
-pub fn go_mod_h1(go_mod: &[u8]) -> String {
+pub(crate) fn go_mod_h1(go_mod: &[u8]) -> String {
     hash1(std::iter::once(("go.mod".to_owned(), go_mod)))
 }
 

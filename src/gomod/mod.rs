@@ -20,10 +20,10 @@ mod files;
 mod hash;
 mod proxy;
 
-pub use files::{ModuleFiles, module_files};
+pub(crate) use files::{ModuleFiles, module_files};
 
-pub use hash::{go_mod_h1, zip_h1};
-pub use proxy::{ModuleVersion, ProxyModule, escape_path, write_proxy};
+pub(crate) use hash::{go_mod_h1, zip_h1};
+pub use proxy::{ModuleVersion, ProxyModule, write_proxy};
 
 /// Why git could not give a module's files.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ pub struct ModuleVersion {
     /// The version (`v1.28.2-k3s1`).
     pub version: String,
     /// The commit time of the tag, in seconds since the epoch (the `.info` time).
-    pub time: i64,
+    pub(crate) time: i64,
     /// Its files.
     pub files: ModuleFiles,
 }
@@ -37,7 +37,7 @@ pub struct ProxyModule {
 
 /// Go's case-encoding of module paths for proxies: `A` → `!a`.
 #[must_use]
-pub fn escape_path(module: &str) -> String {
+pub(crate) fn escape_path(module: &str) -> String {
     let mut out = String::with_capacity(module.len());
     for c in module.chars() {
         if c.is_ascii_uppercase() {

@@ -8,7 +8,7 @@ use super::{Digest, KeyHasher, StepKey};
 
 /// Version of the step key encoding. Any change to what [`Derivation::key`] feeds the hasher,
 /// or how, MUST bump it.
-pub const STEP_KEY_VERSION: u32 = 1;
+pub(crate) const STEP_KEY_VERSION: u32 = 1;
 
 /// Everything that determines a step's outputs.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,7 +66,7 @@ pub enum InputRef {
 impl InputRef {
     /// A short human form, for why-rebuild messages.
     #[must_use]
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Self::Value { value } => value.clone(),
             Self::Blob { digest, tree } => {
@@ -89,7 +89,7 @@ impl Derivation {
     /// The step key: SHA-256 over the versioned, domain-separated, length-prefixed encoding of
     /// every field (see [`KeyHasher`]). Maps are fed in key order.
     #[must_use]
-    pub fn key(&self) -> StepKey {
+    pub(crate) fn key(&self) -> StepKey {
         let mut h = KeyHasher::new("kiln/step", STEP_KEY_VERSION);
         h.str("kind", &self.kind)
             .u64("schema", u64::from(self.schema));
@@ -123,7 +123,7 @@ impl Derivation {
 
     /// What changed from `earlier` to `self`, in the step's own terms.
     #[must_use]
-    pub fn changes_since(&self, earlier: &Self) -> Vec<String> {
+    pub(crate) fn changes_since(&self, earlier: &Self) -> Vec<String> {
         let mut changes = Vec::new();
         if self.kind != earlier.kind || self.schema != earlier.schema {
             changes.push(format!(

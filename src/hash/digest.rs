@@ -20,13 +20,13 @@ impl Digest {
 
     /// Wraps raw SHA-256 output.
     #[must_use]
-    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+    pub(crate) const fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
     /// The raw 32 bytes.
     #[must_use]
-    pub const fn as_bytes(&self) -> &[u8; 32] {
+    pub(crate) const fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 
@@ -38,7 +38,7 @@ impl Digest {
 
     /// The first 12 hex characters, for display and image tags.
     #[must_use]
-    pub fn short(&self) -> String {
+    pub(crate) fn short(&self) -> String {
         self.hex()[..12].to_owned()
     }
 }
@@ -97,7 +97,7 @@ impl<'de> serde::Deserialize<'de> for Digest {
 /// An [`io::Write`] that hashes everything written through it and forwards it to `inner`.
 ///
 /// Used to hash a large file while it is copied, so the bytes are read once.
-pub struct Sha256Writer<W> {
+pub(crate) struct Sha256Writer<W> {
     inner: W,
     hasher: Sha256,
     len: u64,
@@ -105,7 +105,7 @@ pub struct Sha256Writer<W> {
 
 impl<W: Write> Sha256Writer<W> {
     /// Wraps `inner`.
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         Self {
             inner,
             hasher: Sha256::new(),
@@ -114,7 +114,7 @@ impl<W: Write> Sha256Writer<W> {
     }
 
     /// Returns the digest and length of everything written, and the inner writer.
-    pub fn finish(self) -> (Digest, u64, W) {
+    pub(crate) fn finish(self) -> (Digest, u64, W) {
         (Digest(self.hasher.finalize().into()), self.len, self.inner)
     }
 }
@@ -133,7 +133,7 @@ impl<W: Write> Write for Sha256Writer<W> {
 }
 
 /// An [`io::Read`] that hashes everything read through it.
-pub struct Sha256Reader<R> {
+pub(crate) struct Sha256Reader<R> {
     inner: R,
     hasher: Sha256,
     len: u64,
@@ -141,7 +141,7 @@ pub struct Sha256Reader<R> {
 
 impl<R: Read> Sha256Reader<R> {
     /// Wraps `inner`.
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         Self {
             inner,
             hasher: Sha256::new(),
@@ -150,7 +150,7 @@ impl<R: Read> Sha256Reader<R> {
     }
 
     /// Reads the rest of the input, then returns the digest and length of all of it.
-    pub fn finish(mut self) -> io::Result<(Digest, u64)> {
+    pub(crate) fn finish(mut self) -> io::Result<(Digest, u64)> {
         io::copy(&mut self, &mut io::sink())?;
         Ok((Digest(self.hasher.finalize().into()), self.len))
     }

@@ -15,14 +15,14 @@ use super::Digest;
 ///
 /// Never feed `Debug` output, JSON or a `HashMap` in: only explicit, ordered fields. Any change
 /// to what a caller feeds MUST bump that caller's schema version.
-pub struct KeyHasher {
+pub(crate) struct KeyHasher {
     hasher: Sha256,
 }
 
 impl KeyHasher {
     /// Starts a key in `domain` (e.g. `kiln/step`) at schema `version`.
     #[must_use]
-    pub fn new(domain: &str, version: u32) -> Self {
+    pub(crate) fn new(domain: &str, version: u32) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(b"kiln-key\0");
         hasher.update((domain.len() as u64).to_le_bytes());
@@ -42,19 +42,19 @@ impl KeyHasher {
     }
 
     /// Adds a byte string.
-    pub fn bytes(&mut self, name: &str, value: &[u8]) -> &mut Self {
+    pub(crate) fn bytes(&mut self, name: &str, value: &[u8]) -> &mut Self {
         self.field(b'b', name);
         self.raw(value);
         self
     }
 
     /// Adds a string.
-    pub fn str(&mut self, name: &str, value: &str) -> &mut Self {
+    pub(crate) fn str(&mut self, name: &str, value: &str) -> &mut Self {
         self.bytes(name, value.as_bytes())
     }
 
     /// Adds an ordered list of strings.
-    pub fn strs<S: AsRef<str>>(&mut self, name: &str, values: &[S]) -> &mut Self {
+    pub(crate) fn strs<S: AsRef<str>>(&mut self, name: &str, values: &[S]) -> &mut Self {
         self.field(b's', name);
         self.hasher.update((values.len() as u64).to_le_bytes());
         for value in values {
@@ -64,7 +64,7 @@ impl KeyHasher {
     }
 
     /// Adds a map, in key order.
-    pub fn map(&mut self, name: &str, values: &BTreeMap<String, String>) -> &mut Self {
+    pub(crate) fn map(&mut self, name: &str, values: &BTreeMap<String, String>) -> &mut Self {
         self.field(b'm', name);
         self.hasher.update((values.len() as u64).to_le_bytes());
         for (key, value) in values {
@@ -75,14 +75,14 @@ impl KeyHasher {
     }
 
     /// Adds a digest.
-    pub fn digest(&mut self, name: &str, value: &Digest) -> &mut Self {
+    pub(crate) fn digest(&mut self, name: &str, value: &Digest) -> &mut Self {
         self.field(b'd', name);
         self.hasher.update(value.as_bytes());
         self
     }
 
     /// Adds an integer.
-    pub fn u64(&mut self, name: &str, value: u64) -> &mut Self {
+    pub(crate) fn u64(&mut self, name: &str, value: u64) -> &mut Self {
         self.field(b'u', name);
         self.hasher.update(value.to_le_bytes());
         self
@@ -90,7 +90,7 @@ impl KeyHasher {
 
     /// The key.
     #[must_use]
-    pub fn finish(self) -> Digest {
+    pub(crate) fn finish(self) -> Digest {
         Digest::from_bytes(self.hasher.finalize().into())
     }
 }

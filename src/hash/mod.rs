@@ -8,7 +8,8 @@ mod digest;
 mod key_hasher;
 mod step_key;
 
-pub use derivation::{Derivation, InputRef, STEP_KEY_VERSION};
-pub use digest::{Digest, DigestParseError, Sha256Reader, Sha256Writer};
-pub use key_hasher::KeyHasher;
+pub use derivation::{Derivation, InputRef};
+pub use digest::{Digest, DigestParseError};
+pub(crate) use digest::{Sha256Reader, Sha256Writer};
+pub(crate) use key_hasher::KeyHasher;
 pub use step_key::StepKey;

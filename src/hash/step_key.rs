@@ -20,7 +20,7 @@ impl StepKey {
 
     /// The underlying digest.
     #[must_use]
-    pub const fn digest(&self) -> &Digest {
+    pub(crate) const fn digest(&self) -> &Digest {
         &self.0
     }
 
@@ -32,7 +32,7 @@ impl StepKey {
 
     /// The first 12 hex characters.
     #[must_use]
-    pub fn short(&self) -> String {
+    pub(crate) fn short(&self) -> String {
         self.0.short()
     }
 }

@@ -16,18 +16,18 @@ use super::ImageError;
 
 /// What a base image was when its lock was written.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BaseLock {
+pub(crate) struct BaseLock {
     /// The base's name (`bookworm-go1.23`).
-    pub name: String,
+    pub(crate) name: String,
     /// SHA-256 of its rootfs tar.
-    pub rootfs: Digest,
+    pub(crate) rootfs: Digest,
     /// Installed packages: name → version.
-    pub packages: BTreeMap<String, String>,
+    pub(crate) packages: BTreeMap<String, String>,
 }
 
 impl BaseLock {
     /// Parses a lock file; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Self, ImageError> {
+    pub(crate) fn parse(text: &str, origin: &str) -> Result<Self, ImageError> {
         let bad = |line: usize, reason: &str| ImageError::BadLock {
             origin: origin.to_owned(),
             line,
@@ -72,7 +72,7 @@ impl BaseLock {
 
     /// The canonical text of the lock.
     #[must_use]
-    pub fn render(&self, refresh_hint: &str) -> String {
+    pub(crate) fn render(&self, refresh_hint: &str) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -92,7 +92,11 @@ impl BaseLock {
 
     /// How `actual` differs from this lock.
     #[must_use]
-    pub fn diff(&self, actual_rootfs: &Digest, actual: &BTreeMap<String, String>) -> LockDiff {
+    pub(crate) fn diff(
+        &self,
+        actual_rootfs: &Digest,
+        actual: &BTreeMap<String, String>,
+    ) -> LockDiff {
         let mut diff = LockDiff::default();
         for (pkg, version) in actual {
             match self.packages.get(pkg) {
@@ -118,21 +122,21 @@ impl BaseLock {
 
 /// The difference between a lock and a bootstrapped base.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct LockDiff {
+pub(crate) struct LockDiff {
     /// Packages installed now but not in the lock: (name, version).
-    pub added: Vec<(String, String)>,
+    pub(crate) added: Vec<(String, String)>,
     /// Packages in the lock but not installed now: (name, version).
-    pub removed: Vec<(String, String)>,
+    pub(crate) removed: Vec<(String, String)>,
     /// Packages whose version moved: (name, locked, now).
-    pub changed: Vec<(String, String, String)>,
+    pub(crate) changed: Vec<(String, String, String)>,
     /// The rootfs digest, when it differs: (locked, now).
-    pub rootfs: Option<(Digest, Digest)>,
+    pub(crate) rootfs: Option<(Digest, Digest)>,
 }
 
 impl LockDiff {
     /// True when the base is exactly what the lock says.
     #[must_use]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.added.is_empty()
             && self.removed.is_empty()
             && self.changed.is_empty()
@@ -141,7 +145,7 @@ impl LockDiff {
 
     /// True when only the rootfs digest differs: the same packages gave other bytes.
     #[must_use]
-    pub fn is_rootfs_only(&self) -> bool {
+    pub(crate) fn is_rootfs_only(&self) -> bool {
         self.rootfs.is_some()
             && self.added.is_empty()
             && self.removed.is_empty()

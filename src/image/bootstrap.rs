@@ -25,10 +25,10 @@ use super::{
 
 /// `SOURCE_DATE_EPOCH` of every bootstrap (2024-01-01T00:00:00Z): mmdebstrap clamps file
 /// times and names generated files from it, so the tar does not depend on when it was built.
-pub const BOOTSTRAP_EPOCH: u64 = 1_704_067_200;
+pub(crate) const BOOTSTRAP_EPOCH: u64 = 1_704_067_200;
 
 /// The Debian mirror used unless one is given.
-pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+pub(crate) const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 
 /// Packages besides Go (DESIGN.md §3).
 const PACKAGES: [&str; 8] = [
@@ -60,28 +60,28 @@ const EMBEDDED_LOCKS: [(GoLine, &str); 3] = [
 
 /// How to bootstrap.
 #[derive(Clone, Debug)]
-pub struct BootstrapOptions {
+pub(crate) struct BootstrapOptions {
     /// Which Go.
-    pub go: GoLine,
+    pub(crate) go: GoLine,
     /// Debian mirror (must carry bookworm and bookworm-backports).
-    pub mirror: String,
+    pub(crate) mirror: String,
     /// Rebuild even when the image exists.
-    pub force: bool,
+    pub(crate) force: bool,
     /// Fail when the result differs from its lock.
-    pub locked: bool,
+    pub(crate) locked: bool,
     /// Rewrite the lock from the result.
-    pub update_lock: bool,
+    pub(crate) update_lock: bool,
     /// Where lock files live; `None` reads the compiled-in locks and writes to `images/base`.
-    pub lock_dir: Option<PathBuf>,
+    pub(crate) lock_dir: Option<PathBuf>,
     /// Where the temporary rootfs tar is written.
-    pub scratch_dir: PathBuf,
+    pub(crate) scratch_dir: PathBuf,
 }
 
 /// A bootstrapped base on the engine.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BaseImage {
     /// The engine tag (`kiln/base:bookworm-go1.23`).
-    pub tag: String,
+    pub(crate) tag: String,
     /// The engine's image id (a local fact).
     pub id: String,
     /// Content identity: SHA-256 of the rootfs tar.
@@ -95,7 +95,7 @@ pub struct BaseImage {
 /// How the base compares with its lock.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
-pub enum LockStatus {
+pub(crate) enum LockStatus {
     /// Identical packages and rootfs digest.
     Matches {
         /// The lock compared with.
@@ -119,17 +119,17 @@ pub enum LockStatus {
 
 /// What `bootstrap` did.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct BootstrapReport {
+pub(crate) struct BootstrapReport {
     /// The base image.
-    pub image: BaseImage,
+    pub(crate) image: BaseImage,
     /// True when the image already existed and nothing was built.
-    pub already_present: bool,
+    pub(crate) already_present: bool,
     /// The lock comparison.
-    pub lock: LockStatus,
+    pub(crate) lock: LockStatus,
 }
 
 /// Builds (or finds) the offline base for `options.go`, imports it and checks it.
-pub async fn bootstrap(
+pub(crate) async fn bootstrap(
     sandbox: &DockerSandbox,
     options: &BootstrapOptions,
     progress: &mut (dyn FnMut(ImageProgress) + Send),

@@ -16,11 +16,11 @@ pub enum GoLine {
 
 impl GoLine {
     /// Every line, oldest first.
-    pub const ALL: [Self; 3] = [Self::Go121, Self::Go122, Self::Go123];
+    pub(crate) const ALL: [Self; 3] = [Self::Go121, Self::Go122, Self::Go123];
 
     /// `1.23`.
     #[must_use]
-    pub const fn minor(self) -> &'static str {
+    pub(crate) const fn minor(self) -> &'static str {
         match self {
             Self::Go121 => "1.21",
             Self::Go122 => "1.22",
@@ -30,25 +30,25 @@ impl GoLine {
 
     /// The Debian package holding the toolchain.
     #[must_use]
-    pub fn package(self) -> String {
+    pub(crate) fn package(self) -> String {
         format!("golang-{}-go", self.minor())
     }
 
     /// Where Debian installs it.
     #[must_use]
-    pub fn goroot(self) -> String {
+    pub(crate) fn goroot(self) -> String {
         format!("/usr/lib/go-{}", self.minor())
     }
 
     /// Name of the bootstrapped base (also its lock file's stem and its image tag).
     #[must_use]
-    pub fn base_name(self) -> String {
+    pub(crate) fn base_name(self) -> String {
         format!("bookworm-go{}", self.minor())
     }
 
     /// The engine tag of the bootstrapped base.
     #[must_use]
-    pub fn base_tag(self) -> String {
+    pub(crate) fn base_tag(self) -> String {
         format!("kiln/base:{}", self.base_name())
     }
 }

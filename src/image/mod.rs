@@ -15,32 +15,28 @@ mod resolver;
 mod rootfs;
 mod toolchain;
 
-pub use base_lock::{BaseLock, LockDiff};
-pub use bootstrap::{
-    BOOTSTRAP_EPOCH, BaseImage, BootstrapOptions, BootstrapReport, DEFAULT_MIRROR, LockStatus,
-    bootstrap, find_base,
-};
+pub(crate) use base_lock::{BaseLock, LockDiff};
+pub use bootstrap::{BaseImage, find_base};
+pub(crate) use bootstrap::{BootstrapOptions, DEFAULT_MIRROR, LockStatus, bootstrap};
 pub use error::ImageError;
 pub use go_line::GoLine;
-pub use resolver::{EngineImageResolver, identity_of};
-pub use rootfs::{RootfsScan, scan_rootfs};
-pub use toolchain::{
-    ToolchainChoice, ToolchainImage, ensure_toolchain, find_toolchain, list_toolchains,
-    toolchain_for, toolchain_recipe,
-};
+pub(crate) use resolver::{EngineImageResolver, identity_of};
+pub(crate) use rootfs::{RootfsScan, scan_rootfs};
+pub use toolchain::{ToolchainImage, ensure_toolchain, list_toolchains, toolchain_recipe};
+pub(crate) use toolchain::{find_toolchain, toolchain_for};
 
 /// Label: what kind of kiln image this is (`base` or `toolchain`).
-pub const LABEL_KIND: &str = "kiln.image";
+pub(crate) const LABEL_KIND: &str = "kiln.image";
 /// Label on a bootstrapped base: the SHA-256 of its rootfs tar.
-pub const LABEL_ROOTFS: &str = "kiln.rootfs";
+pub(crate) const LABEL_ROOTFS: &str = "kiln.rootfs";
 /// Label on a bootstrapped base: its installed packages, one `name=version` per line.
-pub const LABEL_PACKAGES: &str = "kiln.packages";
+pub(crate) const LABEL_PACKAGES: &str = "kiln.packages";
 /// Label: the Go version inside (`1.23.5`).
-pub const LABEL_GO: &str = "kiln.go";
+pub(crate) const LABEL_GO: &str = "kiln.go";
 /// Label on a toolchain image: its recipe key.
-pub const LABEL_RECIPE: &str = "kiln.recipe";
+pub(crate) const LABEL_RECIPE: &str = "kiln.recipe";
 /// Label on a toolchain image: the identity of the base it was built on.
-pub const LABEL_BASE: &str = "kiln.base";
+pub(crate) const LABEL_BASE: &str = "kiln.base";
 
 /// Something an image operation reports while it works (the CLI draws it).
 #[derive(Clone, Debug, PartialEq, Eq)]

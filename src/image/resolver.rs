@@ -13,7 +13,7 @@ use super::{
 /// image by its recipe key, a bootstrapped base by its rootfs digest, anything else by its
 /// layers' diff ids (content hashes of the uncompressed layers). Never the engine's id.
 #[must_use]
-pub fn identity_of<S: std::hash::BuildHasher>(
+pub(crate) fn identity_of<S: std::hash::BuildHasher>(
     labels: &std::collections::HashMap<String, String, S>,
     layers: &[String],
 ) -> Option<Digest> {
@@ -38,7 +38,7 @@ pub fn identity_of<S: std::hash::BuildHasher>(
 /// Resolves `toolchain:<go>` (the toolchain image on the bootstrapped base) and
 /// `image:<reference>` (any local image) against an engine.
 #[derive(Clone, Debug)]
-pub struct EngineImageResolver {
+pub(crate) struct EngineImageResolver {
     engine: Engine,
     build_missing: bool,
 }
@@ -47,7 +47,7 @@ impl EngineImageResolver {
     /// With `build_missing`, a missing toolchain image is built (for runs); without, only its
     /// identity is computed (for plans, which must not build anything).
     #[must_use]
-    pub fn new(engine: Engine, build_missing: bool) -> Self {
+    pub(crate) fn new(engine: Engine, build_missing: bool) -> Self {
         Self {
             engine,
             build_missing,

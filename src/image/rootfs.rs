@@ -7,17 +7,17 @@ use crate::hash::{Digest, Sha256Reader};
 
 /// What one pass over a rootfs tar found.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RootfsScan {
+pub(crate) struct RootfsScan {
     /// SHA-256 of the whole tar, as the engine's layer diff id will be.
-    pub digest: Digest,
+    pub(crate) digest: Digest,
     /// Size in bytes.
-    pub size: u64,
+    pub(crate) size: u64,
     /// Installed packages (`dpkg` status "install ok installed"): name → version.
-    pub packages: BTreeMap<String, String>,
+    pub(crate) packages: BTreeMap<String, String>,
 }
 
 /// Hashes the tar and reads `var/lib/dpkg/status` from it, in a single pass.
-pub fn scan_rootfs(tar: impl Read) -> std::io::Result<RootfsScan> {
+pub(crate) fn scan_rootfs(tar: impl Read) -> std::io::Result<RootfsScan> {
     let mut reader = Sha256Reader::new(tar);
     let mut packages = BTreeMap::new();
     {

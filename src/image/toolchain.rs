@@ -32,15 +32,15 @@ const CONTEXT: [(&str, u32, &[u8]); 2] = [
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ToolchainImage {
     /// The engine tag (`kiln/toolchain:go1.23-<recipe prefix>`).
-    pub tag: String,
+    pub(crate) tag: String,
     /// The engine's image id (a local fact).
     pub id: String,
     /// Content identity: the recipe key.
-    pub recipe: Digest,
+    pub(crate) recipe: Digest,
     /// Identity of the base it was built on.
-    pub base: Digest,
+    pub(crate) base: Digest,
     /// The Go inside.
-    pub go_version: String,
+    pub(crate) go_version: String,
 }
 
 /// The recipe key of the toolchain image for `go` on the base identified by `base`.
@@ -230,19 +230,19 @@ pub async fn ensure_toolchain(
 
 /// The toolchain image a release's steps run in, chosen for a Go version.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ToolchainChoice {
+pub(crate) struct ToolchainChoice {
     /// The engine's reference for it (its id), or `(not built yet)` when only planned.
-    pub reference: String,
+    pub(crate) reference: String,
     /// Its identity: the recipe key.
-    pub recipe: Digest,
+    pub(crate) recipe: Digest,
     /// The Go inside its base.
-    pub go: String,
+    pub(crate) go: String,
 }
 
 /// The toolchain image for the release line of `go_version` (`.go-version`'s text): its
 /// bootstrapped base must exist; the derived image is found by its recipe key, or built when
 /// `build` (else reported as not built yet).
-pub async fn toolchain_for(
+pub(crate) async fn toolchain_for(
     engine: &Engine,
     go_version: &str,
     build: bool,
@@ -277,7 +277,7 @@ pub async fn toolchain_for(
 }
 
 /// The toolchain image with recipe key `recipe`, if the engine has one.
-pub async fn find_toolchain(
+pub(crate) async fn find_toolchain(
     engine: &Engine,
     recipe: &Digest,
 ) -> Result<Option<ToolchainImage>, ImageError> {

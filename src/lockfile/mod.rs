@@ -16,99 +16,99 @@ use crate::hash::{Digest, StepKey};
 use crate::names::{Identity, ReleaseNames};
 
 /// Version of the lockfile format.
-pub const LOCKFILE_VERSION: u32 = 1;
+pub(crate) const LOCKFILE_VERSION: u32 = 1;
 
 /// One release, locked.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Lockfile {
+pub(crate) struct Lockfile {
     /// Format version.
-    pub version: u32,
+    pub(crate) version: u32,
     /// Every derived name.
-    pub release: ReleaseNames,
+    pub(crate) release: ReleaseNames,
     /// Resolved inputs.
-    pub inputs: Inputs,
+    pub(crate) inputs: Inputs,
     /// Steps by name.
-    pub steps: BTreeMap<String, LockedStep>,
+    pub(crate) steps: BTreeMap<String, LockedStep>,
     /// The fork's new tags → commit ids.
-    pub tags: BTreeMap<String, String>,
+    pub(crate) tags: BTreeMap<String, String>,
     /// Modules served to the k3s build, with their sums.
-    pub modules: Vec<ProxyModule>,
+    pub(crate) modules: Vec<ProxyModule>,
     /// The k3s branch and commit.
-    pub k3s: K3sResult,
+    pub(crate) k3s: K3sResult,
     /// Artifacts by path under dist/artifacts.
-    pub artifacts: BTreeMap<String, Artifact>,
+    pub(crate) artifacts: BTreeMap<String, Artifact>,
 }
 
 /// Everything the release read.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Inputs {
+pub(crate) struct Inputs {
     /// Commit of the old upstream tag.
-    pub old_k8s_commit: String,
+    pub(crate) old_k8s_commit: String,
     /// Commit of the new upstream tag.
-    pub new_k8s_commit: String,
+    pub(crate) new_k8s_commit: String,
     /// Commit of the old fork tag.
-    pub old_fork_commit: String,
+    pub(crate) old_fork_commit: String,
     /// The old release's k3s patches, oldest first.
-    pub patches: Vec<String>,
+    pub(crate) patches: Vec<String>,
     /// `.go-version` at the old and new upstream tags.
-    pub go_versions: BTreeMap<String, String>,
+    pub(crate) go_versions: BTreeMap<String, String>,
     /// The k3s release branch head.
-    pub k3s_release_branch_commit: String,
+    pub(crate) k3s_release_branch_commit: String,
     /// The toolchain image's identity (recipe key) and its base's rootfs digest.
-    pub toolchain: Toolchain,
+    pub(crate) toolchain: Toolchain,
     /// Commit identity.
-    pub identity: Identity,
+    pub(crate) identity: Identity,
     /// `SOURCE_DATE_EPOCH` and the commit dates.
-    pub source_date_epoch: i64,
+    pub(crate) source_date_epoch: i64,
     /// Extra modules: path → tag → commit.
-    pub extra_modules: BTreeMap<String, BTreeMap<String, String>>,
+    pub(crate) extra_modules: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The toolchain.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Toolchain {
+pub(crate) struct Toolchain {
     /// Recipe key of the toolchain image.
-    pub image: Digest,
+    pub(crate) image: Digest,
     /// The Go inside.
-    pub go: String,
+    pub(crate) go: String,
 }
 
 /// One step.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LockedStep {
+pub(crate) struct LockedStep {
     /// Its key.
-    pub key: StepKey,
+    pub(crate) key: StepKey,
     /// Output path → digest.
-    pub outputs: BTreeMap<String, Digest>,
+    pub(crate) outputs: BTreeMap<String, Digest>,
 }
 
 /// The k3s result.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct K3sResult {
+pub(crate) struct K3sResult {
     /// The branch (named after the new fork tag).
-    pub branch: String,
+    pub(crate) branch: String,
     /// Its commit.
-    pub commit: String,
+    pub(crate) commit: String,
 }
 
 /// One artifact.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Artifact {
+pub(crate) struct Artifact {
     /// SHA-256 of its bytes.
-    pub sha256: Digest,
+    pub(crate) sha256: Digest,
     /// Size in bytes.
-    pub size: u64,
+    pub(crate) size: u64,
 }
 
 /// Why a lockfile cannot be used.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum LockfileError {
+pub(crate) enum LockfileError {
     /// The file cannot be read.
     #[error("cannot read lockfile {path}")]
     Read {
@@ -166,12 +166,12 @@ pub enum LockfileError {
 
 impl Lockfile {
     /// Reads and checks a lockfile ([`Lockfile::parse`]).
-    pub fn read(path: &std::path::Path) -> Result<Self, LockfileError> {
+    pub(crate) fn read(path: &std::path::Path) -> Result<Self, LockfileError> {
         Self::read_with_digest(path).map(|(lock, _)| lock)
     }
 
     /// [`Lockfile::read`], and the SHA-256 of the bytes it was read from.
-    pub fn read_with_digest(
+    pub(crate) fn read_with_digest(
         path: &std::path::Path,
     ) -> Result<(Self, crate::hash::Digest), LockfileError> {
         let text = std::fs::read_to_string(path).map_err(|source| LockfileError::Read {
@@ -187,7 +187,7 @@ impl Lockfile {
     /// could reach a command or a path — ref names against kiln's allowlist, commit ids,
     /// digests, `h1:` sums, relative paths without `..`. Nothing acts on a lockfile before
     /// this passes.
-    pub fn parse(text: &str, origin: &str) -> Result<Self, LockfileError> {
+    pub(crate) fn parse(text: &str, origin: &str) -> Result<Self, LockfileError> {
         // The version first: a lockfile from another kiln gets a version error, not a
         // confusing complaint about a field this kiln does not know.
         #[derive(serde::Deserialize)]
@@ -228,7 +228,7 @@ impl Lockfile {
     /// # Panics
     /// Never: every field serializes.
     #[must_use]
-    pub fn to_canonical(&self) -> String {
+    pub(crate) fn to_canonical(&self) -> String {
         // Through `Value`: serde_json's map is ordered by key, so every object is sorted.
         let value = serde_json::to_value(self).expect("a lockfile always serializes");
         let mut text =

@@ -5,15 +5,14 @@
 mod release_names;
 mod version;
 
-pub use release_names::{
-    ReleaseNames, ReleaseVersions, RepoFacts, derive, highest_suffix, next_rc, old_fork_tag,
-    rcs_among,
+pub(crate) use release_names::{
+    ReleaseNames, ReleaseVersions, RepoFacts, derive, next_rc, old_fork_tag, rcs_among,
 };
-pub use version::{ClientVersion, ForkTag, GoVersion, K3sVersion, K8sVersion, Suffix};
+pub(crate) use version::{ClientVersion, ForkTag, GoVersion, K3sVersion, K8sVersion, Suffix};
 
 /// Why a name is not acceptable, said in the captain's terms.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum NameError {
+pub(crate) enum NameError {
     /// A version is not `vMAJOR.MINOR.PATCH`.
     #[error("`{given}` is not a Kubernetes version")]
     #[diagnostic(
@@ -133,11 +132,11 @@ pub enum NameError {
 /// configuration.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// Name.
-    pub name: String,
+    pub(crate) name: String,
     /// Email.
-    pub email: String,
+    pub(crate) email: String,
 }
 
 impl Default for Identity {

@@ -6,7 +6,7 @@ use super::{ClientVersion, ForkTag, GoVersion, K3sVersion, K8sVersion, NameError
 /// The versions a captain names: `--old v1.28.1 --new v1.28.2 [--old-suffix] [--new-suffix]`,
 /// checked as a pair (same minor, new newer than old) when made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReleaseVersions {
+pub(crate) struct ReleaseVersions {
     old: K8sVersion,
     new: K8sVersion,
     old_suffix: Option<Suffix>,
@@ -15,7 +15,7 @@ pub struct ReleaseVersions {
 
 impl ReleaseVersions {
     /// The pair, refused unless both are patch releases of one minor and new is newer.
-    pub fn new(
+    pub(crate) fn new(
         old: K8sVersion,
         new: K8sVersion,
         old_suffix: Option<Suffix>,
@@ -37,38 +37,38 @@ impl ReleaseVersions {
 
     /// The released version.
     #[must_use]
-    pub fn old(&self) -> K8sVersion {
+    pub(crate) fn old(&self) -> K8sVersion {
         self.old
     }
 
     /// The version to release.
     #[must_use]
-    pub fn new_version(&self) -> K8sVersion {
+    pub(crate) fn new_version(&self) -> K8sVersion {
         self.new
     }
 
     /// The old release's suffix, when the captain named one.
     #[must_use]
-    pub fn old_suffix(&self) -> Option<Suffix> {
+    pub(crate) fn old_suffix(&self) -> Option<Suffix> {
         self.old_suffix
     }
 
     /// The new fork tag.
     #[must_use]
-    pub fn new_fork_tag(&self) -> ForkTag {
+    pub(crate) fn new_fork_tag(&self) -> ForkTag {
         self.new.fork_tag(self.new_suffix)
     }
 }
 
 /// What the repositories say, for [`derive`].
 #[derive(Clone, Debug, Default)]
-pub struct RepoFacts {
+pub(crate) struct RepoFacts {
     /// Tag names in the upstream repository.
-    pub upstream_tags: Vec<String>,
+    pub(crate) upstream: Vec<String>,
     /// Tag names in the fork.
-    pub fork_tags: Vec<String>,
+    pub(crate) fork: Vec<String>,
     /// Tag names in the k3s repository (for RC numbering).
-    pub k3s_tags: Vec<String>,
+    pub(crate) k3s: Vec<String>,
 }
 
 /// Every name of one patch release. Stored by what determines it; every other name is derived
@@ -76,7 +76,7 @@ pub struct RepoFacts {
 /// name as text) and read back only when every written name equals the derived one.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(into = "NamesRecord", try_from = "NamesRecord")]
-pub struct ReleaseNames {
+pub(crate) struct ReleaseNames {
     old_fork_tag: ForkTag,
     new_fork_tag: ForkTag,
     go_version: GoVersion,
@@ -87,7 +87,7 @@ impl ReleaseNames {
     /// The names of a release from `old_fork_tag` to `new_fork_tag` with the Go of
     /// `.go-version` and RC number `rc_number` next.
     #[must_use]
-    pub fn new(
+    pub(crate) fn new(
         old_fork_tag: ForkTag,
         new_fork_tag: ForkTag,
         go_version: GoVersion,
@@ -103,67 +103,67 @@ impl ReleaseNames {
 
     /// `v1.28.1`.
     #[must_use]
-    pub fn old_k8s(&self) -> K8sVersion {
+    pub(crate) fn old_k8s(&self) -> K8sVersion {
         self.old_fork_tag.k8s
     }
 
     /// `v1.28.2`.
     #[must_use]
-    pub fn new_k8s(&self) -> K8sVersion {
+    pub(crate) fn new_k8s(&self) -> K8sVersion {
         self.new_fork_tag.k8s
     }
 
     /// `v0.28.1`.
     #[must_use]
-    pub fn old_client(&self) -> ClientVersion {
+    pub(crate) fn old_client(&self) -> ClientVersion {
         self.old_k8s().client()
     }
 
     /// `v0.28.2`.
     #[must_use]
-    pub fn new_client(&self) -> ClientVersion {
+    pub(crate) fn new_client(&self) -> ClientVersion {
         self.new_k8s().client()
     }
 
     /// `v1.28.1-k3s1`: the highest existing suffix unless one was given.
     #[must_use]
-    pub fn old_fork_tag(&self) -> ForkTag {
+    pub(crate) fn old_fork_tag(&self) -> ForkTag {
         self.old_fork_tag
     }
 
     /// `v1.28.2-k3s1`.
     #[must_use]
-    pub fn new_fork_tag(&self) -> ForkTag {
+    pub(crate) fn new_fork_tag(&self) -> ForkTag {
         self.new_fork_tag
     }
 
     /// `release-1.28`.
     #[must_use]
-    pub fn release_branch(&self) -> String {
+    pub(crate) fn release_branch(&self) -> String {
         self.new_k8s().release_branch()
     }
 
     /// `.go-version` at the new upstream tag.
     #[must_use]
-    pub fn go_version(&self) -> &GoVersion {
+    pub(crate) fn go_version(&self) -> &GoVersion {
         &self.go_version
     }
 
     /// The next RC: `v1.28.2-rc1+k3s1` (n = highest existing + 1).
     #[must_use]
-    pub fn rc(&self) -> K3sVersion {
+    pub(crate) fn rc(&self) -> K3sVersion {
         self.new_fork_tag.rc(self.rc_number)
     }
 
     /// The GA name: `v1.28.2+k3s1`.
     #[must_use]
-    pub fn ga(&self) -> K3sVersion {
+    pub(crate) fn ga(&self) -> K3sVersion {
         self.new_fork_tag.ga()
     }
 
     /// Every name with its label, in the order a captain reads them.
     #[must_use]
-    pub fn table(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn table(&self) -> Vec<(&'static str, String)> {
         let record = NamesRecord::from(self.clone());
         vec![
             ("old k8s", record.old_k8s),
@@ -305,7 +305,7 @@ impl TryFrom<NamesRecord> for ReleaseNames {
 
 /// The highest `-k3sN` suffix of `version` among `tags` (fork tags `vX.Y.Z-k3sN`).
 #[must_use]
-pub fn highest_suffix(version: K8sVersion, tags: &[String]) -> Option<Suffix> {
+pub(crate) fn highest_suffix(version: K8sVersion, tags: &[String]) -> Option<Suffix> {
     tags.iter()
         .filter_map(|t| t.parse::<ForkTag>().ok())
         .filter(|t| t.k8s == version)
@@ -315,13 +315,13 @@ pub fn highest_suffix(version: K8sVersion, tags: &[String]) -> Option<Suffix> {
 
 /// The next RC number of `tag`'s version among k3s tags `vX.Y.Z-rcN+k3sM`.
 #[must_use]
-pub fn next_rc<'a>(tag: ForkTag, names: impl IntoIterator<Item = &'a str>) -> u32 {
+pub(crate) fn next_rc<'a>(tag: ForkTag, names: impl IntoIterator<Item = &'a str>) -> u32 {
     rcs_among(tag, names).last().map_or(1, |(n, _)| n + 1)
 }
 
 /// The release candidates of `tag`'s version among `names` (tags, KDM entries), with their
 /// numbers, lowest first.
-pub fn rcs_among<'a>(
+pub(crate) fn rcs_among<'a>(
     tag: ForkTag,
     names: impl IntoIterator<Item = &'a str>,
 ) -> Vec<(u32, &'a str)> {
@@ -340,21 +340,20 @@ pub fn rcs_among<'a>(
 
 /// Checks `versions` against the repositories (both upstream tags exist, the old fork tag
 /// exists) and returns the old fork tag: the one named, else the highest `-k3sN`.
-pub fn old_fork_tag(versions: &ReleaseVersions, facts: &RepoFacts) -> Result<ForkTag, NameError> {
+pub(crate) fn old_fork_tag(
+    versions: &ReleaseVersions,
+    facts: &RepoFacts,
+) -> Result<ForkTag, NameError> {
     for version in [versions.old, versions.new] {
-        if !facts
-            .upstream_tags
-            .iter()
-            .any(|t| *t == version.to_string())
-        {
+        if !facts.upstream.iter().any(|t| *t == version.to_string()) {
             return Err(NameError::MissingUpstreamTag { tag: version });
         }
     }
-    let found = || fork_tags_of(versions.old, &facts.fork_tags);
+    let found = || fork_tags_of(versions.old, &facts.fork);
     let suffix = match versions.old_suffix {
         Some(suffix) => {
             let tag = versions.old.fork_tag(suffix);
-            if !facts.fork_tags.contains(&tag.to_string()) {
+            if !facts.fork.contains(&tag.to_string()) {
                 return Err(NameError::MissingForkTag {
                     tag: tag.to_string(),
                     found: found(),
@@ -362,26 +361,26 @@ pub fn old_fork_tag(versions: &ReleaseVersions, facts: &RepoFacts) -> Result<For
             }
             suffix
         }
-        None => highest_suffix(versions.old, &facts.fork_tags).ok_or_else(|| {
-            NameError::MissingForkTag {
+        None => {
+            highest_suffix(versions.old, &facts.fork).ok_or_else(|| NameError::MissingForkTag {
                 tag: format!("{}-k3sN", versions.old),
                 found: found(),
-            }
-        })?,
+            })?
+        }
     };
     Ok(versions.old.fork_tag(suffix))
 }
 
 /// Derives every name (DESIGN.md §1): [`old_fork_tag`]'s checks, the Go version of the new
 /// upstream tag, and the next RC number from k3s's tags.
-pub fn derive(
+pub(crate) fn derive(
     versions: &ReleaseVersions,
     facts: &RepoFacts,
     go_version: GoVersion,
 ) -> Result<ReleaseNames, NameError> {
     let old = old_fork_tag(versions, facts)?;
     let new = versions.new_fork_tag();
-    let rc = next_rc(new, facts.k3s_tags.iter().map(String::as_str));
+    let rc = next_rc(new, facts.k3s.iter().map(String::as_str));
     Ok(ReleaseNames::new(old, new, go_version, rc))
 }
 
@@ -404,13 +403,13 @@ mod tests {
 
     fn facts() -> RepoFacts {
         RepoFacts {
-            upstream_tags: vec!["v1.28.1".into(), "v1.28.2".into(), "v1.28.10".into()],
-            fork_tags: vec![
+            upstream: vec!["v1.28.1".into(), "v1.28.2".into(), "v1.28.10".into()],
+            fork: vec![
                 "v1.28.1-k3s1".into(),
                 "v1.28.1-k3s2".into(),
                 "staging/src/k8s.io/api/v1.28.1-k3s2".into(),
             ],
-            k3s_tags: vec![
+            k3s: vec![
                 "v1.28.2-rc1+k3s1".into(),
                 "v1.28.2-rc2+k3s1".into(),
                 "v1.28.2-rc9+k3s2".into(),
@@ -474,7 +473,7 @@ mod tests {
     #[test]
     fn double_digit_patches_compare_numerically() {
         let facts = RepoFacts {
-            fork_tags: vec!["v1.28.2-k3s1".into()],
+            fork: vec!["v1.28.2-k3s1".into()],
             ..facts()
         };
         let names = derive(

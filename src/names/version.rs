@@ -9,13 +9,13 @@ use super::NameError;
 
 /// A Kubernetes version `vMAJOR.MINOR.PATCH`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct K8sVersion {
+pub(crate) struct K8sVersion {
     /// Major.
-    pub major: u32,
+    pub(crate) major: u32,
     /// Minor.
-    pub minor: u32,
+    pub(crate) minor: u32,
     /// Patch.
-    pub patch: u32,
+    pub(crate) patch: u32,
 }
 
 /// A decimal number of at most `max_digits` digits, without sign or leading zero.
@@ -56,32 +56,32 @@ impl fmt::Display for K8sVersion {
 impl K8sVersion {
     /// The version of the staging modules (client-go and friends): `v1.28.2` → `v0.28.2`.
     #[must_use]
-    pub fn client(self) -> ClientVersion {
+    pub(crate) fn client(self) -> ClientVersion {
         ClientVersion(self)
     }
 
     /// k3s's release branch of the minor: `release-1.28`.
     #[must_use]
-    pub fn release_branch(self) -> String {
+    pub(crate) fn release_branch(self) -> String {
         format!("release-{}.{}", self.major, self.minor)
     }
 
     /// Whether both are patch releases of one minor.
     #[must_use]
-    pub fn same_minor(self, other: Self) -> bool {
+    pub(crate) fn same_minor(self, other: Self) -> bool {
         (self.major, self.minor) == (other.major, other.minor)
     }
 
     /// The fork tag of this version with `suffix`.
     #[must_use]
-    pub fn fork_tag(self, suffix: Suffix) -> ForkTag {
+    pub(crate) fn fork_tag(self, suffix: Suffix) -> ForkTag {
         ForkTag { k8s: self, suffix }
     }
 }
 
 /// The version of Kubernetes' staging modules: `v0.MINOR.PATCH` for `v1.MINOR.PATCH`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClientVersion(K8sVersion);
+pub(crate) struct ClientVersion(K8sVersion);
 
 impl fmt::Display for ClientVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -92,7 +92,7 @@ impl fmt::Display for ClientVersion {
 
 /// A k3s suffix `k3sN` (N ≥ 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Suffix(pub u32);
+pub(crate) struct Suffix(pub(crate) u32);
 
 impl FromStr for Suffix {
     type Err = NameError;
@@ -124,11 +124,11 @@ impl Default for Suffix {
 /// A tag of the k3s-io fork of Kubernetes: `v1.28.2-k3s1` (its staging modules are tagged
 /// `staging/src/k8s.io/<module>/v1.28.2-k3s1`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ForkTag {
+pub(crate) struct ForkTag {
     /// The Kubernetes version.
-    pub k8s: K8sVersion,
+    pub(crate) k8s: K8sVersion,
     /// The suffix.
-    pub suffix: Suffix,
+    pub(crate) suffix: Suffix,
 }
 
 impl FromStr for ForkTag {
@@ -155,7 +155,7 @@ impl fmt::Display for ForkTag {
 impl ForkTag {
     /// The k3s GA version released from this tag: `v1.28.2+k3s1`.
     #[must_use]
-    pub fn ga(self) -> K3sVersion {
+    pub(crate) fn ga(self) -> K3sVersion {
         K3sVersion {
             k8s: self.k8s,
             rc: None,
@@ -165,7 +165,7 @@ impl ForkTag {
 
     /// The k3s release candidate `n` of this tag: `v1.28.2-rc1+k3s1`.
     #[must_use]
-    pub fn rc(self, n: u32) -> K3sVersion {
+    pub(crate) fn rc(self, n: u32) -> K3sVersion {
         K3sVersion {
             rc: Some(n),
             ..self.ga()
@@ -174,7 +174,7 @@ impl ForkTag {
 
     /// Whether `tag` is this tag or one of its module tags (`…/v1.28.2-k3s1`).
     #[must_use]
-    pub fn names(self, tag: &str) -> bool {
+    pub(crate) fn names(self, tag: &str) -> bool {
         let own = self.to_string();
         tag == own
             || tag
@@ -186,13 +186,13 @@ impl ForkTag {
 /// A k3s release name: `vX.Y.Z+k3sN` (GA) or `vX.Y.Z-rcM+k3sN` (a release candidate), as
 /// k3s tags and KDM entries spell it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct K3sVersion {
+pub(crate) struct K3sVersion {
     /// The Kubernetes version.
-    pub k8s: K8sVersion,
+    pub(crate) k8s: K8sVersion,
     /// The release candidate number, `None` for GA.
-    pub rc: Option<u32>,
+    pub(crate) rc: Option<u32>,
     /// The k3s suffix.
-    pub suffix: Suffix,
+    pub(crate) suffix: Suffix,
 }
 
 impl FromStr for K3sVersion {
@@ -245,25 +245,25 @@ impl K3sVersion {
 
     /// The GA version of this one.
     #[must_use]
-    pub fn ga(self) -> Self {
+    pub(crate) fn ga(self) -> Self {
         Self { rc: None, ..self }
     }
 
     /// The fork tag this k3s version is built from.
     #[must_use]
-    pub fn fork_tag(self) -> ForkTag {
+    pub(crate) fn fork_tag(self) -> ForkTag {
         self.k8s.fork_tag(self.suffix)
     }
 
     /// The image tag: `+` is not allowed in OCI tags, so `v1.28.2-rc1+k3s1` → `v1.28.2-rc1-k3s1`.
     #[must_use]
-    pub fn image_tag(self) -> String {
+    pub(crate) fn image_tag(self) -> String {
         self.to_string().replace('+', "-")
     }
 
     /// `(major, minor)`.
     #[must_use]
-    pub fn minor(self) -> (u32, u32) {
+    pub(crate) fn minor(self) -> (u32, u32) {
         (self.k8s.major, self.k8s.minor)
     }
 }
@@ -271,7 +271,7 @@ impl K3sVersion {
 /// A Go version as `.go-version` holds it (`1.22.12`, `1.23.0`, `1.24rc1`): a digit first,
 /// then letters, digits and dots, at most 32 characters.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct GoVersion(String);
+pub(crate) struct GoVersion(String);
 
 impl FromStr for GoVersion {
     type Err = NameError;
@@ -300,7 +300,7 @@ impl fmt::Display for GoVersion {
 impl GoVersion {
     /// The version text.
     #[must_use]
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }

@@ -9,19 +9,19 @@ use oci_client::{Client, Reference};
 use crate::names::K3sVersion;
 
 /// The release's images.
-pub const IMAGES: [&str; 3] = [
+pub(crate) const IMAGES: [&str; 3] = [
     "rancher/k3s",
     "rancher/k3s-upgrade",
     "rancher/system-agent-installer-k3s",
 ];
 
 /// Docker Hub.
-pub const DOCKER_HUB: &str = "docker.io";
+pub(crate) const DOCKER_HUB: &str = "docker.io";
 
 /// One image's state.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum ImageState {
+pub(crate) enum ImageState {
     /// The tag exists (with this manifest digest).
     Present(String),
     /// The registry answered: no such tag.
@@ -32,11 +32,11 @@ pub enum ImageState {
 
 /// One row of the check.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct ImageCheck {
+pub(crate) struct ImageCheck {
     /// `registry/repository:tag`.
-    pub image: String,
+    pub(crate) image: String,
     /// Its state.
-    pub state: ImageState,
+    pub(crate) state: ImageState,
 }
 
 /// A client for `registry` (`host[:port]`, or `http://host:port` for plain HTTP; loopback
@@ -78,7 +78,7 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// Checks every image of `version` in `registry`.
-pub async fn check(registry: &str, version: K3sVersion) -> Vec<ImageCheck> {
+pub(crate) async fn check(registry: &str, version: K3sVersion) -> Vec<ImageCheck> {
     let (client, host) = client(registry);
     let tag = version.image_tag();
     let mut rows = Vec::new();

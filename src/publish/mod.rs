@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-pub mod images;
-pub mod status;
+pub(crate) mod images;
+pub(crate) mod status;
 
 use crate::git::{self, GitError, Location, RemoteRefs};
 use crate::lockfile::Lockfile;
@@ -15,7 +15,7 @@ use crate::store::LocalStore;
 /// How one of the release's refs stands on a remote.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case", tag = "state")]
-pub enum RefState {
+pub(crate) enum RefState {
     /// At the locked commit.
     Present,
     /// Not on the remote.
@@ -36,43 +36,43 @@ pub enum RefState {
 
 /// One ref of the comparison.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct RefCheck {
+pub(crate) struct RefCheck {
     /// The name (escaped when unsafe).
-    pub name: String,
+    pub(crate) name: String,
     /// The locked commit (none for extra and unsafe refs).
-    pub locked: Option<String>,
+    pub(crate) locked: Option<String>,
     /// Its state.
     #[serde(flatten)]
-    pub state: RefState,
+    pub(crate) state: RefState,
 }
 
 /// The release's tags against a remote.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct TagReport {
+pub(crate) struct TagReport {
     /// The remote.
-    pub remote: String,
+    pub(crate) remote: String,
     /// Every locked tag, then extra and unsafe ones, by name.
-    pub tags: Vec<RefCheck>,
+    pub(crate) tags: Vec<RefCheck>,
 }
 
 /// Exit code of `kiln verify-tags` when locked tags are missing (not pushed yet) and nothing
 /// else is wrong.
-pub const EXIT_MISSING: u8 = 4;
+pub(crate) const EXIT_MISSING: u8 = 4;
 /// Exit code of `kiln verify-tags` when the remote disagrees with the lock: a tag moved, or
 /// tags of the release exist that the lock does not have.
-pub const EXIT_DIVERGED: u8 = 5;
+pub(crate) const EXIT_DIVERGED: u8 = 5;
 
 impl TagReport {
     /// Count of tags in `state`'s variant.
     #[must_use]
-    pub fn count(&self, pred: impl Fn(&RefState) -> bool) -> usize {
+    pub(crate) fn count(&self, pred: impl Fn(&RefState) -> bool) -> usize {
         self.tags.iter().filter(|t| pred(&t.state)).count()
     }
 
     /// 0 when the remote holds exactly the locked tags, [`EXIT_MISSING`] when some are only
     /// missing, [`EXIT_DIVERGED`] when any moved, extra or unsafe one exists.
     #[must_use]
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         if self.count(|s| {
             matches!(
                 s,
@@ -91,7 +91,7 @@ impl TagReport {
 
 /// Compares the lock's tags with what a remote holds.
 #[must_use]
-pub fn compare_tags(lock: &Lockfile, remote: &Location, refs: &RemoteRefs) -> TagReport {
+pub(crate) fn compare_tags(lock: &Lockfile, remote: &Location, refs: &RemoteRefs) -> TagReport {
     let fork_tag = lock.release.new_fork_tag();
     let mut tags: Vec<RefCheck> = lock
         .tags
@@ -135,14 +135,14 @@ pub fn compare_tags(lock: &Lockfile, remote: &Location, refs: &RemoteRefs) -> Ta
 }
 
 /// `kiln verify-tags`: one `git ls-remote` of `remote`, compared with the lock.
-pub fn verify_tags(lock: &Lockfile, remote: &Location) -> Result<TagReport, GitError> {
+pub(crate) fn verify_tags(lock: &Lockfile, remote: &Location) -> Result<TagReport, GitError> {
     let refs = git::ls_remote(remote, "tags")?;
     Ok(compare_tags(lock, remote, &refs))
 }
 
 /// Why a push did not happen or did not finish.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum PushError {
+pub(crate) enum PushError {
     /// The remote disagrees with the lock; nothing was pushed.
     #[error("refusing to push to {remote}: {}", .refs.join("; "))]
     #[diagnostic(
@@ -215,22 +215,22 @@ pub enum PushError {
 
 /// What one push did to one ref.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Pushed {
+pub(crate) struct Pushed {
     /// Full ref name.
-    pub name: String,
+    pub(crate) name: String,
     /// Its commit.
-    pub commit: String,
+    pub(crate) commit: String,
     /// `pushed`, or `skipped` (already at the locked commit).
-    pub action: &'static str,
+    pub(crate) action: &'static str,
 }
 
 /// What `kiln push` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct PushReport {
+pub(crate) struct PushReport {
     /// The fork's tags (when a fork remote was given).
-    pub fork: Vec<Pushed>,
+    pub(crate) fork: Vec<Pushed>,
     /// The k3s branch (when a k3s remote was given).
-    pub k3s: Vec<Pushed>,
+    pub(crate) k3s: Vec<Pushed>,
 }
 
 fn describe(check: &RefCheck) -> Option<String> {
@@ -412,7 +412,7 @@ fn push_batch(store: &LocalStore, batch: &Batch<'_>) -> Result<(), PushError> {
 /// `kiln push`: checks both remotes against the lock first (any moved, extra or unsafe ref →
 /// refused, nothing pushed), pushes the fork's missing tags in one atomic push, then the k3s
 /// branch, then checks the fork's tags again.
-pub fn push(
+pub(crate) fn push(
     lock: &Lockfile,
     store: &LocalStore,
     fork_remote: Option<&Location>,
@@ -469,7 +469,7 @@ pub fn push(
 /// sorts) to `fork_remote`, then the k3s branch to `k3s_remote`. Remotes are quoted for a
 /// POSIX shell when they need it.
 #[must_use]
-pub fn push_lines(lock: &Lockfile, fork_remote: &str, k3s_remote: &str) -> Vec<String> {
+pub(crate) fn push_lines(lock: &Lockfile, fork_remote: &str, k3s_remote: &str) -> Vec<String> {
     let (fork, k3s) = (shell_word(fork_remote), shell_word(k3s_remote));
     let mut lines: Vec<String> = lock
         .tags
@@ -500,7 +500,7 @@ fn shell_word(word: &str) -> String {
 
 /// Names of the lock's tags by state, for summaries.
 #[must_use]
-pub fn by_state(report: &TagReport) -> BTreeMap<&'static str, usize> {
+pub(crate) fn by_state(report: &TagReport) -> BTreeMap<&'static str, usize> {
     let mut counts = BTreeMap::new();
     for t in &report.tags {
         let key = match t.state {

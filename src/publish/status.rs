@@ -19,7 +19,7 @@ use super::{EXIT_DIVERGED, EXIT_MISSING, RefState, compare_tags};
 /// How one line stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Mark {
+pub(crate) enum Mark {
     /// Done, as measured.
     Done,
     /// Not done yet.
@@ -32,44 +32,44 @@ pub enum Mark {
 
 /// One line of the checklist.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Item {
+pub(crate) struct Item {
     /// A stable identifier for machines.
-    pub id: &'static str,
+    pub(crate) id: &'static str,
     /// The line's title.
-    pub title: String,
+    pub(crate) title: String,
     /// Its state.
-    pub mark: Mark,
+    pub(crate) mark: Mark,
     /// What was measured.
-    pub detail: String,
+    pub(crate) detail: String,
     /// What to run next, when something is left to do.
-    pub next: Option<String>,
+    pub(crate) next: Option<String>,
 }
 
 /// Where each line is measured.
 #[derive(Clone, Debug)]
-pub struct Sources {
+pub(crate) struct Sources {
     /// The release's fork tag (its version and suffix).
-    pub fork_tag: ForkTag,
+    pub(crate) fork_tag: ForkTag,
     /// The lockfile.
-    pub lockfile: PathBuf,
+    pub(crate) lockfile: PathBuf,
     /// The fork's remote.
-    pub fork_remote: Option<Location>,
+    pub(crate) fork_remote: Option<Location>,
     /// k3s's remote (the release branch, RC and GA tags).
-    pub k3s_remote: Option<Location>,
+    pub(crate) k3s_remote: Option<Location>,
     /// k3s's repository, for RC/GA tags when no remote is given.
-    pub k3s: Option<Location>,
+    pub(crate) k3s: Option<Location>,
     /// The image registry.
-    pub registry: String,
+    pub(crate) registry: String,
     /// KDM's channels.yaml.
-    pub kdm: Option<PathBuf>,
+    pub(crate) kdm: Option<PathBuf>,
     /// k3s's channel.yaml.
-    pub channel: Option<PathBuf>,
+    pub(crate) channel: Option<PathBuf>,
 }
 
 /// The exit code of a checklist: 0 all done, [`EXIT_MISSING`] something left to do or not
 /// measured, [`EXIT_DIVERGED`] something wrong.
 #[must_use]
-pub fn exit_code(items: &[Item]) -> u8 {
+pub(crate) fn exit_code(items: &[Item]) -> u8 {
     if items.iter().any(|i| i.mark == Mark::Wrong) {
         EXIT_DIVERGED
     } else if items.iter().any(|i| i.mark != Mark::Done) {
@@ -105,7 +105,7 @@ fn short(commit: &str) -> &str {
 /// # Panics
 ///
 /// Only if a blocking `git ls-remote` task panics, which it does not.
-pub async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
+pub(crate) async fn status(sources: &Sources, store: &LocalStore) -> Vec<Item> {
     let tag = sources.fork_tag;
     let (version, suffix) = (tag.k8s, tag.suffix);
     let fork_tag = tag.to_string();

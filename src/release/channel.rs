@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 /// Why the stable channel cannot be set.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum ChannelError {
+pub(crate) enum ChannelError {
     /// Not a GA version.
     #[error("`{version}` is not a GA k3s version")]
     #[diagnostic(
@@ -30,7 +30,7 @@ pub enum ChannelError {
 
 /// Whether `version` is `vX.Y.Z+k3sN`.
 #[must_use]
-pub fn is_ga(version: &str) -> bool {
+pub(crate) fn is_ga(version: &str) -> bool {
     version
         .parse::<crate::names::K3sVersion>()
         .is_ok_and(|v| v.rc.is_none())
@@ -72,7 +72,7 @@ fn stable_line(lines: &[&str]) -> Option<(usize, String)> {
 }
 
 /// What the stable channel's `latest:` holds.
-pub fn stable_latest(text: &str, file: &str) -> Result<String, ChannelError> {
+pub(crate) fn stable_latest(text: &str, file: &str) -> Result<String, ChannelError> {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     stable_line(&lines)
         .map(|(_, value)| value)
@@ -83,7 +83,7 @@ pub fn stable_latest(text: &str, file: &str) -> Result<String, ChannelError> {
 
 /// `text` with the stable channel's `latest:` set to `version`, and the old value (`None`
 /// when it already was `version`, and the text is unchanged).
-pub fn set_stable(
+pub(crate) fn set_stable(
     text: &str,
     version: &str,
     file: &str,

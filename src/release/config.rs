@@ -31,81 +31,81 @@ use super::ReleaseError;
 
 /// The repositories of one release.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct RepoSet {
+pub(crate) struct RepoSet {
     /// Upstream Kubernetes.
-    pub upstream: Location,
+    pub(crate) upstream: Location,
     /// The k3s-io fork.
-    pub fork: Location,
+    pub(crate) fork: Location,
     /// k3s.
-    pub k3s: Location,
+    pub(crate) k3s: Location,
     /// Extra modules.
-    pub modules: Vec<ExtraModule>,
+    pub(crate) modules: Vec<ExtraModule>,
 }
 
 /// A module k3s requires that is neither Kubernetes nor the fork.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct ExtraModule {
+pub(crate) struct ExtraModule {
     /// Its module path.
-    pub path: String,
+    pub(crate) path: String,
     /// Its repository.
-    pub repo: Location,
+    pub(crate) repo: Location,
 }
 
 /// The repositories as flags name them (`--upstream/--fork/--k3s`), each overriding
 /// kiln.toml's entry.
 #[derive(Clone, Debug, Default)]
-pub struct RepoFlags {
+pub(crate) struct RepoFlags {
     /// `--upstream`.
-    pub upstream: Option<Location>,
+    pub(crate) upstream: Option<Location>,
     /// `--fork`.
-    pub fork: Option<Location>,
+    pub(crate) fork: Option<Location>,
     /// `--k3s`.
-    pub k3s: Option<Location>,
+    pub(crate) k3s: Option<Location>,
 }
 
 /// Where a release goes, as `[publish]` in kiln.toml names it; each is the default of the
 /// matching flag of `push`, `verify-tags`, `status`, `images check`, `kdm add` and
 /// `channel set-stable`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PublishConfig {
+pub(crate) struct PublishConfig {
     /// The fork's remote.
-    pub fork_remote: Option<Location>,
+    pub(crate) fork_remote: Option<Location>,
     /// k3s's remote.
-    pub k3s_remote: Option<Location>,
+    pub(crate) k3s_remote: Option<Location>,
     /// The image registry (`host[:port]`).
-    pub registry: Option<String>,
+    pub(crate) registry: Option<String>,
     /// KDM's channels.yaml.
-    pub kdm: Option<PathBuf>,
+    pub(crate) kdm: Option<PathBuf>,
     /// k3s's channel.yaml.
-    pub channel: Option<PathBuf>,
+    pub(crate) channel: Option<PathBuf>,
 }
 
 /// The shared cache, as `[cache]` in kiln.toml names it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct CacheConfig {
+pub(crate) struct CacheConfig {
     /// `oci://HOST[:PORT]/REPO`.
-    pub url: String,
+    pub(crate) url: String,
     /// The signing key file (made absolute from kiln.toml's directory); records are published
     /// only with one.
     #[serde(default)]
-    pub signing_key: Option<String>,
+    pub(crate) signing_key: Option<String>,
     /// Public keys whose records are used (`ed25519:…`).
     #[serde(default)]
-    pub trusted_keys: Vec<String>,
+    pub(crate) trusted_keys: Vec<String>,
 }
 
 /// A `kiln.toml`, read once, every path and location in it made absolute from its directory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KilnToml {
+pub(crate) struct KilnToml {
     /// `[repos]`, when present.
-    pub repos: Option<(Location, Location, Location)>,
+    pub(crate) repos: Option<(Location, Location, Location)>,
     /// `[[modules]]`.
-    pub modules: Vec<ExtraModule>,
+    pub(crate) modules: Vec<ExtraModule>,
     /// `[cache]`.
-    pub cache: Option<CacheConfig>,
+    pub(crate) cache: Option<CacheConfig>,
     /// `[publish]` (empty without one).
-    pub publish: PublishConfig,
+    pub(crate) publish: PublishConfig,
 }
 
 #[derive(serde::Deserialize)]
@@ -148,7 +148,7 @@ struct PublishFile {
 impl KilnToml {
     /// `dir/kiln.toml`, or `Ok(None)` when there is none. A file that does not parse, or names
     /// an unacceptable location, is an error naming it.
-    pub fn load(dir: &Path) -> Result<Option<Self>, ReleaseError> {
+    pub(crate) fn load(dir: &Path) -> Result<Option<Self>, ReleaseError> {
         let dir = std::fs::canonicalize(dir).map_err(|source| ReleaseError::Io {
             action: "resolve",
             path: dir.to_owned(),
@@ -221,7 +221,7 @@ impl KilnToml {
 impl RepoSet {
     /// The repositories: each flag, else kiln.toml's entry; refused when one is named by
     /// neither (`dir` is where kiln.toml was looked for, for the message).
-    pub fn merge(
+    pub(crate) fn merge(
         flags: &RepoFlags,
         toml: Option<&KilnToml>,
         dir: &Path,

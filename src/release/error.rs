@@ -5,7 +5,7 @@ use crate::names::{K8sVersion, NameError};
 
 /// Why a release cannot go ahead, said in the captain's terms.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum ReleaseError {
+pub(crate) enum ReleaseError {
     /// A lockfile's input is not in the repository it came from.
     #[error("{what} {commit}, recorded in the lockfile, is not in {repo}")]
     #[diagnostic(

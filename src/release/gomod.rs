@@ -14,7 +14,7 @@ const FORK_MODULE: &str = "github.com/k3s-io/kubernetes";
 
 /// What a go.mod edit changes, every version spelled once from the two fork tags.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GoModEdit {
+pub(crate) struct GoModEdit {
     /// `v1.28.1` → `v1.28.2` for `require k8s.io/kubernetes`.
     old_k8s: String,
     new_k8s: String,
@@ -29,7 +29,7 @@ pub struct GoModEdit {
 impl GoModEdit {
     /// The edit of a release from `old` to `new`.
     #[must_use]
-    pub fn new(old: ForkTag, new: ForkTag) -> Self {
+    pub(crate) fn new(old: ForkTag, new: ForkTag) -> Self {
         Self {
             old_k8s: old.k8s.to_string(),
             new_k8s: new.k8s.to_string(),
@@ -42,7 +42,7 @@ impl GoModEdit {
 
     /// Every version of the edit by name, as the `k3s-edit` step's key reads them.
     #[must_use]
-    pub fn as_inputs(&self) -> [(&'static str, String); 6] {
+    pub(crate) fn as_inputs(&self) -> [(&'static str, String); 6] {
         [
             ("old_k8s", self.old_k8s.clone()),
             ("new_k8s", self.new_k8s.clone()),
@@ -56,15 +56,15 @@ impl GoModEdit {
 
 /// One changed line.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct LineChange {
+pub(crate) struct LineChange {
     /// The file, relative to the k3s checkout.
-    pub file: String,
+    pub(crate) file: String,
     /// 1-based line number.
-    pub line: usize,
+    pub(crate) line: usize,
     /// Before.
-    pub old: String,
+    pub(crate) old: String,
     /// After.
-    pub new: String,
+    pub(crate) new: String,
 }
 
 impl fmt::Display for LineChange {
@@ -114,7 +114,7 @@ fn replace_token(line: &str, at: usize, old: &str, new: &str) -> String {
 
 /// Edits go.mod text; returns the new text and every changed line. Fails when the file does
 /// not look like k3s's at the old release (nothing to change), so a wrong `--old` is caught.
-pub fn edit_go_mod(
+pub(crate) fn edit_go_mod(
     text: &str,
     edit: &GoModEdit,
     file: &str,
@@ -218,12 +218,12 @@ pub fn edit_go_mod(
 }
 
 /// New file contents to write, and the lines that change.
-pub type GoBump = (Vec<(PathBuf, String)>, Vec<LineChange>);
+pub(crate) type GoBump = (Vec<(PathBuf, String)>, Vec<LineChange>);
 
 /// Rewrites the Go version in k3s's build files: `golang:X-` in `Dockerfile*` at the root and
 /// `go-version:` in the integration and unit-coverage workflows. Returns the new contents of
 /// the files that change and the changed lines.
-pub fn bump_go_files(root: &Path, go: &str) -> Result<GoBump, ReleaseError> {
+pub(crate) fn bump_go_files(root: &Path, go: &str) -> Result<GoBump, ReleaseError> {
     let read_error = |path: &Path, source| ReleaseError::Io {
         action: "read",
         path: path.to_owned(),
@@ -334,15 +334,15 @@ fn bump_workflow_line(line: &str, go: &str) -> String {
 
 /// What `kiln bump-k3s` changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct BumpReport {
+pub(crate) struct BumpReport {
     /// Changed lines, go.mod first.
-    pub changes: Vec<LineChange>,
+    pub(crate) changes: Vec<LineChange>,
 }
 
 /// The go.mod and Go-version edits of a release, in place on the k3s checkout at `root` (no
 /// tidy, no container). Nothing is written unless every edit succeeds; each file is replaced
 /// atomically.
-pub fn bump_k3s(
+pub(crate) fn bump_k3s(
     root: &Path,
     edit: &GoModEdit,
     go: Option<&str>,

@@ -29,7 +29,11 @@ fn local(location: &Location) -> Result<&Path, ReleaseError> {
 }
 
 /// Adds the release's tags to the fork and its branch to k3s (both local repositories).
-pub fn add_into(store: &LocalStore, repos: &RepoSet, lock: &Lockfile) -> Result<(), ReleaseError> {
+pub(crate) fn add_into(
+    store: &LocalStore,
+    repos: &RepoSet,
+    lock: &Lockfile,
+) -> Result<(), ReleaseError> {
     let bundle = |digest: Option<Digest>, what| {
         digest.ok_or(ReleaseError::MissingOutput {
             step: what,

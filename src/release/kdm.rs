@@ -13,7 +13,7 @@ use crate::names::K3sVersion;
 
 /// Why `channels.yaml` cannot be changed; nothing was written.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum KdmError {
+pub(crate) enum KdmError {
     /// The file is not YAML.
     #[error("{file} does not parse as YAML: {reason}")]
     #[diagnostic(
@@ -157,7 +157,7 @@ pub enum KdmError {
 /// What `add` or `promote` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum KdmAction {
+pub(crate) enum KdmAction {
     /// A new entry.
     Added,
     /// An RC entry became the GA one.
@@ -168,15 +168,15 @@ pub enum KdmAction {
 
 /// The edited text and what changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KdmEdit {
+pub(crate) struct KdmEdit {
     /// The whole new file.
-    pub text: String,
+    pub(crate) text: String,
     /// What happened.
-    pub action: KdmAction,
+    pub(crate) action: KdmAction,
     /// The entry copied from (added) or promoted.
-    pub from: Option<String>,
+    pub(crate) from: Option<String>,
     /// The lines added or changed, without line ends.
-    pub lines: Vec<String>,
+    pub(crate) lines: Vec<String>,
 }
 
 impl KdmEdit {
@@ -192,13 +192,13 @@ impl KdmEdit {
 
 /// Options of `add`.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct AddOptions<'a> {
+pub(crate) struct AddOptions<'a> {
     /// Copy from, and insert after, this entry instead of the latest of the same minor.
-    pub after: Option<K3sVersion>,
+    pub(crate) after: Option<K3sVersion>,
     /// minChannelServerVersion of the new entry.
-    pub min: Option<&'a str>,
+    pub(crate) min: Option<&'a str>,
     /// maxChannelServerVersion of the new entry.
-    pub max: Option<&'a str>,
+    pub(crate) max: Option<&'a str>,
 }
 
 /// One line of the file.
@@ -494,7 +494,7 @@ fn load<'a>(text: &'a str, file: &str) -> Result<(Layout<'a>, Value), KdmError> 
 }
 
 /// The versions `releases:` lists, in file order.
-pub fn listed_versions(text: &str, file: &str) -> Result<Vec<String>, KdmError> {
+pub(crate) fn listed_versions(text: &str, file: &str) -> Result<Vec<String>, KdmError> {
     let (layout, _) = load(text, file)?;
     Ok(layout.versions().into_iter().map(str::to_owned).collect())
 }
@@ -520,7 +520,7 @@ fn check_range(flag: &'static str, value: Option<&str>) -> Result<(), KdmError> 
 }
 
 /// Adds the entry of `version`, or leaves the file as it is when the entry is there.
-pub fn add_entry(
+pub(crate) fn add_entry(
     text: &str,
     version: &K3sVersion,
     options: &AddOptions<'_>,
@@ -732,7 +732,11 @@ fn new_entry(
 
 /// Turns the RC entry of `version` (the highest RC, or the RC named) into the GA entry: only
 /// the version on its `version:` line changes.
-pub fn promote_entry(text: &str, version: &K3sVersion, file: &str) -> Result<KdmEdit, KdmError> {
+pub(crate) fn promote_entry(
+    text: &str,
+    version: &K3sVersion,
+    file: &str,
+) -> Result<KdmEdit, KdmError> {
     let (layout, old_doc) = load(text, file)?;
     let ga = version.ga();
     let ga_name = ga.to_string();

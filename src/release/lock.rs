@@ -49,19 +49,19 @@ fn locked_output(lock: &Lockfile, step: &str, name: &str) -> Option<Digest> {
 
 /// The bundle holding the fork's stamp commit and every new tag.
 #[must_use]
-pub fn tag_bundle(lock: &Lockfile) -> Option<Digest> {
+pub(crate) fn tag_bundle(lock: &Lockfile) -> Option<Digest> {
     locked_output(lock, step::TAG, output::TAG_BUNDLE)
 }
 
 /// The bundle holding the k3s branch's commit.
 #[must_use]
-pub fn k3s_bundle(lock: &Lockfile) -> Option<Digest> {
+pub(crate) fn k3s_bundle(lock: &Lockfile) -> Option<Digest> {
     locked_output(lock, step::K3S_TIDY, output::K3S_BUNDLE)
 }
 
 /// The tree of `dist/artifacts`.
 #[must_use]
-pub fn artifacts_tree(lock: &Lockfile) -> Option<Digest> {
+pub(crate) fn artifacts_tree(lock: &Lockfile) -> Option<Digest> {
     locked_output(lock, step::BUILD, output::ARTIFACTS)
 }
 
@@ -69,7 +69,7 @@ pub fn artifacts_tree(lock: &Lockfile) -> Option<Digest> {
 ///
 /// # Panics
 /// Never: every walked path is below `dir`.
-pub async fn unpack_artifacts(
+pub(crate) async fn unpack_artifacts(
     store: &LocalStore,
     report: &RunReport,
     dir: &Path,
@@ -125,7 +125,7 @@ pub async fn unpack_artifacts(
 }
 
 /// The lockfile of a finished release.
-pub fn lockfile(
+pub(crate) fn lockfile(
     resolved: &Resolved,
     toolchain: &Toolchain,
     identity: &Identity,

@@ -11,7 +11,7 @@ use crate::lockfile::Lockfile;
 use super::{ReleaseError, RepoSet, Resolved, ServedModule};
 
 /// The release inputs `lock` records, against mirrors of `repos` under `git_dir`. Blocking.
-pub fn resolve_locked(
+pub(crate) fn resolve_locked(
     repos: &RepoSet,
     lock: &Lockfile,
     git_dir: &Path,

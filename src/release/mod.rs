@@ -18,26 +18,23 @@ mod rcga;
 mod recipe;
 mod resolve;
 mod scripts;
-pub mod verify;
+pub(crate) mod verify;
 
-pub use channel::{ChannelError, is_ga, set_stable, stable_latest};
-pub use config::{CacheConfig, ExtraModule, KilnToml, PublishConfig, RepoFlags, RepoSet};
-pub use error::ReleaseError;
-pub use gomod::{BumpReport, GoBump, GoModEdit, LineChange, bump_go_files, bump_k3s, edit_go_mod};
-pub use into::add_into;
-pub use kdm::{
-    AddOptions, KdmAction, KdmEdit, KdmError, add_entry, listed_versions, promote_entry,
-};
-pub use lock::{artifacts_tree, k3s_bundle, lockfile, tag_bundle, unpack_artifacts};
-pub use locked::resolve_locked;
-pub use modules::{FORK_MODULE, extra_module_versions, fork_module_versions, staging_modules};
+pub(crate) use channel::{set_stable, stable_latest};
+pub(crate) use config::{CacheConfig, KilnToml, PublishConfig, RepoFlags, RepoSet};
+pub(crate) use error::ReleaseError;
+pub(crate) use gomod::{GoModEdit, bump_go_files, bump_k3s, edit_go_mod};
+pub(crate) use into::add_into;
+pub(crate) use kdm::{AddOptions, KdmAction, add_entry, listed_versions, promote_entry};
+pub(crate) use lock::{artifacts_tree, k3s_bundle, lockfile, tag_bundle, unpack_artifacts};
+pub(crate) use locked::resolve_locked;
+pub(crate) use modules::FORK_MODULE;
+pub use modules::{extra_module_versions, fork_module_versions};
 pub(crate) use pipeline::scratch_dir;
-pub use pipeline::{
-    Prepared, ReleaseRequest, Released, Toolchain, export_artifacts, lockfile_path, prepare,
-    resolve_request, run, write_lockfile,
+pub(crate) use pipeline::{
+    Prepared, ReleaseRequest, Toolchain, export_artifacts, prepare, resolve_request, run,
+    write_lockfile,
 };
-pub use rcga::{TagError, TagKind, TagPlan, create_tag, plan_tag};
-pub use recipe::{
-    BuiltinError, RECIPE_SCHEMA, ReleaseInputs, ServedModule, output, release_plan, step,
-};
-pub use resolve::{Resolved, derive_names, resolve};
+pub(crate) use rcga::{TagKind, create_tag, plan_tag};
+pub(crate) use recipe::{ReleaseInputs, ServedModule, release_plan, step};
+pub(crate) use resolve::{Resolved, derive_names, resolve};

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::gomod::{GitReadError, GoModError, ModuleVersion, module_files};
 
 /// The fork's module path.
-pub const FORK_MODULE: &str = "github.com/k3s-io/kubernetes";
+pub(crate) const FORK_MODULE: &str = "github.com/k3s-io/kubernetes";
 
 fn git_out(repo: &Path, args: &[&str]) -> Result<String, GoModError> {
     crate::git::output(repo, args).map_err(|e| GoModError::Git {
@@ -32,7 +32,7 @@ fn commit_time(repo: &Path, rev: &str) -> Result<i64, GoModError> {
 }
 
 /// The staging modules of the tree at `rev`: the directories under `staging/src/k8s.io/`.
-pub fn staging_modules(repo: &Path, rev: &str) -> Result<Vec<String>, GoModError> {
+pub(crate) fn staging_modules(repo: &Path, rev: &str) -> Result<Vec<String>, GoModError> {
     crate::git::validate_rev(rev).map_err(|e| GoModError::Git {
         what: "staging".into(),
         repo: repo.display().to_string(),

@@ -23,49 +23,47 @@ use super::{
 /// One patch release, as a captain asks for it: the versions, the repositories, who the
 /// commits are by.
 #[derive(Clone, Debug)]
-pub struct ReleaseRequest {
+pub(crate) struct ReleaseRequest {
     /// `--old`/`--new` and the suffixes, checked as a pair.
-    pub versions: ReleaseVersions,
+    pub(crate) versions: ReleaseVersions,
     /// The repositories.
-    pub repos: RepoSet,
+    pub(crate) repos: RepoSet,
     /// The commits' author and committer.
-    pub identity: Identity,
+    pub(crate) identity: Identity,
 }
 
 /// The image a release's container steps run in.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Toolchain {
+pub(crate) struct Toolchain {
     /// The engine's reference and the image's content identity (its recipe key).
-    pub image: StepImage,
+    pub(crate) image: StepImage,
     /// The Go inside it.
-    pub go: String,
+    pub(crate) go: String,
 }
 
 /// A release resolved and planned, not run yet.
 #[derive(Clone, Debug)]
-pub struct Prepared {
-    /// The repositories.
-    pub repos: RepoSet,
-    /// Everything read from them.
-    pub resolved: Resolved,
+pub(crate) struct Prepared {
+    /// Everything read from the repositories.
+    pub(crate) resolved: Resolved,
     /// The commits' identity.
-    pub identity: Identity,
+    pub(crate) identity: Identity,
     /// The image the steps run in.
-    pub toolchain: Toolchain,
+    pub(crate) toolchain: Toolchain,
     /// The steps.
-    pub plan: Plan,
+    pub(crate) plan: Plan,
 }
 
 /// A release that ran: its lockfile, what each step did, and its artifacts unpacked (checked
 /// against their digests) in a scratch directory under the store's `tmp/`, removed on drop.
 #[derive(Debug)]
-pub struct Released {
+pub(crate) struct Released {
     /// The lockfile.
-    pub lock: Lockfile,
+    pub(crate) lock: Lockfile,
     /// Each step's outcome.
-    pub report: RunReport,
+    pub(crate) report: RunReport,
     /// `dist/artifacts`, unpacked.
-    pub artifacts: tempfile::TempDir,
+    pub(crate) artifacts: tempfile::TempDir,
 }
 
 /// Resolves `request` against its repositories (mirrored under the store): names, commits,
@@ -74,7 +72,7 @@ pub struct Released {
 ///
 /// # Panics
 /// Never: resolving runs no code that panics.
-pub async fn resolve_request(
+pub(crate) async fn resolve_request(
     request: &ReleaseRequest,
     store: &LocalStore,
 ) -> Result<Resolved, ReleaseError> {
@@ -85,8 +83,7 @@ pub async fn resolve_request(
 }
 
 /// Plans a resolved release on `toolchain`.
-pub fn prepare(
-    repos: RepoSet,
+pub(crate) fn prepare(
     resolved: Resolved,
     identity: Identity,
     toolchain: Toolchain,
@@ -108,7 +105,6 @@ pub fn prepare(
     };
     let plan = release_plan(&inputs)?;
     Ok(Prepared {
-        repos,
         resolved,
         identity,
         toolchain,
@@ -121,7 +117,7 @@ pub fn prepare(
 /// artifacts are unpacked from `store` and the lockfile assembled. Refuses a release whose new
 /// fork tag already exists in the fork at another commit than the one this run made.
 /// Dropping the future cancels the running steps (their containers are removed).
-pub async fn run<S: Store, B: Sandbox + Clone + 'static>(
+pub(crate) async fn run<S: Store, B: Sandbox + Clone + 'static>(
     prepared: &Prepared,
     store: &LocalStore,
     layered: &S,
@@ -176,13 +172,13 @@ pub(crate) fn scratch_dir(
 
 /// Where a release's lockfile goes in `dir`: `<new fork tag>.lock.json`.
 #[must_use]
-pub fn lockfile_path(dir: &Path, lock: &Lockfile) -> PathBuf {
+pub(crate) fn lockfile_path(dir: &Path, lock: &Lockfile) -> PathBuf {
     dir.join(format!("{}.lock.json", lock.release.new_fork_tag()))
 }
 
 /// Writes `lock` into `dir` (created if needed) as canonical JSON, atomically and durably;
 /// returns its path.
-pub fn write_lockfile(dir: &Path, lock: &Lockfile) -> Result<PathBuf, ReleaseError> {
+pub(crate) fn write_lockfile(dir: &Path, lock: &Lockfile) -> Result<PathBuf, ReleaseError> {
     std::fs::create_dir_all(dir).map_err(|source| ReleaseError::Io {
         action: "create",
         path: dir.to_owned(),
@@ -198,7 +194,7 @@ pub fn write_lockfile(dir: &Path, lock: &Lockfile) -> Result<PathBuf, ReleaseErr
 }
 
 /// Copies the release's artifacts (already checked against their digests) into `out`.
-pub fn export_artifacts(released: &Released, out: &Path) -> Result<(), ReleaseError> {
+pub(crate) fn export_artifacts(released: &Released, out: &Path) -> Result<(), ReleaseError> {
     copy_dir(released.artifacts.path(), out)
 }
 

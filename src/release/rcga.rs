@@ -9,7 +9,7 @@ use crate::names::{ForkTag, K3sVersion, next_rc, rcs_among};
 
 /// RC or GA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TagKind {
+pub(crate) enum TagKind {
     /// A release candidate.
     Rc,
     /// The release.
@@ -18,22 +18,22 @@ pub enum TagKind {
 
 /// What `kiln tag` will do, or did.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct TagPlan {
+pub(crate) struct TagPlan {
     /// The tag.
-    pub tag: K3sVersion,
+    pub(crate) tag: K3sVersion,
     /// The branch whose head it names.
-    pub branch: String,
+    pub(crate) branch: String,
     /// That head.
-    pub commit: String,
+    pub(crate) commit: String,
     /// True when the tag already exists at that commit (nothing to do).
-    pub exists: bool,
+    pub(crate) exists: bool,
     /// The RC tags of this version and suffix already in the repository.
-    pub rcs: Vec<String>,
+    pub(crate) rcs: Vec<String>,
 }
 
 /// Why a tag cannot be made.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum TagError {
+pub(crate) enum TagError {
     /// GA before any RC.
     #[error("{} needs a release candidate first: no {}-rcN+{} tag exists", .tag.ga(), .tag.k8s, .tag.suffix)]
     #[diagnostic(
@@ -93,7 +93,7 @@ pub enum TagError {
 
 /// Plans the RC or GA tag of the release `fork_tag` names on `branch` of the local
 /// repository `repo`.
-pub fn plan_tag(
+pub(crate) fn plan_tag(
     repo: &Path,
     kind: TagKind,
     fork_tag: ForkTag,
@@ -159,7 +159,7 @@ pub fn plan_tag(
 
 /// Creates the planned tag (a lightweight tag; `update-ref` with the all-zero old value, so an
 /// existing ref is never overwritten, even by a race).
-pub fn create_tag(repo: &Path, plan: &TagPlan) -> Result<(), TagError> {
+pub(crate) fn create_tag(repo: &Path, plan: &TagPlan) -> Result<(), TagError> {
     if plan.exists {
         return Ok(());
     }

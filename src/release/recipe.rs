@@ -26,53 +26,53 @@ use super::{
 };
 
 /// Version of the release recipe: part of every step's kind schema.
-pub const RECIPE_SCHEMA: u32 = 1;
+pub(crate) const RECIPE_SCHEMA: u32 = 1;
 
 /// The recipe's step names, as the lockfile and run reports carry them.
-pub mod step {
+pub(crate) mod step {
     /// The rebase of the k3s patches onto the new upstream tag.
-    pub const REBASE: &str = "rebase";
+    pub(crate) const REBASE: &str = "rebase";
     /// The fork's `tag.sh`.
-    pub const TAG: &str = "tag";
+    pub(crate) const TAG: &str = "tag";
     /// The GOPROXY tree of the new tags and the extra modules.
-    pub const MODULES: &str = "modules";
+    pub(crate) const MODULES: &str = "modules";
     /// k3s's go.mod and Go bump, as data.
-    pub const K3S_EDIT: &str = "k3s-edit";
+    pub(crate) const K3S_EDIT: &str = "k3s-edit";
     /// `go mod tidy` and the k3s commit.
-    pub const K3S_TIDY: &str = "k3s-tidy";
+    pub(crate) const K3S_TIDY: &str = "k3s-tidy";
     /// `make`.
-    pub const BUILD: &str = "build";
+    pub(crate) const BUILD: &str = "build";
 }
 
 /// The recipe's output names (a trailing `/` marks a directory).
-pub mod output {
+pub(crate) mod output {
     /// A commit id.
-    pub const HEAD: &str = "head";
+    pub(crate) const HEAD: &str = "head";
     /// The rebased commits.
-    pub const REBASE_BUNDLE: &str = "rebase.bundle";
+    pub(crate) const REBASE_BUNDLE: &str = "rebase.bundle";
     /// `tag commit` lines of every tag `tag.sh` made.
-    pub const TAGS: &str = "tags";
+    pub(crate) const TAGS: &str = "tags";
     /// tag.sh's `git push` lines.
-    pub const PUSH: &str = "push";
+    pub(crate) const PUSH: &str = "push";
     /// The stamp commit and every tag.
-    pub const TAG_BUNDLE: &str = "tag.bundle";
+    pub(crate) const TAG_BUNDLE: &str = "tag.bundle";
     /// The GOPROXY tree.
-    pub const PROXY: &str = "proxy/";
+    pub(crate) const PROXY: &str = "proxy/";
     /// `module version h1:` lines.
-    pub const SUMS: &str = "sums";
+    pub(crate) const SUMS: &str = "sums";
     /// The edited k3s files.
-    pub const EDIT: &str = "edit/";
+    pub(crate) const EDIT: &str = "edit/";
     /// The changed lines.
-    pub const CHANGES: &str = "changes";
+    pub(crate) const CHANGES: &str = "changes";
     /// The k3s branch's commit.
-    pub const K3S_BUNDLE: &str = "k3s.bundle";
+    pub(crate) const K3S_BUNDLE: &str = "k3s.bundle";
     /// `dist/artifacts`.
-    pub const ARTIFACTS: &str = "artifacts/";
+    pub(crate) const ARTIFACTS: &str = "artifacts/";
 }
 
 /// Why a builtin step (`modules`, `k3s-edit`) failed.
 #[derive(Debug, thiserror::Error)]
-pub enum BuiltinError {
+pub(crate) enum BuiltinError {
     /// git could not read the tag bundle.
     #[error("cannot read the tag bundle: {stderr}")]
     TagBundle {
@@ -112,45 +112,45 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 
 /// An extra module served from its repository's tags.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct ServedModule {
+pub(crate) struct ServedModule {
     /// Module path.
-    pub path: String,
+    pub(crate) path: String,
     /// Local mirror of its repository.
     #[serde(skip)]
-    pub mirror: PathBuf,
+    pub(crate) mirror: PathBuf,
     /// Its tags → commit ids.
-    pub tags: BTreeMap<String, String>,
+    pub(crate) tags: BTreeMap<String, String>,
 }
 
 /// Everything resolved before planning.
 #[derive(Clone, Debug)]
-pub struct ReleaseInputs {
+pub(crate) struct ReleaseInputs {
     /// The names.
-    pub names: ReleaseNames,
+    pub(crate) names: ReleaseNames,
     /// Mirror of upstream.
-    pub upstream: PathBuf,
+    pub(crate) upstream: PathBuf,
     /// Mirror of the fork.
-    pub fork: PathBuf,
+    pub(crate) fork: PathBuf,
     /// Mirror of k3s.
-    pub k3s: PathBuf,
+    pub(crate) k3s: PathBuf,
     /// Commit of the old upstream tag.
-    pub old_commit: String,
+    pub(crate) old_commit: String,
     /// Commit of the new upstream tag.
-    pub new_commit: String,
+    pub(crate) new_commit: String,
     /// Commit of the old fork tag.
-    pub old_fork_commit: String,
+    pub(crate) old_fork_commit: String,
     /// The release branch head of k3s.
-    pub k3s_commit: String,
+    pub(crate) k3s_commit: String,
     /// `.go-version` at the old upstream tag (the Go bump happens when it differs).
-    pub old_go: GoVersion,
+    pub(crate) old_go: GoVersion,
     /// The toolchain image.
-    pub toolchain: StepImage,
+    pub(crate) toolchain: StepImage,
     /// Commit identity.
-    pub identity: Identity,
+    pub(crate) identity: Identity,
     /// `SOURCE_DATE_EPOCH` and the commit dates.
-    pub source_date_epoch: i64,
+    pub(crate) source_date_epoch: i64,
     /// Extra modules k3s requires.
-    pub modules: Vec<ServedModule>,
+    pub(crate) modules: Vec<ServedModule>,
 }
 
 fn base_env(inputs: &ReleaseInputs) -> BTreeMap<String, String> {
@@ -239,7 +239,7 @@ fn builtin(name: &str, action: HostAction) -> Step {
 }
 
 /// The release's plan.
-pub fn release_plan(inputs: &ReleaseInputs) -> Result<Plan, EngineError> {
+pub(crate) fn release_plan(inputs: &ReleaseInputs) -> Result<Plan, EngineError> {
     let n = &inputs.names;
     let mut env = base_env(inputs);
     env.insert("OLD_COMMIT".into(), inputs.old_commit.clone());

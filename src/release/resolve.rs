@@ -11,33 +11,33 @@ use super::{ReleaseError, RepoSet, ServedModule};
 
 /// What a release resolves to before its toolchain image is chosen.
 #[derive(Clone, Debug)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// The names.
-    pub names: ReleaseNames,
+    pub(crate) names: ReleaseNames,
     /// The upstream mirror (under the store).
-    pub upstream: PathBuf,
+    pub(crate) upstream: PathBuf,
     /// The fork's mirror.
-    pub fork: PathBuf,
+    pub(crate) fork: PathBuf,
     /// k3s's mirror.
-    pub k3s: PathBuf,
+    pub(crate) k3s: PathBuf,
     /// Commit of the old upstream tag.
-    pub old_commit: String,
+    pub(crate) old_commit: String,
     /// Commit of the new upstream tag.
-    pub new_commit: String,
+    pub(crate) new_commit: String,
     /// Commit of the old fork tag.
-    pub old_fork_commit: String,
+    pub(crate) old_fork_commit: String,
     /// k3s release branch head.
-    pub k3s_commit: String,
+    pub(crate) k3s_commit: String,
     /// The old release's k3s patches, `OLD_K8S..OLD_FORK~1`, oldest first.
-    pub patches: Vec<String>,
+    pub(crate) patches: Vec<String>,
     /// `.go-version` at the old upstream tag.
-    pub old_go: GoVersion,
+    pub(crate) old_go: GoVersion,
     /// `SOURCE_DATE_EPOCH`: the new upstream tag's commit time.
-    pub source_date_epoch: i64,
+    pub(crate) source_date_epoch: i64,
     /// The new fork tag's commit if the fork already has it.
-    pub existing_new_tag: Option<String>,
+    pub(crate) existing_new_tag: Option<String>,
     /// Extra modules.
-    pub modules: Vec<ServedModule>,
+    pub(crate) modules: Vec<ServedModule>,
 }
 
 /// The tags of the three repositories, one `git ls-remote` each.
@@ -47,9 +47,9 @@ fn facts_of(
     k3s: &Location,
 ) -> Result<RepoFacts, ReleaseError> {
     Ok(RepoFacts {
-        upstream_tags: git::list_tags(upstream)?,
-        fork_tags: git::list_tags(fork)?,
-        k3s_tags: git::list_tags(k3s)?,
+        upstream: git::list_tags(upstream)?,
+        fork: git::list_tags(fork)?,
+        k3s: git::list_tags(k3s)?,
     })
 }
 
@@ -74,7 +74,7 @@ fn go_version_at(upstream: &Path, tag: K8sVersion) -> Result<GoVersion, ReleaseE
 /// Every name of the release `versions` names, as `kiln versions` shows them: checked against
 /// the repositories' tags before any mirror is made; the Go version from the upstream mirror.
 /// Also says whether the fork already has the new tag.
-pub fn derive_names(
+pub(crate) fn derive_names(
     repos: &RepoSet,
     versions: &ReleaseVersions,
     git_dir: &Path,
@@ -84,12 +84,12 @@ pub fn derive_names(
     let upstream = git::mirror(git_dir, &repos.upstream)?;
     let go = go_version_at(&upstream, versions.new_version())?;
     let names = names::derive(versions, &facts, go)?;
-    let exists = facts.fork_tags.contains(&names.new_fork_tag().to_string());
+    let exists = facts.fork.contains(&names.new_fork_tag().to_string());
     Ok((names, exists))
 }
 
 /// Resolves everything a release reads.
-pub fn resolve(
+pub(crate) fn resolve(
     repos: &RepoSet,
     versions: &ReleaseVersions,
     git_dir: &Path,
@@ -135,7 +135,7 @@ pub fn resolve(
     })?;
     let new_tag = names.new_fork_tag().to_string();
     let existing_new_tag = facts
-        .fork_tags
+        .fork
         .contains(&new_tag)
         .then(|| git::resolve_commit(&fork, &new_tag))
         .transpose()?;

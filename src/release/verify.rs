@@ -21,7 +21,7 @@ use super::{
 };
 
 /// The steps a `--steps git` verification re-runs: everything but the Go build.
-pub const GIT_STEPS: [&str; 5] = [
+pub(crate) const GIT_STEPS: [&str; 5] = [
     step::REBASE,
     step::TAG,
     step::MODULES,
@@ -35,7 +35,7 @@ const KEEP_MARKER: &str = ".kiln-verify";
 /// What a verification rebuilds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Scope {
+pub(crate) enum Scope {
     /// Every step.
     All,
     /// [`GIT_STEPS`]: tags, module sums and the k3s commit, no build.
@@ -45,13 +45,13 @@ pub enum Scope {
 impl Scope {
     /// Whether `step` is rebuilt.
     #[must_use]
-    pub fn includes(self, step: &str) -> bool {
+    pub(crate) fn includes(self, step: &str) -> bool {
         self == Self::All || GIT_STEPS.contains(&step)
     }
 
     /// `all` or `git`, as `--steps` names it.
     #[must_use]
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::All => "all",
             Self::Git => "git",
@@ -63,19 +63,22 @@ impl Scope {
 /// to say that the lockfile, as it is byte for byte, was rebuilt here.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VerifiedNote {
+pub(crate) struct VerifiedNote {
     /// The SHA-256 of the lockfile's bytes.
-    pub lockfile_sha256: Digest,
+    pub(crate) lockfile_sha256: Digest,
     /// The release's fork tag.
-    pub fork_tag: String,
+    pub(crate) fork_tag: String,
     /// What was rebuilt.
-    pub steps: Scope,
+    pub(crate) steps: Scope,
 }
 
 impl VerifiedNote {
     /// The note of a passed verification of the lockfile whose bytes hash to `lockfile`;
     /// `Ok(None)` when there is none (or it is unreadable: that is no proof).
-    pub fn read(store: &LocalStore, lockfile: &Digest) -> Result<Option<Self>, ReleaseError> {
+    pub(crate) fn read(
+        store: &LocalStore,
+        lockfile: &Digest,
+    ) -> Result<Option<Self>, ReleaseError> {
         let Some(bytes) = store.verified_sync(lockfile)? else {
             return Ok(None);
         };
@@ -97,45 +100,45 @@ impl VerifiedNote {
 
 /// A differing file, with both copies kept.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct DifferingFile {
+pub(crate) struct DifferingFile {
     /// What it is (`artifact k3s`, `step tag tags`).
-    pub what: String,
+    pub(crate) what: String,
     /// The locked digest (`-` when the lock has none).
-    pub locked_sha256: String,
+    pub(crate) locked_sha256: String,
     /// The rebuilt digest.
-    pub rebuilt_sha256: String,
+    pub(crate) rebuilt_sha256: String,
     /// Size of the locked copy, when there is one.
-    pub locked_size: Option<u64>,
+    pub(crate) locked_size: Option<u64>,
     /// Size of the rebuilt copy.
-    pub rebuilt_size: Option<u64>,
+    pub(crate) rebuilt_size: Option<u64>,
     /// Offset of the first differing byte; `None` when a copy is missing.
-    pub first_difference: Option<u64>,
+    pub(crate) first_difference: Option<u64>,
     /// Where the locked copy was kept.
-    pub locked_copy: Option<PathBuf>,
+    pub(crate) locked_copy: Option<PathBuf>,
     /// Where the rebuilt copy was kept.
-    pub rebuilt_copy: Option<PathBuf>,
+    pub(crate) rebuilt_copy: Option<PathBuf>,
 }
 
 /// What a verification found.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// What was rebuilt.
-    pub steps: Scope,
+    pub(crate) steps: Scope,
     /// Whether every output matched.
-    pub matches: bool,
+    pub(crate) matches: bool,
     /// Every output, compared.
-    pub outputs: Vec<Compared>,
+    pub(crate) outputs: Vec<Compared>,
     /// Every step key, compared (a differing key is a differing input, not output).
-    pub keys: Vec<Compared>,
+    pub(crate) keys: Vec<Compared>,
     /// Differing files with both copies.
-    pub differing_files: Vec<DifferingFile>,
+    pub(crate) differing_files: Vec<DifferingFile>,
     /// Where the copies are.
-    pub kept: Option<PathBuf>,
+    pub(crate) kept: Option<PathBuf>,
 }
 
 /// Refuses a `--keep` directory that exists and was not made by `kiln verify` (checked before
 /// the rebuild, not after it).
-pub fn check_keep_dir(dir: &Path) -> Result<(), ReleaseError> {
+pub(crate) fn check_keep_dir(dir: &Path) -> Result<(), ReleaseError> {
     if dir.exists() && !dir.join(KEEP_MARKER).is_file() {
         return Err(ReleaseError::KeepDirTaken {
             dir: dir.to_owned(),
@@ -149,7 +152,7 @@ pub fn check_keep_dir(dir: &Path) -> Result<(), ReleaseError> {
 ///
 /// # Panics
 /// Never: resolving runs no code that panics.
-pub async fn resolve_lock(
+pub(crate) async fn resolve_lock(
     repos: &RepoSet,
     lock: &Lockfile,
     store: &LocalStore,
@@ -166,7 +169,7 @@ pub async fn resolve_lock(
 /// (under `lock_sha256`, the digest of the lockfile's bytes); on a mismatch both copies of
 /// every differing file go under `keep`.
 #[allow(clippy::too_many_arguments)] // one verification's whole description
-pub async fn rebuild<B: Sandbox + Clone + 'static>(
+pub(crate) async fn rebuild<B: Sandbox + Clone + 'static>(
     prepared: &Prepared,
     lock: &Lockfile,
     lock_sha256: Digest,
@@ -394,15 +397,15 @@ fn export_into(
 
 /// One compared output.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Compared {
+pub(crate) struct Compared {
     /// What it is: `tag …`, `module …`, `k3s …`, `artifact …`, `step … output`.
-    pub what: String,
+    pub(crate) what: String,
     /// The locked value (`-` when the lock has none).
-    pub locked: String,
+    pub(crate) locked: String,
     /// The rebuilt value (`-` when the rebuild has none).
-    pub rebuilt: String,
+    pub(crate) rebuilt: String,
     /// Whether they are equal.
-    pub matches: bool,
+    pub(crate) matches: bool,
 }
 
 fn row(what: String, locked: Option<String>, rebuilt: Option<String>) -> Compared {
@@ -418,7 +421,7 @@ fn row(what: String, locked: Option<String>, rebuilt: Option<String>) -> Compare
 /// Every output of `locked` within `scope` against `rebuilt`: the fork's tags, module sums,
 /// the k3s commit, each artifact's sha256 and size, and every step output's digest.
 #[must_use]
-pub fn compare(locked: &Lockfile, rebuilt: &Lockfile, scope: Scope) -> Vec<Compared> {
+pub(crate) fn compare(locked: &Lockfile, rebuilt: &Lockfile, scope: Scope) -> Vec<Compared> {
     let mut rows = Vec::new();
     let tags: BTreeSet<&String> = locked.tags.keys().chain(rebuilt.tags.keys()).collect();
     for tag in tags {
@@ -497,7 +500,7 @@ pub fn compare(locked: &Lockfile, rebuilt: &Lockfile, scope: Scope) -> Vec<Compa
 /// The step keys of `locked` within `scope` against `rebuilt`: a differing key means the
 /// rebuild's inputs differ (another toolchain image, say), not that an output does.
 #[must_use]
-pub fn compare_keys(locked: &Lockfile, rebuilt: &Lockfile, scope: Scope) -> Vec<Compared> {
+pub(crate) fn compare_keys(locked: &Lockfile, rebuilt: &Lockfile, scope: Scope) -> Vec<Compared> {
     locked
         .steps
         .iter()
@@ -514,7 +517,7 @@ pub fn compare_keys(locked: &Lockfile, rebuilt: &Lockfile, scope: Scope) -> Vec<
 
 /// The offset of the first byte where `a` and `b` differ; `None` when they are identical.
 /// A file that is a prefix of the other differs at the shorter one's length.
-pub fn first_difference(a: &Path, b: &Path) -> std::io::Result<Option<u64>> {
+pub(crate) fn first_difference(a: &Path, b: &Path) -> std::io::Result<Option<u64>> {
     let mut a = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(a)?);
     let mut b = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(b)?);
     let (mut left, mut right) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);

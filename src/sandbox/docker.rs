@@ -18,12 +18,12 @@ use super::step_spec::STEP_HOSTNAME;
 use super::{Engine, LogStream, Sandbox, SandboxError, StepEvent, StepExit, StepSpec};
 
 /// Label naming the kiln run (one process) a container belongs to.
-pub const LABEL_RUN: &str = "kiln.run";
+pub(crate) const LABEL_RUN: &str = "kiln.run";
 /// Label saying how a step's directories reach it: `bound` (bind mounts of host directories,
 /// local engines) or `copied` (tar streams in and out, any other engine).
 pub const LABEL_MOUNTS: &str = "kiln.mounts";
 /// Label naming the step a container runs.
-pub const LABEL_STEP: &str = "kiln.step";
+pub(crate) const LABEL_STEP: &str = "kiln.step";
 /// Label identifying the owning process; see [`RunOwner`].
 pub const LABEL_OWNER: &str = "kiln.owner";
 
@@ -81,7 +81,7 @@ impl DockerSandbox {
     /// never shared with other runs (for `kiln verify`). Remove them with
     /// [`DockerSandbox::remove_cache_volumes`].
     #[must_use]
-    pub fn with_fresh_caches(mut self) -> Self {
+    pub(crate) fn with_fresh_caches(mut self) -> Self {
         let namespace = uuid::Uuid::new_v4().simple().to_string();
         self.cache_namespace = Some(namespace[..16].into());
         self
@@ -96,7 +96,7 @@ impl DockerSandbox {
 
     /// Removes this sandbox's own cache volumes (see [`DockerSandbox::with_fresh_caches`]);
     /// shared caches are never removed. Returns how many were removed.
-    pub async fn remove_cache_volumes(&self) -> Result<usize, SandboxError> {
+    pub(crate) async fn remove_cache_volumes(&self) -> Result<usize, SandboxError> {
         let Some(ns) = &self.cache_namespace else {
             return Ok(0);
         };
@@ -137,12 +137,6 @@ impl DockerSandbox {
     #[must_use]
     pub fn engine(&self) -> &Engine {
         &self.engine
-    }
-
-    /// This process's run id (the `kiln.run` label of its containers).
-    #[must_use]
-    pub fn run_id(&self) -> &str {
-        &self.run_id
     }
 
     /// Removes every kiln container whose owning process is provably gone; returns their ids.

@@ -5,7 +5,7 @@ use bollard::{ClientVersion, Docker};
 use super::SandboxError;
 
 /// Where kiln looks for an engine when `DOCKER_HOST` is unset.
-pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+pub(crate) const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
 /// Oldest engine API kiln uses (Docker Engine 20.10, as Debian 12 ships it).
 const MIN_API: (usize, usize) = (1, 41);
@@ -32,17 +32,17 @@ pub struct Engine {
 
 /// What the engine said about itself.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct EngineInfo {
+pub(crate) struct EngineInfo {
     /// The address kiln used (`unix://…`, `tcp://…`, `ssh://…`).
-    pub host: String,
+    pub(crate) host: String,
     /// The negotiated API version, e.g. `1.41`.
-    pub api_version: String,
+    pub(crate) api_version: String,
     /// The engine's product version, e.g. `20.10.24+dfsg1`.
-    pub server_version: String,
+    pub(crate) server_version: String,
     /// The engine's product name (`Docker Engine - Community`, `Podman Engine`, …).
-    pub product: String,
+    pub(crate) product: String,
     /// Operating system and architecture of the engine host.
-    pub platform: String,
+    pub(crate) platform: String,
 }
 
 impl Engine {
@@ -56,7 +56,7 @@ impl Engine {
     }
 
     /// Connects to `host` and negotiates the API version.
-    pub async fn connect_to(host: &str) -> Result<Self, SandboxError> {
+    pub(crate) async fn connect_to(host: &str) -> Result<Self, SandboxError> {
         let tunnel = if host.starts_with("ssh://") {
             let target = super::ssh::SshTarget::parse(host)?;
             Some(std::sync::Arc::new(
@@ -141,7 +141,7 @@ impl Engine {
 
     /// What the engine said about itself.
     #[must_use]
-    pub fn info(&self) -> &EngineInfo {
+    pub(crate) fn info(&self) -> &EngineInfo {
         &self.info
     }
 
@@ -149,7 +149,7 @@ impl Engine {
     /// host directories bind-mounted into steps; any other engine gets inputs as a tar stream
     /// and gives outputs back the same way.
     #[must_use]
-    pub fn is_local(&self) -> bool {
+    pub(crate) fn is_local(&self) -> bool {
         self.tunnel.is_none()
             && self.host.starts_with("unix://")
             && std::env::var_os("KILN_COPY_MOUNTS").is_none()

@@ -10,19 +10,19 @@ use super::{LogStream, Sandbox, SandboxError, StepEvent, StepExit, StepSpec};
 
 /// What a scripted step prints and how it exits.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FakeStep {
+pub(crate) struct FakeStep {
     /// Lines emitted, in order.
-    pub lines: Vec<(LogStream, String)>,
+    pub(crate) lines: Vec<(LogStream, String)>,
     /// How the step ends.
-    pub exit: StepExit,
+    pub(crate) exit: StepExit,
     /// Files the step writes, by container path (resolved through the step's bind mounts).
-    pub writes: Vec<(String, Vec<u8>)>,
+    pub(crate) writes: Vec<(String, Vec<u8>)>,
 }
 
 impl FakeStep {
     /// A step that prints `stdout` lines and exits 0.
     #[must_use]
-    pub fn succeeds(stdout: &[&str]) -> Self {
+    pub(crate) fn succeeds(stdout: &[&str]) -> Self {
         Self {
             lines: stdout
                 .iter()
@@ -38,14 +38,14 @@ impl FakeStep {
 
     /// Also writes `bytes` at the container path `path` when it runs.
     #[must_use]
-    pub fn writing(mut self, path: &str, bytes: &[u8]) -> Self {
+    pub(crate) fn writing(mut self, path: &str, bytes: &[u8]) -> Self {
         self.writes.push((path.to_owned(), bytes.to_vec()));
         self
     }
 
     /// A step that prints `stderr` lines and exits with `code`.
     #[must_use]
-    pub fn fails(code: i64, stderr: &[&str]) -> Self {
+    pub(crate) fn fails(code: i64, stderr: &[&str]) -> Self {
         Self {
             lines: stderr
                 .iter()
@@ -63,7 +63,7 @@ impl FakeStep {
 /// Plays back [`FakeStep`]s by step name and records every [`StepSpec`] it was given.
 /// A step without a script succeeds silently.
 #[derive(Clone, Debug, Default)]
-pub struct FakeSandbox {
+pub(crate) struct FakeSandbox {
     scripts: Arc<Mutex<HashMap<String, FakeStep>>>,
     ran: Arc<Mutex<Vec<StepSpec>>>,
 }
@@ -71,7 +71,7 @@ pub struct FakeSandbox {
 impl FakeSandbox {
     /// A sandbox with no scripts.
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -80,7 +80,7 @@ impl FakeSandbox {
     /// # Panics
     /// If another thread panicked while holding the script table.
     #[must_use]
-    pub fn script(self, name: &str, step: FakeStep) -> Self {
+    pub(crate) fn script(self, name: &str, step: FakeStep) -> Self {
         self.scripts
             .lock()
             .expect("fake sandbox lock poisoned")
@@ -93,7 +93,7 @@ impl FakeSandbox {
     /// # Panics
     /// If another thread panicked while holding the record.
     #[must_use]
-    pub fn ran(&self) -> Vec<StepSpec> {
+    pub(crate) fn ran(&self) -> Vec<StepSpec> {
         self.ran.lock().expect("fake sandbox lock poisoned").clone()
     }
 }

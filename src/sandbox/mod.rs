@@ -12,6 +12,7 @@ mod copy;
 mod docker;
 mod engine;
 mod error;
+#[cfg(test)]
 mod fake;
 mod guard;
 mod lines;
@@ -21,14 +22,16 @@ mod ssh;
 mod step_event;
 mod step_spec;
 
-pub use docker::{DockerSandbox, LABEL_MOUNTS, LABEL_OWNER, LABEL_RUN, LABEL_STEP};
-pub use engine::{DEFAULT_HOST, Engine, EngineInfo};
+pub use docker::{DockerSandbox, LABEL_MOUNTS, LABEL_OWNER};
+pub use engine::Engine;
+pub(crate) use engine::EngineInfo;
 pub use error::SandboxError;
-pub use fake::{FakeSandbox, FakeStep};
-pub use probe::{IsolationCheck, probe_isolation};
-pub use run_owner::RunOwner;
+#[cfg(test)]
+pub(crate) use fake::{FakeSandbox, FakeStep};
+pub(crate) use probe::{IsolationCheck, probe_isolation};
 pub use step_event::{LogStream, STDERR_TAIL_LINES, StepEvent, StepExit, StepOutput, run_to_end};
-pub use step_spec::{BASE_ENV, BindMount, CacheMount, Network, STEP_HOSTNAME, StepSpec, UserId};
+pub(crate) use step_spec::STEP_HOSTNAME;
+pub use step_spec::{BindMount, CacheMount, Network, StepSpec, UserId};
 
 use futures::stream::BoxStream;
 

@@ -38,21 +38,21 @@ echo "env=$(tr '\0' '\n' < /proc/1/environ | cut -d= -f1 | sort | tr '\n' ' ')"
 
 /// One property of the sandbox, as expected and as observed.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct IsolationCheck {
+pub(crate) struct IsolationCheck {
     /// What is checked (`network`, `user`, …).
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// What the hermetic contract requires.
-    pub expected: String,
+    pub(crate) expected: String,
     /// What the probe saw.
-    pub observed: String,
+    pub(crate) observed: String,
     /// Whether they agree.
-    pub ok: bool,
+    pub(crate) ok: bool,
 }
 
 /// Runs the probe in `image` with `probe_dir` bound at `/probe` (the step runs as its owner),
 /// and checks what it reports. `image_env` are the variable names the image's own `ENV`
 /// declares (they are part of the image's identity, so they may appear).
-pub async fn probe_isolation(
+pub(crate) async fn probe_isolation(
     sandbox: &DockerSandbox,
     image: &str,
     image_env: &BTreeSet<String>,

@@ -8,7 +8,7 @@
 
 /// The identity of one kiln process.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RunOwner {
+pub(crate) struct RunOwner {
     machine: String,
     boot: String,
     pid: u32,
@@ -29,7 +29,7 @@ pub(crate) enum Liveness {
 impl RunOwner {
     /// The current process.
     #[must_use]
-    pub fn current() -> Self {
+    pub(crate) fn current() -> Self {
         let boot = read_trimmed("/proc/sys/kernel/random/boot_id").unwrap_or_default();
         let machine = read_trimmed("/etc/machine-id")
             .or_else(|| read_trimmed("/var/lib/dbus/machine-id"))
@@ -48,7 +48,7 @@ impl RunOwner {
 
     /// The `kiln.owner` label value.
     #[must_use]
-    pub fn label_value(&self) -> String {
+    pub(crate) fn label_value(&self) -> String {
         format!(
             "m={};b={};p={};t={}",
             self.machine, self.boot, self.pid, self.start
@@ -57,7 +57,7 @@ impl RunOwner {
 
     /// Parses a `kiln.owner` label value.
     #[must_use]
-    pub fn parse(text: &str) -> Option<Self> {
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         let mut machine = None;
         let mut boot = None;
         let mut pid = None;

@@ -37,10 +37,11 @@ pub struct StepSpec {
 
 /// The fixed environment every step starts from: [`StepSpec::new`] puts these in, and callers
 /// add their declared variables on top.
-pub const BASE_ENV: [(&str, &str); 3] = [("HOME", "/home/kiln"), ("LC_ALL", "C"), ("TZ", "UTC")];
+pub(crate) const BASE_ENV: [(&str, &str); 3] =
+    [("HOME", "/home/kiln"), ("LC_ALL", "C"), ("TZ", "UTC")];
 
 /// The hostname of every step container.
-pub const STEP_HOSTNAME: &str = "kiln";
+pub(crate) const STEP_HOSTNAME: &str = "kiln";
 
 impl StepSpec {
     /// A step named `name` running `argv` in `image`, with [`BASE_ENV`], workdir `/`, no
@@ -77,7 +78,7 @@ impl StepSpec {
     }
 
     /// Checks what the engine would otherwise reject late or misinterpret.
-    pub fn validate(&self) -> Result<(), SandboxError> {
+    pub(crate) fn validate(&self) -> Result<(), SandboxError> {
         let invalid = |reason: String| SandboxError::InvalidSpec {
             step: self.name.clone(),
             reason,
@@ -212,7 +213,7 @@ pub enum Network {
 impl Network {
     /// The engine's name for this network mode.
     #[must_use]
-    pub const fn as_engine_mode(self) -> &'static str {
+    pub(crate) const fn as_engine_mode(self) -> &'static str {
         match self {
             Self::None => "none",
         }

@@ -13,37 +13,37 @@ use super::{LocalStore, Record, StoreError};
 
 /// What to keep.
 #[derive(Clone, Debug, Default)]
-pub struct GcOptions {
+pub(crate) struct GcOptions {
     /// Digests named by lockfiles: step keys (their records and blobs are kept) and blobs.
-    pub roots: HashSet<Digest>,
+    pub(crate) roots: HashSet<Digest>,
     /// Records and blobs written more recently than this are kept.
-    pub keep_recent: Duration,
+    pub(crate) keep_recent: Duration,
 }
 
 /// What `gc` did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct GcReport {
+pub(crate) struct GcReport {
     /// Records kept.
-    pub records_kept: u64,
+    pub(crate) records_kept: u64,
     /// Records removed.
-    pub records_removed: u64,
+    pub(crate) records_removed: u64,
     /// Blobs kept, and their size.
-    pub blobs_kept: u64,
+    pub(crate) blobs_kept: u64,
     /// Bytes kept.
-    pub bytes_kept: u64,
+    pub(crate) bytes_kept: u64,
     /// Blobs removed.
-    pub blobs_removed: u64,
+    pub(crate) blobs_removed: u64,
     /// Bytes freed.
-    pub bytes_freed: u64,
+    pub(crate) bytes_freed: u64,
     /// Steps running right now (their locks are held); everything they need was kept.
-    pub running_steps: u64,
+    pub(crate) running_steps: u64,
     /// Temporary files and unused lock files removed.
-    pub leftovers_removed: u64,
+    pub(crate) leftovers_removed: u64,
 }
 
 /// Collects garbage. Holds the store lock exclusively: no blob or record is written while it
 /// runs, and a step that holds its lock keeps its inputs, outputs and record.
-pub fn gc(store: &LocalStore, options: &GcOptions) -> Result<GcReport, StoreError> {
+pub(crate) fn gc(store: &LocalStore, options: &GcOptions) -> Result<GcReport, StoreError> {
     let _exclusive = store.lock_store_sync(true)?;
     let now = SystemTime::now();
     let is_recent = |path: &PathBuf| {

@@ -31,7 +31,7 @@ use super::tree::unpack_tree;
 use super::{Record, StoreError};
 
 /// Name of the versioned layout directory.
-pub const LAYOUT: &str = "store-v1";
+pub(crate) const LAYOUT: &str = "store-v1";
 
 /// Copy buffer size: large enough that hashing, not syscalls, bounds throughput.
 const BUFFER: usize = 1 << 20;
@@ -71,7 +71,7 @@ impl LocalStore {
     /// Where the store lives unless `--store` says otherwise: `$KILN_STORE`, else
     /// `$XDG_CACHE_HOME/kiln`, else `~/.cache/kiln`.
     #[must_use]
-    pub fn default_dir() -> PathBuf {
+    pub(crate) fn default_dir() -> PathBuf {
         if let Some(dir) = std::env::var_os("KILN_STORE").filter(|d| !d.is_empty()) {
             return PathBuf::from(dir);
         }
@@ -90,14 +90,14 @@ impl LocalStore {
 
     /// Where the blob `digest` lives (whether or not it exists).
     #[must_use]
-    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+    pub(crate) fn blob_path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
         self.root.join("blobs/sha256").join(&hex[..2]).join(hex)
     }
 
     /// Where the record of `key` lives.
     #[must_use]
-    pub fn record_path(&self, key: &StepKey) -> PathBuf {
+    pub(crate) fn record_path(&self, key: &StepKey) -> PathBuf {
         self.root
             .join("records")
             .join(format!("{}.json", key.hex()))
@@ -114,13 +114,13 @@ impl LocalStore {
     /// Where host-side git keeps bare mirrors of the repositories releases read, one per
     /// location (`git/<digest of the location>.git`).
     #[must_use]
-    pub fn git_dir(&self) -> PathBuf {
+    pub(crate) fn git_dir(&self) -> PathBuf {
         self.root.join("git")
     }
 
     /// Where running steps get their work directories.
     #[must_use]
-    pub fn work_dir(&self) -> PathBuf {
+    pub(crate) fn work_dir(&self) -> PathBuf {
         self.root.join("work")
     }
 
@@ -133,7 +133,7 @@ impl LocalStore {
     }
 
     /// Takes the store-wide lock (shared for writers, exclusive for gc). Blocks.
-    pub fn lock_store_sync(&self, exclusive: bool) -> Result<StoreLock, StoreError> {
+    pub(crate) fn lock_store_sync(&self, exclusive: bool) -> Result<StoreLock, StoreError> {
         lock_store_blocking(&self.store_lock_path(), exclusive)
     }
 
@@ -142,7 +142,11 @@ impl LocalStore {
     /// Each attempt holds the shared store lock, so `gc` (exclusive) sees either no holder or
     /// a holder whose dependencies are already written; waiting happens outside it, so a long
     /// step elsewhere never blocks `gc`.
-    pub fn lock_step_sync(&self, key: &StepKey, deps: &[Digest]) -> Result<StepLock, StoreError> {
+    pub(crate) fn lock_step_sync(
+        &self,
+        key: &StepKey,
+        deps: &[Digest],
+    ) -> Result<StepLock, StoreError> {
         let path = self.lock_path(key);
         loop {
             {
@@ -157,7 +161,7 @@ impl LocalStore {
 
     /// Whether the blob is stored.
     #[must_use]
-    pub fn contains_sync(&self, digest: &Digest) -> bool {
+    pub(crate) fn contains_sync(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()
     }
 
@@ -166,7 +170,10 @@ impl LocalStore {
     ///
     /// # Panics
     /// If the writer thread panics (it only writes, so it does not).
-    pub fn put_reader_sync(&self, mut reader: impl Read) -> Result<(Digest, u64), StoreError> {
+    pub(crate) fn put_reader_sync(
+        &self,
+        mut reader: impl Read,
+    ) -> Result<(Digest, u64), StoreError> {
         let _writers = self.lock_store_sync(false)?;
         let tmp_dir = self.tmp_dir();
         let tmp = tempfile::Builder::new()
@@ -209,7 +216,7 @@ impl LocalStore {
     ///
     /// # Panics
     /// If the hashing thread panics (it only reads, so it does not).
-    pub fn export_sync(&self, digest: &Digest, dest: &Path) -> Result<bool, StoreError> {
+    pub(crate) fn export_sync(&self, digest: &Digest, dest: &Path) -> Result<bool, StoreError> {
         let source = self.blob_path(digest);
         let file = match File::open(&source) {
             Ok(file) => file,
@@ -252,7 +259,7 @@ impl LocalStore {
 
     /// Unpacks the tree blob into the existing empty directory `dest`, verifying its digest.
     /// `Ok(false)`: not stored.
-    pub fn unpack_sync(
+    pub(crate) fn unpack_sync(
         &self,
         digest: &Digest,
         dest: &Path,
@@ -327,7 +334,7 @@ impl LocalStore {
     }
 
     /// The latest record of a step named `name`, if any (for why-rebuild).
-    pub fn latest_sync(&self, name: &str) -> Result<Option<Record>, StoreError> {
+    pub(crate) fn latest_sync(&self, name: &str) -> Result<Option<Record>, StoreError> {
         let path = self.name_path(name);
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
@@ -376,12 +383,16 @@ impl LocalStore {
 
     /// Notes that the lockfile whose bytes hash to `lockfile` was rebuilt and matched;
     /// `note` is a small JSON document saying how.
-    pub fn put_verified_sync(&self, lockfile: &Digest, note: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn put_verified_sync(
+        &self,
+        lockfile: &Digest,
+        note: &[u8],
+    ) -> Result<(), StoreError> {
         write_durably(&self.tmp_dir(), &self.verified_path(lockfile), note)
     }
 
     /// The note of a passed verification of `lockfile`, if there is one.
-    pub fn verified_sync(&self, lockfile: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(crate) fn verified_sync(&self, lockfile: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.verified_path(lockfile);
         match fs::read(&path) {
             Ok(bytes) => Ok(Some(bytes)),

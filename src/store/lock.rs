@@ -11,12 +11,13 @@ use super::StoreError;
 /// Holds the lock of one step key; released on drop. While held, the lock file lists the
 /// digests the step depends on, so `gc` keeps them.
 #[derive(Debug)]
-pub struct StepLock {
+pub(crate) struct StepLock {
     _file: Option<File>,
 }
 
 impl StepLock {
     /// A lock that guards nothing (the in-memory store locks in-process).
+    #[cfg(test)]
     pub(crate) fn in_memory() -> Self {
         Self { _file: None }
     }
@@ -24,7 +25,7 @@ impl StepLock {
 
 /// Holds the store-wide lock, shared (writers) or exclusive (gc).
 #[derive(Debug)]
-pub struct StoreLock {
+pub(crate) struct StoreLock {
     _file: File,
 }
 

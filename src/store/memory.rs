@@ -18,14 +18,14 @@ struct Inner {
 /// Blobs and records in memory. Step locks are held by the current process anyway: the
 /// in-memory store is never shared between processes.
 #[derive(Clone, Debug, Default)]
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     inner: Arc<Mutex<Inner>>,
 }
 
 impl MemoryStore {
     /// An empty store.
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -42,7 +42,7 @@ impl MemoryStore {
     }
 
     /// Test hook: overwrite a blob's bytes, as a disk error would.
-    pub fn corrupt(&self, digest: &Digest, bytes: Vec<u8>) {
+    pub(crate) fn corrupt(&self, digest: &Digest, bytes: Vec<u8>) {
         self.with(|inner| inner.blobs.insert(*digest, bytes));
     }
 

@@ -9,6 +9,7 @@ mod error;
 mod gc;
 mod local;
 mod lock;
+#[cfg(test)]
 mod memory;
 mod record;
 mod tree;
@@ -21,20 +22,21 @@ use std::future::Future;
 use std::path::Path;
 
 pub use error::StoreError;
-pub use gc::{GcOptions, GcReport, gc};
-pub use local::{LAYOUT, LocalStore};
-pub use lock::{StepLock, StoreLock};
-pub use memory::MemoryStore;
-pub use record::{OutputRef, RECORD_VERSION, Record};
-pub use tree::{pack_tree, unpack_tree};
-pub use verify::{VerifyReport, verify};
+pub(crate) use gc::{GcOptions, gc};
+pub use local::LocalStore;
+pub(crate) use lock::{StepLock, StoreLock};
+#[cfg(test)]
+pub(crate) use memory::MemoryStore;
+pub use record::{OutputRef, Record};
+pub(crate) use tree::{pack_tree, unpack_tree};
+pub(crate) use verify::verify;
 
 use crate::hash::{Digest, StepKey};
 
 /// Content-addressed blob and record storage. The store computes digests; callers never pass
 /// one in. Putting bytes that are already stored is a no-op. Implementations are cheap to
 /// clone. Every method that hands bytes out verifies them first.
-pub trait Store: Clone + Send + Sync + 'static {
+pub(crate) trait Store: Clone + Send + Sync + 'static {
     /// Held while a step's outputs are written and recorded; see [`Store::writing`].
     type Writing: Send;
 
@@ -93,7 +95,7 @@ pub trait Store: Clone + Send + Sync + 'static {
 }
 
 /// Largest tree kiln unpacks (16 GiB): a bound against decompression bombs.
-pub const MAX_TREE_BYTES: u64 = 16 << 30;
+pub(crate) const MAX_TREE_BYTES: u64 = 16 << 30;
 
 impl Store for LocalStore {
     type Writing = StoreLock;

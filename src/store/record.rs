@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::hash::{Derivation, Digest, InputRef, StepKey};
 
 /// Version of the record file format.
-pub const RECORD_VERSION: u32 = 1;
+pub(crate) const RECORD_VERSION: u32 = 1;
 
 /// One finished step.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -48,7 +48,7 @@ impl Record {
 
     /// Parses and checks a record file: known version, and a key that its derivation hashes
     /// to (so a damaged or foreign file can never pass for a step).
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, String> {
         let record: Self =
             serde_json::from_slice(bytes).map_err(|e| format!("not a record: {e}"))?;
         if record.version != RECORD_VERSION {
@@ -68,7 +68,7 @@ impl Record {
     }
 
     /// Every blob this record keeps alive: its outputs and the blob inputs it was built from.
-    pub fn blobs(&self) -> impl Iterator<Item = Digest> + '_ {
+    pub(crate) fn blobs(&self) -> impl Iterator<Item = Digest> + '_ {
         let inputs = self
             .derivation
             .inputs

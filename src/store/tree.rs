@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 use super::StoreError;
 
 /// Writes the canonical tar of `dir` to `out`.
-pub fn pack_tree(dir: &Path, out: impl Write) -> Result<(), StoreError> {
+pub(crate) fn pack_tree(dir: &Path, out: impl Write) -> Result<(), StoreError> {
     let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Deterministic);
     builder.follow_symlinks(false);
@@ -141,7 +141,7 @@ fn safe_path(path: &Path) -> Result<PathBuf, String> {
 
 /// Unpacks a canonical tar from `input` into `dest` (which must exist and be empty), writing
 /// at most `max_bytes` of file content. `what` names the tree in errors.
-pub fn unpack_tree(
+pub(crate) fn unpack_tree(
     input: impl Read,
     dest: &Path,
     max_bytes: u64,

@@ -9,29 +9,29 @@ use super::{LocalStore, Record, StoreError};
 
 /// What `verify` found.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct VerifyReport {
+pub(crate) struct VerifyReport {
     /// Blobs re-hashed.
-    pub blobs: u64,
+    pub(crate) blobs: u64,
     /// Their total size.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Records checked.
-    pub records: u64,
+    pub(crate) records: u64,
     /// Blobs whose bytes do not hash to their name.
-    pub corrupt_blobs: Vec<PathBuf>,
+    pub(crate) corrupt_blobs: Vec<PathBuf>,
     /// Records that cannot be read or do not check out, with why.
-    pub bad_records: Vec<(PathBuf, String)>,
+    pub(crate) bad_records: Vec<(PathBuf, String)>,
     /// Records naming blobs the store lacks: (record, missing digest).
-    pub missing_blobs: Vec<(PathBuf, Digest)>,
+    pub(crate) missing_blobs: Vec<(PathBuf, Digest)>,
     /// Leftover temporary files (harmless; `gc` removes them).
-    pub temp_files: u64,
+    pub(crate) temp_files: u64,
     /// True when problems were moved to `corrupt/`.
-    pub repaired: bool,
+    pub(crate) repaired: bool,
 }
 
 impl VerifyReport {
     /// True when nothing is wrong.
     #[must_use]
-    pub fn is_clean(&self) -> bool {
+    pub(crate) fn is_clean(&self) -> bool {
         self.corrupt_blobs.is_empty()
             && self.bad_records.is_empty()
             && self.missing_blobs.is_empty()
@@ -43,7 +43,7 @@ impl VerifyReport {
 ///
 /// # Panics
 /// If a store entry has no file name (entries come from listing directories, so they do).
-pub fn verify(store: &LocalStore, repair: bool) -> Result<VerifyReport, StoreError> {
+pub(crate) fn verify(store: &LocalStore, repair: bool) -> Result<VerifyReport, StoreError> {
     let _exclusive = store.lock_store_sync(true)?;
     let mut report = VerifyReport::default();
     let blob_root = store.root().join("blobs/sha256");

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::os::unix::process::ExitStatusExt as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::TryStreamExt as _;
@@ -350,6 +349,7 @@ a = {{ step = "a-{id}", output = "a.txt" }}
 #[cfg(feature = "failpoints")]
 #[tokio::test]
 async fn kill_between_blob_and_record_leaves_a_consistent_store() {
+    use std::os::unix::process::ExitStatusExt as _;
     let Some(_docker) = docker_or_skip().await else {
         return;
     };
