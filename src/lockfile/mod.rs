@@ -21,7 +21,7 @@ pub(crate) const LOCKFILE_VERSION: u32 = 1;
 /// One release, locked.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Lockfile {
+pub struct Lockfile {
     /// Format version.
     pub(crate) version: u32,
     /// Every derived name.
@@ -108,7 +108,7 @@ pub(crate) struct Artifact {
 
 /// Why a lockfile cannot be used.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub(crate) enum LockfileError {
+pub enum LockfileError {
     /// The file cannot be read.
     #[error("cannot read lockfile {path}")]
     Read {
@@ -187,7 +187,7 @@ impl Lockfile {
     /// could reach a command or a path — ref names against kiln's allowlist, commit ids,
     /// digests, `h1:` sums, relative paths without `..`. Nothing acts on a lockfile before
     /// this passes.
-    pub(crate) fn parse(text: &str, origin: &str) -> Result<Self, LockfileError> {
+    pub fn parse(text: &str, origin: &str) -> Result<Self, LockfileError> {
         // The version first: a lockfile from another kiln gets a version error, not a
         // confusing complaint about a field this kiln does not know.
         #[derive(serde::Deserialize)]
@@ -228,7 +228,7 @@ impl Lockfile {
     /// # Panics
     /// Never: every field serializes.
     #[must_use]
-    pub(crate) fn to_canonical(&self) -> String {
+    pub fn to_canonical(&self) -> String {
         // Through `Value`: serde_json's map is ordered by key, so every object is sorted.
         let value = serde_json::to_value(self).expect("a lockfile always serializes");
         let mut text =
