@@ -110,13 +110,15 @@ pub(crate) enum EngineError {
     },
 
     /// An image could not be resolved.
-    #[error("step `{step}`: {reason}")]
+    #[error("step `{step}`: cannot resolve its image")]
     #[diagnostic(code(kiln::engine::image))]
     Image {
         /// The step.
         step: String,
-        /// Why.
-        reason: String,
+        /// Why, as the image layer says it (with its help).
+        #[source]
+        #[diagnostic_source]
+        source: ResolveError,
     },
 
     /// The work directory could not be prepared or cleaned.
@@ -156,4 +158,40 @@ pub(crate) enum EngineError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Git(#[from] GitError),
+}
+
+/// An image resolver's own diagnostic, kept whole: the engine knows no image layer, so it holds
+/// the resolver's error behind this, help text and sources included.
+pub(crate) struct ResolveError(pub(crate) Box<dyn miette::Diagnostic + Send + Sync>);
+
+impl std::fmt::Debug for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for ResolveError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl miette::Diagnostic for ResolveError {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.0.code()
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.0.help()
+    }
+
+    fn diagnostic_source(&self) -> Option<&dyn miette::Diagnostic> {
+        self.0.diagnostic_source()
+    }
 }

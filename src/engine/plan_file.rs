@@ -30,8 +30,11 @@ use super::{EngineError, Plan, Step, StepImage, StepInput};
 
 /// Turns a plan file's `image = "…"` into an image reference and content identity.
 pub(crate) trait ImageResolver: Sync {
-    /// Resolves `image`; the error says what to do.
-    fn resolve(&self, image: &str) -> impl Future<Output = Result<StepImage, String>> + Send;
+    /// Resolves `image`; the error is a diagnostic that says what to do.
+    fn resolve(
+        &self,
+        image: &str,
+    ) -> impl Future<Output = Result<StepImage, Box<dyn miette::Diagnostic + Send + Sync>>> + Send;
 }
 
 #[derive(serde::Deserialize)]
@@ -115,10 +118,10 @@ pub(crate) async fn load_plan_file(
             match resolved_images.get(&entry.image) {
                 Some(image) => image.clone(),
                 None => {
-                    let image = images.resolve(&entry.image).await.map_err(|reason| {
+                    let image = images.resolve(&entry.image).await.map_err(|source| {
                         EngineError::Image {
                             step: entry.name.clone(),
-                            reason,
+                            source: super::error::ResolveError(source),
                         }
                     })?;
                     resolved_images.insert(entry.image.clone(), image.clone());
@@ -243,7 +246,10 @@ mod tests {
     struct FixedImage;
 
     impl ImageResolver for FixedImage {
-        async fn resolve(&self, _image: &str) -> Result<StepImage, String> {
+        async fn resolve(
+            &self,
+            _image: &str,
+        ) -> Result<StepImage, Box<dyn miette::Diagnostic + Send + Sync>> {
             Ok(StepImage {
                 reference: "img".into(),
                 identity: Digest::of(b"img"),

@@ -146,6 +146,31 @@ pub enum ImageError {
         go: String,
     },
 
+    /// A plan file names an image in a form kiln does not know.
+    #[error("image `{image}` is neither `toolchain:<go>` nor `image:<engine reference>`")]
+    #[diagnostic(
+        code(kiln::image::bad_spec),
+        help("write `toolchain:1.23` for kiln's toolchain image, or `image:<id or tag>`")
+    )]
+    BadSpec {
+        /// What was written.
+        image: String,
+    },
+
+    /// A plan file names an image the engine does not have.
+    #[error("image `{image}` is not on the Docker engine")]
+    #[diagnostic(
+        code(kiln::image::not_on_engine),
+        help("load or build it on the engine first (`docker images` lists what it has)")
+    )]
+    NotOnEngine {
+        /// The reference.
+        image: String,
+        /// The engine's answer.
+        #[source]
+        source: bollard::errors::Error,
+    },
+
     /// An image has no usable identity (no rootfs label and no layers).
     #[error("image {image} carries no content identity kiln can use")]
     #[diagnostic(code(kiln::image::no_identity))]

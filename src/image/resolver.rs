@@ -5,7 +5,7 @@ use crate::hash::{Digest, KeyHasher};
 use crate::sandbox::Engine;
 
 use super::{
-    GoLine, LABEL_RECIPE, LABEL_ROOTFS, ensure_toolchain, find_base, find_toolchain,
+    GoLine, ImageError, LABEL_RECIPE, LABEL_ROOTFS, ensure_toolchain, find_base, find_toolchain,
     toolchain_recipe,
 };
 
@@ -56,25 +56,31 @@ impl EngineImageResolver {
 }
 
 impl ImageResolver for EngineImageResolver {
-    async fn resolve(&self, image: &str) -> Result<StepImage, String> {
+    async fn resolve(
+        &self,
+        image: &str,
+    ) -> Result<StepImage, Box<dyn miette::Diagnostic + Send + Sync>> {
+        Ok(self.resolve_image(image).await?)
+    }
+}
+
+impl EngineImageResolver {
+    async fn resolve_image(&self, image: &str) -> Result<StepImage, ImageError> {
         if let Some(go) = image.strip_prefix("toolchain:") {
-            let go: GoLine = go.parse().map_err(|e: super::ImageError| e.to_string())?;
-            let base = find_base(&self.engine, go)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| {
-                    format!("no Go {go} base image; run `kiln image bootstrap --go {go}`")
-                })?;
+            let go: GoLine = go.parse()?;
+            let base =
+                find_base(&self.engine, go)
+                    .await?
+                    .ok_or_else(|| ImageError::BaseMissing {
+                        tag: go.base_tag(),
+                        go: go.minor().into(),
+                    })?;
             let recipe = toolchain_recipe(&base.rootfs, go);
-            let reference = match find_toolchain(&self.engine, &recipe)
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            let reference = match find_toolchain(&self.engine, &recipe).await? {
                 Some(found) => found.id,
                 None if self.build_missing => {
                     ensure_toolchain(&self.engine, go, None, &mut |_| {})
-                        .await
-                        .map_err(|e| e.to_string())?
+                        .await?
                         .id
                 }
                 None => format!("kiln/toolchain:go{}-{}", go.minor(), &recipe.hex()[..12]),
@@ -85,20 +91,24 @@ impl ImageResolver for EngineImageResolver {
             });
         }
         let Some(reference) = image.strip_prefix("image:") else {
-            return Err(format!(
-                "image `{image}` must be `toolchain:<go>` or `image:<engine reference>`"
-            ));
+            return Err(ImageError::BadSpec {
+                image: image.to_owned(),
+            });
         };
         let inspected = self
             .engine
             .docker()
             .inspect_image(reference)
             .await
-            .map_err(|e| format!("image `{reference}` is not on the engine: {e}"))?;
+            .map_err(|source| ImageError::NotOnEngine {
+                image: reference.to_owned(),
+                source,
+            })?;
         let layers = inspected.root_fs.and_then(|r| r.layers).unwrap_or_default();
         let labels = inspected.config.and_then(|c| c.labels).unwrap_or_default();
-        let identity = identity_of(&labels, &layers)
-            .ok_or_else(|| format!("image `{reference}` has no layers to identify it by"))?;
+        let identity = identity_of(&labels, &layers).ok_or_else(|| ImageError::NoIdentity {
+            image: reference.to_owned(),
+        })?;
         Ok(StepImage {
             reference: inspected.id.unwrap_or_else(|| reference.to_owned()),
             identity,

@@ -15,17 +15,26 @@ use bollard::query_parameters::{
 };
 use futures::TryStreamExt as _;
 
+use super::error::CopyError;
 use super::{SandboxError, StepSpec};
 use crate::store::{MAX_TREE_BYTES, unpack_tree};
 
 fn copy_error<'a>(
     step: &'a StepSpec,
     action: &'static str,
-) -> impl Fn(String) -> SandboxError + 'a {
-    move |reason| SandboxError::Copy {
+) -> impl Fn(CopyError) -> SandboxError + 'a {
+    move |source| SandboxError::Copy {
         step: step.name.clone(),
         action,
-        reason,
+        source,
+    }
+}
+
+/// An I/O failure at `path`.
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> CopyError + '_ {
+    move |source| CopyError::Io {
+        path: path.to_owned(),
+        source,
     }
 }
 
@@ -39,57 +48,50 @@ pub(super) fn pack_mounts<W: std::io::Write>(step: &StepSpec, out: W) -> Result<
     for mount in &step.mounts {
         let owner = if mount.read_only { (0, 0) } else { (uid, gid) };
         let target = mount.target.trim_start_matches('/');
-        let top = std::fs::metadata(&mount.source)
-            .map_err(|e| err(format!("{}: {e}", mount.source.display())))?;
+        let top = std::fs::metadata(&mount.source).map_err(|e| err(io_at(&mount.source)(e)))?;
         let mtime = u64::try_from(top.mtime()).unwrap_or(0);
-        append_dir(&mut builder, target, 0o755, owner, mtime).map_err(|e| err(e.to_string()))?;
+        append_dir(&mut builder, target, 0o755, owner, mtime).map_err(|e| err(archive_error(e)))?;
         let mut stack = vec![(mount.source.clone(), target.to_owned())];
         while let Some((dir, at)) = stack.pop() {
             let mut entries: Vec<_> = std::fs::read_dir(&dir)
-                .map_err(|e| err(format!("{}: {e}", dir.display())))?
+                .map_err(|e| err(io_at(&dir)(e)))?
                 .collect::<Result<_, _>>()
-                .map_err(|e| err(format!("{}: {e}", dir.display())))?;
+                .map_err(|e| err(io_at(&dir)(e)))?;
             entries.sort_by_key(std::fs::DirEntry::file_name);
             for entry in entries {
                 let path = entry.path();
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else {
-                    return Err(err(format!("{} is not UTF-8", path.display())));
+                    return Err(err(CopyError::NotUtf8(path)));
                 };
                 let inside = format!("{at}/{name}");
-                let meta = std::fs::symlink_metadata(&path)
-                    .map_err(|e| err(format!("{}: {e}", path.display())))?;
+                let meta = std::fs::symlink_metadata(&path).map_err(|e| err(io_at(&path)(e)))?;
                 let mode = mode_for(meta.mode(), mount.read_only);
                 let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
                 if meta.is_dir() {
                     append_dir(&mut builder, &inside, mode, owner, mtime)
-                        .map_err(|e| err(e.to_string()))?;
+                        .map_err(|e| err(archive_error(e)))?;
                     stack.push((path, inside));
                 } else if meta.file_type().is_symlink() {
-                    let target = std::fs::read_link(&path)
-                        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+                    let target = std::fs::read_link(&path).map_err(|e| err(io_at(&path)(e)))?;
                     let mut header = header(tar::EntryType::Symlink, 0o777, owner, 0, mtime);
                     builder
                         .append_link(&mut header, &inside, &target)
-                        .map_err(|e| err(e.to_string()))?;
+                        .map_err(|e| err(archive_error(e)))?;
                 } else if meta.is_file() {
-                    let file = std::fs::File::open(&path)
-                        .map_err(|e| err(format!("{}: {e}", path.display())))?;
+                    let file = std::fs::File::open(&path).map_err(|e| err(io_at(&path)(e)))?;
                     let mut header =
                         header(tar::EntryType::Regular, mode, owner, meta.len(), mtime);
                     builder
                         .append_data(&mut header, &inside, file)
-                        .map_err(|e| err(e.to_string()))?;
+                        .map_err(|e| err(archive_error(e)))?;
                 } else {
-                    return Err(err(format!(
-                        "{} is neither a file, a directory nor a symlink",
-                        path.display()
-                    )));
+                    return Err(err(CopyError::Special(path)));
                 }
             }
         }
     }
-    builder.into_inner().map_err(|e| err(e.to_string()))
+    builder.into_inner().map_err(|e| err(archive_error(e)))
 }
 
 /// Read-only inputs lose their write bits; every file keeps only whether it is executable.
@@ -149,7 +151,7 @@ pub(super) async fn upload(
     match (pack_result, uploaded) {
         // A packing failure of its own comes first: the engine may have taken the truncated
         // archive without complaint.
-        (Err(error), _) if !error.to_string().contains(ENGINE_GONE) => Err(error),
+        (Err(error), _) if !is_engine_gone(&error) => Err(error),
         (_, Err(source)) => Err(SandboxError::Engine {
             step: step.name.clone(),
             action: "sending the step's inputs",
@@ -165,7 +167,32 @@ const PACK_CHUNK: usize = 1 << 20;
 /// Chunks in flight between them: memory stays near `PACK_CHUNK * (PACK_QUEUE + 1)` whatever
 /// the inputs' size.
 const PACK_QUEUE: usize = 4;
+/// The packer's writer fails with this when the upload stopped reading.
 const ENGINE_GONE: &str = "the engine stopped reading the step's inputs";
+
+/// Whether a packing failure only says the engine stopped reading (its own error says why).
+fn is_engine_gone(error: &SandboxError) -> bool {
+    matches!(
+        error,
+        SandboxError::Copy {
+            source: CopyError::EngineGone,
+            ..
+        }
+    )
+}
+
+/// A write failure of the packer: the engine gone, or the archive's own failure.
+fn archive_error(error: std::io::Error) -> CopyError {
+    if error.kind() == std::io::ErrorKind::BrokenPipe
+        && error
+            .get_ref()
+            .is_some_and(|inner| inner.to_string() == ENGINE_GONE)
+    {
+        CopyError::EngineGone
+    } else {
+        CopyError::Archive(error)
+    }
+}
 
 /// A writer that hands what it gets to a channel in chunks of about [`PACK_CHUNK`] bytes.
 struct ChannelWriter {
@@ -218,7 +245,7 @@ fn pack_streaming(
             let mut writer = pack_mounts(&step, writer)?;
             writer
                 .flush()
-                .map_err(|e| copy_error(&step, "pack the step's inputs")(e.to_string()))
+                .map_err(|e| copy_error(&step, "pack the step's inputs")(archive_error(e)))
         })
     };
     let body = futures::stream::unfold(rx, |mut rx| async move {
@@ -243,10 +270,10 @@ pub(super) async fn download(
         let scratch = tempfile::Builder::new()
             .prefix(".kiln-download-")
             .tempdir_in(parent)
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(io_at(parent)(e)))?;
         let archive = scratch.path().join("archive.tar");
         {
-            let mut file = std::fs::File::create(&archive).map_err(|e| err(e.to_string()))?;
+            let mut file = std::fs::File::create(&archive).map_err(|e| err(io_at(&archive)(e)))?;
             let options = DownloadFromContainerOptionsBuilder::default()
                 .path(&mount.target)
                 .build();
@@ -261,7 +288,8 @@ pub(super) async fn download(
                         source,
                     })?
             {
-                file.write_all(&chunk).map_err(|e| err(e.to_string()))?;
+                file.write_all(&chunk)
+                    .map_err(|e| err(io_at(&archive)(e)))?;
             }
         }
         let unpacked = scratch.path().join("unpacked");
@@ -273,38 +301,38 @@ pub(super) async fn download(
         // The engine's archive holds the mount's directory itself: move its entries over.
         let base = Path::new(&mount.target)
             .file_name()
-            .ok_or_else(|| err(format!("cannot collect {}", mount.target)))?;
+            .ok_or_else(|| err(CopyError::Missing(mount.target.clone())))?;
         let root = unpacked.join(base);
         // The host directory becomes what the container's was: its old entries go first.
-        for entry in std::fs::read_dir(&mount.source).map_err(|e| err(e.to_string()))? {
-            let path = entry.map_err(|e| err(e.to_string()))?.path();
+        for entry in std::fs::read_dir(&mount.source).map_err(|e| err(io_at(&mount.source)(e)))? {
+            let path = entry.map_err(|e| err(io_at(&mount.source)(e)))?.path();
             let removed = if path.is_dir() && !path.is_symlink() {
                 std::fs::remove_dir_all(&path)
             } else {
                 std::fs::remove_file(&path)
             };
-            removed.map_err(|e| err(format!("{}: {e}", path.display())))?;
+            removed.map_err(|e| err(io_at(&path)(e)))?;
         }
-        for entry in std::fs::read_dir(&root).map_err(|e| err(e.to_string()))? {
-            let entry = entry.map_err(|e| err(e.to_string()))?;
-            std::fs::rename(entry.path(), mount.source.join(entry.file_name()))
-                .map_err(|e| err(e.to_string()))?;
+        for entry in std::fs::read_dir(&root).map_err(|e| err(io_at(&root)(e)))? {
+            let entry = entry.map_err(|e| err(io_at(&root)(e)))?;
+            let dest = mount.source.join(entry.file_name());
+            std::fs::rename(entry.path(), &dest).map_err(|e| err(io_at(&dest)(e)))?;
         }
     }
     Ok(())
 }
 
 /// Unpacks an archive from an engine into the new directory `dest` with the store's checks.
-pub(super) fn unpack_archive(archive: &Path, dest: &Path) -> Result<(), String> {
-    std::fs::create_dir(dest).map_err(|e| e.to_string())?;
-    let file = std::fs::File::open(archive).map_err(|e| e.to_string())?;
+pub(super) fn unpack_archive(archive: &Path, dest: &Path) -> Result<(), CopyError> {
+    std::fs::create_dir(dest).map_err(io_at(dest))?;
+    let file = std::fs::File::open(archive).map_err(io_at(archive))?;
     unpack_tree(
         std::io::BufReader::new(file),
         dest,
         MAX_TREE_BYTES,
         "the engine's archive",
-    )
-    .map_err(|e| e.to_string())
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -395,15 +423,24 @@ mod tests {
         assert!(status.success());
         let (packer, body) = pack_streaming(&step);
         let _: Vec<bytes::Bytes> = body.collect().await;
-        let error = packer.await.unwrap().unwrap_err().to_string();
-        assert!(error.contains("pack the step's inputs"), "{error}");
+        let error = packer.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                SandboxError::Copy {
+                    source: CopyError::Special(path),
+                    ..
+                } if *path == fifo
+            ),
+            "{error:?}"
+        );
 
         // The reader gone: the packer stops with ENGINE_GONE instead of blocking.
         std::fs::remove_file(&fifo).unwrap();
         let (packer, body) = pack_streaming(&step);
         drop(body);
         let error = packer.await.unwrap().unwrap_err();
-        assert!(format!("{error:?}").contains(ENGINE_GONE), "{error:?}");
+        assert!(is_engine_gone(&error), "{error:?}");
     }
 
     #[test]

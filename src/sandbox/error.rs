@@ -1,5 +1,37 @@
 use std::path::PathBuf;
 
+/// What went wrong moving a step's files to or from a remote engine.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A file or directory could not be read or written.
+    #[error("{path}")]
+    Io {
+        /// The path.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The archive could not be written.
+    #[error("cannot write the archive")]
+    Archive(#[source] std::io::Error),
+    /// A name kiln cannot put in an archive.
+    #[error("{0} is not UTF-8")]
+    NotUtf8(std::path::PathBuf),
+    /// A special file among the inputs.
+    #[error("{0} is neither a file, a directory nor a symlink")]
+    Special(std::path::PathBuf),
+    /// The engine's archive lacks the mount it should hold.
+    #[error("the engine's archive has no {0}")]
+    Missing(String),
+    /// What the engine sent back was refused by the store's unpacker.
+    #[error(transparent)]
+    Unpack(#[from] crate::store::StoreError),
+    /// The engine stopped reading the archive (its own error says why).
+    #[error("the engine stopped reading the step's inputs")]
+    EngineGone,
+}
+
 /// Why a step could not be run, or how it failed.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum SandboxError {
@@ -97,7 +129,7 @@ pub enum SandboxError {
 
     /// Moving a step's files to or from a remote engine failed, or what came back was
     /// refused (an unsafe archive).
-    #[error("step `{step}`: cannot {action}: {reason}")]
+    #[error("step `{step}`: cannot {action}")]
     #[diagnostic(code(kiln::sandbox::copy))]
     Copy {
         /// The step.
@@ -105,7 +137,8 @@ pub enum SandboxError {
         /// What was being done.
         action: &'static str,
         /// Why.
-        reason: String,
+        #[source]
+        source: CopyError,
     },
 
     /// The step description is unusable.
