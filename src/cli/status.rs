@@ -70,7 +70,7 @@ pub(super) async fn run(args: StatusArgs, store_dir: &Path) -> Outcome {
         lockfile: args
             .lock
             .clone()
-            .unwrap_or_else(|| Path::new("lockfiles").join(format!("{fork_tag}.lock.json"))),
+            .unwrap_or_else(|| crate::release::lockfile_path(Path::new("lockfiles"), fork_tag)),
         fork_remote: args.remote.clone().or(publish.fork_remote),
         k3s_remote: args.k3s_remote.clone().or(publish.k3s_remote),
         k3s: args.k3s.clone().or(toml.repos.map(|(_, _, k3s)| k3s)),

@@ -74,13 +74,6 @@ pub(super) async fn run_verify(args: VerifyArgs, store_dir: &Path) -> Outcome {
     let resolved = resolve_lock(&repos, &lock, &store).await?;
     let identity = &lock.inputs.identity;
     let prepared = super::release::plan_on_engine(identity, resolved, &engine, true).await?;
-    if prepared.toolchain.image.identity != lock.inputs.toolchain.image {
-        eprintln!(
-            "kiln: warning: this machine's toolchain image ({}) is not the locked one ({}): step \
-             keys will differ; outputs are still compared",
-            prepared.toolchain.image.identity, lock.inputs.toolchain.image
-        );
-    }
     let sandbox = DockerSandbox::with_engine(engine)
         .await?
         .with_fresh_caches();

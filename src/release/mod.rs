@@ -30,10 +30,9 @@ pub(crate) use lock::{artifacts_tree, k3s_bundle, lockfile, tag_bundle, unpack_a
 pub(crate) use locked::resolve_locked;
 pub(crate) use modules::FORK_MODULE;
 pub use modules::{extra_module_versions, fork_module_versions};
-pub(crate) use pipeline::scratch_dir;
 pub(crate) use pipeline::{
-    Prepared, ReleaseRequest, Toolchain, export_artifacts, prepare, resolve_request, run,
-    write_lockfile,
+    Prepared, ReleaseRequest, Toolchain, export_artifacts, lockfile_path, prepare, resolve_request,
+    run, scratch_dir, write_lockfile,
 };
 pub(crate) use rcga::{TagKind, create_tag, plan_tag};
 pub(crate) use recipe::{ReleaseInputs, ServedModule, release_plan, step};

@@ -11,7 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::engine::{EngineEvent, Plan, RunOptions, RunReport, StepImage};
 use crate::lockfile::Lockfile;
-use crate::names::{Identity, ReleaseVersions};
+use crate::names::{ForkTag, Identity, ReleaseVersions};
 use crate::sandbox::Sandbox;
 use crate::store::{LocalStore, Store};
 
@@ -170,10 +170,10 @@ pub(crate) fn scratch_dir(
         })
 }
 
-/// Where a release's lockfile goes in `dir`: `<new fork tag>.lock.json`.
+/// Where the lockfile of the release `fork_tag` goes in `dir`: `<fork tag>.lock.json`.
 #[must_use]
-pub(crate) fn lockfile_path(dir: &Path, lock: &Lockfile) -> PathBuf {
-    dir.join(format!("{}.lock.json", lock.release.new_fork_tag()))
+pub(crate) fn lockfile_path(dir: &Path, fork_tag: ForkTag) -> PathBuf {
+    dir.join(format!("{fork_tag}.lock.json"))
 }
 
 /// Writes `lock` into `dir` (created if needed) as canonical JSON, atomically and durably;
@@ -184,7 +184,7 @@ pub(crate) fn write_lockfile(dir: &Path, lock: &Lockfile) -> Result<PathBuf, Rel
         path: dir.to_owned(),
         source,
     })?;
-    let path = lockfile_path(dir, lock);
+    let path = lockfile_path(dir, lock.release.new_fork_tag());
     crate::durable::write(
         &path,
         lock.to_canonical().as_bytes(),

@@ -181,6 +181,14 @@ pub(crate) async fn rebuild<B: Sandbox + Clone + 'static>(
     events: &UnboundedSender<EngineEvent>,
 ) -> Result<Verdict, ReleaseError> {
     check_keep_dir(keep)?;
+    if prepared.toolchain.image.identity != lock.inputs.toolchain.image {
+        tracing::warn!(
+            here = %prepared.toolchain.image.identity,
+            locked = %lock.inputs.toolchain.image,
+            "this machine's toolchain image is not the locked one: step keys will differ; \
+             outputs are still compared"
+        );
+    }
     let plan = Plan::new(
         prepared
             .plan
