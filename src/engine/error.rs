@@ -109,6 +109,22 @@ pub(crate) enum EngineError {
         output: String,
     },
 
+    /// A declared output lies behind a symlink the step made: reading it would follow the link
+    /// out of the step's directory (onto the host, on a bind-mounted engine).
+    #[error("step `{step}`: output `{output}` is reached through the symlink {link}")]
+    #[diagnostic(
+        code(kiln::engine::output_through_link),
+        help("a step's outputs must be real files and directories under /out; fix the step")
+    )]
+    OutputThroughLink {
+        /// The step.
+        step: String,
+        /// The output.
+        output: String,
+        /// The link, relative to `/out`.
+        link: String,
+    },
+
     /// An image could not be resolved.
     #[error("step `{step}`: cannot resolve its image")]
     #[diagnostic(code(kiln::engine::image))]

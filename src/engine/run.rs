@@ -202,7 +202,7 @@ async fn execute<S: Store, B: Sandbox>(
     let writing = store.writing().await?;
     let mut outputs = BTreeMap::new();
     for output in &step.outputs {
-        let path = output_dir.join(output.trim_end_matches('/'));
+        let path = output_path(&step.name, &output_dir, output)?;
         let is_tree = output.ends_with('/');
         let meta = std::fs::symlink_metadata(&path);
         let stored = match meta {
@@ -240,6 +240,32 @@ async fn execute<S: Store, B: Sandbox>(
         outcome: StepOutcome::Ran,
         outputs,
     })
+}
+
+/// The host path of the declared output `output` under `output_dir`, refused when any
+/// directory on the way is a symlink: the step made `/out` and everything in it, so a link
+/// there may point anywhere on the host (`/out/d -> /etc` with output `d/shadow`). The last
+/// component is checked by the caller without following it; the container has exited, so
+/// nothing changes the tree between this check and the read.
+fn output_path(step: &str, output_dir: &Path, output: &str) -> Result<PathBuf, EngineError> {
+    let relative = Path::new(output.trim_end_matches('/'));
+    let mut at = output_dir.to_path_buf();
+    let mut walked = PathBuf::new();
+    let mut parts = relative.components().peekable();
+    while let Some(part) = parts.next() {
+        at.push(part);
+        walked.push(part);
+        if parts.peek().is_some()
+            && std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return Err(EngineError::OutputThroughLink {
+                step: step.to_owned(),
+                output: output.to_owned(),
+                link: walked.display().to_string(),
+            });
+        }
+    }
+    Ok(at)
 }
 
 /// Runs a container step with `/in` and `/out` bound, forwarding its log lines.

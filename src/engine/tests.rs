@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::hash::Digest;
 use crate::sandbox::{FakeSandbox, FakeStep, SandboxError};
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, Store as _};
 
 use super::*;
 
@@ -219,4 +219,33 @@ async fn a_corrupt_output_is_caught_when_read_and_rebuilt_next_time() {
     let report = run_plan(&changed, &store, &sandbox).await.unwrap();
     assert_eq!(report.steps[0].outcome, StepOutcome::Ran);
     assert_eq!(report.steps[1].outcome, StepOutcome::Ran);
+}
+
+#[tokio::test]
+async fn an_output_behind_a_link_the_step_made_is_refused_not_read_from_the_host() {
+    // A secret on the host, outside any step directory.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("secret.txt"), b"host secret").unwrap();
+    let target = host.path().to_owned();
+    let mut linking = step("linking", &[], &["d/secret.txt", "e/"]);
+    linking.host = Some(HostAction::new(move |_input, out| {
+        std::os::unix::fs::symlink(&target, out.join("d"))?;
+        std::fs::create_dir(out.join("e"))
+    }));
+    let store = MemoryStore::new();
+    let error = run_plan(
+        &Plan::new(vec![linking]).unwrap(),
+        &store,
+        &FakeSandbox::new(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&error, EngineError::OutputThroughLink { link, .. } if link == "d"),
+        "{error:?}"
+    );
+    assert!(
+        !store.contains(&Digest::of(b"host secret")).await.unwrap(),
+        "the host file reached the store"
+    );
 }

@@ -215,6 +215,7 @@ impl Lockfile {
                 found: versioned.version.to_string(),
             });
         }
+        serde_json::from_str::<check::NoDuplicateKeys>(text).map_err(|e| syntax(&e))?;
         let lock: Self = serde_json::from_str(text).map_err(|e| syntax(&e))?;
         check::check(&lock).map_err(|reason| LockfileError::Refused {
             path: origin.to_owned(),

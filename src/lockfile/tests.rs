@@ -130,6 +130,26 @@ fn syntax_errors_give_line_and_column() {
 }
 
 #[test]
+fn a_key_twice_in_one_object_is_refused_with_its_line() {
+    let text = sample().to_canonical();
+    let tag = sample().tags.keys().next().unwrap().clone();
+    // The same tag again, at another commit, right after the first.
+    let line = format!("    \"{tag}\": \"{}\",\n", hex(1, 40));
+    let at = text.find(&format!("    \"{tag}\"")).unwrap();
+    let mut doubled = text.clone();
+    doubled.insert_str(at, &line.replace(&hex(1, 40), &"e".repeat(40)));
+    let error = parse(&doubled).unwrap_err();
+    let LockfileError::Syntax { reason, .. } = &error else {
+        panic!("{error}");
+    };
+    assert!(
+        reason.contains(&format!("`{tag}` appears twice")),
+        "{reason}"
+    );
+    assert!(reason.contains("line"), "{reason}");
+}
+
+#[test]
 fn other_versions_are_refused_by_version_before_their_shape() {
     let text = r#"{"version": 2, "something": "new"}"#;
     let error = parse(text).unwrap_err();

@@ -65,7 +65,8 @@ pub(crate) fn artifacts_tree(lock: &Lockfile) -> Option<Digest> {
     locked_output(lock, step::BUILD, output::ARTIFACTS)
 }
 
-/// Unpacks the build's artifacts into `dir` (empty) and returns them by relative path.
+/// Unpacks the build's artifacts into `dir` (empty) and returns its regular files by relative
+/// path (links stay in the tree's digest, which the lockfile records as the build's output).
 ///
 /// # Panics
 /// Never: every walked path is below `dir`.
@@ -89,16 +90,22 @@ pub(crate) async fn unpack_artifacts(
             source,
         })?;
         for entry in entries {
-            let path = entry
-                .map_err(|source| ReleaseError::Io {
-                    action: "list",
-                    path: at.clone(),
-                    source,
-                })?
-                .path();
-            if path.is_dir() {
+            let entry = entry.map_err(|source| ReleaseError::Io {
+                action: "list",
+                path: at.clone(),
+                source,
+            })?;
+            let path = entry.path();
+            // Never through a link: a link's target is in the tree (the store checked it) and
+            // recorded there; following one could loop (`l -> .`) or count a file twice.
+            let kind = entry.file_type().map_err(|source| ReleaseError::Io {
+                action: "inspect",
+                path: path.clone(),
+                source,
+            })?;
+            if kind.is_dir() {
                 stack.push(path);
-            } else if path.is_file() {
+            } else if kind.is_file() {
                 let file = std::fs::File::open(&path).map_err(|source| ReleaseError::Io {
                     action: "read",
                     path: path.clone(),

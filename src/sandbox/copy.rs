@@ -273,24 +273,21 @@ pub(super) async fn download(
             .map_err(|e| err(io_at(parent)(e)))?;
         let archive = scratch.path().join("archive.tar");
         {
-            let mut file = std::fs::File::create(&archive).map_err(|e| err(io_at(&archive)(e)))?;
+            let file = std::fs::File::create(&archive).map_err(|e| err(io_at(&archive)(e)))?;
             let options = DownloadFromContainerOptionsBuilder::default()
                 .path(&mount.target)
                 .build();
-            let mut stream = docker.download_from_container(id, Some(options));
-            while let Some(chunk) =
-                stream
-                    .try_next()
-                    .await
-                    .map_err(|source| SandboxError::Engine {
+            let stream = docker.download_from_container(id, Some(options));
+            save_bounded(stream, file, &archive, MAX_ARCHIVE_BYTES)
+                .await
+                .map_err(|failure| match failure {
+                    Saved::Engine(source) => SandboxError::Engine {
                         step: step.name.clone(),
                         action: "reading the step's outputs",
                         source,
-                    })?
-            {
-                file.write_all(&chunk)
-                    .map_err(|e| err(io_at(&archive)(e)))?;
-            }
+                    },
+                    Saved::Copy(error) => err(error),
+                })?;
         }
         let unpacked = scratch.path().join("unpacked");
         let (archive_path, unpacked_path) = (archive.clone(), unpacked.clone());
@@ -320,6 +317,39 @@ pub(super) async fn download(
         }
     }
     Ok(())
+}
+
+/// The most bytes an engine's archive of a step's outputs may hold before it is refused: the
+/// store's bound on a tree's content, plus room for the tar headers of its entries.
+const MAX_ARCHIVE_BYTES: u64 = MAX_TREE_BYTES + (1 << 30);
+
+/// Why saving an engine's stream stopped.
+enum Saved {
+    /// The engine failed.
+    Engine(bollard::errors::Error),
+    /// Writing failed, or the stream outgrew its bound.
+    Copy(CopyError),
+}
+
+/// Writes `stream` to `file` (at `path`), refusing it as soon as it holds more than `limit`
+/// bytes: a hostile or broken engine cannot fill the disk before the unpacker's own bounds
+/// apply.
+async fn save_bounded(
+    mut stream: impl futures::Stream<Item = Result<bytes::Bytes, bollard::errors::Error>> + Unpin,
+    mut file: std::fs::File,
+    path: &Path,
+    limit: u64,
+) -> Result<u64, Saved> {
+    let mut written: u64 = 0;
+    while let Some(chunk) = stream.try_next().await.map_err(Saved::Engine)? {
+        written = written.saturating_add(chunk.len() as u64);
+        if written > limit {
+            return Err(Saved::Copy(CopyError::TooLarge { limit }));
+        }
+        file.write_all(&chunk)
+            .map_err(|e| Saved::Copy(io_at(path)(e)))?;
+    }
+    Ok(written)
 }
 
 /// Unpacks an archive from an engine into the new directory `dest` with the store's checks.
@@ -441,6 +471,31 @@ mod tests {
         drop(body);
         let error = packer.await.unwrap().unwrap_err();
         assert!(is_engine_gone(&error), "{error:?}");
+    }
+
+    #[tokio::test]
+    async fn an_engine_archive_past_its_bound_is_refused_while_it_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("archive.tar");
+        let chunks = |n: usize| {
+            futures::stream::iter(
+                (0..n)
+                    .map(|_| Ok::<_, bollard::errors::Error>(bytes::Bytes::from(vec![7u8; 1000]))),
+            )
+        };
+        let file = std::fs::File::create(&path).unwrap();
+        let saved = save_bounded(chunks(3), file, &path, 3000).await;
+        assert!(matches!(saved, Ok(3000)));
+        let file = std::fs::File::create(&path).unwrap();
+        let refused = save_bounded(chunks(100), file, &path, 3000).await;
+        assert!(
+            matches!(
+                refused,
+                Err(Saved::Copy(CopyError::TooLarge { limit: 3000 }))
+            ),
+            "the fourth chunk passes the bound"
+        );
+        assert!(std::fs::metadata(&path).unwrap().len() <= 3000);
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub enum CopyError {
     /// What the engine sent back was refused by the store's unpacker.
     #[error(transparent)]
     Unpack(#[from] crate::store::StoreError),
+    /// The engine sent more than any step's outputs may hold.
+    #[error("the engine's archive is larger than {limit} bytes")]
+    TooLarge {
+        /// The bound.
+        limit: u64,
+    },
     /// The engine stopped reading the archive (its own error says why).
     #[error("the engine stopped reading the step's inputs")]
     EngineGone,

@@ -18,7 +18,7 @@ fn derivation(tag: &str) -> Derivation {
     }
 }
 
-async fn suite<S: Store>(store: S, corrupt: impl Fn(&Digest)) {
+async fn suite<S: Store>(store: S, corrupt: impl Fn(&Digest, &[u8])) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("f");
     std::fs::write(&file, b"hello").unwrap();
@@ -50,6 +50,24 @@ async fn suite<S: Store>(store: S, corrupt: impl Fn(&Digest)) {
     std::fs::create_dir(&unpacked).unwrap();
     assert!(store.unpack(&tree_digest, &unpacked).await.unwrap());
     assert_eq!(std::fs::read(unpacked.join("sub/a")).unwrap(), b"a");
+
+    // A corrupt tree that is still a valid archive (same shape, other bytes) is caught before
+    // anything is written: nothing of it reaches the destination.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(other.join("sub")).unwrap();
+    std::fs::write(other.join("sub/a"), b"b").unwrap();
+    let mut forged = Vec::new();
+    super::pack_tree(&other, &mut forged).unwrap();
+    corrupt(&tree_digest, &forged);
+    let target = dir.path().join("target");
+    std::fs::create_dir(&target).unwrap();
+    let bad = store.unpack(&tree_digest, &target).await;
+    assert!(matches!(bad, Err(StoreError::Corrupt { .. })), "{bad:?}");
+    assert_eq!(
+        std::fs::read_dir(&target).unwrap().count(),
+        0,
+        "the corrupt tree was unpacked"
+    );
 
     // A record needs its outputs stored; it round-trips and is found by name.
     let missing = Record::new(
@@ -97,7 +115,7 @@ async fn suite<S: Store>(store: S, corrupt: impl Fn(&Digest)) {
 
     // A corrupt blob never leaves the store; it reads as missing afterwards, and a fresh put
     // repairs it.
-    corrupt(&digest);
+    corrupt(&digest, b"jello");
     let bad = store.export(&digest, &dir.path().join("bad")).await;
     assert!(matches!(bad, Err(StoreError::Corrupt { .. })), "{bad:?}");
     assert!(!dir.path().join("bad").exists());
@@ -115,7 +133,7 @@ async fn suite<S: Store>(store: S, corrupt: impl Fn(&Digest)) {
 async fn memory_store_conforms() {
     let store = MemoryStore::new();
     let handle = store.clone();
-    suite(store, move |d| handle.corrupt(d, b"jello".to_vec())).await;
+    suite(store, move |d, bytes| handle.corrupt(d, bytes.to_vec())).await;
 }
 
 #[tokio::test]
@@ -123,11 +141,11 @@ async fn local_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path()).unwrap();
     let handle = store.clone();
-    suite(store, move |d| {
+    suite(store, move |d, bytes| {
         use std::os::unix::fs::PermissionsExt as _;
         let path = handle.blob_path(d);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        std::fs::write(&path, b"jello").unwrap();
+        std::fs::write(&path, bytes).unwrap();
     })
     .await;
 }

@@ -257,8 +257,9 @@ impl LocalStore {
         Ok(true)
     }
 
-    /// Unpacks the tree blob into the existing empty directory `dest`, verifying its digest.
-    /// `Ok(false)`: not stored.
+    /// Unpacks the tree blob into the existing empty directory `dest`, its digest verified
+    /// *before* anything is written: a corrupt tree never reaches `dest` (an export directory,
+    /// a step's inputs). `Ok(false)`: not stored.
     pub(crate) fn unpack_sync(
         &self,
         digest: &Digest,
@@ -271,15 +272,27 @@ impl LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(StoreError::io("open", &source, e)),
         };
-        let mut reader = Sha256Reader::new(BufReader::with_capacity(BUFFER, file));
-        unpack_tree(&mut reader, dest, max_bytes, &digest.to_string())?;
-        let (actual, _) = reader
-            .finish()
-            .map_err(|e| StoreError::io("read", &source, e))?;
+        let actual = hash_at(&file).map_err(|e| StoreError::io("read", &source, e))?;
         if actual != *digest {
             return Err(self.quarantine(digest, actual));
         }
-        Ok(true)
+        // Read again from the same open file (a blob is never rewritten in place; the second
+        // hash catches a disk that returns other bytes the second time).
+        let mut reader = Sha256Reader::new(BufReader::with_capacity(BUFFER, file));
+        let unpacked = unpack_tree(&mut reader, dest, max_bytes, &digest.to_string());
+        let again = reader
+            .finish()
+            .map_err(|e| StoreError::io("read", &source, e))
+            .map(|(again, _)| again);
+        match (unpacked, again) {
+            (Ok(()), Ok(again)) if again == *digest => Ok(true),
+            (result, again) => {
+                clear_dir(dest);
+                result?;
+                let again = again?;
+                Err(self.quarantine(digest, again))
+            }
+        }
     }
 
     /// Reads a whole (small) blob, verified. `Ok(None)`: not stored.
@@ -398,6 +411,20 @@ impl LocalStore {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::io("read", &path, e)),
+        }
+    }
+}
+
+/// Removes everything in `dir` (best effort): what a failed unpack left.
+fn clear_dir(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let _ = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
         }
     }
 }

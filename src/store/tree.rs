@@ -7,7 +7,13 @@
 //!
 //! Unpacking accepts only what packing produces: relative paths without `..`, regular files,
 //! directories, and symlinks whose target stays inside the tree; and at most a given number of
-//! bytes in all, so a hostile archive cannot fill the disk.
+//! bytes and entries in all, so a hostile archive cannot fill the disk.
+//!
+//! A link "stays inside" when resolving its target *against the tree* never leaves the root:
+//! `..` from the root escapes, and a component that is itself a link is followed (its target
+//! spliced in, at most [`MAX_LINK_HOPS`] times), so a chain such as `a/b -> ..` plus
+//! `c -> a/b/../..` is refused even though each target looks harmless as text. Links whose
+//! target does not exist (yet) are judged by the rest of the path, lexically.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -15,6 +21,14 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Component, Path, PathBuf};
 
 use super::StoreError;
+
+/// How many links one resolution may follow before the tree counts as looping (Linux's
+/// `MAXSYMLINKS`).
+const MAX_LINK_HOPS: usize = 40;
+
+/// The most entries one tree may hold (Kubernetes' tree with vendor/ has about 30 000 files;
+/// a bomb of empty entries is stopped here).
+const MAX_TREE_ENTRIES: u64 = 2_000_000;
 
 /// Writes the canonical tar of `dir` to `out`.
 pub(crate) fn pack_tree(dir: &Path, out: impl Write) -> Result<(), StoreError> {
@@ -72,7 +86,7 @@ fn pack_dir<W: Write>(
         } else if file_type.is_symlink() {
             let target =
                 fs::read_link(&path).map_err(|e| StoreError::io("read the link", &path, e))?;
-            check_link(&rel_path, &target).map_err(|reason| StoreError::BadTree {
+            check_link(root, &rel_path, &target).map_err(|reason| StoreError::BadTree {
                 what: path.display().to_string(),
                 reason,
             })?;
@@ -92,8 +106,16 @@ fn pack_dir<W: Write>(
     Ok(())
 }
 
-/// A link at `at` (relative to the tree root) pointing to `target` must stay in the tree.
-fn check_link(at: &Path, target: &Path) -> Result<(), String> {
+/// Checks that the link at `at` (relative to `root`) pointing to `target` resolves inside the
+/// tree, following links it passes through as the kernel would (see the module docs).
+fn check_link(root: &Path, at: &Path, target: &Path) -> Result<(), String> {
+    let escapes = || {
+        format!(
+            "symlink {} escapes the tree ({})",
+            at.display(),
+            target.display()
+        )
+    };
     if target.is_absolute() {
         return Err(format!(
             "symlink {} points to the absolute path {}",
@@ -101,23 +123,55 @@ fn check_link(at: &Path, target: &Path) -> Result<(), String> {
             target.display()
         ));
     }
-    let mut depth: usize = at.parent().map_or(0, |p| p.components().count());
-    for component in target.components() {
-        let escaped = match component {
-            Component::ParentDir => depth.checked_sub(1).map(|d| depth = d).is_none(),
-            Component::Normal(_) => {
-                depth += 1;
-                false
+    // Where resolution stands (components below the root), and what is left to walk.
+    let mut current: Vec<std::ffi::OsString> = at
+        .parent()
+        .map(|p| p.iter().map(ToOwned::to_owned).collect())
+        .unwrap_or_default();
+    let mut pending: Vec<std::ffi::OsString> = target.iter().rev().map(ToOwned::to_owned).collect();
+    let mut hops = 0;
+    // Once a component does not exist, the rest is judged lexically.
+    let mut dangling = false;
+    while let Some(part) = pending.pop() {
+        match Path::new(&part).components().next() {
+            None | Some(Component::CurDir) => {}
+            Some(Component::ParentDir) => {
+                if current.pop().is_none() {
+                    return Err(escapes());
+                }
             }
-            Component::CurDir => false,
-            Component::RootDir | Component::Prefix(_) => return Err("absolute link".into()),
-        };
-        if escaped {
-            return Err(format!(
-                "symlink {} escapes the tree ({})",
-                at.display(),
-                target.display()
-            ));
+            Some(Component::RootDir | Component::Prefix(_)) => return Err(escapes()),
+            Some(Component::Normal(name)) => {
+                let candidate: PathBuf = current.iter().chain([&part]).collect();
+                let meta = if dangling {
+                    None
+                } else {
+                    fs::symlink_metadata(root.join(&candidate)).ok()
+                };
+                match meta {
+                    Some(meta) if meta.file_type().is_symlink() => {
+                        hops += 1;
+                        if hops > MAX_LINK_HOPS {
+                            return Err(format!(
+                                "symlink {} loops (more than {MAX_LINK_HOPS} links)",
+                                at.display()
+                            ));
+                        }
+                        let next = fs::read_link(root.join(&candidate)).map_err(|e| {
+                            format!("cannot read the link {}: {e}", candidate.display())
+                        })?;
+                        if next.is_absolute() {
+                            return Err(escapes());
+                        }
+                        pending.extend(next.iter().rev().map(ToOwned::to_owned));
+                    }
+                    Some(_) => current.push(name.to_owned()),
+                    None => {
+                        dangling = true;
+                        current.push(name.to_owned());
+                    }
+                }
+            }
         }
     }
     Ok(())
@@ -147,17 +201,34 @@ pub(crate) fn unpack_tree(
     max_bytes: u64,
     what: &str,
 ) -> Result<(), StoreError> {
+    unpack_tree_limited(input, dest, max_bytes, MAX_TREE_ENTRIES, what)
+}
+
+/// [`unpack_tree`] with at most `max_entries` entries.
+fn unpack_tree_limited(
+    input: impl Read,
+    dest: &Path,
+    max_bytes: u64,
+    max_entries: u64,
+    what: &str,
+) -> Result<(), StoreError> {
     let bad = |reason: String| StoreError::BadTree {
         what: what.to_owned(),
         reason,
     };
     let mut archive = tar::Archive::new(input);
     let mut written: u64 = 0;
+    let mut count: u64 = 0;
+    let mut links = Vec::new();
     for entry in archive
         .entries()
         .map_err(|e| StoreError::io("read the tree for", dest, e))?
     {
         let mut entry = entry.map_err(|e| bad(format!("malformed archive: {e}")))?;
+        count += 1;
+        if count > max_entries {
+            return Err(bad(format!("it holds more than {max_entries} entries")));
+        }
         let raw_path = entry
             .path()
             .map_err(|e| bad(format!("bad path: {e}")))?
@@ -215,9 +286,16 @@ pub(crate) fn unpack_tree(
                     .map_err(|e| bad(format!("bad link: {e}")))?
                     .ok_or_else(|| bad("symlink without a target".into()))?
                     .into_owned();
-                check_link(&rel, &target).map_err(bad)?;
+                if target.is_absolute() {
+                    return Err(bad(format!(
+                        "symlink {} points to the absolute path {}",
+                        rel.display(),
+                        target.display()
+                    )));
+                }
                 std::os::unix::fs::symlink(&target, &path)
                     .map_err(|e| StoreError::io("create the link", &path, e))?;
+                links.push((rel, target));
             }
             other => {
                 return Err(bad(format!(
@@ -225,6 +303,17 @@ pub(crate) fn unpack_tree(
                     rel.display()
                 )));
             }
+        }
+    }
+    // Links are judged once the whole tree is there: a link may point at (or through) one
+    // that comes later in the archive.
+    for (rel, target) in &links {
+        if let Err(reason) = check_link(dest, rel, target) {
+            // No escaping link is left behind for a later reader to follow.
+            for (rel, _) in &links {
+                let _ = fs::remove_file(dest.join(rel));
+            }
+            return Err(bad(reason));
         }
     }
     Ok(())
@@ -272,6 +361,86 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o755);
+    }
+
+    #[test]
+    fn links_are_resolved_against_the_tree_not_their_text() {
+        use std::os::unix::fs::symlink;
+        // Each target looks harmless alone; together they climb two levels above the root.
+        let chain = tempfile::tempdir().unwrap();
+        let root = chain.path().join("root");
+        fs::create_dir_all(root.join("a")).unwrap();
+        symlink("..", root.join("a/b")).unwrap();
+        symlink("a/b/../..", root.join("c")).unwrap();
+        let packed = pack_tree(&root, Vec::new());
+        assert!(
+            matches!(&packed, Err(StoreError::BadTree { reason, .. }) if reason.contains("escapes")),
+            "{packed:?}"
+        );
+        // A loop is refused instead of recursing.
+        let looped = tempfile::tempdir().unwrap();
+        symlink("l2", looped.path().join("l1")).unwrap();
+        symlink("l1/x", looped.path().join("l2")).unwrap();
+        let packed = pack_tree(looped.path(), Vec::new());
+        assert!(
+            matches!(&packed, Err(StoreError::BadTree { reason, .. }) if reason.contains("loops")),
+            "{packed:?}"
+        );
+        // Links that stay inside, through other links or dangling, are kept.
+        let fine = tempfile::tempdir().unwrap();
+        fs::create_dir_all(fine.path().join("a/b")).unwrap();
+        symlink("..", fine.path().join("a/b/up")).unwrap();
+        symlink("a/b/up/b", fine.path().join("same")).unwrap();
+        symlink(".", fine.path().join("here")).unwrap();
+        symlink("not/yet/there", fine.path().join("dangling")).unwrap();
+        let bytes = pack(fine.path());
+        let out = tempfile::tempdir().unwrap();
+        unpack_tree(&bytes[..], out.path(), 1 << 20, "t").unwrap();
+        assert_eq!(pack(out.path()), bytes);
+    }
+
+    #[test]
+    fn a_link_chain_in_an_archive_is_refused_and_removed() {
+        // The same chain delivered as an archive (in an order where each link is created
+        // before the one it passes through).
+        let tar = raw_tar(&[
+            ("a", tar::EntryType::Directory, b"", None),
+            ("c", tar::EntryType::Symlink, b"", Some("a/b/../..")),
+            ("a/b", tar::EntryType::Symlink, b"", Some("..")),
+        ]);
+        let parent = tempfile::tempdir().unwrap();
+        let dest = parent.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        let result = unpack_tree(&tar[..], &dest, 1024, "chain");
+        assert!(
+            matches!(&result, Err(StoreError::BadTree { reason, .. }) if reason.contains("escapes")),
+            "{result:?}"
+        );
+        assert!(
+            fs::symlink_metadata(dest.join("c")).is_err(),
+            "the link was left"
+        );
+        assert!(
+            fs::symlink_metadata(dest.join("a/b")).is_err(),
+            "the link was left"
+        );
+    }
+
+    #[test]
+    fn too_many_entries_are_refused() {
+        let tar = raw_tar(&[
+            ("a", tar::EntryType::Regular, b"", None),
+            ("b", tar::EntryType::Regular, b"", None),
+            ("c", tar::EntryType::Regular, b"", None),
+        ]);
+        let dest = tempfile::tempdir().unwrap();
+        let refused = unpack_tree_limited(&tar[..], dest.path(), 1024, 2, "many");
+        assert!(
+            matches!(&refused, Err(StoreError::BadTree { reason, .. }) if reason.contains("more than 2 entries")),
+            "{refused:?}"
+        );
+        let dest = tempfile::tempdir().unwrap();
+        unpack_tree_limited(&tar[..], dest.path(), 1024, 3, "many").unwrap();
     }
 
     #[test]
