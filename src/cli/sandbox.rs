@@ -109,7 +109,14 @@ async fn run_step(args: RunArgs) -> Outcome {
     step.workdir = args.workdir;
     step.memory_limit = args.memory;
     if let Some(path) = &args.user_of {
-        step.user = Some(UserId::owner_of(path)?);
+        // The owner of PATH, unless that is root: then the build user (kiln never runs a step
+        // as root, and never changes the owner of a path you name).
+        let owner = UserId::owner_of(path)?;
+        step.user = Some(if owner.is_root() {
+            UserId::BUILD
+        } else {
+            owner
+        });
     }
 
     let sandbox = DockerSandbox::connect().await?;

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::image::{GoLine, ImageError, ensure_toolchain};
-use crate::sandbox::{BindMount, DockerSandbox, SandboxError, StepSpec, UserId, run_to_end};
+use crate::sandbox::{BindMount, DockerSandbox, LentTrees, SandboxError, StepSpec, run_to_end};
 
 use fast_import::{File, Signature, Stream, Tree};
 pub(crate) use k3s::HELPER_MODULE;
@@ -558,12 +558,16 @@ async fn run_tag_sh(
         .env("GOFLAGS", "-mod=mod")
         .env("GOSUMDB", "off");
     step.workdir = "/work".into();
-    step.user = Some(UserId::owner_of(work)?);
+    // Host-side git reads the tree afterwards: it goes back to its owner.
+    let lent = LentTrees::lend(&[work])?;
+    step.user = Some(lent.user());
     step.mounts.push(BindMount {
         source: work.to_owned(),
         target: "/work".into(),
         read_only: false,
     });
-    run_to_end(sandbox, step, |_| {}).await?;
+    let ran = run_to_end(sandbox, step, |_| {}).await;
+    lent.give_back()?;
+    ran?;
     Ok(())
 }

@@ -8,7 +8,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
 use crate::hash::{Derivation, Digest, InputRef, StepKey};
-use crate::sandbox::{BindMount, Sandbox, StepEvent, StepSpec, UserId, run_to_end};
+use crate::sandbox::{BindMount, LentTrees, Sandbox, StepEvent, StepSpec, run_to_end};
 use crate::store::{OutputRef, Record, Store};
 
 use super::plan::cached_outputs;
@@ -283,7 +283,9 @@ async fn run_container<B: Sandbox>(
     );
     spec.env.extend(step.env.clone());
     spec.workdir = "/out".into();
-    spec.user = Some(UserId::owner_of(output_dir)?);
+    // The step's directories are this run's alone (removed afterwards): lent, never given back.
+    let lent = LentTrees::lend(&[output_dir, input_dir])?;
+    spec.user = Some(lent.user());
     spec.mounts.push(BindMount {
         source: input_dir.to_owned(),
         target: "/in".into(),

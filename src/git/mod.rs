@@ -464,7 +464,7 @@ pub(crate) fn read_file(repo: &Path, rev: &str, path: &str) -> Result<Option<Str
 }
 
 /// Makes `dest` (which must not exist) a self-contained clone of `repo` with `commit` checked
-/// out, detached.
+/// out, detached. Its objects are copies, never hard links to `repo`'s.
 pub(crate) fn checkout(repo: &Path, commit: &str, dest: &Path) -> Result<(), GitError> {
     if commit.len() < 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(GitError::BadRev {
@@ -474,7 +474,15 @@ pub(crate) fn checkout(repo: &Path, commit: &str, dest: &Path) -> Result<(), Git
     let (repo, dest) = (absolute(repo), absolute(dest));
     let mut clone = git(Path::new(NEUTRAL_DIR));
     clone
-        .args(["clone", "--quiet", "--no-checkout", "--end-of-options"])
+        // Never hard links into the mirror: the clone is handed to a step's user, who must
+        // not be able to reach the store's own object files.
+        .args([
+            "clone",
+            "--quiet",
+            "--no-checkout",
+            "--no-hardlinks",
+            "--end-of-options",
+        ])
         .arg(&repo)
         .arg(&dest);
     run(clone, Path::new(NEUTRAL_DIR))?;

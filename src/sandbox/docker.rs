@@ -15,7 +15,7 @@ use super::guard::{ContainerGuard, remove_container};
 use super::lines::LineSplitter;
 use super::run_owner::{Liveness, RunOwner};
 use super::step_spec::STEP_HOSTNAME;
-use super::{Engine, LogStream, Sandbox, SandboxError, StepEvent, StepExit, StepSpec};
+use super::{Engine, LogStream, Sandbox, SandboxError, StepEvent, StepExit, StepSpec, UserId};
 
 /// Label naming the kiln run (one process) a container belongs to.
 pub(crate) const LABEL_RUN: &str = "kiln.run";
@@ -38,6 +38,18 @@ const UMASK_ENTRYPOINT: [&str; 3] = [
 
 /// Label on a fresh cache volume naming the run it belongs to.
 const LABEL_CACHE_NAMESPACE: &str = "kiln.cache.namespace";
+
+/// The most processes (threads included) one step may run: a fork bomb stops here, a Go
+/// build (one thread per core, plus the compilers it starts) stays far below it.
+pub(super) const STEP_PIDS_LIMIT: i64 = 4096;
+
+/// The build user's home in kiln's toolchain image: writable scratch, like `/tmp`.
+const STEP_HOME: &str = "/home/kiln";
+
+/// How `/tmp`, the home and `/cache` are mounted: writable, executable (`go run` and `go test`
+/// execute what they build in `/tmp`; the engine's default is `noexec`), nothing set-id,
+/// writable by anyone (the step's user may be any uid).
+const STEP_TMPFS: &str = "rw,exec,nosuid,nodev,mode=1777";
 
 /// Runs steps as containers. Cheap to clone; clones share the run identity.
 #[derive(Clone, Debug)]
@@ -229,7 +241,11 @@ impl DockerSandbox {
             cmd: Some(step.argv.clone()),
             env: Some(step.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             working_dir: Some(step.workdir.clone()),
-            user: step.user.map(|u| format!("{}:{}", u.uid, u.gid)),
+            // Never root: a step without a user runs as the image's build user.
+            user: Some({
+                let user = step.user.unwrap_or(UserId::BUILD);
+                format!("{}:{}", user.uid, user.gid)
+            }),
             hostname: Some(STEP_HOSTNAME.into()),
             domainname: Some(String::new()),
             labels: Some(labels),
@@ -245,6 +261,18 @@ impl DockerSandbox {
                 memory,
                 memory_swap: memory,
                 security_opt: Some(vec!["no-new-privileges".into()]),
+                cap_drop: Some(vec!["ALL".into()]),
+                // Writable: the declared mounts and caches, and scratch space that dies with
+                // the container; the image itself is read-only.
+                readonly_rootfs: Some(true),
+                // `/cache`: a step without a declared cache still gets a writable GOCACHE and
+                // GOMODCACHE (the declared cache volumes are mounted over it).
+                tmpfs: Some(HashMap::from([
+                    ("/tmp".to_owned(), STEP_TMPFS.to_owned()),
+                    (STEP_HOME.to_owned(), STEP_TMPFS.to_owned()),
+                    ("/cache".to_owned(), STEP_TMPFS.to_owned()),
+                ])),
+                pids_limit: Some(STEP_PIDS_LIMIT),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()

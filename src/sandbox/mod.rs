@@ -22,6 +22,7 @@ mod ssh;
 mod step_event;
 mod step_spec;
 
+use docker::STEP_PIDS_LIMIT;
 pub use docker::{DockerSandbox, LABEL_MOUNTS, LABEL_OWNER};
 pub use engine::Engine;
 pub(crate) use engine::EngineInfo;
@@ -31,7 +32,7 @@ pub(crate) use fake::{FakeSandbox, FakeStep};
 pub(crate) use probe::{IsolationCheck, probe_isolation};
 pub use step_event::{LogStream, STDERR_TAIL_LINES, StepEvent, StepExit, StepOutput, run_to_end};
 pub(crate) use step_spec::STEP_HOSTNAME;
-pub use step_spec::{BindMount, CacheMount, Network, StepSpec, UserId};
+pub use step_spec::{BindMount, CacheMount, LentTrees, Network, StepSpec, UserId};
 
 use futures::stream::BoxStream;
 

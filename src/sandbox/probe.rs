@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use super::{BindMount, DockerSandbox, SandboxError, StepSpec, UserId, run_to_end};
+use super::{BindMount, DockerSandbox, SandboxError, StepSpec, run_to_end};
 
 /// `SOURCE_DATE_EPOCH` the probe declares (2023-11-14T22:13:20Z); `date` must report it.
 const PROBE_EPOCH: &str = "1700000000";
@@ -33,6 +33,17 @@ else
   echo "connect=untested"
 fi
 touch /probe/written && echo "file_owner=$(stat -c %u:%g /probe/written)"
+echo "cap_eff=$(awk '/^CapEff:/ { print $2 }' /proc/self/status)"
+echo "no_new_privs=$(awk '/^NoNewPrivs:/ { print $2 }' /proc/self/status)"
+if touch /kiln-rootfs-probe 2>/dev/null; then echo "rootfs=writable"; else echo "rootfs=read-only"; fi
+if touch /tmp/kiln-tmp-probe 2>/dev/null; then echo "tmp=writable"; else echo "tmp=read-only"; fi
+pids=$(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || echo unknown)
+echo "pids_max=$pids"
+found=
+for sock in /var/run/docker.sock /run/docker.sock /run/kiln-engine/docker.sock /run/podman/podman.sock; do
+  [ -e "$sock" ] && found="$found $sock"
+done
+echo "engine_socket=${found:-none}"
 echo "env=$(tr '\0' '\n' < /proc/1/environ | cut -d= -f1 | sort | tr '\n' ' ')"
 "#;
 
@@ -58,7 +69,8 @@ pub(crate) async fn probe_isolation(
     image_env: &BTreeSet<String>,
     probe_dir: &Path,
 ) -> Result<Vec<IsolationCheck>, SandboxError> {
-    let owner = UserId::owner_of(probe_dir)?;
+    let lent = super::LentTrees::lend(&[probe_dir])?;
+    let owner = lent.user();
     let mut step = StepSpec::new("doctor-probe", image, ["/bin/sh", "-c", PROBE_SCRIPT])
         .env("SOURCE_DATE_EPOCH", PROBE_EPOCH)
         .env("KILN_PROBE", "declared");
@@ -69,7 +81,9 @@ pub(crate) async fn probe_isolation(
         read_only: false,
     });
     let declared: BTreeSet<String> = step.env.keys().cloned().collect();
-    let output = run_to_end(sandbox, step, |_| {}).await?;
+    let output = run_to_end(sandbox, step, |_| {}).await;
+    lent.give_back()?;
+    let output = output?;
     let seen: BTreeMap<&str, &str> = output
         .stdout
         .iter()
@@ -106,13 +120,43 @@ pub(crate) async fn probe_isolation(
         ),
         check(
             "user",
-            format!("{owner_text} (owner of the worktree)"),
+            format!("{owner_text}, not root (the worktree's owner, or the build user)"),
             format!(
                 "process {}, files written {}",
                 get("uid"),
                 get("file_owner")
             ),
-            get("uid") == owner_text && get("file_owner") == owner_text,
+            get("uid") == owner_text && get("file_owner") == owner_text && !owner.is_root(),
+        ),
+        check(
+            "capabilities",
+            "none (CapEff 0), no new privileges".into(),
+            format!(
+                "CapEff {}, NoNewPrivs {}",
+                get("cap_eff"),
+                get("no_new_privs")
+            ),
+            get("cap_eff").trim_start_matches('0').is_empty()
+                && !get("cap_eff").is_empty()
+                && get("no_new_privs") == "1",
+        ),
+        check(
+            "rootfs",
+            "read-only image, writable /tmp".into(),
+            format!("image {}, /tmp {}", get("rootfs"), get("tmp")),
+            get("rootfs") == "read-only" && get("tmp") == "writable",
+        ),
+        check(
+            "pids",
+            format!("at most {} processes", super::STEP_PIDS_LIMIT),
+            get("pids_max"),
+            get("pids_max") == super::STEP_PIDS_LIMIT.to_string(),
+        ),
+        check(
+            "engine socket",
+            "none reachable".into(),
+            get("engine_socket"),
+            get("engine_socket") == "none",
         ),
         check(
             "env",

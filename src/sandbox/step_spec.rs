@@ -105,6 +105,11 @@ impl StepSpec {
                 self.workdir
             )));
         }
+        if self.user.is_some_and(UserId::is_root) {
+            return Err(invalid(
+                "steps never run as root: lend a root-owned work tree to the build user".into(),
+            ));
+        }
         for mount in &self.mounts {
             if !mount.source.is_absolute() {
                 return Err(invalid(format!(
@@ -187,6 +192,19 @@ pub struct UserId {
 }
 
 impl UserId {
+    /// The build user of kiln's toolchain image (`kiln`, 1000:1000): who a step runs as when
+    /// its work tree belongs to root. No step ever runs as root.
+    pub const BUILD: Self = Self {
+        uid: 1000,
+        gid: 1000,
+    };
+
+    /// Whether this is root's uid or gid.
+    #[must_use]
+    pub fn is_root(self) -> bool {
+        self.uid == 0 || self.gid == 0
+    }
+
     /// The owner of `path`: steps that write into a worktree run as its owner, so git does not
     /// refuse the repository as "dubious ownership" and the files stay the user's.
     pub fn owner_of(path: &Path) -> Result<Self, SandboxError> {
@@ -200,6 +218,80 @@ impl UserId {
             gid: meta.gid(),
         })
     }
+}
+
+/// Work trees lent to a step's user. Their owner runs the step, unless that is root (kiln run
+/// as root): then every entry is handed to [`UserId::BUILD`] (`lchown`, links not followed)
+/// for the step, and [`LentTrees::give_back`] returns them afterwards. The step never runs as
+/// root, and git inside sees a repository its own user owns.
+#[derive(Debug)]
+pub struct LentTrees {
+    user: UserId,
+    lent: Vec<(std::path::PathBuf, UserId)>,
+}
+
+impl LentTrees {
+    /// Lends `dirs` (all owned by the same user as the first) to the step's user.
+    pub fn lend(dirs: &[&Path]) -> Result<Self, SandboxError> {
+        let Some(first) = dirs.first() else {
+            return Ok(Self {
+                user: UserId::BUILD,
+                lent: Vec::new(),
+            });
+        };
+        let owner = UserId::owner_of(first)?;
+        if !owner.is_root() {
+            return Ok(Self {
+                user: owner,
+                lent: Vec::new(),
+            });
+        }
+        let mut lent = Vec::new();
+        for dir in dirs {
+            let original = UserId::owner_of(dir)?;
+            chown_tree(dir, UserId::BUILD)?;
+            lent.push((dir.to_path_buf(), original));
+        }
+        Ok(Self {
+            user: UserId::BUILD,
+            lent,
+        })
+    }
+
+    /// Who the step runs as.
+    #[must_use]
+    pub fn user(&self) -> UserId {
+        self.user
+    }
+
+    /// Returns every lent tree (including what the step added) to its owner.
+    pub fn give_back(self) -> Result<(), SandboxError> {
+        for (dir, owner) in &self.lent {
+            chown_tree(dir, *owner)?;
+        }
+        Ok(())
+    }
+}
+
+/// `lchown -R`: every entry below and including `dir`, links themselves, never their targets.
+fn chown_tree(dir: &Path, to: UserId) -> Result<(), SandboxError> {
+    let fail = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SandboxError::Worktree { path, source }
+    };
+    std::os::unix::fs::lchown(dir, Some(to.uid), Some(to.gid)).map_err(fail(dir))?;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at).map_err(fail(&at))? {
+            let entry = entry.map_err(fail(&at))?;
+            let path = entry.path();
+            std::os::unix::fs::lchown(&path, Some(to.uid), Some(to.gid)).map_err(fail(&path))?;
+            if entry.file_type().map_err(fail(&path))?.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Network access of a step.
@@ -237,6 +329,11 @@ mod tests {
     fn validate_rejects_what_the_engine_would_misread() {
         let ok = StepSpec::new("probe", "img", ["true"]);
         assert!(ok.validate().is_ok());
+        let mut root = ok.clone();
+        root.user = Some(UserId { uid: 0, gid: 0 });
+        assert!(root.validate().is_err(), "a root step was accepted");
+        root.user = Some(UserId { uid: 1000, gid: 0 });
+        assert!(root.validate().is_err(), "root's group was accepted");
         let mut bad = ok.clone();
         bad.argv.clear();
         assert!(bad.validate().is_err());
@@ -261,5 +358,61 @@ mod tests {
         let mut bad = ok;
         bad.memory_limit = Some(1024);
         assert!(bad.validate().is_err());
+    }
+}
+
+#[cfg(test)]
+mod lent_tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    #[test]
+    fn a_root_owned_tree_is_lent_to_the_build_user_and_given_back() {
+        if !rustix::process::geteuid().is_root() {
+            // Only root can hand files to another user; the test command runs as root.
+            assert!(
+                std::env::var_os("KILN_TEST_DOCKER").is_none(),
+                "KILN_TEST_DOCKER=1 but not root: this test needs root"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("out");
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::write(tree.join("a/b/f"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", tree.join("link")).unwrap();
+        let lent = LentTrees::lend(&[&tree]).unwrap();
+        assert_eq!(lent.user(), UserId::BUILD);
+        assert_eq!(
+            UserId::owner_of(&tree.join("a/b/f")).unwrap(),
+            UserId::BUILD
+        );
+        // The link itself changed hands; its target did not.
+        assert_eq!(
+            std::fs::symlink_metadata(tree.join("link")).unwrap().uid(),
+            1000
+        );
+        assert_eq!(std::fs::metadata("/etc/passwd").unwrap().uid(), 0);
+        std::fs::write(tree.join("a/new"), b"y").unwrap();
+        lent.give_back().unwrap();
+        for path in ["a/b/f", "a/new", "a"] {
+            assert!(
+                UserId::owner_of(&tree.join(path)).unwrap().is_root(),
+                "{path}"
+            );
+        }
+        // A tree a user owns is not touched: the step runs as that user.
+        let mine = dir.path().join("mine");
+        std::fs::create_dir(&mine).unwrap();
+        std::os::unix::fs::lchown(&mine, Some(1234), Some(1234)).unwrap();
+        let lent = LentTrees::lend(&[&mine]).unwrap();
+        assert_eq!(
+            lent.user(),
+            UserId {
+                uid: 1234,
+                gid: 1234
+            }
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use kiln::sandbox::{BindMount, StepSpec, UserId, run_to_end};
+use kiln::sandbox::{BindMount, LentTrees, StepSpec, run_to_end};
 
 use crate::common::{self, docker_or_skip, text};
 
@@ -276,17 +276,17 @@ async fn in_container(
     step.env.insert("GOPROXY".into(), "off".into());
     step.env.insert("GOFLAGS".into(), "-mod=mod".into());
     step.workdir = "/work".into();
-    step.user = Some(UserId::owner_of(&work).unwrap());
+    let lent = LentTrees::lend(&[&work]).unwrap();
+    step.user = Some(lent.user());
     step.mounts.push(BindMount {
         source: work.clone(),
         target: "/work".into(),
         read_only: false,
     });
     let _: &StepSpec = &step;
-    run_to_end(&docker.sandbox, step, |_| {})
-        .await
-        .unwrap_or_else(|e| panic!("{rev}: {e}"))
-        .stdout
+    let ran = run_to_end(&docker.sandbox, step, |_| {}).await;
+    lent.give_back().unwrap();
+    ran.unwrap_or_else(|e| panic!("{rev}: {e}")).stdout
 }
 
 #[tokio::test]

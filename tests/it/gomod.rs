@@ -3,7 +3,7 @@
 
 use kiln::gomod::write_proxy;
 use kiln::release::{extra_module_versions, fork_module_versions};
-use kiln::sandbox::{BindMount, UserId, run_to_end};
+use kiln::sandbox::{BindMount, LentTrees, run_to_end};
 
 use crate::common::{self, docker_or_skip, text};
 
@@ -80,7 +80,8 @@ async fn k3s_builds_offline_from_kilns_proxy_and_go_agrees_on_every_sum() {
         step.env.insert(k.into(), v.into());
     }
     step.workdir = "/work".into();
-    step.user = Some(UserId::owner_of(&k3s).unwrap());
+    let lent = LentTrees::lend(&[&k3s]).unwrap();
+    step.user = Some(lent.user());
     step.mounts.push(BindMount {
         source: k3s.clone(),
         target: "/work".into(),
@@ -91,9 +92,9 @@ async fn k3s_builds_offline_from_kilns_proxy_and_go_agrees_on_every_sum() {
         target: "/proxy".into(),
         read_only: true,
     });
-    let out = run_to_end(&docker.sandbox, step, |_| {})
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let out = run_to_end(&docker.sandbox, step, |_| {}).await;
+    lent.give_back().unwrap();
+    let out = out.unwrap_or_else(|e| panic!("{e}"));
     let stdout = out.stdout.join("\n");
     assert!(stdout.contains("k3s version release-1.28"), "{stdout}");
     assert!(stdout.contains("kubernetes v1.28.1-k3s1"), "{stdout}");

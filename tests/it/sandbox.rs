@@ -484,7 +484,17 @@ async fn doctor_reports_a_hermetic_sandbox() {
     assert_eq!(
         names,
         [
-            "network", "user", "env", "clock", "umask", "timezone", "hostname"
+            "network",
+            "user",
+            "capabilities",
+            "rootfs",
+            "pids",
+            "engine socket",
+            "env",
+            "clock",
+            "umask",
+            "timezone",
+            "hostname"
         ]
     );
     assert!(checks.iter().all(|c| c["ok"] == true), "{stdout}");
