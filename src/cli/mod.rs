@@ -16,6 +16,7 @@ mod progress;
 mod push;
 mod release;
 mod sandbox;
+mod signals;
 mod status;
 mod store;
 mod table;
@@ -27,9 +28,6 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-/// Exit code for an interrupted run (Ctrl-C), as shells report SIGINT.
-const EXIT_INTERRUPTED: u8 = 130;
 
 /// kiln: reproducible, hermetic K3s patch releases.
 #[derive(Debug, Parser)]
@@ -103,8 +101,11 @@ type Outcome = miette::Result<ExitCode>;
 
 /// Parses `args`, runs the command, prints any diagnostic, and returns the exit code.
 ///
-/// Ctrl-C drops the running command: every step stream in it is dropped, which removes the
-/// step's container before this returns.
+/// Ctrl-C, SIGTERM and SIGHUP drop the running command: every step stream in it is dropped,
+/// which stops and removes the step's container, and every lock and temporary directory it
+/// held is released; then kiln exits 130, 143 or 129, as shells report those signals, without
+/// waiting for blocking work that is only waiting (a step lock, say). A second signal while
+/// that happens quits at once.
 pub async fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -113,20 +114,39 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
         }
     };
-    let outcome = tokio::select! {
-        outcome = dispatch(cli.command, cli.store) => outcome,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("kiln: interrupted; step containers were removed");
-            return ExitCode::from(EXIT_INTERRUPTED);
-        }
+    let mut work = Box::pin(dispatch(cli.command, cli.store));
+    let signal = tokio::select! {
+        outcome = &mut work => return match outcome {
+            Ok(code) => code,
+            Err(report) => {
+                eprintln!("{report:?}");
+                ExitCode::FAILURE
+            }
+        },
+        signal = signals::first() => signal,
     };
-    match outcome {
-        Ok(code) => code,
-        Err(report) => {
-            eprintln!("{report:?}");
-            ExitCode::FAILURE
-        }
+    eprintln!(
+        "kiln: {}; stopping step containers (again to quit at once)",
+        signal.name
+    );
+    let force = tokio::spawn(async {
+        let again = signals::first().await;
+        eprintln!("kiln: {} again; quitting at once", again.name);
+        std::process::exit(i32::from(again.exit_code));
+    });
+    // Containers, locks and temporary directories are released as the command is dropped:
+    // at once for what it held itself, and as the runtime drops the step tasks it aborted.
+    drop(work);
+    let clean = crate::engine::wait_for_steps(std::time::Duration::from_secs(120)).await;
+    force.abort();
+    if clean {
+        eprintln!("kiln: stopped; step containers were removed");
+    } else {
+        eprintln!("kiln: stopped; some step containers may remain (the next kiln removes them)");
     }
+    // Blocking threads may still be waiting (for a lock another run holds): exit without
+    // joining them, as the runtime's shutdown would.
+    std::process::exit(i32::from(signal.exit_code));
 }
 
 async fn dispatch(command: Command, store: Option<std::path::PathBuf>) -> Outcome {

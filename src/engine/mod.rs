@@ -17,5 +17,5 @@ pub(crate) use error::EngineError;
 pub(crate) use event::EngineEvent;
 pub(crate) use plan::{Plan, PlannedStep, StepStatus};
 pub(crate) use plan_file::{ImageResolver, load_plan_file};
-pub(crate) use run::{RunOptions, RunReport, StepOutcome, run};
+pub(crate) use run::{RunOptions, RunReport, StepOutcome, run, wait_for_steps};
 pub(crate) use step::{HostAction, HostError, Step, StepImage, StepInput};

@@ -84,15 +84,18 @@ pub(crate) async fn run<S: Store, B: Sandbox + Clone + 'static>(
                 .derivation(&done)
                 .expect("every parent is done, so every output is known");
             started.insert(step.name.clone());
-            tasks.spawn(execute(
-                step.clone(),
-                derivation,
-                done.clone(),
-                store.clone(),
-                sandbox.clone(),
-                options.work_dir.clone(),
-                events.clone(),
-            ));
+            tasks.spawn(Tracked {
+                step: Box::pin(execute(
+                    step.clone(),
+                    derivation,
+                    done.clone(),
+                    store.clone(),
+                    sandbox.clone(),
+                    options.work_dir.clone(),
+                    events.clone(),
+                )),
+                _in_flight: InFlight::enter(),
+            });
         }
         let Some(joined) = tasks.join_next().await else {
             break;
@@ -122,6 +125,57 @@ pub(crate) async fn run<S: Store, B: Sandbox + Clone + 'static>(
         })
         .collect();
     Ok(RunReport { steps })
+}
+
+/// Step tasks whose futures have not been dropped yet, in this process.
+static STEPS_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts one step task while it exists.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        STEPS_IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        STEPS_IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A step task: the step's future, then its count. Fields drop in order, so the count falls
+/// only after everything the step held (its container guard, work directory, locks) is gone.
+struct Tracked {
+    step: std::pin::Pin<Box<dyn Future<Output = Result<StepResult, EngineError>> + Send>>,
+    _in_flight: InFlight,
+}
+
+impl Future for Tracked {
+    type Output = Result<StepResult, EngineError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.step.as_mut().poll(cx)
+    }
+}
+
+/// Waits until every step task of this process has been dropped — aborted tasks are dropped
+/// by the runtime after a run is cancelled, removing their containers as they go — or until
+/// `limit`. Returns whether they all were.
+pub(crate) async fn wait_for_steps(limit: std::time::Duration) -> bool {
+    let started = Instant::now();
+    while STEPS_IN_FLIGHT.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        if started.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    true
 }
 
 /// Removes a step's work directory on every path out of the step.

@@ -21,6 +21,7 @@ mod release_e2e;
 mod remote_engine;
 mod reproducible;
 mod sandbox;
+mod signals;
 mod ssh_engine;
 mod status;
 mod verify;
