@@ -250,14 +250,7 @@ impl RemoteCache {
                 "the registry's manifest for step {key} holds no record"
             )));
         };
-        let scratch = tempfile::Builder::new()
-            .prefix("kiln-cache-")
-            .tempdir_in(local.root().join("tmp"))
-            .map_err(|source| CacheError::Io {
-                action: "create a download directory in",
-                path: local.root().join("tmp"),
-                source,
-            })?;
+        let scratch = local.scratch_dir("kiln-cache-")?;
         let record_path = scratch.path().join("record");
         if let Err(why) = self
             .download(

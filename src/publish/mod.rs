@@ -368,10 +368,7 @@ fn push_batch(store: &LocalStore, batch: &Batch<'_>) -> Result<(), PushError> {
         return Ok(());
     }
     let io = |action| move |source| PushError::Io { action, source };
-    let scratch = tempfile::Builder::new()
-        .prefix("kiln-push-")
-        .tempdir_in(store.root().join("tmp"))
-        .map_err(io("create a scratch repository in the store"))?;
+    let scratch = store.scratch_dir("kiln-push-")?;
     let bundle = scratch.path().join("results.bundle");
     if !store.export_sync(&batch.bundle, &bundle)? {
         return Err(PushError::NoBundle {

@@ -9,7 +9,7 @@ use crate::hash::Digest;
 use crate::lockfile::Lockfile;
 use crate::store::LocalStore;
 
-use super::{ReleaseError, RepoSet, k3s_bundle, scratch_dir, tag_bundle};
+use super::{ReleaseError, RepoSet, k3s_bundle, tag_bundle};
 
 /// The refs `lock` adds to one repository, and the bundle holding them.
 struct Addition<'a> {
@@ -77,7 +77,7 @@ pub(crate) fn add_into(
         }
     }
     for addition in &additions {
-        let scratch = scratch_dir(store, "kiln-bundle-")?;
+        let scratch = store.scratch_dir("kiln-bundle-")?;
         let path = scratch.path().join("results.bundle");
         if !store.export_sync(&addition.bundle, &path)? {
             return Err(ReleaseError::OutputGone {

@@ -32,7 +32,7 @@ pub(crate) use modules::FORK_MODULE;
 pub use modules::{extra_module_versions, fork_module_versions};
 pub(crate) use pipeline::{
     Prepared, ReleaseRequest, Toolchain, export_artifacts, lockfile_path, prepare, resolve_request,
-    run, scratch_dir, write_lockfile,
+    run, write_lockfile,
 };
 pub(crate) use rcga::{TagKind, create_tag, plan_tag};
 pub(crate) use recipe::{ReleaseInputs, ServedModule, release_plan, step};

@@ -55,7 +55,7 @@ pub(crate) struct Prepared {
 }
 
 /// A release that ran: its lockfile, what each step did, and its artifacts unpacked (checked
-/// against their digests) in a scratch directory under the store's `tmp/`, removed on drop.
+/// against their digests) in scratch space of the store, removed on drop.
 #[derive(Debug)]
 pub(crate) struct Released {
     /// The lockfile.
@@ -63,7 +63,7 @@ pub(crate) struct Released {
     /// Each step's outcome.
     pub(crate) report: RunReport,
     /// `dist/artifacts`, unpacked.
-    pub(crate) artifacts: tempfile::TempDir,
+    pub(crate) artifacts: crate::store::ScratchDir,
 }
 
 /// Resolves `request` against its repositories (mirrored under the store): names, commits,
@@ -126,7 +126,7 @@ pub(crate) async fn run<S: Store, B: Sandbox + Clone + 'static>(
     events: &UnboundedSender<EngineEvent>,
 ) -> Result<Released, ReleaseError> {
     let report = crate::engine::run(&prepared.plan, layered, sandbox, options, events).await?;
-    let artifacts = scratch_dir(store, "kiln-artifacts-")?;
+    let artifacts = store.scratch_dir("kiln-artifacts-")?;
     let found = unpack_artifacts(store, &report, artifacts.path()).await?;
     let lock = lockfile(
         &prepared.resolved,
@@ -152,22 +152,6 @@ pub(crate) async fn run<S: Store, B: Sandbox + Clone + 'static>(
         report,
         artifacts,
     })
-}
-
-/// A scratch directory under the store's `tmp/` (same filesystem; `gc` knows it is live).
-pub(crate) fn scratch_dir(
-    store: &LocalStore,
-    prefix: &str,
-) -> Result<tempfile::TempDir, ReleaseError> {
-    let tmp = store.root().join("tmp");
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(&tmp)
-        .map_err(|source| ReleaseError::Io {
-            action: "create a scratch directory in",
-            path: tmp,
-            source,
-        })
 }
 
 /// Where the lockfile of the release `fork_tag` goes in `dir`: `<fork tag>.lock.json`.

@@ -198,7 +198,7 @@ pub(crate) async fn rebuild<B: Sandbox + Clone + 'static>(
             .cloned()
             .collect(),
     )?;
-    let fresh_dir = super::scratch_dir(store, "kiln-verify-")?;
+    let fresh_dir = store.scratch_dir("kiln-verify-")?;
     let fresh = LocalStore::open(fresh_dir.path())?;
     let options = RunOptions {
         jobs,

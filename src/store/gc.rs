@@ -39,6 +39,8 @@ pub(crate) struct GcReport {
     pub(crate) running_steps: u64,
     /// Temporary files and unused lock files removed.
     pub(crate) leftovers_removed: u64,
+    /// Scratch files and directories of running kiln processes, left alone.
+    pub(crate) scratch_in_use: u64,
 }
 
 /// Collects garbage. Holds the store lock exclusively: no blob or record is written while it
@@ -133,9 +135,14 @@ pub(crate) fn gc(store: &LocalStore, options: &GcOptions) -> Result<GcReport, St
         report.leftovers_removed += 1;
     }
 
-    // With the exclusive lock held, no write is in flight: every temp file is a leftover of a
-    // killed process.
+    // With the exclusive lock held, no blob or record write is in flight; scratch space a live
+    // process holds is locked (see `scratch.rs`): everything else is a leftover of a killed
+    // process.
     for path in list(&store.tmp_dir())? {
+        if super::scratch::in_use(&path) {
+            report.scratch_in_use += 1;
+            continue;
+        }
         let removed = if path.is_dir() {
             fs::remove_dir_all(&path)
         } else {

@@ -375,6 +375,7 @@ impl LocalStore {
             step: record.name.clone(),
             source,
         })?;
+        let _writers = self.lock_store_sync(false)?;
         write_durably(&self.tmp_dir(), &self.record_path(&record.key), &bytes)?;
         if is_plain_name(&record.name) {
             write_durably(
@@ -401,6 +402,8 @@ impl LocalStore {
         lockfile: &Digest,
         note: &[u8],
     ) -> Result<(), StoreError> {
+        // A writer, like a record's: gc never removes the temp file mid-write.
+        let _writers = self.lock_store_sync(false)?;
         write_durably(&self.tmp_dir(), &self.verified_path(lockfile), note)
     }
 

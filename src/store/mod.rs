@@ -12,6 +12,7 @@ mod lock;
 #[cfg(test)]
 mod memory;
 mod record;
+mod scratch;
 mod tree;
 mod verify;
 
@@ -28,6 +29,7 @@ pub(crate) use lock::{StepLock, StoreLock};
 #[cfg(test)]
 pub(crate) use memory::MemoryStore;
 pub use record::{OutputRef, Record};
+pub(crate) use scratch::ScratchDir;
 pub(crate) use tree::{pack_tree, unpack_tree};
 pub(crate) use verify::verify;
 
@@ -113,11 +115,7 @@ impl Store for LocalStore {
         let (store, path) = (self.clone(), path.to_owned());
         blocking(move || {
             // Pack into a temp file first: the tar is hashed as it is stored.
-            let tmp_dir = store.tmp_dir();
-            let tmp = tempfile::Builder::new()
-                .prefix("tree-")
-                .tempfile_in(&tmp_dir)
-                .map_err(|e| StoreError::io("create a temporary tree in", &tmp_dir, e))?;
+            let tmp = store.scratch_file("tree-")?;
             let mut writer = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
             pack_tree(&path, &mut writer)?;
             std::io::Write::flush(&mut writer)
