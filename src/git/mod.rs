@@ -55,6 +55,18 @@ pub enum GitError {
         source: std::io::Error,
     },
 
+    /// A mirror under the store could not be prepared.
+    #[error("cannot {action} {path}")]
+    Mirror {
+        /// What kiln was doing.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// git could not be started.
     #[error("cannot run git")]
     #[diagnostic(code(kiln::git::missing), help("install git (`apt-get install git`)"))]
@@ -412,7 +424,25 @@ pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitErro
     let name = crate::hash::Digest::of(location.as_str().as_bytes()).short();
     let dir = &absolute(dir);
     let path = dir.join(format!("{name}.git"));
-    std::fs::create_dir_all(dir).map_err(|source| GitError::Spawn { source })?;
+    let fail = |action: &'static str, at: &Path| {
+        let at = at.to_owned();
+        move |source| GitError::Mirror {
+            action,
+            path: at,
+            source,
+        }
+    };
+    std::fs::create_dir_all(dir).map_err(fail("create", dir))?;
+    // One process (and thread) at a time per mirror: two releases on one store would race on
+    // the first clone and on `fetch --prune`. Released when the file closes, kill -9 included.
+    let lock_path = dir.join(format!("{name}.git.lock"));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(fail("open", &lock_path))?;
+    lock.lock().map_err(fail("lock", &lock_path))?;
     if path.join("HEAD").is_file() {
         let mut fetch = git(&path);
         fetch.args([
@@ -425,8 +455,11 @@ pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitErro
         ]);
         run(fetch, &path)?;
     } else {
-        let tmp = dir.join(format!("{name}.git.partial-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
+        let tmp = dir.join(format!("{name}.git.partial"));
+        // Under the lock, a partial clone is a killed clone's: start again.
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(fail("remove", &tmp))?;
+        }
         let mut clone = git(Path::new(NEUTRAL_DIR));
         clone
             .args([
@@ -439,8 +472,9 @@ pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitErro
             .arg(&tmp);
         run(clone, Path::new(NEUTRAL_DIR))?;
         // Publish whole: a killed clone never looks like a mirror.
-        std::fs::rename(&tmp, &path).map_err(|source| GitError::Spawn { source })?;
+        std::fs::rename(&tmp, &path).map_err(fail("publish", &path))?;
     }
+    drop(lock);
     Ok(path)
 }
 
@@ -499,6 +533,39 @@ fn absolute(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_mirrors_of_one_location_never_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = dir.path().join("origin");
+        let status = Command::new("git")
+            .args(["init", "--quiet", "--bare"])
+            .arg(&origin)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let location = Location::parse_in(&origin.to_string_lossy(), Path::new("/")).unwrap();
+        let mirrors = dir.path().join("mirrors");
+        for round in 0..3 {
+            // Round 0 races on the first clone, the others on fetch --prune.
+            let results: Vec<Result<PathBuf, GitError>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| scope.spawn(|| mirror(&mirrors, &location)))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for result in results {
+                let path = result.unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+                assert!(path.join("HEAD").is_file());
+            }
+        }
+        let left: Vec<_> = std::fs::read_dir(&mirrors)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("partial"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 
     #[test]
     fn allowlist_accepts_release_names_and_refuses_the_rest() {
