@@ -22,6 +22,19 @@ use crate::store::{LocalStore, Record, StepLock, Store, StoreError, StoreLock};
 /// Why the cache could not be used.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum CacheError {
+    /// A signing key file others may read.
+    #[error("the signing key {} can be read by others (mode {mode:o})", path.display())]
+    #[diagnostic(
+        code(kiln::cache::key_readable),
+        help("make it private: `chmod 600 {}`; if others could read it, make a new key", path.display())
+    )]
+    KeyReadable {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+
     /// The cache URL is not `oci://HOST[:PORT]/REPO`.
     #[error("`{url}` is not a cache URL: {why}")]
     #[diagnostic(

@@ -1,14 +1,14 @@
 //! Signed step records: ed25519 over the step key, the derivation's digest and every output,
 //! so a record is only ever used for the step it was made for, and only from a trusted key.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
-use crate::hash::{Digest, StepKey};
+use crate::hash::{KeyHasher, StepKey};
 use crate::store::Record;
 
 use super::CacheError;
@@ -59,13 +59,23 @@ impl SecretKey {
         PublicKey(self.0.verifying_key())
     }
 
-    /// Reads a key written by [`keygen`].
+    /// Reads a key written by [`keygen`], refusing a file others may read (a leaked CI key
+    /// signs anything).
     pub fn read(path: &Path) -> Result<Self, CacheError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CacheError::Io {
+        use std::os::unix::fs::PermissionsExt as _;
+        let io = |source| CacheError::Io {
             action: "read the signing key",
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(CacheError::KeyReadable {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
         let seed: [u8; 32] = hex::decode(text.trim())
             .ok()
             .and_then(|b| b.try_into().ok())
@@ -116,23 +126,27 @@ pub struct SignedRecord {
     pub(crate) signature: String,
 }
 
-/// What a signature covers: the step key, the derivation's digest, every output.
+/// Version of what a signature covers; bump when [`message`] changes.
+const SIGNATURE_VERSION: u32 = 2;
+
+/// What a signature covers: the record's name and format version, the step key, the key its
+/// derivation hashes to, and every output (name, digest, size, tree or file), in kiln's
+/// length-prefixed, domain-separated encoding (never JSON), so no two records share a message
+/// and no output name can be read as the start of another field.
 fn message(record: &Record) -> Vec<u8> {
-    let derivation =
-        serde_json::to_vec(&record.derivation).expect("a derivation always serializes");
-    let mut text = format!(
-        "kiln-cache-record/1\nkey {}\nderivation {}\n",
-        record.key,
-        Digest::of(&derivation)
-    );
+    let mut h = KeyHasher::new("kiln/cache-record-signature", SIGNATURE_VERSION);
+    h.str("name", &record.name)
+        .u64("record_version", u64::from(record.version))
+        .digest("key", record.key.digest())
+        .digest("derivation", record.derivation.key().digest())
+        .u64("outputs", record.outputs.len() as u64);
     for (name, output) in &record.outputs {
-        let _ = writeln!(
-            text,
-            "output {name} {} {} {}",
-            output.digest, output.size, output.tree
-        );
+        h.str("output", name)
+            .digest("digest", &output.digest)
+            .u64("size", output.size)
+            .u64("tree", u64::from(output.tree));
     }
-    text.into_bytes()
+    h.finish().to_string().into_bytes()
 }
 
 impl SignedRecord {
@@ -199,7 +213,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::hash::{Derivation, InputRef};
+    use crate::hash::{Derivation, Digest, InputRef};
     use crate::store::OutputRef;
 
     fn record(value: &str) -> Record {
@@ -229,6 +243,44 @@ mod tests {
                 },
             )]),
         )
+    }
+
+    #[test]
+    fn the_signature_covers_the_name_version_and_escaped_output_names() {
+        let dir = tempfile::tempdir().unwrap();
+        keygen(&dir.path().join("a.key")).unwrap();
+        let secret = SecretKey::read(&dir.path().join("a.key")).unwrap();
+        let public = secret.public();
+        let r = record("one");
+        let key = r.key;
+        let signed = SignedRecord::new(r.clone(), Some(&secret));
+        // Renamed after signing: the signature no longer holds.
+        let mut renamed = signed.clone();
+        renamed.record.name = "other-step".into();
+        assert!(renamed.check(&key, &[public]).is_err());
+        // Another record format version.
+        let mut versioned = signed.clone();
+        versioned.record.version += 1;
+        assert!(versioned.check(&key, &[public]).is_err());
+        // Output names cannot shift into each other: `a` + `bc` is not `ab` + `c`.
+        let outputs = |names: [&str; 2]| {
+            let mut r = r.clone();
+            r.outputs = names
+                .iter()
+                .map(|n| {
+                    (
+                        (*n).to_owned(),
+                        OutputRef {
+                            digest: Digest::of(b"x"),
+                            size: 1,
+                            tree: false,
+                        },
+                    )
+                })
+                .collect();
+            message(&r)
+        };
+        assert_ne!(outputs(["a", "bc"]), outputs(["ab", "c"]));
     }
 
     #[test]
@@ -264,6 +316,13 @@ mod tests {
         assert!(error.contains("does not match its signature"), "{error}");
         // Keys are never overwritten.
         assert!(keygen(&dir.path().join("a.key")).is_err());
+        // A key others can read is refused, naming its mode.
+        let leaked = dir.path().join("b.key");
+        std::fs::set_permissions(&leaked, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            SecretKey::read(&leaked),
+            Err(CacheError::KeyReadable { mode: 0o644, .. })
+        ));
         assert_eq!(
             std::fs::metadata(dir.path().join("a.key"))
                 .unwrap()
