@@ -12,8 +12,8 @@ mod sign;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub(crate) use remote::is_not_found;
 pub use remote::{Lookup, RemoteCache};
+pub(crate) use remote::{is_loopback, is_not_found};
 pub use sign::{PublicKey, SecretKey, SignedRecord, keygen};
 
 use crate::hash::{Digest, StepKey};

@@ -85,8 +85,19 @@ impl std::fmt::Debug for RemoteCache {
 
 /// `oci://HOST[:PORT]/REPO` → (registry, repository).
 fn parse_url(url: &str) -> Result<(String, String), CacheError> {
+    // A password in the URL is never echoed back, not even in this error.
+    let shown = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split('/').next().and_then(|a| a.rsplit_once('@')) {
+            Some((_, host)) => format!(
+                "{scheme}://***@{host}{}",
+                rest.find('/').map_or("", |at| &rest[at..])
+            ),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    };
     let bad = |why: &str| CacheError::BadUrl {
-        url: url.to_owned(),
+        url: shown.clone(),
         why: why.to_owned(),
     };
     let rest = url
@@ -95,6 +106,12 @@ fn parse_url(url: &str) -> Result<(String, String), CacheError> {
     let (registry, repository) = rest
         .split_once('/')
         .ok_or_else(|| bad("it must name a repository: oci://HOST[:PORT]/REPO"))?;
+    if registry.contains('@') {
+        return Err(bad(
+            "credentials do not belong in the URL: set KILN_CACHE_USERNAME and \
+             KILN_CACHE_PASSWORD, or `docker login` the registry",
+        ));
+    }
     let host_ok = !registry.is_empty()
         && registry
             .bytes()
@@ -149,9 +166,20 @@ fn auth_for(registry: &str) -> RegistryAuth {
     }
 }
 
-fn is_loopback(registry: &str) -> bool {
-    let host = registry.rsplit_once(':').map_or(registry, |(h, _)| h);
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+/// Whether `host` (`name[:port]`, `[v6]:port`) is this machine: `localhost`, `127.0.0.0/8` or
+/// `::1` — by its whole name, so `localhost.evil.example` or `127.0.0.1.evil.example` is not.
+pub(crate) fn is_loopback(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']').map_or(rest, |(inside, _)| inside)
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl RemoteCache {
@@ -623,13 +651,31 @@ mod tests {
             "http://x/y",
             "oci://host",
             "oci://host/",
+            "oci://bob:s3cret@host/kiln/cache",
             "oci://host/Upper",
             "oci://ho st/x",
             "oci://host/a//b",
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
-        assert!(is_loopback("127.0.0.1:5000") && is_loopback("localhost"));
-        assert!(!is_loopback("ghcr.io"));
+        for host in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.3.4.5",
+            "[::1]:5000",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "localhost.evil.example",
+            "localhost.evil.example:5000",
+            "127.0.0.1.evil.example",
+            "127.0.0.1.nip.io:443",
+            "ghcr.io",
+            "10.0.0.1:5000",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
     }
 }

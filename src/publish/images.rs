@@ -47,7 +47,7 @@ fn client(registry: &str) -> (Client, String) {
         None => (registry.strip_prefix("https://").unwrap_or(registry), false),
     };
     let host = host.trim_end_matches('/').to_owned();
-    let loopback = is_loopback(&host);
+    let loopback = crate::cache::is_loopback(&host);
     let config = ClientConfig {
         protocol: if http || loopback {
             ClientProtocol::Http
@@ -59,22 +59,6 @@ fn client(registry: &str) -> (Client, String) {
         ..ClientConfig::default()
     };
     (Client::new(config), host)
-}
-
-/// Whether `host` (`name[:port]`, `[v6]:port`) is this machine: `localhost`, `127.0.0.0/8` or
-/// `::1` — by its whole name, so `localhost.evil.example` or `127.0.0.1.evil.example` is not.
-fn is_loopback(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split_once(']').map_or(rest, |(inside, _)| inside)
-    } else {
-        host.rsplit_once(':')
-            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(host, |(name, _)| name)
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Checks every image of `version` in `registry`.
@@ -98,32 +82,4 @@ pub(crate) async fn check(registry: &str, version: K3sVersion) -> Vec<ImageCheck
         });
     }
     rows
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_this_machine_is_loopback() {
-        for host in [
-            "localhost",
-            "localhost:5000",
-            "127.0.0.1:5000",
-            "127.3.4.5",
-            "[::1]:5000",
-        ] {
-            assert!(is_loopback(host), "{host}");
-        }
-        for host in [
-            "localhost.evil.example",
-            "localhost.evil.example:5000",
-            "127.0.0.1.evil.example",
-            "127.0.0.1.nip.io:443",
-            "docker.io",
-            "10.0.0.1:5000",
-        ] {
-            assert!(!is_loopback(host), "{host}");
-        }
-    }
 }
