@@ -33,7 +33,7 @@ pub(super) struct RunArgs {
     /// Bind a host directory: SRC:DST, or SRC:DST:ro for read-only (repeatable).
     #[arg(long = "mount", value_name = "SRC:DST[:ro]")]
     mounts: Vec<String>,
-    /// Mount the named cache volume kiln-cache-NAME at DST (repeatable).
+    /// Mount the named cache volume kiln-cache-NAME-u<uid> at DST (repeatable).
     #[arg(long = "cache", value_name = "NAME:DST")]
     caches: Vec<String>,
     /// Working directory in the container.

@@ -1,7 +1,8 @@
-//! Steps on an engine that does not share this machine's filesystem: the step's mounts go in
-//! as one deterministic tar stream (sorted, fixed owners and modes; modification times as on
-//! the host, exactly what a bind mount shows — a fixed time would hide same-size edits from
-//! git's stat checks), and the writable ones it
+//! Steps on an engine that does not share this machine's filesystem: each of the step's mounts
+//! is an anonymous volume of the container (the image itself stays read-only), filled by one
+//! deterministic tar stream (sorted, fixed owners and modes; modification times as on the
+//! host, exactly what a bind mount shows — a fixed time would hide same-size edits from git's
+//! stat checks), and the writable ones it
 //! names come back as the engine's archive, unpacked with the store's checks (no `..`, no
 //! absolute paths, no links out, no devices, bounded size) into a fresh directory before
 //! anything reaches the step's host directory.
@@ -38,56 +39,62 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> CopyError + '_ {
     }
 }
 
-/// Writes the tar of every mount of `step` at its target to `out` (and returns it): writable
-/// mounts owned by the step's user, read-only ones by root and not writable by the step.
-pub(super) fn pack_mounts<W: std::io::Write>(step: &StepSpec, out: W) -> Result<W, SandboxError> {
+/// Writes the tar of `step`'s mount number `index` to `out` (and returns it), its entries
+/// relative to the mount's target (`./` is the target itself): a writable mount owned by the
+/// step's user, a read-only one by root and not writable by the step.
+pub(super) fn pack_mount<W: std::io::Write>(
+    step: &StepSpec,
+    index: usize,
+    out: W,
+) -> Result<W, SandboxError> {
     let err = copy_error(step, "pack the step's inputs");
+    let mount = &step.mounts[index];
     let mut builder = tar::Builder::new(out);
     builder.follow_symlinks(false);
     let (uid, gid) = step.user.map_or((0, 0), |u| (u.uid, u.gid));
-    for mount in &step.mounts {
-        let owner = if mount.read_only { (0, 0) } else { (uid, gid) };
-        let target = mount.target.trim_start_matches('/');
-        let top = std::fs::metadata(&mount.source).map_err(|e| err(io_at(&mount.source)(e)))?;
-        let mtime = u64::try_from(top.mtime()).unwrap_or(0);
-        append_dir(&mut builder, target, 0o755, owner, mtime).map_err(|e| err(archive_error(e)))?;
-        let mut stack = vec![(mount.source.clone(), target.to_owned())];
-        while let Some((dir, at)) = stack.pop() {
-            let mut entries: Vec<_> = std::fs::read_dir(&dir)
-                .map_err(|e| err(io_at(&dir)(e)))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| err(io_at(&dir)(e)))?;
-            entries.sort_by_key(std::fs::DirEntry::file_name);
-            for entry in entries {
-                let path = entry.path();
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else {
-                    return Err(err(CopyError::NotUtf8(path)));
-                };
-                let inside = format!("{at}/{name}");
-                let meta = std::fs::symlink_metadata(&path).map_err(|e| err(io_at(&path)(e)))?;
-                let mode = mode_for(meta.mode(), mount.read_only);
-                let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
-                if meta.is_dir() {
-                    append_dir(&mut builder, &inside, mode, owner, mtime)
-                        .map_err(|e| err(archive_error(e)))?;
-                    stack.push((path, inside));
-                } else if meta.file_type().is_symlink() {
-                    let target = std::fs::read_link(&path).map_err(|e| err(io_at(&path)(e)))?;
-                    let mut header = header(tar::EntryType::Symlink, 0o777, owner, 0, mtime);
-                    builder
-                        .append_link(&mut header, &inside, &target)
-                        .map_err(|e| err(archive_error(e)))?;
-                } else if meta.is_file() {
-                    let file = std::fs::File::open(&path).map_err(|e| err(io_at(&path)(e)))?;
-                    let mut header =
-                        header(tar::EntryType::Regular, mode, owner, meta.len(), mtime);
-                    builder
-                        .append_data(&mut header, &inside, file)
-                        .map_err(|e| err(archive_error(e)))?;
-                } else {
-                    return Err(err(CopyError::Special(path)));
-                }
+    let owner = if mount.read_only { (0, 0) } else { (uid, gid) };
+    let top = std::fs::metadata(&mount.source).map_err(|e| err(io_at(&mount.source)(e)))?;
+    let mtime = u64::try_from(top.mtime()).unwrap_or(0);
+    append_dir(&mut builder, ".", 0o755, owner, mtime).map_err(|e| err(archive_error(e)))?;
+    let mut stack = vec![(mount.source.clone(), String::new())];
+    while let Some((dir, at)) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|e| err(io_at(&dir)(e)))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(io_at(&dir)(e)))?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            let path = entry.path();
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                return Err(err(CopyError::NotUtf8(path)));
+            };
+            let inside = if at.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{at}/{name}")
+            };
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| err(io_at(&path)(e)))?;
+            let mode = mode_for(meta.mode(), mount.read_only);
+            let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
+            if meta.is_dir() {
+                append_dir(&mut builder, &inside, mode, owner, mtime)
+                    .map_err(|e| err(archive_error(e)))?;
+                stack.push((path, inside));
+            } else if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path).map_err(|e| err(io_at(&path)(e)))?;
+                let mut header = header(tar::EntryType::Symlink, 0o777, owner, 0, mtime);
+                builder
+                    .append_link(&mut header, &inside, &target)
+                    .map_err(|e| err(archive_error(e)))?;
+            } else if meta.is_file() {
+                let file = std::fs::File::open(&path).map_err(|e| err(io_at(&path)(e)))?;
+                let mut header = header(tar::EntryType::Regular, mode, owner, meta.len(), mtime);
+                builder
+                    .append_data(&mut header, &inside, file)
+                    .map_err(|e| err(archive_error(e)))?;
+            } else {
+                return Err(err(CopyError::Special(path)));
             }
         }
     }
@@ -133,33 +140,37 @@ fn append_dir<W: std::io::Write>(
     builder.append_data(&mut header, format!("{path}/"), std::io::empty())
 }
 
-/// Sends `step`'s mounts into the created container `id`.
+/// Sends `step`'s mounts into the created container `id`, each into its volume.
 pub(super) async fn upload(
     docker: &bollard::Docker,
     id: &str,
     step: &StepSpec,
 ) -> Result<(), SandboxError> {
-    if step.mounts.is_empty() {
-        return Ok(());
+    for (index, mount) in step.mounts.iter().enumerate() {
+        let (packer, body) = pack_streaming(step, index);
+        let options = UploadToContainerOptionsBuilder::default()
+            .path(&mount.target)
+            .build();
+        let uploaded = docker
+            .upload_to_container(id, Some(options), bollard::body_stream(body))
+            .await;
+        let pack_result = packer.await.expect("packing does not panic");
+        match (pack_result, uploaded) {
+            // A packing failure of its own comes first: the engine may have taken the
+            // truncated archive without complaint.
+            (Err(error), _) if !is_engine_gone(&error) => return Err(error),
+            (_, Err(source)) => {
+                return Err(SandboxError::Engine {
+                    step: step.name.clone(),
+                    action: "sending the step's inputs",
+                    source,
+                });
+            }
+            (Err(error), Ok(())) => return Err(error),
+            (Ok(()), Ok(())) => {}
+        }
     }
-    let (packer, body) = pack_streaming(step);
-    let options = UploadToContainerOptionsBuilder::default().path("/").build();
-    let uploaded = docker
-        .upload_to_container(id, Some(options), bollard::body_stream(body))
-        .await;
-    let pack_result = packer.await.expect("packing does not panic");
-    match (pack_result, uploaded) {
-        // A packing failure of its own comes first: the engine may have taken the truncated
-        // archive without complaint.
-        (Err(error), _) if !is_engine_gone(&error) => Err(error),
-        (_, Err(source)) => Err(SandboxError::Engine {
-            step: step.name.clone(),
-            action: "sending the step's inputs",
-            source,
-        }),
-        (Err(error), Ok(())) => Err(error),
-        (Ok(()), Ok(())) => Ok(()),
-    }
+    Ok(())
 }
 
 /// Bytes per chunk handed from the packer to the upload.
@@ -226,10 +237,11 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
-/// Packs `step`'s mounts on a blocking thread into a stream of chunks; the task's result says
-/// whether the stream is the whole archive.
+/// Packs `step`'s mount number `index` on a blocking thread into a stream of chunks; the
+/// task's result says whether the stream is the whole archive.
 fn pack_streaming(
     step: &StepSpec,
+    index: usize,
 ) -> (
     tokio::task::JoinHandle<Result<(), SandboxError>>,
     impl futures::Stream<Item = bytes::Bytes> + Send + 'static,
@@ -242,7 +254,7 @@ fn pack_streaming(
                 buffer: Vec::with_capacity(PACK_CHUNK),
                 tx,
             };
-            let mut writer = pack_mounts(&step, writer)?;
+            let mut writer = pack_mount(&step, index, writer)?;
             writer
                 .flush()
                 .map_err(|e| copy_error(&step, "pack the step's inputs")(archive_error(e)))
@@ -398,30 +410,32 @@ mod tests {
         std::fs::write(dir.path().join("in/a"), "a").unwrap();
         std::os::unix::fs::symlink("a", dir.path().join("in/link")).unwrap();
         let step = spec(dir.path());
-        let first = pack_mounts(&step, Vec::new()).unwrap();
-        assert_eq!(pack_mounts(&step, Vec::new()).unwrap(), first);
-        let mut archive = tar::Archive::new(&first[..]);
-        let entries: Vec<(String, u64, u32)> = archive
-            .entries()
-            .unwrap()
-            .map(|e| {
-                let e = e.unwrap();
-                (
-                    e.path().unwrap().to_string_lossy().into_owned(),
-                    e.header().uid().unwrap(),
-                    e.header().mode().unwrap(),
-                )
-            })
-            .collect();
-        let names: Vec<&str> = entries.iter().map(|(n, _, _)| n.as_str()).collect();
-        assert_eq!(
-            names,
-            ["in/", "in/a", "in/link", "in/sub/", "in/sub/b", "out/"]
-        );
+        let list = |index: usize| {
+            let first = pack_mount(&step, index, Vec::new()).unwrap();
+            assert_eq!(pack_mount(&step, index, Vec::new()).unwrap(), first);
+            let mut archive = tar::Archive::new(&first[..]);
+            archive
+                .entries()
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (
+                        e.path().unwrap().to_string_lossy().into_owned(),
+                        e.header().uid().unwrap(),
+                        e.header().mode().unwrap(),
+                    )
+                })
+                .collect::<Vec<(String, u64, u32)>>()
+        };
+        let input = list(0);
+        let names: Vec<&str> = input.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, ["./", "a", "link", "sub/", "sub/b"]);
         // Read-only inputs: root's and not writable; the output directory: the step user's.
-        assert!(entries[..5].iter().all(|(_, uid, _)| *uid == 0));
-        assert_eq!(entries[1].2, 0o444);
-        assert_eq!(entries[5].1, 1234);
+        assert!(input.iter().all(|(_, uid, _)| *uid == 0));
+        assert_eq!(input[1].2, 0o444);
+        let output = list(1);
+        assert_eq!(output.len(), 1);
+        assert_eq!((output[0].0.as_str(), output[0].1), ("./", 1234));
     }
 
     #[tokio::test]
@@ -437,12 +451,12 @@ mod tests {
         std::fs::write(dir.path().join("in/big"), &big).unwrap();
         std::fs::write(dir.path().join("in/small"), "s").unwrap();
         let step = spec(dir.path());
-        let (packer, body) = pack_streaming(&step);
+        let (packer, body) = pack_streaming(&step, 0);
         let chunks: Vec<bytes::Bytes> = body.collect().await;
         packer.await.unwrap().unwrap();
         assert!(chunks.len() > 3, "{}", chunks.len());
         assert!(chunks.iter().all(|c| c.len() <= PACK_CHUNK + 64 * 1024));
-        assert_eq!(chunks.concat(), pack_mounts(&step, Vec::new()).unwrap());
+        assert_eq!(chunks.concat(), pack_mount(&step, 0, Vec::new()).unwrap());
 
         // Something that cannot be packed: the packer says so (whatever the stream carried).
         let fifo = dir.path().join("in/fifo");
@@ -451,7 +465,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let (packer, body) = pack_streaming(&step);
+        let (packer, body) = pack_streaming(&step, 0);
         let _: Vec<bytes::Bytes> = body.collect().await;
         let error = packer.await.unwrap().unwrap_err();
         assert!(
@@ -467,7 +481,7 @@ mod tests {
 
         // The reader gone: the packer stops with ENGINE_GONE instead of blocking.
         std::fs::remove_file(&fifo).unwrap();
-        let (packer, body) = pack_streaming(&step);
+        let (packer, body) = pack_streaming(&step, 0);
         drop(body);
         let error = packer.await.unwrap().unwrap_err();
         assert!(is_engine_gone(&error), "{error:?}");

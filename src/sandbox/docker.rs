@@ -57,7 +57,7 @@ pub struct DockerSandbox {
     engine: Engine,
     owner: Arc<RunOwner>,
     run_id: Arc<str>,
-    /// When set, cache volumes are this run's own (`kiln-cache-<ns>-<name>`).
+    /// When set, cache volumes are this run's own (`kiln-cache-<ns>-<name>-u<uid>`).
     cache_namespace: Option<Arc<str>>,
     /// The engine does not share this machine's filesystem: mounts are copied, not bound.
     copy_mounts: bool,
@@ -99,10 +99,10 @@ impl DockerSandbox {
         self
     }
 
-    fn volume_name(&self, cache: &super::CacheMount) -> String {
+    fn volume_name(&self, cache: &super::CacheMount, user: UserId) -> String {
         match &self.cache_namespace {
-            Some(ns) => format!("kiln-cache-{ns}-{}", cache.name),
-            None => cache.volume_name(),
+            Some(ns) => format!("kiln-cache-{ns}-{}-u{}", cache.name, user.uid),
+            None => cache.volume_name(user),
         }
     }
 
@@ -208,24 +208,32 @@ impl DockerSandbox {
             if self.copy_mounts { "copied" } else { "bound" }.into(),
         );
 
-        // A remote engine gets copies (see `copy.rs`), never host paths.
-        let binds = if self.copy_mounts {
-            &[][..]
-        } else {
-            &step.mounts[..]
-        };
-        let mut mounts: Vec<Mount> = binds
+        // A remote engine gets copies (see `copy.rs`) into anonymous volumes (removed with
+        // the container), never host paths; the image stays read-only either way.
+        let mut mounts: Vec<Mount> = step
+            .mounts
             .iter()
-            .map(|m| Mount {
-                source: Some(m.source.to_string_lossy().into_owned()),
-                target: Some(m.target.clone()),
-                typ: Some(MountType::BIND),
-                read_only: Some(m.read_only),
-                ..Mount::default()
+            .map(|m| {
+                if self.copy_mounts {
+                    Mount {
+                        target: Some(m.target.clone()),
+                        typ: Some(MountType::VOLUME),
+                        read_only: Some(false),
+                        ..Mount::default()
+                    }
+                } else {
+                    Mount {
+                        source: Some(m.source.to_string_lossy().into_owned()),
+                        target: Some(m.target.clone()),
+                        typ: Some(MountType::BIND),
+                        read_only: Some(m.read_only),
+                        ..Mount::default()
+                    }
+                }
             })
             .collect();
         mounts.extend(step.caches.iter().map(|c| Mount {
-            source: Some(self.volume_name(c)),
+            source: Some(self.volume_name(c, step.user.unwrap_or(UserId::BUILD))),
             target: Some(c.target.clone()),
             typ: Some(MountType::VOLUME),
             read_only: Some(false),
@@ -297,7 +305,7 @@ impl Sandbox for DockerSandbox {
                     labels.insert(LABEL_CACHE_NAMESPACE.to_owned(), ns.to_string());
                 }
                 let request = VolumeCreateRequest {
-                    name: Some(this.volume_name(cache)),
+                    name: Some(this.volume_name(cache, step.user.unwrap_or(UserId::BUILD))),
                     labels: Some(labels),
                     ..VolumeCreateRequest::default()
                 };

@@ -164,21 +164,23 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
-/// A named cache volume (`kiln-cache-<name>`) mounted into the step. Caches speed steps up
+/// A named cache volume (`kiln-cache-<name>-u<uid>`) mounted into the step. Caches speed steps up
 /// but never change their outputs: a step must produce the same outputs with an empty cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheMount {
-    /// Cache name, `[A-Za-z0-9_.-]`; the engine volume is `kiln-cache-<name>`.
+    /// Cache name, `[A-Za-z0-9_.-]`; the engine volume is `kiln-cache-<name>-u<uid>`.
     pub name: String,
     /// Absolute path inside the container.
     pub target: String,
 }
 
 impl CacheMount {
-    /// The engine volume that backs this cache.
+    /// The engine volume that backs this cache for steps running as `user`. Each uid has its
+    /// own: a cache another uid wrote is not writable by this one, and must not feed its
+    /// builds.
     #[must_use]
-    pub fn volume_name(&self) -> String {
-        format!("kiln-cache-{}", self.name)
+    pub fn volume_name(&self, user: UserId) -> String {
+        format!("kiln-cache-{}-u{}", self.name, user.uid)
     }
 }
 

@@ -210,7 +210,7 @@ async fn cache_volume_persists_between_steps() {
         .engine()
         .docker()
         .remove_volume(
-            &cache.volume_name(),
+            &cache.volume_name(UserId::BUILD),
             None::<bollard::query_parameters::RemoveVolumeOptions>,
         )
         .await
