@@ -69,11 +69,7 @@ pub(super) struct BumpArgs {
 /// The old fork suffix named by go.mod's replace of k8s.io/kubernetes.
 fn suffix_from_go_mod(path: &Path, old: K8sVersion) -> Result<Suffix, ReleaseError> {
     let go_mod = path.join("go.mod");
-    let text = std::fs::read_to_string(&go_mod).map_err(|source| ReleaseError::Io {
-        action: "read",
-        path: go_mod.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(&go_mod).map_err(ReleaseError::io("read", &go_mod))?;
     text.split_whitespace()
         .filter_map(|token| token.parse::<ForkTag>().ok())
         .filter(|tag| tag.k8s == old)

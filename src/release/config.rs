@@ -149,20 +149,12 @@ impl KilnToml {
     /// `dir/kiln.toml`, or `Ok(None)` when there is none. A file that does not parse, or names
     /// an unacceptable location, is an error naming it.
     pub(crate) fn load(dir: &Path) -> Result<Option<Self>, ReleaseError> {
-        let dir = std::fs::canonicalize(dir).map_err(|source| ReleaseError::Io {
-            action: "resolve",
-            path: dir.to_owned(),
-            source,
-        })?;
+        let dir = std::fs::canonicalize(dir).map_err(ReleaseError::io("resolve", dir))?;
         let path = dir.join("kiln.toml");
         if !path.is_file() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| ReleaseError::Io {
-            action: "read",
-            path: path.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(&path).map_err(ReleaseError::io("read", &path))?;
         let file: ConfigFile = toml::from_str(&text).map_err(|e| ReleaseError::Config {
             path: path.clone(),
             reason: e.to_string(),

@@ -262,3 +262,18 @@ impl From<crate::durable::WriteError> for ReleaseError {
         }
     }
 }
+
+impl ReleaseError {
+    /// The error of a file operation `action` on `path`, for `map_err`.
+    pub(crate) fn io(
+        action: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Self + use<> {
+        let path = path.to_owned();
+        move |source| Self::Io {
+            action,
+            path,
+            source,
+        }
+    }
+}

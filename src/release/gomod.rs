@@ -348,11 +348,7 @@ pub(crate) fn bump_k3s(
     go: Option<&str>,
 ) -> Result<BumpReport, ReleaseError> {
     let go_mod = root.join("go.mod");
-    let text = std::fs::read_to_string(&go_mod).map_err(|source| ReleaseError::Io {
-        action: "read",
-        path: go_mod.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(&go_mod).map_err(ReleaseError::io("read", &go_mod))?;
     let (new_text, mut changes) = edit_go_mod(&text, edit, "go.mod")?;
     let mut writes = vec![(go_mod, new_text)];
     if let Some(go) = go {

@@ -84,41 +84,22 @@ pub(crate) async fn unpack_artifacts(
     let mut found = BTreeMap::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(at) = stack.pop() {
-        let entries = std::fs::read_dir(&at).map_err(|source| ReleaseError::Io {
-            action: "list",
-            path: at.clone(),
-            source,
-        })?;
+        let entries = std::fs::read_dir(&at).map_err(ReleaseError::io("list", &at))?;
         for entry in entries {
-            let entry = entry.map_err(|source| ReleaseError::Io {
-                action: "list",
-                path: at.clone(),
-                source,
-            })?;
+            let entry = entry.map_err(ReleaseError::io("list", &at))?;
             let path = entry.path();
             // Never through a link: a link's target is in the tree (the store checked it) and
             // recorded there; following one could loop (`l -> .`) or count a file twice.
-            let kind = entry.file_type().map_err(|source| ReleaseError::Io {
-                action: "inspect",
-                path: path.clone(),
-                source,
-            })?;
+            let kind = entry
+                .file_type()
+                .map_err(ReleaseError::io("inspect", &path))?;
             if kind.is_dir() {
                 stack.push(path);
             } else if kind.is_file() {
-                let file = std::fs::File::open(&path).map_err(|source| ReleaseError::Io {
-                    action: "read",
-                    path: path.clone(),
-                    source,
-                })?;
-                let (sha256, size) =
-                    Sha256Reader::new(file)
-                        .finish()
-                        .map_err(|source| ReleaseError::Io {
-                            action: "hash",
-                            path: path.clone(),
-                            source,
-                        })?;
+                let file = std::fs::File::open(&path).map_err(ReleaseError::io("read", &path))?;
+                let (sha256, size) = Sha256Reader::new(file)
+                    .finish()
+                    .map_err(ReleaseError::io("hash", &path))?;
                 let relative = path
                     .strip_prefix(dir)
                     .expect("walked below dir")

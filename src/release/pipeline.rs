@@ -88,22 +88,11 @@ pub(crate) fn prepare(
     identity: Identity,
     toolchain: Toolchain,
 ) -> Result<Prepared, ReleaseError> {
-    let inputs = ReleaseInputs {
-        names: resolved.names.clone(),
-        upstream: resolved.upstream.clone(),
-        fork: resolved.fork.clone(),
-        k3s: resolved.k3s.clone(),
-        old_commit: resolved.old_commit.clone(),
-        new_commit: resolved.new_commit.clone(),
-        old_fork_commit: resolved.old_fork_commit.clone(),
-        k3s_commit: resolved.k3s_commit.clone(),
-        old_go: resolved.old_go.clone(),
-        toolchain: toolchain.image.clone(),
-        identity: identity.clone(),
-        source_date_epoch: resolved.source_date_epoch,
-        modules: resolved.modules.clone(),
-    };
-    let plan = release_plan(&inputs)?;
+    let plan = release_plan(&ReleaseInputs {
+        resolved: &resolved,
+        toolchain: &toolchain.image,
+        identity: &identity,
+    })?;
     Ok(Prepared {
         resolved,
         identity,
@@ -163,11 +152,7 @@ pub(crate) fn lockfile_path(dir: &Path, fork_tag: ForkTag) -> PathBuf {
 /// Writes `lock` into `dir` (created if needed) as canonical JSON, atomically and durably;
 /// returns its path.
 pub(crate) fn write_lockfile(dir: &Path, lock: &Lockfile) -> Result<PathBuf, ReleaseError> {
-    std::fs::create_dir_all(dir).map_err(|source| ReleaseError::Io {
-        action: "create",
-        path: dir.to_owned(),
-        source,
-    })?;
+    std::fs::create_dir_all(dir).map_err(ReleaseError::io("create", dir))?;
     let path = lockfile_path(dir, lock.release.new_fork_tag());
     crate::durable::write(
         &path,
@@ -183,14 +168,7 @@ pub(crate) fn export_artifacts(released: &Released, out: &Path) -> Result<(), Re
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<(), ReleaseError> {
-    let io = |action, path: &Path| {
-        let path = path.to_owned();
-        move |source| ReleaseError::Io {
-            action,
-            path,
-            source,
-        }
-    };
+    let io = ReleaseError::io;
     std::fs::create_dir_all(to).map_err(io("create", to))?;
     for entry in std::fs::read_dir(from).map_err(io("list", from))? {
         let entry = entry.map_err(io("list", from))?;

@@ -18,11 +18,11 @@ use crate::hash::Digest;
 use crate::sandbox::CacheMount;
 
 use crate::gomod::GoModError;
-use crate::names::{GoVersion, Identity, ReleaseNames};
+use crate::names::Identity;
 
 use super::{
-    FORK_MODULE, GoModEdit, ReleaseError, bump_go_files, edit_go_mod, extra_module_versions,
-    fork_module_versions, scripts,
+    FORK_MODULE, GoModEdit, ReleaseError, Resolved, bump_go_files, edit_go_mod,
+    extra_module_versions, fork_module_versions, scripts,
 };
 
 /// Version of the release recipe: part of every step's kind schema.
@@ -122,40 +122,21 @@ pub(crate) struct ServedModule {
     pub(crate) tags: BTreeMap<String, String>,
 }
 
-/// Everything resolved before planning.
-#[derive(Clone, Debug)]
-pub(crate) struct ReleaseInputs {
-    /// The names.
-    pub(crate) names: ReleaseNames,
-    /// Mirror of upstream.
-    pub(crate) upstream: PathBuf,
-    /// Mirror of the fork.
-    pub(crate) fork: PathBuf,
-    /// Mirror of k3s.
-    pub(crate) k3s: PathBuf,
-    /// Commit of the old upstream tag.
-    pub(crate) old_commit: String,
-    /// Commit of the new upstream tag.
-    pub(crate) new_commit: String,
-    /// Commit of the old fork tag.
-    pub(crate) old_fork_commit: String,
-    /// The release branch head of k3s.
-    pub(crate) k3s_commit: String,
-    /// `.go-version` at the old upstream tag (the Go bump happens when it differs).
-    pub(crate) old_go: GoVersion,
+/// Everything the plan is made of: what the release resolved to, the toolchain image its
+/// container steps run in, and who its commits are by.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReleaseInputs<'a> {
+    /// The names, mirrors, commits, Go versions, clock and extra modules.
+    pub(crate) resolved: &'a Resolved,
     /// The toolchain image.
-    pub(crate) toolchain: StepImage,
+    pub(crate) toolchain: &'a StepImage,
     /// Commit identity.
-    pub(crate) identity: Identity,
-    /// `SOURCE_DATE_EPOCH` and the commit dates.
-    pub(crate) source_date_epoch: i64,
-    /// Extra modules k3s requires.
-    pub(crate) modules: Vec<ServedModule>,
+    pub(crate) identity: &'a Identity,
 }
 
-fn base_env(inputs: &ReleaseInputs) -> BTreeMap<String, String> {
-    let n = &inputs.names;
-    let date = format!("@{} +0000", inputs.source_date_epoch);
+fn base_env(inputs: &ReleaseInputs<'_>) -> BTreeMap<String, String> {
+    let n = &inputs.resolved.names;
+    let date = format!("@{} +0000", inputs.resolved.source_date_epoch);
     let (new_k8s, new_fork_tag) = (n.new_k8s().to_string(), n.new_fork_tag().to_string());
     let mut env: BTreeMap<String, String> = [
         ("GIT_AUTHOR_NAME", inputs.identity.name.as_str()),
@@ -169,14 +150,14 @@ fn base_env(inputs: &ReleaseInputs) -> BTreeMap<String, String> {
         ("GOFLAGS", "-mod=mod"),
         ("NEW_K8S", new_k8s.as_str()),
         ("NEW_FORK_TAG", new_fork_tag.as_str()),
-        ("NEW_COMMIT", inputs.new_commit.as_str()),
+        ("NEW_COMMIT", inputs.resolved.new_commit.as_str()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     env.insert(
         "SOURCE_DATE_EPOCH".into(),
-        inputs.source_date_epoch.to_string(),
+        inputs.resolved.source_date_epoch.to_string(),
     );
     env
 }
@@ -197,7 +178,7 @@ fn from_step(step: &str, output: &str) -> StepInput {
 
 fn container(
     name: &str,
-    inputs: &ReleaseInputs,
+    inputs: &ReleaseInputs<'_>,
     script: &str,
     env: BTreeMap<String, String>,
 ) -> Step {
@@ -239,27 +220,34 @@ fn builtin(name: &str, action: HostAction) -> Step {
 }
 
 /// The release's plan.
-pub(crate) fn release_plan(inputs: &ReleaseInputs) -> Result<Plan, EngineError> {
-    let n = &inputs.names;
+pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineError> {
+    let n = &inputs.resolved.names;
     let mut env = base_env(inputs);
-    env.insert("OLD_COMMIT".into(), inputs.old_commit.clone());
-    env.insert("OLD_FORK_COMMIT".into(), inputs.old_fork_commit.clone());
+    env.insert("OLD_COMMIT".into(), inputs.resolved.old_commit.clone());
+    env.insert(
+        "OLD_FORK_COMMIT".into(),
+        inputs.resolved.old_fork_commit.clone(),
+    );
 
     let mut rebase = container(step::REBASE, inputs, scripts::REBASE, env);
-    rebase
-        .inputs
-        .insert("fork".into(), git(&inputs.fork, &inputs.old_fork_commit));
-    rebase
-        .inputs
-        .insert("upstream".into(), git(&inputs.upstream, &inputs.new_commit));
+    rebase.inputs.insert(
+        "fork".into(),
+        git(&inputs.resolved.fork, &inputs.resolved.old_fork_commit),
+    );
+    rebase.inputs.insert(
+        "upstream".into(),
+        git(&inputs.resolved.upstream, &inputs.resolved.new_commit),
+    );
     rebase.outputs = vec![output::HEAD.into(), output::REBASE_BUNDLE.into()];
 
     let mut env = base_env(inputs);
     env.insert("GOPROXY".into(), "off".into());
     env.insert("GOSUMDB".into(), "off".into());
     let mut tag = container(step::TAG, inputs, scripts::TAG, env);
-    tag.inputs
-        .insert("upstream".into(), git(&inputs.upstream, &inputs.new_commit));
+    tag.inputs.insert(
+        "upstream".into(),
+        git(&inputs.resolved.upstream, &inputs.resolved.new_commit),
+    );
     tag.inputs.insert(
         "rebase.bundle".into(),
         from_step(step::REBASE, output::REBASE_BUNDLE),
@@ -277,19 +265,20 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs) -> Result<Plan, EngineError> 
     }];
 
     let fork_tag = n.new_fork_tag().to_string();
-    let served = inputs.modules.clone();
+    let served = inputs.resolved.modules.clone();
     let mut modules = builtin(
         step::MODULES,
         HostAction::new(move |input, out| build_proxy(input, out, &fork_tag, &served)),
     );
-    modules
-        .inputs
-        .insert("upstream".into(), git(&inputs.upstream, &inputs.new_commit));
+    modules.inputs.insert(
+        "upstream".into(),
+        git(&inputs.resolved.upstream, &inputs.resolved.new_commit),
+    );
     modules.inputs.insert(
         "tag.bundle".into(),
         from_step(step::TAG, output::TAG_BUNDLE),
     );
-    for (index, module) in inputs.modules.iter().enumerate() {
+    for (index, module) in inputs.resolved.modules.iter().enumerate() {
         let tags: Vec<String> = module
             .tags
             .iter()
@@ -308,7 +297,7 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs) -> Result<Plan, EngineError> 
     modules.outputs = vec![output::PROXY.into(), output::SUMS.into()];
 
     let edit = GoModEdit::new(n.old_fork_tag(), n.new_fork_tag());
-    let go_bump = (inputs.old_go != *n.go_version()).then(|| n.go_version().to_string());
+    let go_bump = (inputs.resolved.old_go != *n.go_version()).then(|| n.go_version().to_string());
     let mut k3s_edit = {
         let (edit, go_bump) = (edit.clone(), go_bump.clone());
         builtin(
@@ -316,9 +305,10 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs) -> Result<Plan, EngineError> 
             HostAction::new(move |input, out| edit_k3s(input, out, &edit, go_bump.as_deref())),
         )
     };
-    k3s_edit
-        .inputs
-        .insert("k3s".into(), git(&inputs.k3s, &inputs.k3s_commit));
+    k3s_edit.inputs.insert(
+        "k3s".into(),
+        git(&inputs.resolved.k3s, &inputs.resolved.k3s_commit),
+    );
     for (key, value) in edit.as_inputs() {
         k3s_edit.inputs.insert(key.into(), StepInput::Value(value));
     }
@@ -329,7 +319,7 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs) -> Result<Plan, EngineError> 
     k3s_edit.outputs = vec![output::EDIT.into(), output::CHANGES.into()];
 
     let served_paths: Vec<String> = std::iter::once(FORK_MODULE.to_owned())
-        .chain(inputs.modules.iter().map(|m| m.path.clone()))
+        .chain(inputs.resolved.modules.iter().map(|m| m.path.clone()))
         .collect();
     let go_env = |mut env: BTreeMap<String, String>| {
         env.insert("GOPROXY".into(), "file:///in/proxy".into());
@@ -343,8 +333,10 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs) -> Result<Plan, EngineError> 
         scripts::K3S_TIDY,
         go_env(base_env(inputs)),
     );
-    tidy.inputs
-        .insert("k3s".into(), git(&inputs.k3s, &inputs.k3s_commit));
+    tidy.inputs.insert(
+        "k3s".into(),
+        git(&inputs.resolved.k3s, &inputs.resolved.k3s_commit),
+    );
     tidy.inputs
         .insert("edit".into(), from_step(step::K3S_EDIT, output::EDIT));
     tidy.inputs
@@ -361,9 +353,10 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs) -> Result<Plan, EngineError> 
         scripts::BUILD,
         go_env(base_env(inputs)),
     );
-    build
-        .inputs
-        .insert("k3s".into(), git(&inputs.k3s, &inputs.k3s_commit));
+    build.inputs.insert(
+        "k3s".into(),
+        git(&inputs.resolved.k3s, &inputs.resolved.k3s_commit),
+    );
     build.inputs.insert(
         "k3s.bundle".into(),
         from_step(step::K3S_TIDY, output::K3S_BUNDLE),

@@ -207,11 +207,7 @@ pub(crate) async fn rebuild<B: Sandbox + Clone + 'static>(
     let report = crate::engine::run(&plan, &fresh, sandbox, &options, events).await?;
     let artifacts = if scope == Scope::All {
         let scratch = fresh_dir.path().join("artifacts");
-        std::fs::create_dir_all(&scratch).map_err(|source| ReleaseError::Io {
-            action: "create",
-            path: scratch.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&scratch).map_err(ReleaseError::io("create", &scratch))?;
         unpack_artifacts(&fresh, &report, &scratch).await?
     } else {
         BTreeMap::new()
@@ -255,14 +251,7 @@ pub(crate) async fn rebuild<B: Sandbox + Clone + 'static>(
 /// replaced; anything else that exists is refused.
 fn fresh_keep_dir(dir: &Path) -> Result<(), ReleaseError> {
     check_keep_dir(dir)?;
-    let io = |action, path: &Path| {
-        let path = path.to_owned();
-        move |source| ReleaseError::Io {
-            action,
-            path,
-            source,
-        }
-    };
+    let io = ReleaseError::io;
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(io("replace", dir))?;
     }
@@ -345,11 +334,7 @@ fn describe(
     let l = l.filter(|p| p.is_file());
     let r = r.filter(|p| p.is_file());
     let first = match (&l, &r) {
-        (Some(a), Some(b)) => first_difference(a, b).map_err(|source| ReleaseError::Io {
-            action: "compare",
-            path: a.clone(),
-            source,
-        })?,
+        (Some(a), Some(b)) => first_difference(a, b).map_err(ReleaseError::io("compare", a))?,
         _ => None,
     };
     let size = |p: &Option<PathBuf>| {
@@ -377,11 +362,7 @@ async fn unpack_into(
     let Some(tree) = tree else {
         return Ok(false);
     };
-    std::fs::create_dir_all(dir).map_err(|source| ReleaseError::Io {
-        action: "create",
-        path: dir.to_owned(),
-        source,
-    })?;
+    std::fs::create_dir_all(dir).map_err(ReleaseError::io("create", dir))?;
     Ok(store.unpack(&tree, dir).await?)
 }
 
@@ -394,11 +375,7 @@ fn export_into(
         return Ok(None);
     };
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| ReleaseError::Io {
-            action: "create",
-            path: parent.to_owned(),
-            source,
-        })?;
+        std::fs::create_dir_all(parent).map_err(ReleaseError::io("create", parent))?;
     }
     Ok(store.export_sync(&digest, path)?.then(|| path.to_owned()))
 }
