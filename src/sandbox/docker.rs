@@ -296,7 +296,7 @@ impl Sandbox for DockerSandbox {
             let docker = this.engine.docker().clone();
             let engine_err = |action: &'static str| {
                 let step = step.name.clone();
-                move |source| SandboxError::Engine { step, action, source }
+                move |source| SandboxError::engine(&step, action, source)
             };
 
             for cache in &step.caches {

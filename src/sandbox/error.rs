@@ -196,6 +196,46 @@ pub enum SandboxError {
         source: bollard::errors::Error,
     },
 
+    /// The connection to the engine broke while a step ran (the daemon stopped or restarted).
+    #[error("the Docker daemon connection was lost while {action} (step `{step}`)")]
+    #[diagnostic(
+        code(kiln::sandbox::engine_lost),
+        help(
+            "check the engine (`kiln doctor`); nothing of the step was recorded, and the next kiln \
+             run removes the container it left behind"
+        )
+    )]
+    EngineLost {
+        /// The step.
+        step: String,
+        /// What kiln was doing.
+        action: &'static str,
+        /// The engine's error.
+        #[source]
+        source: bollard::errors::Error,
+    },
+
+    /// Something outside the step killed it with a signal (exit code 128 + the signal).
+    #[error("step `{step}` was killed by {signal} (exit code {code}){}", tail_suffix(.stderr_tail))]
+    #[diagnostic(
+        code(kiln::sandbox::killed),
+        help(
+            "something outside the step stopped it: `docker kill`/`docker stop`, the engine \
+             shutting down, or the kernel (SIGKILL without the OOM flag is often memory \
+             pressure); run again"
+        )
+    )]
+    Killed {
+        /// The step.
+        step: String,
+        /// The signal's name.
+        signal: &'static str,
+        /// The exit code.
+        code: i64,
+        /// The last lines of its stderr.
+        stderr_tail: Vec<String>,
+    },
+
     /// The step's command exited non-zero.
     #[error("step `{step}` failed with exit code {code}{}", tail_suffix(.stderr_tail))]
     #[diagnostic(code(kiln::sandbox::step_failed))]
@@ -238,5 +278,46 @@ fn tail_suffix(tail: &[String]) -> String {
         String::new()
     } else {
         format!("; last lines of stderr:\n  {}", tail.join("\n  "))
+    }
+}
+
+impl SandboxError {
+    /// An engine call's failure: [`SandboxError::EngineLost`] when the connection itself
+    /// broke (the daemon stopped, restarted or vanished), [`SandboxError::Engine`] otherwise.
+    pub(crate) fn engine(step: &str, action: &'static str, source: bollard::errors::Error) -> Self {
+        use bollard::errors::Error as E;
+        let lost = matches!(
+            source,
+            E::IOError { .. }
+                | E::HyperResponseError { .. }
+                | E::HyperLegacyError { .. }
+                | E::SocketNotFoundError(_)
+                | E::RequestTimeoutError
+        );
+        if lost {
+            Self::EngineLost {
+                step: step.to_owned(),
+                action,
+                source,
+            }
+        } else {
+            Self::Engine {
+                step: step.to_owned(),
+                action,
+                source,
+            }
+        }
+    }
+}
+
+/// The name of the signal behind a container's exit code, for the signals something outside a
+/// step sends it (128 + the signal's number).
+pub(crate) fn signal_of(code: i64) -> Option<&'static str> {
+    match code {
+        129 => Some("SIGHUP"),
+        130 => Some("SIGINT"),
+        137 => Some("SIGKILL"),
+        143 => Some("SIGTERM"),
+        _ => None,
     }
 }

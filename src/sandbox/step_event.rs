@@ -99,6 +99,14 @@ pub async fn run_to_end(
                         stderr_tail,
                     });
                 }
+                if let Some(signal) = super::error::signal_of(exit.code) {
+                    return Err(SandboxError::Killed {
+                        step: name,
+                        signal,
+                        code: exit.code,
+                        stderr_tail,
+                    });
+                }
                 if exit.code != 0 {
                     return Err(SandboxError::StepFailed {
                         step: name,

@@ -10,6 +10,7 @@ mod cache;
 mod cli_errors;
 mod demo;
 mod engine;
+mod faults;
 mod gomod;
 mod image;
 mod images;

@@ -2,17 +2,16 @@
 //! is stopped and removed, its lock released, and kiln exits 130 / 143 / 129 — also when it was
 //! only waiting for another run's lock.
 
-use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt as _;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::ListContainersOptionsBuilder;
-
-use crate::common::{Docker, Workspace, docker_or_skip, unique};
+use crate::common::{
+    Workspace, containers_of_pid, docker_or_skip, send, unique, wait_for_container, wait_within,
+};
 
 /// One step that sleeps, so a signal can be sent while it runs.
-fn sleeper(id: &str) -> String {
+pub(crate) fn sleeper(id: &str) -> String {
     format!(
         r#"
 [[step]]
@@ -24,73 +23,8 @@ outputs = ["late.txt"]
     )
 }
 
-/// Ids of the containers kiln process `pid` created and that still exist.
-async fn containers_of_pid(docker: &Docker, pid: u32) -> Vec<String> {
-    let filters = HashMap::from([("label", vec![kiln::sandbox::LABEL_OWNER.to_owned()])]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let owner = format!(";p={pid};");
-    docker
-        .sandbox
-        .engine()
-        .docker()
-        .list_containers(Some(options))
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|c| {
-            c.labels
-                .as_ref()
-                .and_then(|l| l.get(kiln::sandbox::LABEL_OWNER))
-                .is_some_and(|o| o.contains(&owner))
-        })
-        .filter_map(|c| c.id)
-        .collect()
-}
-
-/// Waits until `child`'s step container exists (the signal must arrive while a step runs).
-async fn wait_for_container(docker: &Docker, child: &Child) -> String {
-    let started = Instant::now();
-    loop {
-        if let Some(id) = containers_of_pid(docker, child.id())
-            .await
-            .into_iter()
-            .next()
-        {
-            return id;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no step container appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits for `child` to exit within `limit`; kills it and fails otherwise.
-fn wait_within(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            panic!("kiln did not exit within {limit:?} of the signal");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn send(child: &Child, signal: rustix::process::Signal) {
-    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, signal).unwrap();
-}
-
 /// The step lock of the plan's only step can be taken without waiting.
-fn step_lock_is_free(ws: &Workspace) -> bool {
+pub(crate) fn step_lock_is_free(ws: &Workspace) -> bool {
     let locks = ws.store().join("store-v1/locks");
     std::fs::read_dir(&locks).unwrap().flatten().all(|entry| {
         let name = entry.file_name();
@@ -121,13 +55,15 @@ async fn a_signal_stops_and_removes_the_step_and_exits_with_its_code() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let container = wait_for_container(&docker, &child).await;
+        let container = wait_for_container(docker.sandbox.engine().docker(), &child).await;
         let sent = Instant::now();
         send(&child, signal);
         let status = wait_within(&mut child, Duration::from_secs(60));
         assert_eq!(status.code(), Some(code), "{signal:?}: {status:?}");
         assert!(
-            containers_of_pid(&docker, child.id()).await.is_empty(),
+            containers_of_pid(docker.sandbox.engine().docker(), child.id())
+                .await
+                .is_empty(),
             "{signal:?}: container {container} was left behind"
         );
         assert!(
@@ -162,7 +98,7 @@ async fn a_run_waiting_for_another_runs_lock_stops_at_once() {
             .unwrap()
     };
     let mut first = spawn();
-    wait_for_container(&docker, &first).await;
+    wait_for_container(docker.sandbox.engine().docker(), &first).await;
     // The second run of the same step waits for the first one's lock (and starts nothing).
     let mut second = spawn();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -170,7 +106,11 @@ async fn a_run_waiting_for_another_runs_lock_stops_at_once() {
         second.try_wait().unwrap().is_none(),
         "the second run did not wait for the lock"
     );
-    assert!(containers_of_pid(&docker, second.id()).await.is_empty());
+    assert!(
+        containers_of_pid(docker.sandbox.engine().docker(), second.id())
+            .await
+            .is_empty()
+    );
     send(&second, rustix::process::Signal::INT);
     let status = wait_within(&mut second, Duration::from_secs(10));
     assert_eq!(status.code(), Some(130), "{status:?}");

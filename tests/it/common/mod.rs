@@ -205,3 +205,71 @@ pub(crate) fn outcomes(report: &serde_json::Value) -> Vec<(String, String)> {
 pub(crate) fn unique() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
+
+/// Ids of the containers kiln process `pid` created and that still exist.
+pub(crate) async fn containers_of_pid(docker: &bollard::Docker, pid: u32) -> Vec<String> {
+    let filters = HashMap::from([("label", vec![kiln::sandbox::LABEL_OWNER.to_owned()])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let owner = format!(";p={pid};");
+    docker
+        .list_containers(Some(options))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| {
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(kiln::sandbox::LABEL_OWNER))
+                .is_some_and(|o| o.contains(&owner))
+        })
+        .filter_map(|c| c.id)
+        .collect()
+}
+
+/// Waits until `child`'s step container exists (the signal must arrive while a step runs).
+pub(crate) async fn wait_for_container(
+    docker: &bollard::Docker,
+    child: &std::process::Child,
+) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(id) = containers_of_pid(docker, child.id())
+            .await
+            .into_iter()
+            .next()
+        {
+            return id;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no step container appeared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for `child` to exit within `limit`; kills it and fails otherwise.
+pub(crate) fn wait_within(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("kiln did not exit within {limit:?} of the signal");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+pub(crate) fn send(child: &std::process::Child, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+}

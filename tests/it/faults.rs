@@ -1,0 +1,290 @@
+//! Faults of the engine under a running step (RELIABILITY.md rows 12 and 14): the step's
+//! container killed from outside, and the Docker daemon stopped mid-step. Each must end in a
+//! clear error, nothing recorded, no lock held, and a rerun that succeeds.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::TryStreamExt as _;
+
+use crate::common::{
+    self, Workspace, containers_of_pid, docker_or_skip, text, unique, wait_for_container,
+    wait_within,
+};
+use crate::signals::step_lock_is_free;
+
+/// One step that sleeps a little, long enough to be hit while it runs.
+fn napper(id: &str) -> String {
+    format!(
+        r#"
+[[step]]
+name = "nap-{id}"
+image = "toolchain:1.23"
+argv = ["/bin/sh", "-c", "sleep 6; echo done > out.txt"]
+outputs = ["out.txt"]
+"#
+    )
+}
+
+fn records(ws: &Workspace) -> usize {
+    std::fs::read_dir(ws.store().join("store-v1/records"))
+        .unwrap()
+        .count()
+}
+
+#[tokio::test]
+async fn a_step_container_killed_from_outside_is_reported_and_nothing_is_recorded() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let engine = docker.sandbox.engine().docker().clone();
+    let ws = Workspace::new();
+    ws.write_plan(&napper(&unique()));
+    let mut child = ws
+        .kiln()
+        .args(["run", "--file", "plan.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let container = wait_for_container(&engine, &child).await;
+    // Created is not started: kill it once it runs.
+    for _ in 0..600 {
+        let state = engine
+            .inspect_container(&container, None)
+            .await
+            .unwrap()
+            .state
+            .unwrap_or_default();
+        if state.running == Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    engine
+        .kill_container(
+            &container,
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let status = wait_within(&mut child, Duration::from_secs(60));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("was killed by SIGKILL (exit code 137)"),
+        "{stderr}"
+    );
+    assert!(containers_of_pid(&engine, child.id()).await.is_empty());
+    assert_eq!(records(&ws), 0, "a record of the killed step was written");
+    assert!(step_lock_is_free(&ws));
+    let work: Vec<_> = std::fs::read_dir(ws.store().join("store-v1/work"))
+        .unwrap()
+        .collect();
+    assert!(
+        work.is_empty(),
+        "the step's work directory was left: {work:?}"
+    );
+    // The rerun simply runs the step.
+    let report = ws.run_json();
+    assert_eq!(common::outcomes(&report)[0].1, "ran");
+}
+
+/// A dockerd of this test's own on a unix socket, seeded with the toolchain images, which the
+/// test may stop and start again (same data root, so containers survive as stopped ones).
+struct OwnEngine {
+    child: Option<Child>,
+    data: tempfile::TempDir,
+    exec_root: PathBuf,
+}
+
+impl OwnEngine {
+    fn new() -> Self {
+        let data = tempfile::Builder::new()
+            .prefix("kiln-own-engine-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        // Socket paths under the exec root must stay short.
+        let exec_root = PathBuf::from(format!("/run/kiln-oe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&exec_root);
+        let mut engine = Self {
+            child: None,
+            data,
+            exec_root,
+        };
+        engine.start();
+        engine
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.exec_root.join("d.sock")
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("dockerd.log"))
+            .unwrap();
+        std::fs::create_dir_all(&self.exec_root).unwrap();
+        let _ = std::fs::remove_file(self.socket());
+        let child = Command::new("dockerd")
+            .arg("--host")
+            .arg(self.host())
+            .arg("--data-root")
+            .arg(self.data.path().join("root"))
+            .arg("--exec-root")
+            .arg(self.exec_root.join("x"))
+            .arg("--pidfile")
+            .arg(self.data.path().join("dockerd.pid"))
+            .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd is installed (scripts/setup)");
+        self.child = Some(child);
+        for _ in 0..300 {
+            if std::os::unix::net::UnixStream::connect(self.socket()).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "the test's dockerd did not start: {}",
+            std::fs::read_to_string(self.data.path().join("dockerd.log")).unwrap_or_default()
+        );
+    }
+
+    /// Stops the daemon as `systemctl stop docker` would (SIGTERM; live-restore off, so it
+    /// stops its containers), and waits for it to exit.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            if wait_for(&mut child, Duration::from_secs(60)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    async fn client(&self) -> bollard::Docker {
+        bollard::Docker::connect_with_unix(
+            &self.socket().to_string_lossy(),
+            600,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .unwrap()
+        .negotiate_version()
+        .await
+        .unwrap()
+    }
+}
+
+fn wait_for(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+impl Drop for OwnEngine {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.exec_root);
+    }
+}
+
+#[tokio::test]
+async fn a_daemon_stopped_mid_step_is_reported_and_the_next_run_cleans_up() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let mut own = OwnEngine::new();
+    // Seed it with the toolchain image and its base, by id and tag, as a team seeds a host.
+    let output = common::kiln()
+        .args(["image", "toolchain", "--go", "1.23", "--json"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    let toolchain: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let id = toolchain["id"].as_str().unwrap().to_owned();
+    let exported: Vec<bytes::Bytes> = docker
+        .sandbox
+        .engine()
+        .docker()
+        .export_images(&[id.as_str(), "kiln/base:bookworm-go1.23"])
+        .try_collect()
+        .await
+        .unwrap();
+    let client = own.client().await;
+    let _: Vec<_> = client
+        .import_image(
+            bollard::query_parameters::ImportImageOptionsBuilder::default().build(),
+            bollard::body_full(exported.concat().into()),
+            None,
+        )
+        .try_collect()
+        .await
+        .unwrap();
+
+    let ws = Workspace::new();
+    ws.write_plan(&napper(&unique()));
+    let host = own.host();
+    let kiln = |ws: &Workspace| {
+        let mut command = ws.kiln();
+        command.env("DOCKER_HOST", &host);
+        command
+    };
+    let mut child = kiln(&ws)
+        .args(["run", "--file", "plan.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_container(&client, &child).await;
+    own.stop();
+    let status = wait_within(&mut child, Duration::from_secs(120));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Docker daemon connection was lost"),
+        "{stderr}"
+    );
+    assert_eq!(
+        records(&ws),
+        0,
+        "a record of the interrupted step was written"
+    );
+    assert!(step_lock_is_free(&ws));
+
+    // The daemon comes back with the step's container (stopped, labelled with the dead kiln's
+    // pid); the next kiln start removes it, and the step runs to the end.
+    own.start();
+    let client = own.client().await;
+    let old = child.id();
+    let report = {
+        let output = kiln(&ws)
+            .args(["run", "--file", "plan.toml", "--json"])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output).1);
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    assert_eq!(common::outcomes(&report)[0].1, "ran");
+    assert!(
+        containers_of_pid(&client, old).await.is_empty(),
+        "the interrupted run's container was not reaped"
+    );
+}
