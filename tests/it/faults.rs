@@ -288,3 +288,66 @@ async fn a_daemon_stopped_mid_step_is_reported_and_the_next_run_cleans_up() {
         "the interrupted run's container was not reaped"
     );
 }
+
+#[tokio::test]
+async fn a_full_cache_volume_fails_the_step_with_its_stderr_and_a_rerun_succeeds() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let engine = docker.sandbox.engine().docker().clone();
+    let id = unique();
+    let cache = format!("full-{id}");
+    // The volume kiln would create for this cache, made first as a 1 MiB tmpfs: the disk of the
+    // step's cache is full long before its 4 MiB are written.
+    let volume = format!("kiln-cache-{cache}-u1000");
+    let options = std::collections::HashMap::from([
+        ("type".to_owned(), "tmpfs".to_owned()),
+        ("device".to_owned(), "tmpfs".to_owned()),
+        ("o".to_owned(), "size=1m,mode=1777".to_owned()),
+    ]);
+    engine
+        .create_volume(bollard::models::VolumeCreateRequest {
+            name: Some(volume.clone()),
+            driver_opts: Some(options),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ws = Workspace::new();
+    ws.write_plan(&format!(
+        r#"
+[[step]]
+name = "fill-{id}"
+image = "toolchain:1.23"
+argv = ["/bin/sh", "-c", "head -c 4194304 /dev/zero > /cache/gomod/blob && echo filled > out.txt"]
+outputs = ["out.txt"]
+caches = {{ {cache} = "/cache/gomod" }}
+"#
+    ));
+    let output = ws
+        .kiln()
+        .args(["run", "--file", "plan.toml"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(stderr.contains("last lines of stderr"), "{stderr}");
+    assert_eq!(records(&ws), 0, "a record of the failed step was written");
+    // Space freed (the small volume goes; kiln makes its own): the rerun succeeds.
+    engine
+        .remove_volume(
+            &volume,
+            None::<bollard::query_parameters::RemoveVolumeOptions>,
+        )
+        .await
+        .unwrap();
+    let report = ws.run_json();
+    assert_eq!(common::outcomes(&report)[0].1, "ran");
+    let _ = engine
+        .remove_volume(
+            &volume,
+            None::<bollard::query_parameters::RemoveVolumeOptions>,
+        )
+        .await;
+}
