@@ -19,3 +19,32 @@ pub(crate) fn hit(name: &str) {
 #[cfg(not(feature = "failpoints"))]
 #[inline]
 pub(crate) fn hit(_name: &str) {}
+
+/// The error a call at point `name` fails with when `KILN_FAILPOINT` is `<name>=<ERRNO>`
+/// (`flock=ENOLCK`, say), with the `failpoints` feature; `None` otherwise. For faults a test
+/// cannot provoke with a real file system on this machine (a file system without locks).
+#[cfg(feature = "failpoints")]
+#[must_use]
+pub(crate) fn error(name: &str) -> Option<std::io::Error> {
+    let value = std::env::var("KILN_FAILPOINT").ok()?;
+    let (point, errno) = value.split_once('=')?;
+    if point != name {
+        return None;
+    }
+    let code = match errno {
+        "EIO" => 5,
+        "ENOSPC" => 28,
+        "ENOLCK" => 37,
+        "ENOTSUP" | "EOPNOTSUPP" => 95,
+        _ => return None,
+    };
+    Some(std::io::Error::from_raw_os_error(code))
+}
+
+/// An injected error of a build without the `failpoints` feature: never.
+#[cfg(not(feature = "failpoints"))]
+#[inline]
+#[must_use]
+pub(crate) fn error(_name: &str) -> Option<std::io::Error> {
+    None
+}

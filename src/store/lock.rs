@@ -53,6 +53,9 @@ fn lock_error(path: &Path, source: std::io::Error) -> StoreError {
 /// Takes the step lock at `path` if it is free, then records `deps` in it. `Ok(None)`: held
 /// by someone else.
 pub(crate) fn try_lock_step(path: &Path, deps: &[Digest]) -> Result<Option<StepLock>, StoreError> {
+    if let Some(error) = crate::failpoint::error("flock") {
+        return Err(lock_error(path, error));
+    }
     let mut file = open_lock_file(path)?;
     match file.try_lock() {
         Ok(()) => {}
@@ -87,6 +90,9 @@ pub(crate) fn held_step_lock(path: &Path) -> Result<Option<Vec<Digest>>, StoreEr
 
 /// Takes the store-wide lock at `path`: shared for writers, exclusive for gc. Blocks.
 pub(crate) fn lock_store_blocking(path: &Path, exclusive: bool) -> Result<StoreLock, StoreError> {
+    if let Some(error) = crate::failpoint::error("flock") {
+        return Err(lock_error(path, error));
+    }
     let file = open_lock_file(path)?;
     let result = if exclusive {
         file.lock()

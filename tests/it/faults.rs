@@ -351,3 +351,34 @@ caches = {{ {cache} = "/cache/gomod" }}
         )
         .await;
 }
+
+// The injected error exists only in builds with the `failpoints` feature (the test command's).
+#[cfg(feature = "failpoints")]
+#[tokio::test]
+async fn a_store_without_file_locks_is_a_hard_error_with_a_remedy() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    for errno in ["ENOLCK", "ENOTSUP"] {
+        let ws = Workspace::new();
+        ws.write_plan(&napper(&unique()));
+        let mut command = ws.kiln();
+        command
+            .env("KILN_FAILPOINT", format!("flock={errno}"))
+            .args(["run", "--file", "plan.toml"]);
+        let (output, created) = common::containers_created_by(&docker, command).await;
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{errno}: {stderr}");
+        assert!(
+            stderr.contains("the filesystem does not support file locks"),
+            "{errno}: {stderr}"
+        );
+        assert!(
+            stderr.contains("local filesystem that supports flock"),
+            "{stderr}"
+        );
+        // No lock-free run: nothing started, nothing recorded.
+        assert!(created.is_empty(), "{errno}: a step ran without its lock");
+        assert_eq!(records(&ws), 0);
+    }
+}
