@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::common::{World, containers_created_by, docker_or_skip, text};
+use crate::common::{self, World, containers_created_by, docker_or_skip, text};
 
 const LOCK: &str = "lockfiles/v1.28.2-k3s1.lock.json";
 
@@ -39,10 +39,7 @@ impl Sshd {
     /// have it): then it is started again with PAM, which does not.
     fn start() -> Option<Self> {
         if !Path::new("/usr/sbin/sshd").is_file() {
-            assert!(
-                std::env::var_os("KILN_TEST_DOCKER").is_none(),
-                "sshd is not installed (scripts/test installs openssh-server)"
-            );
+            common::skip("sshd is not installed (scripts/test installs openssh-server)");
             return None;
         }
         let sshd = Self::spawn(false);

@@ -27,13 +27,18 @@ pub(crate) fn docker_required() -> bool {
     std::env::var("KILN_TEST_DOCKER").is_ok_and(|v| v == "1")
 }
 
+/// Says why a test cannot run here, and returns so the test can skip — unless the test
+/// command runs it (`KILN_TEST_DOCKER=1`), where a skip is a failure: nothing the test command
+/// installs and starts may be missing.
+pub(crate) fn skip(why: &str) {
+    assert!(!docker_required(), "KILN_TEST_DOCKER=1 but {why}");
+    eprintln!("skipping: {why}");
+}
+
 /// Connects to the engine and finds (or builds) the toolchain image. Without an engine this
 /// skips the test (returns `None`, saying why) — unless `KILN_TEST_DOCKER=1`, where it fails.
 pub(crate) async fn docker_or_skip() -> Option<Docker> {
-    let skip = |why: String| {
-        assert!(!docker_required(), "KILN_TEST_DOCKER=1 but {why}");
-        eprintln!("skipping: {why}");
-    };
+    let skip = |why: String| skip(&why);
     let engine = match Engine::connect().await {
         Ok(engine) => engine,
         Err(error) => {

@@ -21,10 +21,7 @@ impl Registry {
             .output()
             .is_err()
         {
-            assert!(
-                std::env::var_os("KILN_TEST_DOCKER").is_none(),
-                "docker-registry is not installed (scripts/test installs it)"
-            );
+            super::skip("docker-registry is not installed (scripts/test installs it)");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
