@@ -1,6 +1,7 @@
 //! The shared cache in a real registry (Debian's `docker-registry`): captains sharing a
 //! release, and everything a reader must refuse.
 
+use crate::common::TimedOutput as _;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::BufRead as _;
@@ -213,7 +214,7 @@ async fn captain_b_reuses_captain_a_s_signed_release_without_running_a_step() {
     let output = common::kiln()
         .args(["cache", "keygen"])
         .arg(&key)
-        .output()
+        .timed_output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output).1);
     let public = text(&output).0.trim().to_owned();

@@ -1,12 +1,13 @@
 //! Diagnostics for a missing or wrong engine: no engine needed.
 
+use crate::common::TimedOutput as _;
 use crate::common::{self, text};
 
 fn doctor_with_host(host: &str) -> (Option<i32>, String) {
     let output = common::kiln()
         .env("DOCKER_HOST", host)
         .arg("doctor")
-        .output()
+        .timed_output()
         .unwrap();
     let (_, stderr) = text(&output);
     (output.status.code(), stderr)
@@ -53,7 +54,7 @@ fn unsupported_go_line_is_refused_before_anything_runs() {
     let output = common::kiln()
         .env("DOCKER_HOST", "tcp://127.0.0.1:1")
         .args(["image", "bootstrap", "--go", "1.19"])
-        .output()
+        .timed_output()
         .unwrap();
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1));
@@ -70,7 +71,7 @@ fn bad_sandbox_arguments_are_explained() {
         .args([
             "sandbox", "run", "--image", "x", "--env", "NOEQUALS", "--", "true",
         ])
-        .output()
+        .timed_output()
         .unwrap();
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1));
@@ -165,7 +166,7 @@ fn unsafe_lockfiles_are_refused_before_any_git_or_engine_action() {
                 .args(&args)
                 .arg(&remote)
                 .arg(&lock)
-                .output()
+                .timed_output()
                 .unwrap();
             let (stdout, stderr) = text(&output);
             assert_eq!(

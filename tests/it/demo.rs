@@ -1,5 +1,6 @@
 //! The demo world: reproducible ids, a fork shaped like the real one, trees that build.
 
+use crate::common::TimedOutput as _;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -44,7 +45,7 @@ fn init(dir: &Path, extra: &[&str]) -> serde_json::Value {
         .args(["demo", "init", "--json"])
         .arg(dir)
         .args(extra)
-        .output()
+        .timed_output()
         .unwrap();
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "kiln demo init failed:\n{stderr}");
@@ -56,7 +57,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .arg("-C")
         .arg(dir)
         .args(args)
-        .output()
+        .timed_output()
         .unwrap();
     assert!(
         output.status.success(),
@@ -225,7 +226,7 @@ fn init_refuses_a_directory_with_content_before_anything_else() {
         .env("DOCKER_HOST", "tcp://127.0.0.1:1")
         .args(["demo", "init"])
         .arg(dir.path())
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output).1;

@@ -1,5 +1,6 @@
 //! The engine and the store against a real Docker engine: caching, concurrency, gc, crashes.
 
+use crate::common::TimedOutput as _;
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -94,7 +95,7 @@ async fn a_fully_cached_rerun_starts_no_container() {
     let output = ws
         .kiln()
         .args(["run", "--file", "plan.toml", "--json", "--out", "out"])
-        .output()
+        .timed_output()
         .unwrap();
     let after_second = now_text();
     assert!(output.status.success(), "{}", text(&output).1);
@@ -144,7 +145,7 @@ async fn a_relative_store_path_works() {
         }
         let output = command
             .args(["run", "--file", "plan.toml", "--json"])
-            .output()
+            .timed_output()
             .unwrap();
         assert!(output.status.success(), "{}", text(&output).1);
         let store = ws
@@ -173,7 +174,7 @@ async fn plan_says_what_will_run_and_why() {
     let output = ws
         .kiln()
         .args(["plan", "--file", "plan.toml", "--json"])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output).1);
     let planned: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -184,7 +185,7 @@ async fn plan_says_what_will_run_and_why() {
     let table = ws
         .kiln()
         .args(["plan", "--file", "plan.toml"])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(
         text(&table).0.contains("env `V` changed: 1 → 2"),
@@ -312,7 +313,7 @@ a = {{ step = "a-{id}", output = "a.txt" }}
     let gc = ws
         .kiln()
         .args(["store", "gc", "--keep-recent", "0", "--json"])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(gc.status.success(), "{}", text(&gc).1);
     let gc: serde_json::Value = serde_json::from_slice(&gc.stdout).unwrap();
@@ -338,7 +339,7 @@ a = {{ step = "a-{id}", output = "a.txt" }}
             .join(format!("store-v1/blobs/sha256/{}/{hex}", &hex[..2]))
             .is_file()
     );
-    let verify = ws.kiln().args(["store", "verify"]).output().unwrap();
+    let verify = ws.kiln().args(["store", "verify"]).timed_output().unwrap();
     assert!(verify.status.success(), "{}", text(&verify).0);
     // b's record survived: a re-run reruns only a (its record was collected) and hits b.
     let again = ws.run_json();
@@ -360,7 +361,7 @@ async fn kill_between_blob_and_record_leaves_a_consistent_store() {
         .kiln()
         .env("KILN_FAILPOINT", "before-record")
         .args(["run", "--file", "plan.toml"])
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(
         crashed.status.signal(),
@@ -370,7 +371,7 @@ async fn kill_between_blob_and_record_leaves_a_consistent_store() {
     let verify = ws
         .kiln()
         .args(["store", "verify", "--json"])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(verify.status.success(), "{}", text(&verify).0);
     let verify: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
@@ -385,7 +386,7 @@ async fn kill_between_blob_and_record_leaves_a_consistent_store() {
     let verify = ws
         .kiln()
         .args(["store", "verify", "--json"])
-        .output()
+        .timed_output()
         .unwrap();
     let verify: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
     assert_eq!(verify["records"], 3);
@@ -429,7 +430,7 @@ fn kill_9_during_blob_writes_never_leaves_a_partial_blob() {
         let verify = ws
             .kiln()
             .args(["store", "verify", "--json"])
-            .output()
+            .timed_output()
             .unwrap();
         assert!(
             verify.status.success(),
@@ -451,7 +452,7 @@ fn kill_9_during_blob_writes_never_leaves_a_partial_blob() {
     let gc = ws
         .kiln()
         .args(["store", "gc", "--keep-recent", "0", "--json"])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(gc.status.success());
     assert_eq!(
@@ -460,7 +461,12 @@ fn kill_9_during_blob_writes_never_leaves_a_partial_blob() {
             .count(),
         0
     );
-    let put = ws.kiln().args(["store", "put"]).arg(&big).output().unwrap();
+    let put = ws
+        .kiln()
+        .args(["store", "put"])
+        .arg(&big)
+        .timed_output()
+        .unwrap();
     assert!(put.status.success());
 }
 
@@ -492,7 +498,7 @@ outputs = ["big.bin"]
         std::thread::sleep(Duration::from_millis(300 + lcg(&mut seed) % 900));
         child.kill().unwrap();
         child.wait().unwrap();
-        let verify = ws.kiln().args(["store", "verify"]).output().unwrap();
+        let verify = ws.kiln().args(["store", "verify"]).timed_output().unwrap();
         assert!(
             verify.status.success(),
             "round {round}: {}",
@@ -537,7 +543,7 @@ async fn damaged_blobs_are_found_moved_aside_and_rebuilt() {
         let export = ws
             .kiln()
             .args(["run", "--file", "plan.toml", "--out", "out"])
-            .output()
+            .timed_output()
             .unwrap();
         assert_eq!(export.status.code(), Some(1), "{damage}");
         assert!(
@@ -548,7 +554,7 @@ async fn damaged_blobs_are_found_moved_aside_and_rebuilt() {
 
         // Damage it again (the export moved it aside) and let verify find it.
         std::fs::write(&blob, &bytes).unwrap();
-        let verify = ws.kiln().args(["store", "verify"]).output().unwrap();
+        let verify = ws.kiln().args(["store", "verify"]).timed_output().unwrap();
         assert_eq!(verify.status.code(), Some(3), "{damage}");
         assert!(
             text(&verify).0.contains(&blob.display().to_string()),
@@ -558,10 +564,10 @@ async fn damaged_blobs_are_found_moved_aside_and_rebuilt() {
         let repair = ws
             .kiln()
             .args(["store", "verify", "--repair"])
-            .output()
+            .timed_output()
             .unwrap();
         assert_eq!(repair.status.code(), Some(3));
-        let clean = ws.kiln().args(["store", "verify"]).output().unwrap();
+        let clean = ws.kiln().args(["store", "verify"]).timed_output().unwrap();
         assert!(clean.status.success(), "{damage}: {}", text(&clean).0);
         let rebuilt = ws.run_json();
         assert_eq!(outcomes(&rebuilt)[2].1, "ran", "{damage}");
@@ -589,7 +595,7 @@ async fn a_garbage_record_is_a_miss_with_a_warning() {
     let plan = ws
         .kiln()
         .args(["plan", "--file", "plan.toml", "--json"])
-        .output()
+        .timed_output()
         .unwrap();
     let (stdout, stderr) = text(&plan);
     assert!(plan.status.success(), "{stderr}");
@@ -623,7 +629,7 @@ fn a_full_disk_is_reported_and_leaves_no_partial_entry() {
         .arg(&mount)
         .args(["store", "put"])
         .arg(&big)
-        .output();
+        .timed_output();
     let blobs: Vec<_> = walk(&mount.join("store-v1/blobs"));
     let tmp: Vec<_> = walk(&mount.join("store-v1/tmp"));
     let _ = std::process::Command::new("umount").arg(&mount).status();

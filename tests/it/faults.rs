@@ -2,6 +2,7 @@
 //! container killed from outside, and the Docker daemon stopped mid-step. Each must end in a
 //! clear error, nothing recorded, no lock held, and a rerun that succeeds.
 
+use crate::common::TimedOutput as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -214,7 +215,7 @@ async fn a_daemon_stopped_mid_step_is_reported_and_the_next_run_cleans_up() {
     // Seed it with the toolchain image and its base, by id and tag, as a team seeds a host.
     let output = common::kiln()
         .args(["image", "toolchain", "--go", "1.23", "--json"])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output).1);
     let toolchain: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -277,7 +278,7 @@ async fn a_daemon_stopped_mid_step_is_reported_and_the_next_run_cleans_up() {
     let report = {
         let output = kiln(&ws)
             .args(["run", "--file", "plan.toml", "--json"])
-            .output()
+            .timed_output()
             .unwrap();
         assert!(output.status.success(), "{}", text(&output).1);
         serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
@@ -327,7 +328,7 @@ caches = {{ {cache} = "/cache/gomod" }}
     let output = ws
         .kiln()
         .args(["run", "--file", "plan.toml"])
-        .output()
+        .timed_output()
         .unwrap();
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");

@@ -1,6 +1,7 @@
 //! kiln's module proxy against the real Go: the k3s tree builds offline from the fork's tags,
 //! and Go computes exactly the `h1:` sums kiln computed.
 
+use crate::common::TimedOutput as _;
 use kiln::gomod::write_proxy;
 use kiln::release::{extra_module_versions, fork_module_versions};
 use kiln::sandbox::{BindMount, LentTrees, run_to_end};
@@ -17,7 +18,7 @@ async fn k3s_builds_offline_from_kilns_proxy_and_go_agrees_on_every_sum() {
     let output = common::kiln()
         .args(["demo", "init"])
         .arg(&world)
-        .output()
+        .timed_output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output).1);
 

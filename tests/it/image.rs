@@ -1,13 +1,14 @@
 //! Toolchain images: bootstrap is a no-op when present, the lock explains differences, the
 //! derived image carries its recipe. Needs the Go 1.23 base (scripts/test bootstraps it).
 
+use crate::common::TimedOutput as _;
 use crate::common::{self, docker_or_skip, text};
 
 fn bootstrap_json(args: &[&str]) -> (std::process::Output, serde_json::Value) {
     let output = common::kiln()
         .args(["image", "bootstrap", "--go", "1.23", "--json"])
         .args(args)
-        .output()
+        .timed_output()
         .unwrap();
     let value = serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
     (output, value)
@@ -112,7 +113,7 @@ async fn toolchain_image_is_found_by_its_recipe() {
     };
     let output = common::kiln()
         .args(["image", "toolchain", "--go", "1.23.5", "--json"])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output).1);
     let image: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -173,7 +174,7 @@ async fn toolchain_builds_on_a_production_style_base_identified_by_its_layers() 
             &tag,
             "--json",
         ])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output).1);
     let image: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -195,7 +196,7 @@ async fn toolchain_builds_on_a_production_style_base_identified_by_its_layers() 
     // A base whose Go is another line is refused.
     let output = common::kiln()
         .args(["image", "toolchain", "--go", "1.22", "--base", &tag])
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(
@@ -278,7 +279,7 @@ async fn a_missing_base_names_the_bootstrap_command() {
     }
     let output = common::kiln()
         .args(["image", "toolchain", "--go", "1.21"])
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = text(&output).1;

@@ -1,5 +1,6 @@
 //! `kiln images check` against Debian's docker-registry on loopback.
 
+use crate::common::TimedOutput as _;
 use crate::common::{self, Registry, text};
 
 fn put_image(registry: &Registry, repo: &str, tag: &str) {
@@ -21,7 +22,7 @@ fn check(registry: &str, extra: &[&str]) -> (Option<i32>, serde_json::Value, Str
             "--json",
         ])
         .args(extra)
-        .output()
+        .timed_output()
         .unwrap();
     let json = serde_json::from_slice(&output.stdout).unwrap_or_default();
     (output.status.code(), json, text(&output).1)
@@ -239,7 +240,7 @@ fn kiln_toml_is_read_only_for_missing_flags() {
             .current_dir(dir.path())
             .args(["images", "check", "v1.28.2+k3s1", "--json"])
             .args(extra)
-            .output()
+            .timed_output()
             .unwrap()
     };
     let given = run(&["--registry", "127.0.0.1:1"]);
@@ -253,7 +254,7 @@ fn kiln_toml_is_read_only_for_missing_flags() {
     );
     let bad = common::kiln()
         .args(["images", "check", "v1.28.2", "--registry", "127.0.0.1:1"])
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(

@@ -4,6 +4,7 @@
 //! enclosing its cwd, so a relative path that reaches git unresolved breaks here (it once broke
 //! `kiln verify-tags --remote published-fork.git` in the README's main command).
 
+use crate::common::TimedOutput as _;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -18,7 +19,7 @@ fn run(world: &World, dir: &Path, args: &[&str]) -> (Option<i32>, String, String
         .arg("--store")
         .arg(world.store())
         .args(args)
-        .output()
+        .timed_output()
         .unwrap();
     let (stdout, stderr) = text(&output);
     (output.status.code(), stdout, stderr)

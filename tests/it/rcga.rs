@@ -1,5 +1,6 @@
 //! `kiln rc` and `kiln tag rc|ga` on a k3s repository built here (no engine needed).
 
+use crate::common::TimedOutput as _;
 use std::path::Path;
 
 use crate::common::{self, git, text};
@@ -26,7 +27,7 @@ fn k3s_repo(dir: &Path) -> std::path::PathBuf {
             .args(["commit", "--quiet", "-m", &format!("commit {i}")])
             .env("GIT_AUTHOR_DATE", &date)
             .env("GIT_COMMITTER_DATE", &date)
-            .output()
+            .timed_output()
             .unwrap();
         assert!(output.status.success());
         if let Some(rc) = rc {
@@ -54,7 +55,7 @@ fn commit(repo: &Path, message: &str) {
 }
 
 fn kiln(args: &[&str]) -> std::process::Output {
-    common::kiln().args(args).output().unwrap()
+    common::kiln().args(args).timed_output().unwrap()
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Release names and the k3s bump on the demo world.
 
+use crate::common::TimedOutput as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,7 @@ fn demo(extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
         .args(["demo", "init"])
         .arg(&world)
         .args(extra)
-        .output()
+        .timed_output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output).1);
     (dir, world)
@@ -25,7 +26,7 @@ fn versions(world: &Path, store: &Path, args: &[&str]) -> std::process::Output {
         .arg(store)
         .arg("versions")
         .args(args)
-        .output()
+        .timed_output()
         .unwrap()
 }
 
@@ -165,7 +166,7 @@ async fn bump_k3s_changes_exactly_the_release_lines() {
     let wrong = common::kiln()
         .args(["bump-k3s", "--old", "v1.28.0", "--new", "v1.28.2"])
         .arg(&k3s)
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(wrong.status.code(), Some(1));
     assert!(
@@ -180,14 +181,14 @@ async fn bump_k3s_changes_exactly_the_release_lines() {
             "bump-k3s", "--old", "v1.28.1", "--new", "v1.28.2", "--go", "1.23.5",
         ])
         .arg(&k3s)
-        .output()
+        .timed_output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output).1);
     let diff = std::process::Command::new("git")
         .args(["-C"])
         .arg(&k3s)
         .args(["diff", "-U0", "--no-color"])
-        .output()
+        .timed_output()
         .unwrap();
     let diff = String::from_utf8_lossy(&diff.stdout);
     let changed: Vec<&str> = diff

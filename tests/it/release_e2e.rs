@@ -1,5 +1,6 @@
 //! `kiln release` end to end on the demo world, against the real engine.
 
+use crate::common::TimedOutput as _;
 use crate::common::{self, World, docker_or_skip, git, text};
 
 /// Runs `kiln release …` and counts the step containers that process created.
@@ -224,7 +225,7 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
     let push = common::kiln()
         .args(["push", "--dry-run"])
         .arg(&lock_path)
-        .output()
+        .timed_output()
         .unwrap();
     assert!(push.status.success(), "{}", text(&push).1);
     let tag_sh_lines = std::fs::read_to_string(
@@ -246,7 +247,7 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
     let refused = common::kiln()
         .args(["push", "--dry-run"])
         .arg(&tampered)
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(1));
     assert!(
@@ -258,7 +259,7 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
 
     // The artifact runs and says what it is.
     let k3s_bin = std::process::Command::new(out.join("k3s"))
-        .output()
+        .timed_output()
         .unwrap();
     let printed = String::from_utf8_lossy(&k3s_bin.stdout);
     assert!(printed.contains("k3s version v1.28.2-k3s1"), "{printed}");

@@ -3,6 +3,7 @@
 //! `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`. Inputs go in as tar streams and outputs come
 //! back the same way: no host directory is bind-mounted, and the lockfile is the local one.
 
+use crate::common::TimedOutput as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -16,7 +17,7 @@ fn openssl(dir: &Path, args: &[&str]) {
     let output = Command::new("openssl")
         .current_dir(dir)
         .args(args)
-        .output()
+        .timed_output()
         .expect("openssl is installed (scripts/setup)");
     assert!(
         output.status.success(),
@@ -205,14 +206,14 @@ async fn the_demo_release_runs_on_a_tls_tcp_engine_without_bind_mounts() {
         .env("DOCKER_TLS_VERIFY", "1")
         .env("DOCKER_CERT_PATH", client.path())
         .args(["doctor", "--json"])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(!output.status.success(), "{}", text(&output).0);
 
     // The toolchain images move to the remote engine the way a team would seed a build host.
     let output = common::kiln()
         .args(["image", "toolchain", "--go", "1.23", "--json"])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output).1);
     let toolchain: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -263,7 +264,7 @@ async fn the_demo_release_runs_on_a_tls_tcp_engine_without_bind_mounts() {
         .arg("--store")
         .arg(world.store())
         .args(["release", "--old", "v1.28.1", "--new", "v1.28.2"])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output).1);
     let until = format!(

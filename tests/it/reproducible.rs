@@ -3,6 +3,7 @@
 //! same lockfile.
 #![allow(clippy::print_stderr)]
 
+use crate::common::TimedOutput as _;
 use std::path::Path;
 
 use crate::common::{self, World, docker_or_skip, text};
@@ -39,7 +40,7 @@ fn base_differences() -> Option<String> {
     for go in ["1.22", "1.23"] {
         let output = common::kiln()
             .args(["image", "bootstrap", "--go", go, "--json"])
-            .output()
+            .timed_output()
             .unwrap();
         assert!(output.status.success(), "{}", text(&output).1);
         let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -98,7 +99,7 @@ async fn a_release_under_a_varied_host_environment_gives_the_same_lockfile() {
     };
     if std::process::Command::new("faketime")
         .arg("--version")
-        .output()
+        .timed_output()
         .is_err()
     {
         common::skip("faketime is not installed (scripts/test installs it)");
@@ -154,7 +155,7 @@ async fn a_release_under_a_varied_host_environment_gives_the_same_lockfile() {
         .env("SOURCE_DATE_EPOCH", "1")
         .env("USER", "nobody-else")
         .env("LOGNAME", "nobody-else")
-        .output()
+        .timed_output()
         .unwrap();
     assert!(
         output.status.success(),
@@ -177,7 +178,7 @@ async fn a_release_under_a_varied_host_environment_gives_the_same_lockfile() {
             "umask 077 && exec \"$0\" \"$@\"",
         ])
         .args(["date", "+%Y"])
-        .output()
+        .timed_output()
         .unwrap();
     let year: i32 = String::from_utf8_lossy(&date.stdout)
         .trim()

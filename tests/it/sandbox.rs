@@ -1,5 +1,6 @@
 //! The hermetic step contract, against a real Docker engine.
 
+use crate::common::TimedOutput as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -44,7 +45,7 @@ async fn host_environment_does_not_reach_the_step() {
             "-c",
             "tr '\\0' '\\n' < /proc/1/environ; echo umask=$(umask)",
         ])
-        .output()
+        .timed_output()
         .expect("kiln runs");
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stderr}");
@@ -414,7 +415,7 @@ async fn kill_9_leaves_an_orphan_that_the_next_kiln_start_removes() {
     // Any kiln start reaps: here a trivial step.
     let output = common::kiln()
         .args(["sandbox", "run", "--image", &docker.image, "--", "true"])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output).1);
     let gone = docker
@@ -455,7 +456,7 @@ async fn sandbox_run_passes_the_exit_code_through() {
             "-c",
             "exit 7",
         ])
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(output.status.code(), Some(7));
 }
@@ -465,7 +466,10 @@ async fn doctor_reports_a_hermetic_sandbox() {
     let Some(_docker) = docker_or_skip().await else {
         return;
     };
-    let output = common::kiln().args(["doctor", "--json"]).output().unwrap();
+    let output = common::kiln()
+        .args(["doctor", "--json"])
+        .timed_output()
+        .unwrap();
     let (stdout, stderr) = text(&output);
     assert!(
         output.status.success(),

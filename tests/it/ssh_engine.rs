@@ -4,6 +4,7 @@
 //! `KILN_SSH_COMMAND="ssh -F <config>"`: the demo release runs with every mount copied, gives
 //! the local lockfile, and leaves no forwarder behind.
 
+use crate::common::TimedOutput as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -80,7 +81,7 @@ impl Sshd {
             ])
             .args(["127.0.0.1", "true"])
             .stdin(Stdio::null())
-            .output()
+            .timed_output()
             .is_ok_and(|o| o.status.success())
     }
 
@@ -186,7 +187,7 @@ async fn the_demo_release_runs_on_an_ssh_engine_with_copied_mounts() {
         .env("DOCKER_HOST", &host)
         .env("KILN_SSH_COMMAND", sshd.ssh_command())
         .args(["doctor", "--json"])
-        .output()
+        .timed_output()
         .unwrap();
     assert!(!output.status.success());
     let stderr = text(&output).1;

@@ -3,6 +3,7 @@
 //! `docker-registry`), the KDM entry (`kiln kdm add` on a clone of the demo's kdm.git), the GA
 //! tag, the stable channel and `kiln verify` make every line done; a moved branch is wrong.
 
+use crate::common::TimedOutput as _;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -298,7 +299,7 @@ fn sources_not_given_are_unknown_and_a_missing_lockfile_says_what_to_run() {
         .args(["--store"])
         .arg(dir.path().join("store"))
         .args(["status", "v1.28.2", "--registry", "127.0.0.1:1", "--json"])
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(output.status.code(), Some(4), "{}", text(&output).1);
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -316,7 +317,7 @@ fn sources_not_given_are_unknown_and_a_missing_lockfile_says_what_to_run() {
     }
     let bad = crate::common::kiln()
         .args(["status", "v1.28", "--json"])
-        .output()
+        .timed_output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(text(&bad).1.contains("v1.28"), "{}", text(&bad).1);

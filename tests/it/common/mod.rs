@@ -106,7 +106,7 @@ pub(crate) fn run_kiln(args: &[&str], dir: &Path) -> Output {
     kiln()
         .args(args)
         .current_dir(dir)
-        .output()
+        .timed_output()
         .expect("kiln runs")
 }
 
@@ -180,7 +180,7 @@ impl Workspace {
         let output = self
             .kiln()
             .args(["run", "--file", "plan.toml", "--json"])
-            .output()
+            .timed_output()
             .unwrap();
         let (stdout, stderr) = text(&output);
         assert!(
@@ -277,4 +277,53 @@ pub(crate) fn wait_within(
 pub(crate) fn send(child: &std::process::Child, signal: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
     rustix::process::kill_process(pid, signal).unwrap();
+}
+
+/// The longest any program a test runs may take: a hang fails that test (naming the program)
+/// instead of hanging the whole suite.
+pub(crate) const PROCESS_LIMIT: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
+/// `Command::output` with [`PROCESS_LIMIT`]: past it the program is killed and the test fails.
+pub(crate) trait TimedOutput {
+    /// Runs the program to its end (stdin closed, stdout and stderr captured), within the limit.
+    fn timed_output(&mut self) -> std::io::Result<Output>;
+}
+
+impl TimedOutput for Command {
+    fn timed_output(&mut self) -> std::io::Result<Output> {
+        use std::io::Read as _;
+        self.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = self.spawn()?;
+        let reader = |mut pipe: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                pipe.read_to_end(&mut bytes).map(|_| bytes)
+            })
+        };
+        let stdout = reader(Box::new(child.stdout.take().expect("piped")));
+        let stderr = reader(Box::new(child.stderr.take().expect("piped")));
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if started.elapsed() > PROCESS_LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} {:?} did not finish within {PROCESS_LIMIT:?}",
+                    self.get_program().display(),
+                    self.get_args().collect::<Vec<_>>()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        Ok(Output {
+            status,
+            stdout: stdout.join().expect("the reader does not panic")?,
+            stderr: stderr.join().expect("the reader does not panic")?,
+        })
+    }
 }

@@ -1,6 +1,7 @@
 //! A private Debian `docker-registry` on a free loopback port, with its own config and storage
 //! directory, stopped by its pid when dropped.
 
+use super::TimedOutput as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -18,29 +19,35 @@ impl Registry {
     pub(crate) fn start() -> Option<Self> {
         if Command::new("docker-registry")
             .arg("--version")
-            .output()
+            .timed_output()
             .is_err()
         {
             super::skip("docker-registry is not installed (scripts/test installs it)");
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
         let mut registry = Self {
             child: None,
-            addr,
+            addr: String::new(),
             dir,
         };
-        registry.spawn();
-        Some(registry)
+        // A free port is only free until someone takes it: another port if it was taken.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            registry.addr = format!("127.0.0.1:{port}");
+            if registry.spawn() {
+                return Some(registry);
+            }
+        }
+        panic!("docker-registry did not start on five free ports");
     }
 
-    fn spawn(&mut self) {
+    /// Starts it on `addr`; false when it did not come up (the port was taken).
+    fn spawn(&mut self) -> bool {
         let config = self.dir.path().join("config.yml");
         std::fs::write(
             &config,
@@ -51,21 +58,27 @@ impl Registry {
             ),
         )
         .unwrap();
-        let child = Command::new("docker-registry")
+        let mut child = Command::new("docker-registry")
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(&self.addr).is_ok() {
-                return;
+        for _ in 0..200 {
+            // Ours, not whatever else took the port: the registry's own API answers.
+            if is_registry(&self.addr) && child.try_wait().unwrap().is_none() {
+                self.child = Some(child);
+                return true;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("docker-registry did not start on {}", self.addr);
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// Its storage root.
@@ -154,4 +167,24 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Whether a registry (API v2) answers at `addr`.
+fn is_registry(addr: &str) -> bool {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /v2/ HTTP/1.0\r\nHost: registry\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .to_ascii_lowercase()
+        .contains("docker-distribution-api-version: registry/2.0")
 }

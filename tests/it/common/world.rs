@@ -1,5 +1,6 @@
 //! The demo world for end-to-end tests.
 
+use super::TimedOutput as _;
 use std::path::{Path, PathBuf};
 
 use std::collections::HashMap;
@@ -50,7 +51,11 @@ impl World {
     }
 
     fn init(root: &Path) {
-        let output = kiln().args(["demo", "init"]).arg(root).output().unwrap();
+        let output = kiln()
+            .args(["demo", "init"])
+            .arg(root)
+            .timed_output()
+            .unwrap();
         assert!(output.status.success(), "{}", text(&output).1);
     }
 
@@ -68,7 +73,7 @@ impl World {
             .arg("--store")
             .arg(self.store())
             .args(args)
-            .output()
+            .timed_output()
             .unwrap()
     }
 
@@ -123,7 +128,7 @@ pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
         .arg("-C")
         .arg(dir)
         .args(args)
-        .output()
+        .timed_output()
         .unwrap();
     assert!(
         output.status.success(),
