@@ -70,12 +70,34 @@ impl DockerSandbox {
         Self::with_engine(Engine::connect().await?).await
     }
 
-    /// Uses an existing connection; removes orphaned containers first.
+    /// Uses an existing connection; removes orphaned containers first. With
+    /// `KILN_CACHE_NAMESPACE` set, this process's cache volumes are its namespace's own
+    /// (`kiln-cache-<ns>-<name>-u<uid>`, labelled), not the engine's shared ones: CI jobs (and
+    /// kiln's own tests) that must not see each other's caches set it.
     pub async fn with_engine(engine: Engine) -> Result<Self, SandboxError> {
+        let cache_namespace = match std::env::var("KILN_CACHE_NAMESPACE") {
+            Ok(ns) if !ns.is_empty() => {
+                let ok = ns.len() <= 32
+                    && ns
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if !ok {
+                    return Err(SandboxError::InvalidSpec {
+                        step: "-".into(),
+                        reason: format!(
+                            "KILN_CACHE_NAMESPACE `{}` must be 1-32 of a-z, 0-9 and -",
+                            ns.escape_debug()
+                        ),
+                    });
+                }
+                Some(ns.into())
+            }
+            _ => None,
+        };
         let sandbox = Self {
             owner: Arc::new(RunOwner::current()),
             run_id: uuid::Uuid::new_v4().simple().to_string().into(),
-            cache_namespace: None,
+            cache_namespace,
             copy_mounts: !engine.is_local(),
             engine,
         };

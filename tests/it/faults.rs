@@ -300,7 +300,7 @@ async fn a_full_cache_volume_fails_the_step_with_its_stderr_and_a_rerun_succeeds
     let cache = format!("full-{id}");
     // The volume kiln would create for this cache, made first as a 1 MiB tmpfs: the disk of the
     // step's cache is full long before its 4 MiB are written.
-    let volume = format!("kiln-cache-{cache}-u1000");
+    let volume = format!("kiln-cache-{}-{cache}-u1000", common::cache_namespace());
     let options = std::collections::HashMap::from([
         ("type".to_owned(), "tmpfs".to_owned()),
         ("device".to_owned(), "tmpfs".to_owned()),

@@ -97,8 +97,51 @@ impl Docker {
 /// The kiln binary under test.
 pub(crate) fn kiln() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    command.env("KILN_LOG", "warn");
     command
+        .env("KILN_LOG", "warn")
+        .env("KILN_CACHE_NAMESPACE", CacheNamespace::of_this_test());
+    command
+}
+
+/// The cache volumes of one test: every kiln a test runs (each test has a thread of its own)
+/// uses them, no other test does, and they are removed when the test's thread ends — caches
+/// never carry state from one test into another.
+struct CacheNamespace(String);
+
+/// This test's cache namespace (what `KILN_CACHE_NAMESPACE` is for every kiln it runs).
+pub(crate) fn cache_namespace() -> String {
+    CacheNamespace::of_this_test()
+}
+
+impl CacheNamespace {
+    fn of_this_test() -> String {
+        thread_local! {
+            static NAMESPACE: CacheNamespace = CacheNamespace(format!("t-{}", unique()));
+        }
+        NAMESPACE.with(|ns| ns.0.clone())
+    }
+}
+
+impl Drop for CacheNamespace {
+    fn drop(&mut self) {
+        let label = format!("label=kiln.cache.namespace={}", self.0);
+        let Ok(listed) = Command::new("docker")
+            .args(["volume", "ls", "-q", "--filter", &label])
+            .output()
+        else {
+            return;
+        };
+        let names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if !names.is_empty() {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f"])
+                .args(&names)
+                .output();
+        }
+    }
 }
 
 /// Runs kiln with `args` and returns its output.
