@@ -170,6 +170,16 @@ fn git(dir: &Path) -> Command {
     command
 }
 
+/// Git syncs what it writes (objects, packs, refs) before it renames it into place: a
+/// mirror in the store survives a power loss whole, like the store's own files.
+fn durably(mut command: Command) -> Command {
+    command
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "core.fsync")
+        .env("GIT_CONFIG_VALUE_0", "all");
+    command
+}
+
 fn run(mut command: Command, dir: &Path) -> Result<String, GitError> {
     let output = command
         .output()
@@ -444,7 +454,7 @@ pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitErro
         .map_err(fail("open", &lock_path))?;
     lock.lock().map_err(fail("lock", &lock_path))?;
     if path.join("HEAD").is_file() {
-        let mut fetch = git(&path);
+        let mut fetch = durably(git(&path));
         fetch.args([
             "fetch",
             "--quiet",
@@ -453,14 +463,33 @@ pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitErro
             "--force",
             "origin",
         ]);
-        run(fetch, &path)?;
-    } else {
+        // A mirror is a cache: one a power loss or a full disk left damaged (git does not
+        // sync its objects) is cloned again. A sound mirror keeps the fetch's own error.
+        if let Err(error) = run(fetch, &path) {
+            let mut check = git(&path);
+            check.args([
+                "fsck",
+                "--connectivity-only",
+                "--no-dangling",
+                "--no-progress",
+            ]);
+            if run(check, &path).is_ok() {
+                return Err(error);
+            }
+            tracing::warn!(
+                mirror = %path.display(),
+                "the git mirror is damaged ({error}); cloning it again"
+            );
+            std::fs::remove_dir_all(&path).map_err(fail("remove", &path))?;
+        }
+    }
+    if !path.join("HEAD").is_file() {
         let tmp = dir.join(format!("{name}.git.partial"));
         // Under the lock, a partial clone is a killed clone's: start again.
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(fail("remove", &tmp))?;
         }
-        let mut clone = git(Path::new(NEUTRAL_DIR));
+        let mut clone = durably(git(Path::new(NEUTRAL_DIR)));
         clone
             .args([
                 "clone",
@@ -565,6 +594,70 @@ mod tests {
             .filter(|n| n.contains("partial"))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// What a power cut leaves of a mirror git never synced: files emptied. The next mirror
+    /// call clones it again instead of failing every release on that store.
+    #[test]
+    fn a_damaged_mirror_is_cloned_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = dir.path().join("origin");
+        let git_in = |args: &[&str]| {
+            let status = Command::new("git")
+                .args(args)
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@kiln.invalid")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@kiln.invalid")
+                .status()
+                .unwrap();
+            assert!(status.success(), "git {args:?}");
+        };
+        let origin_text = origin.to_string_lossy().into_owned();
+        git_in(&["init", "--quiet", "-b", "main", &origin_text]);
+        std::fs::write(origin.join("f"), "one\n").unwrap();
+        git_in(&["-C", &origin_text, "add", "f"]);
+        git_in(&["-C", &origin_text, "commit", "--quiet", "-m", "one"]);
+        let location = Location::parse_in(&origin_text, Path::new("/")).unwrap();
+        let mirrors = dir.path().join("mirrors");
+        let path = mirror(&mirrors, &location).unwrap();
+        let emptied = empty_files(&path);
+        assert!(emptied > 3, "the mirror had files to lose: {emptied}");
+
+        let again = mirror(&mirrors, &location).unwrap();
+        assert_eq!(again, path);
+        let head = output(&path, &["rev-parse", "refs/heads/main"]).unwrap();
+        let want = output(&origin, &["rev-parse", "refs/heads/main"]).unwrap();
+        assert_eq!(head, want);
+        output(&path, &["fsck", "--no-progress"]).unwrap();
+
+        // A sound mirror whose origin went away keeps itself and reports the fetch's error.
+        std::fs::rename(&origin, dir.path().join("gone")).unwrap();
+        let error = mirror(&mirrors, &location).unwrap_err();
+        assert!(error.to_string().contains("fetch"), "{error}");
+        assert!(path.join("HEAD").is_file(), "the sound mirror was kept");
+    }
+
+    /// Empties every file under `dir`, as a power cut does to files whose data was never
+    /// synced; returns how many.
+    fn empty_files(dir: &Path) -> usize {
+        let mut count = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                count += empty_files(&entry.path());
+            } else if kind.is_file() {
+                // A new empty file renamed over it: the mirror's objects may be hard links to
+                // the origin's, which must stay whole.
+                let empty = dir.join(".emptied");
+                std::fs::File::create(&empty).unwrap();
+                std::fs::rename(&empty, entry.path()).unwrap();
+                count += 1;
+            }
+        }
+        count
     }
 
     #[test]

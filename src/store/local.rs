@@ -59,9 +59,9 @@ impl LocalStore {
             "corrupt",
             "verified",
         ] {
-            let path = root.join(sub);
-            fs::create_dir_all(&path)
-                .map_err(|e| StoreError::io("create the store directory", &path, e))?;
+            // Synced into their parents: records and blobs renamed into a store made moments
+            // before a power loss must not vanish with its directories.
+            crate::durable::create_dir_all(&root.join(sub)).map_err(StoreError::from)?;
         }
         Ok(Self {
             root: Arc::new(root),

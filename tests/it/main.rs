@@ -15,6 +15,7 @@ mod gomod;
 mod image;
 mod images;
 mod nested;
+mod powerloss;
 mod publish;
 mod rcga;
 mod release;

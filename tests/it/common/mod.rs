@@ -2,6 +2,7 @@
 
 #![allow(dead_code, clippy::print_stderr)]
 
+pub(crate) mod lazyfs;
 mod registry;
 mod world;
 
