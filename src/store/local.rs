@@ -324,8 +324,9 @@ impl LocalStore {
         }
     }
 
-    /// The record of `key`. `Ok(None)`: no record — or one that is unreadable or damaged,
-    /// which is reported as a warning naming the file and treated as a miss.
+    /// The record of `key`. `Ok(None)`: no record — or one that is unreadable, damaged or
+    /// names a blob the store lacks, which is reported as a warning naming the file and
+    /// treated as a miss.
     pub fn record_sync(&self, key: &StepKey) -> Result<Option<Record>, StoreError> {
         let path = self.record_path(key);
         let bytes = match fs::read(&path) {
@@ -334,7 +335,23 @@ impl LocalStore {
             Err(e) => return Err(StoreError::io("read", &path, e)),
         };
         match Record::parse(&bytes) {
-            Ok(record) if record.key == *key => Ok(Some(record)),
+            Ok(record) if record.key == *key => {
+                // A record whose blob is gone (deleted by hand, lost in a crash, moved aside as
+                // corrupt) is a miss: the step runs again and restores it.
+                if let Some(output) = record
+                    .outputs
+                    .values()
+                    .find(|o| !self.contains_sync(&o.digest))
+                {
+                    tracing::warn!(
+                        path = %path.display(),
+                        missing = %output.digest,
+                        "ignoring a record whose output is not in the store"
+                    );
+                    return Ok(None);
+                }
+                Ok(Some(record))
+            }
             Ok(record) => {
                 tracing::warn!(path = %path.display(), found = %record.key, "record file holds another key; ignoring it");
                 Ok(None)

@@ -98,7 +98,18 @@ impl Store for MemoryStore {
     }
 
     async fn record(&self, key: &StepKey) -> Result<Option<Record>, StoreError> {
-        Ok(self.with(|inner| inner.records.get(key).cloned()))
+        // As on disk: a record whose blob is gone is a miss.
+        Ok(self.with(|inner| {
+            inner
+                .records
+                .get(key)
+                .filter(|r| {
+                    r.outputs
+                        .values()
+                        .all(|o| inner.blobs.contains_key(&o.digest))
+                })
+                .cloned()
+        }))
     }
 
     async fn latest(&self, name: &str) -> Result<Option<Record>, StoreError> {

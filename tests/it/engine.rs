@@ -517,7 +517,7 @@ async fn damaged_blobs_are_found_moved_aside_and_rebuilt() {
     let Some(_docker) = docker_or_skip().await else {
         return;
     };
-    for damage in ["flip", "truncate"] {
+    for damage in ["flip", "truncate", "empty", "delete"] {
         let ws = Workspace::new();
         let id = unique();
         ws.write_plan(&chain(&id));
@@ -530,34 +530,63 @@ async fn damaged_blobs_are_found_moved_aside_and_rebuilt() {
         let blob = ws
             .store()
             .join(format!("store-v1/blobs/sha256/{}/{hex}", &hex[..2]));
-        let mut bytes = std::fs::read(&blob).unwrap();
-        if damage == "flip" {
-            bytes[0] ^= 0x01;
-        } else {
-            bytes.truncate(bytes.len() / 2);
+        let original = std::fs::read(&blob).unwrap();
+        let mut bytes = original.clone();
+        match damage {
+            "flip" => bytes[0] ^= 0x01,
+            "truncate" => bytes.truncate(bytes.len() / 2),
+            _ => bytes.clear(), // `truncate -s 0`; "delete" removes the file below
         }
-        std::fs::remove_file(&blob).unwrap();
-        std::fs::write(&blob, &bytes).unwrap();
+        let damage_it = || {
+            let _ = std::fs::remove_file(&blob);
+            if damage != "delete" {
+                std::fs::write(&blob, &bytes).unwrap();
+            }
+        };
+        damage_it();
+        let corrupt = ws.store().join("store-v1/corrupt");
+        let aside = || {
+            std::fs::read_dir(&corrupt)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .contains(hex)
+                })
+                .count()
+        };
 
-        // Export is verified: --out refuses the damaged bytes.
+        // Export is verified: --out refuses the damaged bytes and moves them to corrupt/.
+        // A deleted blob is a miss: the step runs again and the export is whole.
         let export = ws
             .kiln()
-            .args(["run", "--file", "plan.toml", "--out", "out"])
+            .args(["run", "--file", "plan.toml", "--out", "out", "--json"])
             .timed_output()
             .unwrap();
-        assert_eq!(export.status.code(), Some(1), "{damage}");
-        assert!(
-            text(&export).1.contains("is corrupt"),
-            "{damage}: {}",
-            text(&export).1
-        );
+        if damage == "delete" {
+            assert!(export.status.success(), "{damage}: {}", text(&export).1);
+            let report: serde_json::Value = serde_json::from_slice(&export.stdout).unwrap();
+            assert_eq!(outcomes(&report)[2].1, "ran", "{damage}");
+            assert_eq!(std::fs::read(&blob).unwrap(), original, "{damage}: rebuilt");
+        } else {
+            assert_eq!(export.status.code(), Some(1), "{damage}");
+            assert!(
+                text(&export).1.contains("is corrupt"),
+                "{damage}: {}",
+                text(&export).1
+            );
+            assert!(!ws.path().join("out/c.txt").exists(), "{damage}: exported");
+            assert_eq!(aside(), 1, "{damage}: the damaged blob is in corrupt/");
+        }
 
-        // Damage it again (the export moved it aside) and let verify find it.
-        std::fs::write(&blob, &bytes).unwrap();
+        // Damage it again and let verify find it.
+        damage_it();
         let verify = ws.kiln().args(["store", "verify"]).timed_output().unwrap();
         assert_eq!(verify.status.code(), Some(3), "{damage}");
         assert!(
-            text(&verify).0.contains(&blob.display().to_string()),
+            text(&verify).0.contains(hex),
             "{damage}: {}",
             text(&verify).0
         );
@@ -583,28 +612,50 @@ async fn a_garbage_record_is_a_miss_with_a_warning() {
     let Some(_docker) = docker_or_skip().await else {
         return;
     };
-    let ws = Workspace::new();
-    let id = unique();
-    ws.write_plan(&chain(&id));
-    let report = ws.run_json();
-    let key = report["steps"][0]["key"].as_str().unwrap();
-    let record = ws
-        .store()
-        .join(format!("store-v1/records/{}.json", &key[7..]));
-    std::fs::write(&record, b"{ this is not a record").unwrap();
-    let plan = ws
-        .kiln()
-        .args(["plan", "--file", "plan.toml", "--json"])
-        .timed_output()
-        .unwrap();
-    let (stdout, stderr) = text(&plan);
-    assert!(plan.status.success(), "{stderr}");
-    assert!(stderr.contains(&record.display().to_string()), "{stderr}");
-    let planned: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(planned[0]["status"], "will-run");
-    let rerun = ws.run_json();
-    assert_eq!(outcomes(&rerun)[0].1, "ran");
-    assert_eq!(outcomes(&rerun)[1].1, "cached");
+    for garbage in ["not json", "another version", "an absent blob"] {
+        let ws = Workspace::new();
+        let id = unique();
+        ws.write_plan(&chain(&id));
+        let report = ws.run_json();
+        let key = report["steps"][0]["key"].as_str().unwrap();
+        let record = ws
+            .store()
+            .join(format!("store-v1/records/{}.json", &key[7..]));
+        let text_of = std::fs::read_to_string(&record).unwrap();
+        let mut json: serde_json::Value = serde_json::from_str(&text_of).unwrap();
+        let bytes = match garbage {
+            "not json" => b"{ this is not a record".to_vec(),
+            "another version" => {
+                json["version"] = 999.into();
+                serde_json::to_vec(&json).unwrap()
+            }
+            _ => {
+                let absent = format!("sha256:{}", "ab".repeat(32));
+                json["outputs"]["a.txt"]["digest"] = absent.into();
+                serde_json::to_vec(&json).unwrap()
+            }
+        };
+        let _ = std::fs::remove_file(&record);
+        std::fs::write(&record, bytes).unwrap();
+        let plan = ws
+            .kiln()
+            .args(["plan", "--file", "plan.toml", "--json"])
+            .timed_output()
+            .unwrap();
+        let (stdout, stderr) = text(&plan);
+        assert!(plan.status.success(), "{garbage}: {stderr}");
+        let planned: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(planned[0]["status"], "will-run", "{garbage}: {planned}");
+        assert!(
+            stderr.contains(&record.display().to_string()),
+            "{garbage}: the warning names the file: {stderr}"
+        );
+        let rerun = ws.run_json();
+        assert_eq!(outcomes(&rerun)[0].1, "ran", "{garbage}");
+        assert_eq!(outcomes(&rerun)[1].1, "cached", "{garbage}");
+        let verify = ws.kiln().args(["store", "verify"]).timed_output().unwrap();
+        assert!(verify.status.success(), "{garbage}: {}", text(&verify).0);
+    }
 }
 
 #[test]
