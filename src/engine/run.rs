@@ -189,6 +189,28 @@ impl Drop for WorkDir {
     }
 }
 
+/// Under a step's lock no other run of it is alive: any work directory of its key is a
+/// killed (or force-quit) run's, and goes.
+fn remove_leftover_work(work_root: &Path, key: &StepKey) {
+    let Ok(entries) = std::fs::read_dir(work_root) else {
+        return;
+    };
+    let prefix = format!("{}.", key.hex());
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let path = entry.path();
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a killed run's work directory");
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot remove a killed run's work directory");
+                }
+            }
+        }
+    }
+}
+
 async fn execute<S: Store, B: Sandbox>(
     step: Step,
     derivation: Derivation,
@@ -209,6 +231,7 @@ async fn execute<S: Store, B: Sandbox>(
         .collect();
     // One process runs a key at a time; a second waits here, then finds the record.
     let _lock = store.lock_step(&key, &deps).await?;
+    remove_leftover_work(&work_root, &key);
     if let Some(outputs) = cached_outputs(&store, &key).await? {
         let _ = events.send(EngineEvent::Cached {
             step: step.name.clone(),

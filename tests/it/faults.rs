@@ -108,7 +108,7 @@ impl OwnEngine {
             .tempdir_in("/var/tmp")
             .unwrap();
         // Socket paths under the exec root must stay short.
-        let exec_root = PathBuf::from(format!("/run/kiln-oe-{}", std::process::id()));
+        let exec_root = PathBuf::from(format!("/run/kiln-oe-{}", &unique()[..8]));
         let _ = std::fs::remove_dir_all(&exec_root);
         let mut engine = Self {
             child: None,
@@ -117,6 +117,47 @@ impl OwnEngine {
         };
         engine.start();
         engine
+    }
+
+    /// A new engine holding the toolchain image and its base, by id and tag, as a team seeds
+    /// a host.
+    async fn seeded(docker: &common::Docker) -> Self {
+        let own = Self::new();
+        let output = common::kiln()
+            .args(["image", "toolchain", "--go", "1.23", "--json"])
+            .timed_output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output).1);
+        let toolchain: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let id = toolchain["id"].as_str().unwrap().to_owned();
+        let exported: Vec<bytes::Bytes> = docker
+            .sandbox
+            .engine()
+            .docker()
+            .export_images(&[id.as_str(), "kiln/base:bookworm-go1.23"])
+            .try_collect()
+            .await
+            .unwrap();
+        let _: Vec<_> = own
+            .client()
+            .await
+            .import_image(
+                bollard::query_parameters::ImportImageOptionsBuilder::default().build(),
+                bollard::body_full(exported.concat().into()),
+                None,
+            )
+            .try_collect()
+            .await
+            .unwrap();
+        own
+    }
+
+    /// Sends `signal` to the daemon (STOP freezes it: it accepts connections and answers
+    /// nothing; CONT thaws it).
+    fn signal(&self, signal: rustix::process::Signal) {
+        if let Some(child) = &self.child {
+            common::send(child, signal);
+        }
     }
 
     fn socket(&self) -> PathBuf {
@@ -167,6 +208,8 @@ impl OwnEngine {
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+            // A frozen daemon handles nothing until it is thawed.
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::CONT);
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
             if wait_for(&mut child, Duration::from_secs(60)).is_none() {
                 let _ = child.kill();
@@ -211,33 +254,8 @@ async fn a_daemon_stopped_mid_step_is_reported_and_the_next_run_cleans_up() {
     let Some(docker) = docker_or_skip().await else {
         return;
     };
-    let mut own = OwnEngine::new();
-    // Seed it with the toolchain image and its base, by id and tag, as a team seeds a host.
-    let output = common::kiln()
-        .args(["image", "toolchain", "--go", "1.23", "--json"])
-        .timed_output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output).1);
-    let toolchain: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let id = toolchain["id"].as_str().unwrap().to_owned();
-    let exported: Vec<bytes::Bytes> = docker
-        .sandbox
-        .engine()
-        .docker()
-        .export_images(&[id.as_str(), "kiln/base:bookworm-go1.23"])
-        .try_collect()
-        .await
-        .unwrap();
+    let mut own = OwnEngine::seeded(&docker).await;
     let client = own.client().await;
-    let _: Vec<_> = client
-        .import_image(
-            bollard::query_parameters::ImportImageOptionsBuilder::default().build(),
-            bollard::body_full(exported.concat().into()),
-            None,
-        )
-        .try_collect()
-        .await
-        .unwrap();
 
     let ws = Workspace::new();
     ws.write_plan(&napper(&unique()));
@@ -381,5 +399,82 @@ async fn a_store_without_file_locks_is_a_hard_error_with_a_remedy() {
         // No lock-free run: nothing started, nothing recorded.
         assert!(created.is_empty(), "{errno}: a step ran without its lock");
         assert_eq!(records(&ws), 0);
+    }
+}
+
+/// Row 15's second signal: the first Ctrl-C (sent to kiln's whole process group, as a terminal
+/// does) starts the clean-up, which waits on an engine that answers nothing (frozen with
+/// SIGSTOP); a second Ctrl-C quits at once with 130. The thawed engine still holds the step's
+/// container, and the next kiln run removes it, runs the step, and leaves no temporary or
+/// work directory behind.
+#[tokio::test]
+async fn a_second_ctrl_c_quits_at_once_while_the_clean_up_hangs() {
+    use std::os::unix::process::CommandExt as _;
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let own = OwnEngine::seeded(&docker).await;
+    let client = own.client().await;
+    let ws = Workspace::new();
+    ws.write_plan(&napper(&unique()));
+    let host = own.host();
+    let kiln = |ws: &Workspace| {
+        let mut command = ws.kiln();
+        command.env("DOCKER_HOST", &host);
+        command
+    };
+    let mut child = kiln(&ws)
+        .args(["run", "--file", "plan.toml"])
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let container = wait_for_container(&client, &child).await;
+    let group = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    own.signal(rustix::process::Signal::STOP);
+    rustix::process::kill_process_group(group, rustix::process::Signal::INT).unwrap();
+    // The clean-up cannot finish: kiln is still there after three seconds (the window).
+    std::thread::sleep(Duration::from_secs(3));
+    if let Some(status) = child.try_wait().unwrap() {
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        panic!("kiln exited ({status}) although its engine answers nothing: {stderr}");
+    }
+    let again = std::time::Instant::now();
+    rustix::process::kill_process_group(group, rustix::process::Signal::INT).unwrap();
+    let status = wait_within(&mut child, Duration::from_secs(10));
+    let quit_in = again.elapsed();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(quit_in < Duration::from_secs(5), "{quit_in:?}: {stderr}");
+    assert!(stderr.contains("again; quitting at once"), "{stderr}");
+    assert_eq!(
+        records(&ws),
+        0,
+        "a record of the interrupted step was written"
+    );
+    assert!(step_lock_is_free(&ws));
+
+    // Thawed, the engine still has the container of the dead kiln; the next run removes it.
+    own.signal(rustix::process::Signal::CONT);
+    let old = child.id();
+    let output = kiln(&ws)
+        .args(["run", "--file", "plan.toml", "--json"])
+        .timed_output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(common::outcomes(&report)[0].1, "ran");
+    assert!(
+        containers_of_pid(&client, old).await.is_empty(),
+        "container {container} of the interrupted run was not reaped"
+    );
+    for dir in ["tmp", "work"] {
+        let left: Vec<_> = std::fs::read_dir(ws.store().join("store-v1").join(dir))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{dir}/ holds {left:?}");
     }
 }
