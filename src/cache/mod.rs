@@ -177,6 +177,14 @@ impl Store for CachedStore {
         self.local.lock_step(key, deps).await
     }
 
+    async fn try_lock_step(
+        &self,
+        key: &StepKey,
+        deps: &[Digest],
+    ) -> Result<Option<StepLock>, StoreError> {
+        self.local.try_lock_step(key, deps).await
+    }
+
     async fn writing(&self) -> Result<StoreLock, StoreError> {
         self.local.writing().await
     }

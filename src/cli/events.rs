@@ -22,6 +22,12 @@ pub(super) async fn render(mut events: UnboundedReceiver<EngineEvent>, show_logs
                 EngineEvent::Cached { step, key } => {
                     eprintln!("==> {step}: cached ({})", key.short());
                 }
+                EngineEvent::Waiting { step, key } => {
+                    eprintln!(
+                        "==> {step}: waiting for the lock on {} (another kiln run is running this step)",
+                        key.short()
+                    );
+                }
                 EngineEvent::Started { step, key } => {
                     eprintln!("==> {step}: running ({})", key.short());
                 }
@@ -39,6 +45,12 @@ pub(super) async fn render(mut events: UnboundedReceiver<EngineEvent>, show_logs
         match event {
             EngineEvent::Cached { step, key } => {
                 let _ = multi.println(format!("✓ {step} cached ({})", key.short()));
+            }
+            EngineEvent::Waiting { step, key } => {
+                let _ = multi.println(format!(
+                    "… {step} waiting for the lock on {} (another kiln run is running this step)",
+                    key.short()
+                ));
             }
             EngineEvent::Started { step, key } => {
                 let bar = multi.add(ProgressBar::new_spinner());

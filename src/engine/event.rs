@@ -11,6 +11,14 @@ pub(crate) enum EngineEvent {
         /// Its key.
         key: StepKey,
     },
+    /// Another kiln run holds the step's lock (it is running that step): this one waits, and
+    /// then finds its record.
+    Waiting {
+        /// The step.
+        step: String,
+        /// Its key.
+        key: StepKey,
+    },
     /// A step started running.
     Started {
         /// The step.

@@ -230,7 +230,16 @@ async fn execute<S: Store, B: Sandbox>(
         })
         .collect();
     // One process runs a key at a time; a second waits here, then finds the record.
-    let _lock = store.lock_step(&key, &deps).await?;
+    let _lock = match store.try_lock_step(&key, &deps).await? {
+        Some(lock) => lock,
+        None => {
+            let _ = events.send(EngineEvent::Waiting {
+                step: step.name.clone(),
+                key,
+            });
+            store.lock_step(&key, &deps).await?
+        }
+    };
     remove_leftover_work(&work_root, &key);
     if let Some(outputs) = cached_outputs(&store, &key).await? {
         let _ = events.send(EngineEvent::Cached {

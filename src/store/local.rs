@@ -147,16 +147,22 @@ impl LocalStore {
         key: &StepKey,
         deps: &[Digest],
     ) -> Result<StepLock, StoreError> {
-        let path = self.lock_path(key);
         loop {
-            {
-                let _writers = self.lock_store_sync(false)?;
-                if let Some(lock) = try_lock_step(&path, deps)? {
-                    return Ok(lock);
-                }
+            if let Some(lock) = self.try_lock_step_sync(key, deps)? {
+                return Ok(lock);
             }
             std::thread::sleep(LOCK_POLL);
         }
+    }
+
+    /// The step lock of `key` if no other run holds it.
+    pub(crate) fn try_lock_step_sync(
+        &self,
+        key: &StepKey,
+        deps: &[Digest],
+    ) -> Result<Option<StepLock>, StoreError> {
+        let _writers = self.lock_store_sync(false)?;
+        try_lock_step(&self.lock_path(key), deps)
     }
 
     /// Whether the blob is stored.

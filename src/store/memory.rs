@@ -143,6 +143,14 @@ impl Store for MemoryStore {
         Ok(StepLock::in_memory())
     }
 
+    async fn try_lock_step(
+        &self,
+        _key: &StepKey,
+        _deps: &[Digest],
+    ) -> Result<Option<StepLock>, StoreError> {
+        Ok(Some(StepLock::in_memory()))
+    }
+
     async fn writing(&self) -> Result<(), StoreError> {
         Ok(())
     }

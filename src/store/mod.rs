@@ -92,6 +92,13 @@ pub(crate) trait Store: Clone + Send + Sync + 'static {
         deps: &[Digest],
     ) -> impl Future<Output = Result<StepLock, StoreError>> + Send;
 
+    /// [`Store::lock_step`] without waiting: `Ok(None)` when another run holds the lock.
+    fn try_lock_step(
+        &self,
+        key: &StepKey,
+        deps: &[Digest],
+    ) -> impl Future<Output = Result<Option<StepLock>, StoreError>> + Send;
+
     /// Marks a write in progress (first output blob to record) so `gc` waits for it.
     fn writing(&self) -> impl Future<Output = Result<Self::Writing, StoreError>> + Send;
 }
@@ -152,6 +159,15 @@ impl Store for LocalStore {
     async fn lock_step(&self, key: &StepKey, deps: &[Digest]) -> Result<StepLock, StoreError> {
         let (store, key, deps) = (self.clone(), *key, deps.to_vec());
         blocking(move || store.lock_step_sync(&key, &deps)).await
+    }
+
+    async fn try_lock_step(
+        &self,
+        key: &StepKey,
+        deps: &[Digest],
+    ) -> Result<Option<StepLock>, StoreError> {
+        let (store, key, deps) = (self.clone(), *key, deps.to_vec());
+        blocking(move || store.try_lock_step_sync(&key, &deps)).await
     }
 
     async fn writing(&self) -> Result<StoreLock, StoreError> {

@@ -203,7 +203,8 @@ async fn two_processes_run_each_step_once() {
     let id = unique();
     ws.write_plan(&chain(&id).replace(
         "cat /in/src/README > a.txt;",
-        "sleep 1; cat /in/src/README > a.txt;",
+        // Long enough that the second run reaches step a while the first runs it.
+        "sleep 5; cat /in/src/README > a.txt;",
     ));
     let spawn = || {
         ws.kiln()
@@ -224,12 +225,23 @@ async fn two_processes_run_each_step_once() {
         text(&one).1,
         text(&two).1
     );
+    let stderr = [text(&one).1, text(&two).1];
     let one: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
     let two: serde_json::Value = serde_json::from_slice(&two.stdout).unwrap();
     for ((name, a), (_, b)) in outcomes(&one).iter().zip(outcomes(&two).iter()) {
         let ran = [a, b].iter().filter(|o| o.as_str() == "ran").count();
         assert_eq!(ran, 1, "step {name} ran {ran} times ({a}, {b})");
     }
+    // The run that did not run step a waited for the other's lock, and said so.
+    let waited = if outcomes(&one)[0].1 == "ran" {
+        &stderr[1]
+    } else {
+        &stderr[0]
+    };
+    assert!(
+        waited.contains(&format!("a-{id}: waiting for the lock on")),
+        "{waited}"
+    );
     assert_eq!(
         one["steps"]
             .as_array()
