@@ -26,7 +26,9 @@ use std::sync::Arc;
 
 use crate::hash::{Digest, Sha256Reader, Sha256Writer, StepKey};
 
-use super::lock::{StepLock, StoreLock, lock_store_blocking, try_lock_step};
+use super::lock::{
+    StepLock, StoreLock, lock_store_blocking, try_lock_step, try_lock_store_exclusive,
+};
 use super::tree::unpack_tree;
 use super::{Record, StoreError};
 
@@ -63,9 +65,47 @@ impl LocalStore {
             // before a power loss must not vanish with its directories.
             crate::durable::create_dir_all(&root.join(sub)).map_err(StoreError::from)?;
         }
-        Ok(Self {
+        let store = Self {
             root: Arc::new(root),
-        })
+        };
+        store.reap_tmp()?;
+        Ok(store)
+    }
+
+    /// Removes what killed processes left in `tmp/` (temporary blobs and records, scratch
+    /// space nobody holds), when no other kiln process uses the store: every kiln start that
+    /// opens the store leaves a clean `tmp/`. Returns how many entries went.
+    fn reap_tmp(&self) -> Result<usize, StoreError> {
+        let Some(_alone) = try_lock_store_exclusive(&self.store_lock_path())? else {
+            return Ok(0);
+        };
+        let tmp = self.tmp_dir();
+        let entries = fs::read_dir(&tmp).map_err(|e| StoreError::io("list", &tmp, e))?;
+        let mut removed = 0;
+        for entry in entries {
+            let path = entry.map_err(|e| StoreError::io("list", &tmp, e))?.path();
+            if super::scratch::in_use(&path) {
+                continue;
+            }
+            let result = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            match result {
+                Ok(()) => removed += 1,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot remove a leftover in the store's tmp/");
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed what killed kiln processes left in the store's tmp/"
+            );
+        }
+        Ok(removed)
     }
 
     /// Where the store lives unless `--store` says otherwise: `$KILN_STORE`, else

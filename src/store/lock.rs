@@ -88,6 +88,19 @@ pub(crate) fn held_step_lock(path: &Path) -> Result<Option<Vec<Digest>>, StoreEr
     }
 }
 
+/// The store-wide lock at `path`, exclusive, if no other process holds it at all.
+pub(crate) fn try_lock_store_exclusive(path: &Path) -> Result<Option<StoreLock>, StoreError> {
+    if let Some(error) = crate::failpoint::error("flock") {
+        return Err(lock_error(path, error));
+    }
+    let file = open_lock_file(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(StoreLock { _file: file })),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(lock_error(path, e)),
+    }
+}
+
 /// Takes the store-wide lock at `path`: shared for writers, exclusive for gc. Blocks.
 pub(crate) fn lock_store_blocking(path: &Path, exclusive: bool) -> Result<StoreLock, StoreError> {
     if let Some(error) = crate::failpoint::error("flock") {

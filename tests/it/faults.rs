@@ -478,3 +478,67 @@ async fn a_second_ctrl_c_quits_at_once_while_the_clean_up_hangs() {
         assert!(left.is_empty(), "{dir}/ holds {left:?}");
     }
 }
+
+/// Row 16: `kill -9` of `kiln run` while its step's container runs. The kernel releases the
+/// step lock with the process; the next `kiln run` takes it at once, removes the dead run's
+/// container (by its owner label), its work directory and its `tmp/` leftovers, and runs the
+/// step to the end.
+#[tokio::test]
+async fn kill_9_of_kiln_mid_step_is_cleaned_up_by_the_next_run() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let engine = docker.sandbox.engine().docker().clone();
+    let ws = Workspace::new();
+    ws.write_plan(&napper(&unique()));
+    let mut child = ws
+        .kiln()
+        .args(["run", "--file", "plan.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let container = wait_for_container(&engine, &child).await;
+    // What a killed process leaves in tmp/: a temporary blob nobody holds.
+    let leftover = ws.store().join("store-v1/tmp/blob-leftover");
+    std::fs::write(&leftover, b"half a blob").unwrap();
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let dead = child.id();
+    let work = |ws: &Workspace| {
+        std::fs::read_dir(ws.store().join("store-v1/work"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(work(&ws), 1, "the killed run left its work directory");
+    assert!(step_lock_is_free(&ws), "the kernel released the lock");
+
+    let started = std::time::Instant::now();
+    let output = ws
+        .kiln()
+        .args(["run", "--file", "plan.toml", "--json"])
+        .timed_output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(output.status.success(), "{}", text(&output).1);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(common::outcomes(&report)[0].1, "ran");
+    // The step sleeps 6 s: the rerun did not wait out the dead run's container or lock.
+    assert!(took < Duration::from_secs(40), "{took:?}");
+    assert!(
+        containers_of_pid(&engine, dead).await.is_empty(),
+        "container {container} of the killed run was not removed"
+    );
+    assert_eq!(work(&ws), 0, "work directories left");
+    assert!(!leftover.exists(), "tmp/ leftovers were not reaped");
+    assert_eq!(
+        std::fs::read_dir(ws.store().join("store-v1/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
