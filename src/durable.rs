@@ -71,6 +71,7 @@ pub(crate) fn write(path: &Path, bytes: &[u8], placement: Placement<'_>) -> Resu
         .set_permissions(fs::Permissions::from_mode(mode))
         .map_err(fail("set the mode of", path))?;
     tmp.as_file().sync_all().map_err(fail("sync", path))?;
+    crate::failpoint::hit("before-rename");
     tmp.persist(path)
         .map_err(|e| fail("replace", path)(e.error))?;
     sync_dir(parent)

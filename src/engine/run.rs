@@ -313,6 +313,7 @@ async fn execute<S: Store, B: Sandbox>(
     let record = Record::new(&step.name, derivation, outputs.clone());
     crate::failpoint::hit("before-record");
     store.put_record(&record).await?;
+    crate::failpoint::hit("after-record");
     drop(writing);
     drop(work);
     let _ = events.send(EngineEvent::Finished {

@@ -366,42 +366,50 @@ async fn kill_between_blob_and_record_leaves_a_consistent_store() {
     let Some(_docker) = docker_or_skip().await else {
         return;
     };
-    let ws = Workspace::new();
-    let id = unique();
-    ws.write_plan(&chain(&id));
-    let crashed = ws
-        .kiln()
-        .env("KILN_FAILPOINT", "before-record")
-        .args(["run", "--file", "plan.toml"])
-        .timed_output()
-        .unwrap();
-    assert_eq!(
-        crashed.status.signal(),
-        Some(9),
-        "the failpoint killed kiln"
-    );
-    let verify = ws
-        .kiln()
-        .args(["store", "verify", "--json"])
-        .timed_output()
-        .unwrap();
-    assert!(verify.status.success(), "{}", text(&verify).0);
-    let verify: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
-    assert_eq!(verify["records"], 0, "no record was written");
-    assert_eq!(
-        verify["blobs"], 1,
-        "the first step's output blob is durable"
-    );
-    // The step simply runs again, and the store ends complete.
-    let report = ws.run_json();
-    assert!(outcomes(&report).iter().all(|(_, o)| o == "ran"));
-    let verify = ws
-        .kiln()
-        .args(["store", "verify", "--json"])
-        .timed_output()
-        .unwrap();
-    let verify: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
-    assert_eq!(verify["records"], 3);
+    // Killed after the first step's blob and before its record; then after its record and
+    // before anything else.
+    for (point, records, rerun) in [
+        ("before-record", 0, ["ran", "ran", "ran"]),
+        ("after-record", 1, ["cached", "ran", "ran"]),
+    ] {
+        let ws = Workspace::new();
+        let id = unique();
+        ws.write_plan(&chain(&id));
+        let crashed = ws
+            .kiln()
+            .env("KILN_FAILPOINT", point)
+            .args(["run", "--file", "plan.toml"])
+            .timed_output()
+            .unwrap();
+        assert_eq!(
+            crashed.status.signal(),
+            Some(9),
+            "{point}: the failpoint killed kiln"
+        );
+        let verify = ws
+            .kiln()
+            .args(["store", "verify", "--json"])
+            .timed_output()
+            .unwrap();
+        assert!(verify.status.success(), "{point}: {}", text(&verify).0);
+        let verify: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+        assert_eq!(verify["records"], records, "{point}");
+        assert_eq!(
+            verify["blobs"], 1,
+            "{point}: the first step's output blob is durable"
+        );
+        // What was not recorded simply runs again, and the store ends complete.
+        let report = ws.run_json();
+        let outcomes: Vec<String> = outcomes(&report).into_iter().map(|(_, o)| o).collect();
+        assert_eq!(outcomes, rerun, "{point}");
+        let verify = ws
+            .kiln()
+            .args(["store", "verify", "--json"])
+            .timed_output()
+            .unwrap();
+        let verify: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+        assert_eq!(verify["records"], 3, "{point}");
+    }
 }
 
 /// Deterministic pseudo-random numbers for kill timings.

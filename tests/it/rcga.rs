@@ -234,3 +234,30 @@ fn set_stable_changes_one_line_and_refuses_non_ga() {
     assert!(text(&output).0.contains("already"), "{}", text(&output).0);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), changed);
 }
+
+/// Row 2's last crash point, on the write every user file of kiln's goes through (lockfiles,
+/// go.mod edits, KDM and channel files): killed after the new bytes are synced and before
+/// the rename, the file is the old one, whole; the next write completes.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_write_killed_before_its_rename_leaves_the_old_file_whole() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("channel.yaml");
+    let original = "channels:\n  - name: stable\n    latest: v1.28.1+k3s1\n";
+    std::fs::write(&file, original).unwrap();
+    let f = file.to_str().unwrap();
+    let output = crate::common::kiln()
+        .env("KILN_FAILPOINT", "before-rename")
+        .args(["channel", "set-stable", "v1.28.2+k3s1", "--file", f])
+        .timed_output()
+        .unwrap();
+    assert_eq!(output.status.signal(), Some(9), "{}", text(&output).1);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    let output = kiln(&["channel", "set-stable", "v1.28.2+k3s1", "--file", f]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        original.replace("v1.28.1", "v1.28.2")
+    );
+}
