@@ -62,10 +62,14 @@ pub(crate) fn write(path: &Path, bytes: &[u8], placement: Placement<'_>) -> Resu
         }
         Placement::Via { dir, mode } => (dir, mode),
     };
+    remove_dead_writes(tmp_dir);
     let mut tmp = tempfile::Builder::new()
-        .prefix(".kiln-write-")
+        .prefix(TMP_PREFIX)
         .tempfile_in(tmp_dir)
         .map_err(fail("create a temporary file in", tmp_dir))?;
+    // Locked while it is written: a killed writer's file is unlocked, and the next write in
+    // this directory removes it (see `remove_dead_writes`).
+    tmp.as_file().lock().map_err(fail("lock", tmp.path()))?;
     tmp.write_all(bytes).map_err(fail("write", path))?;
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))
@@ -75,6 +79,33 @@ pub(crate) fn write(path: &Path, bytes: &[u8], placement: Placement<'_>) -> Resu
     tmp.persist(path)
         .map_err(|e| fail("replace", path)(e.error))?;
     sync_dir(parent)
+}
+
+/// How kiln's temporary files start.
+const TMP_PREFIX: &str = ".kiln-write-";
+
+/// Removes the temporary files of writes in `dir` whose process died (kill -9, power loss):
+/// those nobody holds locked. A live write's file is locked and stays.
+fn remove_dead_writes(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(TMP_PREFIX.as_bytes())
+        {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if file.try_lock().is_ok() {
+            let _ = fs::remove_file(&path);
+        }
+    }
 }
 
 /// Makes a rename into (or a file creation in) `dir` durable.

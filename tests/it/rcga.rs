@@ -254,10 +254,20 @@ fn a_write_killed_before_its_rename_leaves_the_old_file_whole() {
         .unwrap();
     assert_eq!(output.status.signal(), Some(9), "{}", text(&output).1);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    let names = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names().len(), 2, "the killed write's temporary file");
     let output = kiln(&["channel", "set-stable", "v1.28.2+k3s1", "--file", f]);
     assert!(output.status.success(), "{}", text(&output).1);
     assert_eq!(
         std::fs::read_to_string(&file).unwrap(),
         original.replace("v1.28.1", "v1.28.2")
     );
+    assert_eq!(names(), ["channel.yaml"], "the next write removed it");
 }
