@@ -542,3 +542,62 @@ async fn kill_9_of_kiln_mid_step_is_cleaned_up_by_the_next_run() {
         0
     );
 }
+
+/// Row 13 through the whole engine: a `kiln run` step over its memory limit is reported as
+/// OOM-killed, nothing is recorded, no container or work directory is left, and the same step
+/// with room enough then runs.
+#[tokio::test]
+async fn an_oom_killed_step_is_reported_and_nothing_is_recorded() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let engine = docker.sandbox.engine().docker().clone();
+    let ws = Workspace::new();
+    let plan = |memory: u64| {
+        format!(
+            r#"
+[[step]]
+name = "hungry-{id}"
+image = "toolchain:1.23"
+argv = ["/bin/sh", "-c", "head -c 200m /dev/zero | tail > /dev/null; echo fed > out.txt"]
+memory = {memory}
+outputs = ["out.txt"]
+"#,
+            id = ws
+                .path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .to_lowercase()
+                .replace('.', "")
+        )
+    };
+    ws.write_plan(&plan(32 << 20));
+    let child = ws
+        .kiln()
+        .args(["run", "--file", "plan.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("OOM-killed"), "{stderr}");
+    assert_eq!(
+        records(&ws),
+        0,
+        "a record of the OOM-killed step was written"
+    );
+    assert!(containers_of_pid(&engine, pid).await.is_empty());
+    assert_eq!(
+        std::fs::read_dir(ws.store().join("store-v1/work"))
+            .unwrap()
+            .count(),
+        0
+    );
+    ws.write_plan(&plan(1 << 30));
+    let report = ws.run_json();
+    assert_eq!(common::outcomes(&report)[0].1, "ran");
+}
