@@ -553,6 +553,7 @@ async fn an_oom_killed_step_is_reported_and_nothing_is_recorded() {
     };
     let engine = docker.sandbox.engine().docker().clone();
     let ws = Workspace::new();
+    let id = unique();
     let plan = |memory: u64| {
         format!(
             r#"
@@ -562,14 +563,7 @@ image = "toolchain:1.23"
 argv = ["/bin/sh", "-c", "head -c 200m /dev/zero | tail > /dev/null; echo fed > out.txt"]
 memory = {memory}
 outputs = ["out.txt"]
-"#,
-            id = ws
-                .path()
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .to_lowercase()
-                .replace('.', "")
+"#
         )
     };
     ws.write_plan(&plan(32 << 20));
