@@ -18,7 +18,7 @@ pub enum StoreError {
     },
 
     /// The filesystem holding the store is full.
-    #[error("no space left on the device while writing {path}")]
+    #[error("no space left on the device while writing {path} ({filesystem})")]
     #[diagnostic(
         code(kiln::store::no_space),
         help(
@@ -28,6 +28,8 @@ pub enum StoreError {
     NoSpace {
         /// The file being written.
         path: PathBuf,
+        /// Which filesystem is full: its type, mount point, size and free space.
+        filesystem: String,
     },
 
     /// The filesystem cannot lock files, so concurrent runs could corrupt each other.
@@ -103,7 +105,8 @@ impl StoreError {
     ) -> Self {
         let path = path.into();
         if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
-            Self::NoSpace { path }
+            let filesystem = describe_filesystem(&path);
+            Self::NoSpace { path, filesystem }
         } else {
             Self::Io {
                 action,
@@ -117,5 +120,50 @@ impl StoreError {
 impl From<crate::durable::WriteError> for StoreError {
     fn from(error: crate::durable::WriteError) -> Self {
         Self::io(error.action, error.path, error.source)
+    }
+}
+
+/// The filesystem holding `path`, for a full-disk message: "tmpfs at /mnt/store, 1.00 MiB total, 0 B
+/// free". Whatever cannot be found out is left out.
+fn describe_filesystem(path: &std::path::Path) -> String {
+    let mut at = path;
+    while !at.exists() {
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    let at = std::fs::canonicalize(at).unwrap_or_else(|_| at.to_owned());
+    // /proc/self/mountinfo: "id parent dev root MOUNTPOINT options [optional…] - TYPE source …";
+    // the longest mount point above `at` is its filesystem.
+    let mount = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .filter_map(|line| {
+                    let (left, right) = line.split_once(" - ")?;
+                    let point = left.split(' ').nth(4)?.replace("\\040", " ");
+                    let kind = right.split(' ').next()?.to_owned();
+                    at.starts_with(&point).then_some((point, kind))
+                })
+                .max_by_key(|(point, _)| point.len())
+        });
+    let mut parts = Vec::new();
+    if let Some((point, kind)) = mount {
+        parts.push(format!("{kind} at {point}"));
+    }
+    if let Ok(stat) = rustix::fs::statvfs(&at) {
+        let size = stat.f_blocks.saturating_mul(stat.f_frsize);
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        parts.push(format!(
+            "{} total, {} free",
+            indicatif::HumanBytes(size),
+            indicatif::HumanBytes(free)
+        ));
+    }
+    if parts.is_empty() {
+        "filesystem unknown".to_owned()
+    } else {
+        parts.join(", ")
     }
 }

@@ -699,6 +699,11 @@ fn a_full_disk_is_reported_and_leaves_no_partial_entry() {
         .timed_output();
     let blobs: Vec<_> = walk(&mount.join("store-v1/blobs"));
     let tmp: Vec<_> = walk(&mount.join("store-v1/tmp"));
+    let verify = common::kiln()
+        .arg("--store")
+        .arg(&mount)
+        .args(["store", "verify"])
+        .timed_output();
     let _ = std::process::Command::new("umount").arg(&mount).status();
     let put = put.unwrap();
     assert_eq!(put.status.code(), Some(1));
@@ -708,8 +713,75 @@ fn a_full_disk_is_reported_and_leaves_no_partial_entry() {
         "{stderr}"
     );
     assert!(stderr.contains("store-v1/tmp"), "{stderr}");
+    // The filesystem is named: its type, where it is mounted, and how full it is.
+    assert!(
+        stderr.contains(&format!("tmpfs at {}", mount.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1.00 MiB total"), "{stderr}");
     assert!(blobs.is_empty(), "{blobs:?}");
     assert!(tmp.is_empty(), "{tmp:?}");
+    assert!(verify.unwrap().status.success());
+}
+
+/// A step's output fits the store's disk but its blob does not: `kiln run` fails naming the
+/// filesystem, records nothing, leaves `tmp/` empty and the store verifiable.
+#[tokio::test]
+async fn a_full_disk_under_a_run_is_reported_and_leaves_no_partial_entry() {
+    if !rustix::process::geteuid().is_root() {
+        common::skip("the full-disk test needs root to mount a tmpfs");
+        return;
+    }
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let ws = Workspace::new();
+    let mount = ws.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m", "kiln-test-small"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount tmpfs");
+    ws.write_plan(&format!(
+        r#"
+[[step]]
+name = "big-{id}"
+image = "toolchain:1.23"
+argv = ["/bin/sh", "-c", "head -c 4000000 /dev/urandom > big.bin"]
+outputs = ["big.bin"]
+"#,
+        id = unique()
+    ));
+    let kiln = |args: &[&str]| {
+        common::kiln()
+            .arg("--store")
+            .arg(&mount)
+            .current_dir(ws.path())
+            .args(args)
+            .timed_output()
+    };
+    let run = kiln(&["run", "--file", "plan.toml"]);
+    let records: Vec<_> = walk(&mount.join("store-v1/records"));
+    let tmp: Vec<_> = walk(&mount.join("store-v1/tmp"));
+    let verify = kiln(&["store", "verify"]);
+    let _ = std::process::Command::new("umount").arg(&mount).status();
+    let run = run.unwrap();
+    let stderr = text(&run).1;
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no space left on the device while writing"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("tmpfs at {}", mount.display())),
+        "{stderr}"
+    );
+    assert!(records.is_empty(), "{records:?}");
+    assert!(tmp.is_empty(), "{tmp:?}");
+    let verify = verify.unwrap();
+    assert!(verify.status.success(), "{}", text(&verify).0);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
