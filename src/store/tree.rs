@@ -177,14 +177,43 @@ fn check_link(root: &Path, at: &Path, target: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// A relative, `..`-free path inside the tree.
+/// Longest name of one path component Linux file systems take.
+const MAX_NAME: usize = 255;
+/// Longest path (`PATH_MAX` less its NUL).
+const MAX_PATH: usize = 4095;
+
+/// A relative, `..`-free path inside the tree, whose names a file system can hold: no NUL
+/// (a PAX `path` record can carry one), no name over 255 bytes, at most 4095 bytes in all.
 fn safe_path(path: &Path) -> Result<PathBuf, String> {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let shown = || {
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();
+        let more = if bytes.len() > 80 { "…" } else { "" };
+        format!("`{}{more}`", text.escape_debug())
+    };
+    if bytes.contains(&0) {
+        return Err(format!("entry {} has a NUL byte in its name", shown()));
+    }
+    if bytes.len() > MAX_PATH {
+        return Err(format!(
+            "entry {} has a path of {} bytes (at most {MAX_PATH})",
+            shown(),
+            bytes.len()
+        ));
+    }
     let mut clean = PathBuf::new();
     for component in path.components() {
         match component {
+            Component::Normal(part) if part.len() > MAX_NAME => {
+                return Err(format!(
+                    "entry {} has a name of {} bytes (at most {MAX_NAME})",
+                    shown(),
+                    part.len()
+                ));
+            }
             Component::Normal(part) => clean.push(part),
             Component::CurDir => {}
-            _ => return Err(format!("path {} leaves the tree", path.display())),
+            _ => return Err(format!("entry {} leaves the tree", shown())),
         }
     }
     if clean.as_os_str().is_empty() {
@@ -499,6 +528,87 @@ mod tests {
             );
             let outside: Vec<_> = fs::read_dir(parent.path()).unwrap().collect();
             assert_eq!(outside.len(), 1, "case {i} wrote outside dest");
+        }
+    }
+
+    /// A tar whose entries carry PAX `path` records (any bytes, any length).
+    fn pax_tar(entries: &[(&[u8], tar::EntryType, u32, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, kind, mode, data) in entries {
+            builder.append_pax_extensions([("path", *path)]).unwrap();
+            let mut header = tar::Header::new_ustar();
+            header.set_path("placeholder").unwrap();
+            header.set_entry_type(*kind);
+            header.set_size(data.len() as u64);
+            header.set_mode(*mode);
+            header.set_cksum();
+            builder.append(&header, *data).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn odd_names_are_refused_naming_the_entry() {
+        let long_name = "n".repeat(300);
+        let long_path = format!("{}/f", vec!["d".repeat(200); 30].join("/"));
+        let cases: [(Vec<u8>, &str); 5] = [
+            (
+                pax_tar(&[(b"a\0b", tar::EntryType::Regular, 0o644, b"x")]),
+                "NUL byte",
+            ),
+            (
+                pax_tar(&[(long_name.as_bytes(), tar::EntryType::Regular, 0o644, b"x")]),
+                "a name of 300 bytes",
+            ),
+            (
+                pax_tar(&[(long_path.as_bytes(), tar::EntryType::Regular, 0o644, b"x")]),
+                "bytes (at most 4095)",
+            ),
+            (
+                raw_tar(&[("../escape", tar::EntryType::Regular, b"x", None)]),
+                "`../escape` leaves the tree",
+            ),
+            (
+                raw_tar(&[("pipe", tar::EntryType::Fifo, b"", None)]),
+                "pipe is a Fifo",
+            ),
+        ];
+        for (tar, said) in cases {
+            let parent = tempfile::tempdir().unwrap();
+            let dest = parent.path().join("dest");
+            fs::create_dir(&dest).unwrap();
+            match unpack_tree(&tar[..], &dest, 1 << 20, "odd") {
+                Err(StoreError::BadTree { reason, .. }) => {
+                    assert!(reason.contains(said), "{said}: {reason}");
+                }
+                other => panic!("{said}: {other:?}"),
+            }
+            assert_eq!(fs::read_dir(parent.path()).unwrap().count(), 1, "{said}");
+            assert_eq!(fs::read_dir(&dest).unwrap().count(), 0, "{said}");
+        }
+    }
+
+    #[test]
+    fn setuid_setgid_and_world_writable_modes_are_not_restored() {
+        let tar = pax_tar(&[
+            (b"suid", tar::EntryType::Regular, 0o4755, b"x"),
+            (b"sgid", tar::EntryType::Regular, 0o2644, b"x"),
+            (b"open", tar::EntryType::Regular, 0o777, b"x"),
+            (b"sticky", tar::EntryType::Regular, 0o1666, b"x"),
+        ]);
+        let dest = tempfile::tempdir().unwrap();
+        unpack_tree(&tar[..], dest.path(), 1 << 20, "modes").unwrap();
+        for (name, want) in [
+            ("suid", 0o755),
+            ("sgid", 0o644),
+            ("open", 0o755),
+            ("sticky", 0o644),
+        ] {
+            let mode = fs::metadata(dest.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o7777, want, "{name}: {mode:o}");
         }
     }
 }
