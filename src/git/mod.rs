@@ -688,8 +688,16 @@ mod tests {
             "a/",
             ".hidden",
             "a\nb",
+            "v1;touch${IFS}pwned",
+            "v1$(id)",
+            // A right-to-left override makes `v1.28.2-k3s1` display as something else.
+            "v1.28.2-\u{202e}1s3k",
+            "v1.28.2\u{200b}",
         ] {
             assert!(validate_rev(bad).is_err(), "{bad:?}");
         }
+        let long = format!("v{}", "1".repeat(299));
+        assert!(validate_rev(&long).is_err(), "a 300-character name");
+        assert!(validate_rev(&long[..200]).is_ok(), "200 characters pass");
     }
 }

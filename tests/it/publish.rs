@@ -126,9 +126,20 @@ async fn verify_tags_reports_missing_extra_moved_and_unsafe_names() {
             "v1.28.2^{commit}",
         ],
     );
+    // And one a command would take for an option.
+    let dashed = "-evil/v1.28.2-k3s1";
+    git(
+        &fork,
+        &[
+            "update-ref",
+            &format!("refs/tags/{dashed}"),
+            "v1.28.2^{commit}",
+        ],
+    );
     let (code, report) = verify_tags(&world, &fork);
     assert_eq!(code, Some(5), "{report}");
     assert_eq!(state_of(&report, evil).as_deref(), Some("unsafe"));
+    assert_eq!(state_of(&report, dashed).as_deref(), Some("unsafe"));
     // Push refuses it too, and nothing anywhere ran it.
     let output = push(&world, &fork, None);
     assert_eq!(output.status.code(), Some(1));
