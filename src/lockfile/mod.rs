@@ -150,6 +150,18 @@ pub enum LockfileError {
         /// The version it holds.
         found: String,
     },
+    /// The file is too large, or not text: no lockfile kiln wrote.
+    #[error("{path} is not a lockfile: {reason}")]
+    #[diagnostic(
+        code(kiln::lockfile::invalid),
+        help("lockfiles are written by `kiln release`; check the path")
+    )]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What.
+        reason: String,
+    },
     /// The lockfile names something kiln refuses to act on.
     #[error("lockfile {path}: {reason}")]
     #[diagnostic(
@@ -164,6 +176,9 @@ pub enum LockfileError {
     },
 }
 
+/// Largest lockfile kiln reads.
+const MAX_BYTES: u64 = 8 << 20;
+
 impl Lockfile {
     /// Reads and checks a lockfile ([`Lockfile::parse`]).
     pub(crate) fn read(path: &std::path::Path) -> Result<Self, LockfileError> {
@@ -174,9 +189,28 @@ impl Lockfile {
     pub(crate) fn read_with_digest(
         path: &std::path::Path,
     ) -> Result<(Self, crate::hash::Digest), LockfileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LockfileError::Read {
+        use std::io::Read as _;
+        let read_error = |source| LockfileError::Read {
             path: path.to_owned(),
             source,
+        };
+        // Bounded: a huge file (or /dev/zero) is refused after MAX_BYTES, not read to the end.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(read_error)?;
+        if bytes.len() as u64 > MAX_BYTES {
+            return Err(LockfileError::Invalid {
+                path: path.display().to_string(),
+                reason: format!(
+                    "it is larger than {} (a release's lockfile is some tens of KiB)",
+                    indicatif::HumanBytes(MAX_BYTES)
+                ),
+            });
+        }
+        let text = String::from_utf8(bytes).map_err(|_| LockfileError::Invalid {
+            path: path.display().to_string(),
+            reason: "it is not UTF-8 text".into(),
         })?;
         let lock = Self::parse(&text, &path.display().to_string())?;
         Ok((lock, crate::hash::Digest::of(text.as_bytes())))

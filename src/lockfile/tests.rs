@@ -348,3 +348,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_huge_or_binary_file_is_refused_without_reading_it_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("huge.lock.json");
+    // 100 MB, sparse: a reader that reads it all would take its time and memory.
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(100 << 20)
+        .unwrap();
+    let error = Lockfile::read(&huge).unwrap_err();
+    assert!(matches!(error, LockfileError::Invalid { .. }), "{error:?}");
+    assert!(
+        error.to_string().contains("larger than 8.00 MiB"),
+        "{error}"
+    );
+    // /dev/zero never ends: the bound ends the read.
+    let error = Lockfile::read(std::path::Path::new("/dev/zero")).unwrap_err();
+    assert!(error.to_string().contains("larger than"), "{error}");
+    let binary = dir.path().join("binary.lock.json");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00]).unwrap();
+    let error = Lockfile::read(&binary).unwrap_err();
+    assert!(error.to_string().contains("not UTF-8"), "{error}");
+}
