@@ -283,10 +283,9 @@ fn unpack_tree_limited(
                 Err(_) => fs::create_dir(&path).map_err(|e| StoreError::io("create", &path, e))?,
             },
             tar::EntryType::Regular => {
-                let size = entry
-                    .header()
-                    .size()
-                    .map_err(|e| bad(format!("bad size: {e}")))?;
+                // The entry's size, PAX `size` record included (its ustar header may say 0:
+                // reading that would restore other bytes than GNU tar does).
+                let size = entry.size();
                 written = written.saturating_add(size);
                 if written > max_bytes {
                     return Err(bad(format!("it unpacks to more than {max_bytes} bytes")));
@@ -609,6 +608,69 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o7777, want, "{name}: {mode:o}");
+        }
+    }
+
+    /// The PAX/GNU header desync of CVE-2025-62518 ("TARmageddon"): a PAX `size` record says
+    /// the entry holds 1536 bytes while its ustar header says 0, and those bytes start with
+    /// a header of a smuggled entry. A parser that ignores the PAX size sees `smuggled.txt`;
+    /// GNU tar does not. kiln must list what GNU tar lists.
+    #[test]
+    fn a_pax_size_desync_unpacks_as_gnu_tar_lists_it() {
+        use std::io::Write as _;
+        let mut smuggled = tar::Header::new_ustar();
+        smuggled.set_path("smuggled.txt").unwrap();
+        smuggled.set_size(512);
+        smuggled.set_mode(0o644);
+        smuggled.set_entry_type(tar::EntryType::Regular);
+        smuggled.set_cksum();
+        let mut body = smuggled.as_bytes().to_vec();
+        body.extend_from_slice(&[b's'; 512]);
+        body.extend_from_slice(&[0; 512]);
+        let mut builder = tar::Builder::new(Vec::new());
+        builder
+            .append_pax_extensions([("size", b"1536".as_slice())])
+            .unwrap();
+        let mut outer = tar::Header::new_ustar();
+        outer.set_path("outer.txt").unwrap();
+        outer.set_size(0);
+        outer.set_mode(0o644);
+        outer.set_entry_type(tar::EntryType::Regular);
+        outer.set_cksum();
+        builder.get_mut().write_all(outer.as_bytes()).unwrap();
+        builder.get_mut().write_all(&body).unwrap();
+        let archive = builder.into_inner().unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("desync.tar");
+        fs::write(&file, &archive).unwrap();
+        let listed = std::process::Command::new("tar")
+            .arg("-tf")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(listed.status.success());
+        let gnu: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(gnu, ["outer.txt"], "GNU tar honours the PAX size");
+
+        let dest = dir.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        match unpack_tree(&archive[..], &dest, 1 << 20, "desync") {
+            Ok(()) => {
+                let ours: Vec<String> = fs::read_dir(&dest)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                assert_eq!(ours, gnu, "kiln saw other entries than GNU tar");
+                assert_eq!(fs::metadata(dest.join("outer.txt")).unwrap().len(), 1536);
+            }
+            Err(StoreError::BadTree { .. }) => {
+                assert_eq!(fs::read_dir(&dest).unwrap().count(), 0);
+            }
+            Err(other) => panic!("{other:?}"),
         }
     }
 }
