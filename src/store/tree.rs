@@ -673,4 +673,46 @@ mod tests {
             Err(other) => panic!("{other:?}"),
         }
     }
+
+    /// The two-archive plant (GNU tar CVE-2025-45582): the first archive leaves a link, the
+    /// second writes through it. kiln removes a refused archive's links, and never writes
+    /// through a link an earlier archive left, so the victim outside is never touched.
+    #[test]
+    fn a_link_planted_by_one_archive_is_never_written_through_by_the_next() {
+        let parent = tempfile::tempdir().unwrap();
+        let victim = parent.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        let dest = parent.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        let through = raw_tar(&[("d/planted", tar::EntryType::Regular, b"x", None)]);
+
+        // An escaping link: refused, and removed with the archive.
+        let escaping = raw_tar(&[("d", tar::EntryType::Symlink, b"", Some("../victim"))]);
+        assert!(unpack_tree(&escaping[..], &dest, 1024, "first").is_err());
+        assert!(
+            fs::symlink_metadata(dest.join("d")).is_err(),
+            "the link stayed"
+        );
+        // The second archive then makes a real directory of its own.
+        unpack_tree(&through[..], &dest, 1024, "second").unwrap();
+        assert!(fs::symlink_metadata(dest.join("d")).unwrap().is_dir());
+
+        // A link that stays inside is kept; a later archive still never writes through it.
+        let dest = parent.path().join("dest2");
+        fs::create_dir_all(dest.join("sub")).unwrap();
+        let inside = raw_tar(&[("d", tar::EntryType::Symlink, b"", Some("sub"))]);
+        unpack_tree(&inside[..], &dest, 1024, "first").unwrap();
+        match unpack_tree(&through[..], &dest, 1024, "second") {
+            Err(StoreError::BadTree { reason, .. }) => {
+                assert!(reason.contains("is not a directory"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            fs::read_dir(&victim).unwrap().count(),
+            0,
+            "the victim was written"
+        );
+        assert_eq!(fs::read_dir(dest.join("sub")).unwrap().count(), 0);
+    }
 }
