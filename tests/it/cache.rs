@@ -233,6 +233,9 @@ async fn captain_b_reuses_captain_a_s_signed_release_without_running_a_step() {
     ]);
     assert!(output.status.success(), "{}", text(&output).1);
     let lock_a = std::fs::read(a.path().join(LOCK)).unwrap();
+    // Only a run with a signing key writes to the shared cache: B, C and D have none.
+    let written_by_a = registry.storage();
+    assert!(!written_by_a.is_empty());
 
     // Captain B: a fresh store, trusting A: nothing runs, the same lockfile.
     let b = World::new();
@@ -296,6 +299,11 @@ async fn captain_b_reuses_captain_a_s_signed_release_without_running_a_step() {
         text(&output).1
     );
     assert_eq!(std::fs::read(c.path().join(LOCK)).unwrap(), lock_a);
+    assert_eq!(
+        registry.storage(),
+        written_by_a,
+        "a run without a signing key wrote to the shared cache"
+    );
 }
 
 #[tokio::test]

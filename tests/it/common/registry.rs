@@ -86,6 +86,27 @@ impl Registry {
         self.dir.path().join("data")
     }
 
+    /// Every file of its storage with its length: what a write would change.
+    pub(crate) fn storage(&self) -> Vec<(PathBuf, u64)> {
+        let mut found = Vec::new();
+        let mut stack = vec![self.data()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let meta = entry.metadata().unwrap();
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    found.push((entry.path(), meta.len()));
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
     /// `oci://ADDR/REPO`.
     pub(crate) fn url(&self, repo: &str) -> String {
         format!("oci://{}/{repo}", self.addr)
