@@ -338,9 +338,14 @@ impl Sandbox for DockerSandbox {
             let unique = uuid::Uuid::new_v4().simple().to_string();
             let name = format!("kiln-{}-{}", step.name, &unique[..12]);
             let options = CreateContainerOptionsBuilder::default().name(&name).build();
+            // Dropped while the engine creates it (Ctrl-C), the container is removed by name
+            // once it appears: a signal never leaves a created container behind.
+            let creating = ContainerGuard::creating(this.engine.clone(), name.clone());
             let created = docker
                 .create_container(Some(options), this.container_config(&step))
-                .await
+                .await;
+            creating.created();
+            let created = created
                 .map_err(|source| match source {
                     bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {
                         SandboxError::ImageMissing { step: step.name.clone(), image: step.image.clone() }

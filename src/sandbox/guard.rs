@@ -14,6 +14,9 @@ use super::Engine;
 pub(super) struct ContainerGuard {
     engine: Engine,
     id: Option<String>,
+    /// The container is being created: dropped now (Ctrl-C while the engine works on the
+    /// request), it may appear only after the drop, so removal waits for it a little.
+    creating: bool,
 }
 
 impl ContainerGuard {
@@ -22,7 +25,23 @@ impl ContainerGuard {
         Self {
             engine,
             id: Some(id),
+            creating: false,
         }
+    }
+
+    /// Guards the container named `name` while the request that creates it is in flight;
+    /// [`ContainerGuard::created`] ends that (the caller then knows whether it exists).
+    pub(super) fn creating(engine: Engine, name: String) -> Self {
+        Self {
+            engine,
+            id: Some(name),
+            creating: true,
+        }
+    }
+
+    /// The create request finished: its answer says whether there is a container to guard.
+    pub(super) fn created(mut self) {
+        self.id = None;
     }
 
     /// Removes the container now (forcefully, with its anonymous volumes) and disarms the
@@ -38,6 +57,7 @@ impl ContainerGuard {
 impl Drop for ContainerGuard {
     fn drop(&mut self) {
         let Some(id) = self.id.take() else { return };
+        let creating = self.creating;
         let client = match self.engine.fresh_client() {
             Ok(client) => client,
             Err(error) => {
@@ -53,7 +73,12 @@ impl Drop for ContainerGuard {
                     .build();
                 match runtime {
                     Ok(runtime) => {
-                        if let Err(error) = runtime.block_on(remove_container(&client, &id)) {
+                        let removed = if creating {
+                            runtime.block_on(remove_when_created(&client, &id))
+                        } else {
+                            runtime.block_on(remove_container(&client, &id))
+                        };
+                        if let Err(error) = removed {
                             tracing::warn!(container = %id, %error, "cannot remove the container");
                         }
                     }
@@ -69,6 +94,32 @@ impl Drop for ContainerGuard {
             Err(error) => tracing::warn!(%error, "cannot start the cleanup thread"),
         }
     }
+}
+
+/// Removes the container `name` whose create request was abandoned: the engine may still be
+/// creating it, so "no such container" is retried for up to 3 s before it counts as never
+/// created.
+async fn remove_when_created(
+    docker: &bollard::Docker,
+    name: &str,
+) -> Result<(), bollard::errors::Error> {
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    for _ in 0..15 {
+        match docker.remove_container(name, Some(options.clone())).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => return Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
 }
 
 /// Removes a container by id, forcefully; "no such container" is success.

@@ -10,7 +10,8 @@ use futures::TryStreamExt as _;
 use crate::common::{self, Workspace, docker_or_skip, outcomes, text, unique};
 
 /// A three-step chain with a git input: a → b → c.
-fn chain(id: &str) -> String {
+/// Three steps: a git input, a file output, a tree output read by the next step.
+pub(crate) fn chain(id: &str) -> String {
     format!(
         r#"
 [[step]]

@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures::TryStreamExt as _;
 
 use crate::common::{
-    self, Workspace, containers_of_pid, docker_or_skip, text, unique, wait_for_container,
-    wait_within,
+    self, Workspace, containers_of_pid, docker_or_skip, spawn_run, stderr_of, text, unique,
+    wait_for_container, wait_within,
 };
 use crate::signals::step_lock_is_free;
 
@@ -42,13 +42,7 @@ async fn a_step_container_killed_from_outside_is_reported_and_nothing_is_recorde
     let engine = docker.sandbox.engine().docker().clone();
     let ws = Workspace::new();
     ws.write_plan(&napper(&unique()));
-    let mut child = ws
-        .kiln()
-        .args(["run", "--file", "plan.toml"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(ws.kiln());
     let container = wait_for_container(&engine, &child).await;
     // Created is not started: kill it once it runs.
     for _ in 0..600 {
@@ -71,8 +65,7 @@ async fn a_step_container_killed_from_outside_is_reported_and_nothing_is_recorde
         .await
         .unwrap();
     let status = wait_within(&mut child, Duration::from_secs(60));
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let stderr = stderr_of(&mut child);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("was killed by SIGKILL (exit code 137)"),
@@ -265,17 +258,11 @@ async fn a_daemon_stopped_mid_step_is_reported_and_the_next_run_cleans_up() {
         command.env("DOCKER_HOST", &host);
         command
     };
-    let mut child = kiln(&ws)
-        .args(["run", "--file", "plan.toml"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(kiln(&ws));
     wait_for_container(&client, &child).await;
     own.stop();
     let status = wait_within(&mut child, Duration::from_secs(120));
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let stderr = stderr_of(&mut child);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("Docker daemon connection was lost"),
@@ -423,13 +410,11 @@ async fn a_second_ctrl_c_quits_at_once_while_the_clean_up_hangs() {
         command.env("DOCKER_HOST", &host);
         command
     };
-    let mut child = kiln(&ws)
-        .args(["run", "--file", "plan.toml"])
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = {
+        let mut command = kiln(&ws);
+        command.process_group(0);
+        spawn_run(command)
+    };
     let container = wait_for_container(&client, &child).await;
     let group = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
     own.signal(rustix::process::Signal::STOP);
@@ -437,16 +422,14 @@ async fn a_second_ctrl_c_quits_at_once_while_the_clean_up_hangs() {
     // The clean-up cannot finish: kiln is still there after three seconds (the window).
     std::thread::sleep(Duration::from_secs(3));
     if let Some(status) = child.try_wait().unwrap() {
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        let stderr = stderr_of(&mut child);
         panic!("kiln exited ({status}) although its engine answers nothing: {stderr}");
     }
     let again = std::time::Instant::now();
     rustix::process::kill_process_group(group, rustix::process::Signal::INT).unwrap();
     let status = wait_within(&mut child, Duration::from_secs(10));
     let quit_in = again.elapsed();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let stderr = stderr_of(&mut child);
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(quit_in < Duration::from_secs(5), "{quit_in:?}: {stderr}");
     assert!(stderr.contains("again; quitting at once"), "{stderr}");
@@ -491,13 +474,7 @@ async fn kill_9_of_kiln_mid_step_is_cleaned_up_by_the_next_run() {
     let engine = docker.sandbox.engine().docker().clone();
     let ws = Workspace::new();
     ws.write_plan(&napper(&unique()));
-    let mut child = ws
-        .kiln()
-        .args(["run", "--file", "plan.toml"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(ws.kiln());
     let container = wait_for_container(&engine, &child).await;
     // What a killed process leaves in tmp/: a temporary blob nobody holds.
     let leftover = ws.store().join("store-v1/tmp/blob-leftover");
@@ -567,13 +544,7 @@ outputs = ["out.txt"]
         )
     };
     ws.write_plan(&plan(32 << 20));
-    let child = ws
-        .kiln()
-        .args(["run", "--file", "plan.toml"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(ws.kiln());
     let pid = child.id();
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

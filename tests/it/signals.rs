@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    Workspace, containers_of_pid, docker_or_skip, send, unique, wait_for_container, wait_within,
+    Workspace, containers_of_pid, docker_or_skip, send, spawn_run, unique, wait_for_container,
+    wait_within,
 };
 
 /// One step that sleeps, so a signal can be sent while it runs.
@@ -48,23 +49,29 @@ async fn a_signal_stops_and_removes_the_step_and_exits_with_its_code() {
     ] {
         let ws = Workspace::new();
         ws.write_plan(&sleeper(&unique()));
-        let mut child = ws
-            .kiln()
-            .args(["run", "--file", "plan.toml"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_run(ws.kiln());
         let container = wait_for_container(docker.sandbox.engine().docker(), &child).await;
         let sent = Instant::now();
         send(&child, signal);
         let status = wait_within(&mut child, Duration::from_secs(60));
-        assert_eq!(status.code(), Some(code), "{signal:?}: {status:?}");
+        let stderr = crate::common::stderr_of(&mut child);
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "{signal:?}: {status:?}: {stderr}"
+        );
         assert!(
             containers_of_pid(docker.sandbox.engine().docker(), child.id())
                 .await
                 .is_empty(),
-            "{signal:?}: container {container} was left behind"
+            "{signal:?}: container {container} was left behind: {stderr} {:?}",
+            docker
+                .sandbox
+                .engine()
+                .docker()
+                .inspect_container(&container, None)
+                .await
+                .map(|c| c.state)
         );
         assert!(
             step_lock_is_free(&ws),

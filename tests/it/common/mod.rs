@@ -255,6 +255,24 @@ pub(crate) fn unique() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
 }
 
+/// Starts `kiln run --file plan.toml` with `command` (a kiln of the test's), its stderr piped
+/// for [`stderr_of`].
+pub(crate) fn spawn_run(mut command: Command) -> std::process::Child {
+    command
+        .args(["run", "--file", "plan.toml"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// What a child started by [`spawn_run`] wrote on stderr (once it has exited).
+pub(crate) fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    stderr
+}
+
 /// Ids of the containers kiln process `pid` created and that still exist.
 pub(crate) async fn containers_of_pid(docker: &bollard::Docker, pid: u32) -> Vec<String> {
     let filters = HashMap::from([("label", vec![kiln::sandbox::LABEL_OWNER.to_owned()])]);
