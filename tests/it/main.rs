@@ -23,6 +23,7 @@ mod release_e2e;
 mod remote_engine;
 mod reproducible;
 mod sandbox;
+mod secrets;
 mod signals;
 mod ssh_engine;
 mod status;
