@@ -90,6 +90,8 @@ async fn a_step_container_killed_from_outside_is_reported_and_nothing_is_recorde
 /// test may stop and start again (same data root, so containers survive as stopped ones).
 struct OwnEngine {
     child: Option<Child>,
+    /// Started with `--live-restore`: containers outlive the daemon.
+    live_restore: bool,
     data: tempfile::TempDir,
     exec_root: PathBuf,
 }
@@ -105,6 +107,7 @@ impl OwnEngine {
         let _ = std::fs::remove_dir_all(&exec_root);
         let mut engine = Self {
             child: None,
+            live_restore: false,
             data,
             exec_root,
         };
@@ -179,6 +182,7 @@ impl OwnEngine {
             .arg("--pidfile")
             .arg(self.data.path().join("dockerd.pid"))
             .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
+            .args(self.live_restore.then_some("--live-restore"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -292,6 +296,60 @@ async fn a_daemon_stopped_mid_step_is_reported_and_the_next_run_cleans_up() {
     assert!(
         containers_of_pid(&client, old).await.is_empty(),
         "the interrupted run's container was not reaped"
+    );
+
+    // With live-restore on, the container outlives the daemon and is still running when it
+    // comes back; kiln has gone all the same, and the next run removes the live orphan.
+    own.stop();
+    own.live_restore = true;
+    own.start();
+    let client = own.client().await;
+    ws.write_plan(&crate::signals::sleeper(&unique()));
+    let mut child = spawn_run(kiln(&ws));
+    let container = wait_for_container(&client, &child).await;
+    for _ in 0..600 {
+        let state = client
+            .inspect_container(&container, None)
+            .await
+            .unwrap()
+            .state;
+        if state.and_then(|s| s.running) == Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    own.stop();
+    let status = wait_within(&mut child, Duration::from_secs(120));
+    let stderr = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Docker daemon connection was lost"),
+        "{stderr}"
+    );
+    assert_eq!(records(&ws), 1, "only the first part's record");
+    assert!(step_lock_is_free(&ws));
+    own.start();
+    let client = own.client().await;
+    let state = client
+        .inspect_container(&container, None)
+        .await
+        .unwrap()
+        .state;
+    assert_eq!(
+        state.and_then(|s| s.running),
+        Some(true),
+        "live-restore kept the step's container running (the window of this check)"
+    );
+    // Any kiln run removes it (this one finds its short step cached from the first part).
+    ws.write_plan(&napper(&unique()));
+    let output = kiln(&ws)
+        .args(["run", "--file", "plan.toml", "--json"])
+        .timed_output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert!(
+        containers_of_pid(&client, child.id()).await.is_empty(),
+        "the running orphan of the interrupted run was not removed"
     );
 }
 
