@@ -59,6 +59,17 @@ pub enum Lookup {
     Rejected(String),
 }
 
+/// How many times a broken blob transfer is tried in all.
+const DOWNLOAD_ATTEMPTS: u32 = 3;
+
+/// Why a blob download attempt failed.
+enum Transfer {
+    /// The transfer broke (connection closed or reset): worth another attempt.
+    Broken(String),
+    /// The registry served something wrong: final.
+    Refused(String),
+}
+
 /// A registry as a cache of step records.
 pub struct RemoteCache {
     client: Client,
@@ -349,8 +360,10 @@ impl RemoteCache {
         Ok(Lookup::Hit(Box::new(record)))
     }
 
-    /// Downloads the blob `digest` into `dest`, refusing more than `limit` bytes. `Ok(Err)`:
-    /// the registry served something unusable (the reason).
+    /// Downloads the blob `digest` into `dest`, refusing more than `limit` bytes. A transfer
+    /// that breaks (a connection closed mid-body, say) is tried again, at most
+    /// [`DOWNLOAD_ATTEMPTS`] times in all with a growing pause; what the registry served
+    /// wrongly is not. `Ok(Err)`: the registry served something unusable (the reason).
     async fn download(
         &self,
         reference: &Reference,
@@ -358,13 +371,44 @@ impl RemoteCache {
         limit: u64,
         dest: &Path,
     ) -> Result<Result<(Digest, u64), String>, CacheError> {
+        let mut pause = std::time::Duration::from_millis(200);
+        let mut attempt = 1;
+        loop {
+            match self.download_once(reference, digest, limit, dest).await? {
+                Err(Transfer::Broken(why)) if attempt < DOWNLOAD_ATTEMPTS => {
+                    tracing::warn!(%digest, attempt, %why, "cache download broke; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                    attempt += 1;
+                }
+                Err(Transfer::Broken(why)) => {
+                    return Ok(Err(format!("{why} ({attempt} attempts)")));
+                }
+                Err(Transfer::Refused(why)) => return Ok(Err(why)),
+                Ok(hashed) => return Ok(Ok(hashed)),
+            }
+        }
+    }
+
+    /// One attempt of [`RemoteCache::download`].
+    async fn download_once(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        limit: u64,
+        dest: &Path,
+    ) -> Result<Result<(Digest, u64), Transfer>, CacheError> {
         use futures::StreamExt as _;
         use sha2::Digest as _;
         use tokio::io::AsyncWriteExt as _;
         let mut hasher = sha2::Sha256::new();
         let mut stream = match self.client.pull_blob_stream(reference, digest).await {
             Ok(stream) => stream,
-            Err(error) => return Ok(Err(format!("cannot download {digest}: {error}"))),
+            Err(error) => {
+                return Ok(Err(Transfer::Broken(format!(
+                    "cannot download {digest}: {error}"
+                ))));
+            }
         };
         let io = |source| CacheError::Io {
             action: "write",
@@ -376,13 +420,17 @@ impl RemoteCache {
         while let Some(chunk) = stream.stream.next().await {
             let chunk = match chunk {
                 Ok(chunk) => chunk,
-                Err(error) => return Ok(Err(format!("download of {digest} failed: {error}"))),
+                Err(error) => {
+                    return Ok(Err(Transfer::Broken(format!(
+                        "download of {digest} failed: {error}"
+                    ))));
+                }
             };
             written += chunk.len() as u64;
             if written > limit {
-                return Ok(Err(format!(
+                return Ok(Err(Transfer::Refused(format!(
                     "the registry sent more than the {limit} bytes expected for {digest}"
-                )));
+                ))));
             }
             hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(io)?;

@@ -354,3 +354,121 @@ async fn a_registry_stopped_mid_run_leaves_a_complete_local_release() {
         std::fs::read_to_string(plain.path().join(LOCK)).unwrap()
     );
 }
+
+/// A loopback proxy in front of a registry that closes every blob download after `cut` body
+/// bytes (one request per connection), counting the blob requests it cut.
+struct CuttingProxy {
+    addr: String,
+    cut_blobs: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CuttingProxy {
+    fn start(upstream: &str, cut: usize) -> Self {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut_blobs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = cut_blobs.clone();
+        let upstream = upstream.to_owned();
+        // The thread ends with the test binary; it only ever serves loopback connections.
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let upstream = upstream.clone();
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    // The request head (GET and HEAD have no body), with `Connection: close`
+                    // so that each connection carries one request.
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if client.read(&mut byte).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let mut lines: Vec<&str> = text
+                        .split("\r\n")
+                        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                        .filter(|l| !l.is_empty())
+                        .collect();
+                    lines.push("Connection: close");
+                    let request = format!("{}\r\n\r\n", lines.join("\r\n"));
+                    let is_blob = text.starts_with("GET ") && text.contains("/blobs/");
+                    let Ok(mut server) = std::net::TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    if server.write_all(request.as_bytes()).is_err() {
+                        return;
+                    }
+                    let mut response = Vec::new();
+                    let _ = server.read_to_end(&mut response);
+                    if is_blob {
+                        let body = response
+                            .windows(4)
+                            .position(|w| w == b"\r\n\r\n")
+                            .map_or(response.len(), |p| p + 4);
+                        if response.len() > body + cut {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            response.truncate(body + cut);
+                        }
+                    }
+                    let _ = client.write_all(&response);
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Self { addr, cut_blobs }
+    }
+}
+
+/// Row 8: the connection closes in the middle of an output's body. The reader tries a bounded
+/// number of times with a pause, then rejects the record naming the output; nothing reaches
+/// the store (no record, no blob, nothing left in `tmp/`). The same record read directly is a
+/// hit: it was the transfer, not the record.
+#[tokio::test]
+async fn a_download_cut_mid_body_is_retried_a_bounded_number_of_times_then_refused() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let keys = tempfile::tempdir().unwrap();
+    let (secret, public) = new_key(keys.path(), "ci.key");
+    let (_dir, local) = fresh();
+    let repo = "kiln/cut";
+    let writer = RemoteCache::new(&registry.url(repo), vec![], Some(secret)).unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+    let published = record(&local, "cut", &[&big]);
+    writer.publish(&published, &local).await.unwrap();
+
+    let proxy = CuttingProxy::start(&registry.addr, 100_000);
+    let reader =
+        RemoteCache::new(&format!("oci://{}/{repo}", proxy.addr), vec![public], None).unwrap();
+    let (dir, store) = fresh();
+    let started = std::time::Instant::now();
+    let why = match reader.fetch(&published.key, &store).await.unwrap() {
+        Lookup::Rejected(why) => why,
+        other => panic!("expected a rejection, got {other:?}"),
+    };
+    assert!(why.contains("output out0"), "{why}");
+    assert!(why.contains("3 attempts"), "{why}");
+    // The small record layer passes; the 300 kB output is cut on each of the three attempts.
+    assert_eq!(
+        proxy.cut_blobs.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "{why}"
+    );
+    // With pauses between attempts (0.2 s, then 0.8 s).
+    assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+    assert!(!stored_anything(&store), "a cut download stored something");
+    assert_eq!(walk(&store.root().join("tmp")), 0, "tmp/ holds leftovers");
+    drop(dir);
+
+    // The control: read without the proxy, the same record is a hit.
+    let direct = RemoteCache::new(&registry.url(repo), vec![public], None).unwrap();
+    let (_d, store) = fresh();
+    assert!(matches!(
+        direct.fetch(&published.key, &store).await.unwrap(),
+        Lookup::Hit(_)
+    ));
+}
