@@ -62,14 +62,20 @@ pub(crate) fn write(path: &Path, bytes: &[u8], placement: Placement<'_>) -> Resu
         }
         Placement::Via { dir, mode } => (dir, mode),
     };
-    remove_dead_writes(tmp_dir);
+    // The store's tmp/ (`Via`) is cleaned under the store's exclusive lock instead.
+    if matches!(placement, Placement::Beside) {
+        remove_dead_writes(tmp_dir);
+    }
     let mut tmp = tempfile::Builder::new()
         .prefix(TMP_PREFIX)
         .tempfile_in(tmp_dir)
         .map_err(fail("create a temporary file in", tmp_dir))?;
-    // Locked while it is written: a killed writer's file is unlocked, and the next write in
-    // this directory removes it (see `remove_dead_writes`).
-    tmp.as_file().lock().map_err(fail("lock", tmp.path()))?;
+    // Locked while it is written: a killed writer's file is unlocked, and a later write in
+    // this directory removes it (see `remove_dead_writes`). Where files cannot be locked
+    // (some network file systems), the write goes on: only the clean-up is lost.
+    if let Err(error) = tmp.as_file().lock() {
+        tracing::debug!(path = %tmp.path().display(), %error, "cannot lock a temporary file");
+    }
     tmp.write_all(bytes).map_err(fail("write", path))?;
     tmp.as_file()
         .set_permissions(fs::Permissions::from_mode(mode))
@@ -84,8 +90,13 @@ pub(crate) fn write(path: &Path, bytes: &[u8], placement: Placement<'_>) -> Resu
 /// How kiln's temporary files start.
 const TMP_PREFIX: &str = ".kiln-write-";
 
+/// How old an unlocked temporary file must be before it counts as a dead writer's: a live
+/// writer holds its lock from moments after creating it, and is never this slow to.
+const DEAD_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Removes the temporary files of writes in `dir` whose process died (kill -9, power loss):
-/// those nobody holds locked. A live write's file is locked and stays.
+/// those older than [`DEAD_AFTER`] that nobody holds locked. A live write's file is locked
+/// (or new) and stays.
 fn remove_dead_writes(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
@@ -99,6 +110,15 @@ fn remove_dead_writes(dir: &Path) {
             continue;
         }
         let path = entry.path();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > DEAD_AFTER);
+        if !old {
+            continue;
+        }
         let Ok(file) = File::open(&path) else {
             continue;
         };

@@ -405,9 +405,22 @@ impl RemoteCache {
         let mut stream = match self.client.pull_blob_stream(reference, digest).await {
             Ok(stream) => stream,
             Err(error) => {
-                return Ok(Err(Transfer::Broken(format!(
-                    "cannot download {digest}: {error}"
-                ))));
+                use oci_client::errors::OciDistributionError as E;
+                let why = format!("cannot download {digest}: {error}");
+                // The registry answered (no such blob, not allowed, bad request): asking again
+                // changes nothing. Anything else is the transfer's fault.
+                let answered = matches!(
+                    error,
+                    E::RegistryError { .. }
+                        | E::ServerError { .. }
+                        | E::UnauthorizedError { .. }
+                        | E::AuthenticationFailure(_)
+                ) || is_not_found(&error);
+                return Ok(Err(if answered {
+                    Transfer::Refused(why)
+                } else {
+                    Transfer::Broken(why)
+                }));
             }
         };
         let io = |source| CacheError::Io {

@@ -217,9 +217,7 @@ fn lockfile_roots(paths: &[PathBuf]) -> miette::Result<HashSet<Digest>> {
     }
     let mut roots = HashSet::new();
     for file in files {
-        let text = std::fs::read_to_string(&file)
-            .into_diagnostic()
-            .wrap_err_with(|| format!("cannot read lockfile {}", file.display()))?;
+        let text = crate::lockfile::Lockfile::read_text(&file)?;
         let mut rest = text.as_str();
         while let Some(at) = rest.find("sha256:") {
             let candidate = rest.get(at..at + 71).unwrap_or("");

@@ -189,12 +189,19 @@ impl Lockfile {
     pub(crate) fn read_with_digest(
         path: &std::path::Path,
     ) -> Result<(Self, crate::hash::Digest), LockfileError> {
+        let text = Self::read_text(path)?;
+        let lock = Self::parse(&text, &path.display().to_string())?;
+        Ok((lock, crate::hash::Digest::of(text.as_bytes())))
+    }
+
+    /// The text of the lockfile at `path`, read bounded: a huge file (or /dev/zero) is refused
+    /// after [`MAX_BYTES`], not read to the end; it must be UTF-8.
+    pub(crate) fn read_text(path: &std::path::Path) -> Result<String, LockfileError> {
         use std::io::Read as _;
         let read_error = |source| LockfileError::Read {
             path: path.to_owned(),
             source,
         };
-        // Bounded: a huge file (or /dev/zero) is refused after MAX_BYTES, not read to the end.
         let mut bytes = Vec::new();
         std::fs::File::open(path)
             .and_then(|file| file.take(MAX_BYTES + 1).read_to_end(&mut bytes))
@@ -208,12 +215,10 @@ impl Lockfile {
                 ),
             });
         }
-        let text = String::from_utf8(bytes).map_err(|_| LockfileError::Invalid {
+        String::from_utf8(bytes).map_err(|_| LockfileError::Invalid {
             path: path.display().to_string(),
             reason: "it is not UTF-8 text".into(),
-        })?;
-        let lock = Self::parse(&text, &path.display().to_string())?;
-        Ok((lock, crate::hash::Digest::of(text.as_bytes())))
+        })
     }
 
     /// Parses and checks lockfile text (`origin` names it in errors): its format version, then

@@ -344,7 +344,16 @@ impl Sandbox for DockerSandbox {
             let created = docker
                 .create_container(Some(options), this.container_config(&step))
                 .await;
-            creating.created();
+            // The engine's answer says whether the container exists; a broken connection or a
+            // timeout does not, and the guard then removes it by name if it appears.
+            if matches!(
+                created,
+                Ok(_) | Err(bollard::errors::Error::DockerResponseServerError { .. })
+            ) {
+                creating.created();
+            } else {
+                drop(creating);
+            }
             let created = created
                 .map_err(|source| match source {
                     bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {

@@ -109,16 +109,16 @@ async fn remove_when_created(
         .build();
     for _ in 0..15 {
         match docker.remove_container(name, Some(options.clone())).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => return Ok(()),
+            Ok(()) => return Ok(()),
+            // 404: not created (yet); 409: still being created or removed. Ask again.
             Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
+                status_code: 404 | 409,
+                ..
             }) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
             Err(error) => return Err(error),
         }
     }
+    tracing::debug!(container = %name, "no container appeared for an abandoned create");
     Ok(())
 }
 

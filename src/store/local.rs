@@ -68,7 +68,11 @@ impl LocalStore {
         let store = Self {
             root: Arc::new(root),
         };
-        store.reap_tmp()?;
+        // Best effort: a read-only store, or one without locks, still opens (what needs a lock
+        // fails later, with its own error).
+        if let Err(error) = store.reap_tmp() {
+            tracing::warn!(%error, "cannot clean the store's tmp/");
+        }
         Ok(store)
     }
 
@@ -374,6 +378,29 @@ impl LocalStore {
     /// names a blob the store lacks, which is reported as a warning naming the file and
     /// treated as a miss.
     pub fn record_sync(&self, key: &StepKey) -> Result<Option<Record>, StoreError> {
+        let Some(record) = self.record_file_sync(key)? else {
+            return Ok(None);
+        };
+        // A record whose blob is gone (deleted by hand, lost in a crash, moved aside as
+        // corrupt) is a miss: the step runs again and restores it.
+        if let Some(output) = record
+            .outputs
+            .values()
+            .find(|o| !self.contains_sync(&o.digest))
+        {
+            tracing::warn!(
+                path = %self.record_path(key).display(),
+                missing = %output.digest,
+                "ignoring a record whose output is not in the store"
+            );
+            return Ok(None);
+        }
+        Ok(Some(record))
+    }
+
+    /// The record file of `key` as written, whether or not its blobs are still stored (for
+    /// explaining a rebuild); unreadable and damaged ones are `None`, with a warning.
+    fn record_file_sync(&self, key: &StepKey) -> Result<Option<Record>, StoreError> {
         let path = self.record_path(key);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -381,23 +408,7 @@ impl LocalStore {
             Err(e) => return Err(StoreError::io("read", &path, e)),
         };
         match Record::parse(&bytes) {
-            Ok(record) if record.key == *key => {
-                // A record whose blob is gone (deleted by hand, lost in a crash, moved aside as
-                // corrupt) is a miss: the step runs again and restores it.
-                if let Some(output) = record
-                    .outputs
-                    .values()
-                    .find(|o| !self.contains_sync(&o.digest))
-                {
-                    tracing::warn!(
-                        path = %path.display(),
-                        missing = %output.digest,
-                        "ignoring a record whose output is not in the store"
-                    );
-                    return Ok(None);
-                }
-                Ok(Some(record))
-            }
+            Ok(record) if record.key == *key => Ok(Some(record)),
             Ok(record) => {
                 tracing::warn!(path = %path.display(), found = %record.key, "record file holds another key; ignoring it");
                 Ok(None)
@@ -418,7 +429,7 @@ impl LocalStore {
             Err(e) => return Err(StoreError::io("read", &path, e)),
         };
         match text.trim().parse::<StepKey>() {
-            Ok(key) => self.record_sync(&key),
+            Ok(key) => self.record_file_sync(&key),
             Err(_) => Ok(None),
         }
     }

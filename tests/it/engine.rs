@@ -601,6 +601,20 @@ async fn damaged_blobs_are_found_moved_aside_and_rebuilt() {
                 .count()
         };
 
+        if damage == "delete" {
+            // The plan says why the step runs again.
+            let plan = ws
+                .kiln()
+                .args(["plan", "--file", "plan.toml", "--json"])
+                .timed_output()
+                .unwrap();
+            let planned: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+            assert_eq!(planned[2]["status"], "will-run", "{planned}");
+            assert_eq!(
+                planned[2]["why"][0], "its outputs are no longer in the store",
+                "{planned}"
+            );
+        }
         // Export is verified: --out refuses the damaged bytes and moves them to corrupt/.
         // A deleted blob is a miss: the step runs again and the export is whole.
         let export = ws
