@@ -222,6 +222,20 @@ fn safe_path(path: &Path) -> Result<PathBuf, String> {
     Ok(clean)
 }
 
+/// A reader that counts what it read.
+struct Counted<R> {
+    inner: R,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
 /// Unpacks a canonical tar from `input` into `dest` (which must exist and be empty), writing
 /// at most `max_bytes` of file content. `what` names the tree in errors.
 pub(crate) fn unpack_tree(
@@ -245,7 +259,10 @@ fn unpack_tree_limited(
         what: what.to_owned(),
         reason,
     };
-    let mut archive = tar::Archive::new(input);
+    let mut archive = tar::Archive::new(Counted {
+        inner: input,
+        bytes: 0,
+    });
     let mut written: u64 = 0;
     let mut count: u64 = 0;
     let mut links = Vec::new();
@@ -332,6 +349,11 @@ fn unpack_tree_limited(
                 )));
             }
         }
+    }
+    // No bytes at all is no archive (kiln's own, even of an empty tree, end with two zero
+    // blocks); GNU tar refuses it too.
+    if archive.into_inner().bytes == 0 {
+        return Err(bad("it is empty, not an archive".into()));
     }
     // Links are judged once the whole tree is there: a link may point at (or through) one
     // that comes later in the archive.
@@ -503,6 +525,8 @@ mod tests {
     #[test]
     fn hostile_archives_are_refused_without_writing_outside() {
         let cases: Vec<Vec<u8>> = vec![
+            // No bytes at all (GNU tar refuses it too; found by the archive fuzz target).
+            Vec::new(),
             raw_tar(&[("../escape", tar::EntryType::Regular, b"x", None)]),
             raw_tar(&[("/abs", tar::EntryType::Regular, b"x", None)]),
             raw_tar(&[("l", tar::EntryType::Symlink, b"", Some("../../x"))]),
