@@ -150,9 +150,30 @@ pub(super) async fn run(command: CacheCommand, store_dir: &Path) -> Outcome {
             }
             let remote = require(&cache)?;
             let store = LocalStore::open(store_dir)?;
-            let mut moved = Vec::new();
+            // Every record is read and held to the lockfile before anything is published: a
+            // lockfile whose outputs disagree with the store publishes nothing.
+            let mut records = Vec::new();
+            let mut disagreements = Vec::new();
             for (name, step) in &lock.steps {
-                let result = match store.record(&step.key).await? {
+                let record = store.record(&step.key).await?;
+                if let Some(record) = &record {
+                    disagreements.extend(disagreement(name, step, record));
+                }
+                records.push((name, step, record));
+            }
+            if !disagreements.is_empty() {
+                return Err(miette::miette!(
+                    help = "the lockfile was edited, or the store holds another build under these \
+                            keys: run `kiln store verify`, and restore the lockfile from git or \
+                            release again; nothing was published",
+                    "{} does not match this store:\n  {}",
+                    lockfile.display(),
+                    disagreements.join("\n  ")
+                ));
+            }
+            let mut moved = Vec::new();
+            for (name, step, record) in records {
+                let result = match record {
                     None => "not in the local store".to_owned(),
                     Some(record) => {
                         remote.publish(&record, &store).await?;
@@ -195,6 +216,30 @@ pub(super) async fn run(command: CacheCommand, store_dir: &Path) -> Outcome {
             report(&moved, json)
         }
     }
+}
+
+/// Where a step's locked outputs differ from the record the store holds for its key.
+fn disagreement(
+    name: &str,
+    step: &crate::lockfile::LockedStep,
+    record: &crate::store::Record,
+) -> Vec<String> {
+    let paths: std::collections::BTreeSet<&String> =
+        step.outputs.keys().chain(record.outputs.keys()).collect();
+    paths
+        .into_iter()
+        .filter_map(|path| {
+            let locked = step.outputs.get(path).map(ToString::to_string);
+            let stored = record.outputs.get(path).map(|o| o.digest.to_string());
+            (locked != stored).then(|| {
+                format!(
+                    "step {name}, output {path}: the lockfile says {}, the store's record {}",
+                    locked.as_deref().unwrap_or("nothing"),
+                    stored.as_deref().unwrap_or("nothing")
+                )
+            })
+        })
+        .collect()
 }
 
 fn require(cache: &CacheArgs) -> miette::Result<Arc<RemoteCache>> {

@@ -45,13 +45,19 @@ pub(super) async fn run(args: DoctorArgs) -> Outcome {
     let orphans_removed = sandbox.reap_orphans().await?.len();
 
     let mut bases = Vec::new();
+    let mut problems = Vec::new();
     for go in GoLine::ALL {
-        if let Some(base) = find_base(&engine, go).await? {
-            bases.push(base);
+        match find_base(&engine, go).await {
+            Ok(Some(base)) => bases.push(base),
+            Ok(None) => {}
+            Err(moved @ crate::image::ImageError::BaseMoved { .. }) => problems.push(Problem {
+                problem: moved.to_string(),
+                fix: format!("kiln image bootstrap --go {}", go.minor()),
+            }),
+            Err(other) => return Err(other.into()),
         }
     }
     let toolchains = list_toolchains(&engine).await?;
-    let mut problems = Vec::new();
     if bases.is_empty() {
         problems.push(Problem {
             problem: "no bootstrapped Go base image".into(),

@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::engine::{RunOptions, StepImage, StepOutcome};
+use crate::lockfile::Lockfile;
 use crate::names::Identity;
 use crate::release::{
-    Prepared, Resolved, Toolchain, add_into, export_artifacts, prepare, resolve_request,
-    write_lockfile,
+    Prepared, ReleaseError, Resolved, Toolchain, add_into, export_artifacts, lockfile_path,
+    prepare, resolve_request, write_lockfile,
 };
 use crate::sandbox::{DockerSandbox, Engine};
 use crate::store::LocalStore;
@@ -25,9 +26,8 @@ pub(super) struct ReleaseCmdArgs {
     /// Copy dist/artifacts to DIR (verified against their digests).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Where the lockfile goes (as <new fork tag>.lock.json).
-    #[arg(long, value_name = "DIR", default_value = "lockfiles")]
-    lockfile_dir: PathBuf,
+    #[command(flatten)]
+    lock: LockArgs,
     /// Steps running at once.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
@@ -43,6 +43,18 @@ pub(super) struct ReleaseCmdArgs {
     json: bool,
     #[command(flatten)]
     cache: super::cache::CacheArgs,
+}
+
+/// Where the release's lockfile lives, and whether the release must match it.
+#[derive(Debug, Args)]
+struct LockArgs {
+    /// Where the lockfile goes (as <new fork tag>.lock.json).
+    #[arg(long, value_name = "DIR", default_value = "lockfiles")]
+    lockfile_dir: PathBuf,
+    /// Hold the release to its existing lockfile: fail, writing nothing, when the result
+    /// differs from it in any value (for CI).
+    #[arg(long)]
+    frozen: bool,
 }
 
 /// Plans a resolved release on the toolchain image for its Go (built when `build_image`).
@@ -73,6 +85,17 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
     let store = LocalStore::open(store_dir)?;
     let engine = Engine::connect().await?;
     let resolved = resolve_request(&request, &store).await?;
+    // `--frozen`: the lockfile to hold the release to (named by the resolved fork tag) is read
+    // and checked before any step runs.
+    let frozen = if args.lock.frozen {
+        let path = lockfile_path(&args.lock.lockfile_dir, resolved.names.new_fork_tag());
+        if !path.exists() {
+            return Err(ReleaseError::FrozenWithoutLock { path }.into());
+        }
+        Some((Lockfile::read(&path)?, path))
+    } else {
+        None
+    };
     let prepared = plan_on_engine(&request.identity, resolved, &engine, true).await?;
     let sandbox = DockerSandbox::with_engine(engine).await?;
     let options = RunOptions {
@@ -89,7 +112,16 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
     })
     .await?;
     let lock = &released.lock;
-    let lock_path = write_lockfile(&args.lockfile_dir, lock)?;
+    let lock_path = match frozen {
+        Some((held, path)) => {
+            let differences = held.drift(lock);
+            if !differences.is_empty() {
+                return Err(ReleaseError::Drift { path, differences }.into());
+            }
+            path
+        }
+        None => write_lockfile(&args.lock.lockfile_dir, lock)?,
+    };
     if let Some(out) = &args.out {
         export_artifacts(&released, out)?;
     }

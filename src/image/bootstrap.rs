@@ -139,7 +139,11 @@ pub(crate) async fn bootstrap(
     let existing = if options.force {
         None
     } else {
-        find_base(engine, go).await?
+        // A base tag kiln did not bootstrap (moved, altered) is replaced.
+        match find_base(engine, go).await {
+            Err(ImageError::BaseMoved { .. }) => None,
+            found => found?,
+        }
     };
     // A forced rebuild re-imports under the same tag; the image it replaces is removed unless
     // something still uses it (a toolchain image built on it), so repeated runs leave nothing
@@ -189,7 +193,8 @@ pub(crate) async fn bootstrap(
     })
 }
 
-/// The bootstrapped base for `go`, if the engine has it.
+/// The bootstrapped base for `go`, if the engine has it; an error when its tag names another
+/// image ([`ImageError::BaseMoved`]).
 pub async fn find_base(engine: &Engine, go: GoLine) -> Result<Option<BaseImage>, ImageError> {
     let tag = go.base_tag();
     let inspected = match engine.docker().inspect_image(&tag).await {
@@ -207,9 +212,23 @@ pub async fn find_base(engine: &Engine, go: GoLine) -> Result<Option<BaseImage>,
         }
     };
     let labels = inspected.config.and_then(|c| c.labels).unwrap_or_default();
-    let Some(rootfs) = labels.get(LABEL_ROOTFS).and_then(|d| d.parse().ok()) else {
-        // Tagged by something else: not ours, treat as absent so bootstrap replaces it.
-        return Ok(None);
+    let layers = inspected.root_fs.and_then(|r| r.layers).unwrap_or_default();
+    // The label is only a claim: the base is the image kiln imported when its one layer is
+    // that rootfs. A tag moved to another image (labels copied or not) is refused, never
+    // built on.
+    let label = labels.get(LABEL_ROOTFS);
+    let rootfs: Option<Digest> = label.and_then(|d| d.parse().ok());
+    let Some(rootfs) = rootfs.filter(|r| layers == [r.to_string()]) else {
+        return Err(ImageError::BaseMoved {
+            tag,
+            go: go.minor().into(),
+            label: label.cloned().unwrap_or_else(|| "none".into()),
+            layers: if layers.is_empty() {
+                "none".into()
+            } else {
+                layers.join(", ")
+            },
+        });
     };
     Ok(Some(BaseImage {
         tag,

@@ -146,6 +146,30 @@ pub enum ImageError {
         go: String,
     },
 
+    /// The base tag names an image kiln did not bootstrap: the tag was moved to another
+    /// image, or the image's labels claim a rootfs its layers are not.
+    #[error(
+        "{tag} is not the base kiln bootstrapped: its label says rootfs {label}, its layers are \
+         {layers}"
+    )]
+    #[diagnostic(
+        code(kiln::image::base_moved),
+        help(
+            "the tag was moved or the image altered; nothing was built on it. Rebuild the base \
+             with `kiln image bootstrap --go {go}` (it replaces the tag), then run again"
+        )
+    )]
+    BaseMoved {
+        /// The tag.
+        tag: String,
+        /// The Go line.
+        go: String,
+        /// What its `kiln.rootfs` label says (`none` when it has none).
+        label: String,
+        /// Its layers' diff ids.
+        layers: String,
+    },
+
     /// A plan file names an image in a form kiln does not know.
     #[error("image `{image}` is neither `toolchain:<go>` nor `image:<engine reference>`")]
     #[diagnostic(

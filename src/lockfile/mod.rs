@@ -263,6 +263,18 @@ impl Lockfile {
         Ok(lock)
     }
 
+    /// Where `now` differs from this lockfile, one line per differing value, named by its
+    /// path in the JSON (`steps.tag.outputs.push: sha256:… → sha256:…`), in key order; empty
+    /// when they are equal.
+    #[must_use]
+    pub(crate) fn drift(&self, now: &Self) -> Vec<String> {
+        let was = serde_json::to_value(self).expect("a lockfile always serializes");
+        let now = serde_json::to_value(now).expect("a lockfile always serializes");
+        let mut lines = Vec::new();
+        drift_lines("", &was, &now, &mut lines);
+        lines
+    }
+
     /// The canonical text: pretty JSON with sorted keys and a final newline.
     ///
     /// # Panics
@@ -274,6 +286,58 @@ impl Lockfile {
         let mut text =
             serde_json::to_string_pretty(&value).expect("a JSON value always serializes");
         text.push('\n');
+        text
+    }
+}
+
+/// Appends to `lines` where `now` differs from `was` below `path`.
+fn drift_lines(
+    path: &str,
+    was: &serde_json::Value,
+    now: &serde_json::Value,
+    lines: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    let at = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (was, now) {
+        (Value::Object(was), Value::Object(now)) => {
+            let keys: std::collections::BTreeSet<&String> = was.keys().chain(now.keys()).collect();
+            for key in keys {
+                match (was.get(key), now.get(key)) {
+                    (Some(a), Some(b)) => drift_lines(&at(key), a, b, lines),
+                    (Some(a), None) => lines.push(format!("{}: {} → (absent)", at(key), short(a))),
+                    (None, Some(b)) => lines.push(format!("{}: (absent) → {}", at(key), short(b))),
+                    (None, None) => {}
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (a, b)) in a.iter().zip(b).enumerate() {
+                drift_lines(&at(&i.to_string()), a, b, lines);
+            }
+        }
+        (a, b) if a != b => lines.push(format!(
+            "{}: {} → {}",
+            if path.is_empty() { "(root)" } else { path },
+            short(a),
+            short(b)
+        )),
+        _ => {}
+    }
+}
+
+/// A JSON value for one line of a drift report (long arrays and objects shortened).
+fn short(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 100 {
+        format!("{}…", text.chars().take(100).collect::<String>())
+    } else {
         text
     }
 }

@@ -372,3 +372,37 @@ fn a_huge_or_binary_file_is_refused_without_reading_it_all() {
     let error = Lockfile::read(&binary).unwrap_err();
     assert!(error.to_string().contains("not UTF-8"), "{error}");
 }
+
+#[test]
+fn drift_names_every_differing_value_by_its_path() {
+    let held = sample();
+    assert!(held.drift(&held.clone()).is_empty());
+    let mut now = held.clone();
+    now.artifacts.get_mut("k3s").unwrap().size += 1;
+    now.steps
+        .get_mut("build")
+        .unwrap()
+        .outputs
+        .insert("artifacts/".into(), digest(31));
+    now.tags.insert("v9.9.9-k3s1".into(), hex(12, 40));
+    now.modules.clear();
+    let mut drift = held.drift(&now);
+    // A long value is cut short.
+    let modules = drift.remove(1);
+    assert!(
+        modules.starts_with("modules: [{\"") && modules.ends_with("… → []"),
+        "{modules}"
+    );
+    assert_eq!(
+        drift,
+        vec![
+            "artifacts.k3s.size: 1400984 → 1400985".to_owned(),
+            format!(
+                "steps.build.outputs.artifacts/: \"{}\" → \"{}\"",
+                digest(21),
+                digest(31)
+            ),
+            format!("tags.v9.9.9-k3s1: (absent) → \"{}\"", hex(12, 40)),
+        ],
+    );
+}

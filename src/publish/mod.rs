@@ -428,38 +428,78 @@ pub(crate) fn push(
         }
     }
     let mut report = PushReport::default();
-    if let Some((batch, done)) = fork {
-        push_batch(store, &batch)?;
-        let after = verify_tags(lock, batch.remote)?;
+    if let Some((batch, mut done)) = fork {
+        let pushed = push_batch(store, &batch);
+        // The push's own error comes first when the remote cannot be read after it.
+        let after = match verify_tags(lock, batch.remote) {
+            Ok(after) => after,
+            Err(error) => {
+                pushed?;
+                return Err(error.into());
+            }
+        };
         let wrong: Vec<String> = after
             .tags
             .iter()
             .filter(|t| t.state != RefState::Present)
             .map(|t| describe(t).unwrap_or_else(|| format!("{} is missing", t.name)))
             .collect();
-        if !wrong.is_empty() {
-            return Err(PushError::Unverified {
-                remote: batch.remote.to_string(),
-                refs: wrong,
-            });
-        }
+        settle(pushed, wrong, &batch, &mut done)?;
         report.fork = done;
     }
-    if let Some((batch, done)) = k3s {
-        push_batch(store, &batch)?;
-        let heads = git::ls_remote(batch.remote, "heads")?;
-        if heads.refs.get(&lock.k3s.branch) != Some(&lock.k3s.commit) {
-            return Err(PushError::Unverified {
-                remote: batch.remote.to_string(),
-                refs: vec![format!(
-                    "branch {} is not at {}",
-                    lock.k3s.branch, lock.k3s.commit
-                )],
-            });
-        }
+    if let Some((batch, mut done)) = k3s {
+        let pushed = push_batch(store, &batch);
+        let heads = match git::ls_remote(batch.remote, "heads") {
+            Ok(heads) => heads,
+            Err(error) => {
+                pushed?;
+                return Err(error.into());
+            }
+        };
+        let wrong = if heads.refs.get(&lock.k3s.branch) == Some(&lock.k3s.commit) {
+            Vec::new()
+        } else {
+            vec![format!(
+                "branch {} is not at {}",
+                lock.k3s.branch, lock.k3s.commit
+            )]
+        };
+        settle(pushed, wrong, &batch, &mut done)?;
         report.k3s = done;
     }
     Ok(report)
+}
+
+/// What a batch's push came to, from the push's result and what the remote holds after it
+/// (`wrong`: every locked ref not at its locked commit there). A push that failed while the
+/// remote ended up holding exactly the locked refs lost a race with another push of the same
+/// lock (git refuses to create a ref that appeared meanwhile): the refs are there, at the
+/// locked commits, so the push is done and they are reported as skipped.
+fn settle(
+    pushed: Result<(), PushError>,
+    wrong: Vec<String>,
+    batch: &Batch<'_>,
+    done: &mut [Pushed],
+) -> Result<(), PushError> {
+    match (pushed, wrong.is_empty()) {
+        (Ok(()), true) => Ok(()),
+        (Err(_), true) => {
+            tracing::warn!(
+                remote = %batch.remote,
+                "another push published the same refs first; the remote holds every one at its \
+                 locked commit"
+            );
+            for pushed in done.iter_mut().filter(|p| p.action == "pushed") {
+                pushed.action = "skipped";
+            }
+            Ok(())
+        }
+        (Err(error), false) => Err(error),
+        (Ok(()), false) => Err(PushError::Unverified {
+            remote: batch.remote.to_string(),
+            refs: wrong,
+        }),
+    }
 }
 
 /// The `git push` lines of the runbook's push.sh: the fork's tags (sorted, as `LC_ALL=C`

@@ -247,6 +247,41 @@ pub(crate) enum ReleaseError {
     #[diagnostic(transparent)]
     Image(#[from] crate::image::ImageError),
 
+    /// `--frozen` and no lockfile to hold the release to.
+    #[error("--frozen: there is no lockfile {path} to hold this release to")]
+    #[diagnostic(
+        code(kiln::release::frozen_without_lock),
+        help(
+            "release once without --frozen (and commit the lockfile), or point --lockfile-dir at it"
+        )
+    )]
+    FrozenWithoutLock {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+
+    /// `--frozen` and the release came out different from its lockfile.
+    #[error(
+        "--frozen: this release differs from {path} in {} place(s) (the lockfile → this \
+         release):\n  {}",
+        differences.len(),
+        differences.iter().take(40).cloned().collect::<Vec<_>>().join("\n  ")
+    )]
+    #[diagnostic(
+        code(kiln::release::drift),
+        help(
+            "nothing was written: the lockfile, --out and --into were left alone; find what changed \
+             (an input repository, kiln.toml, the toolchain image) or release without --frozen to \
+             record the new result"
+        )
+    )]
+    Drift {
+        /// The lockfile.
+        path: PathBuf,
+        /// What differs, one line each.
+        differences: Vec<String>,
+    },
+
     /// A lockfile could not be written.
     #[error(transparent)]
     #[diagnostic(transparent)]

@@ -69,6 +69,34 @@ async fn suite<S: Store>(store: S, corrupt: impl Fn(&Digest, &[u8])) {
         "the corrupt tree was unpacked"
     );
 
+    // A stored tree whose entry claims more content than the whole archive holds (a PAX
+    // `size` record of 1 GiB in a 3 KiB blob) is refused at the limit the blob's own size
+    // sets, before anything of it is written.
+    let mut builder = tar::Builder::new(Vec::new());
+    builder
+        .append_pax_extensions([("size", &b"1073741824"[..])])
+        .unwrap();
+    let mut header = tar::Header::new_ustar();
+    header.set_path("big").unwrap();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(0);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append(&header, &b""[..]).unwrap();
+    let claim = builder.into_inner().unwrap();
+    let claim_file = dir.path().join("claim.tar");
+    std::fs::write(&claim_file, &claim).unwrap();
+    let (claim_digest, claim_len) = store.put_file(&claim_file).await.unwrap();
+    let target = dir.path().join("claim");
+    std::fs::create_dir(&target).unwrap();
+    let bad = store.unpack(&claim_digest, &target).await;
+    assert!(
+        matches!(&bad, Err(StoreError::BadTree { reason, .. })
+            if reason.contains(&format!("more than {claim_len} bytes"))),
+        "{bad:?}"
+    );
+    assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
+
     // A record needs its outputs stored; it round-trips and is found by name.
     let missing = Record::new(
         "build",

@@ -29,7 +29,7 @@ use crate::hash::{Digest, Sha256Reader, Sha256Writer, StepKey};
 use super::lock::{
     StepLock, StoreLock, lock_store_blocking, try_lock_step, try_lock_store_exclusive,
 };
-use super::tree::unpack_tree;
+use super::tree::unpack_tree_sized;
 use super::{Record, StoreError};
 
 /// Name of the versioned layout directory.
@@ -326,10 +326,14 @@ impl LocalStore {
         if actual != *digest {
             return Err(self.quarantine(digest, actual));
         }
+        let len = file
+            .metadata()
+            .map_err(|e| StoreError::io("inspect", &source, e))?
+            .len();
         // Read again from the same open file (a blob is never rewritten in place; the second
         // hash catches a disk that returns other bytes the second time).
         let mut reader = Sha256Reader::new(BufReader::with_capacity(BUFFER, file));
-        let unpacked = unpack_tree(&mut reader, dest, max_bytes, &digest.to_string());
+        let unpacked = unpack_tree_sized(&mut reader, len, dest, max_bytes, &digest.to_string());
         let again = reader
             .finish()
             .map_err(|e| StoreError::io("read", &source, e))

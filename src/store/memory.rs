@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::hash::{Digest, StepKey};
 
-use super::{Record, StepLock, Store, StoreError, pack_tree, unpack_tree};
+use super::{Record, StepLock, Store, StoreError, pack_tree};
 
 #[derive(Default, Debug)]
 struct Inner {
@@ -93,7 +93,13 @@ impl Store for MemoryStore {
         let Some(bytes) = self.verified(digest)? else {
             return Ok(false);
         };
-        unpack_tree(&bytes[..], dest, super::MAX_TREE_BYTES, &digest.to_string())?;
+        super::tree::unpack_tree_sized(
+            &bytes[..],
+            bytes.len() as u64,
+            dest,
+            super::MAX_TREE_BYTES,
+            &digest.to_string(),
+        )?;
         Ok(true)
     }
 

@@ -247,6 +247,27 @@ pub(crate) fn unpack_tree(
     unpack_tree_limited(input, dest, max_bytes, MAX_TREE_ENTRIES, what)
 }
 
+/// [`unpack_tree`] of an archive known to be `archive_len` bytes long (a stored blob, whose
+/// size the record naming it states and a download is held to). A tar is not compressed: it
+/// holds at most `archive_len` bytes of content and one entry per 512-byte header, so those are
+/// its limits — an entry that claims more (a PAX `size` record, say) is refused before anything
+/// of it is written, however far below the fixed limits the claim is.
+pub(crate) fn unpack_tree_sized(
+    input: impl Read,
+    archive_len: u64,
+    dest: &Path,
+    max_bytes: u64,
+    what: &str,
+) -> Result<(), StoreError> {
+    unpack_tree_limited(
+        input,
+        dest,
+        max_bytes.min(archive_len),
+        MAX_TREE_ENTRIES.min(archive_len / 512),
+        what,
+    )
+}
+
 /// [`unpack_tree`] with at most `max_entries` entries.
 fn unpack_tree_limited(
     input: impl Read,

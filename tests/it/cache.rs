@@ -472,3 +472,148 @@ async fn a_download_cut_mid_body_is_retried_a_bounded_number_of_times_then_refus
         Lookup::Hit(_)
     ));
 }
+
+/// A tar whose one regular entry is named `name` as given: raw in the ustar header when it
+/// fits (tar's own `set_path` refuses `..` and absolute names), else in a PAX `path` record.
+fn hostile_tar(name: &[u8]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    if name.len() < 100 && !name.contains(&0) {
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+    } else {
+        builder.append_pax_extensions([("path", name)]).unwrap();
+        header.set_path("placeholder").unwrap();
+    }
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(1);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append(&header, &b"x"[..]).unwrap();
+    builder.into_inner().unwrap()
+}
+
+/// Row 20: hostile archives that reach a captain through the shared cache — a signed record
+/// (a trusted key: the signer was compromised) whose tree output is an archive with `../x`,
+/// `/abs/x`, a NUL byte or an over-long name. The blob matches its digest, so the download
+/// stores it; `kiln run --out` then refuses it before writing any entry, naming the entry, and
+/// nothing appears outside the export directory.
+#[tokio::test]
+async fn hostile_archives_in_signed_cache_records_are_refused_naming_the_entry() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let id = common::unique();
+    let ws = common::Workspace::new();
+    ws.write_plan(&format!(
+        r#"
+[[step]]
+name = "t-{id}"
+image = "toolchain:1.23"
+argv = ["/bin/sh", "-c", "mkdir -p tree && echo ok > tree/a"]
+outputs = ["tree/"]
+"#
+    ));
+    // The step once, for real: its record gives the derivation the forged records sign.
+    let report = ws.run_json();
+    let key: kiln::hash::StepKey = report["steps"][0]["key"].as_str().unwrap().parse().unwrap();
+    let honest = LocalStore::open(&ws.store()).unwrap();
+    let honest = honest.record_sync(&key).unwrap().unwrap();
+    let (_, public) = new_key(ws.path(), "signer.key");
+
+    let abs_dir = std::env::temp_dir().join(format!("kiln-row20-{id}"));
+    let abs_target = abs_dir.join("x");
+    let long_name = "n".repeat(300);
+    let cases: [(Vec<u8>, String); 4] = [
+        (hostile_tar(b"../row20-escape"), "row20-escape".into()),
+        (
+            hostile_tar(abs_target.to_str().unwrap().as_bytes()),
+            format!("kiln-row20-{id}"),
+        ),
+        (hostile_tar(b"a\0b"), "NUL byte".into()),
+        (hostile_tar(long_name.as_bytes()), "300 bytes".into()),
+    ];
+    for (i, (archive, said)) in cases.iter().enumerate() {
+        // The forger's store: the hostile blob and a record naming it, signed and published.
+        let (_forger_dir, forging_store) = fresh();
+        let blob = ws.path().join(format!("hostile-{i}.tar"));
+        std::fs::write(&blob, archive).unwrap();
+        let (digest, size) = forging_store.put_file_sync(&blob).unwrap();
+        let mut outputs = honest.outputs.clone();
+        outputs.insert(
+            "tree/".into(),
+            OutputRef {
+                digest,
+                size,
+                tree: true,
+            },
+        );
+        let forged = Record::new(&honest.name, honest.derivation.clone(), outputs);
+        forging_store.put_record_sync(&forged).unwrap();
+        let url = registry.url(&format!("k3s/row20-{i}"));
+        let secret = SecretKey::read(&ws.path().join("signer.key")).unwrap();
+        let writer = RemoteCache::new(&url, vec![], Some(secret)).unwrap();
+        writer.publish(&forged, &forging_store).await.unwrap();
+
+        // A captain with a fresh store who trusts that key.
+        let captain = tempfile::tempdir().unwrap();
+        let out = captain.path().join("out");
+        let marker = std::time::SystemTime::now();
+        let output = common::kiln()
+            .current_dir(ws.path())
+            .arg("--store")
+            .arg(captain.path().join("store"))
+            .args(["run", "--file", "plan.toml", "--out"])
+            .arg(&out)
+            .args(["--cache", &url, "--trust", &public.to_string()])
+            .timed_output()
+            .unwrap();
+        let stderr = text(&output).1;
+        assert!(!output.status.success(), "case {i} was unpacked:\n{stderr}");
+        assert!(
+            stderr.contains(said.as_str()),
+            "case {i}: the error does not name the entry ({said}):\n{stderr}"
+        );
+        // Nothing of the archive was written: not in the export directory, not beside it, not
+        // at the absolute path.
+        let exported = out.join(format!("t-{id}")).join("tree");
+        assert_eq!(
+            std::fs::read_dir(&exported).map_or(0, Iterator::count),
+            0,
+            "case {i} wrote into the export directory"
+        );
+        assert!(!captain.path().join("row20-escape").exists());
+        assert!(!out.join(format!("t-{id}")).join("row20-escape").exists());
+        assert!(!abs_dir.exists(), "case {i} wrote {}", abs_target.display());
+        let newer: Vec<_> = walk_files(ws.path())
+            .into_iter()
+            .filter(|p| {
+                std::fs::symlink_metadata(p)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t > marker)
+            })
+            .collect();
+        assert!(newer.is_empty(), "case {i} wrote {newer:?}");
+    }
+}
+
+/// Every file under `dir`.
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir).map_or_else(
+        |_| Vec::new(),
+        |entries| {
+            entries
+                .flatten()
+                .flat_map(|e| {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        walk_files(&e.path())
+                    } else {
+                        vec![e.path()]
+                    }
+                })
+                .collect()
+        },
+    )
+}

@@ -3,11 +3,11 @@
 use crate::common::TimedOutput as _;
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::TryStreamExt as _;
 
-use crate::common::{self, Workspace, docker_or_skip, outcomes, text, unique};
+use crate::common::{self, Workspace, docker_or_skip, now_text, outcomes, text, unique};
 
 /// A three-step chain with a git input: a → b → c.
 /// Three steps: a git input, a file output, a tree output read by the next step.
@@ -40,11 +40,6 @@ outputs = ["c.txt"]
 tree = {{ step = "b-{id}", output = "tree/" }}
 "#
     )
-}
-
-fn now_text() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }
 
 /// How many step containers named `prefix…` the engine created between `since` and `until`.
@@ -437,7 +432,7 @@ fn kill_9_during_blob_writes_never_leaves_a_partial_blob() {
     }
     drop(file);
     let blobs = ws.store().join("store-v1/blobs/sha256");
-    for round in 0..stress_rounds(50) {
+    for round in 0..common::stress_rounds(50) {
         let mut child = ws
             .kiln()
             .args(["store", "put"])
@@ -506,7 +501,7 @@ outputs = ["big.bin"]
     ));
     let mut seed = 11u64;
     let mut killed = Vec::new();
-    for round in 0..stress_rounds(5) {
+    for round in 0..common::stress_rounds(5) {
         let mut child = ws
             .kiln()
             .args(["run", "--file", "plan.toml"])
@@ -544,15 +539,6 @@ outputs = ["big.bin"]
             "a container of killed kiln {pid} is left"
         );
     }
-}
-
-/// Rounds of a kill test: `default`, or `KILN_STRESS_ROUNDS` (the plan asks for 200; the
-/// test command runs the default, `docs/reliability.md` says how to run the long form).
-fn stress_rounds(default: u32) -> u32 {
-    std::env::var("KILN_STRESS_ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(default)
 }
 
 #[tokio::test]

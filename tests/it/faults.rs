@@ -624,3 +624,86 @@ outputs = ["out.txt"]
     let report = ws.run_json();
     assert_eq!(common::outcomes(&report)[0].1, "ran");
 }
+
+/// Row 29, the base image: a `kiln/base` tag moved to another image that copies the real
+/// base's labels (what `docker tag`, a pull or an import by someone else does) is not built
+/// on. `kiln run`, `kiln image toolchain` and `kiln doctor` name the tag and what it is;
+/// nothing runs and nothing is recorded; each names `kiln image bootstrap` as the fix (which
+/// treats such a tag as absent and imports the real base over it).
+#[tokio::test]
+async fn a_base_tag_moved_to_another_image_is_refused_not_built_on() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let own = OwnEngine::seeded(&docker).await;
+    let client = own.client().await;
+    let tag = "kiln/base:bookworm-go1.23";
+    let real = client.inspect_image(tag).await.unwrap();
+    let labels = real.config.and_then(|c| c.labels).unwrap_or_default();
+    let rootfs = labels["kiln.rootfs"].clone();
+    let go = labels["kiln.go"].clone();
+
+    // Another image under the base's tag, claiming the base's rootfs.
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(scratch.path().join("planted"), b"not the base\n").unwrap();
+    let tar = scratch.path().join("planted.tar");
+    let packed = Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(scratch.path())
+        .arg("planted")
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    let imported = Command::new("docker")
+        .args(["-H", &own.host(), "import"])
+        .args(["--change", &format!("LABEL kiln.rootfs={rootfs}")])
+        .args(["--change", &format!("LABEL kiln.go={go}")])
+        .args(["--change", "LABEL kiln.kind=base"])
+        .arg(&tar)
+        .arg(tag)
+        .output()
+        .unwrap();
+    assert!(imported.status.success(), "{}", text(&imported).1);
+
+    let ws = Workspace::new();
+    ws.write_plan(&napper(&unique()));
+    let host = own.host();
+    let kiln = |args: &[&str]| {
+        let mut command = ws.kiln();
+        command.env("DOCKER_HOST", &host).args(args);
+        command.timed_output().unwrap()
+    };
+    let refused = |output: &std::process::Output| {
+        let stderr = text(output).1;
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{tag} is not the base kiln bootstrapped"))
+                && stderr.contains(&rootfs)
+                && stderr.contains("kiln image bootstrap --go 1.23"),
+            "{stderr}"
+        );
+    };
+    refused(&kiln(&["run", "--file", "plan.toml"]));
+    refused(&kiln(&["image", "toolchain", "--go", "1.23"]));
+    assert_eq!(records(&ws), 0, "a step ran on the moved base");
+    let doctor = kiln(&["doctor", "--json"]);
+    let (stdout, stderr) = text(&doctor);
+    assert!(!doctor.status.success(), "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert!(
+        report["problems"].as_array().unwrap().iter().any(|p| {
+            p["problem"]
+                .as_str()
+                .unwrap()
+                .contains("is not the base kiln bootstrapped")
+                && p["fix"] == "kiln image bootstrap --go 1.23"
+        }),
+        "doctor did not name the moved base: {stdout}"
+    );
+    // The planted image is still under the tag: kiln changed nothing it was not asked to.
+    let planted = client.inspect_image(tag).await.unwrap();
+    assert_ne!(planted.id, real.id);
+}

@@ -8,6 +8,7 @@ mod common;
 
 mod cache;
 mod cli_errors;
+mod concurrent;
 mod demo;
 mod engine;
 mod faults;

@@ -207,3 +207,102 @@ async fn verify_names_the_artifact_and_offset_of_a_nonreproducible_build() {
         "keep me"
     );
 }
+
+/// Row 26: a lockfile that disagrees with what the store and the repositories give. `release
+/// --frozen` holds a release to its lockfile and writes nothing on drift; `cache push` refuses
+/// a lockfile whose step outputs are not the store's before it publishes anything.
+#[tokio::test]
+async fn a_lockfile_that_disagrees_with_the_store_is_refused() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = World::new();
+    world.release("v1.28.2", &[]);
+    let path = world.path().join(LOCK);
+    let locked = std::fs::read(&path).unwrap();
+    let frozen = [
+        "release", "--old", "v1.28.1", "--new", "v1.28.2", "--frozen",
+    ];
+
+    // The same release, frozen: nothing runs, nothing is rewritten.
+    let (output, created) = kiln_counting_containers(&docker, &world, &frozen).await;
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert_eq!(created, 0);
+    assert_eq!(std::fs::read(&path).unwrap(), locked);
+
+    // One step output's digest edited in the lockfile.
+    let mut lock: serde_json::Value = serde_json::from_slice(&locked).unwrap();
+    let (step, output_path) = {
+        let steps = lock["steps"].as_object().unwrap();
+        let (step, locked_step) = steps
+            .iter()
+            .find(|(_, s)| !s["outputs"].as_object().unwrap().is_empty())
+            .unwrap();
+        let output = locked_step["outputs"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .next()
+            .unwrap();
+        (step.clone(), output.clone())
+    };
+    let forged = format!("sha256:{}", "ab".repeat(32));
+    lock["steps"][&step]["outputs"][&output_path] = serde_json::Value::String(forged.clone());
+    let edited = serde_json::to_vec_pretty(&lock).unwrap();
+    std::fs::write(&path, &edited).unwrap();
+
+    // --frozen: refused, naming the value that differs; the lockfile, --out are left alone.
+    let out = world.dir.path().join("out");
+    let mut args = frozen.to_vec();
+    args.extend(["--out", out.to_str().unwrap()]);
+    let output = world.kiln(&args);
+    let stderr = text(&output).1;
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "steps.{step}.outputs.{output_path}: \"{forged}\" →"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), edited);
+    assert!(!out.exists(), "--out was written despite the drift");
+
+    // --frozen with no lockfile to hold it to.
+    let empty = world.dir.path().join("no-locks");
+    let mut args = frozen.to_vec();
+    args.extend(["--lockfile-dir", empty.to_str().unwrap()]);
+    let output = world.kiln(&args);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).1.contains("there is no lockfile"),
+        "{}",
+        text(&output).1
+    );
+
+    // `cache push` of the edited lockfile: refused before any registry is spoken to (the
+    // address below refuses connections; the error is the disagreement, not the network).
+    let key = world.dir.path().join("signer.key");
+    let output = crate::common::TimedOutput::timed_output(
+        crate::common::kiln().args(["cache", "keygen"]).arg(&key),
+    )
+    .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    let output = world.kiln(&[
+        "cache",
+        "push",
+        "--lockfile",
+        LOCK,
+        "--cache",
+        "oci://127.0.0.1:9/k3s/cache",
+        "--signing-key",
+        key.to_str().unwrap(),
+    ]);
+    let stderr = text(&output).1;
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "step {step}, output {output_path}: the lockfile says {forged}"
+        )),
+        "{stderr}"
+    );
+}

@@ -10,7 +10,9 @@ pub(crate) use registry::Registry;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
-pub(crate) use world::{World, containers_created_by, git, kiln_counting_containers};
+pub(crate) use world::{
+    World, containers_created_by, created_between, git, kiln_counting_containers, now_text,
+};
 
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use kiln::image::{GoLine, ensure_toolchain};
@@ -388,4 +390,13 @@ impl TimedOutput for Command {
             stderr: stderr.join().expect("the reader does not panic")?,
         })
     }
+}
+
+/// Rounds of a stress test: `default`, or `KILN_STRESS_ROUNDS` (the reliability plan asks for
+/// more than the test command runs; `docs/reliability.md` says how to run the long forms).
+pub(crate) fn stress_rounds(default: u32) -> u32 {
+    std::env::var("KILN_STRESS_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(default)
 }

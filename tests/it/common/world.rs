@@ -138,7 +138,8 @@ pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn now_text() -> String {
+/// The engine's clock format for event filters: now, in seconds since the epoch.
+pub(crate) fn now_text() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
@@ -158,13 +159,28 @@ pub(crate) async fn containers_created_by(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let owner = format!(";p={};", child.id());
+    let pid = child.id();
     let output = child.wait_with_output().unwrap();
     let until = now_text();
+    let created = created_between(docker, &since, &until, &[pid]).await;
+    (
+        output,
+        created.into_iter().map(|(_, labels)| labels).collect(),
+    )
+}
+
+/// The labels of every container the kiln processes `pids` created between `since` and
+/// `until` (as [`now_text`] gives them), each with the pid that created it.
+pub(crate) async fn created_between(
+    docker: &super::Docker,
+    since: &str,
+    until: &str,
+    pids: &[u32],
+) -> Vec<(u32, HashMap<String, String>)> {
     let filters = HashMap::from([("type", vec!["container"]), ("event", vec!["create"])]);
     let options = bollard::query_parameters::EventsOptionsBuilder::default()
-        .since(&since)
-        .until(&until)
+        .since(since)
+        .until(until)
         .filters(&filters)
         .build();
     let events: Vec<_> = docker
@@ -175,15 +191,17 @@ pub(crate) async fn containers_created_by(
         .try_collect()
         .await
         .unwrap();
-    let created = events
+    events
         .into_iter()
         .filter_map(|e| e.actor?.attributes)
-        .filter(|a| {
-            a.get(kiln::sandbox::LABEL_OWNER)
-                .is_some_and(|o| o.contains(&owner))
+        .filter_map(|labels| {
+            let owner = labels.get(kiln::sandbox::LABEL_OWNER)?;
+            let pid = pids
+                .iter()
+                .find(|pid| owner.contains(&format!(";p={pid};")))?;
+            Some((*pid, labels))
         })
-        .collect();
-    (output, created)
+        .collect()
 }
 
 /// Runs `kiln ARGS` in the world and counts the step containers that process created.
