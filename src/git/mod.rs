@@ -319,7 +319,23 @@ pub(crate) fn ls_remote(location: &Location, namespace: &str) -> Result<RemoteRe
 /// A `git` command for talking to remotes: the system configuration is ignored, the user's
 /// is kept (credentials), prompts are off.
 fn remote_git(dir: &Path) -> Command {
-    located(dir)
+    let mut command = located(dir);
+    guard_stalls(&mut command);
+    command
+}
+
+/// A connection that stalls (a laptop that slept, a dropped route: no reset ever comes) would
+/// hang a fetch or push over HTTP forever: git gives up after two minutes of silence unless
+/// the captain's environment sets its own limits.
+fn guard_stalls(command: &mut Command) {
+    for (name, value) in [
+        ("GIT_HTTP_LOW_SPEED_LIMIT", "1"),
+        ("GIT_HTTP_LOW_SPEED_TIME", "120"),
+    ] {
+        if std::env::var_os(name).is_none() {
+            command.env(name, value);
+        }
+    }
 }
 
 /// Pushes `refs` (full ref names, each created at the same name) from `repo` to `location` in
@@ -455,6 +471,7 @@ pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitErro
     lock.lock().map_err(fail("lock", &lock_path))?;
     if path.join("HEAD").is_file() {
         let mut fetch = durably(git(&path));
+        guard_stalls(&mut fetch);
         fetch.args([
             "fetch",
             "--quiet",
@@ -490,6 +507,7 @@ pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitErro
             std::fs::remove_dir_all(&tmp).map_err(fail("remove", &tmp))?;
         }
         let mut clone = durably(git(Path::new(NEUTRAL_DIR)));
+        guard_stalls(&mut clone);
         clone
             .args([
                 "clone",

@@ -194,6 +194,30 @@ pub(crate) enum PushError {
         /// What is wrong.
         refs: Vec<String>,
     },
+    /// The push itself failed (the network, the remote refused) and the remote, read back,
+    /// does not hold the release.
+    #[error(
+        "the push to {remote} failed; read back, the remote lacks {lacking} of its {refs} refs"
+    )]
+    #[diagnostic(
+        code(kiln::push::failed),
+        help(
+            "the push is atomic: the remote took all of these refs or none. `kiln verify-tags` \
+             shows what it holds; run `kiln push` again (it pushes only what is missing)"
+        )
+    )]
+    Failed {
+        /// The remote.
+        remote: String,
+        /// How many of the batch's refs it lacks.
+        lacking: usize,
+        /// How many refs the batch pushed.
+        refs: usize,
+        /// What git said.
+        #[source]
+        #[diagnostic_source]
+        source: GitError,
+    },
     /// git failed (the remote refused, say).
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -473,8 +497,9 @@ pub(crate) fn push(
 /// What a batch's push came to, from the push's result and what the remote holds after it
 /// (`wrong`: every locked ref not at its locked commit there). A push that failed while the
 /// remote ended up holding exactly the locked refs lost a race with another push of the same
-/// lock (git refuses to create a ref that appeared meanwhile): the refs are there, at the
-/// locked commits, so the push is done and they are reported as skipped.
+/// lock (git refuses to create a ref that appeared meanwhile), or lost its connection after the
+/// remote had taken the refs: either way they are there, at the locked commits (read back from
+/// the remote, never assumed), so the push is done and they are reported as skipped.
 fn settle(
     pushed: Result<(), PushError>,
     wrong: Vec<String>,
@@ -483,17 +508,25 @@ fn settle(
 ) -> Result<(), PushError> {
     match (pushed, wrong.is_empty()) {
         (Ok(()), true) => Ok(()),
-        (Err(_), true) => {
+        (Err(error), true) => {
             tracing::warn!(
                 remote = %batch.remote,
-                "another push published the same refs first; the remote holds every one at its \
-                 locked commit"
+                %error,
+                "the push failed, but the remote holds every ref at its locked commit (another \
+                 push landed them first, or the connection dropped after the remote took them); \
+                 counted as done"
             );
             for pushed in done.iter_mut().filter(|p| p.action == "pushed") {
                 pushed.action = "skipped";
             }
             Ok(())
         }
+        (Err(PushError::Git(source)), false) => Err(PushError::Failed {
+            remote: batch.remote.to_string(),
+            lacking: wrong.len(),
+            refs: batch.refs.len(),
+            source,
+        }),
         (Err(error), false) => Err(error),
         (Ok(()), false) => Err(PushError::Unverified {
             remote: batch.remote.to_string(),
