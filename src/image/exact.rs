@@ -1,0 +1,311 @@
+//! Toolchain images with an exact Go: the plain offline base (`kiln/base:bookworm`, no Go)
+//! plus a pinned Go distribution unpacked at `/usr/local/go`, with the same build user,
+//! caches, `date` shim and environment as every toolchain image (`images/toolchain/`).
+//!
+//! Identity: a hash of the base's rootfs, the Go version, the distribution archive's SHA-256
+//! and the recipe files. Finding an existing image reads no archive: the version's pins give
+//! the candidate identities.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::hash::{Digest, KeyHasher};
+use crate::sandbox::{DockerSandbox, Engine, StepSpec, run_to_end};
+
+use super::toolchain::{BuildContext, CONTEXT, build};
+use super::{
+    BaseKind, ExactGo, GoPin, GoPins, GoSources, ImageError, ImageProgress, LABEL_BASE, LABEL_GO,
+    LABEL_KIND, LABEL_RECIPE, PinPolicy, ToolchainImage, checked_archive, find_base,
+    find_toolchain, goroot_tar, platform,
+};
+
+/// Schema version of the exact recipe key.
+const RECIPE_VERSION: u32 = 1;
+
+/// Label on an exact toolchain image: the SHA-256 of the Go archive it was built from.
+pub(crate) const LABEL_GO_ARCHIVE: &str = "kiln.go-archive";
+
+/// Where `go.lock` is written unless `--lock-dir` says otherwise (the checkout's).
+const DEFAULT_PIN_DIR: &str = "images/go";
+
+/// Where the distribution goes; first on the image's `PATH`.
+const GOROOT: &str = "/usr/local/go";
+
+/// The shared Dockerfile plus the step that adds the distribution.
+fn dockerfile() -> Vec<u8> {
+    let mut text = CONTEXT[0].2.to_vec();
+    text.extend_from_slice(
+        format!("\n# The exact Go distribution, pinned in images/go/go.lock.\nCOPY go {GOROOT}\n")
+            .as_bytes(),
+    );
+    text
+}
+
+/// The recipe key of the toolchain image for Go `version` from the archive `archive`, on the
+/// plain base identified by `base`.
+#[must_use]
+pub fn exact_recipe(base: &Digest, version: &ExactGo, archive: &Digest) -> Digest {
+    let mut key = KeyHasher::new("kiln/toolchain-image-exact", RECIPE_VERSION);
+    key.digest("base", base)
+        .str("go", version.as_str())
+        .digest("archive", archive)
+        .bytes("Dockerfile", &dockerfile());
+    for (path, mode, bytes) in &CONTEXT[1..] {
+        key.str("path", path)
+            .u64("mode", u64::from(*mode))
+            .bytes("content", bytes);
+    }
+    key.finish()
+}
+
+/// How to get an exact toolchain.
+#[derive(Clone, Debug)]
+pub struct ExactRequest {
+    /// The Go version.
+    pub version: ExactGo,
+    /// Where archives are.
+    pub sources: GoSources,
+    /// What to do without a pin.
+    pub policy: PinPolicy,
+    /// Where `go.lock` is read and written; `None`: the pins built into kiln, and
+    /// `images/go/` when writing.
+    pub lock_dir: Option<PathBuf>,
+}
+
+/// What [`ensure_exact_toolchain`] did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ExactToolchain {
+    /// The image.
+    #[serde(flatten)]
+    pub image: ToolchainImage,
+    /// The pin of the archive it was built from.
+    pub pin: GoPin,
+    /// True when it was already on the engine.
+    pub already_present: bool,
+    /// The lock file a new pin was written to.
+    pub pinned_in: Option<PathBuf>,
+}
+
+/// The plain base, or the error that says how to bootstrap it.
+async fn plain_base(engine: &Engine) -> Result<super::BaseImage, ImageError> {
+    find_base(engine, BaseKind::Plain)
+        .await?
+        .ok_or_else(|| ImageError::BaseMissing {
+            tag: BaseKind::Plain.tag(),
+            command: BaseKind::Plain.command(),
+        })
+}
+
+/// The exact toolchain image of `version` already on the engine, found through its pins
+/// without reading any archive.
+pub(crate) async fn find_exact_toolchain(
+    engine: &Engine,
+    version: &ExactGo,
+    pins: &GoPins,
+) -> Result<Option<(ToolchainImage, GoPin)>, ImageError> {
+    let base = plain_base(engine).await?;
+    for pin in pins.of(version, &platform()) {
+        let recipe = exact_recipe(&base.rootfs, version, &pin.digest);
+        if let Some(found) = find_toolchain(engine, &recipe).await? {
+            return Ok(Some((found, pin.clone())));
+        }
+    }
+    Ok(None)
+}
+
+/// Finds or builds the toolchain image of `request.version`: from the first archive that
+/// matches its pin (nothing is imported otherwise), checked by running `go version` in it.
+///
+/// # Panics
+///
+/// Only if reading the archive panics on its blocking thread (a bug).
+pub async fn ensure_exact_toolchain(
+    sandbox: &DockerSandbox,
+    request: &ExactRequest,
+    progress: &mut (dyn FnMut(ImageProgress) + Send),
+) -> Result<ExactToolchain, ImageError> {
+    let engine = sandbox.engine();
+    let version = &request.version;
+    let base = plain_base(engine).await?;
+    // A new pin is added to the lock file it is written to (the checkout's, by default), so
+    // the pins read are that file's.
+    let read_from = match (&request.lock_dir, request.policy) {
+        (Some(dir), _) => Some(dir.clone()),
+        (None, PinPolicy::Update) => Some(PathBuf::from(DEFAULT_PIN_DIR)),
+        (None, _) => None,
+    };
+    let (mut pins, _origin) = GoPins::load(read_from.as_deref())?;
+    // An archive given by name is always checked against its pin, even when the image exists.
+    if request.policy != PinPolicy::Update
+        && request.sources.files.is_empty()
+        && let Some((image, pin)) = find_exact_toolchain(engine, version, &pins).await?
+    {
+        return Ok(ExactToolchain {
+            image,
+            pin,
+            already_present: true,
+            pinned_in: None,
+        });
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("kiln-go-")
+        .tempdir()
+        .map_err(|source| ImageError::Io {
+            action: "create a scratch directory in",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    progress(ImageProgress::Phase(format!(
+        "checking a Go {version} archive against its pin"
+    )));
+    let checked = {
+        let (version, sources, pins, policy, dir) = (
+            version.clone(),
+            request.sources.clone(),
+            pins.clone(),
+            request.policy,
+            scratch.path().to_owned(),
+        );
+        tokio::task::spawn_blocking(move || {
+            checked_archive(&version, &sources, &pins, policy, &dir)
+        })
+        .await
+        .expect("checking an archive does not panic")?
+    };
+    let recipe = exact_recipe(&base.rootfs, version, &checked.pin.digest);
+    let pinned_in = if checked.newly_pinned {
+        pins.add(checked.pin.clone());
+        Some(write_pins(&pins, request.lock_dir.as_deref())?)
+    } else {
+        None
+    };
+    if let Some(image) = find_toolchain(engine, &recipe).await? {
+        return Ok(ExactToolchain {
+            image,
+            pin: checked.pin,
+            already_present: true,
+            pinned_in,
+        });
+    }
+    let tag = format!("kiln/toolchain:go{version}-{}", &recipe.hex()[..12]);
+    progress(ImageProgress::Phase(format!(
+        "unpacking {} into the build context of {tag}",
+        checked.source.display()
+    )));
+    let context = scratch.path().join("context.tar");
+    {
+        let (archive, version, context) = (checked.copy.clone(), version.clone(), context.clone());
+        tokio::task::spawn_blocking(move || write_context(&archive, &version, &context))
+            .await
+            .expect("writing the context does not panic")?;
+    }
+    progress(ImageProgress::Phase(format!(
+        "building {tag} on {}",
+        base.tag
+    )));
+    let build_args = HashMap::from([("BASE", base.id.clone()), ("GO_MINOR", version.to_string())]);
+    let labels = HashMap::from([
+        (LABEL_KIND, "toolchain".to_owned()),
+        (LABEL_RECIPE, recipe.to_string()),
+        (LABEL_BASE, base.rootfs.to_string()),
+        (LABEL_GO, version.to_string()),
+        (LABEL_GO_ARCHIVE, checked.pin.digest.to_string()),
+    ]);
+    build(
+        engine,
+        &tag,
+        &build_args,
+        &labels,
+        BuildContext::File(context),
+        progress,
+    )
+    .await?;
+    let image = find_toolchain(engine, &recipe)
+        .await?
+        .ok_or(ImageError::Build {
+            action: "finding the freshly built",
+            image: tag.clone(),
+            message: "the engine reported success but has no image with its recipe label".into(),
+        })?;
+    progress(ImageProgress::Phase(format!(
+        "checking `go version` in {tag}"
+    )));
+    if let Err(error) = check_go_version(sandbox, &image, version).await {
+        // An image whose Go is not the one asked for must never be found by its recipe.
+        let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+            .force(true)
+            .build();
+        let _ = engine
+            .docker()
+            .remove_image(&image.id, Some(options), None)
+            .await;
+        return Err(error);
+    }
+    Ok(ExactToolchain {
+        image,
+        pin: checked.pin,
+        already_present: false,
+        pinned_in,
+    })
+}
+
+/// The build context: the Dockerfile, the files beside it, and the GOROOT under `go/`.
+fn write_context(archive: &Path, version: &ExactGo, context: &Path) -> Result<(), ImageError> {
+    let io = |source| ImageError::Io {
+        action: "write the build context",
+        path: context.to_owned(),
+        source,
+    };
+    let file = std::fs::File::create(context).map_err(io)?;
+    let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    let dockerfile = dockerfile();
+    let files = std::iter::once(("Dockerfile", 0o644, dockerfile.as_slice()))
+        .chain(CONTEXT[1..].iter().map(|(p, m, b)| (*p, *m, *b)));
+    for (path, mode, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder.append_data(&mut header, path, bytes).map_err(io)?;
+    }
+    goroot_tar(archive, version, &mut builder)?;
+    let mut writer = builder.into_inner().map_err(io)?;
+    std::io::Write::flush(&mut writer).map_err(io)?;
+    Ok(())
+}
+
+async fn check_go_version(
+    sandbox: &DockerSandbox,
+    image: &ToolchainImage,
+    version: &ExactGo,
+) -> Result<(), ImageError> {
+    let step = StepSpec::new(
+        "go-version",
+        image.id.clone(),
+        [format!("{GOROOT}/bin/go"), "version".into()],
+    )
+    .env("GOTOOLCHAIN", "local");
+    let output = run_to_end(sandbox, step, |_| {}).await?;
+    let printed = output.stdout.join(" ");
+    if printed.starts_with(&format!("go version go{version} ")) {
+        Ok(())
+    } else {
+        Err(ImageError::WrongGo {
+            image: image.tag.clone(),
+            printed,
+            expected: version.to_string(),
+        })
+    }
+}
+
+/// Writes the pins to `dir/go.lock` (default `images/go/`), whole and durably.
+fn write_pins(pins: &GoPins, dir: Option<&Path>) -> Result<PathBuf, ImageError> {
+    let dir = dir.map_or_else(|| PathBuf::from(DEFAULT_PIN_DIR), Path::to_owned);
+    if !dir.is_dir() {
+        return Err(ImageError::NoLockDir { path: dir });
+    }
+    let path = dir.join("go.lock");
+    super::bootstrap::write_atomically(&path, pins.render().as_bytes())?;
+    Ok(path)
+}
