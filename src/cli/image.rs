@@ -153,7 +153,27 @@ async fn run_toolchain(args: ToolchainArgs) -> Outcome {
     if args.go.trim().trim_start_matches("go").matches('.').count() < 2
         && let Ok(go) = args.go.parse::<GoLine>()
     {
+        if !args.go_archives.is_empty()
+            || args.update_lock
+            || args.locked
+            || args.lock_dir.is_some()
+        {
+            return Err(miette::miette!(
+                help =
+                    "give the exact version (e.g. `--go 1.23.9`) to use a Go archive and its pins",
+                "--go-archive, --update-lock, --locked and --lock-dir apply to exact Go versions; \
+                 `--go {}` is a Debian line",
+                args.go
+            ));
+        }
         return run_line_toolchain(args, go).await;
+    }
+    if args.base.is_some() {
+        return Err(miette::miette!(
+            help = "--base is for the Debian lines (`--go 1.23 --base IMAGE`)",
+            "an exact Go toolchain is built on the plain base (`kiln image bootstrap`), not on \
+             --base"
+        ));
     }
     let version = ExactGo::parse(&args.go)?;
     let policy = if args.update_lock {

@@ -66,6 +66,8 @@ pub(super) async fn plan_on_engine(
 ) -> miette::Result<Prepared> {
     let go = resolved.names.go_version().to_string();
     let choice = crate::image::toolchain_for(engine, &go, build_image).await?;
+    // A go.mod asking for a newer Go than the toolchain's is reported before any step.
+    crate::release::check_go_directives(&resolved, &choice.go)?;
     let toolchain = Toolchain {
         image: StepImage {
             reference: choice.reference,

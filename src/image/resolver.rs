@@ -104,11 +104,8 @@ impl EngineImageResolver {
             .of(version, &platform())
             .into_iter()
             .next()
-            .ok_or_else(|| ImageError::GoUnpinned {
+            .ok_or_else(|| ImageError::GoNoPin {
                 version: version.to_string(),
-                archive: "(none looked at)".into(),
-                digest: "-".into(),
-                locked: false,
             })?;
         let recipe = exact_recipe(&base.rootfs, version, &pin.digest);
         Ok(StepImage {

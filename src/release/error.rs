@@ -59,6 +59,29 @@ pub(crate) enum ReleaseError {
         tag: K8sVersion,
     },
 
+    /// A go.mod the release builds asks for a newer Go than the toolchain has.
+    #[error(
+        "{} go.mod file(s) ask for a newer Go than the release's toolchain (Go {toolchain}):\n  {}",
+        .files.len(),
+        .files.join("\n  ")
+    )]
+    #[diagnostic(
+        code(kiln::release::go_directive_too_new),
+        help(
+            "the toolchain is chosen by upstream's .go-version ({go_version}); nothing ran. A \
+             go directive above it is a tree inconsistent with its .go-version: check the new tag, \
+             or the k3s branch's go.mod"
+        )
+    )]
+    GoDirectiveTooNew {
+        /// The Go of the toolchain image.
+        toolchain: String,
+        /// `.go-version` at the new upstream tag.
+        go_version: String,
+        /// Each offending file, named with its tree.
+        files: Vec<String>,
+    },
+
     /// An upstream tag's `.go-version` does not hold a Go version.
     #[error("upstream {tag}'s .go-version holds `{text}`, not a Go version")]
     #[diagnostic(code(kiln::release::bad_go_version))]

@@ -407,11 +407,58 @@ async fn exact_go_toolchains_come_from_pinned_distributions_only() {
         "{stderr}"
     );
     assert_eq!(images_of(&docker, "1.24.11").await, before);
+    // Nor with --update-lock: a version kiln pins is never trusted anew, whichever lock file
+    // is written.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let output = toolchain(&[
+        "--go",
+        "1.24.11",
+        "--go-archive",
+        altered.to_str().unwrap(),
+        "--update-lock",
+        "--lock-dir",
+        elsewhere.path().to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output).1);
+    assert!(text(&output).1.contains("does not match its pin"));
+    assert!(!elsewhere.path().join("go.lock").exists());
+    // An archive of another version is not pinned as this one, even with --update-lock.
+    let output = toolchain(&[
+        "--go",
+        "1.24.12",
+        "--go-archive",
+        wheel("1.24.11").to_str().unwrap(),
+        "--update-lock",
+        "--lock-dir",
+        elsewhere.path().to_str().unwrap(),
+    ]);
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("holds go1.24.11, not go1.24.12"),
+        "{stderr}"
+    );
+    assert!(!elsewhere.path().join("go.lock").exists());
+    assert!(images_of(&docker, "1.24.12").await.is_empty());
 
-    // An unpinned version (an empty lock directory): refused before anything is built.
+    // An unpinned version (an empty lock directory): refused before anything is built. An
+    // image of it from an earlier run is removed first, so "nothing built" can fail.
     let locks = tempfile::tempdir().unwrap();
     let lock_dir = locks.path().to_str().unwrap();
+    for id in images_of(&docker, "1.23.9").await {
+        let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+            .force(true)
+            .build();
+        docker
+            .sandbox
+            .engine()
+            .docker()
+            .remove_image(&id, Some(options), None)
+            .await
+            .unwrap();
+    }
     let before = images_of(&docker, "1.23.9").await;
+    assert!(before.is_empty());
     for extra in [&[][..], &["--locked"][..]] {
         let mut args = vec!["--go", "1.23.9", "--lock-dir", lock_dir];
         args.extend_from_slice(extra);

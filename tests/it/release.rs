@@ -268,3 +268,88 @@ async fn bump_k3s_changes_exactly_the_release_lines() {
         0o644
     );
 }
+
+/// A committer identity for the test's own commits (the machine may have none).
+const ID: [&str; 4] = [
+    "-c",
+    "user.name=kiln test",
+    "-c",
+    "user.email=test@kiln.invalid",
+];
+
+/// A go.mod asking for a newer Go than the toolchain's (here a staging module of the new
+/// upstream tag says `go 1.99.0`, and k3s's own says `go 1.30`) is reported before any step
+/// runs, naming each file and the toolchain's Go; nothing runs, nothing is recorded.
+#[tokio::test]
+async fn a_go_directive_newer_than_the_toolchain_is_refused_before_any_step() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = crate::common::World::new();
+    let git = crate::common::git;
+    // Retag v1.28.2 on a commit whose api module asks for Go 1.99.0.
+    let scratch = tempfile::tempdir().unwrap();
+    let edit = |repo: &str, rev: &str, file: &str, from: &str, to: &str| {
+        let clone = scratch.path().join(repo);
+        git(
+            scratch.path(),
+            &[
+                "clone",
+                "--quiet",
+                world.path().join(repo).to_str().unwrap(),
+                repo,
+            ],
+        );
+        git(&clone, &["checkout", "--quiet", rev]);
+        let path = clone.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file}: {text}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        git(
+            &clone,
+            &[
+                ID[0],
+                ID[1],
+                ID[2],
+                ID[3],
+                "commit",
+                "--quiet",
+                "-am",
+                "go directive",
+            ],
+        );
+        clone
+    };
+    let upstream = edit(
+        "upstream.git",
+        "v1.28.2",
+        "staging/src/k8s.io/api/go.mod",
+        "go 1.20",
+        "go 1.99.0",
+    );
+    git(
+        &upstream,
+        &[
+            ID[0], ID[1], ID[2], ID[3], "tag", "--force", "-m", "v1.28.2", "v1.28.2",
+        ],
+    );
+    git(
+        &upstream,
+        &["push", "--quiet", "--force", "origin", "refs/tags/v1.28.2"],
+    );
+    let k3s = edit("k3s.git", "release-1.28", "go.mod", "go 1.20", "go 1.30");
+    git(&k3s, &["push", "--quiet", "origin", "HEAD:release-1.28"]);
+
+    let output = world.kiln(&["release", "--old", "v1.28.1", "--new", "v1.28.2"]);
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    for said in [
+        "2 go.mod file(s) ask for a newer Go than the release's toolchain (Go 1.23.",
+        "upstream v1.28.2: staging/src/k8s.io/api/go.mod says `go 1.99.0`",
+        "k3s release-1.28: go.mod says `go 1.30`",
+        "nothing ran",
+    ] {
+        assert!(stderr.contains(said), "{said}: {stderr}");
+    }
+    assert_eq!(world.records(), 0, "a step ran");
+}

@@ -93,6 +93,8 @@ fn exact_versions_are_parsed_as_go_version_files_write_them() {
         "1.24.1;rm",
         "../1",
         "1.24 1",
+        "1.24",
+        "1.21",
     ] {
         assert!(ExactGo::parse(bad).is_err(), "{bad:?}");
     }
@@ -385,4 +387,87 @@ fn only_an_archive_matching_its_pin_is_used_and_a_new_pin_needs_update_lock() {
         text.contains(&shelf.dir.path().display().to_string()),
         "{text}"
     );
+}
+
+#[test]
+fn a_module_proxy_zip_gets_its_modes_and_go_mods_back() {
+    let root = format!("golang.org/toolchain@v0.0.1-go1.24.11.{}", platform());
+    // As the proxy serves it: no execute bits anywhere, go.mod files renamed to _go.mod.
+    let archive = zip_of(&[
+        (&format!("{root}/VERSION"), 0o100_644, b"go1.24.11\n"),
+        (&format!("{root}/bin/go"), 0o100_644, b"\x7fELF"),
+        (
+            &format!("{root}/pkg/tool/linux_amd64/compile"),
+            0o100_644,
+            b"\x7fELF",
+        ),
+        (&format!("{root}/src/_go.mod"), 0o100_644, b"module std\n"),
+        (
+            &format!("{root}/src/cmd/_go.mod"),
+            0o100_644,
+            b"module cmd\n",
+        ),
+        (
+            &format!("{root}/src/fmt/print.go"),
+            0o100_644,
+            b"package fmt\n",
+        ),
+    ]);
+    let read = read(&archive, "1.24.11").unwrap();
+    let modes: Vec<(&str, u32)> = read.iter().map(|(p, m, _)| (p.as_str(), *m)).collect();
+    assert_eq!(
+        modes,
+        [
+            ("go/VERSION", 0o644),
+            ("go/bin/go", 0o755),
+            ("go/pkg/tool/linux_amd64/compile", 0o755),
+            ("go/src/go.mod", 0o644),
+            ("go/src/cmd/go.mod", 0o644),
+            ("go/src/fmt/print.go", 0o644),
+        ]
+    );
+}
+
+#[test]
+fn an_entry_cut_short_is_an_error_not_a_shifted_archive() {
+    // A tar whose second entry's header says 100 bytes and whose stream ends after 10.
+    let mut raw = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(10);
+    header.set_mode(0o644);
+    header.set_cksum();
+    raw.append_data(&mut header, "go/VERSION", &b"go1.24.11\n"[..])
+        .unwrap();
+    let mut bytes = raw.into_inner().unwrap();
+    // Without the end-of-archive blocks, so the cut entry is read.
+    bytes.truncate(bytes.len() - 1024);
+    let mut cut = tar::Header::new_gnu();
+    cut.set_path("go/bin/go").unwrap();
+    cut.set_size(100);
+    cut.set_mode(0o755);
+    cut.set_entry_type(tar::EntryType::Regular);
+    cut.set_cksum();
+    bytes.extend_from_slice(cut.as_bytes());
+    bytes.extend_from_slice(b"0123456789");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&bytes).unwrap();
+    let error = read(&gz.finish().unwrap(), "1.24.11").unwrap_err();
+    assert!(matches!(error, ImageError::BadGoArchive { .. }), "{error}");
+}
+
+#[test]
+fn the_goroot_of_an_archive_is_the_same_bytes_every_time() {
+    let archive = zip_of(&[
+        ("go/VERSION", 0o100_644, b"go1.24.11\n"),
+        ("go/bin/go", 0o100_755, b"\x7fELF go"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.zip");
+    std::fs::write(&path, archive).unwrap();
+    let once = || {
+        let mut builder = tar::Builder::new(Vec::new());
+        goroot_tar(&path, &v("1.24.11"), &mut builder).unwrap();
+        builder.into_inner().unwrap()
+    };
+    assert_eq!(once(), once());
 }
