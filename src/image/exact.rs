@@ -159,13 +159,29 @@ pub async fn ensure_exact_toolchain(
             path: std::env::temp_dir(),
             source,
         })?;
+    let platform = platform();
+    let mut sources = request.sources.clone();
+    if !sources.has_local(version, &platform) {
+        // Nothing on this machine. An unpinned version is refused before anything is fetched;
+        // a download is then checked against its pin like any archive.
+        if known.of(version, &platform).is_empty() && request.policy != PinPolicy::Update {
+            return Err(ImageError::GoNoPin {
+                version: version.to_string(),
+            });
+        }
+        let fetched = download(&sources, version, &platform, scratch.path(), progress).await?;
+        sources = GoSources {
+            files: vec![fetched],
+            ..GoSources::default()
+        };
+    }
     progress(ImageProgress::Phase(format!(
         "checking a Go {version} archive against its pin"
     )));
     let checked = {
         let (version, sources, pins, policy, dir) = (
             version.clone(),
-            request.sources.clone(),
+            sources,
             known.clone(),
             request.policy,
             scratch.path().to_owned(),
@@ -255,6 +271,91 @@ pub async fn ensure_exact_toolchain(
         pin: checked.pin,
         already_present: false,
         pinned_in,
+    })
+}
+
+/// The largest Go archive kiln downloads (a distribution is about 80 MB compressed).
+const MAX_DOWNLOAD: u64 = 1 << 30;
+
+/// Downloads an archive of `version` from the first of `sources`' URLs that has one, into
+/// `scratch/download/`. Every failed URL is named in the error.
+async fn download(
+    sources: &GoSources,
+    version: &ExactGo,
+    platform: &str,
+    scratch: &Path,
+    progress: &mut (dyn FnMut(ImageProgress) + Send),
+) -> Result<PathBuf, ImageError> {
+    use futures::TryStreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let dir = scratch.join("download");
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| ImageError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .read_timeout(std::time::Duration::from_secs(120))
+        .build()
+        .map_err(|e| ImageError::Build {
+            action: "setting up downloads for",
+            image: format!("Go {version}"),
+            message: e.to_string(),
+        })?;
+    let mut failures = Vec::new();
+    for (url, name) in sources.urls(version, platform) {
+        progress(ImageProgress::Phase(format!("downloading {url}")));
+        let response = match client.get(&url).send().await {
+            Ok(response) if response.status().is_success() => response,
+            Ok(response) => {
+                failures.push(format!("{url}: HTTP {}", response.status()));
+                continue;
+            }
+            Err(error) => {
+                failures.push(format!("{url}: {error}"));
+                continue;
+            }
+        };
+        let path = dir.join(&name);
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(io("create", &path))?;
+        let mut body = response.bytes_stream();
+        let mut written = 0u64;
+        let result: Result<(), String> = async {
+            while let Some(chunk) = body.try_next().await.map_err(|e| e.to_string())? {
+                written += chunk.len() as u64;
+                if written > MAX_DOWNLOAD {
+                    return Err(format!("larger than {MAX_DOWNLOAD} bytes"));
+                }
+                file.write_all(&chunk).await.map_err(|e| e.to_string())?;
+            }
+            file.flush().await.map_err(|e| e.to_string())
+        }
+        .await;
+        match result {
+            Ok(()) => return Ok(path),
+            Err(error) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                failures.push(format!("{url}: {error}"));
+            }
+        }
+    }
+    let mut looked =
+        vec!["no archive on this machine (no --go-archive, none in KILN_GO_ARCHIVES)".to_owned()];
+    if failures.is_empty() {
+        looked.push("no download URL (KILN_GO_DOWNLOAD_URL and KILN_GO_PROXY are off)".into());
+    }
+    looked.extend(failures);
+    Err(ImageError::NoGoArchive {
+        version: version.to_string(),
+        platform: platform.to_owned(),
+        looked: looked.join("; "),
     })
 }
 

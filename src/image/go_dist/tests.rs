@@ -280,8 +280,8 @@ impl Shelf {
 
     fn sources(&self) -> GoSources {
         GoSources {
-            files: Vec::new(),
             dirs: vec![self.dir.path().to_owned()],
+            ..GoSources::default()
         }
     }
 
@@ -341,7 +341,7 @@ fn only_an_archive_matching_its_pin_is_used_and_a_new_pin_needs_update_lock() {
     let altered_path = shelf.put("altered.zip", &altered);
     let given = GoSources {
         files: vec![altered_path],
-        dirs: Vec::new(),
+        ..GoSources::default()
     };
     let error = shelf
         .check("1.24.11", &given, &pins, PinPolicy::Refuse)
@@ -470,4 +470,32 @@ fn the_goroot_of_an_archive_is_the_same_bytes_every_time() {
         builder.into_inner().unwrap()
     };
     assert_eq!(once(), once());
+}
+
+#[test]
+fn downloads_are_the_official_file_then_the_proxy_toolchain_module() {
+    let sources = GoSources {
+        download: Some("https://go.dev/dl".into()),
+        proxy: Some("http://127.0.0.1:3000/mirror".into()),
+        ..GoSources::default()
+    };
+    assert_eq!(
+        sources.urls(&v("1.24.11"), "linux-amd64"),
+        [
+            (
+                "https://go.dev/dl/go1.24.11.linux-amd64.tar.gz".to_owned(),
+                "go1.24.11.linux-amd64.tar.gz".to_owned()
+            ),
+            (
+                "http://127.0.0.1:3000/mirror/golang.org/toolchain/@v/v0.0.1-go1.24.11.linux-amd64.zip"
+                    .to_owned(),
+                "v0.0.1-go1.24.11.linux-amd64.zip".to_owned()
+            ),
+        ]
+    );
+    assert!(
+        GoSources::default()
+            .urls(&v("1.24.11"), "linux-amd64")
+            .is_empty()
+    );
 }
