@@ -189,9 +189,9 @@ async fn run_toolchain(args: ToolchainArgs) -> Outcome {
         policy,
         lock_dir: args.lock_dir,
     };
-    let sandbox = DockerSandbox::connect().await?;
+    let engine = crate::sandbox::Engine::connect().await?;
     let progress = Progress::new();
-    let result = ensure_exact_toolchain(&sandbox, &request, &mut |event| {
+    let result = ensure_exact_toolchain(&engine, &request, &mut |event| {
         progress.image(event);
     })
     .await;

@@ -121,11 +121,10 @@ pub(crate) async fn find_exact_toolchain(
 ///
 /// Only if reading the archive panics on its blocking thread (a bug).
 pub async fn ensure_exact_toolchain(
-    sandbox: &DockerSandbox,
+    engine: &Engine,
     request: &ExactRequest,
     progress: &mut (dyn FnMut(ImageProgress) + Send),
 ) -> Result<ExactToolchain, ImageError> {
-    let engine = sandbox.engine();
     let version = &request.version;
     let base = plain_base(engine).await?;
     // A new pin is added to the lock file it is written to (the checkout's, by default), so
@@ -254,7 +253,10 @@ pub async fn ensure_exact_toolchain(
     progress(ImageProgress::Phase(format!(
         "checking `go version` in {tag}"
     )));
-    if let Err(error) = check_go_version(sandbox, &image, version).await {
+    // The check runs a container: only a build needs a sandbox (finding an image stays a few
+    // engine requests).
+    let sandbox = DockerSandbox::with_engine(engine.clone()).await?;
+    if let Err(error) = check_go_version(&sandbox, &image, version).await {
         // An image whose Go is not the one asked for must never be found by its recipe.
         let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
             .force(true)

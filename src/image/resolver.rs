@@ -80,14 +80,13 @@ impl EngineImageResolver {
             });
         }
         if self.build_missing {
-            let sandbox = crate::sandbox::DockerSandbox::with_engine(self.engine.clone()).await?;
             let request = ExactRequest {
                 version: version.clone(),
                 sources: GoSources::from_env(Vec::new()),
                 policy: PinPolicy::Refuse,
                 lock_dir: None,
             };
-            let made = ensure_exact_toolchain(&sandbox, &request, &mut |_| {}).await?;
+            let made = ensure_exact_toolchain(&self.engine, &request, &mut |_| {}).await?;
             return Ok(StepImage {
                 reference: made.image.id,
                 identity: made.image.recipe,
