@@ -291,14 +291,7 @@ async fn download(
     use futures::TryStreamExt as _;
     use tokio::io::AsyncWriteExt as _;
     let dir = scratch.join("download");
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| ImageError::Io {
-            action,
-            path,
-            source,
-        }
-    };
+    let io = super::go_dist::io_failed;
     std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(30))

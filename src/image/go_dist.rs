@@ -468,15 +468,21 @@ pub(crate) fn checked_archive(
     })
 }
 
+/// The `map_err` of an I/O failure while doing `action` on `path`.
+pub(crate) fn io_failed(
+    action: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> ImageError {
+    let path = path.to_owned();
+    move |source| ImageError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 fn copy_hashed(source: &Path, copy: &Path) -> Result<(Digest, u64), ImageError> {
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| ImageError::Io {
-            action,
-            path,
-            source,
-        }
-    };
+    let io = io_failed;
     let mut input = std::fs::File::open(source).map_err(io("open", source))?;
     let output = std::fs::File::create(copy).map_err(io("create", copy))?;
     let mut writer = Sha256Writer::new(std::io::BufWriter::with_capacity(1 << 20, output));

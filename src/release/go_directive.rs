@@ -1,8 +1,8 @@
 //! A `go.mod` whose `go` directive asks for a newer Go than the release's toolchain fails
 //! inside a step with Go's own error (`go.mod requires go >= 1.24.0 (running go 1.23.5;
-//! GOTOOLCHAIN=local)`), after the steps before it ran. kiln reads every `go.mod` of the trees
-//! its steps build — upstream at the new tag, k3s at its release branch — and reports each
-//! such file before any step runs.
+//! GOTOOLCHAIN=local)`), after the steps before it ran. kiln reads the `go.mod` of every
+//! module its steps build — upstream's root and staging modules at the new tag, k3s's root at
+//! its release branch — and reports each such file before any step runs.
 
 use std::cmp::Ordering;
 
@@ -49,7 +49,18 @@ fn directive(go_mod: &str) -> Option<&str> {
     })
 }
 
-/// Every go.mod of `repo` at `commit` outside `vendor/` and `testdata/`, with its directive.
+/// Whether `path` is a go.mod of a module the release builds: the root module, and (upstream)
+/// the staging modules the fork tags. Other modules of the trees (`hack/tools`, test and
+/// example modules) are not built by any step and may ask for another Go.
+fn is_built(path: &str) -> bool {
+    path == "go.mod"
+        || path
+            .strip_prefix("staging/src/k8s.io/")
+            .and_then(|rest| rest.strip_suffix("/go.mod"))
+            .is_some_and(|module| !module.is_empty() && !module.contains('/'))
+}
+
+/// Every go.mod of `repo` at `commit` that the release builds, with its directive.
 fn directives(repo: &std::path::Path, commit: &str) -> Result<Vec<(String, String)>, ReleaseError> {
     let listed = git::output(
         repo,
@@ -57,11 +68,7 @@ fn directives(repo: &std::path::Path, commit: &str) -> Result<Vec<(String, Strin
     )?;
     let mut found = Vec::new();
     for path in listed.lines() {
-        let is_go_mod = path == "go.mod" || path.ends_with("/go.mod");
-        let skipped = path
-            .split('/')
-            .any(|part| part == "vendor" || part == "testdata");
-        if !is_go_mod || skipped {
+        if !is_built(path) {
             continue;
         }
         if let Some(text) = git::read_file(repo, commit, path)?
@@ -137,6 +144,20 @@ mod tests {
                 newer,
                 "{directive} vs {toolchain}"
             );
+        }
+    }
+
+    #[test]
+    fn only_the_modules_the_release_builds_are_checked() {
+        for (path, built) in [
+            ("go.mod", true),
+            ("staging/src/k8s.io/api/go.mod", true),
+            ("staging/src/k8s.io/api/testdata/x/go.mod", false),
+            ("hack/tools/go.mod", false),
+            ("vendor/k8s.io/api/go.mod", false),
+            ("staging/src/k8s.io//go.mod", false),
+        ] {
+            assert_eq!(is_built(path), built, "{path}");
         }
     }
 
