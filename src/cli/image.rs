@@ -188,6 +188,7 @@ async fn run_toolchain(args: ToolchainArgs) -> Outcome {
         sources: GoSources::from_env(args.go_archives),
         policy,
         lock_dir: args.lock_dir,
+        archive: None,
     };
     let engine = crate::sandbox::Engine::connect().await?;
     let progress = Progress::new();
@@ -198,14 +199,7 @@ async fn run_toolchain(args: ToolchainArgs) -> Outcome {
     progress.finish();
     let made = result?;
     if let Some(path) = &made.pinned_in {
-        eprintln!(
-            "kiln: pinned Go {} ({}, {} bytes) in {}: trust on first use; commit it once the \
-             digest is checked against the Go project's checksums",
-            made.pin.version,
-            made.pin.digest,
-            made.pin.size,
-            path.display()
-        );
+        said_pinned(&made.pin.version, &made.pin.digest, path);
     }
     if args.json {
         print_json(&made)?;
@@ -226,6 +220,15 @@ async fn run_toolchain(args: ToolchainArgs) -> Outcome {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says, loudly, that a Go archive was trusted on first use and pinned in `path`.
+pub(super) fn said_pinned(version: &str, digest: &crate::hash::Digest, path: &std::path::Path) {
+    eprintln!(
+        "kiln: pinned Go {version} ({digest}) in {}: TRUST ON FIRST USE; commit it once the \
+         digest is checked against the Go project's checksums",
+        path.display()
+    );
 }
 
 async fn run_line_toolchain(args: ToolchainArgs, go: GoLine) -> Outcome {

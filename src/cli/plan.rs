@@ -35,6 +35,8 @@ pub(super) struct PlanArgs {
     repos: super::args::RepoArgs,
     #[command(flatten)]
     identity: super::args::IdentityArgs,
+    #[command(flatten)]
+    go: super::args::GoArgs,
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
@@ -85,6 +87,7 @@ pub(super) async fn run_plan(args: PlanArgs, store_dir: &Path) -> Outcome {
             pair: super::args::VersionPair::new(old, new, args.old_suffix, args.new_suffix),
             repos: args.repos,
             identity: args.identity,
+            go: args.go,
         };
         return run_release_plan(&spec, args.json, store_dir).await;
     };
@@ -108,12 +111,13 @@ async fn run_release_plan(
     json: bool,
     store_dir: &Path,
 ) -> Outcome {
-    let (request, _) = spec.request()?;
+    let (request, toml) = spec.request()?;
+    let go = spec.go.settings(toml.as_ref());
     let store = LocalStore::open(store_dir)?;
     let engine = Engine::connect().await?;
     let resolved = crate::release::resolve_request(&request, &store).await?;
     let prepared =
-        super::release::plan_on_engine(&request.identity, resolved, &engine, false).await?;
+        super::release::plan_on_engine(&request.identity, resolved, &engine, false, &go).await?;
     let planned = prepared.plan.status(&store).await?;
     print_plan(&planned, json)
 }

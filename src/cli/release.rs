@@ -15,7 +15,8 @@ use crate::release::{
 use crate::sandbox::{DockerSandbox, Engine};
 use crate::store::LocalStore;
 
-use super::args::ReleaseSpec;
+use super::args::{GoSettings, ReleaseSpec};
+use super::progress::Progress;
 use super::table::Table;
 use super::{Outcome, print_json};
 
@@ -57,15 +58,31 @@ struct LockArgs {
     frozen: bool,
 }
 
-/// Plans a resolved release on the toolchain image for its Go (built when `build_image`).
+/// Plans a resolved release on the toolchain image of its exact Go (upstream's `.go-version`),
+/// found or built (when `build_image`) from a pinned distribution. A Go without a pin fails
+/// here, before any step.
 pub(super) async fn plan_on_engine(
     identity: &Identity,
     resolved: Resolved,
     engine: &Engine,
     build_image: bool,
+    go: &GoSettings,
 ) -> miette::Result<Prepared> {
-    let go = resolved.names.go_version().to_string();
-    let choice = crate::image::toolchain_for(engine, &go, build_image).await?;
+    let request = go.request(&resolved.names.go_version().to_string())?;
+    let choice = if build_image {
+        let progress = Progress::new();
+        let result = crate::image::toolchain_for(engine, &request, true, &mut |event| {
+            progress.image(event);
+        })
+        .await;
+        progress.finish();
+        result?
+    } else {
+        crate::image::toolchain_for(engine, &request, false, &mut |_| {}).await?
+    };
+    if let Some(path) = &choice.pinned_in {
+        super::image::said_pinned(&choice.go, &choice.archive, path);
+    }
     // A go.mod asking for a newer Go than the toolchain's is reported before any step.
     crate::release::check_go_directives(&resolved, &choice.go)?;
     let toolchain = Toolchain {
@@ -74,6 +91,8 @@ pub(super) async fn plan_on_engine(
             identity: choice.recipe,
         },
         go: choice.go,
+        archive: choice.archive,
+        go_version: choice.go_version,
     };
     Ok(prepare(resolved, identity.clone(), toolchain)?)
 }
@@ -98,7 +117,8 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
     } else {
         None
     };
-    let prepared = plan_on_engine(&request.identity, resolved, &engine, true).await?;
+    let go = args.spec.go.settings(toml.as_ref());
+    let prepared = plan_on_engine(&request.identity, resolved, &engine, true, &go).await?;
     let sandbox = DockerSandbox::with_engine(engine).await?;
     let options = RunOptions {
         jobs: args.jobs,

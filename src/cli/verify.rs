@@ -40,6 +40,8 @@ pub(super) struct VerifyArgs {
     steps: StepsArg,
     #[command(flatten)]
     repos: RepoArgs,
+    #[command(flatten)]
+    go: super::args::GoArgs,
     /// Where both copies of every differing file go (default: kiln-verify/<fork tag>).
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
@@ -66,14 +68,18 @@ pub(super) async fn run_verify(args: VerifyArgs, store_dir: &Path) -> Outcome {
         StepsArg::All => Scope::All,
         StepsArg::Git => Scope::Git,
     };
-    let repos = args.repos.repos(super::args::kiln_toml()?.as_ref())?;
+    let toml = super::args::kiln_toml()?;
+    let repos = args.repos.repos(toml.as_ref())?;
+    // The rebuild uses the Go archive the lockfile records, not another one of that version.
+    let mut go = args.go.settings(toml.as_ref());
+    go.archive = Some(lock.inputs.toolchain.archive);
     let engine = Engine::connect().await?;
     // The user's store gives the repository mirrors and the locked copies of outputs; nothing
     // is read from it as a result.
     let store = LocalStore::open(store_dir)?;
     let resolved = resolve_lock(&repos, &lock, &store).await?;
     let identity = &lock.inputs.identity;
-    let prepared = super::release::plan_on_engine(identity, resolved, &engine, true).await?;
+    let prepared = super::release::plan_on_engine(identity, resolved, &engine, true, &go).await?;
     let sandbox = DockerSandbox::with_engine(engine)
         .await?
         .with_fresh_caches();

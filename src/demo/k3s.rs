@@ -38,18 +38,33 @@ pub(super) fn tree(modules: &[&str], fork_tag: &str, client: &str, k8s: &str, go
         ),
     );
     tree.insert(
-        "scripts/build".into(),
+        "scripts/version.sh".into(),
         File::script(
-            "#!/bin/sh\n# Builds dist/artifacts/k3s, stamped with the version from the git tag (or branch) and a\n\
-             # build date from `date -u`.\nset -e\ncd \"$(dirname \"$0\")/..\"\n\
+            "#!/bin/sh\n# Sourced by scripts/build: what k3s is built from. Like the real one, the upstream Go\n\
+             # comes from kubernetes' build/dependencies.yaml at the Kubernetes version go.mod requires\n\
+             # (the real script curls it from GitHub; here it is read from that module's source).\n\
              COMMIT=$(git rev-parse HEAD)\n\
              VERSION=$(git describe --tags --exact-match HEAD 2>/dev/null || git rev-parse --abbrev-ref HEAD)\n\
+             go mod download k8s.io/kubernetes\n\
+             K8S_DIR=$(go list -m -f '{{with .Replace}}{{.Dir}}{{else}}{{.Dir}}{{end}}' k8s.io/kubernetes)\n\
+             VERSION_GOLANG=go$(awk '/name: \"golang: upstream version\"/ { found = 1; next } \
+             found && $1 == \"version:\" { print $2; exit }' \"$K8S_DIR/build/dependencies.yaml\")\n",
+        ),
+    );
+    tree.insert(
+        "scripts/build".into(),
+        File::script(
+            "#!/bin/sh\n# Builds dist/artifacts/k3s, stamped with the version from the git tag (or branch), the\n\
+             # upstream Go it must run on, and a build date from `date -u`.\nset -e\ncd \"$(dirname \"$0\")/..\"\n\
+             . ./scripts/version.sh\n\
+             if [ \"$VERSION_GOLANG\" = go ]; then\n\
+             \techo \"build: no 'golang: upstream version' in kubernetes' build/dependencies.yaml\" >&2\n\texit 1\nfi\n\
              BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)\n\
              PKG=github.com/k3s-io/k3s/pkg/version\n\
-             LDFLAGS=\"-s -w -X $PKG.Version=$VERSION -X $PKG.GitCommit=$COMMIT -X $PKG.BuildDate=$BUILD_DATE\"\n\
+             LDFLAGS=\"-s -w -X $PKG.Version=$VERSION -X $PKG.GitCommit=$COMMIT -X $PKG.BuildDate=$BUILD_DATE -X $PKG.UpstreamGolang=$VERSION_GOLANG\"\n\
              mkdir -p dist/artifacts\n\
              CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags \"$LDFLAGS\" -o dist/artifacts/k3s ./cmd/k3s\n\
-             echo \"built dist/artifacts/k3s $VERSION\"\n",
+             echo \"built dist/artifacts/k3s $VERSION with $(go version)\"\n",
         ),
     );
     tree.insert(
@@ -59,20 +74,31 @@ pub(super) fn tree(modules: &[&str], fork_tag: &str, client: &str, k8s: &str, go
              // Program is the name of the binary.\nvar Program = \"k3s\"\n\n\
              // Version is the k3s release, from the git tag or branch.\nvar Version = \"dev\"\n\n\
              // GitCommit is the commit k3s was built from.\nvar GitCommit = \"HEAD\"\n\n\
-             // BuildDate is when it was built (`date -u`).\nvar BuildDate = \"\"\n",
+             // BuildDate is when it was built (`date -u`).\nvar BuildDate = \"\"\n\n\
+             // UpstreamGolang is the Go Kubernetes is built with (build/dependencies.yaml).\nvar UpstreamGolang = \"\"\n",
         ),
     );
     tree.insert(
         "cmd/k3s/main.go".into(),
         File::text(
             "// Command k3s prints the versions compiled into it.\npackage main\n\n\
-             import (\n\t\"fmt\"\n\n\t\"github.com/k3s-io/helper\"\n\t\"github.com/k3s-io/k3s/pkg/deps\"\n\t\"github.com/k3s-io/k3s/pkg/version\"\n\
+             import (\n\t\"fmt\"\n\t\"os\"\n\t\"runtime\"\n\t\"strings\"\n\n\t\"github.com/k3s-io/helper\"\n\t\"github.com/k3s-io/k3s/pkg/deps\"\n\t\"github.com/k3s-io/k3s/pkg/version\"\n\
              \tclientversion \"k8s.io/client-go/pkg/version\"\n\t\"k8s.io/kubernetes/pkg/kubernetes\"\n)\n\n\
              func main() {\n\
+             \tif err := validateGolang(); err != nil {\n\t\tfmt.Fprintf(os.Stderr, \"%s: %v\\n\", version.Program, err)\n\t\tos.Exit(1)\n\t}\n\
              \tfmt.Printf(\"%s version %s (%s) built %s\\n\", version.Program, version.Version, version.GitCommit, version.BuildDate)\n\
              \tfmt.Printf(\"kubernetes %s (%s), components %v\\n\", clientversion.Get(), clientversion.Get().GitCommit, kubernetes.Components())\n\
              \tfmt.Printf(\"modules %v\\n\", deps.Releases())\n\
-             \tfmt.Printf(\"helper %s\\n\", helper.Version)\n}\n",
+             \tfmt.Printf(\"helper %s\\n\", helper.Version)\n\
+             \tfmt.Printf(\"golang %s\\n\", runtime.Version())\n}\n\n\
+             // validateGolang refuses to run on another Go than Kubernetes' own, as k3s does.\n\
+             func validateGolang() error {\n\
+             \tk8sVersion, _, _ := strings.Cut(version.Version, \"+\")\n\
+             \tif version.UpstreamGolang == \"\" {\n\
+             \t\treturn fmt.Errorf(\"kubernetes golang build version not set - see 'golang: upstream version' in build/dependencies.yaml of %s\", k8sVersion)\n\t}\n\
+             \tif v, _, _ := strings.Cut(runtime.Version(), \" \"); version.UpstreamGolang != v {\n\
+             \t\treturn fmt.Errorf(\"incorrect golang build version - kubernetes %s should be built with %s, runtime version is %s\", k8sVersion, version.UpstreamGolang, v)\n\t}\n\
+             \treturn nil\n}\n",
         ),
     );
     // Like the real k3s, it builds on every Kubernetes module it requires.

@@ -243,7 +243,7 @@ fn upstream_history(
     modules: &[&str],
     scale: u32,
 ) -> Vec<(&'static str, fast_import::Mark, Tree)> {
-    let import = upstream::tree(modules, "v1.28.0", "1.22.12", scale, 0);
+    let import = upstream::tree(modules, "v1.28.0", "1.21.13", scale, 0);
     let mut parent = stream.commit(
         "master",
         None,
@@ -452,7 +452,7 @@ pub(crate) async fn init(
 
     progress("k3s: branch release-1.28 on the v1.28.1-k3s1 fork tags".into());
     let mut stream = Stream::default();
-    let k3s_tree = k3s::tree(&modules, OLD_FORK_TAG, "v0.28.1", "v1.28.1", "1.22.12");
+    let k3s_tree = k3s::tree(&modules, OLD_FORK_TAG, "v0.28.1", "v1.28.1", "1.21.13");
     let k3s_dev = at(&K3S_DEV, STAMP_TIME + 3600);
     let main = stream.commit(
         "main",

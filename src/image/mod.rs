@@ -21,15 +21,17 @@ pub(crate) use base_lock::{BaseLock, LockDiff};
 pub use bootstrap::{BaseImage, find_base};
 pub(crate) use bootstrap::{BootstrapOptions, DEFAULT_MIRROR, LockStatus, bootstrap};
 pub use error::ImageError;
-pub use exact::{ExactRequest, ExactToolchain, ensure_exact_toolchain, exact_recipe};
-pub(crate) use exact::{LABEL_GO_ARCHIVE, find_exact_toolchain};
-pub use go_dist::{ExactGo, GoPin, GoSources, PinPolicy};
+pub use exact::{
+    ExactRequest, ExactToolchain, ensure_exact_toolchain, exact_recipe, go_version_line,
+};
+pub(crate) use exact::{LABEL_GO_ARCHIVE, toolchain_for};
+pub use go_dist::{ExactGo, GoConfig, GoPin, GoSources, PinPolicy};
 pub(crate) use go_dist::{GoPins, checked_archive, goroot_tar, platform};
 pub use go_line::{BaseKind, GoLine};
 pub(crate) use resolver::{EngineImageResolver, identity_of};
 pub(crate) use rootfs::{RootfsScan, scan_rootfs};
+pub(crate) use toolchain::find_toolchain;
 pub use toolchain::{ToolchainImage, ensure_toolchain, list_toolchains, toolchain_recipe};
-pub(crate) use toolchain::{find_toolchain, toolchain_for};
 
 /// Label: what kind of kiln image this is (`base` or `toolchain`).
 pub(crate) const LABEL_KIND: &str = "kiln.image";

@@ -4,10 +4,7 @@ use crate::engine::{ImageResolver, StepImage};
 use crate::hash::{Digest, KeyHasher};
 use crate::sandbox::Engine;
 
-use super::{
-    BaseKind, ExactGo, ExactRequest, GoPins, GoSources, PinPolicy, ensure_exact_toolchain,
-    exact_recipe, find_exact_toolchain, platform,
-};
+use super::{ExactGo, ExactRequest, GoSources, PinPolicy, toolchain_for};
 use super::{
     GoLine, ImageError, LABEL_RECIPE, LABEL_ROOTFS, ensure_toolchain, find_base, find_toolchain,
     toolchain_recipe,
@@ -72,44 +69,17 @@ impl EngineImageResolver {
     /// `toolchain:1.24.11`: the exact toolchain, found through its pins; built from an archive
     /// of `KILN_GO_ARCHIVES` that matches its pin when missing and `build_missing`.
     async fn resolve_exact(&self, version: &ExactGo) -> Result<StepImage, ImageError> {
-        let (pins, _) = GoPins::load(None)?;
-        if let Some((found, _)) = find_exact_toolchain(&self.engine, version, &pins).await? {
-            return Ok(StepImage {
-                reference: found.id,
-                identity: found.recipe,
-            });
-        }
-        if self.build_missing {
-            let request = ExactRequest {
-                version: version.clone(),
-                sources: GoSources::from_env(Vec::new()),
-                policy: PinPolicy::Refuse,
-                lock_dir: None,
-            };
-            let made = ensure_exact_toolchain(&self.engine, &request, &mut |_| {}).await?;
-            return Ok(StepImage {
-                reference: made.image.id,
-                identity: made.image.recipe,
-            });
-        }
-        // A plan builds nothing: the identity comes from the version's first pin.
-        let base = find_base(&self.engine, BaseKind::Plain)
-            .await?
-            .ok_or_else(|| ImageError::BaseMissing {
-                tag: BaseKind::Plain.tag(),
-                command: BaseKind::Plain.command(),
-            })?;
-        let pin = pins
-            .of(version, &platform())
-            .into_iter()
-            .next()
-            .ok_or_else(|| ImageError::GoNoPin {
-                version: version.to_string(),
-            })?;
-        let recipe = exact_recipe(&base.rootfs, version, &pin.digest);
+        let request = ExactRequest {
+            version: version.clone(),
+            sources: GoSources::from_env(Vec::new()),
+            policy: PinPolicy::Refuse,
+            lock_dir: None,
+            archive: None,
+        };
+        let choice = toolchain_for(&self.engine, &request, self.build_missing, &mut |_| {}).await?;
         Ok(StepImage {
-            reference: format!("kiln/toolchain:go{version}-{}", &recipe.hex()[..12]),
-            identity: recipe,
+            reference: choice.reference,
+            identity: choice.recipe,
         })
     }
 

@@ -271,54 +271,6 @@ pub(super) async fn build(
     Ok(())
 }
 
-/// The toolchain image a release's steps run in, chosen for a Go version.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ToolchainChoice {
-    /// The engine's reference for it (its id), or `(not built yet)` when only planned.
-    pub(crate) reference: String,
-    /// Its identity: the recipe key.
-    pub(crate) recipe: Digest,
-    /// The Go inside its base.
-    pub(crate) go: String,
-}
-
-/// The toolchain image for the release line of `go_version` (`.go-version`'s text): its
-/// bootstrapped base must exist; the derived image is found by its recipe key, or built when
-/// `build` (else reported as not built yet).
-pub(crate) async fn toolchain_for(
-    engine: &Engine,
-    go_version: &str,
-    build: bool,
-) -> Result<ToolchainChoice, ImageError> {
-    let go: GoLine = go_version.parse()?;
-    let base = find_base(engine, go)
-        .await?
-        .ok_or_else(|| ImageError::BaseMissing {
-            tag: go.base_tag(),
-            command: super::BaseKind::Debian(go).command(),
-        })?;
-    if base.go_version != go_version {
-        tracing::warn!(
-            wanted = %go_version,
-            have = %base.go_version,
-            "the offline toolchain's Go differs from .go-version; the lockfile records both"
-        );
-    }
-    let recipe = toolchain_recipe(&base.rootfs, go);
-    let reference = if build {
-        ensure_toolchain(engine, go, None, &mut |_| {}).await?.id
-    } else {
-        find_toolchain(engine, &recipe)
-            .await?
-            .map_or_else(|| "(not built yet)".to_owned(), |t| t.id)
-    };
-    Ok(ToolchainChoice {
-        reference,
-        recipe,
-        go: base.go_version,
-    })
-}
-
 /// The toolchain image with recipe key `recipe`, if the engine has one.
 pub(crate) async fn find_toolchain(
     engine: &Engine,

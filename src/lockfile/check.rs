@@ -61,6 +61,26 @@ pub(super) fn check(lock: &Lockfile) -> Result<(), String> {
         ));
     }
     go_version("inputs.toolchain.go", &i.toolchain.go)?;
+    // `go version go1.22.10 linux/amd64`: the toolchain's own Go on an os/arch.
+    let platform = i
+        .toolchain
+        .go_version
+        .strip_prefix(&format!("go version go{} ", i.toolchain.go));
+    if !platform.is_some_and(|p| {
+        p.split_once('/').is_some_and(|(os, arch)| {
+            [os, arch].iter().all(|w| {
+                !w.is_empty()
+                    && w.len() <= 16
+                    && w.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            })
+        })
+    }) {
+        return Err(format!(
+            "inputs.toolchain.go_version: expected `go version go{} OS/ARCH`",
+            i.toolchain.go
+        ));
+    }
     person("inputs.identity.name", &i.identity.name)?;
     person("inputs.identity.email", &i.identity.email)?;
     if i.source_date_epoch < 0 {

@@ -16,7 +16,7 @@ use crate::hash::{Digest, StepKey};
 use crate::names::{Identity, ReleaseNames};
 
 /// Version of the lockfile format.
-pub(crate) const LOCKFILE_VERSION: u32 = 1;
+pub(crate) const LOCKFILE_VERSION: u32 = 2;
 
 /// One release, locked.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -72,8 +72,12 @@ pub(crate) struct Inputs {
 pub(crate) struct Toolchain {
     /// Recipe key of the toolchain image.
     pub(crate) image: Digest,
-    /// The Go inside.
+    /// The Go inside (`.go-version` of the new upstream tag, exactly).
     pub(crate) go: String,
+    /// SHA-256 of the Go distribution archive the image was built from.
+    pub(crate) archive: Digest,
+    /// What `go version` printed inside the image (`go version go1.22.10 linux/amd64`).
+    pub(crate) go_version: String,
 }
 
 /// One step.

@@ -19,7 +19,7 @@ pub(crate) fn sample() -> Lockfile {
     let release = ReleaseNames::new(
         "v1.28.1-k3s1".parse().unwrap(),
         "v1.28.2-k3s1".parse().unwrap(),
-        "1.23.5".parse().unwrap(),
+        "1.22.10".parse().unwrap(),
         1,
     );
     let tags = [
@@ -47,13 +47,15 @@ pub(crate) fn sample() -> Lockfile {
             old_fork_commit: hex(4, 40),
             patches: vec![hex(5, 40), hex(6, 40)],
             go_versions: BTreeMap::from([
-                ("v1.28.1".into(), "1.22.12".into()),
-                ("v1.28.2".into(), "1.23.5".into()),
+                ("v1.28.1".into(), "1.21.13".into()),
+                ("v1.28.2".into(), "1.22.10".into()),
             ]),
             k3s_release_branch_commit: hex(7, 40),
             toolchain: Toolchain {
                 image: digest(8),
-                go: "1.23.5".into(),
+                go: "1.22.10".into(),
+                archive: digest(9),
+                go_version: "go version go1.22.10 linux/amd64".into(),
             },
             identity: Identity {
                 name: "K3s Release Captain".into(),
@@ -151,10 +153,19 @@ fn a_key_twice_in_one_object_is_refused_with_its_line() {
 
 #[test]
 fn other_versions_are_refused_by_version_before_their_shape() {
-    let text = r#"{"version": 2, "something": "new"}"#;
-    let error = parse(text).unwrap_err();
-    assert!(matches!(error, LockfileError::Version { .. }), "{error}");
-    assert!(error.to_string().contains("format version 2"), "{error}");
+    // A newer format, and the older one (a toolchain of a Debian Go line, without the
+    // distribution's digest), are each named by version.
+    for version in [LOCKFILE_VERSION + 1, 1] {
+        let text = format!(r#"{{"version": {version}, "something": "new"}}"#);
+        let error = parse(&text).unwrap_err();
+        assert!(matches!(error, LockfileError::Version { .. }), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("format version {version}")),
+            "{error}"
+        );
+    }
 }
 
 #[test]
@@ -163,6 +174,13 @@ fn unknown_fields_and_bad_digests_are_refused() {
         v["inputs"]["extra"] = "x".into();
     });
     assert!(unknown.contains("unknown field `extra`"), "{unknown}");
+    let other_go = refusal(|v| {
+        v["inputs"]["toolchain"]["go_version"] = "go version go1.22.9 linux/amd64".into();
+    });
+    assert!(
+        other_go.contains("inputs.toolchain.go_version"),
+        "{other_go}"
+    );
     let bad = refusal(|v| {
         v["artifacts"]["k3s"]["sha256"] = "sha256:abc".into();
     });

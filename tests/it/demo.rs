@@ -12,32 +12,32 @@ use crate::common::{self, docker_or_skip, text};
 const GOLDEN_FORK_TAGS: [(&str, &str); 10] = [
     (
         "staging/src/k8s.io/api/v1.28.1-k3s1",
-        "5cbef07f99f1499b97af527509d0cf924d464930",
+        "3bbcba82860a8083bf94222f454eef600bb4e8ee",
     ),
     (
         "staging/src/k8s.io/apimachinery/v1.28.1-k3s1",
-        "5cbef07f99f1499b97af527509d0cf924d464930",
+        "3bbcba82860a8083bf94222f454eef600bb4e8ee",
     ),
     (
         "staging/src/k8s.io/client-go/v1.28.1-k3s1",
-        "5cbef07f99f1499b97af527509d0cf924d464930",
+        "3bbcba82860a8083bf94222f454eef600bb4e8ee",
     ),
     (
         "staging/src/k8s.io/component-base/v1.28.1-k3s1",
-        "5cbef07f99f1499b97af527509d0cf924d464930",
+        "3bbcba82860a8083bf94222f454eef600bb4e8ee",
     ),
     (
         "staging/src/k8s.io/cri-api/v1.28.1-k3s1",
-        "5cbef07f99f1499b97af527509d0cf924d464930",
+        "3bbcba82860a8083bf94222f454eef600bb4e8ee",
     ),
     (
         "staging/src/k8s.io/kubectl/v1.28.1-k3s1",
-        "5cbef07f99f1499b97af527509d0cf924d464930",
+        "3bbcba82860a8083bf94222f454eef600bb4e8ee",
     ),
-    ("v1.28.1", "547cbb3fc81b4c1562db207be24311e9a8b5e000"),
-    ("v1.28.1-k3s1", "5cbef07f99f1499b97af527509d0cf924d464930"),
-    ("v1.28.2", "70265d740f82b8537f6123a0a9e7bd67839625ab"),
-    ("v1.28.3", "f8b86784639c183f50b7c982e7ea132ff094e7b0"),
+    ("v1.28.1", "f0a9b07db470f42895925d60e0fc493f2d396991"),
+    ("v1.28.1-k3s1", "3bbcba82860a8083bf94222f454eef600bb4e8ee"),
+    ("v1.28.2", "770d08084c82606bedb1d9cefd35cd36a937a42c"),
+    ("v1.28.3", "c42233fef85eb700ba50c7141a892b9fcd41f409"),
 ];
 
 fn init(dir: &Path, extra: &[&str]) -> serde_json::Value {
@@ -173,7 +173,7 @@ async fn the_fork_carries_a_real_release_tag_set() {
         base.contains("buildDate    string = \"2023-08-24T12:00:00Z\""),
         "{base}"
     );
-    // k3s requires the unrelated helper at the old client version, and pins Go 1.22.12.
+    // k3s requires the unrelated helper at the old client version, and pins Go 1.21.13.
     let k3s = dir.path().join("w/k3s.git");
     let go_mod = git(&k3s, &["show", "release-1.28:go.mod"]);
     assert!(
@@ -190,14 +190,14 @@ async fn the_fork_carries_a_real_release_tag_set() {
     );
     assert!(
         git(&k3s, &["show", "release-1.28:Dockerfile.dapper"])
-            .contains("ARG GOLANG=golang:1.22.12-alpine3.18")
+            .contains("ARG GOLANG=golang:1.21.13-alpine3.18")
     );
     assert!(
         git(
             &k3s,
             &["show", "release-1.28:.github/workflows/unitcoverage.yaml"]
         )
-        .contains("go-version: '1.22.12'")
+        .contains("go-version: '1.21.13'")
     );
 }
 
@@ -268,10 +268,17 @@ async fn in_container(
             rev,
         ],
     );
-    let line: kiln::image::GoLine = go.parse().unwrap();
-    let image = kiln::image::ensure_toolchain(docker.sandbox.engine(), line, None, &mut |_| {})
+    let request = kiln::image::ExactRequest {
+        version: kiln::image::ExactGo::parse(go).unwrap(),
+        sources: kiln::image::GoSources::from_env(Vec::new()),
+        policy: kiln::image::PinPolicy::Refuse,
+        lock_dir: None,
+        archive: None,
+    };
+    let image = kiln::image::ensure_exact_toolchain(docker.sandbox.engine(), &request, &mut |_| {})
         .await
-        .unwrap();
+        .unwrap()
+        .image;
     let (mut step, _) = docker.step("demo-check", &["/bin/sh", "-c", script]);
     step.image = image.id;
     step.env.insert("GOPROXY".into(), "off".into());
@@ -302,12 +309,14 @@ async fn every_tree_builds_vets_and_is_gofmt_clean_offline() {
     let check = "test -z \"$(gofmt -l .)\" || { gofmt -l . >&2; exit 1; }; go build ./cmd/... && go vet ./... && \
                  for m in staging/src/k8s.io/*/; do (cd $m && go vet ./...) || exit 1; done && \
                  go run ./cmd/kube-apiserver";
+    // Each tree builds in the exact Go its .go-version names (one of them a Go 1.24).
     for (repo, rev, go) in [
-        (&upstream, "v1.28.1", "1.22"),
-        (&upstream, "v1.28.2", "1.23"),
-        (&upstream, "v1.28.3", "1.23"),
-        (&fork, "v1.28.1-k3s1", "1.22"),
+        (&upstream, "v1.28.1", "1.21.13"),
+        (&upstream, "v1.28.2", "1.22.10"),
+        (&upstream, "v1.28.3", "1.24.11"),
+        (&fork, "v1.28.1-k3s1", "1.21.13"),
     ] {
+        assert_eq!(git(repo, &["show", &format!("{rev}:.go-version")]), go);
         let out = in_container(&docker, repo, rev, go, check).await;
         let expected = if rev.contains("k3s") {
             "kube-apiserver v1.28.1-k3s1 (component-base v1.28.1-k3s1, api v1.28.1)"
@@ -324,7 +333,7 @@ async fn every_tree_builds_vets_and_is_gofmt_clean_offline() {
         &docker,
         &k3s,
         "origin/release-1.28",
-        "1.22",
+        "1.21.13",
         "gofmt -l . ; echo done",
     )
     .await;

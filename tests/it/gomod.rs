@@ -55,48 +55,26 @@ async fn k3s_builds_offline_from_kilns_proxy_and_go_agrees_on_every_sum() {
         .unwrap();
     assert!(status.success());
 
-    let image = kiln::image::ensure_toolchain(
-        docker.sandbox.engine(),
-        kiln::image::GoLine::Go122,
-        None,
-        &mut |_| {},
-    )
-    .await
-    .unwrap();
-    let (mut step, _) = docker.step(
-        "proxy-build",
-        &[
-            "/bin/sh",
-            "-c",
-            "SKIP_VALIDATE=1 make >&2 && ./dist/artifacts/k3s && go mod verify >&2 && cat go.sum",
-        ],
-    );
-    step.image = image.id;
-    for (k, v) in [
-        ("GOPROXY", "file:///proxy"),
-        ("GOSUMDB", "off"),
-        ("GOFLAGS", "-mod=mod"),
-        ("SOURCE_DATE_EPOCH", "1692878400"),
-    ] {
-        step.env.insert(k.into(), v.into());
-    }
-    step.workdir = "/work".into();
-    let lent = LentTrees::lend(&[&k3s]).unwrap();
-    step.user = Some(lent.user());
-    step.mounts.push(BindMount {
-        source: k3s.clone(),
-        target: "/work".into(),
-        read_only: false,
-    });
-    step.mounts.push(BindMount {
-        source: proxy.clone(),
-        target: "/proxy".into(),
-        read_only: true,
-    });
-    let out = run_to_end(&docker.sandbox, step, |_| {}).await;
-    lent.give_back().unwrap();
-    let out = out.unwrap_or_else(|e| panic!("{e}"));
+    // k3s's release-1.28 requires Kubernetes v1.28.1, whose build/dependencies.yaml names Go
+    // 1.21.13: built in that exact toolchain, the binary's own Go check passes.
+    let request = kiln::image::ExactRequest {
+        version: kiln::image::ExactGo::parse("1.21.13").unwrap(),
+        sources: kiln::image::GoSources::from_env(Vec::new()),
+        policy: kiln::image::PinPolicy::Refuse,
+        lock_dir: None,
+        archive: None,
+    };
+    let exact = kiln::image::ensure_exact_toolchain(docker.sandbox.engine(), &request, &mut |_| {})
+        .await
+        .unwrap()
+        .image;
+    let script =
+        "SKIP_VALIDATE=1 make >&2 && ./dist/artifacts/k3s && go mod verify >&2 && cat go.sum";
+    let out = build_k3s(&docker, &k3s, &proxy, &exact.id, script)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let stdout = out.stdout.join("\n");
+    assert!(stdout.contains("golang go1.21.13"), "{stdout}");
     assert!(stdout.contains("k3s version release-1.28"), "{stdout}");
     assert!(stdout.contains("kubernetes v1.28.1-k3s1"), "{stdout}");
     assert!(
@@ -125,4 +103,99 @@ async fn k3s_builds_offline_from_kilns_proxy_and_go_agrees_on_every_sum() {
         let expected = if is_mod { &ours.go_mod_h1 } else { &ours.h1 };
         assert_eq!(sum, expected, "{line}");
     }
+}
+
+/// Runs `script` on the k3s checkout `k3s` in `image`, offline, with kiln's proxy at /proxy.
+async fn build_k3s(
+    docker: &common::Docker,
+    k3s: &std::path::Path,
+    proxy: &std::path::Path,
+    image: &str,
+    script: &str,
+) -> Result<kiln::sandbox::StepOutput, kiln::sandbox::SandboxError> {
+    let (mut step, _) = docker.step("proxy-build", &["/bin/sh", "-c", script]);
+    step.image = image.to_owned();
+    for (k, v) in [
+        ("GOPROXY", "file:///proxy"),
+        ("GOSUMDB", "off"),
+        ("GOFLAGS", "-mod=mod"),
+        ("SOURCE_DATE_EPOCH", "1692878400"),
+    ] {
+        step.env.insert(k.into(), v.into());
+    }
+    step.workdir = "/work".into();
+    let lent = LentTrees::lend(&[k3s]).unwrap();
+    step.user = Some(lent.user());
+    step.mounts.push(BindMount {
+        source: k3s.to_owned(),
+        target: "/work".into(),
+        read_only: false,
+    });
+    step.mounts.push(BindMount {
+        source: proxy.to_owned(),
+        target: "/proxy".into(),
+        read_only: true,
+    });
+    let out = run_to_end(&docker.sandbox, step, |_| {}).await;
+    lent.give_back().unwrap();
+    out
+}
+
+/// k3s's own check, as the real server does: built in another Go than the one Kubernetes names
+/// in build/dependencies.yaml, the binary refuses to run, naming both.
+#[tokio::test]
+async fn the_demo_k3s_refuses_to_run_on_another_go_than_upstream_s() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let world = dir.path().join("world");
+    let output = common::kiln()
+        .args(["demo", "init"])
+        .arg(&world)
+        .timed_output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    let mut versions = fork_module_versions(&world.join("fork.git"), "v1.28.1-k3s1").unwrap();
+    versions.extend(
+        extra_module_versions(
+            &world.join("helper.git"),
+            "github.com/k3s-io/helper",
+            &["v0.28.1".into()],
+        )
+        .unwrap(),
+    );
+    let proxy = dir.path().join("proxy");
+    write_proxy(&proxy, &versions).unwrap();
+    let k3s = dir.path().join("k3s");
+    let status = std::process::Command::new("git")
+        .args(["clone", "--quiet", "--branch", "release-1.28"])
+        .arg(world.join("k3s.git"))
+        .arg(&k3s)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Debian's Go 1.22 (the test toolchain's line), not upstream's 1.21.13.
+    let other = kiln::image::ensure_toolchain(
+        docker.sandbox.engine(),
+        kiln::image::GoLine::Go122,
+        None,
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    let script = "SKIP_VALIDATE=1 make >&2 && { ./dist/artifacts/k3s; echo \"exit $?\"; }";
+    let out = build_k3s(&docker, &k3s, &proxy, &other.id, script)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = out.stdout.join("\n");
+    let stderr = out.stderr_tail.join("\n");
+    assert!(stdout.ends_with("exit 1"), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(
+            "k3s: incorrect golang build version - kubernetes release-1.28 should be built with \
+             go1.21.13, runtime version is go1.22."
+        ),
+        "{stderr}"
+    );
 }

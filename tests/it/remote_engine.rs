@@ -210,9 +210,10 @@ async fn the_demo_release_runs_on_a_tls_tcp_engine_without_bind_mounts() {
         .unwrap();
     assert!(!output.status.success(), "{}", text(&output).0);
 
-    // The toolchain images move to the remote engine the way a team would seed a build host.
+    // The toolchain image of the release's Go (v1.28.2's .go-version) and its base move to the
+    // remote engine the way a team would seed a build host.
     let output = common::kiln()
-        .args(["image", "toolchain", "--go", "1.23", "--json"])
+        .args(["image", "toolchain", "--go", "1.22.10", "--json"])
         .timed_output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output).1);
@@ -221,7 +222,7 @@ async fn the_demo_release_runs_on_a_tls_tcp_engine_without_bind_mounts() {
     let tag = toolchain["id"].as_str().unwrap().to_owned();
     let local = docker.sandbox.engine().docker().clone();
     let exported: Vec<bytes::Bytes> = local
-        .export_images(&[tag.as_str(), "kiln/base:bookworm-go1.23"])
+        .export_images(&[tag.as_str(), "kiln/base:bookworm"])
         .try_collect()
         .await
         .unwrap();
