@@ -342,17 +342,17 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
     tidy.inputs
         .insert("proxy".into(), from_step(step::MODULES, output::PROXY));
     tidy.outputs = vec![output::HEAD.into(), output::K3S_BUNDLE.into()];
-    tidy.caches = vec![CacheMount {
-        name: "go-mod".into(),
-        target: "/cache/gomod".into(),
-    }];
+    // No module cache volume: GOMODCACHE (/cache/gomod) is the container's own, filled from
+    // kiln's proxy by this step alone. A shared one let any earlier step (or another
+    // release's module of the same version with other content) decide what this one reads.
 
-    let mut build = container(
-        step::BUILD,
-        inputs,
-        scripts::BUILD,
-        go_env(base_env(inputs)),
-    );
+    // The shared build cache also holds Go's index of module-cache directories, keyed by their
+    // path alone (Go trusts them immutable): one step's writes there would decide which files
+    // the next build compiles. Without the index Go lists the directory itself; compiled
+    // packages stay keyed by the content of their files.
+    let mut build_env = go_env(base_env(inputs));
+    build_env.insert("GODEBUG".into(), "goindex=0".into());
+    let mut build = container(step::BUILD, inputs, scripts::BUILD, build_env);
     build.inputs.insert(
         "k3s".into(),
         git(&inputs.resolved.k3s, &inputs.resolved.k3s_commit),
@@ -365,18 +365,20 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
         .inputs
         .insert("proxy".into(), from_step(step::MODULES, output::PROXY));
     build.outputs = vec![output::ARTIFACTS.into()];
-    build.caches = vec![
-        CacheMount {
-            name: "go-mod".into(),
-            target: "/cache/gomod".into(),
-        },
-        CacheMount {
-            name: "go-build".into(),
-            target: "/cache/go-build".into(),
-        },
-    ];
+    // The module cache is the step's own, as for k3s-tidy. The Go build cache is shared only
+    // among steps of one toolchain image (its entries are keyed by Go's own action hashes,
+    // which a different Go computes differently).
+    build.caches = vec![CacheMount {
+        name: go_build_cache(inputs.toolchain),
+        target: "/cache/go-build".into(),
+    }];
 
     Plan::new(vec![rebase, tag, modules, k3s_edit, tidy, build])
+}
+
+/// The name of the Go build cache volume of steps in `toolchain`.
+fn go_build_cache(toolchain: &StepImage) -> String {
+    format!("go-build-{}", &toolchain.identity.hex()[..16])
 }
 
 /// The `modules` builtin: the fork's new tags and the extra modules as a GOPROXY tree.

@@ -473,3 +473,51 @@ async fn an_unpinned_go_is_refused_before_any_step_and_pinned_with_update_go_loc
     assert!(output.status.success(), "{}", text(&output).1);
     assert_eq!(created, 0);
 }
+
+/// A build step that writes into its module cache cannot change what the next release reads:
+/// one world's k3s build plants a Go file into the fork module it just extracted; a clean
+/// world released afterwards on the same engine (same versions, same step user, same Go build
+/// cache) builds from kiln's proxy alone, and its artifact carries no trace of the plant.
+#[tokio::test]
+async fn a_step_writing_into_its_module_cache_cannot_change_the_next_release() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let planter = crate::common::World::new();
+    let scratch = tempfile::tempdir().unwrap();
+    // Planted before the build loads any package: Go indexes a module-cache directory once (in
+    // GOCACHE, keyed by its path, trusting it immutable), so the index carries the plant too.
+    let plant = ". ./scripts/version.sh\n\
+                 d=\"$K8S_DIR/pkg/kubernetes\"\n\
+                 chmod -R u+w \"$d\"\n\
+                 printf 'package kubernetes\\n\\nfunc init() { println(\"PLANTED\") }\\n' > \"$d/planted.go\"\n";
+    let k3s = edited_clone(
+        &planter,
+        scratch.path(),
+        "k3s.git",
+        "release-1.28",
+        &[("scripts/build", ". ./scripts/version.sh\n", plant)],
+    );
+    crate::common::git(&k3s, &["push", "--quiet", "origin", "HEAD:release-1.28"]);
+    let planted_out = scratch.path().join("planted");
+    planter.release("v1.28.2", &["--out", planted_out.to_str().unwrap()]);
+    // The plant works: the planter's own artifact carries it.
+    let ran = std::process::Command::new(planted_out.join("k3s"))
+        .output()
+        .unwrap();
+    assert!(text(&ran).1.contains("PLANTED"), "{}", text(&ran).1);
+
+    let clean = crate::common::World::new();
+    let out = clean.dir.path().join("artifacts");
+    clean.release("v1.28.2", &["--out", out.to_str().unwrap()]);
+    let ran = std::process::Command::new(out.join("k3s"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&ran);
+    assert!(ran.status.success(), "{stderr}");
+    assert!(
+        !stdout.contains("PLANTED") && !stderr.contains("PLANTED"),
+        "the planted module file reached the next release:\n{stdout}{stderr}"
+    );
+    assert!(stdout.contains("k3s version v1.28.2-k3s1"), "{stdout}");
+}
