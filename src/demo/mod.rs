@@ -21,7 +21,9 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::image::{GoLine, ImageError, ensure_toolchain};
+use crate::image::{
+    ExactGo, ExactRequest, GoSources, ImageError, PinPolicy, ensure_exact_toolchain,
+};
 use crate::sandbox::{BindMount, DockerSandbox, LentTrees, SandboxError, StepSpec, run_to_end};
 
 use fast_import::{File, Signature, Stream, Tree};
@@ -323,8 +325,9 @@ pub(crate) fn check_target(dir: &Path) -> Result<(), DemoError> {
     Ok(())
 }
 
-/// Writes the demo world into `dir` (new or empty). Runs the fork's tag.sh in the Go 1.22
-/// toolchain container, which must exist (`kiln image bootstrap --go 1.22`).
+/// Writes the demo world into `dir` (new or empty). Runs the fork's tag.sh in the toolchain of
+/// the exact Go its tree names (the v1.28.1 release's), found or built from its pinned
+/// distribution on the plain base, which must exist (`kiln image bootstrap`).
 pub(crate) async fn init(
     dir: &Path,
     options: &DemoOptions,
@@ -387,10 +390,20 @@ pub(crate) async fn init(
     let fork = dir.join("fork.git");
     stream.import(&fork)?;
 
+    let go = upstream::RELEASES[0].go;
     progress(format!(
-        "fork: running tag.sh {OLD_FORK_TAG} in the Go 1.22 toolchain container"
+        "fork: running tag.sh {OLD_FORK_TAG} in the Go {go} toolchain container"
     ));
-    let toolchain = ensure_toolchain(sandbox.engine(), GoLine::Go122, None, &mut |_| {}).await?;
+    let request = ExactRequest {
+        version: ExactGo::parse(go)?,
+        sources: GoSources::from_env(Vec::new()),
+        policy: PinPolicy::Refuse,
+        lock_dir: None,
+        archive: None,
+    };
+    let toolchain = ensure_exact_toolchain(sandbox.engine(), &request, &mut |_| {})
+        .await?
+        .image;
     let scratch = tempfile::Builder::new()
         .prefix("kiln-demo-")
         .tempdir()
