@@ -230,6 +230,7 @@ mod tests {
                 },
             )]),
             outputs: vec!["out".into()],
+            network: None,
         };
         Record::new(
             "step",

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use crate::git::GitError;
+use crate::hash::Digest;
 use crate::sandbox::SandboxError;
 use crate::store::StoreError;
 
@@ -147,6 +148,30 @@ pub(crate) enum EngineError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+
+    /// A step's output is not the digest it is pinned to.
+    #[error(
+        "step `{step}` gave output `{output}` as {actual}, but it is pinned to {expected}; no \
+         record was written for it"
+    )]
+    #[diagnostic(
+        code(kiln::engine::pin_mismatch),
+        help(
+            "what the step fetched is not what was pinned: the source changed it, or something \
+             between you and it did. Check the source; only if the new content is right, change \
+             the pin"
+        )
+    )]
+    PinMismatch {
+        /// The step.
+        step: String,
+        /// The output.
+        output: String,
+        /// Its pin.
+        expected: Digest,
+        /// What it was.
+        actual: Digest,
     },
 
     /// A builtin step failed.

@@ -9,6 +9,8 @@
 //! outputs = ["app"]                     # under /out; "dir/" for a directory
 //! caches = { gomod = "/cache/gomod" }   # named cache volumes (never part of the key)
 //! memory = 2147483648                   # optional limit in bytes
+//! network = "host"                      # a fetch step: the host's network (default "none")
+//! pins = { "lib.tar" = "sha256:…" }     # what its outputs must be (checked, not keyed)
 //! [step.inputs]                         # each appears under /in/<name>
 //! go_version = { value = "1.23.5" }
 //! src = { git = "../repo", rev = "v1.28.2" }
@@ -23,7 +25,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use crate::hash::{Digest, Sha256Reader, Sha256Writer};
-use crate::sandbox::CacheMount;
+use crate::sandbox::{CacheMount, Network};
 use crate::store::pack_tree;
 
 use super::{EngineError, Plan, Step, StepImage, StepInput};
@@ -62,6 +64,19 @@ struct StepEntry {
     #[serde(default)]
     caches: BTreeMap<String, String>,
     memory: Option<u64>,
+    #[serde(default)]
+    network: NetworkEntry,
+    #[serde(default)]
+    pins: BTreeMap<String, Digest>,
+}
+
+/// `network = "none"` (the default) or `"host"` (a fetch step).
+#[derive(serde::Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum NetworkEntry {
+    #[default]
+    None,
+    Host,
 }
 
 #[derive(serde::Deserialize)]
@@ -154,6 +169,11 @@ pub(crate) async fn load_plan_file(
                 .collect(),
             memory_limit: entry.memory,
             writable_inputs: false,
+            network: match entry.network {
+                NetworkEntry::None => Network::None,
+                NetworkEntry::Host => Network::Host,
+            },
+            pins: entry.pins,
             host: None,
         });
     }

@@ -242,6 +242,8 @@ async fn execute<S: Store, B: Sandbox>(
     };
     remove_leftover_work(&work_root, &key);
     if let Some(outputs) = cached_outputs(&store, &key).await? {
+        // A record that contradicts a pin is never used (the pin may be newer than it).
+        step.check_pins(&outputs)?;
         let _ = events.send(EngineEvent::Cached {
             step: step.name.clone(),
             key,
@@ -308,6 +310,17 @@ async fn execute<S: Store, B: Sandbox>(
                 size: stored.1,
                 tree: is_tree,
             },
+        );
+    }
+    // A fetch step's outputs are what was pinned, or nothing is recorded.
+    step.check_pins(&outputs)?;
+    for (output, found) in step.unpinned_fetches(&outputs) {
+        tracing::warn!(
+            step = %step.name,
+            output = %output,
+            digest = %found.digest,
+            "a fetch step's output has no pin: trusted on first use; pin it to hold later \
+             fetches to this content"
         );
     }
     let record = Record::new(&step.name, derivation, outputs.clone());
@@ -385,6 +398,7 @@ async fn run_container<B: Sandbox>(
     });
     spec.caches.clone_from(&step.caches);
     spec.memory_limit = step.memory_limit;
+    spec.network = step.network;
     // Only the outputs come back from an engine that gets its inputs as a copy.
     spec.collect = vec!["/out".into()];
     let name = step.name.clone();

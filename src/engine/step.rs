@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use crate::hash::{Derivation, Digest, InputRef};
-use crate::sandbox::CacheMount;
+use crate::sandbox::{CacheMount, Network};
 use crate::store::OutputRef;
 
 use super::EngineError;
@@ -80,6 +80,11 @@ pub(crate) struct Step {
     /// Mount `/in` writable: the step may work in its inputs (a git checkout to rebase, say).
     /// Inputs are materialized afresh for every run, so nothing outside the run changes.
     pub(crate) writable_inputs: bool,
+    /// The network: none, or the host's for a fetch step (part of the key).
+    pub(crate) network: Network,
+    /// Output → the digest it must have (a fetch step's fixed outputs; checked after every
+    /// run and on every cache hit, never part of the key).
+    pub(crate) pins: BTreeMap<String, Digest>,
     /// Run this in the host process instead of a container (a builtin, like Nix's): it gets
     /// the input and output directories. `image` and `argv` still describe it for the key.
     pub(crate) host: Option<HostAction>,
@@ -166,6 +171,8 @@ impl Step {
             env: self.env.clone(),
             inputs,
             outputs: self.outputs.clone(),
+            network: (self.network != Network::None)
+                .then(|| self.network.as_engine_mode().to_owned()),
         })
     }
 
@@ -211,7 +218,48 @@ impl Step {
                 return Err(invalid(format!("output `{output}` is declared twice")));
             }
         }
+        for output in self.pins.keys() {
+            if !self.outputs.contains(output) {
+                return Err(invalid(format!(
+                    "pin `{output}` names no declared output ({})",
+                    self.outputs.join(", ")
+                )));
+            }
+        }
+        if self.network != Network::None && self.host.is_some() {
+            return Err(invalid("a builtin step has no network".into()));
+        }
         Ok(())
+    }
+
+    /// Checks outputs against the step's pins: the first that differs is an error.
+    pub(crate) fn check_pins(
+        &self,
+        outputs: &BTreeMap<String, OutputRef>,
+    ) -> Result<(), EngineError> {
+        for (output, expected) in &self.pins {
+            if let Some(found) = outputs.get(output)
+                && found.digest != *expected
+            {
+                return Err(EngineError::PinMismatch {
+                    step: self.name.clone(),
+                    output: output.clone(),
+                    expected: *expected,
+                    actual: found.digest,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The outputs of a fetch step that have no pin: trusted on first use.
+    pub(crate) fn unpinned_fetches<'a>(
+        &'a self,
+        outputs: &'a BTreeMap<String, OutputRef>,
+    ) -> impl Iterator<Item = (&'a String, &'a OutputRef)> {
+        outputs
+            .iter()
+            .filter(move |(o, _)| self.network != Network::None && !self.pins.contains_key(*o))
     }
 }
 

@@ -27,6 +27,8 @@ fn step(name: &str, inputs: &[(&str, StepInput)], outputs: &[&str]) -> Step {
         caches: Vec::new(),
         memory_limit: None,
         writable_inputs: false,
+        network: crate::sandbox::Network::None,
+        pins: BTreeMap::new(),
         host: None,
     }
 }
@@ -248,4 +250,85 @@ async fn an_output_behind_a_link_the_step_made_is_refused_not_read_from_the_host
         !store.contains(&Digest::of(b"host secret")).await.unwrap(),
         "the host file reached the store"
     );
+}
+
+/// A fetch step: the host's network (and a key of its own), its outputs held to their pins
+/// after a run and on every cache hit; a mismatch records nothing.
+#[tokio::test]
+async fn a_fetch_step_runs_with_network_and_its_outputs_are_held_to_their_pins() {
+    let fetch_step = |pins: &[(&str, &[u8])]| {
+        let mut s = step("fetch", &[], &["src.tar"]);
+        s.network = crate::sandbox::Network::Host;
+        s.pins = pins
+            .iter()
+            .map(|(o, bytes)| ((*o).to_owned(), Digest::of(bytes)))
+            .collect();
+        s
+    };
+    let fetch = |pins: &[(&str, &[u8])]| Plan::new(vec![fetch_step(pins)]).unwrap();
+    let served = |bytes: &'static [u8]| {
+        FakeSandbox::new().script(
+            "fetch",
+            FakeStep::succeeds(&[]).writing("/out/src.tar", bytes),
+        )
+    };
+    // The network is part of the key: the same command without it is another step.
+    let key_of = |s: &Step| s.derivation(&BTreeMap::new()).unwrap().key();
+    assert_ne!(
+        key_of(&fetch_step(&[])),
+        key_of(&step("fetch", &[], &["src.tar"]))
+    );
+    // The pins are not: pinning a fetched output does not make it run again.
+    assert_eq!(
+        key_of(&fetch_step(&[])),
+        key_of(&fetch_step(&[("src.tar", b"x")]))
+    );
+
+    // Served other bytes than pinned: refused, nothing recorded.
+    let store = MemoryStore::new();
+    let sandbox = served(b"tampered");
+    let error = run_plan(&fetch(&[("src.tar", b"original")]), &store, &sandbox)
+        .await
+        .unwrap_err();
+    let EngineError::PinMismatch {
+        step: named,
+        output,
+        expected,
+        actual,
+    } = &error
+    else {
+        panic!("{error}");
+    };
+    assert_eq!((named.as_str(), output.as_str()), ("fetch", "src.tar"));
+    assert_eq!(*expected, Digest::of(b"original"));
+    assert_eq!(*actual, Digest::of(b"tampered"));
+    assert_eq!(sandbox.ran()[0].network, crate::sandbox::Network::Host);
+    assert!(matches!(
+        fetch(&[]).status(&store).await.unwrap()[0].status,
+        StepStatus::WillRun { .. }
+    ));
+
+    // Unpinned: trusted on first use and recorded; pinned to what it gave: cached, checked.
+    let store = MemoryStore::new();
+    let sandbox = served(b"original");
+    run_plan(&fetch(&[]), &store, &sandbox).await.unwrap();
+    let again = run_plan(&fetch(&[("src.tar", b"original")]), &store, &sandbox)
+        .await
+        .unwrap();
+    assert_eq!(again.steps[0].outcome, StepOutcome::Cached);
+    assert_eq!(sandbox.ran().len(), 1);
+    // A record that contradicts a (newer) pin is not used.
+    let error = run_plan(&fetch(&[("src.tar", b"other")]), &store, &sandbox)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, EngineError::PinMismatch { .. }), "{error}");
+    assert_eq!(sandbox.ran().len(), 1);
+
+    // A pin must name a declared output.
+    let mut bad = step("fetch", &[], &["src.tar"]);
+    bad.pins.insert("other.tar".into(), Digest::of(b"x"));
+    assert!(matches!(
+        Plan::new(vec![bad]),
+        Err(EngineError::InvalidStep { .. })
+    ));
 }

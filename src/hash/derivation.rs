@@ -27,6 +27,10 @@ pub struct Derivation {
     pub inputs: BTreeMap<String, InputRef>,
     /// Declared outputs, as paths under the step's output directory (`dir/` for a tree).
     pub outputs: Vec<String>,
+    /// The network a fetch step runs with (`host`); absent for every other step, which has
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// One resolved input.
@@ -118,6 +122,10 @@ impl Derivation {
             };
         }
         h.strs("outputs", &self.outputs);
+        // Fed only for fetch steps, so every other step keeps the key it always had.
+        if let Some(network) = &self.network {
+            h.str("network", network);
+        }
         StepKey::from_digest(h.finish())
     }
 
@@ -153,6 +161,13 @@ impl Derivation {
             InputRef::describe,
             &mut changes,
         );
+        if self.network != earlier.network {
+            changes.push(format!(
+                "network changed: {} → {}",
+                earlier.network.as_deref().unwrap_or("none"),
+                self.network.as_deref().unwrap_or("none")
+            ));
+        }
         if self.outputs != earlier.outputs {
             changes.push(format!(
                 "declared outputs changed: {} → {}",
@@ -232,6 +247,7 @@ mod tests {
                 ),
             ]),
             outputs: vec!["out/".into(), "k3s".into()],
+            network: None,
         }
     }
 

@@ -194,6 +194,8 @@ fn container(
         caches: Vec::new(),
         memory_limit: None,
         writable_inputs: true,
+        network: crate::sandbox::Network::None,
+        pins: BTreeMap::new(),
         host: None,
     }
 }
@@ -215,6 +217,8 @@ fn builtin(name: &str, action: HostAction) -> Step {
         caches: Vec::new(),
         memory_limit: None,
         writable_inputs: false,
+        network: crate::sandbox::Network::None,
+        pins: BTreeMap::new(),
         host: Some(action),
     }
 }

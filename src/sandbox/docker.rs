@@ -15,7 +15,9 @@ use super::guard::{ContainerGuard, remove_container};
 use super::lines::LineSplitter;
 use super::run_owner::{Liveness, RunOwner};
 use super::step_spec::STEP_HOSTNAME;
-use super::{Engine, LogStream, Sandbox, SandboxError, StepEvent, StepExit, StepSpec, UserId};
+use super::{
+    Engine, LogStream, Network, Sandbox, SandboxError, StepEvent, StepExit, StepSpec, UserId,
+};
 
 /// Label naming the kiln run (one process) a container belongs to.
 pub(crate) const LABEL_RUN: &str = "kiln.run";
@@ -276,15 +278,16 @@ impl DockerSandbox {
                 let user = step.user.unwrap_or(UserId::BUILD);
                 format!("{}:{}", user.uid, user.gid)
             }),
-            hostname: Some(STEP_HOSTNAME.into()),
-            domainname: Some(String::new()),
+            // The engine refuses a host name of its own on the host's network.
+            hostname: (step.network == Network::None).then(|| STEP_HOSTNAME.into()),
+            domainname: (step.network == Network::None).then(String::new),
             labels: Some(labels),
             attach_stdin: Some(false),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             open_stdin: Some(false),
             tty: Some(false),
-            network_disabled: Some(true),
+            network_disabled: Some(step.network == Network::None),
             host_config: Some(HostConfig {
                 network_mode: Some(step.network.as_engine_mode().into()),
                 mounts: Some(mounts),

@@ -302,6 +302,9 @@ pub enum Network {
     /// No network at all (only a loopback interface). The default for every step.
     #[default]
     None,
+    /// The engine host's network, loopback included: fetch steps only, whose every output is
+    /// checked against its pin.
+    Host,
 }
 
 impl Network {
@@ -310,6 +313,7 @@ impl Network {
     pub(crate) const fn as_engine_mode(self) -> &'static str {
         match self {
             Self::None => "none",
+            Self::Host => "host",
         }
     }
 }

@@ -15,6 +15,7 @@ fn derivation(tag: &str) -> Derivation {
         env: BTreeMap::new(),
         inputs: BTreeMap::from([("v".into(), InputRef::Value { value: tag.into() })]),
         outputs: vec!["out".into()],
+        network: None,
     }
 }
 

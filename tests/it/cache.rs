@@ -46,6 +46,7 @@ fn record(store: &LocalStore, name: &str, contents: &[&[u8]]) -> Record {
         env: BTreeMap::new(),
         inputs: BTreeMap::from([("name".into(), InputRef::Value { value: name.into() })]),
         outputs: outputs.keys().cloned().collect(),
+        network: None,
     };
     let record = Record::new(name, derivation, outputs);
     store.put_record_sync(&record).unwrap();

@@ -825,3 +825,119 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// A loopback TCP server that answers every connection with the current `body` and closes.
+struct Served {
+    port: u16,
+    body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Served {
+    fn start(body: &[u8]) -> Self {
+        use std::io::Write as _;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = std::sync::Arc::new(std::sync::Mutex::new(body.to_vec()));
+        let served = body.clone();
+        // Ends with the test binary; loopback only.
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let bytes = served.lock().unwrap().clone();
+                let mut client = client;
+                let _ = client.write_all(&bytes);
+            }
+        });
+        Self { port, body }
+    }
+
+    fn set(&self, body: &[u8]) {
+        *self.body.lock().unwrap() = body.to_vec();
+    }
+}
+
+/// Fetch steps: only a step that says `network = "host"` reaches a server on the host's
+/// loopback (an offline step running the same command cannot); its output without a pin is
+/// trusted on first use (said), with the pin it is cached; when the server later serves other
+/// bytes, a fresh store refetches and refuses naming the step, the output and both digests,
+/// recording nothing.
+#[tokio::test]
+async fn a_fetch_step_reaches_the_host_network_and_is_held_to_its_pin() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let server = Served::start(b"module zip v1\n");
+    let id = unique();
+    let plan = |network: &str, pins: &str| {
+        format!(
+            r#"
+[[step]]
+name = "fetch-{id}"
+image = "toolchain:1.24.11"
+argv = ["/bin/bash", "-c", "cat < /dev/tcp/127.0.0.1/{port} > src.txt"]
+outputs = ["src.txt"]
+network = "{network}"
+{pins}
+"#,
+            port = server.port
+        )
+    };
+    let run = |ws: &Workspace| {
+        ws.kiln()
+            .args(["run", "--file", "plan.toml", "--json"])
+            .timed_output()
+            .unwrap()
+    };
+
+    // Without network the server is out of reach.
+    let ws = Workspace::new();
+    ws.write_plan(&plan("none", ""));
+    let output = run(&ws);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output).0);
+    assert!(
+        text(&output).1.contains("Connection refused"),
+        "{}",
+        text(&output).1
+    );
+
+    // With the host's network: fetched, trusted on first use and said so.
+    ws.write_plan(&plan("host", ""));
+    let output = run(&ws);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("trusted on first use"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let digest = kiln::hash::Digest::of(b"module zip v1\n").to_string();
+    assert_eq!(report["steps"][0]["outputs"]["src.txt"]["digest"], digest);
+
+    // Pinned to it: the same key, cached, no fetch.
+    ws.write_plan(&plan(
+        "host",
+        &format!("pins = {{ \"src.txt\" = \"{digest}\" }}"),
+    ));
+    let report = ws.run_json();
+    assert_eq!(
+        outcomes(&report),
+        vec![(format!("fetch-{id}"), "cached".into())]
+    );
+
+    // The server changes what it serves: a fresh store refetches and refuses.
+    server.set(b"module zip v1, altered\n");
+    let fresh = Workspace::new();
+    fresh.write_plan(&plan(
+        "host",
+        &format!("pins = {{ \"src.txt\" = \"{digest}\" }}"),
+    ));
+    let output = run(&fresh);
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let altered = kiln::hash::Digest::of(b"module zip v1, altered\n").to_string();
+    for said in [
+        format!("step `fetch-{id}` gave output `src.txt` as {altered}"),
+        format!("pinned to {digest}"),
+    ] {
+        assert!(stderr.contains(&said), "{said}: {stderr}");
+    }
+    let records =
+        std::fs::read_dir(fresh.store().join("store-v1/records")).map_or(0, Iterator::count);
+    assert_eq!(records, 0, "a record was written for a mismatching fetch");
+}
