@@ -9,7 +9,7 @@ use crate::git::{GitError, Location};
 use crate::hash::Digest;
 use crate::image::{ExactGo, ExactRequest, GoConfig, GoSources, ImageError, PinPolicy};
 use crate::names::{Identity, NameError, ReleaseVersions};
-use crate::release::{KilnToml, ReleaseError, ReleaseRequest, RepoFlags, RepoSet};
+use crate::release::{FetchConfig, KilnToml, ReleaseError, ReleaseRequest, RepoFlags, RepoSet};
 
 /// clap's parser of repository locations: a relative path is taken from the cwd, once.
 pub(super) fn location(text: &str) -> Result<Location, GitError> {
@@ -160,6 +160,7 @@ impl GoArgs {
             lock_dir: self.go_lock_dir.clone().or_else(|| config.lock_dir.clone()),
             config,
             archive: None,
+            held: None,
         }
     }
 }
@@ -173,9 +174,30 @@ pub(super) struct GoSettings {
     config: GoConfig,
     /// Only this archive (a lockfile's).
     pub(super) archive: Option<Digest>,
+    /// A lockfile whose fetched modules the release must fetch again, byte for byte.
+    held: Option<crate::lockfile::Lockfile>,
 }
 
 impl GoSettings {
+    /// Where a release's third-party modules come from: the module proxy these settings name
+    /// (as for Go distributions) and kiln.toml's GOSUMDB exemptions.
+    pub(super) fn fetch_config(&self) -> FetchConfig {
+        let config = FetchConfig {
+            proxy: GoSources::configured(Vec::new(), &self.config).proxy,
+            nosumdb: self.config.nosumdb.clone(),
+            pins: std::collections::BTreeMap::new(),
+        };
+        match &self.held {
+            Some(lock) => config.pinned_by(lock),
+            None => config,
+        }
+    }
+
+    /// Holds the release's fetch step to what `lock` recorded.
+    pub(super) fn fetch_pins_from(&mut self, lock: &crate::lockfile::Lockfile) {
+        self.held = Some(lock.clone());
+    }
+
     /// The toolchain request for Go `version` (`.go-version`'s text).
     pub(super) fn request(&self, version: &str) -> Result<ExactRequest, ImageError> {
         Ok(ExactRequest {

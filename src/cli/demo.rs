@@ -20,6 +20,7 @@ pub(super) enum DemoCommand {
 }
 
 #[derive(Debug, Args)]
+#[allow(clippy::struct_excessive_bools)] // independent command-line switches
 pub(super) struct InitArgs {
     /// A new or empty directory.
     dir: PathBuf,
@@ -32,6 +33,11 @@ pub(super) struct InitArgs {
     /// Also cut v1.28.1-k3s2 in the fork.
     #[arg(long)]
     k3s2: bool,
+    /// k3s also requires third-party modules (a plain one, a /v3 module from a subdirectory, a
+    /// pseudo-version, a +incompatible one), served from DIR/goproxy by a stand-in module proxy
+    /// you start (e.g. `python3 -m http.server -d DIR/goproxy`) and name in `KILN_GO_PROXY`.
+    #[arg(long)]
+    third_party: bool,
     /// Print the generated tags as JSON.
     #[arg(long)]
     json: bool,
@@ -46,6 +52,7 @@ pub(super) async fn run(command: DemoCommand) -> Outcome {
         full: args.full,
         scale: args.scale,
         k3s2: args.k3s2,
+        third_party: args.third_party,
     };
     let started = Instant::now();
     let progress = Progress::new();

@@ -94,7 +94,12 @@ pub(super) async fn plan_on_engine(
         archive: choice.archive,
         go_version: choice.go_version,
     };
-    Ok(prepare(resolved, identity.clone(), toolchain)?)
+    Ok(prepare(
+        resolved,
+        identity.clone(),
+        toolchain,
+        &go.fetch_config(),
+    )?)
 }
 
 pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outcome {
@@ -117,7 +122,21 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
     } else {
         None
     };
-    let go = args.spec.go.settings(toml.as_ref());
+    // What this release fetched before (its lockfile) is what it must fetch again.
+    let mut go = args.spec.go.settings(toml.as_ref());
+    let path = lockfile_path(&args.lock.lockfile_dir, resolved.names.new_fork_tag());
+    match &frozen {
+        Some((held, _)) => go.fetch_pins_from(held),
+        None if path.exists() => match Lockfile::read(&path) {
+            Ok(held) => go.fetch_pins_from(&held),
+            Err(error) => tracing::warn!(
+                %error,
+                "the release's earlier lockfile cannot be read: its fetched modules are not \
+                 held to it (it is rewritten)"
+            ),
+        },
+        None => {}
+    }
     let prepared = plan_on_engine(&request.identity, resolved, &engine, true, &go).await?;
     let sandbox = DockerSandbox::with_engine(engine).await?;
     let options = RunOptions {

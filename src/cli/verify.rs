@@ -73,6 +73,7 @@ pub(super) async fn run_verify(args: VerifyArgs, store_dir: &Path) -> Outcome {
     // The rebuild uses the Go archive the lockfile records, not another one of that version.
     let mut go = args.go.settings(toml.as_ref());
     go.archive = Some(lock.inputs.toolchain.archive);
+    go.fetch_pins_from(&lock);
     let engine = Engine::connect().await?;
     // The user's store gives the repository mirrors and the locked copies of outputs; nothing
     // is read from it as a result.

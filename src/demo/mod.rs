@@ -14,6 +14,7 @@
 
 mod fast_import;
 mod k3s;
+mod third_party;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -74,6 +75,10 @@ pub(crate) enum DemoError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Image(#[from] ImageError),
+    /// The stand-in proxy's modules could not be written.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    GoMod(#[from] crate::gomod::GoModError),
     /// tag.sh failed in its container.
     #[error(transparent)]
     #[diagnostic(transparent)]
@@ -90,6 +95,8 @@ pub(crate) struct DemoOptions {
     pub(crate) scale: u32,
     /// Also cut `v1.28.1-k3s2` (a third patch and a second stamp), for "highest suffix wins".
     pub(crate) k3s2: bool,
+    /// k3s also requires third-party modules, served from `goproxy/` by a stand-in proxy.
+    pub(crate) third_party: bool,
 }
 
 /// What was generated.
@@ -465,7 +472,20 @@ pub(crate) async fn init(
 
     progress("k3s: branch release-1.28 on the v1.28.1-k3s1 fork tags".into());
     let mut stream = Stream::default();
-    let k3s_tree = k3s::tree(&modules, OLD_FORK_TAG, "v0.28.1", "v1.28.1", "1.21.13");
+    let third_party = if options.third_party {
+        progress("goproxy: third-party modules for the stand-in module proxy".into());
+        Some(third_party::write_goproxy(&dir.join("goproxy"))?)
+    } else {
+        None
+    };
+    let k3s_tree = k3s::tree(
+        &modules,
+        OLD_FORK_TAG,
+        "v0.28.1",
+        "v1.28.1",
+        "1.21.13",
+        third_party.as_deref(),
+    );
     let k3s_dev = at(&K3S_DEV, STAMP_TIME + 3600);
     let main = stream.commit(
         "main",
@@ -536,7 +556,17 @@ pub(crate) async fn init(
          # Modules k3s requires that are neither Kubernetes nor the fork, served by kiln's proxy.\n\
          [[modules]]\npath = \"{HELPER_MODULE}\"\nrepo = \"helper.git\"\n\n\
          # Not read by releases: KDM's channels.yaml lives in kdm.git (branch {KDM_BRANCH}), k3s's\n\
-         # channel.yaml on k3s.git's main.\n"
+         # channel.yaml on k3s.git's main.\n{go}",
+        go = if options.third_party {
+            format!(
+                "\n# k3s's third-party modules come from the module proxy (KILN_GO_PROXY: here a stand-in\n\
+                 # serving goproxy/). The stand-in has no checksum database, so its paths are exempt\n\
+                 # from GOSUMDB; go.sum still pins what it lists.\n[go]\nnosumdb = [\"{}\"]\n",
+                third_party::PREFIX
+            )
+        } else {
+            String::new()
+        }
     );
     std::fs::write(dir.join("kiln.toml"), config).map_err(io("write", &dir.join("kiln.toml")))?;
 

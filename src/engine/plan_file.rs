@@ -174,6 +174,7 @@ pub(crate) async fn load_plan_file(
                 NetworkEntry::Host => Network::Host,
             },
             pins: entry.pins,
+            impure_env: BTreeMap::new(),
             host: None,
         });
     }

@@ -382,6 +382,7 @@ async fn run_container<B: Sandbox>(
         step.argv.clone(),
     );
     spec.env.extend(step.env.clone());
+    spec.env.extend(step.impure_env.clone());
     spec.workdir = "/out".into();
     // The step's directories are this run's alone (removed afterwards): lent, never given back.
     let lent = LentTrees::lend(&[output_dir, input_dir])?;

@@ -85,6 +85,10 @@ pub(crate) struct Step {
     /// Output → the digest it must have (a fetch step's fixed outputs; checked after every
     /// run and on every cache hit, never part of the key).
     pub(crate) pins: BTreeMap<String, Digest>,
+    /// Environment a fetch step gets that is not part of its key (where to fetch from: a
+    /// proxy URL on this machine), as Nix's `impureEnvVars`. Its pinned outputs, not these
+    /// values, say what it made.
+    pub(crate) impure_env: BTreeMap<String, String>,
     /// Run this in the host process instead of a container (a builtin, like Nix's): it gets
     /// the input and output directories. `image` and `argv` still describe it for the key.
     pub(crate) host: Option<HostAction>,
@@ -225,6 +229,11 @@ impl Step {
                     self.outputs.join(", ")
                 )));
             }
+        }
+        if !self.impure_env.is_empty() && self.network == Network::None {
+            return Err(invalid(
+                "only a fetch step (network \"host\") takes unkeyed environment".into(),
+            ));
         }
         if self.network != Network::None && self.host.is_some() {
             return Err(invalid("a builtin step has no network".into()));

@@ -29,6 +29,7 @@ fn step(name: &str, inputs: &[(&str, StepInput)], outputs: &[&str]) -> Step {
         writable_inputs: false,
         network: crate::sandbox::Network::None,
         pins: BTreeMap::new(),
+        impure_env: BTreeMap::new(),
         host: None,
     }
 }

@@ -101,9 +101,6 @@ fn zip_bytes(version: &ModuleVersion) -> Result<Vec<u8>, GoModError> {
 }
 
 /// Writes every module version into the proxy tree at `dir` and returns what it serves.
-///
-/// # Panics
-/// If a version has no go.mod (`module_files` never returns one without).
 pub fn write_proxy(dir: &Path, versions: &[ModuleVersion]) -> Result<Vec<ProxyModule>, GoModError> {
     let write = |path: &Path, bytes: &[u8]| -> Result<(), GoModError> {
         let io = |source| GoModError::Io {
@@ -119,10 +116,10 @@ pub fn write_proxy(dir: &Path, versions: &[ModuleVersion]) -> Result<Vec<ProxyMo
     let mut lists: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for version in versions {
         let at = dir.join(escape_path(&version.module)).join("@v");
-        let go_mod = version
-            .files
-            .get("go.mod")
-            .expect("module_files requires a go.mod");
+        // A module without a go.mod (a `+incompatible` version of a pre-modules repository) is
+        // served with the go.mod Go synthesizes for it.
+        let synthesized = format!("module {}\n", version.module).into_bytes();
+        let go_mod = version.files.get("go.mod").unwrap_or(&synthesized);
         let info = format!(
             "{{\"Version\":\"{}\",\"Time\":\"{}\"}}\n",
             version.version,

@@ -271,8 +271,12 @@ pub struct GoConfig {
     pub lock_dir: Option<PathBuf>,
     /// `download`: base URL of the official downloads (`off`: not asked).
     pub download: Option<String>,
-    /// `proxy`: base URL of a Go module proxy (`off`: not asked).
+    /// `proxy`: base URL of a Go module proxy (`off`: not asked): Go distributions' toolchain
+    /// modules, and the third-party modules a release's fetch step resolves.
     pub proxy: Option<String>,
+    /// `nosumdb`: module path prefixes exempt from the checksum database (GONOSUMDB), for
+    /// modules no checksum database knows (a private proxy, a stand-in).
+    pub nosumdb: Vec<String>,
 }
 
 impl GoSources {

@@ -111,6 +111,25 @@ pub(super) fn check(lock: &Lockfile) -> Result<(), String> {
         }
     }
 
+    let mut seen = BTreeSet::new();
+    for m in &lock.third_party {
+        module_path("third_party.module", &m.module)?;
+        ref_name(&format!("third_party.{}.version", m.module), &m.version)?;
+        if !m.h1.is_empty() {
+            h1(&format!("third_party.{}@{}.h1", m.module, m.version), &m.h1)?;
+        }
+        h1(
+            &format!("third_party.{}@{}.go_mod_h1", m.module, m.version),
+            &m.go_mod_h1,
+        )?;
+        if !seen.insert((&m.module, &m.version)) {
+            return Err(format!(
+                "third_party: {}@{} is listed twice",
+                m.module, m.version
+            ));
+        }
+    }
+
     for (name, step) in &lock.steps {
         if name.is_empty()
             || name.len() > 64
@@ -199,11 +218,7 @@ fn h1(field: &str, sum: &str) -> Result<(), String> {
 
 /// A Go module path: a relative slash path of `[A-Za-z0-9._~-]` elements.
 fn module_path(field: &str, path: &str) -> Result<(), String> {
-    relative_path(field, path)?;
-    if path
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-' | b'/'))
-    {
+    if crate::names::is_module_path(path) {
         Ok(())
     } else {
         Err(format!(

@@ -34,6 +34,10 @@ pub struct Lockfile {
     pub(crate) tags: BTreeMap<String, String>,
     /// Modules served to the k3s build, with their sums.
     pub(crate) modules: Vec<ProxyModule>,
+    /// Third-party modules the release fetched (its `modules-fetch` step), with their go.sum
+    /// sums (`h1` empty for a module whose go.mod alone was needed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) third_party: Vec<ProxyModule>,
     /// The k3s branch and commit.
     pub(crate) k3s: K3sResult,
     /// Artifacts by path under dist/artifacts.

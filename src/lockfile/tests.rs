@@ -78,6 +78,12 @@ pub(crate) fn sample() -> Lockfile {
             h1: "h1:Iyb5TBAXokHVGL6DfXSDEAAC3kUtLdpzzug1zJcTiZs=".into(),
             go_mod_h1: "h1:zjwmzb4UooXRXVTq/4HfhV2DUE/YmwW+tYBVNh/mT7A=".into(),
         }],
+        third_party: vec![ProxyModule {
+            module: "github.com/kiln-demo/legacy".into(),
+            version: "v2.1.0+incompatible".into(),
+            h1: String::new(),
+            go_mod_h1: format!("h1:{}=", "B".repeat(43)),
+        }],
         k3s: K3sResult {
             branch: "v1.28.2-k3s1".into(),
             commit: hex(11, 40),

@@ -148,3 +148,20 @@ impl Default for Identity {
         }
     }
 }
+
+/// A Go module path (or path prefix): slash-separated elements of `[A-Za-z0-9._~-]`, none
+/// empty, `.`, `..` or starting with `-`; at most 1024 bytes.
+#[must_use]
+pub(crate) fn is_module_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 1024
+        && path.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && !part.starts_with('-')
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+        })
+}

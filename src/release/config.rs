@@ -139,6 +139,8 @@ struct GoFile {
     lock_dir: Option<String>,
     download: Option<String>,
     proxy: Option<String>,
+    #[serde(default)]
+    nosumdb: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -236,11 +238,20 @@ impl KilnToml {
                         });
                     }
                 }
+                for prefix in &g.nosumdb {
+                    if !crate::names::is_module_path(prefix) {
+                        return Err(ReleaseError::Config {
+                            path: path.clone(),
+                            reason: format!("[go] nosumdb: `{prefix}` is not a module path prefix"),
+                        });
+                    }
+                }
                 GoConfig {
                     archives: g.archives.iter().map(|a| dir.join(a)).collect(),
                     lock_dir: g.lock_dir.map(|d| dir.join(d)),
                     download: g.download,
                     proxy: g.proxy,
+                    nosumdb: g.nosumdb,
                 }
             }
         };
@@ -340,6 +351,7 @@ mod tests {
                 lock_dir: Some(root.join("pins")),
                 download: Some("off".into()),
                 proxy: Some("http://127.0.0.1:3000".into()),
+                nosumdb: Vec::new(),
             }
         );
         // An unknown key in [publish] or [go], a URL that is no URL and an option-like

@@ -112,6 +112,39 @@ pub(crate) async fn unpack_artifacts(
     Ok(found)
 }
 
+/// go.sum lines (`module version h1:…`, `module version/go.mod h1:…`) as one entry per module
+/// version; a module whose zip was not needed has no `h1`.
+fn parse_sums(text: &str, step: &'static str) -> Result<Vec<ProxyModule>, ReleaseError> {
+    let mut modules: BTreeMap<(String, String), ProxyModule> = BTreeMap::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let [module, version, sum] = fields.as_slice() else {
+            return Err(ReleaseError::MalformedOutput {
+                step,
+                output: output::SUMS,
+                reason: format!("line `{line}` is not `module version sum`"),
+            });
+        };
+        let (version, is_mod) = version
+            .strip_suffix("/go.mod")
+            .map_or((*version, false), |v| (v, true));
+        let entry = modules
+            .entry(((*module).to_owned(), version.to_owned()))
+            .or_insert_with(|| ProxyModule {
+                module: (*module).to_owned(),
+                version: version.to_owned(),
+                h1: String::new(),
+                go_mod_h1: String::new(),
+            });
+        if is_mod {
+            (*sum).clone_into(&mut entry.go_mod_h1);
+        } else {
+            (*sum).clone_into(&mut entry.h1);
+        }
+    }
+    Ok(modules.into_values().collect())
+}
+
 /// The lockfile of a finished release.
 pub(crate) fn lockfile(
     resolved: &Resolved,
@@ -137,33 +170,15 @@ pub(crate) fn lockfile(
         })?;
         tags.insert(tag.to_owned(), commit.to_owned());
     }
-    let mut modules: BTreeMap<(String, String), ProxyModule> = BTreeMap::new();
-    for line in text(store, output_of(report, step::MODULES, output::SUMS)?)?.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let [module, version, sum] = fields.as_slice() else {
-            return Err(malformed(
-                step::MODULES,
-                output::SUMS,
-                format!("line `{line}` is not `module version sum`"),
-            ));
-        };
-        let (version, is_mod) = version
-            .strip_suffix("/go.mod")
-            .map_or((*version, false), |v| (v, true));
-        let entry = modules
-            .entry(((*module).to_owned(), version.to_owned()))
-            .or_insert_with(|| ProxyModule {
-                module: (*module).to_owned(),
-                version: version.to_owned(),
-                h1: String::new(),
-                go_mod_h1: String::new(),
-            });
-        if is_mod {
-            (*sum).clone_into(&mut entry.go_mod_h1);
-        } else {
-            (*sum).clone_into(&mut entry.h1);
-        }
-    }
+    let modules = parse_sums(
+        &text(store, output_of(report, step::MODULES, output::SUMS)?)?,
+        step::MODULES,
+    )?;
+    // A release with third-party modules fetched them in its one step with network.
+    let third_party = match output_of(report, step::MODULES_FETCH, output::SUMS) {
+        Ok(sums) => parse_sums(&text(store, sums)?, step::MODULES_FETCH)?,
+        Err(_) => Vec::new(),
+    };
     let k3s_commit = text(store, output_of(report, step::K3S_TIDY, output::HEAD)?)?
         .trim()
         .to_owned();
@@ -214,7 +229,8 @@ pub(crate) fn lockfile(
         },
         steps,
         tags,
-        modules: modules.into_values().collect(),
+        modules,
+        third_party,
         k3s: K3sResult {
             branch: names.new_fork_tag().to_string(),
             commit: k3s_commit,

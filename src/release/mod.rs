@@ -7,6 +7,7 @@
 mod channel;
 mod config;
 mod error;
+mod fetch;
 mod go_directive;
 mod gomod;
 mod into;
@@ -24,6 +25,7 @@ pub(crate) mod verify;
 pub(crate) use channel::{set_stable, stable_latest};
 pub(crate) use config::{CacheConfig, KilnToml, PublishConfig, RepoFlags, RepoSet};
 pub(crate) use error::ReleaseError;
+pub(crate) use fetch::FetchConfig;
 pub(crate) use go_directive::check_go_directives;
 pub(crate) use gomod::{GoModEdit, bump_go_files, bump_k3s, edit_go_mod};
 pub(crate) use into::add_into;

@@ -17,7 +17,7 @@ use crate::sandbox::Sandbox;
 use crate::store::{LocalStore, Store};
 
 use super::{
-    ReleaseError, ReleaseInputs, RepoSet, Resolved, lockfile, release_plan, resolve,
+    FetchConfig, ReleaseError, ReleaseInputs, RepoSet, Resolved, lockfile, release_plan, resolve,
     unpack_artifacts,
 };
 
@@ -92,11 +92,13 @@ pub(crate) fn prepare(
     resolved: Resolved,
     identity: Identity,
     toolchain: Toolchain,
+    fetch: &FetchConfig,
 ) -> Result<Prepared, ReleaseError> {
     let plan = release_plan(&ReleaseInputs {
         resolved: &resolved,
         toolchain: &toolchain.image,
         identity: &identity,
+        fetch,
     })?;
     Ok(Prepared {
         resolved,

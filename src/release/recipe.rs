@@ -17,6 +17,8 @@ use crate::gomod::{ModuleVersion, write_proxy};
 use crate::hash::Digest;
 use crate::sandbox::CacheMount;
 
+use super::fetch::{FetchConfig, third_party_requires};
+
 use crate::gomod::GoModError;
 use crate::names::Identity;
 
@@ -38,6 +40,8 @@ pub(crate) mod step {
     pub(crate) const MODULES: &str = "modules";
     /// k3s's go.mod and Go bump, as data.
     pub(crate) const K3S_EDIT: &str = "k3s-edit";
+    /// k3s's third-party modules, fetched with network and pinned.
+    pub(crate) const MODULES_FETCH: &str = "modules-fetch";
     /// `go mod tidy` and the k3s commit.
     pub(crate) const K3S_TIDY: &str = "k3s-tidy";
     /// `make`.
@@ -132,6 +136,8 @@ pub(crate) struct ReleaseInputs<'a> {
     pub(crate) toolchain: &'a StepImage,
     /// Commit identity.
     pub(crate) identity: &'a Identity,
+    /// Where third-party modules come from.
+    pub(crate) fetch: &'a FetchConfig,
 }
 
 fn base_env(inputs: &ReleaseInputs<'_>) -> BTreeMap<String, String> {
@@ -196,6 +202,7 @@ fn container(
         writable_inputs: true,
         network: crate::sandbox::Network::None,
         pins: BTreeMap::new(),
+        impure_env: BTreeMap::new(),
         host: None,
     }
 }
@@ -219,6 +226,7 @@ fn builtin(name: &str, action: HostAction) -> Step {
         writable_inputs: false,
         network: crate::sandbox::Network::None,
         pins: BTreeMap::new(),
+        impure_env: BTreeMap::new(),
         host: Some(action),
     }
 }
@@ -264,7 +272,7 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
         output::TAG_BUNDLE.into(),
     ];
     tag.caches = vec![CacheMount {
-        name: "go-build".into(),
+        name: go_build_cache(inputs.toolchain),
         target: "/cache/go-build".into(),
     }];
 
@@ -325,9 +333,18 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
     let served_paths: Vec<String> = std::iter::once(FORK_MODULE.to_owned())
         .chain(inputs.resolved.modules.iter().map(|m| m.path.clone()))
         .collect();
+    // k3s's third-party modules, when it has any, come from the one step with network.
+    let fetch = fetch_step(inputs, &served_paths)?;
     let go_env = |mut env: BTreeMap<String, String>| {
-        env.insert("GOPROXY".into(), "file:///in/proxy".into());
+        let proxy = if fetch.is_some() {
+            "file:///in/proxy,file:///in/fetched"
+        } else {
+            "file:///in/proxy"
+        };
+        env.insert("GOPROXY".into(), proxy.into());
         env.insert("GONOSUMDB".into(), served_paths.join(","));
+        // Offline: the fetched modules were checked against the checksum database when they
+        // were fetched and are pinned since; go.sum still checks every zip read.
         env.insert("GOSUMDB".into(), "off".into());
         env
     };
@@ -345,6 +362,12 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
         .insert("edit".into(), from_step(step::K3S_EDIT, output::EDIT));
     tidy.inputs
         .insert("proxy".into(), from_step(step::MODULES, output::PROXY));
+    if fetch.is_some() {
+        tidy.inputs.insert(
+            "fetched".into(),
+            from_step(step::MODULES_FETCH, output::PROXY),
+        );
+    }
     tidy.outputs = vec![output::HEAD.into(), output::K3S_BUNDLE.into()];
     // No module cache volume: GOMODCACHE (/cache/gomod) is the container's own, filled from
     // kiln's proxy by this step alone. A shared one let any earlier step (or another
@@ -368,6 +391,12 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
     build
         .inputs
         .insert("proxy".into(), from_step(step::MODULES, output::PROXY));
+    if fetch.is_some() {
+        build.inputs.insert(
+            "fetched".into(),
+            from_step(step::MODULES_FETCH, output::PROXY),
+        );
+    }
     build.outputs = vec![output::ARTIFACTS.into()];
     // The module cache is the step's own, as for k3s-tidy. The Go build cache is shared only
     // among steps of one toolchain image (its entries are keyed by Go's own action hashes,
@@ -377,7 +406,64 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
         target: "/cache/go-build".into(),
     }];
 
-    Plan::new(vec![rebase, tag, modules, k3s_edit, tidy, build])
+    let mut steps = vec![rebase, tag, modules, k3s_edit, tidy, build];
+    steps.extend(fetch);
+    Plan::new(steps)
+}
+
+/// The `modules-fetch` step, when k3s requires modules kiln does not serve: refused (before
+/// any step) when no module proxy may be asked.
+fn fetch_step(inputs: &ReleaseInputs<'_>, served: &[String]) -> Result<Option<Step>, EngineError> {
+    let resolved = inputs.resolved;
+    let go_mod = crate::git::read_file(&resolved.k3s, &resolved.k3s_commit, "go.mod")
+        .map_err(EngineError::from)?
+        .unwrap_or_default();
+    let third_party = third_party_requires(&go_mod, served);
+    if third_party.is_empty() {
+        return Ok(None);
+    }
+    let Some(proxy) = &inputs.fetch.proxy else {
+        return Err(EngineError::InvalidStep {
+            step: step::MODULES_FETCH.into(),
+            reason: format!(
+                "k3s requires modules only a module proxy has ({}), and the module proxy is \
+                 off: set [go] proxy in kiln.toml or KILN_GO_PROXY",
+                third_party.join(", ")
+            ),
+        });
+    };
+    let mut env = base_env(inputs);
+    env.insert("GOFLAGS".into(), "-mod=mod".into());
+    let nosumdb: Vec<String> = served
+        .iter()
+        .chain(&inputs.fetch.nosumdb)
+        .cloned()
+        .collect();
+    env.insert("GONOSUMDB".into(), nosumdb.join(","));
+    env.insert("KILN_SERVED".into(), served.join(" "));
+    let mut fetch = container(step::MODULES_FETCH, inputs, scripts::FETCH, env);
+    fetch.network = crate::sandbox::Network::Host;
+    fetch
+        .impure_env
+        .insert("KILN_MODULE_PROXY".into(), proxy.clone());
+    fetch
+        .inputs
+        .insert("k3s".into(), git(&resolved.k3s, &resolved.k3s_commit));
+    fetch
+        .inputs
+        .insert("edit".into(), from_step(step::K3S_EDIT, output::EDIT));
+    fetch
+        .inputs
+        .insert("proxy".into(), from_step(step::MODULES, output::PROXY));
+    fetch.outputs = vec![output::PROXY.into(), output::SUMS.into()];
+    fetch.pins.clone_from(&inputs.fetch.pins);
+    if fetch.pins.is_empty() {
+        tracing::info!(
+            "k3s's third-party modules are fetched for the first time for this release: the \
+             lockfile records what was fetched, and later runs must fetch the same"
+        );
+    }
+    Ok(Some(fetch))
 }
 
 /// The name of the Go build cache volume of steps in `toolchain`.

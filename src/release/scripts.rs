@@ -77,3 +77,43 @@ SKIP_VALIDATE=1 make
 mkdir -p /out/artifacts
 cp -a dist/artifacts/. /out/artifacts/
 "#;
+
+/// Resolve k3s's module graph after the go.mod edit, with network: kiln's proxy first, then
+/// the module proxy (`KILN_MODULE_PROXY`, not part of the key: the outputs are pinned). Keeps,
+/// in GOPROXY layout, every module version Go fetched that kiln does not serve itself
+/// (`KILN_SERVED`), and their go.sum lines.
+pub(super) const FETCH: &str = r#"set -euo pipefail
+cd /in/k3s
+cp -a /in/edit/. .
+export GOMODCACHE=/tmp/kiln-fetch GOPROXY="file:///in/proxy,${KILN_MODULE_PROXY}"
+if ! go mod tidy >/tmp/fetch.log 2>&1 || ! go mod download >>/tmp/fetch.log 2>&1; then
+    echo "kiln: resolving k3s's modules through ${KILN_MODULE_PROXY} failed:" >&2
+    tail -n 20 /tmp/fetch.log >&2
+    exit 3
+fi
+served() {
+    local p
+    for p in ${KILN_SERVED}; do
+        case "$1/" in "$p"/*) return 0 ;; esac
+    done
+    return 1
+}
+cd "${GOMODCACHE}/cache/download"
+mkdir -p /out/proxy
+find . -path '*/@v/*' -type f \( -name '*.mod' -o -name '*.zip' -o -name '*.info' \) | LC_ALL=C sort |
+while read -r f; do
+    module=${f#./}
+    module=${module%%/@v/*}
+    served "$module" && continue
+    mkdir -p "/out/proxy/${f%/*}"
+    cp "$f" "/out/proxy/$f"
+done
+# The version lists, sorted: Go appends to its own in download order.
+find /out/proxy -type d -name '@v' | while read -r d; do
+    find "$d" -maxdepth 1 -name '*.mod' -printf '%f\n' | sed 's/\.mod$//' | LC_ALL=C sort >"$d/list"
+done
+cd /in/k3s
+while read -r module version sum; do
+    served "$module" || printf '%s %s %s\n' "$module" "$version" "$sum"
+done <go.sum | LC_ALL=C sort >/out/sums
+"#;

@@ -12,6 +12,7 @@ mod concurrent;
 mod demo;
 mod engine;
 mod faults;
+mod fetch;
 mod gomod;
 mod image;
 mod images;

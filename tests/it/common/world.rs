@@ -50,9 +50,23 @@ impl World {
         Self { dir, root }
     }
 
+    /// A world whose k3s also requires third-party modules (`demo init --third-party`), served
+    /// from `goproxy/` by a stand-in the test starts.
+    pub(crate) fn third_party() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("w");
+        Self::init_with(&root, &["--third-party"]);
+        Self { dir, root }
+    }
+
     fn init(root: &Path) {
+        Self::init_with(root, &[]);
+    }
+
+    fn init_with(root: &Path, extra: &[&str]) {
         let output = kiln()
             .args(["demo", "init"])
+            .args(extra)
             .arg(root)
             .timed_output()
             .unwrap();

@@ -1,0 +1,137 @@
+//! Third-party modules as fixed outputs: when k3s requires modules kiln does not serve itself
+//! (anything but the fork's and `[[modules]]`), a `modules-fetch` step — the release's only
+//! step with network — resolves k3s's whole module graph after the go.mod edit, from kiln's
+//! own proxy first and the configured module proxy after it, with Go's checksum database on
+//! for every path kiln does not serve. Its output is a GOPROXY tree of exactly what was
+//! fetched plus its go.sum lines; `k3s-tidy` and `build` then run offline against kiln's proxy
+//! and that tree, and the lockfile lists every third-party module with its sums.
+
+/// Where third-party modules come from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FetchConfig {
+    /// The module proxy's base URL (`[go] proxy`, `KILN_GO_PROXY`, `GOPROXY`; default the
+    /// public one); `None`: none may be asked.
+    pub(crate) proxy: Option<String>,
+    /// Path prefixes exempt from the checksum database besides kiln's own (`[go] nosumdb`).
+    pub(crate) nosumdb: Vec<String>,
+    /// What the fetch step's outputs must be: the release's existing lockfile's record of it
+    /// (empty for a first release, whose fetch is trusted on first use and recorded).
+    pub(crate) pins: std::collections::BTreeMap<String, crate::hash::Digest>,
+}
+
+impl FetchConfig {
+    /// Pins the fetch step to what `lock` recorded for it, if anything.
+    pub(crate) fn pinned_by(mut self, lock: &crate::lockfile::Lockfile) -> Self {
+        if let Some(step) = lock.steps.get(super::step::MODULES_FETCH) {
+            self.pins.clone_from(&step.outputs);
+        }
+        self
+    }
+}
+
+/// The module paths `go_mod` requires that none of `served` (kiln's own module path
+/// prefixes) provides, after its `replace` directives: what only a module proxy has.
+pub(crate) fn third_party_requires(go_mod: &str, served: &[String]) -> Vec<String> {
+    let mut requires = Vec::new();
+    let mut replaces = std::collections::BTreeMap::new();
+    let mut block: Option<&str> = None;
+    for raw in go_mod.lines() {
+        let line = raw.split("//").next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        if line == ")" {
+            block = None;
+            continue;
+        }
+        let (verb, rest) = match block {
+            Some(verb) => (verb, line),
+            None => match line.split_once(char::is_whitespace) {
+                Some((verb @ ("require" | "replace"), rest)) => {
+                    let rest = rest.trim();
+                    if rest == "(" {
+                        block = Some(verb);
+                        continue;
+                    }
+                    (verb, rest)
+                }
+                Some((_, rest)) if rest.trim() == "(" => {
+                    block = Some("other");
+                    continue;
+                }
+                _ => continue,
+            },
+        };
+        match verb {
+            "require" => {
+                if let Some(path) = rest.split_whitespace().next() {
+                    requires.push(path.to_owned());
+                }
+            }
+            "replace" => {
+                if let Some((from, to)) = rest.split_once("=>") {
+                    let from = from.split_whitespace().next().unwrap_or("");
+                    let to = to.split_whitespace().next().unwrap_or("");
+                    replaces.insert(from.to_owned(), to.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    let is_served = |path: &str| {
+        served
+            .iter()
+            .any(|p| path == p || path.starts_with(&format!("{p}/")))
+    };
+    let mut third_party: Vec<String> = requires
+        .into_iter()
+        .filter(|path| {
+            let target = replaces.get(path).map_or(path.as_str(), String::as_str);
+            // A replacement by a local directory is k3s's own source.
+            !(target.starts_with("./") || target.starts_with("../") || is_served(target))
+        })
+        .collect();
+    third_party.sort();
+    third_party.dedup();
+    third_party
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_modules_kiln_does_not_serve_are_third_party() {
+        let go_mod = "module github.com/k3s-io/k3s\n\ngo 1.20\n\nreplace (\n\
+                      \tk8s.io/api => github.com/k3s-io/kubernetes/staging/src/k8s.io/api v1.28.1-k3s1\n\
+                      \tk8s.io/kubernetes => github.com/k3s-io/kubernetes v1.28.1-k3s1 // the fork\n\
+                      \tgithub.com/k3s-io/local => ./local\n)\n\n\
+                      replace go.etcd.io/etcd/api/v3 => github.com/k3s-io/etcd/api/v3 v3.5.9-k3s1\n\n\
+                      require (\n\tk8s.io/api v0.28.1\n\tk8s.io/kubernetes v1.28.1\n\
+                      \tgithub.com/k3s-io/helper v0.28.1\n\tgithub.com/k3s-io/local v0.0.0\n\
+                      \tgo.etcd.io/etcd/api/v3 v3.5.9 // indirect\n\
+                      \tgithub.com/kiln-demo/legacy v2.1.0+incompatible\n)\n\n\
+                      require github.com/kiln-demo/semver v1.2.0\n\n\
+                      exclude (\n\tgithub.com/x/y v1.0.0\n)\n";
+        let served = vec![
+            "github.com/k3s-io/kubernetes".to_owned(),
+            "github.com/k3s-io/helper".to_owned(),
+        ];
+        assert_eq!(
+            third_party_requires(go_mod, &served),
+            vec![
+                "github.com/kiln-demo/legacy".to_owned(),
+                "github.com/kiln-demo/semver".to_owned(),
+                "go.etcd.io/etcd/api/v3".to_owned(),
+            ]
+        );
+        // Without third-party requirements there is nothing to fetch.
+        assert!(
+            third_party_requires(
+                "module m\n\nrequire k8s.io/api v0.28.1\nreplace k8s.io/api => github.com/k3s-io/kubernetes/staging/src/k8s.io/api v1\n",
+                &served
+            )
+            .is_empty()
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! Third-party modules as fixed outputs: a demo world whose k3s requires modules only a module
+//! proxy has (a plain one, a `/v3` module from a subdirectory, a pseudo-version, a
+//! `+incompatible` one), served by a stand-in proxy on loopback that the test starts and stops.
+
+use crate::common::TimedOutput as _;
+use std::io::{BufRead as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::common::{World, docker_or_skip, git, kiln, text};
+
+/// A GOPROXY directory served over HTTP on loopback (the stand-in for proxy.golang.org),
+/// stopped when dropped.
+struct StandIn {
+    url: String,
+    stopped: Arc<AtomicBool>,
+    addr: std::net::SocketAddr,
+}
+
+impl StandIn {
+    fn serve(root: &Path) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (root, stop) = (root.to_owned(), stopped.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut client) = client else { continue };
+                let mut reader = std::io::BufReader::new(client.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+                        break;
+                    }
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/");
+                let file = (!path.contains(".."))
+                    .then(|| root.join(path.trim_start_matches('/')))
+                    .filter(|f| f.is_file());
+                let _ = match file.and_then(|f| std::fs::read(f).ok()) {
+                    Some(body) => client
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        )
+                        .and_then(|()| client.write_all(&body)),
+                    None => client.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    ),
+                };
+            }
+        });
+        Self {
+            url: format!("http://{addr}"),
+            stopped,
+            addr,
+        }
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag and closes the listener.
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}
+
+/// `kiln release --old v1.28.1 --new v1.28.2 --json [extra]` in `world` with `store`, the
+/// module proxy at `proxy`.
+fn release(world: &World, store: &Path, proxy: &str, extra: &[&str]) -> std::process::Output {
+    kiln()
+        .current_dir(world.path())
+        .env("KILN_GO_PROXY", proxy)
+        .arg("--store")
+        .arg(store)
+        .args(["release", "--old", "v1.28.1", "--new", "v1.28.2", "--json"])
+        .args(extra)
+        .timed_output()
+        .unwrap()
+}
+
+/// The network of every step the store has a record of, by step name.
+fn networks(store: &Path) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = std::fs::read_dir(store.join("store-v1/records"))
+        .unwrap()
+        .flatten()
+        .map(|entry| {
+            let record: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+            (
+                record["name"].as_str().unwrap().to_owned(),
+                record["derivation"]["network"]
+                    .as_str()
+                    .unwrap_or("none")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = World::third_party();
+    let proxy = StandIn::serve(&world.path().join("goproxy"));
+    let store = world.store();
+    let out = world.dir.path().join("artifacts");
+    let output = release(
+        &world,
+        &store,
+        &proxy.url,
+        &["--out", out.to_str().unwrap()],
+    );
+    assert!(output.status.success(), "{}", text(&output).1);
+    let lock: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    // Only the fetch step had network (the host's); tidy and build had none.
+    let networks = networks(&store);
+    assert!(
+        networks.contains(&("modules-fetch".into(), "host".into())),
+        "{networks:?}"
+    );
+    assert!(
+        networks
+            .iter()
+            .filter(|(name, _)| name != "modules-fetch")
+            .all(|(_, network)| network == "none"),
+        "{networks:?}"
+    );
+    for step in ["k3s-tidy", "build"] {
+        assert!(networks.contains(&(step.into(), "none".into())), "{step}");
+    }
+
+    // The lockfile lists every third-party module with the sums k3s's go.sum pins.
+    let go_sum = git(
+        &world.path().join("k3s.git"),
+        &["show", "release-1.28:go.sum"],
+    );
+    let third_party = lock["third_party"].as_array().unwrap();
+    let listed: Vec<&str> = third_party
+        .iter()
+        .map(|m| m["module"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "github.com/kiln-demo/legacy",
+            "github.com/kiln-demo/pseudo",
+            "github.com/kiln-demo/semver",
+            "github.com/kiln-demo/store/api/v3"
+        ]
+    );
+    for m in third_party {
+        let (module, version) = (
+            m["module"].as_str().unwrap(),
+            m["version"].as_str().unwrap(),
+        );
+        assert!(
+            go_sum.contains(&format!("{module} {version} {}", m["h1"].as_str().unwrap())),
+            "{module}: {go_sum}"
+        );
+        assert!(
+            go_sum.contains(&format!(
+                "{module} {version}/go.mod {}",
+                m["go_mod_h1"].as_str().unwrap()
+            )),
+            "{module}: {go_sum}"
+        );
+    }
+    // The artifact was built on them.
+    let ran = std::process::Command::new(out.join("k3s"))
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "{}", text(&ran).1);
+    assert!(
+        text(&ran).0.contains(
+            "third-party [v1.2.0 v3.5.9 v0.0.0-20230801120000-0123456789ab v2.1.0+incompatible]"
+        ),
+        "{}",
+        text(&ran).0
+    );
+
+    // Another world, another store and another stand-in (another port: the proxy's URL is not
+    // part of any key): the same lockfile, byte for byte.
+    let other = World::third_party();
+    let other_proxy = StandIn::serve(&other.path().join("goproxy"));
+    let output = release(&other, &other.store(), &other_proxy.url, &[]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    let lock_path = |w: &World| w.path().join("lockfiles/v1.28.2-k3s1.lock.json");
+    assert_eq!(
+        std::fs::read_to_string(lock_path(&other)).unwrap(),
+        std::fs::read_to_string(lock_path(&world)).unwrap()
+    );
+
+    // `kiln verify` refetches in a fresh store, held to the lockfile's pins, and matches.
+    let output = kiln()
+        .current_dir(world.path())
+        .env("KILN_GO_PROXY", &proxy.url)
+        .arg("--store")
+        .arg(&store)
+        .args(["verify", "lockfiles/v1.28.2-k3s1.lock.json", "--json"])
+        .timed_output()
+        .unwrap();
+    assert!(output.status.success(), "{}\n{}", text(&output).0, text(&output).1);
+
+    // The proxy now serves other bytes for a version already fetched (its .info, which go.sum
+    // does not cover): a fresh store refetches, and the pin the lockfile holds refuses it.
+    let info = world
+        .path()
+        .join("goproxy/github.com/kiln-demo/semver/@v/v1.2.0.info");
+    let original = std::fs::read(&info).unwrap();
+    std::fs::write(
+        &info,
+        "{\"Version\":\"v1.2.0\",\"Time\":\"2024-01-01T00:00:00Z\"}\n",
+    )
+    .unwrap();
+    let output = release(&world, &world.dir.path().join("store-2"), &proxy.url, &[]);
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("step `modules-fetch` gave output `proxy/` as")
+            && stderr.contains(&format!(
+                "pinned to {}",
+                lock["steps"]["modules-fetch"]["outputs"]["proxy/"]
+                    .as_str()
+                    .unwrap()
+            )),
+        "{stderr}"
+    );
+    std::fs::write(&info, original).unwrap();
+
+    // The stand-in stopped: with the fetch outputs in the store the release needs no network;
+    // a fresh store cannot fetch, and says through which proxy.
+    let url = proxy.url.clone();
+    drop(proxy);
+    let output = release(&world, &store, &url, &[]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    let fresh = world.dir.path().join("fresh-store");
+    let output = release(&world, &fresh, &url, &[]);
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("resolving k3s's modules through {url} failed")),
+        "{stderr}"
+    );
+}
+
+/// A zip that go.sum pins, altered on the stand-in: the release fails naming the module, no
+/// record of the fetch is stored and no lockfile written.
+#[tokio::test]
+async fn an_altered_zip_on_the_proxy_is_refused_naming_the_module() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = World::third_party();
+    let zip_path: PathBuf = world
+        .path()
+        .join("goproxy/github.com/kiln-demo/semver/@v/v1.2.0.zip");
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, body) in [
+        ("go.mod", "module github.com/kiln-demo/semver\n\ngo 1.20\n"),
+        (
+            "semver.go",
+            "// Package semver, altered on its way.\npackage semver\n\nconst Version = \"v1.2.0-evil\"\n",
+        ),
+    ] {
+        zip.start_file(
+            format!("github.com/kiln-demo/semver@v1.2.0/{name}"),
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+        zip.write_all(body.as_bytes()).unwrap();
+    }
+    std::fs::write(&zip_path, zip.finish().unwrap().into_inner()).unwrap();
+    let proxy = StandIn::serve(&world.path().join("goproxy"));
+    let output = release(&world, &world.store(), &proxy.url, &[]);
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("github.com/kiln-demo/semver@v1.2.0")
+            && stderr.contains("checksum mismatch"),
+        "{stderr}"
+    );
+    assert!(
+        !networks(&world.store())
+            .iter()
+            .any(|(name, _)| name == "modules-fetch"),
+        "a record of the failed fetch was stored"
+    );
+    assert!(
+        !world
+            .path()
+            .join("lockfiles/v1.28.2-k3s1.lock.json")
+            .exists()
+    );
+}
