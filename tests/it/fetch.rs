@@ -217,7 +217,12 @@ async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
         .args(["verify", "lockfiles/v1.28.2-k3s1.lock.json", "--json"])
         .timed_output()
         .unwrap();
-    assert!(output.status.success(), "{}\n{}", text(&output).0, text(&output).1);
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        text(&output).0,
+        text(&output).1
+    );
 
     // The proxy now serves other bytes for a version already fetched (its .info, which go.sum
     // does not cover): a fresh store refetches, and the pin the lockfile holds refuses it.
