@@ -299,7 +299,8 @@ async fn an_altered_zip_on_the_proxy_is_refused_naming_the_module() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("github.com/kiln-demo/semver@v1.2.0")
-            && stderr.contains("checksum mismatch"),
+            && stderr.contains("checksum mismatch")
+            && stderr.contains("SECURITY ERROR"),
         "{stderr}"
     );
     assert!(
