@@ -161,6 +161,7 @@ impl GoArgs {
             config,
             archive: None,
             held: None,
+            offline: false,
         }
     }
 }
@@ -176,6 +177,8 @@ pub(super) struct GoSettings {
     pub(super) archive: Option<Digest>,
     /// A lockfile whose fetched modules the release must fetch again, byte for byte.
     held: Option<crate::lockfile::Lockfile>,
+    /// No module proxy may be asked (`kiln verify --offline`).
+    pub(super) offline: bool,
 }
 
 impl GoSettings {
@@ -183,7 +186,12 @@ impl GoSettings {
     /// (as for Go distributions) and kiln.toml's GOSUMDB exemptions.
     pub(super) fn fetch_config(&self) -> FetchConfig {
         let config = FetchConfig {
-            proxy: GoSources::configured(Vec::new(), &self.config).proxy,
+            // Offline, a fetch step that has to run finds nothing to fetch from (`off`).
+            proxy: if self.offline {
+                Some("off".to_owned())
+            } else {
+                GoSources::configured(Vec::new(), &self.config).proxy
+            },
             nosumdb: self.config.nosumdb.clone(),
             pins: std::collections::BTreeMap::new(),
         };

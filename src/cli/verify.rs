@@ -35,6 +35,10 @@ enum StepsArg {
 pub(super) struct VerifyArgs {
     /// The lockfile.
     lockfile: PathBuf,
+    /// Use the fetched third-party modules the store holds for this lockfile instead of
+    /// fetching them again (no step gets network); everything else is rebuilt.
+    #[arg(long)]
+    offline: bool,
     /// Which steps to rebuild.
     #[arg(long, value_enum, default_value = "all")]
     steps: StepsArg,
@@ -74,6 +78,7 @@ pub(super) async fn run_verify(args: VerifyArgs, store_dir: &Path) -> Outcome {
     let mut go = args.go.settings(toml.as_ref());
     go.archive = Some(lock.inputs.toolchain.archive);
     go.fetch_pins_from(&lock);
+    go.offline = args.offline;
     let engine = Engine::connect().await?;
     // The user's store gives the repository mirrors and the locked copies of outputs; nothing
     // is read from it as a result.
@@ -101,6 +106,7 @@ pub(super) async fn run_verify(args: VerifyArgs, store_dir: &Path) -> Outcome {
                 store,
                 sandbox,
                 args.jobs,
+                args.offline,
                 &events,
             )
             .await

@@ -265,6 +265,23 @@ pub(crate) enum ReleaseError {
     #[diagnostic(transparent)]
     Engine(#[from] crate::engine::EngineError),
 
+    /// `kiln verify --offline` without the fetched modules in the store.
+    #[error(
+        "`--offline`: the store holds no record of the `{step}` step this lockfile names, so its \
+         modules would have to be fetched again"
+    )]
+    #[diagnostic(
+        code(kiln::release::offline_without_fetch),
+        help(
+            "run the release once with this store (or `kiln cache pull` it), or verify without \
+             --offline to fetch them, held to the lockfile's pins"
+        )
+    )]
+    OfflineWithoutFetch {
+        /// The fetch step.
+        step: String,
+    },
+
     /// The toolchain image could not be found or built.
     #[error(transparent)]
     #[diagnostic(transparent)]

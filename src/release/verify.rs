@@ -11,7 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::engine::{EngineEvent, Plan, RunOptions};
 use crate::hash::Digest;
 use crate::lockfile::Lockfile;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Network, Sandbox};
 use crate::store::{LocalStore, Store as _};
 
 use super::recipe::step;
@@ -178,6 +178,7 @@ pub(crate) async fn rebuild<B: Sandbox + Clone + 'static>(
     store: &LocalStore,
     sandbox: &B,
     jobs: usize,
+    offline: bool,
     events: &UnboundedSender<EngineEvent>,
 ) -> Result<Verdict, ReleaseError> {
     check_keep_dir(keep)?;
@@ -200,6 +201,9 @@ pub(crate) async fn rebuild<B: Sandbox + Clone + 'static>(
     )?;
     let fresh_dir = store.scratch_dir("kiln-verify-")?;
     let fresh = LocalStore::open(fresh_dir.path())?;
+    if offline {
+        seed_fetches(&plan, lock, store, &fresh, fresh_dir.path()).await?;
+    }
     let options = RunOptions {
         jobs,
         work_dir: fresh.work_dir(),
@@ -245,6 +249,35 @@ pub(crate) async fn rebuild<B: Sandbox + Clone + 'static>(
         differing_files,
         kept,
     })
+}
+
+/// `--offline`: the records (and outputs) the lockfile names for the plan's fetch steps, copied
+/// from `store` into the fresh store, so the rebuild uses what was fetched and pinned instead of
+/// fetching again. Their pins are still checked when the rebuild reaches them.
+async fn seed_fetches(
+    plan: &Plan,
+    lock: &Lockfile,
+    store: &LocalStore,
+    fresh: &LocalStore,
+    scratch: &Path,
+) -> Result<(), ReleaseError> {
+    for fetch in plan.steps().iter().filter(|s| s.network != Network::None) {
+        let missing = || ReleaseError::OfflineWithoutFetch {
+            step: fetch.name.clone(),
+        };
+        let locked = lock.steps.get(&fetch.name).ok_or_else(missing)?;
+        let record = store.record(&locked.key).await?.ok_or_else(missing)?;
+        for (index, output) in record.outputs.values().enumerate() {
+            let copy = scratch.join(format!("seed-{index}"));
+            if !store.export(&output.digest, &copy).await? {
+                return Err(missing());
+            }
+            fresh.put_file(&copy).await?;
+            std::fs::remove_file(&copy).map_err(ReleaseError::io("remove", &copy))?;
+        }
+        fresh.put_record(&record).await?;
+    }
+    Ok(())
 }
 
 /// Makes `dir` an empty directory for this run's copies: one an earlier `kiln verify` made is

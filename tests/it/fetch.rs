@@ -264,6 +264,42 @@ async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
         stderr.contains(&format!("resolving k3s's modules through {url} failed")),
         "{stderr}"
     );
+
+    // `kiln verify --offline` rebuilds everything but the fetch, whose pinned outputs come
+    // from the store; without them in the store it says so, before any step.
+    let verify = |store: &Path, extra: &[&str]| {
+        kiln()
+            .current_dir(world.path())
+            .env("KILN_GO_PROXY", &url)
+            .arg("--store")
+            .arg(store)
+            .args(["verify", "lockfiles/v1.28.2-k3s1.lock.json", "--json"])
+            .args(extra)
+            .timed_output()
+            .unwrap()
+    };
+    let output = verify(&store, &["--offline"]);
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        text(&output).0,
+        text(&output).1
+    );
+    let output = verify(&world.dir.path().join("empty-store"), &["--offline"]);
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the store holds no record of the `modules-fetch` step"),
+        "{stderr}"
+    );
+    // Online, with the stand-in down, the refetch fails naming the proxy.
+    let output = verify(&store, &[]);
+    assert_ne!(output.status.code(), Some(0));
+    assert!(
+        text(&output).1.contains(&format!("through {url} failed")),
+        "{}",
+        text(&output).1
+    );
 }
 
 /// A zip that go.sum pins, altered on the stand-in: the release fails naming the module, no
