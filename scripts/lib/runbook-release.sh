@@ -4,9 +4,15 @@
 # clone, rebase and tag.sh in a container, the global sed on go.mod, go mod tidy and make in a
 # container. Offline there is no proxy.golang.org to push the tags to, so the module proxy comes
 # ready-made in PROXY (kiln's, unpacked before timing) — the baseline gets that work for free.
-# Usage: runbook-release.sh WORLD IMAGE PROXY WORKDIR
+# With MODULE_PROXY (a world whose k3s requires third-party modules), tidy and make run with
+# the host's network and fetch those from it, as a captain's laptop does.
+# Usage: runbook-release.sh WORLD IMAGE PROXY WORKDIR [MODULE_PROXY]
 set -euo pipefail
-world=$1 image=$2 proxy=$3 work=$4
+world=$1 image=$2 proxy=$3 work=$4 module_proxy=${5:-}
+net=(--network none) goproxy=file:///proxy
+if [ -n "$module_proxy" ]; then
+    net=(--network host) goproxy="file:///proxy,$module_proxy"
+fi
 ident=(-e GIT_AUTHOR_NAME=Captain -e GIT_AUTHOR_EMAIL=captain@example.invalid
     -e GIT_COMMITTER_NAME=Captain -e GIT_COMMITTER_EMAIL=captain@example.invalid)
 git clone --quiet "$world/fork.git" "$work/fork"
@@ -21,7 +27,7 @@ sed -i -e 's/v1.28.1-k3s1/v1.28.2-k3s1/g' -e 's/k8s.io\/kubernetes v1.28.1/k8s.i
     -e '/^\tk8s.io\//s/v0.28.1$/v0.28.2/' go.mod
 sed -i 's/golang:1.21.13-/golang:1.22.10-/' Dockerfile.dapper Dockerfile.test
 sed -i "s/go-version: '1.21.13'/go-version: '1.22.10'/" .github/workflows/integration.yaml .github/workflows/unitcoverage.yaml
-docker run --rm --network none -u "$(id -u):$(id -g)" -v "$work:/w" -v "$proxy:/proxy:ro" -w /w/k3s "${ident[@]}" \
-    -e GOPROXY=file:///proxy -e GOSUMDB=off -e GOFLAGS=-mod=mod "$image" bash -c \
+docker run --rm "${net[@]}" -u "$(id -u):$(id -g)" -v "$work:/w" -v "$proxy:/proxy:ro" -w /w/k3s "${ident[@]}" \
+    -e GOPROXY="$goproxy" -e GOSUMDB=off -e GOFLAGS=-mod=mod "$image" bash -c \
     'go mod tidy && git add -A && git commit --quiet -s -m "Update to v1.28.2-k3s1" && SKIP_VALIDATE=1 make >/dev/null'
 test -x dist/artifacts/k3s

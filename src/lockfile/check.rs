@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use super::Lockfile;
 use crate::git::validate_rev;
+use crate::gomod::ProxyModule;
 
 /// Checks every value of `lock`; the error names the field and what is wrong with it.
 pub(super) fn check(lock: &Lockfile) -> Result<(), String> {
@@ -94,41 +95,9 @@ pub(super) fn check(lock: &Lockfile) -> Result<(), String> {
         }
     }
 
-    let mut seen = BTreeSet::new();
-    for m in &lock.modules {
-        module_path("modules.module", &m.module)?;
-        ref_name(&format!("modules.{}.version", m.module), &m.version)?;
-        h1(&format!("modules.{}@{}.h1", m.module, m.version), &m.h1)?;
-        h1(
-            &format!("modules.{}@{}.go_mod_h1", m.module, m.version),
-            &m.go_mod_h1,
-        )?;
-        if !seen.insert((&m.module, &m.version)) {
-            return Err(format!(
-                "modules: {}@{} is listed twice",
-                m.module, m.version
-            ));
-        }
-    }
-
-    let mut seen = BTreeSet::new();
-    for m in &lock.third_party {
-        module_path("third_party.module", &m.module)?;
-        ref_name(&format!("third_party.{}.version", m.module), &m.version)?;
-        if !m.h1.is_empty() {
-            h1(&format!("third_party.{}@{}.h1", m.module, m.version), &m.h1)?;
-        }
-        h1(
-            &format!("third_party.{}@{}.go_mod_h1", m.module, m.version),
-            &m.go_mod_h1,
-        )?;
-        if !seen.insert((&m.module, &m.version)) {
-            return Err(format!(
-                "third_party: {}@{} is listed twice",
-                m.module, m.version
-            ));
-        }
-    }
+    modules("modules", &lock.modules, false)?;
+    // A third-party module whose go.mod alone was needed has no zip sum.
+    modules("third_party", &lock.third_party, true)?;
 
     for (name, step) in &lock.steps {
         if name.is_empty()
@@ -214,6 +183,30 @@ fn h1(field: &str, sum: &str) -> Result<(), String> {
             sum.escape_debug()
         ))
     }
+}
+
+/// A module list (`field`): paths, versions and sums well formed, each module@version once;
+/// `zip_optional` lets a module have no zip sum.
+fn modules(field: &str, list: &[ProxyModule], zip_optional: bool) -> Result<(), String> {
+    let mut seen = BTreeSet::new();
+    for m in list {
+        module_path(&format!("{field}.module"), &m.module)?;
+        ref_name(&format!("{field}.{}.version", m.module), &m.version)?;
+        if !(zip_optional && m.h1.is_empty()) {
+            h1(&format!("{field}.{}@{}.h1", m.module, m.version), &m.h1)?;
+        }
+        h1(
+            &format!("{field}.{}@{}.go_mod_h1", m.module, m.version),
+            &m.go_mod_h1,
+        )?;
+        if !seen.insert((&m.module, &m.version)) {
+            return Err(format!(
+                "{field}: {}@{} is listed twice",
+                m.module, m.version
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A Go module path: a relative slash path of `[A-Za-z0-9._~-]` elements.

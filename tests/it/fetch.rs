@@ -3,78 +3,14 @@
 //! `+incompatible` one), served by a stand-in proxy on loopback that the test starts and stops.
 
 use crate::common::TimedOutput as _;
-use std::io::{BufRead as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::common::{World, docker_or_skip, git, kiln, text};
+use crate::common::{HttpFiles, World, docker_or_skip, git, kiln, text};
 
-/// A GOPROXY directory served over HTTP on loopback (the stand-in for proxy.golang.org),
-/// stopped when dropped.
-struct StandIn {
-    url: String,
-    stopped: Arc<AtomicBool>,
-    addr: std::net::SocketAddr,
-}
-
-impl StandIn {
-    fn serve(root: &Path) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stopped = Arc::new(AtomicBool::new(false));
-        let (root, stop) = (root.to_owned(), stopped.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(mut client) = client else { continue };
-                let mut reader = std::io::BufReader::new(client.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                loop {
-                    let mut header = String::new();
-                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
-                        break;
-                    }
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("/");
-                let file = (!path.contains(".."))
-                    .then(|| root.join(path.trim_start_matches('/')))
-                    .filter(|f| f.is_file());
-                let _ = match file.and_then(|f| std::fs::read(f).ok()) {
-                    Some(body) => client
-                        .write_all(
-                            format!(
-                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                                body.len()
-                            )
-                            .as_bytes(),
-                        )
-                        .and_then(|()| client.write_all(&body)),
-                    None => client.write_all(
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    ),
-                };
-            }
-        });
-        Self {
-            url: format!("http://{addr}"),
-            stopped,
-            addr,
-        }
-    }
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag and closes the listener.
-        let _ = std::net::TcpStream::connect(self.addr);
-    }
+/// The world's GOPROXY directory served on loopback: the stand-in for proxy.golang.org.
+fn stand_in(world: &World) -> HttpFiles {
+    HttpFiles::start(Some(&world.path().join("goproxy")))
 }
 
 /// `kiln release --old v1.28.1 --new v1.28.2 --json [extra]` in `world` with `store`, the
@@ -118,7 +54,7 @@ async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
         return;
     };
     let world = World::third_party();
-    let proxy = StandIn::serve(&world.path().join("goproxy"));
+    let proxy = stand_in(&world);
     let store = world.store();
     let out = world.dir.path().join("artifacts");
     let output = release(
@@ -199,7 +135,7 @@ async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
     // Another world, another store and another stand-in (another port: the proxy's URL is not
     // part of any key): the same lockfile, byte for byte.
     let other = World::third_party();
-    let other_proxy = StandIn::serve(&other.path().join("goproxy"));
+    let other_proxy = stand_in(&other);
     let output = release(&other, &other.store(), &other_proxy.url, &[]);
     assert!(output.status.success(), "{}", text(&output).1);
     let lock_path = |w: &World| w.path().join("lockfiles/v1.28.2-k3s1.lock.json");
@@ -329,7 +265,7 @@ async fn an_altered_zip_on_the_proxy_is_refused_naming_the_module() {
         zip.write_all(body.as_bytes()).unwrap();
     }
     std::fs::write(&zip_path, zip.finish().unwrap().into_inner()).unwrap();
-    let proxy = StandIn::serve(&world.path().join("goproxy"));
+    let proxy = stand_in(&world);
     let output = release(&world, &world.store(), &proxy.url, &[]);
     let stderr = text(&output).1;
     assert_eq!(output.status.code(), Some(1), "{stderr}");

@@ -14,25 +14,7 @@ async fn k3s_builds_offline_from_kilns_proxy_and_go_agrees_on_every_sum() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let world = dir.path().join("world");
-    let output = common::kiln()
-        .args(["demo", "init"])
-        .arg(&world)
-        .timed_output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output).1);
-
-    let mut versions = fork_module_versions(&world.join("fork.git"), "v1.28.1-k3s1").unwrap();
-    versions.extend(
-        extra_module_versions(
-            &world.join("helper.git"),
-            "github.com/k3s-io/helper",
-            &["v0.28.1".into(), "v0.28.2".into()],
-        )
-        .unwrap(),
-    );
-    let proxy = dir.path().join("proxy");
-    let served = write_proxy(&proxy, &versions).unwrap();
+    let (versions, served, k3s, proxy) = demo_k3s_and_proxy(dir.path());
     assert_eq!(served.len(), 1 + 6 + 2);
     // Nested modules are not part of the root module's zip.
     let root = versions
@@ -45,15 +27,6 @@ async fn k3s_builds_offline_from_kilns_proxy_and_go_agrees_on_every_sum() {
         "{:?}",
         root.files.keys().collect::<Vec<_>>()
     );
-
-    let k3s = dir.path().join("k3s");
-    let status = std::process::Command::new("git")
-        .args(["clone", "--quiet", "--branch", "release-1.28"])
-        .arg(world.join("k3s.git"))
-        .arg(&k3s)
-        .status()
-        .unwrap();
-    assert!(status.success());
 
     // k3s's release-1.28 requires Kubernetes v1.28.1, whose build/dependencies.yaml names Go
     // 1.21.13: built in that exact toolchain, the binary's own Go check passes.
@@ -149,32 +122,7 @@ async fn the_demo_k3s_refuses_to_run_on_another_go_than_upstream_s() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let world = dir.path().join("world");
-    let output = common::kiln()
-        .args(["demo", "init"])
-        .arg(&world)
-        .timed_output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output).1);
-    let mut versions = fork_module_versions(&world.join("fork.git"), "v1.28.1-k3s1").unwrap();
-    versions.extend(
-        extra_module_versions(
-            &world.join("helper.git"),
-            "github.com/k3s-io/helper",
-            &["v0.28.1".into()],
-        )
-        .unwrap(),
-    );
-    let proxy = dir.path().join("proxy");
-    write_proxy(&proxy, &versions).unwrap();
-    let k3s = dir.path().join("k3s");
-    let status = std::process::Command::new("git")
-        .args(["clone", "--quiet", "--branch", "release-1.28"])
-        .arg(world.join("k3s.git"))
-        .arg(&k3s)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let (_, _, k3s, proxy) = demo_k3s_and_proxy(dir.path());
     // Debian's Go 1.22 (the test toolchain's line), not upstream's 1.21.13.
     let other = kiln::image::ensure_toolchain(
         docker.sandbox.engine(),
@@ -198,4 +146,44 @@ async fn the_demo_k3s_refuses_to_run_on_another_go_than_upstream_s() {
         ),
         "{stderr}"
     );
+}
+
+/// A demo world under `dir`, kiln's proxy of its fork modules (v1.28.1-k3s1) and the helper
+/// module in `dir/proxy`, and a clone of k3s's release-1.28 in `dir/k3s`: the module
+/// versions, what the proxy serves, the clone and the proxy.
+fn demo_k3s_and_proxy(
+    dir: &std::path::Path,
+) -> (
+    Vec<kiln::gomod::ModuleVersion>,
+    Vec<kiln::gomod::ProxyModule>,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let world = dir.join("world");
+    let output = common::kiln()
+        .args(["demo", "init"])
+        .arg(&world)
+        .timed_output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    let mut versions = fork_module_versions(&world.join("fork.git"), "v1.28.1-k3s1").unwrap();
+    versions.extend(
+        extra_module_versions(
+            &world.join("helper.git"),
+            "github.com/k3s-io/helper",
+            &["v0.28.1".into(), "v0.28.2".into()],
+        )
+        .unwrap(),
+    );
+    let proxy = dir.join("proxy");
+    let served = write_proxy(&proxy, &versions).unwrap();
+    let k3s = dir.join("k3s");
+    let status = std::process::Command::new("git")
+        .args(["clone", "--quiet", "--branch", "release-1.28"])
+        .arg(world.join("k3s.git"))
+        .arg(&k3s)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    (versions, served, k3s, proxy)
 }

