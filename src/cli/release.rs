@@ -102,6 +102,19 @@ pub(super) async fn plan_on_engine(
     )?)
 }
 
+/// Whether `held` records a release of exactly the repositories' state `resolved` found.
+fn same_inputs(held: &Lockfile, resolved: &Resolved) -> bool {
+    let i = &held.inputs;
+    i.k3s_release_branch_commit == resolved.k3s_commit
+        && i.new_k8s_commit == resolved.new_commit
+        && i.old_fork_commit == resolved.old_fork_commit
+        && i.extra_modules.len() == resolved.modules.len()
+        && resolved
+            .modules
+            .iter()
+            .all(|m| i.extra_modules.get(&m.path) == Some(&m.tags))
+}
+
 pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outcome {
     // Bad versions, kiln.toml and cache settings are refused before the engine is asked.
     let (request, toml) = args.spec.request()?;
@@ -128,7 +141,13 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
     match &frozen {
         Some((held, _)) => go.fetch_pins_from(held),
         None if path.exists() => match Lockfile::read(&path) {
-            Ok(held) => go.fetch_pins_from(&held),
+            // Only a lockfile of these very inputs says what must be fetched again; one of an
+            // earlier k3s branch head (say) is superseded, and rewritten.
+            Ok(held) if same_inputs(&held, &resolved) => go.fetch_pins_from(&held),
+            Ok(_) => tracing::info!(
+                "the earlier lockfile of this release was made from other inputs: its fetched \
+                 modules are fetched anew and recorded"
+            ),
             Err(error) => tracing::warn!(
                 %error,
                 "the release's earlier lockfile cannot be read: its fetched modules are not \

@@ -262,6 +262,14 @@ pub struct GoSources {
     pub proxy: Option<String>,
 }
 
+/// One `http://` or `https://` base URL: no list separators (`,` `|`), no white space.
+#[must_use]
+pub fn is_base_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && !url.contains([',', '|'])
+        && !url.chars().any(char::is_whitespace)
+}
+
 /// Where Go distributions come from, as `[go]` in kiln.toml names them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GoConfig {
@@ -298,12 +306,20 @@ impl GoSources {
                 .map(|v| std::env::split_paths(&v).collect::<Vec<_>>())
                 .unwrap_or_default(),
         );
+        // A value that is not one base URL is never silently replaced by the public default:
+        // that source is then not asked at all.
         let url = |value: Option<String>, default: &str| match value.as_deref().map(str::trim) {
+            None | Some("") => Some(default.to_owned()),
             Some("off") => None,
-            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                Some(url.trim_end_matches('/').to_owned())
+            Some(url) if is_base_url(url) => Some(url.trim_end_matches('/').to_owned()),
+            Some(other) => {
+                tracing::warn!(
+                    value = %other,
+                    "not one http(s) base URL: this source is not asked (lists and `direct` are \
+                     not taken)"
+                );
+                None
             }
-            _ => Some(default.to_owned()),
         };
         let goproxy = std::env::var("GOPROXY").ok().and_then(|list| {
             list.split([',', '|'])

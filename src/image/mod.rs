@@ -25,7 +25,7 @@ pub use exact::{
     ExactRequest, ExactToolchain, ensure_exact_toolchain, exact_recipe, go_version_line,
 };
 pub(crate) use exact::{LABEL_GO_ARCHIVE, toolchain_for};
-pub use go_dist::{ExactGo, GoConfig, GoPin, GoSources, PinPolicy};
+pub use go_dist::{ExactGo, GoConfig, GoPin, GoSources, PinPolicy, is_base_url};
 pub(crate) use go_dist::{GoPins, checked_archive, goroot_tar, platform};
 pub use go_line::{BaseKind, GoLine};
 pub(crate) use resolver::{EngineImageResolver, identity_of};

@@ -202,6 +202,13 @@ impl KilnToml {
             .modules
             .into_iter()
             .map(|m| {
+                // The path reaches GONOSUMDB and the fetch step's filter: a module path only.
+                if !crate::names::is_module_path(&m.path) {
+                    return Err(ReleaseError::Config {
+                        path: path.clone(),
+                        reason: format!("[[modules]] path `{}` is not a module path", m.path),
+                    });
+                }
                 Ok(ExtraModule {
                     repo: location(&m.repo)?,
                     path: m.path,
@@ -229,11 +236,12 @@ impl KilnToml {
             Some(g) => {
                 for url in [&g.download, &g.proxy].into_iter().flatten() {
                     let url = url.trim();
-                    if url != "off" && !url.starts_with("https://") && !url.starts_with("http://") {
+                    if url != "off" && !crate::image::is_base_url(url) {
                         return Err(ReleaseError::Config {
                             path: path.clone(),
                             reason: format!(
-                                "[go]: `{url}` is not an http(s) URL (or `off` to never ask it)"
+                                "[go]: `{url}` is not one http(s) base URL (or `off` to never \
+                                 ask it); lists (`,` `|`) and `direct` are not taken"
                             ),
                         });
                     }
@@ -354,11 +362,15 @@ mod tests {
                 nosumdb: Vec::new(),
             }
         );
-        // An unknown key in [publish] or [go], a URL that is no URL and an option-like
-        // location are refused.
+        // An unknown key in [publish] or [go], a URL that is no URL (or a list reaching
+        // `direct`), a [[modules]] path that is no module path and an option-like location are
+        // refused.
         for bad in [
             "[go]\narchive = \"x\"\n",
             "[go]\nproxy = \"file:///etc\"\n",
+            "[go]\nproxy = \"https://p.example,direct\"\n",
+            "[go]\nproxy = \"https://p.example|direct\"\n",
+            "[[modules]]\npath = \"x,*\"\nrepo = \"h.git\"\n",
             "[repos]\nupstream = \"u\"\nfork = \"f\"\nk3s = \"k\"\n[publish]\nremote = \"x\"\n",
             "[repos]\nupstream = \"--upload-pack=x\"\nfork = \"f\"\nk3s = \"k\"\n",
         ] {

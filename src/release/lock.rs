@@ -175,9 +175,13 @@ pub(crate) fn lockfile(
         step::MODULES,
     )?;
     // A release with third-party modules fetched them in its one step with network.
-    let third_party = match output_of(report, step::MODULES_FETCH, output::SUMS) {
-        Ok(sums) => parse_sums(&text(store, sums)?, step::MODULES_FETCH)?,
-        Err(_) => Vec::new(),
+    let third_party = if report.steps.iter().any(|s| s.name == step::MODULES_FETCH) {
+        parse_sums(
+            &text(store, output_of(report, step::MODULES_FETCH, output::SUMS)?)?,
+            step::MODULES_FETCH,
+        )?
+    } else {
+        Vec::new()
     };
     let k3s_commit = text(store, output_of(report, step::K3S_TIDY, output::HEAD)?)?
         .trim()

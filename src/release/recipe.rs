@@ -440,7 +440,12 @@ fn fetch_step(inputs: &ReleaseInputs<'_>, served: &[String]) -> Result<Option<St
         .cloned()
         .collect();
     env.insert("GONOSUMDB".into(), nosumdb.join(","));
-    env.insert("KILN_SERVED".into(), served.join(" "));
+    // Served paths as written and as the module cache spells them (`!x` for `X`).
+    let mut spelled: Vec<String> = served.to_vec();
+    spelled.extend(served.iter().map(|p| crate::gomod::escape_path(p)));
+    spelled.sort();
+    spelled.dedup();
+    env.insert("KILN_SERVED".into(), spelled.join(" "));
     let mut fetch = container(step::MODULES_FETCH, inputs, scripts::FETCH, env);
     fetch.network = crate::sandbox::Network::Host;
     fetch

@@ -83,6 +83,8 @@ cp -a dist/artifacts/. /out/artifacts/
 /// in GOPROXY layout, every module version Go fetched that kiln does not serve itself
 /// (`KILN_SERVED`), and their go.sum lines.
 pub(super) const FETCH: &str = r#"set -euo pipefail
+# No globbing: module paths are data here.
+set -f
 cd /in/k3s
 cp -a /in/edit/. .
 export GOMODCACHE=/tmp/kiln-fetch GOPROXY="file:///in/proxy,${KILN_MODULE_PROXY}"
@@ -106,7 +108,16 @@ while read -r f; do
     module=${module%%/@v/*}
     served "$module" && continue
     mkdir -p "/out/proxy/${f%/*}"
-    cp "$f" "/out/proxy/$f"
+    case "$f" in
+    *.info)
+        # Only what every proxy says the same way: a proxy may add fields (Origin) that others
+        # leave out, and Go keeps them.
+        version=$(sed -n 's/.*"Version":"\([^"]*\)".*/\1/p' "$f")
+        time=$(sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$f")
+        printf '{"Version":"%s","Time":"%s"}\n' "$version" "$time" >"/out/proxy/$f"
+        ;;
+    *) cp "$f" "/out/proxy/$f" ;;
+    esac
 done
 # The version lists, sorted: Go appends to its own in download order.
 find /out/proxy -type d -name '@v' | while read -r d; do
