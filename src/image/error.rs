@@ -248,7 +248,11 @@ pub enum ImageError {
     #[error("lock directory {path} does not exist")]
     #[diagnostic(
         code(kiln::image::no_lock_dir),
-        help("run from the kiln checkout (it has images/base/) or pass --lock-dir")
+        help(
+            "run from the kiln checkout (it has images/base/ and images/go/) or name an \
+             existing directory: --lock-dir (image commands), --go-lock-dir or [go] lock-dir \
+             (releases)"
+        )
     )]
     NoLockDir {
         /// The directory.

@@ -87,6 +87,13 @@ impl ExactRequest {
             (None, PinPolicy::Update) => Some(PathBuf::from(DEFAULT_PIN_DIR)),
             (None, _) => None,
         };
+        // A pin that could not be written is refused before anything is fetched or built.
+        if self.policy == PinPolicy::Update
+            && let Some(dir) = &read_from
+            && !dir.is_dir()
+        {
+            return Err(ImageError::NoLockDir { path: dir.clone() });
+        }
         let (file, _origin) = GoPins::load(read_from.as_deref())?;
         // A version pinned in kiln itself is never trusted anew, whichever lock file is written.
         let (built_in, _) = GoPins::load(None)?;

@@ -417,7 +417,18 @@ async fn an_unpinned_go_is_refused_before_any_step_and_pinned_with_update_go_loc
     assert_eq!(created, 0, "a container ran");
     assert_eq!(world.records(), 0, "a step ran");
 
+    // A pin that could not be written (no such lock directory) is refused before anything.
     let pins = scratch.path().join("pins");
+    let mut args = release.to_vec();
+    args.extend(["--update-go-lock", "--go-lock-dir", pins.to_str().unwrap()]);
+    let (output, created) = common::kiln_counting_containers(&docker, &world, &args).await;
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("lock directory {} does not exist", pins.display())),
+        "{stderr}"
+    );
+    assert_eq!((created, world.records()), (0, 0));
     std::fs::create_dir(&pins).unwrap();
     let out = scratch.path().join("artifacts");
     let mut args = release.to_vec();

@@ -276,6 +276,21 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
         lock["inputs"]["toolchain"]["go_version"],
         "go version go1.22.10 linux/amd64"
     );
+    // Every container step ran in that toolchain (its records name the image identity).
+    let mut in_toolchain = 0;
+    for entry in std::fs::read_dir(world.store().join("store-v1/records")).unwrap() {
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        if record["derivation"]["argv"][0] == "/bin/bash" {
+            assert_eq!(
+                record["derivation"]["image"], lock["inputs"]["toolchain"]["image"],
+                "{}",
+                record["name"]
+            );
+            in_toolchain += 1;
+        }
+    }
+    assert_eq!(in_toolchain, 4, "rebase, tag, k3s-tidy and build");
     let pins = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("images/go/go.lock"),
     )

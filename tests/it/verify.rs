@@ -230,6 +230,26 @@ async fn a_lockfile_that_disagrees_with_the_store_is_refused() {
     assert_eq!(created, 0);
     assert_eq!(std::fs::read(&path).unwrap(), locked);
 
+    // `kiln verify` rebuilds with the Go archive the lockfile records, never another one of
+    // that version: a lockfile naming an archive nothing pins is refused before any step.
+    let mut other_go: serde_json::Value = serde_json::from_slice(&locked).unwrap();
+    let unpinned = format!("sha256:{}", "cd".repeat(32));
+    other_go["inputs"]["toolchain"]["archive"] = serde_json::Value::String(unpinned.clone());
+    let other_path = world.path().join("other-go.lock.json");
+    std::fs::write(&other_path, serde_json::to_vec_pretty(&other_go).unwrap()).unwrap();
+    let (output, created) =
+        kiln_counting_containers(&docker, &world, &["verify", other_path.to_str().unwrap()]).await;
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the lockfile records Go 1.22.10 built from the archive {unpinned}, which has no pin \
+             here"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(created, 0, "a step ran");
+
     // One step output's digest edited in the lockfile.
     let mut lock: serde_json::Value = serde_json::from_slice(&locked).unwrap();
     let (step, output_path) = {
