@@ -18,7 +18,7 @@ ident=(-e GIT_AUTHOR_NAME=Captain -e GIT_AUTHOR_EMAIL=captain@example.invalid
 git clone --quiet "$world/fork.git" "$work/fork"
 git -C "$work/fork" fetch --quiet "$world/upstream.git" refs/tags/v1.28.2:refs/tags/v1.28.2
 docker run --rm --network none -u "$(id -u):$(id -g)" -v "$work:/w" -w /w/fork "${ident[@]}" \
-    -e GOPROXY=off -e GOFLAGS=-mod=mod "$image" bash -c \
+    -e GOPROXY=off "$image" bash -c \
     'git checkout --quiet --detach v1.28.1-k3s1 && git rebase --quiet --onto v1.28.2 v1.28.1 v1.28.1-k3s1~1 && ./tag.sh v1.28.2-k3s1 >/dev/null'
 git clone --quiet --branch release-1.28 "$world/k3s.git" "$work/k3s"
 cd "$work/k3s"

@@ -206,6 +206,11 @@ impl GoSettings {
         self.held = Some(lock.clone());
     }
 
+    /// The lockfile whose fetch the release is held to, if any.
+    pub(super) fn held(&self) -> Option<&crate::lockfile::Lockfile> {
+        self.held.as_ref()
+    }
+
     /// The toolchain request for Go `version` (`.go-version`'s text).
     pub(super) fn request(&self, version: &str) -> Result<ExactRequest, ImageError> {
         Ok(ExactRequest {

@@ -163,11 +163,24 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
         work_dir: store.work_dir(),
     };
     let layered = crate::cache::CachedStore::new(store.clone(), remote);
+    let held = go.held().cloned();
     let released = super::events::drawn(args.logs, |events| {
         let (prepared, store, layered) = (&prepared, &store, &layered);
-        let (sandbox, options) = (&sandbox, &options);
+        let (sandbox, options, held) = (&sandbox, &options, held.as_ref());
         async move {
-            crate::release::run(prepared, store, layered, sandbox, options, &events).await
+            let ran =
+                crate::release::run(prepared, store, layered, sandbox, options, &events).await;
+            match ran {
+                Err(error) if error.is_fetch_pin_mismatch() => {
+                    // What the refused fetch kept for later fetches is never read again.
+                    if let Err(cleared) = sandbox.forget_cache(crate::release::FETCHED_CACHE).await
+                    {
+                        tracing::warn!(%cleared, "cannot drop what the refused fetch kept");
+                    }
+                    Err(crate::release::explain_pin_mismatch(error, held, store))
+                }
+                ran => ran,
+            }
         }
     })
     .await?;

@@ -9,25 +9,42 @@ use std::process::Stdio;
 
 use super::DemoError;
 
-/// A file in a tree: mode and bytes.
+/// What kind of tree entry a file is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Regular,
+    Executable,
+    /// A symbolic link; the content is its target.
+    Symlink,
+}
+
+/// A file in a tree: kind and bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct File {
-    pub(crate) executable: bool,
+    pub(crate) kind: Kind,
     pub(crate) content: Vec<u8>,
 }
 
 impl File {
     pub(crate) fn text(content: impl Into<String>) -> Self {
         Self {
-            executable: false,
+            kind: Kind::Regular,
             content: content.into().into_bytes(),
         }
     }
 
     pub(crate) fn script(content: impl Into<String>) -> Self {
         Self {
-            executable: true,
+            kind: Kind::Executable,
             content: content.into().into_bytes(),
+        }
+    }
+
+    /// A symbolic link to `target` (as kubernetes' `vendor/k8s.io/*` point into staging).
+    pub(crate) fn symlink(target: impl Into<String>) -> Self {
+        Self {
+            kind: Kind::Symlink,
+            content: target.into().into_bytes(),
         }
     }
 }
@@ -100,7 +117,11 @@ impl Stream {
             if previous.and_then(|p| p.get(path)) == Some(file) {
                 continue;
             }
-            let mode = if file.executable { "100755" } else { "100644" };
+            let mode = match file.kind {
+                Kind::Regular => "100644",
+                Kind::Executable => "100755",
+                Kind::Symlink => "120000",
+            };
             let _ = writeln!(self.out, "M {mode} inline {path}");
             self.data(&file.content);
         }

@@ -251,8 +251,9 @@ fn upstream_history(
     stream: &mut Stream,
     modules: &[&str],
     scale: u32,
+    third_party: bool,
 ) -> Vec<(&'static str, fast_import::Mark, Tree)> {
-    let import = upstream::tree(modules, "v1.28.0", "1.21.13", scale, 0);
+    let import = upstream::tree(modules, "v1.28.0", "1.21.13", scale, 0, third_party);
     let mut parent = stream.commit(
         "master",
         None,
@@ -286,7 +287,7 @@ fn upstream_history(
             );
             parent_tree = tree;
         }
-        let mut tree = upstream::tree(modules, release.tag, release.go, scale, 0);
+        let mut tree = upstream::tree(modules, release.tag, release.go, scale, 0, third_party);
         // Keep the development changes: they are part of the history.
         for (path, file) in &parent_tree {
             if path.contains("/zz_generated/") {
@@ -363,12 +364,12 @@ pub(crate) async fn init(
         modules.len()
     ));
     let mut stream = Stream::default();
-    upstream_history(&mut stream, &modules, options.scale);
+    upstream_history(&mut stream, &modules, options.scale, options.third_party);
     stream.import(&dir.join("upstream.git"))?;
 
     progress("fork: upstream plus two k3s patches on v1.28.1".into());
     let mut stream = Stream::default();
-    let releases = upstream_history(&mut stream, &modules, options.scale);
+    let releases = upstream_history(&mut stream, &modules, options.scale, options.third_party);
     let (_, base_mark, base_tree) = releases[0].clone();
     let mut patched = base_tree.clone();
     patched.insert("tag.sh".into(), File::script(TAG_SH));
@@ -598,7 +599,6 @@ async fn run_tag_sh(
         .env("GIT_COMMITTER_DATE", &date)
         .env("SOURCE_DATE_EPOCH", time.to_string())
         .env("GOPROXY", "off")
-        .env("GOFLAGS", "-mod=mod")
         .env("GOSUMDB", "off");
     step.workdir = "/work".into();
     // Host-side git reads the tree afterwards: it goes back to its owner.

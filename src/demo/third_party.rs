@@ -5,6 +5,11 @@
 //! directory (`goproxy/` in the world) that a loopback HTTP server serves as the stand-in for
 //! proxy.golang.org; there is no checksum-database stand-in, so the world's kiln.toml exempts
 //! their paths from GOSUMDB (go.sum still pins what it lists).
+//!
+//! Upstream requires one of them too, as kubernetes' staging modules require hundreds: its
+//! apimachinery imports `semver`, vendored under `vendor/` as kubernetes vendors, and the new
+//! release raises it (v1.2.0 in v1.28.1, v1.3.0 in v1.28.2, v1.3.1 in v1.28.3), so k3s's
+//! `go mod tidy` needs a version its old go.sum lacks.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -50,38 +55,96 @@ const MODULES: [Module; 4] = [
     },
 ];
 
+/// The version of `semver` that upstream's v1.28.2 and later raise it to: served by the
+/// stand-in, absent from the old k3s go.sum.
+const RAISED: Module = Module {
+    path: "github.com/kiln-demo/semver",
+    version: "v1.3.0",
+    package: "semver",
+    legacy: false,
+};
+
+/// The version v1.28.3 raises `semver` to: a bump that moves one module only.
+const RAISED_AGAIN: Module = Module {
+    path: "github.com/kiln-demo/semver",
+    version: "v1.3.1",
+    package: "semver",
+    legacy: false,
+};
+
 /// The `.info` time of every stand-in version (2023-08-01T12:00:00Z).
 const TIME: i64 = 1_690_891_200;
+
+/// A module version's files, as its zip holds them (go.mod unless legacy).
+fn files(m: &Module) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    if !m.legacy {
+        files.insert(
+            "go.mod".to_owned(),
+            format!("module {}\n\ngo 1.20\n", m.path).into_bytes(),
+        );
+    }
+    files.insert(
+        format!("{}.go", m.package),
+        format!(
+            "// Package {p} is a third-party module of the kiln demo world.\npackage {p}\n\n\
+             // Version is the version this copy was published as.\nconst Version = \"{v}\"\n",
+            p = m.package,
+            v = m.version
+        )
+        .into_bytes(),
+    );
+    files
+}
 
 fn versions() -> Vec<ModuleVersion> {
     MODULES
         .iter()
-        .map(|m| {
-            let mut files = std::collections::BTreeMap::new();
-            if !m.legacy {
-                files.insert(
-                    "go.mod".to_owned(),
-                    format!("module {}\n\ngo 1.20\n", m.path).into_bytes(),
-                );
-            }
-            files.insert(
-                format!("{}.go", m.package),
-                format!(
-                    "// Package {p} is a third-party module of the kiln demo world.\npackage {p}\n\n\
-                     // Version is the version this copy was published as.\nconst Version = \"{v}\"\n",
-                    p = m.package,
-                    v = m.version
-                )
-                .into_bytes(),
-            );
-            ModuleVersion {
-                module: m.path.to_owned(),
-                version: m.version.to_owned(),
-                time: TIME,
-                files,
-            }
+        .chain([&RAISED, &RAISED_AGAIN])
+        .map(|m| ModuleVersion {
+            module: m.path.to_owned(),
+            version: m.version.to_owned(),
+            time: TIME,
+            files: files(m),
         })
         .collect()
+}
+
+/// A third-party module upstream vendors: path, version, package name and its vendored files
+/// (the zip's minus go.mod, as `go mod vendor` copies packages only).
+pub(crate) struct Vendored {
+    pub(crate) path: &'static str,
+    pub(crate) version: &'static str,
+    pub(crate) package: &'static str,
+    pub(crate) files: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Its go.sum lines (zip and go.mod), as kubernetes' go.sum files pin it.
+    pub(crate) go_sum: String,
+}
+
+/// What upstream's apimachinery requires at release `tag`: `semver` v1.2.0 up to v1.28.1,
+/// v1.3.0 in v1.28.2, v1.3.1 in v1.28.3.
+pub(crate) fn upstream_requires(tag: &str) -> Vendored {
+    let m = match tag {
+        "v1.28.2" => &RAISED,
+        "v1.28.3" => &RAISED_AGAIN,
+        _ => &MODULES[0],
+    };
+    let mut files = files(m);
+    let go_mod = files.remove("go.mod").unwrap_or_default();
+    let zip = crate::gomod::zip_h1(m.path, m.version, &self::files(m));
+    let go_sum = format!(
+        "{p} {v} {zip}\n{p} {v}/go.mod {}\n",
+        crate::gomod::go_mod_h1(&go_mod),
+        p = m.path,
+        v = m.version
+    );
+    Vendored {
+        path: m.path,
+        version: m.version,
+        package: m.package,
+        files,
+        go_sum,
+    }
 }
 
 /// Writes the stand-in proxy's tree into `dir`; returns what it serves, with its sums.
@@ -100,7 +163,13 @@ pub(crate) fn requires() -> Vec<(String, String)> {
 /// k3s's go.sum lines for them (what a real go.sum pins: the zip and the go.mod).
 pub(crate) fn go_sum(served: &[ProxyModule]) -> String {
     let mut out = String::new();
-    for m in served {
+    // Only what k3s requires: the version upstream raises to is not in the old go.sum.
+    let required = requires();
+    for m in served.iter().filter(|m| {
+        required
+            .iter()
+            .any(|(p, v)| *p == m.module && *v == m.version)
+    }) {
         let _ = writeln!(out, "{} {} {}", m.module, m.version, m.h1);
         let _ = writeln!(out, "{} {}/go.mod {}", m.module, m.version, m.go_mod_h1);
     }

@@ -183,12 +183,17 @@ func NewConfig(host string) *Config {
 }
 ";
 
-fn go_mod(module_path: &str, requires: &[String], replaces: &[(String, String)]) -> String {
-    let mut out = format!("module {module_path}\n\ngo 1.20\n");
+/// A go.mod: `requires` as (path, version), `replaces` as (from, to).
+fn go_mod(
+    module_path: &str,
+    requires: &[(String, String)],
+    replaces: &[(String, String)],
+) -> String {
+    let mut out = format!("module {module_path}\n\ngo {GO_MOD_GO}\n");
     if !requires.is_empty() {
         out.push_str("\nrequire (\n");
-        for r in requires {
-            let _ = writeln!(out, "\t{r} v0.0.0");
+        for (path, version) in requires {
+            let _ = writeln!(out, "\t{path} {version}");
         }
         out.push_str(")\n");
     }
@@ -202,8 +207,75 @@ fn go_mod(module_path: &str, requires: &[String], replaces: &[(String, String)])
     out
 }
 
+/// The `go` line of every demo go.mod.
+const GO_MOD_GO: &str = "1.20";
+
+/// kubernetes' `vendor/`: `modules.txt` as `go mod vendor` writes it (every required module
+/// explicit, staging modules replaced by their directories and linked from `vendor/k8s.io/*`
+/// as in the real tree) and the third-party module's package files. Go builds from it by
+/// default (vendor/modules.txt present, go ≥ 1.14): tag.sh's builds need no module download.
+fn vendor(tree: &mut Tree, modules: &[&str], third_party: Option<&super::third_party::Vendored>) {
+    let mut txt = String::new();
+    let mut entries: Vec<(String, String)> = Vec::new();
+    if let Some(v) = third_party {
+        entries.push((
+            format!("# {} {}\n## explicit; go {GO_MOD_GO}\n", v.path, v.version),
+            v.path.to_owned(),
+        ));
+        for (name, content) in &v.files {
+            tree.insert(
+                format!("vendor/{}/{name}", v.path),
+                File::text(String::from_utf8_lossy(content)),
+            );
+        }
+    }
+    for module in modules {
+        let dir = format!("staging/src/k8s.io/{module}");
+        // The packages the tree imports, as `go mod vendor` lists them: each module's root
+        // and the two version packages (cmd/* imports them); the rest (rest/, zz_generated/)
+        // nothing imports.
+        let mut packages = vec![format!("k8s.io/{module}")];
+        for path in VERSION_FILES {
+            if let Some(rest) = path.strip_prefix(&format!("{dir}/")) {
+                let sub = rest.rsplit_once('/').map_or("", |(d, _)| d);
+                packages.push(format!("k8s.io/{module}/{sub}"));
+            }
+        }
+        entries.push((
+            format!("# k8s.io/{module} v0.0.0 => ./{dir}\n## explicit; go {GO_MOD_GO}\n"),
+            packages.join("\n"),
+        ));
+        tree.insert(
+            format!("vendor/k8s.io/{module}"),
+            File::symlink(format!("../../{dir}")),
+        );
+    }
+    entries.sort();
+    for (header, packages) in &entries {
+        txt.push_str(header);
+        txt.push_str(packages);
+        txt.push('\n');
+    }
+    let mut sorted = modules.to_vec();
+    sorted.sort_unstable();
+    for module in sorted {
+        let _ = writeln!(txt, "# k8s.io/{module} => ./staging/src/k8s.io/{module}");
+    }
+    tree.insert("vendor/modules.txt".into(), File::text(txt));
+}
+
 /// The tree of upstream release `tag` (or the pre-release import when `tag` is `v1.28.0`).
-pub(super) fn tree(modules: &[&str], tag: &str, go: &str, scale: u32, history: u32) -> Tree {
+/// With `third_party`, apimachinery requires and imports the stand-in proxy's `semver` at the
+/// version this release pins ([`super::third_party::upstream_requires`]).
+pub(super) fn tree(
+    modules: &[&str],
+    tag: &str,
+    go: &str,
+    scale: u32,
+    history: u32,
+    third_party: bool,
+) -> Tree {
+    let vendored = third_party.then(|| super::third_party::upstream_requires(tag));
     let mut tree = Tree::new();
     tree.insert(".go-version".into(), File::text(format!("{go}\n")));
     // Where k3s's scripts/version.sh learns the upstream Go (the real file lists every pinned
@@ -234,7 +306,15 @@ pub(super) fn tree(modules: &[&str], tag: &str, go: &str, scale: u32, history: u
     }
     tree.insert("CHANGELOG/CHANGELOG-1.28.md".into(), File::text(changelog));
 
-    let requires: Vec<String> = modules.iter().map(|m| format!("k8s.io/{m}")).collect();
+    let mut requires: Vec<(String, String)> = modules
+        .iter()
+        .map(|m| (format!("k8s.io/{m}"), "v0.0.0".to_owned()))
+        .collect();
+    if let Some(v) = &vendored {
+        requires.push((v.path.to_owned(), v.version.to_owned()));
+        requires.sort();
+        tree.insert("go.sum".into(), File::text(v.go_sum.clone()));
+    }
     let replaces: Vec<(String, String)> = modules
         .iter()
         .map(|m| (format!("k8s.io/{m}"), format!("./staging/src/k8s.io/{m}")))
@@ -247,7 +327,24 @@ pub(super) fn tree(modules: &[&str], tag: &str, go: &str, scale: u32, history: u
     for module in modules {
         let dir = format!("staging/src/k8s.io/{module}");
         let deps = dependencies(module, modules);
-        let dep_paths: Vec<String> = deps.iter().map(|d| format!("k8s.io/{d}")).collect();
+        let mut dep_paths: Vec<(String, String)> = deps
+            .iter()
+            .map(|d| (format!("k8s.io/{d}"), "v0.0.0".to_owned()))
+            .collect();
+        if let (Some(v), "apimachinery") = (&vendored, *module) {
+            dep_paths.push((v.path.to_owned(), v.version.to_owned()));
+            dep_paths.sort();
+            tree.insert(format!("{dir}/go.sum"), File::text(v.go_sum.clone()));
+            tree.insert(
+                format!("{dir}/third_party.go"),
+                File::text(format!(
+                    "package {pkg}\n\nimport \"{path}\"\n\n// SemverRelease is the release of {path} this module builds on.\nconst SemverRelease = {p}.Version\n",
+                    pkg = package_name(module),
+                    path = v.path,
+                    p = v.package
+                )),
+            );
+        }
         let dep_replaces: Vec<(String, String)> = deps
             .iter()
             .map(|d| (format!("k8s.io/{d}"), format!("../{d}")))
@@ -298,6 +395,7 @@ pub(super) fn tree(modules: &[&str], tag: &str, go: &str, scale: u32, history: u
         );
     }
     tree.insert(REST_CONFIG.into(), File::text(REST_CONFIG_UPSTREAM));
+    vendor(&mut tree, modules, vendored.as_ref());
 
     tree.insert(
         "pkg/kubernetes/kubernetes.go".into(),

@@ -153,7 +153,8 @@ pub(crate) enum EngineError {
     /// A step's output is not the digest it is pinned to.
     #[error(
         "step `{step}` gave output `{output}` as {actual}, but it is pinned to {expected}; no \
-         record was written for it"
+         record was written for it{}",
+        describe_changes(changes)
     )]
     #[diagnostic(
         code(kiln::engine::pin_mismatch),
@@ -172,6 +173,9 @@ pub(crate) enum EngineError {
         expected: Digest,
         /// What it was.
         actual: Digest,
+        /// What a caller that knows the pinned tree's files found different (`changed`,
+        /// `added` or `removed`, then the path); the engine itself leaves it empty.
+        changes: Vec<String>,
     },
 
     /// A builtin step failed.
@@ -235,4 +239,30 @@ impl miette::Diagnostic for ResolveError {
     fn diagnostic_source(&self) -> Option<&dyn miette::Diagnostic> {
         self.0.diagnostic_source()
     }
+}
+
+/// The differing paths of a pinned tree, for [`EngineError::PinMismatch`]: a path in a
+/// GOPROXY layout (`<module>/@v/<version>.<ext>`) is named as `module@version`.
+fn describe_changes(changes: &[String]) -> String {
+    if changes.is_empty() {
+        return String::new();
+    }
+    let shown: Vec<String> = changes
+        .iter()
+        .take(20)
+        .map(|change| {
+            let (what, path) = change.split_once(' ').unwrap_or(("changed", change));
+            match crate::gomod::proxy_path_module(path) {
+                Some((module, version, file)) => format!("{what} {module}@{version} ({file})"),
+                None => format!("{what} {path}"),
+            }
+        })
+        .collect();
+    let more = changes.len().saturating_sub(shown.len());
+    let tail = if more > 0 {
+        format!("\n  … and {more} more")
+    } else {
+        String::new()
+    };
+    format!(". What differs:\n  {}{tail}", shown.join("\n  "))
 }

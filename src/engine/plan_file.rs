@@ -143,6 +143,23 @@ pub(crate) async fn load_plan_file(
                     image
                 }
             };
+        // kiln's own cache volumes (the release's build cache, what its fetches fetched) are
+        // written only by kiln's steps: a plan step naming one could plant content there.
+        if let Some(name) = entry
+            .caches
+            .keys()
+            .find(|n| n.starts_with(crate::sandbox::RESERVED_CACHE_PREFIX))
+        {
+            return Err(invalid(
+                format!(
+                    "step `{}`: cache `{name}` is kiln's own (names starting with `{}` are \
+                     reserved); name the cache otherwise",
+                    entry.name,
+                    crate::sandbox::RESERVED_CACHE_PREFIX
+                ),
+                None,
+            ));
+        }
         let mut inputs = BTreeMap::new();
         for (name, input) in entry.inputs {
             let resolved = resolve_input(&entry.name, &name, input, &base)

@@ -255,6 +255,7 @@ impl Step {
                     output: output.clone(),
                     expected: *expected,
                     actual: found.digest,
+                    changes: Vec::new(),
                 });
             }
         }

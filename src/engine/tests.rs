@@ -296,6 +296,7 @@ async fn a_fetch_step_runs_with_network_and_its_outputs_are_held_to_their_pins()
         output,
         expected,
         actual,
+        ..
     } = &error
     else {
         panic!("{error}");

@@ -23,8 +23,8 @@ mod proxy;
 pub(crate) use files::{ModuleFiles, module_files};
 
 pub(crate) use hash::{go_mod_h1, zip_h1};
-pub(crate) use proxy::escape_path;
 pub use proxy::{ModuleVersion, ProxyModule, write_proxy};
+pub(crate) use proxy::{escape_path, proxy_path_module};
 
 /// Why git could not give a module's files.
 #[derive(Debug, thiserror::Error)]

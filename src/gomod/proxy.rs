@@ -35,6 +35,34 @@ pub struct ProxyModule {
     pub go_mod_h1: String,
 }
 
+/// The module, version and file kind a GOPROXY-layout path names
+/// (`github.com/!foo/bar/@v/v1.2.0.zip` → `github.com/Foo/bar`, `v1.2.0`, `zip`), or `None`
+/// for any other path (`list` files included: they name no version).
+pub(crate) fn proxy_path_module(path: &str) -> Option<(String, String, &'static str)> {
+    let (module, file) = path.rsplit_once("/@v/")?;
+    let (version, kind) = ["info", "mod", "zip"]
+        .into_iter()
+        .find_map(|kind| Some((file.strip_suffix(kind)?.strip_suffix('.')?, kind)))?;
+    Some((unescape_path(module), unescape_path(version), kind))
+}
+
+/// The inverse of [`escape_path`]: `!x` back to `X`.
+fn unescape_path(escaped: &str) -> String {
+    let mut out = String::with_capacity(escaped.len());
+    let mut bang = false;
+    for c in escaped.chars() {
+        if bang {
+            out.push(c.to_ascii_uppercase());
+            bang = false;
+        } else if c == '!' {
+            bang = true;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Go's case-encoding of module paths for proxies: `A` → `!a`.
 #[must_use]
 pub(crate) fn escape_path(module: &str) -> String {

@@ -98,6 +98,9 @@ pub(super) fn check(lock: &Lockfile) -> Result<(), String> {
     modules("modules", &lock.modules, false)?;
     // A third-party module whose go.mod alone was needed has no zip sum.
     modules("third_party", &lock.third_party, true)?;
+    for path in lock.fetched.keys() {
+        relative_path("fetched", path)?;
+    }
 
     for (name, step) in &lock.steps {
         if name.is_empty()

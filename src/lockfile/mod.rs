@@ -38,6 +38,11 @@ pub struct Lockfile {
     /// sums (`h1` empty for a module whose go.mod alone was needed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) third_party: Vec<ProxyModule>,
+    /// Every file the `modules-fetch` step fetched (its GOPROXY tree: `.info`, `.mod`, `.zip`
+    /// and `list` of each module version) with its SHA-256: what a later fetch that differs
+    /// is compared against, file by file, to name the module version that changed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) fetched: BTreeMap<String, Digest>,
     /// The k3s branch and commit.
     pub(crate) k3s: K3sResult,
     /// Artifacts by path under dist/artifacts.

@@ -84,6 +84,10 @@ pub(crate) fn sample() -> Lockfile {
             h1: String::new(),
             go_mod_h1: format!("h1:{}=", "B".repeat(43)),
         }],
+        fetched: BTreeMap::from([(
+            "github.com/kiln-demo/legacy/@v/v2.1.0+incompatible.mod".into(),
+            digest(31),
+        )]),
         k3s: K3sResult {
             branch: "v1.28.2-k3s1".into(),
             commit: hex(11, 40),

@@ -352,3 +352,15 @@ impl ReleaseError {
         }
     }
 }
+
+impl ReleaseError {
+    /// Whether this is the `modules-fetch` step refused for fetching other content than its
+    /// pin.
+    pub(crate) fn is_fetch_pin_mismatch(&self) -> bool {
+        matches!(
+            self,
+            Self::Engine(crate::engine::EngineError::PinMismatch { step, .. })
+                if step == super::step::MODULES_FETCH
+        )
+    }
+}

@@ -29,6 +29,51 @@ impl FetchConfig {
     }
 }
 
+/// A `modules-fetch` step refused for fetching other content than its pin: names each file
+/// that differs from what `held` (the lockfile the pin came from) recorded as fetched — a
+/// `.zip`, `.mod` or `.info` of a module version, shown as `module@version` — read from the
+/// refused tree, which the store keeps until gc. Any other error is returned as it is.
+pub(crate) fn explain_pin_mismatch(
+    mut error: super::ReleaseError,
+    held: Option<&crate::lockfile::Lockfile>,
+    store: &crate::store::LocalStore,
+) -> super::ReleaseError {
+    if let super::ReleaseError::Engine(crate::engine::EngineError::PinMismatch {
+        step,
+        output,
+        actual,
+        changes,
+        ..
+    }) = &mut error
+        && step == super::step::MODULES_FETCH
+        && output == super::recipe::output::PROXY
+        && let Some(held) = held.filter(|h| !h.fetched.is_empty())
+        && let Ok(now) = super::lock::tree_files(store, actual)
+    {
+        *changes = tree_changes(&held.fetched, &now);
+    }
+    error
+}
+
+/// `changed P`, `added P` and `removed P` for every path whose file differs between `was`
+/// and `now`, in path order.
+pub(crate) fn tree_changes(
+    was: &std::collections::BTreeMap<String, crate::hash::Digest>,
+    now: &std::collections::BTreeMap<String, crate::hash::Digest>,
+) -> Vec<String> {
+    let paths: std::collections::BTreeSet<&String> = was.keys().chain(now.keys()).collect();
+    paths
+        .into_iter()
+        .filter_map(|path| match (was.get(path), now.get(path)) {
+            (Some(a), Some(b)) if a == b => None,
+            (Some(_), Some(_)) => Some(format!("changed {path}")),
+            (None, Some(_)) => Some(format!("added {path}")),
+            (Some(_), None) => Some(format!("removed {path}")),
+            (None, None) => None,
+        })
+        .collect()
+}
+
 /// The module paths `go_mod` requires that none of `served` (kiln's own module path
 /// prefixes) provides, after its `replace` directives: what only a module proxy has.
 pub(crate) fn third_party_requires(go_mod: &str, served: &[String]) -> Vec<String> {
@@ -99,6 +144,44 @@ pub(crate) fn third_party_requires(go_mod: &str, served: &[String]) -> Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_fetch_is_named_file_by_file_and_module_by_module() {
+        use crate::hash::Digest;
+        let was = std::collections::BTreeMap::from([
+            ("github.com/a/b/@v/v1.0.0.info".to_owned(), Digest::of(b"1")),
+            ("github.com/a/b/@v/v1.0.0.zip".to_owned(), Digest::of(b"2")),
+            ("github.com/!c/d/@v/v2.0.0.mod".to_owned(), Digest::of(b"3")),
+        ]);
+        let mut now = was.clone();
+        now.insert("github.com/a/b/@v/v1.0.0.zip".into(), Digest::of(b"x"));
+        now.remove("github.com/!c/d/@v/v2.0.0.mod");
+        now.insert("github.com/e/f/@v/list".into(), Digest::of(b"4"));
+        let changes = tree_changes(&was, &now);
+        assert_eq!(
+            changes,
+            [
+                "removed github.com/!c/d/@v/v2.0.0.mod",
+                "changed github.com/a/b/@v/v1.0.0.zip",
+                "added github.com/e/f/@v/list",
+            ]
+        );
+        let error = crate::engine::EngineError::PinMismatch {
+            step: "modules-fetch".into(),
+            output: "proxy/".into(),
+            expected: Digest::of(b"a"),
+            actual: Digest::of(b"b"),
+            changes,
+        };
+        let text = error.to_string();
+        assert!(
+            text.ends_with(
+                "What differs:\n  removed github.com/C/d@v2.0.0 (mod)\n  changed \
+                 github.com/a/b@v1.0.0 (zip)\n  added github.com/e/f/@v/list"
+            ),
+            "{text}"
+        );
+    }
 
     #[test]
     fn only_modules_kiln_does_not_serve_are_third_party() {

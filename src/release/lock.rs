@@ -39,6 +39,22 @@ fn text(store: &LocalStore, output: &OutputRef) -> Result<String, ReleaseError> 
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
+/// Every file of the stored tree `digest`: path → SHA-256.
+pub(crate) fn tree_files(
+    store: &LocalStore,
+    digest: &Digest,
+) -> Result<BTreeMap<String, Digest>, ReleaseError> {
+    let file = std::fs::File::open(store.blob_path(digest))
+        .map_err(|_| ReleaseError::OutputGone { digest: *digest })?;
+    crate::store::tree_manifest(std::io::BufReader::new(file)).map_err(|source| {
+        ReleaseError::MalformedOutput {
+            step: step::MODULES_FETCH,
+            output: output::PROXY,
+            reason: format!("its stored tree cannot be read: {source}"),
+        }
+    })
+}
+
 /// The digest of a step output the lockfile records.
 fn locked_output(lock: &Lockfile, step: &str, name: &str) -> Option<Digest> {
     lock.steps
@@ -175,13 +191,15 @@ pub(crate) fn lockfile(
         step::MODULES,
     )?;
     // A release with third-party modules fetched them in its one step with network.
-    let third_party = if report.steps.iter().any(|s| s.name == step::MODULES_FETCH) {
-        parse_sums(
+    let (third_party, fetched) = if report.steps.iter().any(|s| s.name == step::MODULES_FETCH) {
+        let sums = parse_sums(
             &text(store, output_of(report, step::MODULES_FETCH, output::SUMS)?)?,
             step::MODULES_FETCH,
-        )?
+        )?;
+        let proxy = output_of(report, step::MODULES_FETCH, output::PROXY)?;
+        (sums, tree_files(store, &proxy.digest)?)
     } else {
-        Vec::new()
+        (Vec::new(), BTreeMap::new())
     };
     let k3s_commit = text(store, output_of(report, step::K3S_TIDY, output::HEAD)?)?
         .trim()
@@ -235,6 +253,7 @@ pub(crate) fn lockfile(
         tags,
         modules,
         third_party,
+        fetched,
         k3s: K3sResult {
             branch: names.new_fork_tag().to_string(),
             commit: k3s_commit,

@@ -25,7 +25,7 @@ pub(crate) mod verify;
 pub(crate) use channel::{set_stable, stable_latest};
 pub(crate) use config::{CacheConfig, KilnToml, PublishConfig, RepoFlags, RepoSet};
 pub(crate) use error::ReleaseError;
-pub(crate) use fetch::FetchConfig;
+pub(crate) use fetch::{FetchConfig, explain_pin_mismatch};
 pub(crate) use go_directive::check_go_directives;
 pub(crate) use gomod::{GoModEdit, bump_go_files, bump_k3s, edit_go_mod};
 pub(crate) use into::add_into;
@@ -39,5 +39,5 @@ pub(crate) use pipeline::{
     run, write_lockfile,
 };
 pub(crate) use rcga::{TagKind, create_tag, plan_tag};
-pub(crate) use recipe::{ReleaseInputs, ServedModule, release_plan, step};
+pub(crate) use recipe::{FETCHED_CACHE, ReleaseInputs, ServedModule, release_plan, step};
 pub(crate) use resolve::{Resolved, derive_names, resolve};

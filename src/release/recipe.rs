@@ -153,7 +153,6 @@ fn base_env(inputs: &ReleaseInputs<'_>) -> BTreeMap<String, String> {
         ("GIT_COMMITTER_DATE", date.as_str()),
         ("GIT_CONFIG_NOSYSTEM", "1"),
         ("GOTOOLCHAIN", "local"),
-        ("GOFLAGS", "-mod=mod"),
         ("NEW_K8S", new_k8s.as_str()),
         ("NEW_FORK_TAG", new_fork_tag.as_str()),
         ("NEW_COMMIT", inputs.resolved.new_commit.as_str()),
@@ -252,6 +251,8 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
     );
     rebase.outputs = vec![output::HEAD.into(), output::REBASE_BUNDLE.into()];
 
+    // No GOFLAGS: tag.sh builds the tree the way the tree says (kubernetes' vendor/, and its
+    // go.work from 1.30, which refuses -mod=mod), offline.
     let mut env = base_env(inputs);
     env.insert("GOPROXY".into(), "off".into());
     env.insert("GOSUMDB".into(), "off".into());
@@ -336,6 +337,8 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
     // k3s's third-party modules, when it has any, come from the one step with network.
     let fetch = fetch_step(inputs, &served_paths)?;
     let go_env = |mut env: BTreeMap<String, String>| {
+        // k3s has no vendor/: tidy writes go.mod and go.sum, the build reads the module graph.
+        env.insert("GOFLAGS".into(), "-mod=mod".into());
         let proxy = if fetch.is_some() {
             "file:///in/proxy,file:///in/fetched"
         } else {
@@ -461,6 +464,14 @@ fn fetch_step(inputs: &ReleaseInputs<'_>, served: &[String]) -> Result<Option<St
         .inputs
         .insert("proxy".into(), from_step(step::MODULES, output::PROXY));
     fetch.outputs = vec![output::PROXY.into(), output::SUMS.into()];
+    // What earlier fetches fetched, read before the network: a bump that raises one module
+    // downloads that module only. Not part of the key and never trusted blindly: Go checks
+    // every module it reads there against go.sum or the checksum database as any download,
+    // the outputs are held to their pins, and `kiln verify` refetches with fresh caches.
+    fetch.caches = vec![CacheMount {
+        name: FETCHED_CACHE.into(),
+        target: "/cache/fetched".into(),
+    }];
     fetch.pins.clone_from(&inputs.fetch.pins);
     if fetch.pins.is_empty() {
         tracing::info!(
@@ -471,9 +482,16 @@ fn fetch_step(inputs: &ReleaseInputs<'_>, served: &[String]) -> Result<Option<St
     Ok(Some(fetch))
 }
 
+/// The cache volume of what `modules-fetch` steps fetched (a GOPROXY tree).
+pub(crate) const FETCHED_CACHE: &str = "kiln-fetched-modules";
+
+/// The prefix of the Go build cache volumes of release steps (kiln's own: plan files may not
+/// name them).
+const GO_BUILD_CACHE_PREFIX: &str = "kiln-go-build-";
+
 /// The name of the Go build cache volume of steps in `toolchain`.
 fn go_build_cache(toolchain: &StepImage) -> String {
-    format!("go-build-{}", &toolchain.identity.hex()[..16])
+    format!("{GO_BUILD_CACHE_PREFIX}{}", &toolchain.identity.hex()[..16])
 }
 
 /// The `modules` builtin: the fork's new tags and the extra modules as a GOPROXY tree.

@@ -79,7 +79,7 @@ cp -a dist/artifacts/. /out/artifacts/
 "#;
 
 /// Resolve k3s's module graph after the go.mod edit, with network: kiln's proxy first, then
-/// the module proxy (`KILN_MODULE_PROXY`, not part of the key: the outputs are pinned). Keeps,
+/// what earlier fetches kept, then the module proxy (`KILN_MODULE_PROXY`, not part of the key: the outputs are pinned). Keeps,
 /// in GOPROXY layout, every module version Go fetched that kiln does not serve itself
 /// (`KILN_SERVED`), and their go.sum lines.
 pub(super) const FETCH: &str = r#"set -euo pipefail
@@ -87,7 +87,9 @@ pub(super) const FETCH: &str = r#"set -euo pipefail
 set -f
 cd /in/k3s
 cp -a /in/edit/. .
-export GOMODCACHE=/tmp/kiln-fetch GOPROXY="file:///in/proxy,${KILN_MODULE_PROXY}"
+# What earlier fetches fetched (/cache/fetched) before the network: Go checks what it reads
+# there against go.sum and the checksum database as it checks any download.
+export GOMODCACHE=/tmp/kiln-fetch GOPROXY="file:///in/proxy,file:///cache/fetched,${KILN_MODULE_PROXY}"
 if ! go mod tidy >/tmp/fetch.log 2>&1 || ! go mod download >>/tmp/fetch.log 2>&1; then
     echo "kiln: resolving k3s's modules through ${KILN_MODULE_PROXY} failed:" >&2
     tail -n 20 /tmp/fetch.log >&2
@@ -122,6 +124,14 @@ done
 # The version lists, sorted: Go appends to its own in download order.
 find /out/proxy -type d -name '@v' | while read -r d; do
     find "$d" -maxdepth 1 -name '*.mod' -printf '%f\n' | sed 's/\.mod$//' | LC_ALL=C sort >"$d/list"
+done
+# Kept for later fetches: each file whole (written aside, then renamed) and never replaced;
+# no version lists, so a query (`@latest`) always asks the module proxy.
+cd /out/proxy
+find . -type f \( -name '*.mod' -o -name '*.zip' -o -name '*.info' \) | while read -r f; do
+    [ -e "/cache/fetched/$f" ] && continue
+    mkdir -p "/cache/fetched/${f%/*}"
+    cp "$f" "/cache/fetched/$f.part.$$" && mv -f "/cache/fetched/$f.part.$$" "/cache/fetched/$f"
 done
 cd /in/k3s
 while read -r module version sum; do

@@ -169,6 +169,49 @@ impl DockerSandbox {
         Ok(removed)
     }
 
+    /// Removes the cache volumes named `name` that this sandbox's steps use (its namespace's,
+    /// or the engine's shared ones, every uid): what they held is never read again. A volume
+    /// a running step still uses stays (the engine refuses); returns how many were removed.
+    pub(crate) async fn forget_cache(&self, name: &str) -> Result<usize, SandboxError> {
+        let docker = self.engine.docker();
+        let label = format!("kiln.cache={name}");
+        let filters = HashMap::from([("label", vec![label.as_str()])]);
+        let options = bollard::query_parameters::ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let listed =
+            docker
+                .list_volumes(Some(options))
+                .await
+                .map_err(|source| SandboxError::Engine {
+                    step: String::new(),
+                    action: "listing cache volumes",
+                    source,
+                })?;
+        let ours = |volume: &bollard::models::Volume| {
+            let namespace = volume.labels.get(LABEL_CACHE_NAMESPACE);
+            namespace.map(String::as_str) == self.cache_namespace.as_deref()
+        };
+        let mut removed = 0;
+        for volume in listed
+            .volumes
+            .unwrap_or_default()
+            .iter()
+            .filter(|v| ours(v))
+        {
+            let gone = docker
+                .remove_volume(
+                    &volume.name,
+                    None::<bollard::query_parameters::RemoveVolumeOptions>,
+                )
+                .await;
+            if gone.is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The engine connection.
     #[must_use]
     pub fn engine(&self) -> &Engine {

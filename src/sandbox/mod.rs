@@ -32,7 +32,9 @@ pub(crate) use fake::{FakeSandbox, FakeStep};
 pub(crate) use probe::{IsolationCheck, probe_isolation};
 pub use step_event::{LogStream, STDERR_TAIL_LINES, StepEvent, StepExit, StepOutput, run_to_end};
 pub(crate) use step_spec::STEP_HOSTNAME;
-pub use step_spec::{BindMount, CacheMount, LentTrees, Network, StepSpec, UserId};
+pub use step_spec::{
+    BindMount, CacheMount, LentTrees, Network, RESERVED_CACHE_PREFIX, StepSpec, UserId,
+};
 
 use futures::stream::BoxStream;
 

@@ -164,6 +164,10 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
+/// Cache names kiln's own steps use: the release's Go build caches and what its fetch steps
+/// fetched. Plan files may not name them.
+pub const RESERVED_CACHE_PREFIX: &str = "kiln-";
+
 /// A named cache volume (`kiln-cache-<name>-u<uid>`) mounted into the step. Caches speed steps up
 /// but never change their outputs: a step must produce the same outputs with an empty cache.
 #[derive(Clone, Debug, PartialEq, Eq)]

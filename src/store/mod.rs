@@ -30,7 +30,7 @@ pub(crate) use lock::{StepLock, StoreLock};
 pub(crate) use memory::MemoryStore;
 pub use record::{OutputRef, Record};
 pub(crate) use scratch::ScratchDir;
-pub(crate) use tree::{pack_tree, unpack_tree};
+pub(crate) use tree::{pack_tree, tree_manifest, unpack_tree};
 pub(crate) use verify::verify;
 
 use crate::hash::{Digest, StepKey};

@@ -30,6 +30,25 @@ const MAX_LINK_HOPS: usize = 40;
 /// a bomb of empty entries is stopped here).
 const MAX_TREE_ENTRIES: u64 = 2_000_000;
 
+/// Every regular file of a stored tree (its canonical tar read from `tar`): path → SHA-256.
+pub(crate) fn tree_manifest(
+    tar: impl Read,
+) -> Result<std::collections::BTreeMap<String, crate::hash::Digest>, std::io::Error> {
+    let mut archive = tar::Archive::new(tar);
+    let mut files = std::collections::BTreeMap::new();
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes)?;
+        files.insert(path, crate::hash::Digest::of(&bytes));
+    }
+    Ok(files)
+}
+
 /// Writes the canonical tar of `dir` to `out`.
 pub(crate) fn pack_tree(dir: &Path, out: impl Write) -> Result<(), StoreError> {
     let mut builder = tar::Builder::new(out);

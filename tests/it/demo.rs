@@ -12,32 +12,32 @@ use crate::common::{self, docker_or_skip, text};
 const GOLDEN_FORK_TAGS: [(&str, &str); 10] = [
     (
         "staging/src/k8s.io/api/v1.28.1-k3s1",
-        "3bbcba82860a8083bf94222f454eef600bb4e8ee",
+        "1126c9c1d706a2b3aa34bc81a99b0e013cad47f2",
     ),
     (
         "staging/src/k8s.io/apimachinery/v1.28.1-k3s1",
-        "3bbcba82860a8083bf94222f454eef600bb4e8ee",
+        "1126c9c1d706a2b3aa34bc81a99b0e013cad47f2",
     ),
     (
         "staging/src/k8s.io/client-go/v1.28.1-k3s1",
-        "3bbcba82860a8083bf94222f454eef600bb4e8ee",
+        "1126c9c1d706a2b3aa34bc81a99b0e013cad47f2",
     ),
     (
         "staging/src/k8s.io/component-base/v1.28.1-k3s1",
-        "3bbcba82860a8083bf94222f454eef600bb4e8ee",
+        "1126c9c1d706a2b3aa34bc81a99b0e013cad47f2",
     ),
     (
         "staging/src/k8s.io/cri-api/v1.28.1-k3s1",
-        "3bbcba82860a8083bf94222f454eef600bb4e8ee",
+        "1126c9c1d706a2b3aa34bc81a99b0e013cad47f2",
     ),
     (
         "staging/src/k8s.io/kubectl/v1.28.1-k3s1",
-        "3bbcba82860a8083bf94222f454eef600bb4e8ee",
+        "1126c9c1d706a2b3aa34bc81a99b0e013cad47f2",
     ),
-    ("v1.28.1", "f0a9b07db470f42895925d60e0fc493f2d396991"),
-    ("v1.28.1-k3s1", "3bbcba82860a8083bf94222f454eef600bb4e8ee"),
-    ("v1.28.2", "770d08084c82606bedb1d9cefd35cd36a937a42c"),
-    ("v1.28.3", "c42233fef85eb700ba50c7141a892b9fcd41f409"),
+    ("v1.28.1", "bb5e211e8161e8e99e5950a9f455690242c01f59"),
+    ("v1.28.1-k3s1", "1126c9c1d706a2b3aa34bc81a99b0e013cad47f2"),
+    ("v1.28.2", "94a9171500c8a7cd601a704268ef0bcac5fedca8"),
+    ("v1.28.3", "63107358a981a5d36355431c1aa1ad94aeb818f7"),
 ];
 
 fn init(dir: &Path, extra: &[&str]) -> serde_json::Value {

@@ -6,7 +6,7 @@ use crate::common::TimedOutput as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::common::{HttpFiles, World, docker_or_skip, git, kiln, text};
+use crate::common::{HttpFiles, World, cache_namespace, docker_or_skip, git, kiln, text};
 
 /// The world's GOPROXY directory served on loopback: the stand-in for proxy.golang.org.
 fn stand_in(world: &World) -> HttpFiles {
@@ -25,6 +25,37 @@ fn release(world: &World, store: &Path, proxy: &str, extra: &[&str]) -> std::pro
         .args(extra)
         .timed_output()
         .unwrap()
+}
+
+/// The volumes of what this test's fetch steps kept for later fetches.
+fn fetched_volumes() -> Vec<String> {
+    let listed = std::process::Command::new("docker")
+        .args([
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            "label=kiln.cache=kiln-fetched-modules",
+        ])
+        .args([
+            "--filter",
+            &format!("label=kiln.cache.namespace={}", cache_namespace()),
+        ])
+        .timed_output()
+        .unwrap();
+    assert!(listed.status.success(), "{}", text(&listed).1);
+    text(&listed).0.lines().map(str::to_owned).collect()
+}
+
+/// Drops what this test's fetches kept: the next fetch is another machine's first.
+fn forget_fetched() {
+    for volume in fetched_volumes() {
+        let removed = std::process::Command::new("docker")
+            .args(["volume", "rm", &volume])
+            .timed_output()
+            .unwrap();
+        assert!(removed.status.success(), "{}", text(&removed).1);
+    }
 }
 
 /// The network of every step the store has a record of, by step name.
@@ -83,11 +114,51 @@ async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
         assert!(networks.contains(&(step.into(), "none".into())), "{step}");
     }
 
-    // The lockfile lists every third-party module with the sums k3s's go.sum pins.
-    let go_sum = git(
+    // The new upstream's apimachinery raises semver to v1.3.0, which the old go.sum lacks:
+    // tidy needed a version only the fetch could bring.
+    let old_go_sum = git(
         &world.path().join("k3s.git"),
         &["show", "release-1.28:go.sum"],
     );
+    assert!(
+        old_go_sum.contains("github.com/kiln-demo/semver v1.2.0 "),
+        "{old_go_sum}"
+    );
+    assert!(!old_go_sum.contains("semver v1.3.0"), "{old_go_sum}");
+    assert!(
+        git(
+            &world.path().join("upstream.git"),
+            &["show", "v1.28.2:staging/src/k8s.io/apimachinery/go.mod"]
+        )
+        .contains("github.com/kiln-demo/semver v1.3.0")
+    );
+
+    // The lockfile lists every third-party module with the sums the new k3s go.sum pins.
+    let k3s = world.dir.path().join("k3s-work");
+    git(
+        world.dir.path(),
+        &[
+            "clone",
+            "--quiet",
+            world.path().join("k3s.git").to_str().unwrap(),
+            k3s.to_str().unwrap(),
+        ],
+    );
+    let bundle = world.blob(
+        lock["steps"]["k3s-tidy"]["outputs"]["k3s.bundle"]
+            .as_str()
+            .unwrap(),
+    );
+    git(
+        &k3s,
+        &[
+            "fetch",
+            "--quiet",
+            bundle.to_str().unwrap(),
+            "refs/heads/v1.28.2-k3s1:refs/heads/v1.28.2-k3s1",
+        ],
+    );
+    let go_sum = git(&k3s, &["show", "v1.28.2-k3s1:go.sum"]);
     let third_party = lock["third_party"].as_array().unwrap();
     let listed: Vec<&str> = third_party
         .iter()
@@ -101,6 +172,19 @@ async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
             "github.com/kiln-demo/semver",
             "github.com/kiln-demo/store/api/v3"
         ]
+    );
+    let versions: Vec<&str> = third_party
+        .iter()
+        .map(|m| m["version"].as_str().unwrap())
+        .collect();
+    assert!(versions.contains(&"v1.3.0"), "{versions:?}");
+    // Every file fetched is recorded with its digest.
+    assert!(
+        lock["fetched"]["github.com/kiln-demo/semver/@v/v1.3.0.zip"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{}",
+        lock["fetched"]
     );
     for m in third_party {
         let (module, version) = (
@@ -126,14 +210,47 @@ async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
     assert!(ran.status.success(), "{}", text(&ran).1);
     assert!(
         text(&ran).0.contains(
-            "third-party [v1.2.0 v3.5.9 v0.0.0-20230801120000-0123456789ab v2.1.0+incompatible]"
+            "third-party [v1.3.0 v3.5.9 v0.0.0-20230801120000-0123456789ab v2.1.0+incompatible]"
         ),
         "{}",
         text(&ran).0
     );
 
+    // A bump that raises one module (v1.28.3 raises semver to v1.3.1) downloads that module
+    // only: everything else comes from what the first fetch kept.
+    let before = proxy.paths().len();
+    let output = kiln()
+        .current_dir(world.path())
+        .env("KILN_GO_PROXY", &proxy.url)
+        .arg("--store")
+        .arg(&store)
+        .args(["release", "--old", "v1.28.1", "--new", "v1.28.3", "--json"])
+        .timed_output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    let asked = proxy.paths()[before..].to_vec();
+    assert!(!asked.is_empty());
+    assert!(
+        asked
+            .iter()
+            .all(|p| p.starts_with("/github.com/kiln-demo/semver/@v/v1.3.1.")),
+        "{asked:?}"
+    );
+    let bumped: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        bumped["third_party"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["version"] == "v1.3.1"),
+        "{}",
+        bumped["third_party"]
+    );
+
     // Another world, another store and another stand-in (another port: the proxy's URL is not
-    // part of any key): the same lockfile, byte for byte.
+    // part of any key), with nothing kept from earlier fetches: the same lockfile, byte for
+    // byte — and what was kept never changed an output.
+    forget_fetched();
     let other = World::third_party();
     let other_proxy = stand_in(&other);
     let output = release(&other, &other.store(), &other_proxy.url, &[]);
@@ -164,16 +281,19 @@ async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
     // does not cover): a fresh store refetches, and the pin the lockfile holds refuses it.
     let info = world
         .path()
-        .join("goproxy/github.com/kiln-demo/semver/@v/v1.2.0.info");
+        .join("goproxy/github.com/kiln-demo/semver/@v/v1.3.0.info");
     let original = std::fs::read(&info).unwrap();
     std::fs::write(
         &info,
-        "{\"Version\":\"v1.2.0\",\"Time\":\"2024-01-01T00:00:00Z\"}\n",
+        "{\"Version\":\"v1.3.0\",\"Time\":\"2024-01-01T00:00:00Z\"}\n",
     )
     .unwrap();
+    forget_fetched();
     let output = release(&world, &world.dir.path().join("store-2"), &proxy.url, &[]);
     let stderr = text(&output).1;
     assert_eq!(output.status.code(), Some(1), "{stderr}");
+    // What the refused fetch kept is dropped with it.
+    assert_eq!(fetched_volumes(), Vec::<String>::new());
     assert!(
         stderr.contains("step `modules-fetch` gave output `proxy/` as")
             && stderr.contains(&format!(
@@ -181,7 +301,9 @@ async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
                 lock["steps"]["modules-fetch"]["outputs"]["proxy/"]
                     .as_str()
                     .unwrap()
-            )),
+            ))
+            // Named file by file from the lockfile's record of what was fetched.
+            && stderr.contains("changed github.com/kiln-demo/semver@v1.3.0 (info)"),
         "{stderr}"
     );
     std::fs::write(&info, original).unwrap();

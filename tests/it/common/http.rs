@@ -14,6 +14,7 @@ pub(crate) struct HttpFiles {
     addr: std::net::SocketAddr,
     files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
     requests: Arc<AtomicUsize>,
+    paths: Arc<Mutex<Vec<String>>>,
     stopped: Arc<AtomicBool>,
 }
 
@@ -25,7 +26,9 @@ impl HttpFiles {
         let files = Arc::new(Mutex::new(HashMap::<String, Vec<u8>>::new()));
         let requests = Arc::new(AtomicUsize::new(0));
         let stopped = Arc::new(AtomicBool::new(false));
+        let paths = Arc::new(Mutex::new(Vec::new()));
         let (served, counted, stop) = (files.clone(), requests.clone(), stopped.clone());
+        let asked = paths.clone();
         let root: Option<PathBuf> = root.map(Path::to_owned);
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -46,6 +49,7 @@ impl HttpFiles {
                 }
                 counted.fetch_add(1, Ordering::SeqCst);
                 let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                asked.lock().unwrap().push(path.clone());
                 let body = served.lock().unwrap().get(&path).cloned().or_else(|| {
                     let root = root.as_ref()?;
                     (!path.contains("..")).then_some(())?;
@@ -72,6 +76,7 @@ impl HttpFiles {
             addr,
             files,
             requests,
+            paths,
             stopped,
         }
     }
@@ -79,6 +84,11 @@ impl HttpFiles {
     /// Serves `body` at `path` (`/dl/go1.99.1.linux-amd64.tar.gz`).
     pub(crate) fn serve(&self, path: &str, body: Vec<u8>) {
         self.files.lock().unwrap().insert(path.to_owned(), body);
+    }
+
+    /// The paths asked for so far, in order.
+    pub(crate) fn paths(&self) -> Vec<String> {
+        self.paths.lock().unwrap().clone()
     }
 
     /// How many requests it answered.
