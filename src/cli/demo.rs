@@ -33,11 +33,14 @@ pub(super) struct InitArgs {
     /// Also cut v1.28.1-k3s2 in the fork.
     #[arg(long)]
     k3s2: bool,
-    /// k3s also requires third-party modules (a plain one, a /v3 module from a subdirectory, a
-    /// pseudo-version, a +incompatible one), served from DIR/goproxy by a stand-in module proxy
-    /// you start (e.g. `python3 -m http.server -d DIR/goproxy`) and name in `KILN_GO_PROXY`.
+    /// Leave out the third-party modules. By default k3s requires some (a plain one, a /v3
+    /// module from a subdirectory, a pseudo-version, a +incompatible one) and upstream vendors
+    /// one that each release raises; they are served from DIR/goproxy by a stand-in module
+    /// proxy you start (e.g. `python3 -m http.server -d DIR/goproxy`) and name in
+    /// `KILN_GO_PROXY` or kiln.toml's `[go] proxy`. Without them a release needs no module
+    /// proxy, but the world is kinder than the real one.
     #[arg(long)]
-    third_party: bool,
+    no_third_party: bool,
     /// Print the generated tags as JSON.
     #[arg(long)]
     json: bool,
@@ -52,7 +55,7 @@ pub(super) async fn run(command: DemoCommand) -> Outcome {
         full: args.full,
         scale: args.scale,
         k3s2: args.k3s2,
-        third_party: args.third_party,
+        third_party: !args.no_third_party,
     };
     let started = Instant::now();
     let progress = Progress::new();

@@ -9,6 +9,8 @@
 //!                    tags v1.28.1-k3s1 and staging/src/k8s.io/<m>/v1.28.1-k3s1
 //! DIR/k3s.git        branch release-1.28 requiring the v1.28.1-k3s1 fork tags
 //! DIR/helper.git     github.com/k3s-io/helper, an unrelated module k3s requires
+//! DIR/goproxy/       third-party modules k3s requires and upstream vendors, in GOPROXY
+//!                    layout, for a stand-in module proxy (not with `--no-third-party`)
 //! DIR/kiln.toml      names them, so `kiln release` in DIR finds them
 //! ```
 
@@ -95,7 +97,8 @@ pub(crate) struct DemoOptions {
     pub(crate) scale: u32,
     /// Also cut `v1.28.1-k3s2` (a third patch and a second stamp), for "highest suffix wins".
     pub(crate) k3s2: bool,
-    /// k3s also requires third-party modules, served from `goproxy/` by a stand-in proxy.
+    /// k3s requires third-party modules, served from `goproxy/` by a stand-in proxy, and
+    /// upstream vendors one (the default of `kiln demo init`).
     pub(crate) third_party: bool,
 }
 

@@ -332,6 +332,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_plan_step_cannot_mount_kilns_own_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.toml");
+        let plan = |cache: &str| {
+            format!(
+                "[[step]]\nname = \"a\"\nimage = \"x\"\nargv = [\"true\"]\n\
+                 caches = {{ {cache} = \"/cache/x\" }}\n"
+            )
+        };
+        std::fs::write(&path, plan("kiln-fetched-modules")).unwrap();
+        let err = load_plan_file(&path, &FixedImage).await.unwrap_err();
+        let EngineError::PlanFile { reason, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert!(
+            reason.contains("cache `kiln-fetched-modules` is kiln's own"),
+            "{reason}"
+        );
+        std::fs::write(&path, plan("gomod")).unwrap();
+        assert!(load_plan_file(&path, &FixedImage).await.is_ok());
+    }
+
+    #[tokio::test]
     async fn a_malformed_plan_points_at_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plan.toml");

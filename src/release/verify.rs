@@ -20,12 +20,14 @@ use super::{
     unpack_artifacts,
 };
 
-/// The steps a `--steps git` verification re-runs: everything but the Go build.
-pub(crate) const GIT_STEPS: [&str; 5] = [
+/// The steps a `--steps git` verification re-runs: everything but the Go build (the fetch of
+/// third-party modules too, when the release has one: tidy reads it).
+pub(crate) const GIT_STEPS: [&str; 6] = [
     step::REBASE,
     step::TAG,
     step::MODULES,
     step::K3S_EDIT,
+    step::MODULES_FETCH,
     step::K3S_TIDY,
 ];
 

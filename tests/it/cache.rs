@@ -256,7 +256,7 @@ async fn captain_b_reuses_captain_a_s_signed_release_without_running_a_step() {
             .lines()
             .filter(|l| l.contains(" cached "))
             .count(),
-        6,
+        7,
         "{}",
         text(&output).0
     );
@@ -293,7 +293,7 @@ async fn captain_b_reuses_captain_a_s_signed_release_without_running_a_step() {
     )
     .await;
     assert!(output.status.success(), "{}", text(&output).1);
-    assert_eq!(created, 4);
+    assert_eq!(created, 5);
     assert!(
         text(&output).1.contains(&format!("untrusted key {public}")),
         "{}",

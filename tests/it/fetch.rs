@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use crate::common::{HttpFiles, World, cache_namespace, docker_or_skip, git, kiln, text};
 
-/// The world's GOPROXY directory served on loopback: the stand-in for proxy.golang.org.
+/// Another stand-in over the world's GOPROXY directory, which the test stops or alters apart
+/// from the world's own.
 fn stand_in(world: &World) -> HttpFiles {
     HttpFiles::start(Some(&world.path().join("goproxy")))
 }
@@ -84,7 +85,7 @@ async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
     let Some(_docker) = docker_or_skip().await else {
         return;
     };
-    let world = World::third_party();
+    let world = World::new();
     let proxy = stand_in(&world);
     let store = world.store();
     let out = world.dir.path().join("artifacts");
@@ -251,7 +252,7 @@ async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
     // part of any key), with nothing kept from earlier fetches: the same lockfile, byte for
     // byte — and what was kept never changed an output.
     forget_fetched();
-    let other = World::third_party();
+    let other = World::new();
     let other_proxy = stand_in(&other);
     let output = release(&other, &other.store(), &other_proxy.url, &[]);
     assert!(output.status.success(), "{}", text(&output).1);
@@ -367,7 +368,7 @@ async fn an_altered_zip_on_the_proxy_is_refused_naming_the_module() {
     let Some(_docker) = docker_or_skip().await else {
         return;
     };
-    let world = World::third_party();
+    let world = World::new();
     let zip_path: PathBuf = world
         .path()
         .join("goproxy/github.com/kiln-demo/semver/@v/v1.2.0.zip");

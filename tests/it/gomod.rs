@@ -160,8 +160,9 @@ fn demo_k3s_and_proxy(
     std::path::PathBuf,
 ) {
     let world = dir.join("world");
+    // Without third-party modules: kiln's proxy alone serves everything k3s needs.
     let output = common::kiln()
-        .args(["demo", "init"])
+        .args(["demo", "init", "--no-third-party"])
         .arg(&world)
         .timed_output()
         .unwrap();

@@ -42,8 +42,9 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
         text(&output).1
     );
     let lock: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    // rebase, tag, k3s-tidy and build run in containers; modules and k3s-edit are builtins.
-    assert_eq!(created, 4);
+    // rebase, tag, modules-fetch, k3s-tidy and build run in containers; modules and k3s-edit
+    // are builtins.
+    assert_eq!(created, 5);
     assert_eq!(world.refs(), refs_before, "kiln changed a user repository");
 
     // The fork's new tag set: 1 + 6 staging tags, all on one stamp commit.
@@ -173,9 +174,17 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
                 && !l.starts_with("---")
         })
         .collect();
-    assert_eq!(changed.len(), 2 * (6 + 1 + 7), "{diff}");
+    // The fork's tags, Kubernetes' versions, and semver, which the new upstream raises.
+    assert_eq!(changed.len(), 2 * (6 + 1 + 7 + 1), "{diff}");
+    assert!(
+        changed
+            .iter()
+            .any(|l| l.starts_with('+') && l.contains("github.com/kiln-demo/semver v1.3.0")),
+        "{diff}"
+    );
     assert!(
         changed.iter().all(|l| l.contains("v1.28.2-k3s1")
+            || l.contains("github.com/kiln-demo/semver")
             || l.contains("v0.28.2")
             || l.contains("v1.28.2")
             || l.contains("v1.28.1")
@@ -290,7 +299,10 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
             in_toolchain += 1;
         }
     }
-    assert_eq!(in_toolchain, 4, "rebase, tag, k3s-tidy and build");
+    assert_eq!(
+        in_toolchain, 5,
+        "rebase, tag, modules-fetch, k3s-tidy and build"
+    );
     let pins = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("images/go/go.lock"),
     )
@@ -317,7 +329,7 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
         .lines()
         .filter(|l| l.contains(" cached "))
         .count();
-    assert_eq!(cached, 6, "{}", text(&output).0);
+    assert_eq!(cached, 7, "{}", text(&output).0);
     assert_eq!(created, 0, "a fully cached release started a container");
     assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), first_text);
 
@@ -421,7 +433,7 @@ async fn a_new_version_reruns_what_depends_on_it_and_plan_says_why() {
             .lines()
             .filter(|l| l.contains(" cached "))
             .count()
-            == 6
+            == 7
     );
     // The toolchain images (Go 1.22.10, then 1.24.11) were found, not rebuilt.
     assert_eq!(

@@ -7,12 +7,14 @@ use std::collections::HashMap;
 
 use futures::TryStreamExt as _;
 
-use super::{kiln, text};
+use super::{HttpFiles, kiln, text};
 
-/// A demo world in a temp dir, with its own store.
+/// A demo world in a temp dir, with its own store and its own stand-in module proxy (serving
+/// its `goproxy/` on loopback, named in its kiln.toml, stopped when the world is dropped).
 pub(crate) struct World {
     pub(crate) dir: tempfile::TempDir,
     root: PathBuf,
+    proxy: HttpFiles,
 }
 
 impl World {
@@ -20,11 +22,33 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("w");
         Self::init(&root);
-        Self { dir, root }
+        Self::serving(dir, root)
+    }
+
+    /// The world at `root` with its stand-in proxy started and named in its kiln.toml.
+    fn serving(dir: tempfile::TempDir, root: PathBuf) -> Self {
+        let proxy = HttpFiles::start(Some(&root.join("goproxy")));
+        let config = root.join("kiln.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains("\n[go]\n"), "{text}");
+        let text = text.replacen(
+            "\n[go]\n",
+            &format!("\n[go]\nproxy = \"{}\"\n", proxy.url),
+            1,
+        );
+        std::fs::write(&config, text).unwrap();
+        Self { dir, root, proxy }
+    }
+
+    /// The stand-in module proxy serving the world's `goproxy/`.
+    pub(crate) fn proxy(&self) -> &HttpFiles {
+        &self.proxy
     }
 
     /// A world inside another git work tree, as `./demo-world` lies inside a kiln checkout:
-    /// `<tmp>/outer` is the work tree, the world is `<tmp>/outer/checkout/demo-world`.
+    /// `<tmp>/outer` is the work tree, the world is `<tmp>/outer/checkout/demo-world`. Its
+    /// commands name every repository by flag from a subdirectory, where kiln reads no
+    /// kiln.toml (nor its `[go]` table): it has no third-party modules, so needs no proxy.
     pub(crate) fn nested() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let outer = dir.path().join("outer");
@@ -46,17 +70,9 @@ impl World {
             ],
         );
         let root = outer.join("checkout/demo-world");
-        Self::init(&root);
-        Self { dir, root }
-    }
-
-    /// A world whose k3s also requires third-party modules (`demo init --third-party`), served
-    /// from `goproxy/` by a stand-in the test starts.
-    pub(crate) fn third_party() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("w");
-        Self::init_with(&root, &["--third-party"]);
-        Self { dir, root }
+        Self::init_with(&root, &["--no-third-party"]);
+        let proxy = HttpFiles::start(None);
+        Self { dir, root, proxy }
     }
 
     fn init(root: &Path) {

@@ -1,0 +1,44 @@
+# shellcheck shell=bash
+# Sourced by scripts/demo, scripts/bench and scripts/refresh-lockfile: the stand-in for
+# proxy.golang.org — a demo world's goproxy/ directory (GOPROXY layout) behind python3's
+# http.server on a free loopback port.
+#
+#   goproxy_up DIR   serves DIR; exports KILN_GO_PROXY=http://127.0.0.1:PORT; its request
+#                    log (one line per request) goes to $KILN_GOPROXY_LOG (default /dev/null)
+#   goproxy_down     stops it by its pid (no-op when not started)
+
+KILN_GOPROXY_PID=
+
+goproxy_up() {
+    local dir=$1 port=5600 i
+    if [ ! -d "$dir" ]; then
+        echo "goproxy: $dir is not a directory (a demo world's goproxy/)" >&2
+        return 1
+    fi
+    # The first loopback port nothing listens on.
+    while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        port=$((port + 1))
+    done
+    python3 -m http.server --bind 127.0.0.1 --directory "$dir" "$port" >/dev/null 2>>"${KILN_GOPROXY_LOG:-/dev/null}" &
+    KILN_GOPROXY_PID=$!
+    for ((i = 0; i < 100; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            export KILN_GO_PROXY="http://127.0.0.1:$port"
+            echo "goproxy: stand-in module proxy on $KILN_GO_PROXY (pid $KILN_GOPROXY_PID)" >&2
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "goproxy: python3 -m http.server did not start" >&2
+    goproxy_down
+    return 1
+}
+
+goproxy_down() {
+    if [ -n "$KILN_GOPROXY_PID" ]; then
+        kill "$KILN_GOPROXY_PID" 2>/dev/null || true
+        wait "$KILN_GOPROXY_PID" 2>/dev/null || true
+        KILN_GOPROXY_PID=
+    fi
+    unset KILN_GO_PROXY
+}
