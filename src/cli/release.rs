@@ -171,8 +171,9 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
             let ran =
                 crate::release::run(prepared, store, layered, sandbox, options, &events).await;
             match ran {
-                Err(error) if error.is_fetch_pin_mismatch() => {
-                    // What the refused fetch kept for later fetches is never read again.
+                Err(error) if error.is_fetch_failure() => {
+                    // What the failed or refused fetch kept for later fetches is never read
+                    // again.
                     if let Err(cleared) = sandbox.forget_cache(crate::release::FETCHED_CACHE).await
                     {
                         tracing::warn!(%cleared, "cannot drop what the refused fetch kept");

@@ -101,6 +101,13 @@ async fn run_step(args: RunArgs) -> Outcome {
         let (name, target) = text
             .split_once(':')
             .ok_or_else(|| miette!("cache `{text}` must look like NAME:DST"))?;
+        if crate::sandbox::is_reserved_cache_name(name) {
+            return Err(miette!(
+                "cache `{name}` could be one of kiln's own (names holding `{}` are reserved): \
+                 name it otherwise",
+                crate::sandbox::RESERVED_CACHE_PREFIX
+            ));
+        }
         step.caches.push(CacheMount {
             name: name.to_owned(),
             target: target.to_owned(),

@@ -148,11 +148,11 @@ pub(crate) async fn load_plan_file(
         if let Some(name) = entry
             .caches
             .keys()
-            .find(|n| n.starts_with(crate::sandbox::RESERVED_CACHE_PREFIX))
+            .find(|n| crate::sandbox::is_reserved_cache_name(n))
         {
             return Err(invalid(
                 format!(
-                    "step `{}`: cache `{name}` is kiln's own (names starting with `{}` are \
+                    "step `{}`: cache `{name}` could be kiln's own (names holding `{}` are \
                      reserved); name the cache otherwise",
                     entry.name,
                     crate::sandbox::RESERVED_CACHE_PREFIX
@@ -347,9 +347,12 @@ mod tests {
             panic!("{err:?}");
         };
         assert!(
-            reason.contains("cache `kiln-fetched-modules` is kiln's own"),
+            reason.contains("cache `kiln-fetched-modules` could be kiln's own"),
             "{reason}"
         );
+        // A namespaced volume's name must not be reachable by a plain name either.
+        std::fs::write(&path, plan("ci-kiln-fetched-modules")).unwrap();
+        assert!(load_plan_file(&path, &FixedImage).await.is_err());
         std::fs::write(&path, plan("gomod")).unwrap();
         assert!(load_plan_file(&path, &FixedImage).await.is_ok());
     }

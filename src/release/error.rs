@@ -354,13 +354,18 @@ impl ReleaseError {
 }
 
 impl ReleaseError {
-    /// Whether this is the `modules-fetch` step refused for fetching other content than its
-    /// pin.
-    pub(crate) fn is_fetch_pin_mismatch(&self) -> bool {
-        matches!(
-            self,
-            Self::Engine(crate::engine::EngineError::PinMismatch { step, .. })
-                if step == super::step::MODULES_FETCH
-        )
+    /// Whether the `modules-fetch` step failed or was refused for fetching other content than
+    /// its pin: then nothing it kept for later fetches is read again.
+    pub(crate) fn is_fetch_failure(&self) -> bool {
+        match self {
+            Self::Engine(
+                crate::engine::EngineError::PinMismatch { step, .. }
+                | crate::engine::EngineError::Sandbox(crate::sandbox::SandboxError::StepFailed {
+                    step,
+                    ..
+                }),
+            ) => step == super::step::MODULES_FETCH,
+            _ => false,
+        }
     }
 }

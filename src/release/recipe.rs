@@ -449,6 +449,19 @@ fn fetch_step(inputs: &ReleaseInputs<'_>, served: &[String]) -> Result<Option<St
     spelled.sort();
     spelled.dedup();
     env.insert("KILN_SERVED".into(), spelled.join(" "));
+    // The paths no checksum database covers, as written and case-escaped: what is kept of
+    // them for later fetches must be pinned by k3s's go.sum.
+    let mut unchecked: Vec<String> = inputs.fetch.nosumdb.clone();
+    unchecked.extend(
+        inputs
+            .fetch
+            .nosumdb
+            .iter()
+            .map(|p| crate::gomod::escape_path(p)),
+    );
+    unchecked.sort();
+    unchecked.dedup();
+    env.insert("KILN_NOSUMDB".into(), unchecked.join(" "));
     let mut fetch = container(step::MODULES_FETCH, inputs, scripts::FETCH, env);
     fetch.network = crate::sandbox::Network::Host;
     fetch

@@ -86,22 +86,27 @@ pub(super) const FETCH: &str = r#"set -euo pipefail
 # No globbing: module paths are data here.
 set -f
 cd /in/k3s
+# What k3s's committed go.sum pins, before the edit: `module version[/go.mod]`.
+sed -n 's/^\([^ ]*\) \([^ ]*\) h1:.*/\1 \2/p' go.sum >/tmp/pinned 2>/dev/null || : >/tmp/pinned
 cp -a /in/edit/. .
 # What earlier fetches fetched (/cache/fetched) before the network: Go checks what it reads
-# there against go.sum and the checksum database as it checks any download.
+# there against go.sum and the checksum database as it checks any download (only what one of
+# them covers is ever kept there, below).
 export GOMODCACHE=/tmp/kiln-fetch GOPROXY="file:///in/proxy,file:///cache/fetched,${KILN_MODULE_PROXY}"
 if ! go mod tidy >/tmp/fetch.log 2>&1 || ! go mod download >>/tmp/fetch.log 2>&1; then
     echo "kiln: resolving k3s's modules through ${KILN_MODULE_PROXY} failed:" >&2
     tail -n 20 /tmp/fetch.log >&2
     exit 3
 fi
-served() {
+# Whether module path $1 (as written or case-escaped) is under one of the prefixes $2.
+under() {
     local p
-    for p in ${KILN_SERVED}; do
+    for p in $2; do
         case "$1/" in "$p"/*) return 0 ;; esac
     done
     return 1
 }
+served() { under "$1" "${KILN_SERVED}"; }
 cd "${GOMODCACHE}/cache/download"
 mkdir -p /out/proxy
 find . -path '*/@v/*' -type f \( -name '*.mod' -o -name '*.zip' -o -name '*.info' \) | LC_ALL=C sort |
@@ -125,13 +130,32 @@ done
 find /out/proxy -type d -name '@v' | while read -r d; do
     find "$d" -maxdepth 1 -name '*.mod' -printf '%f\n' | sed 's/\.mod$//' | LC_ALL=C sort >"$d/list"
 done
-# Kept for later fetches: each file whole (written aside, then renamed) and never replaced;
-# no version lists, so a query (`@latest`) always asks the module proxy.
+# Kept for later fetches, best effort: only a .mod or .zip that Go checks whenever it reads it
+# (its path is under the checksum database, or k3s's committed go.sum pins it); no .info
+# (nothing checks it) and no version lists (a query always asks the module proxy). Each file
+# is written whole aside and renamed into place, never replacing one already kept.
+keep() {
+    local f=$1 module version kind key tmp
+    module=${f#./}
+    module=${module%%/@v/*}
+    version=${f##*/}
+    kind=${version##*.}
+    version=${version%.*}
+    if under "$module" "${KILN_NOSUMDB}"; then
+        key="$(printf '%s' "$module" | sed 's/!\([a-z]\)/\U\1/g') $(printf '%s' "$version" | sed 's/!\([a-z]\)/\U\1/g')"
+        [ "$kind" = mod ] && key="$key/go.mod"
+        grep -qxF -- "$key" /tmp/pinned || return 0
+    fi
+    [ -e "/cache/fetched/$f" ] && return 0
+    mkdir -p "/cache/fetched/${f%/*}" || return 0
+    tmp=$(mktemp "/cache/fetched/${f%/*}/.kiln.XXXXXX") || return 0
+    cp "$f" "$tmp" && mv -n "$tmp" "/cache/fetched/$f"
+    rm -f "$tmp"
+    return 0
+}
 cd /out/proxy
-find . -type f \( -name '*.mod' -o -name '*.zip' -o -name '*.info' \) | while read -r f; do
-    [ -e "/cache/fetched/$f" ] && continue
-    mkdir -p "/cache/fetched/${f%/*}"
-    cp "$f" "/cache/fetched/$f.part.$$" && mv -f "/cache/fetched/$f.part.$$" "/cache/fetched/$f"
+find . -type f \( -name '*.mod' -o -name '*.zip' \) | while read -r f; do
+    keep "$f" || true
 done
 cd /in/k3s
 while read -r module version sum; do

@@ -199,14 +199,20 @@ impl DockerSandbox {
             .iter()
             .filter(|v| ours(v))
         {
-            let gone = docker
+            match docker
                 .remove_volume(
                     &volume.name,
                     None::<bollard::query_parameters::RemoveVolumeOptions>,
                 )
-                .await;
-            if gone.is_ok() {
-                removed += 1;
+                .await
+            {
+                Ok(()) => removed += 1,
+                Err(error) => tracing::warn!(
+                    volume = %volume.name,
+                    %error,
+                    "a cache volume to drop stays (a running step uses it?): remove it with \
+                     `docker volume rm` once nothing runs"
+                ),
             }
         }
         Ok(removed)

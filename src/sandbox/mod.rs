@@ -34,6 +34,7 @@ pub use step_event::{LogStream, STDERR_TAIL_LINES, StepEvent, StepExit, StepOutp
 pub(crate) use step_spec::STEP_HOSTNAME;
 pub use step_spec::{
     BindMount, CacheMount, LentTrees, Network, RESERVED_CACHE_PREFIX, StepSpec, UserId,
+    is_reserved_cache_name,
 };
 
 use futures::stream::BoxStream;

@@ -168,6 +168,15 @@ pub struct BindMount {
 /// fetched. Plan files may not name them.
 pub const RESERVED_CACHE_PREFIX: &str = "kiln-";
 
+/// Whether a cache name given by a user (a plan file, `kiln sandbox run --cache`) could reach
+/// a volume of kiln's own steps: one starting with [`RESERVED_CACHE_PREFIX`], or holding it
+/// further in (a namespaced volume is `kiln-cache-<ns>-<name>-u<uid>`, so the plain name
+/// `<ns>-kiln-…` would be the same volume).
+#[must_use]
+pub fn is_reserved_cache_name(name: &str) -> bool {
+    name.contains(RESERVED_CACHE_PREFIX)
+}
+
 /// A named cache volume (`kiln-cache-<name>-u<uid>`) mounted into the step. Caches speed steps up
 /// but never change their outputs: a step must produce the same outputs with an empty cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
