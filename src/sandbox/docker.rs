@@ -137,22 +137,11 @@ impl DockerSandbox {
             return Ok(0);
         };
         let docker = self.engine.docker();
-        let label = format!("{LABEL_CACHE_NAMESPACE}={ns}");
-        let filters = HashMap::from([("label", vec![label.as_str()])]);
-        let options = bollard::query_parameters::ListVolumesOptionsBuilder::default()
-            .filters(&filters)
-            .build();
-        let listed =
-            docker
-                .list_volumes(Some(options))
-                .await
-                .map_err(|source| SandboxError::Engine {
-                    step: String::new(),
-                    action: "listing cache volumes",
-                    source,
-                })?;
         let mut removed = 0;
-        for volume in listed.volumes.unwrap_or_default() {
+        for volume in self
+            .volumes_labelled(&format!("{LABEL_CACHE_NAMESPACE}={ns}"))
+            .await?
+        {
             docker
                 .remove_volume(
                     &volume.name,
@@ -169,36 +158,40 @@ impl DockerSandbox {
         Ok(removed)
     }
 
+    /// The engine's volumes carrying `label` (`key=value`).
+    async fn volumes_labelled(
+        &self,
+        label: &str,
+    ) -> Result<Vec<bollard::models::Volume>, SandboxError> {
+        let filters = HashMap::from([("label", vec![label])]);
+        let options = bollard::query_parameters::ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let listed = self
+            .engine
+            .docker()
+            .list_volumes(Some(options))
+            .await
+            .map_err(|source| SandboxError::Engine {
+                step: String::new(),
+                action: "listing cache volumes",
+                source,
+            })?;
+        Ok(listed.volumes.unwrap_or_default())
+    }
+
     /// Removes the cache volumes named `name` that this sandbox's steps use (its namespace's,
     /// or the engine's shared ones, every uid): what they held is never read again. A volume
     /// a running step still uses stays (the engine refuses); returns how many were removed.
     pub(crate) async fn forget_cache(&self, name: &str) -> Result<usize, SandboxError> {
         let docker = self.engine.docker();
-        let label = format!("kiln.cache={name}");
-        let filters = HashMap::from([("label", vec![label.as_str()])]);
-        let options = bollard::query_parameters::ListVolumesOptionsBuilder::default()
-            .filters(&filters)
-            .build();
-        let listed =
-            docker
-                .list_volumes(Some(options))
-                .await
-                .map_err(|source| SandboxError::Engine {
-                    step: String::new(),
-                    action: "listing cache volumes",
-                    source,
-                })?;
+        let listed = self.volumes_labelled(&format!("kiln.cache={name}")).await?;
         let ours = |volume: &bollard::models::Volume| {
             let namespace = volume.labels.get(LABEL_CACHE_NAMESPACE);
             namespace.map(String::as_str) == self.cache_namespace.as_deref()
         };
         let mut removed = 0;
-        for volume in listed
-            .volumes
-            .unwrap_or_default()
-            .iter()
-            .filter(|v| ours(v))
-        {
+        for volume in listed.iter().filter(|v| ours(v)) {
             match docker
                 .remove_volume(
                     &volume.name,

@@ -157,30 +157,7 @@ async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
     );
 
     // The lockfile lists every third-party module with the sums the new k3s go.sum pins.
-    let k3s = world.dir.path().join("k3s-work");
-    git(
-        world.dir.path(),
-        &[
-            "clone",
-            "--quiet",
-            world.path().join("k3s.git").to_str().unwrap(),
-            k3s.to_str().unwrap(),
-        ],
-    );
-    let bundle = world.blob(
-        lock["steps"]["k3s-tidy"]["outputs"]["k3s.bundle"]
-            .as_str()
-            .unwrap(),
-    );
-    git(
-        &k3s,
-        &[
-            "fetch",
-            "--quiet",
-            bundle.to_str().unwrap(),
-            "refs/heads/v1.28.2-k3s1:refs/heads/v1.28.2-k3s1",
-        ],
-    );
+    let k3s = world.k3s_with_release_branch(&lock, "k3s-work");
     let go_sum = git(&k3s, &["show", "v1.28.2-k3s1:go.sum"]);
     let third_party = lock["third_party"].as_array().unwrap();
     let listed: Vec<&str> = third_party

@@ -127,30 +127,7 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
     assert!(git(&scratch, &["tag", "-l", "v0.0.0"]).trim().is_empty());
 
     // k3s: exactly the release's go.mod lines, the Go bump, kiln's sums in go.sum.
-    let k3s = world.dir.path().join("k3s-check");
-    git(
-        world.dir.path(),
-        &[
-            "clone",
-            "--quiet",
-            world.path().join("k3s.git").to_str().unwrap(),
-            k3s.to_str().unwrap(),
-        ],
-    );
-    let bundle = world.blob(
-        lock["steps"]["k3s-tidy"]["outputs"]["k3s.bundle"]
-            .as_str()
-            .unwrap(),
-    );
-    git(
-        &k3s,
-        &[
-            "fetch",
-            "--quiet",
-            bundle.to_str().unwrap(),
-            "refs/heads/v1.28.2-k3s1:refs/heads/v1.28.2-k3s1",
-        ],
-    );
+    let k3s = world.k3s_with_release_branch(&lock, "k3s-check");
     assert_eq!(
         git(&k3s, &["rev-parse", "v1.28.2-k3s1"]).trim(),
         lock["k3s"]["commit"].as_str().unwrap()

@@ -133,6 +133,37 @@ impl World {
         path
     }
 
+    /// A clone of the world's k3s at `name` beside it, with the k3s branch of the release
+    /// `lock` (v1.28.2-k3s1) fetched from the store's `k3s.bundle`.
+    pub(crate) fn k3s_with_release_branch(&self, lock: &serde_json::Value, name: &str) -> PathBuf {
+        let k3s = self.dir.path().join(name);
+        git(
+            self.dir.path(),
+            &[
+                "clone",
+                "--quiet",
+                self.path().join("k3s.git").to_str().unwrap(),
+                k3s.to_str().unwrap(),
+            ],
+        );
+        let bundle = self.blob(
+            lock["steps"]["k3s-tidy"]["outputs"]["k3s.bundle"]
+                .as_str()
+                .unwrap(),
+        );
+        let branch = lock["k3s"]["branch"].as_str().unwrap();
+        git(
+            &k3s,
+            &[
+                "fetch",
+                "--quiet",
+                bundle.to_str().unwrap(),
+                &format!("refs/heads/{branch}:refs/heads/{branch}"),
+            ],
+        );
+        k3s
+    }
+
     pub(crate) fn blob(&self, digest: &str) -> PathBuf {
         let hex = &digest[7..];
         self.store()
