@@ -251,10 +251,18 @@ fn describe_changes(changes: &[String]) -> String {
         .iter()
         .take(20)
         .map(|change| {
-            let (what, path) = change.split_once(' ').unwrap_or(("changed", change));
+            let (what, rest) = change.split_once(' ').unwrap_or(("changed", change));
+            let (path, detail) = rest.split_once(' ').map_or((rest, ""), |(p, d)| (p, d));
+            let detail = if detail.is_empty() {
+                String::new()
+            } else {
+                format!(" {detail}")
+            };
             match crate::gomod::proxy_path_module(path) {
-                Some((module, version, file)) => format!("{what} {module}@{version} ({file})"),
-                None => format!("{what} {path}"),
+                Some((module, version, file)) => {
+                    format!("{what} {module}@{version} ({file}){detail}")
+                }
+                None => format!("{what} {path}{detail}"),
             }
         })
         .collect();

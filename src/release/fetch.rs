@@ -55,8 +55,8 @@ pub(crate) fn explain_pin_mismatch(
     error
 }
 
-/// `changed P`, `added P` and `removed P` for every path whose file differs between `was`
-/// and `now`, in path order.
+/// `changed P (pinned D, now D)`, `added P` and `removed P` for every path whose file differs
+/// between `was` and `now`, in path order.
 pub(crate) fn tree_changes(
     was: &std::collections::BTreeMap<String, crate::hash::Digest>,
     now: &std::collections::BTreeMap<String, crate::hash::Digest>,
@@ -66,7 +66,7 @@ pub(crate) fn tree_changes(
         .into_iter()
         .filter_map(|path| match (was.get(path), now.get(path)) {
             (Some(a), Some(b)) if a == b => None,
-            (Some(_), Some(_)) => Some(format!("changed {path}")),
+            (Some(a), Some(b)) => Some(format!("changed {path} (pinned {a}, now {b})")),
             (None, Some(_)) => Some(format!("added {path}")),
             (Some(_), None) => Some(format!("removed {path}")),
             (None, None) => None,
@@ -161,9 +161,13 @@ mod tests {
         assert_eq!(
             changes,
             [
-                "removed github.com/!c/d/@v/v2.0.0.mod",
-                "changed github.com/a/b/@v/v1.0.0.zip",
-                "added github.com/e/f/@v/list",
+                "removed github.com/!c/d/@v/v2.0.0.mod".to_owned(),
+                format!(
+                    "changed github.com/a/b/@v/v1.0.0.zip (pinned {}, now {})",
+                    Digest::of(b"2"),
+                    Digest::of(b"x")
+                ),
+                "added github.com/e/f/@v/list".to_owned(),
             ]
         );
         let error = crate::engine::EngineError::PinMismatch {
@@ -175,10 +179,12 @@ mod tests {
         };
         let text = error.to_string();
         assert!(
-            text.ends_with(
+            text.ends_with(&format!(
                 "What differs:\n  removed github.com/C/d@v2.0.0 (mod)\n  changed \
-                 github.com/a/b@v1.0.0 (zip)\n  added github.com/e/f/@v/list"
-            ),
+                 github.com/a/b@v1.0.0 (zip) (pinned {}, now {})\n  added github.com/e/f/@v/list",
+                Digest::of(b"2"),
+                Digest::of(b"x")
+            )),
             "{text}"
         );
     }

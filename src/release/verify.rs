@@ -210,7 +210,10 @@ pub(crate) async fn rebuild<B: Sandbox + Clone + 'static>(
         jobs,
         work_dir: fresh.work_dir(),
     };
-    let report = crate::engine::run(&plan, &fresh, sandbox, &options, events).await?;
+    // A refetch that differs from the lockfile's pin names what changed, file by file.
+    let report = crate::engine::run(&plan, &fresh, sandbox, &options, events)
+        .await
+        .map_err(|error| super::fetch::explain_pin_mismatch(error.into(), Some(lock), &fresh))?;
     let artifacts = if scope == Scope::All {
         let scratch = fresh_dir.path().join("artifacts");
         std::fs::create_dir_all(&scratch).map_err(ReleaseError::io("create", &scratch))?;

@@ -359,6 +359,21 @@ async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
             && stderr.contains("changed github.com/kiln-demo/semver@v1.3.0 (info)"),
         "{stderr}"
     );
+    // `kiln verify` refetches (fresh caches) and names it the same way.
+    let output = kiln()
+        .current_dir(world.path())
+        .env("KILN_GO_PROXY", &proxy.url)
+        .arg("--store")
+        .arg(&store)
+        .args(["verify", "lockfiles/v1.28.2-k3s1.lock.json"])
+        .timed_output()
+        .unwrap();
+    let stderr = text(&output).1;
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("changed github.com/kiln-demo/semver@v1.3.0 (info)"),
+        "{stderr}"
+    );
     std::fs::write(&info, original).unwrap();
 
     // The stand-in stopped: with the fetch outputs in the store the release needs no network;
