@@ -12,6 +12,7 @@ KILN_GOPROXY_PID=
 goproxy_up() {
     local dir=$1 port=5600 i
     goproxy_down
+    command -v python3 >/dev/null || scripts/setup python3
     if [ ! -d "$dir" ]; then
         echo "goproxy: $dir is not a directory (a demo world's goproxy/)" >&2
         return 1

@@ -14,7 +14,8 @@ use super::{HttpFiles, kiln, text};
 pub(crate) struct World {
     pub(crate) dir: tempfile::TempDir,
     root: PathBuf,
-    proxy: HttpFiles,
+    /// Kept only to stop it with the world (`None`: a world without third-party modules).
+    _proxy: Option<HttpFiles>,
 }
 
 impl World {
@@ -37,12 +38,11 @@ impl World {
             1,
         );
         std::fs::write(&config, text).unwrap();
-        Self { dir, root, proxy }
-    }
-
-    /// The stand-in module proxy serving the world's `goproxy/`.
-    pub(crate) fn proxy(&self) -> &HttpFiles {
-        &self.proxy
+        Self {
+            dir,
+            root,
+            _proxy: Some(proxy),
+        }
     }
 
     /// A world inside another git work tree, as `./demo-world` lies inside a kiln checkout:
@@ -71,8 +71,11 @@ impl World {
         );
         let root = outer.join("checkout/demo-world");
         Self::init_with(&root, &["--no-third-party"]);
-        let proxy = HttpFiles::start(None);
-        Self { dir, root, proxy }
+        Self {
+            dir,
+            root,
+            _proxy: None,
+        }
     }
 
     fn init(root: &Path) {
