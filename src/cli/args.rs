@@ -194,6 +194,13 @@ impl GoSettings {
             },
             nosumdb: self.config.nosumdb.clone(),
             pins: std::collections::BTreeMap::new(),
+            // Checked when kiln.toml was read.
+            network: self
+                .config
+                .fetch_network
+                .as_deref()
+                .and_then(|name| crate::sandbox::Network::for_fetch(name).ok())
+                .unwrap_or(crate::sandbox::Network::Host),
         };
         match &self.held {
             Some(lock) => config.pinned_by(lock),

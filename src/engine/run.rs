@@ -399,7 +399,7 @@ async fn run_container<B: Sandbox>(
     });
     spec.caches.clone_from(&step.caches);
     spec.memory_limit = step.memory_limit;
-    spec.network = step.network;
+    spec.network = step.network.clone();
     // Only the outputs come back from an engine that gets its inputs as a copy.
     spec.collect = vec!["/out".into()];
     let name = step.name.clone();

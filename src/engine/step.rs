@@ -175,8 +175,10 @@ impl Step {
             env: self.env.clone(),
             inputs,
             outputs: self.outputs.clone(),
-            network: (self.network != Network::None)
-                .then(|| self.network.as_engine_mode().to_owned()),
+            // Only whether the step has network: which one reached the outside does not change
+            // what it must produce (its outputs are pinned). Written `host`, as it was before
+            // a fetch step could be given a named network, so keys stay what they were.
+            network: (self.network != Network::None).then(|| "host".to_owned()),
         })
     }
 

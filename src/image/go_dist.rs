@@ -285,6 +285,9 @@ pub struct GoConfig {
     /// `nosumdb`: module path prefixes exempt from the checksum database (GONOSUMDB), for
     /// modules no checksum database knows (a private proxy, a stand-in).
     pub nosumdb: Vec<String>,
+    /// `fetch-network`: the engine network a release's fetch steps run on (`host`, the
+    /// default, or a network the engine has); checked when kiln.toml is read.
+    pub fetch_network: Option<String>,
 }
 
 impl GoSources {

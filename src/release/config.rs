@@ -22,6 +22,8 @@
 //! lock-dir = "pins"                # the go.lock of pins (default: kiln's own)
 //! download = "https://go.dev/dl"   # `off` to never download
 //! proxy = "https://proxy.golang.org"
+//! nosumdb = ["example.com/private"] # module path prefixes no checksum database knows
+//! fetch-network = "host"           # the network fetch steps run on: `host` or an engine network
 //!
 //! [cache]                          # optional: a shared cache (flags override it)
 //! url = "oci://registry.example.com/k3s/kiln-cache"
@@ -141,6 +143,7 @@ struct GoFile {
     proxy: Option<String>,
     #[serde(default)]
     nosumdb: Vec<String>,
+    fetch_network: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -254,12 +257,21 @@ impl KilnToml {
                         });
                     }
                 }
+                if let Some(name) = &g.fetch_network {
+                    crate::sandbox::Network::for_fetch(name).map_err(|reason| {
+                        ReleaseError::Config {
+                            path: path.clone(),
+                            reason: format!("[go] fetch-network: {reason}"),
+                        }
+                    })?;
+                }
                 GoConfig {
                     archives: g.archives.iter().map(|a| dir.join(a)).collect(),
                     lock_dir: g.lock_dir.map(|d| dir.join(d)),
                     download: g.download,
                     proxy: g.proxy,
                     nosumdb: g.nosumdb,
+                    fetch_network: g.fetch_network,
                 }
             }
         };
@@ -349,7 +361,7 @@ mod tests {
         std::fs::write(
             root.join("kiln.toml"),
             "[go]\narchives = [\"go-archives\", \"/abs\"]\nlock-dir = \"pins\"\n\
-             download = \"off\"\nproxy = \"http://127.0.0.1:3000\"\n",
+             download = \"off\"\nproxy = \"http://127.0.0.1:3000\"\nfetch-network = \"egress\"\n",
         )
         .unwrap();
         assert_eq!(
@@ -360,6 +372,7 @@ mod tests {
                 download: Some("off".into()),
                 proxy: Some("http://127.0.0.1:3000".into()),
                 nosumdb: Vec::new(),
+                fetch_network: Some("egress".into()),
             }
         );
         // An unknown key in [publish] or [go], a URL that is no URL (or a list reaching
@@ -370,6 +383,8 @@ mod tests {
             "[go]\nproxy = \"file:///etc\"\n",
             "[go]\nproxy = \"https://p.example,direct\"\n",
             "[go]\nproxy = \"https://p.example|direct\"\n",
+            "[go]\nfetch-network = \"none\"\n",
+            "[go]\nfetch-network = \"a b\"\n",
             "[[modules]]\npath = \"x,*\"\nrepo = \"h.git\"\n",
             "[repos]\nupstream = \"u\"\nfork = \"f\"\nk3s = \"k\"\n[publish]\nremote = \"x\"\n",
             "[repos]\nupstream = \"--upload-pack=x\"\nfork = \"f\"\nk3s = \"k\"\n",

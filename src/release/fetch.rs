@@ -17,6 +17,8 @@ pub(crate) struct FetchConfig {
     /// What the fetch step's outputs must be: the release's existing lockfile's record of it
     /// (empty for a first release, whose fetch is trusted on first use and recorded).
     pub(crate) pins: std::collections::BTreeMap<String, crate::hash::Digest>,
+    /// The network the fetch step runs on (`[go] fetch-network`; the host's by default).
+    pub(crate) network: crate::sandbox::Network,
 }
 
 impl FetchConfig {

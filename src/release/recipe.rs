@@ -345,10 +345,16 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
             "file:///in/proxy"
         };
         env.insert("GOPROXY".into(), proxy.into());
-        env.insert("GONOSUMDB".into(), served_paths.join(","));
-        // Offline: the fetched modules were checked against the checksum database when they
-        // were fetched and are pinned since; go.sum still checks every zip read.
-        env.insert("GOSUMDB".into(), "off".into());
+        // The checksum database stays on for every path but kiln's own and kiln.toml's
+        // exemptions, as in the fetch step. Offline, it can answer nothing: tidy starts from
+        // the sums the fetch step checked against it (pinned since), and a module without a
+        // sum fails loudly instead of being trusted.
+        let nosumdb: Vec<String> = served_paths
+            .iter()
+            .chain(&inputs.fetch.nosumdb)
+            .cloned()
+            .collect();
+        env.insert("GONOSUMDB".into(), nosumdb.join(","));
         env
     };
     let mut tidy = container(
@@ -370,6 +376,8 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
             "fetched".into(),
             from_step(step::MODULES_FETCH, output::PROXY),
         );
+        tidy.inputs
+            .insert("sums".into(), from_step(step::MODULES_FETCH, output::SUMS));
     }
     tidy.outputs = vec![output::HEAD.into(), output::K3S_BUNDLE.into()];
     // No module cache volume: GOMODCACHE (/cache/gomod) is the container's own, filled from
@@ -463,7 +471,7 @@ fn fetch_step(inputs: &ReleaseInputs<'_>, served: &[String]) -> Result<Option<St
     unchecked.dedup();
     env.insert("KILN_NOSUMDB".into(), unchecked.join(" "));
     let mut fetch = container(step::MODULES_FETCH, inputs, scripts::FETCH, env);
-    fetch.network = crate::sandbox::Network::Host;
+    fetch.network = inputs.fetch.network.clone();
     fetch
         .impure_env
         .insert("KILN_MODULE_PROXY".into(), proxy.clone());

@@ -321,8 +321,8 @@ impl DockerSandbox {
                 format!("{}:{}", user.uid, user.gid)
             }),
             // The engine refuses a host name of its own on the host's network.
-            hostname: (step.network == Network::None).then(|| STEP_HOSTNAME.into()),
-            domainname: (step.network == Network::None).then(String::new),
+            hostname: (step.network != Network::Host).then(|| STEP_HOSTNAME.into()),
+            domainname: (step.network != Network::Host).then(String::new),
             labels: Some(labels),
             attach_stdin: Some(false),
             attach_stdout: Some(true),
@@ -401,6 +401,10 @@ impl Sandbox for DockerSandbox {
             }
             let created = created
                 .map_err(|source| match source {
+                    source if network_missing(&step, &source) => SandboxError::NetworkMissing {
+                        step: step.name.clone(),
+                        network: step.network.as_engine_mode().to_owned(),
+                    },
                     bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {
                         SandboxError::ImageMissing { step: step.name.clone(), image: step.image.clone() }
                     }
@@ -423,7 +427,16 @@ impl Sandbox for DockerSandbox {
                 .attach_container(&id, Some(attach_options))
                 .await
                 .map_err(engine_err("attaching to the container"))?;
-            docker.start_container(&id, None).await.map_err(engine_err("starting the container"))?;
+            docker.start_container(&id, None).await.map_err(|source| {
+                if network_missing(&step, &source) {
+                    SandboxError::NetworkMissing {
+                        step: step.name.clone(),
+                        network: step.network.as_engine_mode().to_owned(),
+                    }
+                } else {
+                    engine_err("starting the container")(source)
+                }
+            })?;
             yield StepEvent::Started { container: id.clone() };
 
             let mut output = attached.output;
@@ -469,4 +482,16 @@ impl Sandbox for DockerSandbox {
             yield StepEvent::Finished(exit);
         })
     }
+}
+
+/// Whether the engine refused `step`'s container for lacking the named network it is given
+/// (Docker says so when creating or when starting it).
+fn network_missing(step: &StepSpec, error: &bollard::errors::Error) -> bool {
+    matches!(
+        (&step.network, error),
+        (
+            Network::Named(name),
+            bollard::errors::Error::DockerResponseServerError { status_code: 404, message },
+        ) if message.contains(&format!("network {name} not found"))
+    )
 }

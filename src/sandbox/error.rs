@@ -183,6 +183,22 @@ pub enum SandboxError {
         image: String,
     },
 
+    /// The named network a step is given does not exist on the engine.
+    #[error("step `{step}`: the engine has no network `{network}`")]
+    #[diagnostic(
+        code(kiln::sandbox::network_missing),
+        help(
+            "create it on the engine (`docker network create {network}`), or change [go] \
+             fetch-network in kiln.toml (`host`, the default, is the engine host's network)"
+        )
+    )]
+    NetworkMissing {
+        /// The step.
+        step: String,
+        /// The network's name.
+        network: String,
+    },
+
     /// An engine call failed.
     #[error("Docker engine call failed for step `{step}` while {action}")]
     #[diagnostic(code(kiln::sandbox::engine))]

@@ -310,7 +310,7 @@ fn chown_tree(dir: &Path, to: UserId) -> Result<(), SandboxError> {
 }
 
 /// Network access of a step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum Network {
     /// No network at all (only a loopback interface). The default for every step.
     #[default]
@@ -318,15 +318,45 @@ pub enum Network {
     /// The engine host's network, loopback included: fetch steps only, whose every output is
     /// checked against its pin.
     Host,
+    /// A network the engine already has, by name (kiln.toml's `[go] fetch-network`): fetch
+    /// steps only, as `Host`.
+    Named(String),
 }
 
 impl Network {
+    /// The network a fetch step is given for `name`: `host`, or a network the engine has
+    /// (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 64 characters). `none` is refused: a fetch step
+    /// without network could only fetch nothing.
+    ///
+    /// # Errors
+    /// Why `name` is not one.
+    pub fn for_fetch(name: &str) -> Result<Self, String> {
+        let valid = name.len() <= 64
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        match name {
+            "host" => Ok(Self::Host),
+            "none" => Err(
+                "a fetch step needs a network; `none` would fetch nothing (to run from what the \
+                 store holds, use `kiln verify --offline`)"
+                    .into(),
+            ),
+            _ if valid => Ok(Self::Named(name.to_owned())),
+            _ => Err(format!(
+                "`{name}` is not an engine network name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"
+            )),
+        }
+    }
+
     /// The engine's name for this network mode.
     #[must_use]
-    pub(crate) const fn as_engine_mode(self) -> &'static str {
+    pub(crate) fn as_engine_mode(&self) -> &str {
         match self {
             Self::None => "none",
             Self::Host => "host",
+            Self::Named(name) => name,
         }
     }
 }
@@ -342,6 +372,18 @@ mod tests {
         assert_eq!(step.env.get("LC_ALL").map(String::as_str), Some("C"));
         assert_eq!(step.env.len(), BASE_ENV.len());
         assert_eq!(step.network, Network::None);
+    }
+
+    #[test]
+    fn a_fetch_network_is_host_or_a_plain_engine_network_name() {
+        assert_eq!(Network::for_fetch("host"), Ok(Network::Host));
+        assert_eq!(
+            Network::for_fetch("kiln-fetch_1.a"),
+            Ok(Network::Named("kiln-fetch_1.a".into()))
+        );
+        for bad in ["none", "", "-x", "a b", "a/b", "$(id)", &"n".repeat(65)] {
+            assert!(Network::for_fetch(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -102,6 +102,22 @@ fn networks(store: &Path) -> Vec<(String, String)> {
     found
 }
 
+/// The environment of the stored record of step `name`.
+fn derivation_env(store: &Path, name: &str) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_dir(store.join("store-v1/records"))
+        .unwrap()
+        .flatten()
+        .map(|entry| {
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(entry.path()).unwrap())
+                .unwrap()
+        })
+        .find(|record| record["name"] == name)
+        .map_or_else(
+            || panic!("no record of {name}"),
+            |record| serde_json::from_value(record["derivation"]["env"].clone()).unwrap(),
+        )
+}
+
 #[tokio::test]
 async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
     let Some(_docker) = docker_or_skip().await else {
@@ -135,6 +151,15 @@ async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
     );
     for step in ["k3s-tidy", "build"] {
         assert!(networks.contains(&(step.into(), "none".into())), "{step}");
+        // The checksum database stays on but for kiln's own paths and the stand-in's (which
+        // kiln.toml exempts): offline, tidy starts from the sums the fetch step pinned.
+        let env = derivation_env(&store, step);
+        assert_eq!(env.get("GOSUMDB"), None, "{step}: {env:?}");
+        assert_eq!(
+            env.get("GONOSUMDB").map(String::as_str),
+            Some("github.com/k3s-io/kubernetes,github.com/k3s-io/helper,github.com/kiln-demo"),
+            "{step}"
+        );
     }
 
     // The new upstream's apimachinery raises semver to v1.3.0, which the old go.sum lacks:
@@ -477,4 +502,68 @@ async fn an_altered_zip_on_the_proxy_is_refused_naming_the_module() {
             .join("lockfiles/v1.28.2-k3s1.lock.json")
             .exists()
     );
+}
+
+/// `[go] fetch-network` in kiln.toml decides the fetch step's network: on an internal network
+/// the loopback stand-in is out of reach and the release says which proxy it could not
+/// resolve through; a network the engine lacks is named as such.
+#[tokio::test]
+async fn the_fetch_step_runs_on_the_network_kiln_toml_names() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = World::new();
+    let proxy = stand_in(&world);
+    let network = format!("kiln-test-internal-{}", std::process::id());
+    let created = std::process::Command::new("docker")
+        .args(["network", "create", "--internal", &network])
+        .timed_output()
+        .unwrap();
+    assert!(created.status.success(), "{}", text(&created).1);
+    let toml_path = world.path().join("kiln.toml");
+    let toml = std::fs::read_to_string(&toml_path).unwrap();
+    let set_network = |name: &str| {
+        std::fs::write(
+            &toml_path,
+            toml.replace("\n[go]\n", &format!("\n[go]\nfetch-network = \"{name}\"\n")),
+        )
+        .unwrap();
+    };
+
+    set_network(&network);
+    let output = release(&world, &world.store(), &proxy.url, &[]);
+    let removed = std::process::Command::new("docker")
+        .args(["network", "rm", &network])
+        .timed_output()
+        .unwrap();
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "resolving k3s's modules through {} failed",
+            proxy.url
+        )),
+        "{stderr}"
+    );
+    assert!(removed.status.success(), "{}", text(&removed).1);
+
+    set_network(&network);
+    let output = release(&world, &world.store(), &proxy.url, &[]);
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the engine has no network `{network}`")),
+        "{stderr}"
+    );
+    assert!(
+        !world
+            .path()
+            .join("lockfiles/v1.28.2-k3s1.lock.json")
+            .exists()
+    );
+
+    // The host's network (the default) reaches the stand-in.
+    set_network("host");
+    let output = release(&world, &world.store(), &proxy.url, &[]);
+    assert!(output.status.success(), "{}", text(&output).1);
 }
