@@ -41,6 +41,11 @@ pub(super) struct InitArgs {
     /// proxy, but the world is kinder than the real one.
     #[arg(long)]
     no_third_party: bool,
+    /// The shape of the fork's tag.sh: `stamp` (commits a stamp, lightweight tags), `hack`
+    /// (builds through hack/ with rsync, prints chatter, annotated tags) or `no-stamp` (tags
+    /// the patch head itself).
+    #[arg(long, value_enum, default_value_t = crate::demo::TagSh::Stamp, value_name = "SHAPE")]
+    tag_sh: crate::demo::TagSh,
     /// Print the generated tags as JSON.
     #[arg(long)]
     json: bool,
@@ -56,6 +61,7 @@ pub(super) async fn run(command: DemoCommand) -> Outcome {
         scale: args.scale,
         k3s2: args.k3s2,
         third_party: !args.no_third_party,
+        tag_sh: args.tag_sh,
     };
     let started = Instant::now();
     let progress = Progress::new();

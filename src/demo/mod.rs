@@ -36,6 +36,25 @@ pub(crate) use upstream::{DEFAULT_MODULES, FULL_MODULES, RELEASES};
 
 /// The fork's tag.sh, which the demo's first k3s patch adds.
 const TAG_SH: &str = include_str!("tag.sh");
+/// The fork's tag.sh that builds through hack/, talks, and makes annotated tags.
+const TAG_SH_HACK: &str = include_str!("tag-hack.sh");
+/// Its hack/build-cmds.sh (rsync staging, then `go build` of every command).
+const HACK_BUILD_CMDS: &str = include_str!("hack-build-cmds.sh");
+/// The fork's tag.sh that commits nothing and tags the patch head.
+const TAG_SH_NO_STAMP: &str = include_str!("tag-nostamp.sh");
+
+/// Which shape of the fork's tag.sh the demo carries (the real one changed across minors).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TagSh {
+    /// Stamps the version files, commits the stamp, lightweight tags, prints only push lines.
+    #[default]
+    Stamp,
+    /// Builds through hack/build-cmds.sh (rsync), prints build chatter around the push lines,
+    /// commits the stamp, annotated tags.
+    Hack,
+    /// Commits nothing: tags the patch head itself.
+    NoStamp,
+}
 
 /// Why the demo world could not be generated.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -100,6 +119,8 @@ pub(crate) struct DemoOptions {
     /// k3s requires third-party modules, served from `goproxy/` by a stand-in proxy, and
     /// upstream vendors one (the default of `kiln demo init`).
     pub(crate) third_party: bool,
+    /// The fork's tag.sh.
+    pub(crate) tag_sh: TagSh,
 }
 
 /// What was generated.
@@ -375,7 +396,19 @@ pub(crate) async fn init(
     let releases = upstream_history(&mut stream, &modules, options.scale, options.third_party);
     let (_, base_mark, base_tree) = releases[0].clone();
     let mut patched = base_tree.clone();
-    patched.insert("tag.sh".into(), File::script(TAG_SH));
+    match options.tag_sh {
+        TagSh::Stamp => {
+            patched.insert("tag.sh".into(), File::script(TAG_SH));
+        }
+        TagSh::Hack => {
+            patched.insert("tag.sh".into(), File::script(TAG_SH_HACK));
+            patched.insert("hack/build-cmds.sh".into(), File::script(HACK_BUILD_CMDS));
+            patched.insert(".gitignore".into(), File::text("/_output/\n"));
+        }
+        TagSh::NoStamp => {
+            patched.insert("tag.sh".into(), File::script(TAG_SH_NO_STAMP));
+        }
+    }
     let first = stream.commit(
         "k3s-patches",
         Some((base_mark, &base_tree)),

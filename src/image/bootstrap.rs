@@ -31,9 +31,14 @@ pub(crate) const BOOTSTRAP_EPOCH: u64 = 1_704_067_200;
 pub(crate) const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 
 /// Packages besides Go (DESIGN.md §3).
-const PACKAGES: [&str; 8] = [
+const PACKAGES: [&str; 11] = [
     "git",
     "make",
+    // Kubernetes' hack/ scripts (which some tag.sh variants build through) copy with rsync
+    // and may compile cgo parts.
+    "rsync",
+    "gcc",
+    "libc6-dev",
     "bash",
     "coreutils",
     "tar",

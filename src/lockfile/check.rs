@@ -24,6 +24,14 @@ pub(super) fn check(lock: &Lockfile) -> Result<(), String> {
             ));
         }
     }
+    for (tag, object) in &lock.tag_objects {
+        if !lock.tags.contains_key(tag) {
+            return Err(format!(
+                "tag_objects: `{tag}` is not one of the release's tags"
+            ));
+        }
+        commit_id(&format!("tag_objects.{tag}"), object)?;
+    }
     if !lock.tags.contains_key(&fork_tag.to_string()) {
         return Err(format!("tags: the release's own tag {fork_tag} is missing"));
     }

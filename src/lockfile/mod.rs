@@ -32,6 +32,10 @@ pub struct Lockfile {
     pub(crate) steps: BTreeMap<String, LockedStep>,
     /// The fork's new tags → commit ids.
     pub(crate) tags: BTreeMap<String, String>,
+    /// The tag objects of those that tag.sh made annotated or signed → their ids (a
+    /// lightweight tag has none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) tag_objects: BTreeMap<String, String>,
     /// Modules served to the k3s build, with their sums.
     pub(crate) modules: Vec<ProxyModule>,
     /// Third-party modules the release fetched (its `modules-fetch` step), with their go.sum

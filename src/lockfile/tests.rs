@@ -72,6 +72,7 @@ pub(crate) fn sample() -> Lockfile {
             ("build".into(), step(20, &["artifacts/"])),
         ]),
         tags,
+        tag_objects: BTreeMap::new(),
         modules: vec![ProxyModule {
             module: "github.com/k3s-io/helper".into(),
             version: "v0.28.1".into(),

@@ -176,16 +176,29 @@ pub(crate) fn lockfile(
         reason,
     };
     let mut tags = BTreeMap::new();
+    let mut tag_objects = BTreeMap::new();
     for line in text(store, output_of(report, step::TAG, output::TAGS)?)?.lines() {
-        let (tag, commit) = line.split_once(' ').ok_or_else(|| {
-            malformed(
-                step::TAG,
-                output::TAGS,
-                format!("line `{line}` is not `tag commit`"),
-            )
-        })?;
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (tag, commit, object) = match fields[..] {
+            [tag, commit] => (tag, commit, None),
+            [tag, commit, object] => (tag, commit, Some(object)),
+            _ => {
+                return Err(malformed(
+                    step::TAG,
+                    output::TAGS,
+                    format!("line `{line}` is not `tag commit [tag-object]`"),
+                ));
+            }
+        };
         tags.insert(tag.to_owned(), commit.to_owned());
+        if let Some(object) = object {
+            tag_objects.insert(tag.to_owned(), object.to_owned());
+        }
     }
+    report_dropped_patches(
+        resolved,
+        &text(store, output_of(report, step::REBASE, output::PATCHES)?)?,
+    )?;
     let modules = parse_sums(
         &text(store, output_of(report, step::MODULES, output::SUMS)?)?,
         step::MODULES,
@@ -251,6 +264,7 @@ pub(crate) fn lockfile(
         },
         steps,
         tags,
+        tag_objects,
         modules,
         third_party,
         fetched,
@@ -261,4 +275,44 @@ pub(crate) fn lockfile(
         artifacts,
         release: names,
     })
+}
+
+/// Says so when the rebase carried fewer patches than the old release had (`carried`: the
+/// rebase's `commit title` lines): git drops a patch that became empty on the new upstream
+/// tag, which usually means upstream took it; the captain should know which.
+fn report_dropped_patches(resolved: &Resolved, carried: &str) -> Result<(), ReleaseError> {
+    let count = carried.lines().count();
+    if count == resolved.patches.len() {
+        return Ok(());
+    }
+    let carried_titles: std::collections::BTreeSet<&str> = carried
+        .lines()
+        .filter_map(|line| line.split_once(' ').map(|(_, title)| title))
+        .collect();
+    let old_titles = crate::git::output(
+        &resolved.fork,
+        &[
+            "log",
+            "--reverse",
+            "--format=%s",
+            &format!("{}..{}", resolved.old_commit, resolved.patches_tip),
+        ],
+    )?;
+    let dropped: Vec<&str> = old_titles
+        .lines()
+        .filter(|title| !carried_titles.contains(title))
+        .collect();
+    tracing::warn!(
+        "the rebase onto {} carried {count} of the old release's {} patches; not carried \
+         (empty on the new tag, so probably taken upstream): {}",
+        resolved.names.new_k8s(),
+        resolved.patches.len(),
+        if dropped.is_empty() {
+            "(titles unchanged; compare the lockfile's patches with the new tag's history)"
+                .to_owned()
+        } else {
+            dropped.join("; ")
+        }
+    );
+    Ok(())
 }

@@ -108,6 +108,8 @@ pub(crate) fn resolve_locked(
         old_fork_commit: i.old_fork_commit.clone(),
         k3s_commit: i.k3s_release_branch_commit.clone(),
         patches: i.patches.clone(),
+        // The patches end where the stamp commit (if any) begins: the last one locked.
+        patches_tip: i.patches.last().unwrap_or(&i.old_k8s_commit).clone(),
         old_go,
         source_date_epoch: i.source_date_epoch,
         existing_new_tag: None,

@@ -54,7 +54,9 @@ pub(crate) mod output {
     pub(crate) const HEAD: &str = "head";
     /// The rebased commits.
     pub(crate) const REBASE_BUNDLE: &str = "rebase.bundle";
-    /// `tag commit` lines of every tag `tag.sh` made.
+    /// `commit title` lines of the carried patches, oldest first.
+    pub(crate) const PATCHES: &str = "patches";
+    /// `tag commit [tag-object]` lines of every tag `tag.sh` made.
     pub(crate) const TAGS: &str = "tags";
     /// tag.sh's `git push` lines.
     pub(crate) const PUSH: &str = "push";
@@ -239,6 +241,7 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
         "OLD_FORK_COMMIT".into(),
         inputs.resolved.old_fork_commit.clone(),
     );
+    env.insert("PATCHES_TIP".into(), inputs.resolved.patches_tip.clone());
 
     let mut rebase = container(step::REBASE, inputs, scripts::REBASE, env);
     rebase.inputs.insert(
@@ -249,7 +252,11 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
         "upstream".into(),
         git(&inputs.resolved.upstream, &inputs.resolved.new_commit),
     );
-    rebase.outputs = vec![output::HEAD.into(), output::REBASE_BUNDLE.into()];
+    rebase.outputs = vec![
+        output::HEAD.into(),
+        output::REBASE_BUNDLE.into(),
+        output::PATCHES.into(),
+    ];
 
     // No GOFLAGS: tag.sh builds the tree the way the tree says (kubernetes' vendor/, and its
     // go.work from 1.30, which refuses -mod=mod), offline.

@@ -28,8 +28,12 @@ pub(crate) struct Resolved {
     pub(crate) old_fork_commit: String,
     /// k3s release branch head.
     pub(crate) k3s_commit: String,
-    /// The old release's k3s patches, `OLD_K8S..OLD_FORK~1`, oldest first.
+    /// The old release's k3s patches, `OLD_K8S..PATCHES_TIP`, oldest first.
     pub(crate) patches: Vec<String>,
+    /// The last of them: the old fork tag's parent when the tag sits on a stamp commit,
+    /// else the tag's commit itself (a tag.sh that commits nothing tags the patch head).
+    pub(crate) patches_tip: String,
+
     /// `.go-version` at the old upstream tag.
     pub(crate) old_go: GoVersion,
     /// `SOURCE_DATE_EPOCH`: the new upstream tag's commit time.
@@ -117,12 +121,23 @@ pub(crate) fn resolve(
     let branch = names.release_branch();
     let k3s_commit =
         git::resolve_commit(&k3s, &branch).map_err(|_| ReleaseError::MissingBranch { branch })?;
+    let old_fork_tag = names.old_fork_tag().to_string();
+    let stamp_parent = stamp_parent(&fork, &old_fork_commit, &old_fork_tag)?;
+    let patches_tip = stamp_parent.unwrap_or_else(|| {
+        tracing::warn!(
+            "the old fork tag {old_fork_tag} is not on a stamp commit (one commit titled \
+             `{old_fork_tag}` that changes only version/base.go files): its tag.sh tagged the \
+             patch head itself, so the rebase carries every commit up to and including the \
+             tag's ({old_fork_commit})"
+        );
+        old_fork_commit.clone()
+    });
     let patches = git::output(
         &fork,
         &[
             "rev-list",
             "--reverse",
-            &format!("{old_commit}..{old_fork_commit}~1"),
+            &format!("{old_commit}..{patches_tip}"),
         ],
     )?
     .lines()
@@ -164,8 +179,41 @@ pub(crate) fn resolve(
         old_fork_commit,
         k3s_commit,
         patches,
+        patches_tip,
         source_date_epoch,
         existing_new_tag,
         modules,
     })
+}
+
+/// The parent of `commit` when it is `tag`'s stamp commit: one parent, titled with the tag,
+/// changing only version files (paths ending in `version/base.go`, what every tag.sh that
+/// stamps rewrites). `None` for any other commit.
+fn stamp_parent(fork: &Path, commit: &str, tag: &str) -> Result<Option<String>, ReleaseError> {
+    let header = git::output(fork, &["log", "-1", "--format=%P%n%s", commit])?;
+    let mut lines = header.lines();
+    let parents: Vec<&str> = lines.next().unwrap_or_default().split(' ').collect();
+    let title = lines.next().unwrap_or_default();
+    let [parent] = parents[..] else {
+        return Ok(None);
+    };
+    if title != tag || parent.is_empty() {
+        return Ok(None);
+    }
+    let changed = git::output(
+        fork,
+        &[
+            "diff-tree",
+            "--no-commit-id",
+            "--name-only",
+            "-r",
+            parent,
+            commit,
+        ],
+    )?;
+    let only_versions = changed.lines().count() > 0
+        && changed
+            .lines()
+            .all(|path| path == "version/base.go" || path.ends_with("/version/base.go"));
+    Ok(only_versions.then(|| parent.to_owned()))
 }

@@ -8,7 +8,8 @@ cd /in/fork
 git fetch --quiet --no-tags /in/upstream "+refs/tags/${NEW_K8S}:refs/tags/${NEW_K8S}"
 test "$(git rev-parse "${NEW_K8S}^{commit}")" = "${NEW_COMMIT}"
 git -c advice.detachedHead=false checkout --quiet --detach "${OLD_FORK_COMMIT}"
-if ! git rebase --quiet --onto "${NEW_COMMIT}" "${OLD_COMMIT}" "${OLD_FORK_COMMIT}~1" >/tmp/rebase.log 2>&1; then
+# PATCHES_TIP: the old tag's stamp commit's parent, or the tag's commit when it has none.
+if ! git rebase --quiet --onto "${NEW_COMMIT}" "${OLD_COMMIT}" "${PATCHES_TIP}" >/tmp/rebase.log 2>&1; then
     echo "kiln: the k3s patches do not apply to ${NEW_K8S}; conflicting paths:" >&2
     git diff --name-only --diff-filter=U | sed 's/^/  /' >&2
     tail -n 5 /tmp/rebase.log >&2
@@ -16,10 +17,15 @@ if ! git rebase --quiet --onto "${NEW_COMMIT}" "${OLD_COMMIT}" "${OLD_FORK_COMMI
     exit 3
 fi
 git rev-parse HEAD >/out/head
+git log --reverse --format='%H %s' "${NEW_COMMIT}..HEAD" >/out/patches
 git -c pack.threads=1 bundle create --quiet /out/rebase.bundle "${NEW_COMMIT}..HEAD"
 "#;
 
-/// Run the rebased tree's own tag.sh, then check and record its tag set.
+/// Run the rebased tree's own tag.sh, then check and record its tag set. Every tag.sh variant
+/// is taken: one that commits a stamp on top of the patches or one that tags the patch head
+/// itself; lightweight, annotated or signed tags (peeled to their commit, the tag object kept
+/// in the bundle); its `git push $REMOTE <tag>` lines are the push list, everything else it
+/// prints is its log, shown as the step runs.
 pub(super) const TAG: &str = r#"set -euo pipefail
 cd /in/upstream
 git fetch --quiet /in/rebase.bundle HEAD
@@ -30,25 +36,28 @@ if [ ! -x ./tag.sh ]; then
     exit 3
 fi
 status=0
-./tag.sh "${NEW_FORK_TAG}" >/tmp/push.txt || status=$?
+./tag.sh "${NEW_FORK_TAG}" | tee /tmp/tag.sh.out || status=$?
 git tag -d v0.0.0 >/dev/null 2>&1 || true
 [ "$status" -eq 0 ] || exit "$status"
 STAMP=$(git rev-parse HEAD)
-if [ "$(git rev-parse HEAD~1)" != "${HEAD_COMMIT}" ]; then
-    echo "kiln: tag.sh's stamp commit is not on top of the rebased patches" >&2
+if [ "${STAMP}" != "${HEAD_COMMIT}" ] && [ "$(git rev-parse HEAD~1)" != "${HEAD_COMMIT}" ]; then
+    echo "kiln: tag.sh left HEAD neither at the rebased patches nor one stamp commit on top of them" >&2
     exit 3
 fi
 expected=$(( 1 + $(find staging/src/k8s.io -mindepth 1 -maxdepth 1 -type d | wc -l) ))
-git for-each-ref --format='%(refname:strip=2) %(objectname)' refs/tags |
+# name, the commit it names (an annotated or signed tag peeled), and the tag object if any.
+git for-each-ref --format='%(refname:strip=2) %(objecttype) %(objectname) %(*objectname)' refs/tags |
     awk -v t="${NEW_FORK_TAG}" '$1 == t || substr($1, length($1) - length(t)) == "/" t' |
+    awk '$2 == "tag" { print $1, $4, $3; next } { print $1, $3 }' |
     LC_ALL=C sort >/out/tags
 actual=$(wc -l </out/tags)
 if [ "$actual" -ne "$expected" ] || awk -v s="${STAMP}" '$2 != s { bad = 1 } END { exit !bad }' /out/tags; then
-    echo "kiln: expected ${expected} tags on the stamp commit ${STAMP}, found:" >&2
-    cat /out/tags >&2
+    echo "kiln: expected ${expected} tags on the tagged commit ${STAMP}, found:" >&2
+    cut -d' ' -f1,2 /out/tags >&2
     exit 3
 fi
-LC_ALL=C sort /tmp/push.txt >/out/push
+# The push list: only tag.sh's `git push $REMOTE <tag>` lines.
+grep -E '^git push \$REMOTE [^ ]+$' /tmp/tag.sh.out | LC_ALL=C sort >/out/push || true
 awk '{ print "refs/tags/" $1 }' /out/tags | xargs git -c pack.threads=1 bundle create --quiet /out/tag.bundle "^${NEW_COMMIT}"
 "#;
 

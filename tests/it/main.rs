@@ -29,4 +29,5 @@ mod secrets;
 mod signals;
 mod ssh_engine;
 mod status;
+mod tag_sh;
 mod verify;

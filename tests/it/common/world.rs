@@ -45,6 +45,14 @@ impl World {
         }
     }
 
+    /// A world made by `kiln demo init ARGS`, served as [`World::new`]'s.
+    pub(crate) fn with_demo_args(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("w");
+        Self::init_with(&root, args);
+        Self::serving(dir, root)
+    }
+
     /// A world inside another git work tree, as `./demo-world` lies inside a kiln checkout:
     /// `<tmp>/outer` is the work tree, the world is `<tmp>/outer/checkout/demo-world`. Its
     /// commands name every repository by flag from a subdirectory, where kiln reads no

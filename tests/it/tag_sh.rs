@@ -1,0 +1,154 @@
+//! The tag step for every shape of the fork's tag.sh: one that builds through hack/ with rsync,
+//! talks while it works and makes annotated tags; one that commits nothing and tags the patch
+//! head itself. Each release is checked by `kiln verify --steps git` (a fresh store, fresh
+//! caches: the same tags, bundles and outputs).
+
+use crate::common::{World, docker_or_skip, git, text};
+
+const LOCK: &str = "lockfiles/v1.28.2-k3s1.lock.json";
+
+/// `kiln verify --steps git` of the world's lockfile passes.
+fn verifies(world: &World) {
+    let output = world.kiln(&["verify", LOCK, "--steps", "git"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output).1);
+}
+
+#[tokio::test]
+async fn a_talking_tag_sh_with_annotated_tags_gives_the_push_lines_and_peeled_tags() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = World::with_demo_args(&["--tag-sh", "hack"]);
+    let fork = world.path().join("fork.git");
+    // The old release was cut by the same tag.sh: its tags are tag objects.
+    assert_eq!(
+        git(&fork, &["cat-file", "-t", "v1.28.1-k3s1"]).trim(),
+        "tag"
+    );
+    let lock = world.release("v1.28.2", &[]);
+
+    // 1 + N tags, each peeled to the one stamp commit, each with its tag object recorded.
+    let tags = lock["tags"].as_object().unwrap();
+    let modules = git(
+        &fork,
+        &["ls-tree", "--name-only", "v1.28.1-k3s1:staging/src/k8s.io/"],
+    )
+    .lines()
+    .count();
+    assert_eq!(tags.len(), 1 + modules, "{tags:?}");
+    let stamp = &tags["v1.28.2-k3s1"];
+    assert!(tags.values().all(|c| c == stamp), "{tags:?}");
+    let objects = lock["tag_objects"].as_object().unwrap();
+    assert_eq!(
+        objects.keys().collect::<Vec<_>>(),
+        tags.keys().collect::<Vec<_>>()
+    );
+    assert!(objects.values().all(|o| o != stamp));
+
+    // The push output holds tag.sh's `git push` lines only, none of its chatter.
+    let push = std::fs::read_to_string(
+        world.blob(lock["steps"]["tag"]["outputs"]["push"].as_str().unwrap()),
+    )
+    .unwrap();
+    assert_eq!(push.lines().count(), tags.len(), "{push}");
+    for tag in tags.keys() {
+        assert!(
+            push.contains(&format!("git push $REMOTE {tag}\n")),
+            "{push}"
+        );
+    }
+    assert!(!push.contains("+++"), "{push}");
+
+    // The tag bundle carries the tag objects: a clone of it has annotated tags.
+    let bundle = world.blob(
+        lock["steps"]["tag"]["outputs"]["tag.bundle"]
+            .as_str()
+            .unwrap(),
+    );
+    let clone = world.clone_repo("upstream.git", "tagged", true);
+    git(
+        &clone,
+        &[
+            "fetch",
+            "--quiet",
+            bundle.to_str().unwrap(),
+            "refs/tags/*:refs/tags/*",
+        ],
+    );
+    assert_eq!(
+        git(&clone, &["cat-file", "-t", "v1.28.2-k3s1"]).trim(),
+        "tag"
+    );
+    assert_eq!(
+        git(&clone, &["rev-parse", "v1.28.2-k3s1^{tag}"]).trim(),
+        objects["v1.28.2-k3s1"]
+    );
+
+    verifies(&world);
+}
+
+#[tokio::test]
+async fn a_tag_sh_that_tags_the_patch_head_keeps_every_patch() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = World::with_demo_args(&["--tag-sh", "no-stamp"]);
+    let fork = world.path().join("fork.git");
+    let old_tag = git(&fork, &["rev-parse", "v1.28.1-k3s1^{commit}"]);
+    assert_eq!(
+        git(&fork, &["log", "-1", "--format=%s", "v1.28.1-k3s1"]).trim(),
+        "Raise the default client rate limit for embedded use"
+    );
+    let output = world.kiln(&["release", "--old", "v1.28.1", "--new", "v1.28.2", "--json"]);
+    let stderr = text(&output).1;
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("is not on a stamp commit"), "{stderr}");
+    let lock: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    // Both patches are carried, the last one the old tag's own commit.
+    let patches: Vec<&str> = lock["inputs"]["patches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(patches.len(), 2, "{patches:?}");
+    assert_eq!(patches[1], old_tag.trim());
+
+    // The new tag sits on the rebased last patch (no stamp commit), whose change it carries.
+    let bundle = world.blob(
+        lock["steps"]["tag"]["outputs"]["tag.bundle"]
+            .as_str()
+            .unwrap(),
+    );
+    let clone = world.clone_repo("upstream.git", "tagged", true);
+    git(
+        &clone,
+        &[
+            "fetch",
+            "--quiet",
+            bundle.to_str().unwrap(),
+            "refs/tags/*:refs/tags/*",
+        ],
+    );
+    assert_eq!(
+        git(&clone, &["log", "-1", "--format=%s", "v1.28.2-k3s1"]).trim(),
+        "Raise the default client rate limit for embedded use"
+    );
+    assert!(
+        git(
+            &clone,
+            &[
+                "show",
+                "v1.28.2-k3s1:staging/src/k8s.io/client-go/rest/config.go"
+            ]
+        )
+        .contains("DefaultQPS float32 = 50.0")
+    );
+    assert_eq!(
+        git(&clone, &["rev-list", "--count", "v1.28.2..v1.28.2-k3s1"]).trim(),
+        "2"
+    );
+
+    verifies(&world);
+}
