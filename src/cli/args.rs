@@ -110,12 +110,35 @@ pub(super) struct IdentityArgs {
 }
 
 impl IdentityArgs {
-    fn identity(&self) -> Identity {
-        let default = Identity::default();
-        Identity {
-            name: self.name.clone().unwrap_or(default.name),
-            email: self.email.clone().unwrap_or(default.email),
+    /// The flags over kiln.toml's `[release]`: both a name and an email, or an error before
+    /// anything is read. A placeholder (`.invalid`) email is taken only when every repository
+    /// is a local path (the demo world).
+    fn identity(&self, toml: Option<&KilnToml>, repos: &RepoSet) -> Result<Identity, ReleaseError> {
+        let config = toml.map(|t| &t.release);
+        let name = self
+            .name
+            .clone()
+            .or_else(|| config.and_then(|c| c.name.clone()));
+        let email = self
+            .email
+            .clone()
+            .or_else(|| config.and_then(|c| c.email.clone()));
+        let (Some(name), Some(email)) = (name, email) else {
+            return Err(ReleaseError::NoIdentity);
+        };
+        if email.trim_end_matches('>').ends_with(".invalid") {
+            let remote = [&repos.upstream, &repos.fork, &repos.k3s]
+                .into_iter()
+                .chain(repos.modules.iter().map(|m| &m.repo))
+                .find(|l| l.local_path().is_none());
+            if let Some(remote) = remote {
+                return Err(ReleaseError::PlaceholderIdentity {
+                    email,
+                    remote: remote.as_str().to_owned(),
+                });
+            }
         }
+        Ok(Identity { name, email })
     }
 }
 
@@ -128,6 +151,10 @@ pub(super) struct ReleaseSpec {
     pub(super) repos: RepoArgs,
     #[command(flatten)]
     pub(super) identity: IdentityArgs,
+    /// The k3s branch to branch the update from (default: kiln.toml's `[release] k3s-branch`,
+    /// else release-X.Y when k3s has it, else k3s's default branch).
+    #[arg(long, value_name = "BRANCH")]
+    pub(super) k3s_branch: Option<String>,
     #[command(flatten)]
     pub(super) go: GoArgs,
 }
@@ -154,7 +181,12 @@ impl GoArgs {
     /// These flags over kiln.toml's `[go]`.
     pub(super) fn settings(&self, toml: Option<&KilnToml>) -> GoSettings {
         let config = toml.map(|t| t.go.clone()).unwrap_or_default();
+        let download_mirror = std::env::var("KILN_DOWNLOAD_MIRROR")
+            .ok()
+            .filter(|m| !m.is_empty())
+            .or_else(|| toml.and_then(|t| t.release.download_mirror.clone()));
         GoSettings {
+            download_mirror,
             files: self.go_archives.clone(),
             update: self.update_go_lock,
             lock_dir: self.go_lock_dir.clone().or_else(|| config.lock_dir.clone()),
@@ -173,6 +205,8 @@ pub(super) struct GoSettings {
     update: bool,
     lock_dir: Option<PathBuf>,
     config: GoConfig,
+    /// Where `scripts/download`'s URLs are fetched from instead.
+    download_mirror: Option<String>,
     /// Only this archive (a lockfile's).
     pub(super) archive: Option<Digest>,
     /// A lockfile whose fetched modules the release must fetch again, byte for byte.
@@ -201,6 +235,8 @@ impl GoSettings {
                 .as_deref()
                 .and_then(|name| crate::sandbox::Network::for_fetch(name).ok())
                 .unwrap_or(crate::sandbox::Network::Host),
+            download_pins: std::collections::BTreeMap::new(),
+            download_mirror: self.download_mirror.clone(),
         };
         match &self.held {
             Some(lock) => config.pinned_by(lock),
@@ -240,10 +276,20 @@ impl ReleaseSpec {
     pub(super) fn request(&self) -> miette::Result<(ReleaseRequest, Option<KilnToml>)> {
         let versions = self.pair.versions()?;
         let toml = kiln_toml()?;
+        let repos = self.repos.repos(toml.as_ref())?;
+        let identity = self.identity.identity(toml.as_ref(), &repos)?;
+        let k3s_branch = self
+            .k3s_branch
+            .clone()
+            .or_else(|| toml.as_ref().and_then(|t| t.release.k3s_branch.clone()));
+        if let Some(branch) = &k3s_branch {
+            crate::git::validate_rev(branch).map_err(ReleaseError::from)?;
+        }
         let request = ReleaseRequest {
             versions,
-            repos: self.repos.repos(toml.as_ref())?,
-            identity: self.identity.identity(),
+            repos,
+            identity,
+            k3s_branch,
         };
         Ok((request, toml))
     }

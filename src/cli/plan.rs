@@ -35,6 +35,10 @@ pub(super) struct PlanArgs {
     repos: super::args::RepoArgs,
     #[command(flatten)]
     identity: super::args::IdentityArgs,
+    /// The k3s branch to branch the update from (default: release-X.Y when k3s has it, else
+    /// its default branch).
+    #[arg(long, value_name = "BRANCH")]
+    k3s_branch: Option<String>,
     #[command(flatten)]
     go: super::args::GoArgs,
     /// Print the plan as JSON.
@@ -87,6 +91,7 @@ pub(super) async fn run_plan(args: PlanArgs, store_dir: &Path) -> Outcome {
             pair: super::args::VersionPair::new(old, new, args.old_suffix, args.new_suffix),
             repos: args.repos,
             identity: args.identity,
+            k3s_branch: args.k3s_branch,
             go: args.go,
         };
         return run_release_plan(&spec, args.json, store_dir).await;

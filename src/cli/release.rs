@@ -221,7 +221,11 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
         names.new_fork_tag(),
         names.old_fork_tag(),
         names.ga(),
-        names.release_branch()
+        if lock.inputs.k3s_branch.is_empty() {
+            names.release_branch()
+        } else {
+            lock.inputs.k3s_branch.clone()
+        }
     );
     println!(
         "fork      {} tags at {}",

@@ -9,6 +9,8 @@
 //!                    tags v1.28.1-k3s1 and staging/src/k8s.io/<m>/v1.28.1-k3s1
 //! DIR/k3s.git        branch release-1.28 requiring the v1.28.1-k3s1 fork tags
 //! DIR/helper.git     github.com/k3s-io/helper, an unrelated module k3s requires
+//! DIR/downloads/     what k3s's scripts/download fetches (k3s-root, a Helm chart), as
+//!                    `<host>/<path>`, for a download stand-in (KILN_DOWNLOAD_MIRROR)
 //! DIR/goproxy/       third-party modules k3s requires and upstream vendors, in GOPROXY
 //!                    layout, for a stand-in module proxy (not with `--no-third-party`)
 //! DIR/kiln.toml      names them, so `kiln release` in DIR finds them
@@ -508,6 +510,8 @@ pub(crate) async fn init(
     )?;
 
     progress("k3s: branch release-1.28 on the v1.28.1-k3s1 fork tags".into());
+    progress("downloads: what k3s's scripts/download fetches, for a download stand-in".into());
+    k3s::write_downloads(&dir.join("downloads")).map_err(io("write", &dir.join("downloads")))?;
     let mut stream = Stream::default();
     let third_party = if options.third_party {
         progress("goproxy: third-party modules for the stand-in module proxy".into());
@@ -592,6 +596,8 @@ pub(crate) async fn init(
          [repos]\nupstream = \"upstream.git\"\nfork = \"fork.git\"\nk3s = \"k3s.git\"\n\n\
          # Modules k3s requires that are neither Kubernetes nor the fork, served by kiln's proxy.\n\
          [[modules]]\npath = \"{HELPER_MODULE}\"\nrepo = \"helper.git\"\n\n\
+         # Who the demo release's commits are by (a placeholder, taken only for local repositories).\n\
+         [release]\nname = \"{CAPTAIN_NAME}\"\nemail = \"{CAPTAIN_EMAIL}\"\n\n\
          # Not read by releases: KDM's channels.yaml lives in kdm.git (branch {KDM_BRANCH}), k3s's\n\
          # channel.yaml on k3s.git's main.\n{go}",
         go = if options.third_party {

@@ -31,9 +31,12 @@ pub(crate) const BOOTSTRAP_EPOCH: u64 = 1_704_067_200;
 pub(crate) const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 
 /// Packages besides Go (DESIGN.md §3).
-const PACKAGES: [&str; 11] = [
+const PACKAGES: [&str; 12] = [
     "git",
     "make",
+    // k3s's scripts/download fetches with curl (only in its fetch step; every other step gets
+    // kiln's pinned-URL stand-in first in PATH).
+    "curl",
     // Kubernetes' hack/ scripts (which some tag.sh variants build through) copy with rsync
     // and may compile cgo parts.
     "rsync",

@@ -24,6 +24,17 @@ pub(super) fn check(lock: &Lockfile) -> Result<(), String> {
             ));
         }
     }
+    for url in lock.downloads.keys() {
+        let ok = (url.starts_with("https://") || url.starts_with("http://"))
+            && !url.contains("..")
+            && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            return Err(format!(
+                "downloads: `{}` is not a URL kiln pins",
+                url.escape_debug()
+            ));
+        }
+    }
     for (tag, object) in &lock.tag_objects {
         if !lock.tags.contains_key(tag) {
             return Err(format!(
@@ -36,6 +47,9 @@ pub(super) fn check(lock: &Lockfile) -> Result<(), String> {
         return Err(format!("tags: the release's own tag {fork_tag} is missing"));
     }
     ref_name("k3s.branch", &lock.k3s.branch)?;
+    if !lock.inputs.k3s_branch.is_empty() {
+        ref_name("inputs.k3s_branch", &lock.inputs.k3s_branch)?;
+    }
     if lock.k3s.branch != fork_tag.to_string() {
         return Err(format!(
             "k3s.branch: `{}` is not the release's branch {fork_tag}",

@@ -47,6 +47,10 @@ pub struct Lockfile {
     /// is compared against, file by file, to name the module version that changed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) fetched: BTreeMap<String, Digest>,
+    /// Every URL k3s's `scripts/download` fetched (its `k3s-download` step) with the SHA-256
+    /// of what it got: what the offline build was served.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) downloads: BTreeMap<String, Digest>,
     /// The k3s branch and commit.
     pub(crate) k3s: K3sResult,
     /// Artifacts by path under dist/artifacts.
@@ -69,6 +73,10 @@ pub(crate) struct Inputs {
     pub(crate) go_versions: BTreeMap<String, String>,
     /// The k3s release branch head.
     pub(crate) k3s_release_branch_commit: String,
+    /// The k3s branch it is the head of (release-X.Y, or the default branch for the newest
+    /// minor); empty in lockfiles written before kiln recorded it (then release-X.Y).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) k3s_branch: String,
     /// The toolchain image's identity (recipe key) and its base's rootfs digest.
     pub(crate) toolchain: Toolchain,
     /// Commit identity.

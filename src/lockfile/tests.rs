@@ -51,6 +51,7 @@ pub(crate) fn sample() -> Lockfile {
                 ("v1.28.2".into(), "1.22.10".into()),
             ]),
             k3s_release_branch_commit: hex(7, 40),
+            k3s_branch: "release-1.28".into(),
             toolchain: Toolchain {
                 image: digest(8),
                 go: "1.22.10".into(),
@@ -73,6 +74,7 @@ pub(crate) fn sample() -> Lockfile {
         ]),
         tags,
         tag_objects: BTreeMap::new(),
+        downloads: BTreeMap::new(),
         modules: vec![ProxyModule {
             module: "github.com/k3s-io/helper".into(),
             version: "v0.28.1".into(),

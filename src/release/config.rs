@@ -25,6 +25,12 @@
 //! nosumdb = ["example.com/private"] # module path prefixes no checksum database knows
 //! fetch-network = "host"           # the network fetch steps run on: `host` or an engine network
 //!
+//! [release]                        # who the release's commits are by (flags override it)
+//! name = "Jane Captain"
+//! email = "jane@example.com"
+//! k3s-branch = "main"              # default: release-X.Y when k3s has it, else its default branch
+//! download-mirror = "http://127.0.0.1:8081"  # fetch scripts/download's URLs as MIRROR/<host>/<path>
+//!
 //! [cache]                          # optional: a shared cache (flags override it)
 //! url = "oci://registry.example.com/k3s/kiln-cache"
 //! signing-key = "ci.key"           # publish, signed (writers only)
@@ -117,6 +123,22 @@ pub(crate) struct KilnToml {
     pub(crate) publish: PublishConfig,
     /// `[go]` (empty without one).
     pub(crate) go: GoConfig,
+    /// `[release]` (empty without one).
+    pub(crate) release: ReleaseConfig,
+}
+
+/// `[release]` in kiln.toml: who the release's commits are by, and k3s's branch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct ReleaseConfig {
+    /// The captain's name.
+    pub(crate) name: Option<String>,
+    /// The captain's email.
+    pub(crate) email: Option<String>,
+    /// The k3s branch the update is branched from.
+    pub(crate) k3s_branch: Option<String>,
+    /// Where k3s's `scripts/download` URLs are fetched from instead (`MIRROR/<host>/<path>`).
+    pub(crate) download_mirror: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -131,6 +153,8 @@ struct ConfigFile {
     publish: Option<PublishFile>,
     #[serde(default)]
     go: Option<GoFile>,
+    #[serde(default)]
+    release: ReleaseConfig,
 }
 
 #[derive(serde::Deserialize)]
@@ -275,12 +299,29 @@ impl KilnToml {
                 }
             }
         };
+        if let Some(mirror) = &file.release.download_mirror
+            && !crate::image::is_base_url(mirror.trim())
+        {
+            return Err(ReleaseError::Config {
+                path: path.clone(),
+                reason: format!(
+                    "[release] download-mirror: `{mirror}` is not one http(s) base URL"
+                ),
+            });
+        }
+        if let Some(branch) = &file.release.k3s_branch {
+            crate::git::validate_rev(branch).map_err(|_| ReleaseError::Config {
+                path: path.clone(),
+                reason: format!("[release] k3s-branch: `{branch}` is not a branch name kiln takes"),
+            })?;
+        }
         Ok(Some(Self {
             repos,
             modules,
             cache,
             publish,
             go,
+            release: file.release,
         }))
     }
 }

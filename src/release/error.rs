@@ -37,15 +37,45 @@ pub(crate) enum ReleaseError {
         configured: Vec<String>,
     },
 
-    /// k3s has no release branch for the minor.
+    /// k3s has no branch of that name (`--k3s-branch`, or kiln.toml's), or neither the
+    /// minor's release branch nor a default branch.
     #[error("k3s has no branch {branch}")]
     #[diagnostic(
         code(kiln::release::missing_branch),
-        help("kiln branches the k3s update from the release branch of the minor; check --k3s")
+        help(
+            "kiln branches the k3s update from --k3s-branch (or [release] k3s-branch in \
+             kiln.toml); by default from release-X.Y when k3s has it, else from k3s's default \
+             branch; check --k3s and the branch name"
+        )
     )]
     MissingBranch {
         /// The branch.
         branch: String,
+    },
+
+    /// Nobody was named as the release's author.
+    #[error("kiln release needs to know who the release's commits are by")]
+    #[diagnostic(
+        code(kiln::release::no_identity),
+        help(
+            "pass --name and --email (k3s requires a DCO sign-off by the captain), or set \
+             [release] name and email in kiln.toml; kiln never takes them from your git \
+             configuration"
+        )
+    )]
+    NoIdentity,
+
+    /// A placeholder identity against repositories that are not all local.
+    #[error("the release's email `{email}` is a placeholder (.invalid), and {remote} is not local")]
+    #[diagnostic(
+        code(kiln::release::placeholder_identity),
+        help("pass your own --name and --email (or [release] name/email in kiln.toml)")
+    )]
+    PlaceholderIdentity {
+        /// The email.
+        email: String,
+        /// A repository that is not a local path.
+        remote: String,
     },
 
     /// An upstream tag has no `.go-version`.

@@ -17,15 +17,23 @@ pub(crate) struct FetchConfig {
     /// What the fetch step's outputs must be: the release's existing lockfile's record of it
     /// (empty for a first release, whose fetch is trusted on first use and recorded).
     pub(crate) pins: std::collections::BTreeMap<String, crate::hash::Digest>,
-    /// The network the fetch step runs on (`[go] fetch-network`; the host's by default).
+    /// The network the fetch steps run on (`[go] fetch-network`; the host's by default).
     pub(crate) network: crate::sandbox::Network,
+    /// What the `k3s-download` step's outputs must be, as `pins` for modules.
+    pub(crate) download_pins: std::collections::BTreeMap<String, crate::hash::Digest>,
+    /// Where `scripts/download`'s URLs are fetched from instead (`KILN_DOWNLOAD_MIRROR`,
+    /// `[release] download-mirror`: `MIRROR/<host>/<path>`); not part of any key.
+    pub(crate) download_mirror: Option<String>,
 }
 
 impl FetchConfig {
-    /// Pins the fetch step to what `lock` recorded for it, if anything.
+    /// Pins the fetch steps to what `lock` recorded for them, if anything.
     pub(crate) fn pinned_by(mut self, lock: &crate::lockfile::Lockfile) -> Self {
         if let Some(step) = lock.steps.get(super::step::MODULES_FETCH) {
             self.pins.clone_from(&step.outputs);
+        }
+        if let Some(step) = lock.steps.get(super::step::K3S_DOWNLOAD) {
+            self.download_pins.clone_from(&step.outputs);
         }
         self
     }

@@ -94,7 +94,7 @@ pub(crate) fn check_go_directives(
             &resolved.new_commit,
         ),
         (
-            format!("k3s {}", names.release_branch()),
+            format!("k3s {}", resolved.k3s_branch),
             &resolved.k3s,
             &resolved.k3s_commit,
         ),

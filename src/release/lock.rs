@@ -214,6 +214,19 @@ pub(crate) fn lockfile(
     } else {
         (Vec::new(), BTreeMap::new())
     };
+    // What scripts/download fetched, by URL (its tree keeps `<scheme>/<host>/<path>`).
+    let downloads = if report.steps.iter().any(|s| s.name == step::K3S_DOWNLOAD) {
+        let urls = output_of(report, step::K3S_DOWNLOAD, output::URLS)?;
+        tree_files(store, &urls.digest)?
+            .into_iter()
+            .filter_map(|(path, digest)| {
+                let (scheme, rest) = path.split_once('/')?;
+                Some((format!("{scheme}://{rest}"), digest))
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
     let k3s_commit = text(store, output_of(report, step::K3S_TIDY, output::HEAD)?)?
         .trim()
         .to_owned();
@@ -248,6 +261,7 @@ pub(crate) fn lockfile(
                 (names.new_k8s().to_string(), names.go_version().to_string()),
             ]),
             k3s_release_branch_commit: resolved.k3s_commit.clone(),
+            k3s_branch: resolved.k3s_branch.clone(),
             toolchain: LockedToolchain {
                 image: toolchain.image.identity,
                 go: toolchain.go.clone(),
@@ -268,6 +282,7 @@ pub(crate) fn lockfile(
         modules,
         third_party,
         fetched,
+        downloads,
         k3s: K3sResult {
             branch: names.new_fork_tag().to_string(),
             commit: k3s_commit,

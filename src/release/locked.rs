@@ -107,6 +107,11 @@ pub(crate) fn resolve_locked(
         new_commit: i.new_k8s_commit.clone(),
         old_fork_commit: i.old_fork_commit.clone(),
         k3s_commit: i.k3s_release_branch_commit.clone(),
+        k3s_branch: if i.k3s_branch.is_empty() {
+            lock.release.release_branch()
+        } else {
+            i.k3s_branch.clone()
+        },
         patches: i.patches.clone(),
         // The patches end where the stamp commit (if any) begins: the last one locked.
         patches_tip: i.patches.last().unwrap_or(&i.old_k8s_commit).clone(),

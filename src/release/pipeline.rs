@@ -31,6 +31,8 @@ pub(crate) struct ReleaseRequest {
     pub(crate) repos: RepoSet,
     /// The commits' author and committer.
     pub(crate) identity: Identity,
+    /// The k3s branch asked for (`--k3s-branch`, kiln.toml), if any.
+    pub(crate) k3s_branch: Option<String>,
 }
 
 /// The image a release's container steps run in.
@@ -82,7 +84,8 @@ pub(crate) async fn resolve_request(
     store: &LocalStore,
 ) -> Result<Resolved, ReleaseError> {
     let (repos, versions, git_dir) = (request.repos.clone(), request.versions, store.git_dir());
-    tokio::task::spawn_blocking(move || resolve(&repos, &versions, &git_dir))
+    let branch = request.k3s_branch.clone();
+    tokio::task::spawn_blocking(move || resolve(&repos, &versions, branch.as_deref(), &git_dir))
         .await
         .expect("resolving does not panic")
 }

@@ -44,6 +44,8 @@ pub(crate) mod step {
     pub(crate) const MODULES_FETCH: &str = "modules-fetch";
     /// `go mod tidy` and the k3s commit.
     pub(crate) const K3S_TIDY: &str = "k3s-tidy";
+    /// k3s's `scripts/download`, with network and pinned.
+    pub(crate) const K3S_DOWNLOAD: &str = "k3s-download";
     /// `make`.
     pub(crate) const BUILD: &str = "build";
 }
@@ -54,6 +56,8 @@ pub(crate) mod output {
     pub(crate) const HEAD: &str = "head";
     /// The rebased commits.
     pub(crate) const REBASE_BUNDLE: &str = "rebase.bundle";
+    /// What `scripts/download` fetched, as `<scheme>/<host>/<path>`.
+    pub(crate) const URLS: &str = "urls/";
     /// `commit title` lines of the carried patches, oldest first.
     pub(crate) const PATCHES: &str = "patches";
     /// `tag commit [tag-object]` lines of every tag `tag.sh` made.
@@ -397,7 +401,25 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
     // packages stay keyed by the content of their files.
     let mut build_env = go_env(base_env(inputs));
     build_env.insert("GODEBUG".into(), "goindex=0".into());
-    let mut build = container(step::BUILD, inputs, scripts::BUILD, build_env);
+    // What k3s's scripts/version.sh asks GitHub for, served from the upstream tree kiln holds:
+    // kubernetes' build/dependencies.yaml at the new tag (the upstream Go).
+    if let Some(yaml) = crate::git::read_file(
+        &inputs.resolved.upstream,
+        &inputs.resolved.new_commit,
+        "build/dependencies.yaml",
+    )
+    .map_err(EngineError::from)?
+    {
+        build_env.insert("KILN_DEPENDENCIES_YAML".into(), yaml.trim_end().to_owned());
+    }
+    let download = download_step(inputs, &build_env, fetch.is_some())?;
+    let build_script = format!("{}{}", scripts::URL_SHIM, scripts::BUILD);
+    let mut build = container(step::BUILD, inputs, &build_script, build_env);
+    if download.is_some() {
+        build
+            .inputs
+            .insert("urls".into(), from_step(step::K3S_DOWNLOAD, output::URLS));
+    }
     build.inputs.insert(
         "k3s".into(),
         git(&inputs.resolved.k3s, &inputs.resolved.k3s_commit),
@@ -426,7 +448,53 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
 
     let mut steps = vec![rebase, tag, modules, k3s_edit, tidy, build];
     steps.extend(fetch);
+    steps.extend(download);
     Plan::new(steps)
+}
+
+/// The `k3s-download` step, when k3s has `scripts/download`: it runs with network, and every
+/// URL it asks for is fetched once into its output, pinned like the modules; the build replays
+/// it offline (`env`: the build's, so scripts/version.sh sees the same module graph).
+fn download_step(
+    inputs: &ReleaseInputs<'_>,
+    env: &BTreeMap<String, String>,
+    fetched_modules: bool,
+) -> Result<Option<Step>, EngineError> {
+    let resolved = inputs.resolved;
+    let has_download =
+        crate::git::read_file(&resolved.k3s, &resolved.k3s_commit, "scripts/download")
+            .map_err(EngineError::from)?
+            .is_some();
+    if !has_download {
+        return Ok(None);
+    }
+    let script = format!("{}{}", scripts::URL_SHIM, scripts::DOWNLOAD);
+    let mut download = container(step::K3S_DOWNLOAD, inputs, &script, env.clone());
+    download.network = inputs.fetch.network.clone();
+    if let Some(mirror) = &inputs.fetch.download_mirror {
+        download
+            .impure_env
+            .insert("KILN_DOWNLOAD_MIRROR".into(), mirror.clone());
+    }
+    download
+        .inputs
+        .insert("k3s".into(), git(&resolved.k3s, &resolved.k3s_commit));
+    download.inputs.insert(
+        "k3s.bundle".into(),
+        from_step(step::K3S_TIDY, output::K3S_BUNDLE),
+    );
+    download
+        .inputs
+        .insert("proxy".into(), from_step(step::MODULES, output::PROXY));
+    if fetched_modules {
+        download.inputs.insert(
+            "fetched".into(),
+            from_step(step::MODULES_FETCH, output::PROXY),
+        );
+    }
+    download.outputs = vec![output::URLS.into()];
+    download.pins.clone_from(&inputs.fetch.download_pins);
+    Ok(Some(download))
 }
 
 /// The `modules-fetch` step, when k3s requires modules kiln does not serve: refused (before

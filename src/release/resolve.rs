@@ -28,6 +28,9 @@ pub(crate) struct Resolved {
     pub(crate) old_fork_commit: String,
     /// k3s release branch head.
     pub(crate) k3s_commit: String,
+    /// The k3s branch it is the head of: asked for, else the minor's release branch when k3s
+    /// has it, else k3s's default branch (the newest minor is released from `main`).
+    pub(crate) k3s_branch: String,
     /// The old release's k3s patches, `OLD_K8S..PATCHES_TIP`, oldest first.
     pub(crate) patches: Vec<String>,
     /// The last of them: the old fork tag's parent when the tag sits on a stamp commit,
@@ -96,6 +99,7 @@ pub(crate) fn derive_names(
 pub(crate) fn resolve(
     repos: &RepoSet,
     versions: &ReleaseVersions,
+    k3s_branch: Option<&str>,
     git_dir: &Path,
 ) -> Result<Resolved, ReleaseError> {
     // Every name is checked against the repositories' tags (one ls-remote each) before any
@@ -118,9 +122,13 @@ pub(crate) fn resolve(
     let old_commit = git::resolve_commit(&upstream, &names.old_k8s().to_string())?;
     let new_commit = git::resolve_commit(&upstream, &names.new_k8s().to_string())?;
     let old_fork_commit = git::resolve_commit(&fork, &names.old_fork_tag().to_string())?;
-    let branch = names.release_branch();
+    let k3s_branch = choose_k3s_branch(&k3s, k3s_branch, &names.release_branch())?;
     let k3s_commit =
-        git::resolve_commit(&k3s, &branch).map_err(|_| ReleaseError::MissingBranch { branch })?;
+        git::resolve_commit(&k3s, &format!("refs/heads/{k3s_branch}")).map_err(|_| {
+            ReleaseError::MissingBranch {
+                branch: k3s_branch.clone(),
+            }
+        })?;
     let old_fork_tag = names.old_fork_tag().to_string();
     let stamp_parent = stamp_parent(&fork, &old_fork_commit, &old_fork_tag)?;
     let patches_tip = stamp_parent.unwrap_or_else(|| {
@@ -178,6 +186,7 @@ pub(crate) fn resolve(
         new_commit,
         old_fork_commit,
         k3s_commit,
+        k3s_branch,
         patches,
         patches_tip,
         source_date_epoch,
@@ -216,4 +225,31 @@ fn stamp_parent(fork: &Path, commit: &str, tag: &str) -> Result<Option<String>, 
             .lines()
             .all(|path| path == "version/base.go" || path.ends_with("/version/base.go"));
     Ok(only_versions.then(|| parent.to_owned()))
+}
+
+/// The k3s branch the update is branched from: `asked` (which must exist), else `release`
+/// (release-X.Y) when the k3s mirror has it, else the branch k3s's HEAD names. Says which.
+fn choose_k3s_branch(
+    k3s: &Path,
+    asked: Option<&str>,
+    release: &str,
+) -> Result<String, ReleaseError> {
+    if let Some(branch) = asked {
+        return Ok(branch.to_owned());
+    }
+    if git::ref_commit(k3s, &format!("refs/heads/{release}"))?.is_some() {
+        return Ok(release.to_owned());
+    }
+    let head = git::output(k3s, &["symbolic-ref", "--quiet", "HEAD"])
+        .ok()
+        .and_then(|r| r.trim().strip_prefix("refs/heads/").map(str::to_owned))
+        .filter(|b| git::validate_rev(b).is_ok())
+        .ok_or_else(|| ReleaseError::MissingBranch {
+            branch: release.to_owned(),
+        })?;
+    tracing::warn!(
+        "k3s has no branch {release}: branching from its default branch {head} (the newest \
+         minor is released from it; pass --k3s-branch to choose another)"
+    );
+    Ok(head)
 }

@@ -77,17 +77,118 @@ go mod tidy
 # within the second the index last saw the file can pass git's stat check unnoticed.
 git add --renormalize -- .
 git add -A
-git commit --quiet --signoff -m "Update to ${NEW_FORK_TAG}"
+git commit --quiet --signoff -m "Update to ${NEW_K8S}"
 git rev-parse HEAD >/out/head
 git -c pack.threads=1 bundle create --quiet /out/k3s.bundle "${BASE}..refs/heads/${NEW_FORK_TAG}"
 "#;
 
-/// Build k3s the way the runbook does.
+/// Installs kiln's `curl` first in PATH (`/tmp/kiln-bin`): a URL resolves only to a file kiln
+/// serves itself (`/tmp/kiln-served`, e.g. kubernetes' build/dependencies.yaml at the new tag,
+/// from the upstream tree kiln holds) or one a fetch step pinned (`/in/urls`); with
+/// `KILN_URL_RECORD=1` (the fetch step only) any other URL is downloaded — from
+/// `KILN_DOWNLOAD_MIRROR/<host>/<path>` when a mirror is set — into `/out/urls`. Files are kept
+/// as `<scheme>/<host>/<path>`. Any URL it cannot resolve fails naming it.
+pub(super) const URL_SHIM: &str = r#"mkdir -p /tmp/kiln-bin /tmp/kiln-served
+if [ -n "${KILN_DEPENDENCIES_YAML:-}" ]; then
+    d=/tmp/kiln-served/https/raw.githubusercontent.com/kubernetes/kubernetes/${NEW_K8S}/build
+    mkdir -p "$d"
+    printf '%s\n' "${KILN_DEPENDENCIES_YAML}" >"$d/dependencies.yaml"
+fi
+cat >/tmp/kiln-bin/curl <<'KILN_CURL'
+#!/bin/bash
+# kiln's curl: only URLs kiln serves or a fetch step pinned (see kiln's release scripts).
+set -euo pipefail
+out=
+urls=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+    -o | --output) out=$2; shift 2 ;;
+    --output=*) out=${1#--output=}; shift ;;
+    -H | --header | -A | --user-agent | -u | --user | -d | --data | -X | --request | -w | --write-out | \
+        --retry | --retry-delay | --connect-timeout | --max-time | -m | -e | --referer | -b | --cookie | -c | --cookie-jar | -T)
+        shift 2 ;;
+    http://* | https://*) urls+=("$1"); shift ;;
+    *) shift ;;
+    esac
+done
+if [ "${#urls[@]}" -ne 1 ]; then
+    echo "kiln: curl takes one URL here, got ${#urls[@]}: ${urls[*]:-none}" >&2
+    exit 2
+fi
+url=${urls[0]}
+scheme=${url%%://*}
+rest=${url#*://}
+case "$rest" in
+*'?'* | *'#'* | *..* | */ | '')
+    echo "kiln: curl ${url}: not a URL kiln can pin (query, fragment, '..' or no file name)" >&2
+    exit 22 ;;
+esac
+key="${scheme}/${rest}"
+file=
+for root in /tmp/kiln-served /in/urls /out/urls; do
+    if [ -f "${root}/${key}" ]; then
+        file="${root}/${key}"
+        break
+    fi
+done
+if [ -z "$file" ] && [ "${KILN_URL_RECORD:-}" = 1 ]; then
+    from=$url
+    if [ -n "${KILN_DOWNLOAD_MIRROR:-}" ]; then
+        from="${KILN_DOWNLOAD_MIRROR%/}/${rest}"
+    fi
+    mkdir -p "/out/urls/${key%/*}"
+    if ! /usr/bin/curl -sfL --retry 2 -o "/out/urls/${key}.part" -- "$from"; then
+        rm -f "/out/urls/${key}.part"
+        echo "kiln: downloading ${url} (from ${from}) failed" >&2
+        exit 22
+    fi
+    mv "/out/urls/${key}.part" "/out/urls/${key}"
+    echo "kiln: fetched ${url}" >&2
+    file="/out/urls/${key}"
+fi
+if [ -z "$file" ]; then
+    echo "kiln: curl ${url}: no fetch step pinned this URL (this step is offline; only what scripts/download fetched, or kiln serves, is reachable)" >&2
+    exit 22
+fi
+if [ -n "$out" ] && [ "$out" != - ]; then
+    cp "$file" "$out"
+else
+    cat "$file"
+fi
+KILN_CURL
+chmod 0755 /tmp/kiln-bin/curl
+export PATH="/tmp/kiln-bin:${PATH}"
+"#;
+
+/// k3s's `scripts/download`, with network: every URL it asks for is fetched once and kept
+/// (`/out/urls`), pinned by the lockfile; the build replays it offline from those files.
+pub(super) const DOWNLOAD: &str = r#"set -euo pipefail
+cd /in/k3s
+git fetch --quiet /in/k3s.bundle "refs/heads/${NEW_FORK_TAG}:refs/heads/${NEW_FORK_TAG}"
+git checkout --quiet "${NEW_FORK_TAG}"
+mkdir -p /out/urls
+export KILN_URL_RECORD=1
+./scripts/download
+"#;
+
+/// Build k3s the way k3s's own Dockerfile does (never dapper's `make`): `scripts/download`
+/// replayed offline from what the fetch step pinned, `scripts/build`, `scripts/package-cli`.
+/// A k3s without `scripts/build` is built by `SKIP_VALIDATE=1 make`, as the runbook does.
 pub(super) const BUILD: &str = r#"set -euo pipefail
 cd /in/k3s
 git fetch --quiet /in/k3s.bundle "refs/heads/${NEW_FORK_TAG}:refs/heads/${NEW_FORK_TAG}"
 git checkout --quiet "${NEW_FORK_TAG}"
-SKIP_VALIDATE=1 make
+if [ -x scripts/build ]; then
+    if [ -x scripts/download ]; then
+        ./scripts/download
+    fi
+    ./scripts/build
+    if [ -x scripts/package-cli ]; then
+        ./scripts/package-cli
+    fi
+else
+    SKIP_VALIDATE=1 make
+fi
 mkdir -p /out/artifacts
 cp -a dist/artifacts/. /out/artifacts/
 "#;

@@ -293,7 +293,7 @@ async fn captain_b_reuses_captain_a_s_signed_release_without_running_a_step() {
     )
     .await;
     assert!(output.status.success(), "{}", text(&output).1);
-    assert_eq!(created, 5);
+    assert_eq!(created, 6);
     assert!(
         text(&output).1.contains(&format!("untrusted key {public}")),
         "{}",

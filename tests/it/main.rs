@@ -16,6 +16,7 @@ mod fetch;
 mod gomod;
 mod image;
 mod images;
+mod k3s_build;
 mod nested;
 mod powerloss;
 mod publish;

@@ -68,8 +68,12 @@ async fn the_demo_sequence_works_inside_another_work_tree_from_a_subdirectory() 
     std::fs::create_dir(&sub).unwrap();
     std::fs::write(
         sub.join("kiln.toml"),
-        "[repos]\nupstream = \"../upstream.git\"\nfork = \"../fork.git\"\nk3s = \"../k3s.git\"\n\n\
-         [[modules]]\npath = \"github.com/k3s-io/helper\"\nrepo = \"../helper.git\"\n",
+        format!("[repos]\nupstream = \"../upstream.git\"\nfork = \"../fork.git\"\nk3s = \"../k3s.git\"\n\n\
+         [[modules]]\npath = \"github.com/k3s-io/helper\"\nrepo = \"../helper.git\"\n\n\
+         [release]\nname = \"K3s Release Captain\"\nemail = \"captain@kiln-demo.invalid\"\n\
+         download-mirror = \"{}\"\n",
+        world.downloads.as_ref().unwrap().url
+        ),
     )
     .unwrap();
     let repos = [

@@ -42,9 +42,9 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
         text(&output).1
     );
     let lock: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    // rebase, tag, modules-fetch, k3s-tidy and build run in containers; modules and k3s-edit
-    // are builtins.
-    assert_eq!(created, 5);
+    // rebase, tag, modules-fetch, k3s-tidy, k3s-download and build run in containers; modules
+    // and k3s-edit are builtins.
+    assert_eq!(created, 6);
     assert_eq!(world.refs(), refs_before, "kiln changed a user repository");
 
     // The fork's new tag set: 1 + 6 staging tags, all on one stamp commit.
@@ -203,7 +203,9 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
         }
     }
     assert!(sums_checked >= 3, "{go_sum}");
+    // Titled and signed off as the runbook does, by the captain kiln.toml names.
     let message = git(&k3s, &["log", "-1", "--format=%B", "v1.28.2-k3s1"]);
+    assert!(message.starts_with("Update to v1.28.2\n"), "{message}");
     assert!(
         message.contains("Signed-off-by: K3s Release Captain <captain@kiln-demo.invalid>"),
         "{message}"
@@ -306,7 +308,7 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
         .lines()
         .filter(|l| l.contains(" cached "))
         .count();
-    assert_eq!(cached, 7, "{}", text(&output).0);
+    assert_eq!(cached, 8, "{}", text(&output).0);
     assert_eq!(created, 0, "a fully cached release started a container");
     assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), first_text);
 
@@ -410,7 +412,7 @@ async fn a_new_version_reruns_what_depends_on_it_and_plan_says_why() {
             .lines()
             .filter(|l| l.contains(" cached "))
             .count()
-            == 7
+            == 8
     );
     // The toolchain images (Go 1.22.10, then 1.24.11) were found, not rebuilt.
     assert_eq!(

@@ -294,7 +294,7 @@ async fn the_demo_release_runs_on_a_tls_tcp_engine_without_bind_mounts() {
                 .cloned()
         })
         .collect();
-    assert_eq!(mounts, ["copied"; 5], "{created:?}");
+    assert_eq!(mounts, ["copied"; 6], "{created:?}");
 
     // The same lockfile as a release on the local engine.
     let local_world = World::new();

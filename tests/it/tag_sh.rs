@@ -152,3 +152,110 @@ async fn a_tag_sh_that_tags_the_patch_head_keeps_every_patch() {
 
     verifies(&world);
 }
+
+/// The k3s branch: release-X.Y when k3s has it (the default world's lockfile says so), else
+/// k3s's default branch (the newest minor is released from `main`), printed and locked; a
+/// branch asked for that k3s lacks is named.
+#[tokio::test]
+async fn the_newest_minor_is_branched_from_main_and_the_choice_is_locked() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = World::new();
+    let k3s = world.path().join("k3s.git");
+    // k3s's 1.28 line lives on main: no release-1.28.
+    git(&k3s, &["branch", "-D", "main"]);
+    git(&k3s, &["branch", "-m", "release-1.28", "main"]);
+    git(&k3s, &["symbolic-ref", "HEAD", "refs/heads/main"]);
+
+    let output = world.kiln(&[
+        "release",
+        "--old",
+        "v1.28.1",
+        "--new",
+        "v1.28.2",
+        "--k3s-branch",
+        "release-9.9",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).1.contains("k3s has no branch release-9.9"),
+        "{}",
+        text(&output).1
+    );
+
+    let output = world.kiln(&["release", "--old", "v1.28.1", "--new", "v1.28.2"]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("k3s has no branch release-1.28: branching from its default branch main"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("on main"), "{stdout}");
+    let lock: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(world.path().join(LOCK)).unwrap()).unwrap();
+    assert_eq!(lock["inputs"]["k3s_branch"], "main");
+    assert_eq!(
+        lock["inputs"]["k3s_release_branch_commit"]
+            .as_str()
+            .unwrap(),
+        git(&k3s, &["rev-parse", "refs/heads/main"]).trim()
+    );
+    verifies(&world);
+
+    // The committed demo lockfile, from the default world, was branched from release-1.28.
+    let committed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(LOCK))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(committed["inputs"]["k3s_branch"], "release-1.28");
+}
+
+/// Who the commits are by: needed before anything is read, from flags or kiln.toml; the
+/// placeholder email only against local repositories.
+#[test]
+fn a_release_needs_an_identity_and_a_remote_one_a_real_email() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::write(
+        dir.path().join("kiln.toml"),
+        "[repos]\nupstream = \"u.git\"\nfork = \"f.git\"\nk3s = \"k.git\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        crate::common::kiln()
+            .current_dir(dir.path())
+            .arg("--store")
+            .arg(&store)
+            .args(["release", "--old", "v1.28.1", "--new", "v1.28.2"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let output = run(&[]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output).1;
+    assert!(
+        stderr.contains("needs to know who the release's commits are by")
+            && stderr.contains("--name and --email"),
+        "{stderr}"
+    );
+    let output = run(&[
+        "--name",
+        "K3s Release Captain",
+        "--email",
+        "captain@kiln-demo.invalid",
+        "--k3s",
+        "https://github.com/k3s-io/k3s.git",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = text(&output).1;
+    assert!(
+        stderr.contains("is a placeholder (.invalid)")
+            && stderr.contains("https://github.com/k3s-io/k3s.git"),
+        "{stderr}"
+    );
+    // Nothing was read or made: no store.
+    assert!(!store.exists());
+}

@@ -25,8 +25,8 @@ async fn verify_rebuilds_everything_afresh_and_matches_a_fresh_release() {
     let report = verify_json(&output);
     assert_eq!(report["matches"], true);
     assert_eq!(
-        created, 5,
-        "rebase, tag, modules-fetch, k3s-tidy and build must all run again"
+        created, 6,
+        "rebase, tag, modules-fetch, k3s-tidy, k3s-download and build must all run again"
     );
     let outputs = report["outputs"].as_array().unwrap();
     for prefix in ["tag ", "module ", "k3s ", "artifact ", "step build "] {

@@ -16,6 +16,9 @@ pub(crate) struct World {
     root: PathBuf,
     /// Kept only to stop it with the world (`None`: a world without third-party modules).
     _proxy: Option<HttpFiles>,
+    /// The download stand-in serving the world's `downloads/` (what k3s's scripts/download
+    /// asks for), named in its kiln.toml as `[release] download-mirror`.
+    pub(crate) downloads: Option<HttpFiles>,
 }
 
 impl World {
@@ -37,11 +40,19 @@ impl World {
             &format!("\n[go]\nproxy = \"{}\"\n", proxy.url),
             1,
         );
+        let downloads = HttpFiles::start(Some(&root.join("downloads")));
+        assert!(text.contains("\n[release]\n"), "{text}");
+        let text = text.replacen(
+            "\n[release]\n",
+            &format!("\n[release]\ndownload-mirror = \"{}\"\n", downloads.url),
+            1,
+        );
         std::fs::write(&config, text).unwrap();
         Self {
             dir,
             root,
             _proxy: Some(proxy),
+            downloads: Some(downloads),
         }
     }
 
@@ -79,10 +90,12 @@ impl World {
         );
         let root = outer.join("checkout/demo-world");
         Self::init_with(&root, &["--no-third-party"]);
+        let downloads = HttpFiles::start(Some(&root.join("downloads")));
         Self {
             dir,
             root,
             _proxy: None,
+            downloads: Some(downloads),
         }
     }
 
