@@ -46,6 +46,10 @@ pub(super) struct InitArgs {
     /// the patch head itself).
     #[arg(long, value_enum, default_value_t = crate::demo::TagSh::Stamp, value_name = "SHAPE")]
     tag_sh: crate::demo::TagSh,
+    /// k3s's 1.28 line on its default branch `main`, with no release-1.28 (as the newest minor
+    /// is released).
+    #[arg(long)]
+    k3s_main: bool,
     /// Print the generated tags as JSON.
     #[arg(long)]
     json: bool,
@@ -62,6 +66,7 @@ pub(super) async fn run(command: DemoCommand) -> Outcome {
         k3s2: args.k3s2,
         third_party: !args.no_third_party,
         tag_sh: args.tag_sh,
+        k3s_on_main: args.k3s_main,
     };
     let started = Instant::now();
     let progress = Progress::new();
@@ -99,14 +104,15 @@ pub(super) async fn run(command: DemoCommand) -> Outcome {
         own.len(),
         world.fork_tags[OLD_FORK_TAG]
     );
-    println!(
-        "  k3s.git       release-1.28 at {}",
-        world.k3s_branches["release-1.28"]
-    );
-    println!(
-        "                main at {} (channel.yaml)",
-        world.k3s_branches["main"]
-    );
+    for (index, (branch, commit)) in world.k3s_branches.iter().enumerate() {
+        let repo = if index == 0 { "k3s.git" } else { "" };
+        let note = if branch == "main" {
+            " (channel.yaml)"
+        } else {
+            ""
+        };
+        println!("  {repo:<13} {branch} at {commit}{note}");
+    }
     println!(
         "  kdm.git       {} with Rancher's k3s channels.yaml",
         crate::demo::KDM_BRANCH

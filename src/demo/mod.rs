@@ -123,6 +123,9 @@ pub(crate) struct DemoOptions {
     pub(crate) third_party: bool,
     /// The fork's tag.sh.
     pub(crate) tag_sh: TagSh,
+    /// k3s's 1.28 line lives on its default branch `main` (the newest minor), with no
+    /// release-1.28.
+    pub(crate) k3s_on_main: bool,
 }
 
 /// What was generated.
@@ -509,7 +512,14 @@ pub(crate) async fn init(
         ],
     )?;
 
-    progress("k3s: branch release-1.28 on the v1.28.1-k3s1 fork tags".into());
+    progress(format!(
+        "k3s: branch {} on the v1.28.1-k3s1 fork tags",
+        if options.k3s_on_main {
+            "main"
+        } else {
+            "release-1.28"
+        }
+    ));
     progress("downloads: what k3s's scripts/download fetches, for a download stand-in".into());
     k3s::write_downloads(&dir.join("downloads")).map_err(io("write", &dir.join("downloads")))?;
     let mut stream = Stream::default();
@@ -535,7 +545,9 @@ pub(crate) async fn init(
         "k3s on Kubernetes v1.28.1\n",
         &k3s_tree,
     );
-    stream.reset("refs/heads/release-1.28", main);
+    if !options.k3s_on_main {
+        stream.reset("refs/heads/release-1.28", main);
+    }
     // k3s's default branch carries the channel server's channel.yaml; the release branch does
     // not (so the release's inputs do not depend on it).
     let mut with_channel = k3s_tree.clone();

@@ -161,12 +161,17 @@ async fn the_newest_minor_is_branched_from_main_and_the_choice_is_locked() {
     let Some(_docker) = docker_or_skip().await else {
         return;
     };
-    let world = World::new();
-    let k3s = world.path().join("k3s.git");
     // k3s's 1.28 line lives on main: no release-1.28.
-    git(&k3s, &["branch", "-D", "main"]);
-    git(&k3s, &["branch", "-m", "release-1.28", "main"]);
-    git(&k3s, &["symbolic-ref", "HEAD", "refs/heads/main"]);
+    let world = World::with_demo_args(&["--k3s-main"]);
+    let k3s = world.path().join("k3s.git");
+    assert_eq!(
+        git(
+            &k3s,
+            &["for-each-ref", "--format=%(refname)", "refs/heads/"]
+        )
+        .trim(),
+        "refs/heads/main"
+    );
 
     let output = world.kiln(&[
         "release",
