@@ -126,7 +126,20 @@ impl IdentityArgs {
         let (Some(name), Some(email)) = (name, email) else {
             return Err(ReleaseError::NoIdentity);
         };
-        if email.trim_end_matches('>').ends_with(".invalid") {
+        for (what, value) in [("name", &name), ("email", &email)] {
+            if value.trim().is_empty()
+                || value.len() > 200
+                || value
+                    .chars()
+                    .any(|c| c.is_control() || c == '<' || c == '>')
+            {
+                return Err(ReleaseError::BadIdentity {
+                    what,
+                    value: value.escape_debug().to_string(),
+                });
+            }
+        }
+        if email.trim().to_ascii_lowercase().ends_with(".invalid") {
             let remote = [&repos.upstream, &repos.fork, &repos.k3s]
                 .into_iter()
                 .chain(repos.modules.iter().map(|m| &m.repo))

@@ -110,6 +110,7 @@ pub(crate) enum DemoError {
 
 /// What to generate.
 #[derive(Clone, Copy, Debug, Default)]
+#[allow(clippy::struct_excessive_bools)] // independent options of `kiln demo init`
 pub(crate) struct DemoOptions {
     /// All 30 staging modules of Kubernetes 1.28 instead of 6.
     pub(crate) full: bool,

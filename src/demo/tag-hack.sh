@@ -2,7 +2,7 @@
 # tag.sh TAG: the fork's release helper in its newer shape. Stamps the version files, builds
 # every command through hack/build-cmds.sh (kubernetes-style: the tree is staged under _output
 # with rsync first), commits the stamp, and makes annotated tags for this tree and every
-# staging module. It talks while it works; only its `git push $REMOTE <tag>` lines are the
+# staging module. It talks while it works; only its `git push ${REMOTE} <tag>` lines are the
 # push list.
 set -euo pipefail
 
@@ -53,6 +53,6 @@ done
 echo "+++ [tag.sh] $(git tag --points-at HEAD | wc -l) tags on $(git rev-parse --short HEAD); push them with:"
 
 for tag in $(git tag --points-at HEAD); do
-	echo "git push \$REMOTE ${tag}"
+	echo "git push \${REMOTE} ${tag}"
 done
 echo "+++ [tag.sh] done"

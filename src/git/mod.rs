@@ -223,6 +223,27 @@ pub(crate) fn resolve_commit(repo: &Path, rev: &str) -> Result<String, GitError>
     })
 }
 
+/// The branch the repository at `location` names as its default (its `HEAD`), by one
+/// `git ls-remote --symref`; `None` when it names none kiln takes.
+pub(crate) fn default_branch(location: &Location) -> Result<Option<String>, GitError> {
+    let mut command = remote_git(Path::new(NEUTRAL_DIR));
+    command.args([
+        "ls-remote",
+        "--symref",
+        "--quiet",
+        "--end-of-options",
+        location.as_str(),
+        "HEAD",
+    ]);
+    let out = run(command, Path::new(NEUTRAL_DIR))?;
+    Ok(out
+        .lines()
+        .find_map(|line| line.strip_prefix("ref: refs/heads/"))
+        .and_then(|rest| rest.strip_suffix("\tHEAD"))
+        .filter(|branch| validate_rev(branch).is_ok())
+        .map(str::to_owned))
+}
+
 /// The tag names of the repository at `location`, by one `git ls-remote`. Names outside
 /// kiln's allowlist are skipped with a warning: they never reach a command.
 pub(crate) fn list_tags(location: &Location) -> Result<Vec<String>, GitError> {

@@ -321,7 +321,10 @@ impl KilnToml {
             cache,
             publish,
             go,
-            release: file.release,
+            release: ReleaseConfig {
+                download_mirror: file.release.download_mirror.map(|m| m.trim().to_owned()),
+                ..file.release
+            },
         }))
     }
 }

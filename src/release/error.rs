@@ -65,6 +65,21 @@ pub(crate) enum ReleaseError {
     )]
     NoIdentity,
 
+    /// A name or email git cannot carry.
+    #[error("the release's {what} `{value}` is not usable in a git identity")]
+    #[diagnostic(
+        code(kiln::release::bad_identity),
+        help(
+            "a name and an email: not empty, at most 200 characters, no `<`, `>` or control characters"
+        )
+    )]
+    BadIdentity {
+        /// `name` or `email`.
+        what: &'static str,
+        /// The value, escaped.
+        value: String,
+    },
+
     /// A placeholder identity against repositories that are not all local.
     #[error("the release's email `{email}` is a placeholder (.invalid), and {remote} is not local")]
     #[diagnostic(

@@ -198,7 +198,7 @@ pub(crate) fn lockfile(
     report_dropped_patches(
         resolved,
         &text(store, output_of(report, step::REBASE, output::PATCHES)?)?,
-    )?;
+    );
     let modules = parse_sums(
         &text(store, output_of(report, step::MODULES, output::SUMS)?)?,
         step::MODULES,
@@ -295,10 +295,23 @@ pub(crate) fn lockfile(
 /// Says so when the rebase carried fewer patches than the old release had (`carried`: the
 /// rebase's `commit title` lines): git drops a patch that became empty on the new upstream
 /// tag, which usually means upstream took it; the captain should know which.
-fn report_dropped_patches(resolved: &Resolved, carried: &str) -> Result<(), ReleaseError> {
+fn report_dropped_patches(resolved: &Resolved, carried: &str) {
     let count = carried.lines().count();
-    if count == resolved.patches.len() {
-        return Ok(());
+    // A rebase flattens merges: count what it carries, commits with one parent.
+    let Ok(old) = crate::git::output(
+        &resolved.fork,
+        &[
+            "rev-list",
+            "--count",
+            "--no-merges",
+            &format!("{}..{}", resolved.old_commit, resolved.patches_tip),
+        ],
+    ) else {
+        return;
+    };
+    let old: usize = old.trim().parse().unwrap_or(count);
+    if count == old {
+        return;
     }
     let carried_titles: std::collections::BTreeSet<&str> = carried
         .lines()
@@ -309,10 +322,12 @@ fn report_dropped_patches(resolved: &Resolved, carried: &str) -> Result<(), Rele
         &[
             "log",
             "--reverse",
+            "--no-merges",
             "--format=%s",
             &format!("{}..{}", resolved.old_commit, resolved.patches_tip),
         ],
-    )?;
+    )
+    .unwrap_or_default();
     let dropped: Vec<&str> = old_titles
         .lines()
         .filter(|title| !carried_titles.contains(title))
@@ -321,7 +336,7 @@ fn report_dropped_patches(resolved: &Resolved, carried: &str) -> Result<(), Rele
         "the rebase onto {} carried {count} of the old release's {} patches; not carried \
          (empty on the new tag, so probably taken upstream): {}",
         resolved.names.new_k8s(),
-        resolved.patches.len(),
+        old,
         if dropped.is_empty() {
             "(titles unchanged; compare the lockfile's patches with the new tag's history)"
                 .to_owned()
@@ -329,5 +344,4 @@ fn report_dropped_patches(resolved: &Resolved, carried: &str) -> Result<(), Rele
             dropped.join("; ")
         }
     );
-    Ok(())
 }

@@ -122,7 +122,7 @@ pub(crate) fn resolve(
     let old_commit = git::resolve_commit(&upstream, &names.old_k8s().to_string())?;
     let new_commit = git::resolve_commit(&upstream, &names.new_k8s().to_string())?;
     let old_fork_commit = git::resolve_commit(&fork, &names.old_fork_tag().to_string())?;
-    let k3s_branch = choose_k3s_branch(&k3s, k3s_branch, &names.release_branch())?;
+    let k3s_branch = choose_k3s_branch(&k3s, &repos.k3s, k3s_branch, &names.release_branch())?;
     let k3s_commit =
         git::resolve_commit(&k3s, &format!("refs/heads/{k3s_branch}")).map_err(|_| {
             ReleaseError::MissingBranch {
@@ -195,9 +195,9 @@ pub(crate) fn resolve(
     })
 }
 
-/// The parent of `commit` when it is `tag`'s stamp commit: one parent, titled with the tag,
-/// changing only version files (paths ending in `version/base.go`, what every tag.sh that
-/// stamps rewrites). `None` for any other commit.
+/// The parent of `commit` when it is `tag`'s stamp commit: one parent, titled with the tag (and
+/// changing only version files, paths ending in `version/base.go`, what every tag.sh that
+/// stamps rewrites; more is taken with a warning). `None` for any other commit.
 fn stamp_parent(fork: &Path, commit: &str, tag: &str) -> Result<Option<String>, ReleaseError> {
     let header = git::output(fork, &["log", "-1", "--format=%P%n%s", commit])?;
     let mut lines = header.lines();
@@ -220,17 +220,29 @@ fn stamp_parent(fork: &Path, commit: &str, tag: &str) -> Result<Option<String>, 
             commit,
         ],
     )?;
-    let only_versions = changed.lines().count() > 0
-        && changed
-            .lines()
-            .all(|path| path == "version/base.go" || path.ends_with("/version/base.go"));
-    Ok(only_versions.then(|| parent.to_owned()))
+    let others: Vec<&str> = changed
+        .lines()
+        .filter(|path| *path != "version/base.go" && !path.ends_with("/version/base.go"))
+        .collect();
+    if !others.is_empty() {
+        // Titled with the tag, it is tag.sh's commit all the same: carrying it into the next
+        // release would stack stamps.
+        tracing::warn!(
+            "the old fork tag {tag}'s commit is titled with the tag but changes more than \
+             version files ({}); taken as its stamp commit, not carried as a patch",
+            others.join(", ")
+        );
+    }
+    Ok(Some(parent.to_owned()))
 }
 
 /// The k3s branch the update is branched from: `asked` (which must exist), else `release`
-/// (release-X.Y) when the k3s mirror has it, else the branch k3s's HEAD names. Says which.
+/// (release-X.Y) when the k3s mirror has it, else the default branch the k3s repository names
+/// now (asked of `location`, not the mirror's HEAD, which is fixed when it is first cloned).
+/// Says which.
 fn choose_k3s_branch(
     k3s: &Path,
+    location: &Location,
     asked: Option<&str>,
     release: &str,
 ) -> Result<String, ReleaseError> {
@@ -240,13 +252,9 @@ fn choose_k3s_branch(
     if git::ref_commit(k3s, &format!("refs/heads/{release}"))?.is_some() {
         return Ok(release.to_owned());
     }
-    let head = git::output(k3s, &["symbolic-ref", "--quiet", "HEAD"])
-        .ok()
-        .and_then(|r| r.trim().strip_prefix("refs/heads/").map(str::to_owned))
-        .filter(|b| git::validate_rev(b).is_ok())
-        .ok_or_else(|| ReleaseError::MissingBranch {
-            branch: release.to_owned(),
-        })?;
+    let head = git::default_branch(location)?.ok_or_else(|| ReleaseError::MissingBranch {
+        branch: release.to_owned(),
+    })?;
     tracing::warn!(
         "k3s has no branch {release}: branching from its default branch {head} (the newest \
          minor is released from it; pass --k3s-branch to choose another)"

@@ -57,7 +57,11 @@ if [ "$actual" -ne "$expected" ] || awk -v s="${STAMP}" '$2 != s { bad = 1 } END
     exit 3
 fi
 # The push list: only tag.sh's `git push $REMOTE <tag>` lines.
-grep -E '^git push \$REMOTE [^ ]+$' /tmp/tag.sh.out | LC_ALL=C sort >/out/push || true
+grep -E '^git push \$(REMOTE|\{REMOTE\}) [^ ]+$' /tmp/tag.sh.out | LC_ALL=C sort >/out/push || true
+if [ -s /out/push ] && [ "$(wc -l </out/push)" -ne "$actual" ]; then
+    echo "kiln: tag.sh printed $(wc -l </out/push) git push lines for ${actual} tags" >&2
+    exit 3
+fi
 awk '{ print "refs/tags/" $1 }' /out/tags | xargs git -c pack.threads=1 bundle create --quiet /out/tag.bundle "^${NEW_COMMIT}"
 "#;
 
@@ -88,44 +92,96 @@ git -c pack.threads=1 bundle create --quiet /out/k3s.bundle "${BASE}..refs/heads
 /// `KILN_URL_RECORD=1` (the fetch step only) any other URL is downloaded — from
 /// `KILN_DOWNLOAD_MIRROR/<host>/<path>` when a mirror is set — into `/out/urls`. Files are kept
 /// as `<scheme>/<host>/<path>`. Any URL it cannot resolve fails naming it.
-pub(super) const URL_SHIM: &str = r#"mkdir -p /tmp/kiln-bin /tmp/kiln-served
+pub(super) const URL_SHIM: &str = r#"set -euo pipefail
+mkdir -p /tmp/kiln-bin /tmp/kiln-served
+: >/tmp/kiln-url-failures
 if [ -n "${KILN_DEPENDENCIES_YAML:-}" ]; then
-    d=/tmp/kiln-served/https/raw.githubusercontent.com/kubernetes/kubernetes/${NEW_K8S}/build
-    mkdir -p "$d"
-    printf '%s\n' "${KILN_DEPENDENCIES_YAML}" >"$d/dependencies.yaml"
+    # As k3s's version.sh asks for it: at the Kubernetes version (the fork tag without its
+    # -k3sN, or with it).
+    for v in "${NEW_K8S}" "${NEW_FORK_TAG}"; do
+        d=/tmp/kiln-served/https/raw.githubusercontent.com/kubernetes/kubernetes/$v/build
+        mkdir -p "$d"
+        printf '%s\n' "${KILN_DEPENDENCIES_YAML}" >"$d/dependencies.yaml"
+    done
 fi
 cat >/tmp/kiln-bin/curl <<'KILN_CURL'
 #!/bin/bash
-# kiln's curl: only URLs kiln serves or a fetch step pinned (see kiln's release scripts).
+# kiln's curl: only URLs kiln serves or a fetch step pinned (see kiln's release scripts). Every
+# failure is also noted in /tmp/kiln-url-failures, which fails the step even when the calling
+# script ignores curl's exit status.
 set -euo pipefail
+failures=${KILN_URL_FAILURES:-/tmp/kiln-url-failures}
+fail() {
+    echo "kiln: $*" >&2
+    echo "$*" >>"$failures"
+    exit 22
+}
 out=
+remote_name=
+create_dirs=
 urls=()
 while [ $# -gt 0 ]; do
-    case "$1" in
-    -o | --output) out=$2; shift 2 ;;
-    --output=*) out=${1#--output=}; shift ;;
+    arg=$1
+    shift
+    case "$arg" in
+    -V | --version) exec /usr/bin/curl --version ;;
+    -o | --output)
+        [ $# -gt 0 ] || fail "curl: $arg needs a file name"
+        out=$1
+        shift
+        ;;
+    --output=*) out=${arg#--output=} ;;
+    -O | --remote-name) remote_name=1 ;;
+    --create-dirs) create_dirs=1 ;;
     -H | --header | -A | --user-agent | -u | --user | -d | --data | -X | --request | -w | --write-out | \
-        --retry | --retry-delay | --connect-timeout | --max-time | -m | -e | --referer | -b | --cookie | -c | --cookie-jar | -T)
-        shift 2 ;;
-    http://* | https://*) urls+=("$1"); shift ;;
-    *) shift ;;
+        --retry | --retry-delay | --retry-max-time | --connect-timeout | --max-time | -m | -e | --referer | \
+        -b | --cookie | -c | --cookie-jar | -T | --upload-file | -x | --proxy | -r | --range | -z | --time-cond | \
+        -K | --config | --cacert | --capath | -E | --cert | --key)
+        [ $# -gt 0 ] && shift
+        ;;
+    http://* | https://*) urls+=("$arg") ;;
+    --*) ;;
+    -?*)
+        # Bundled short options (-sfL, -sfLo FILE, -LoFILE): o takes the rest or the next word.
+        flags=${arg#-}
+        while [ -n "$flags" ]; do
+            f=${flags:0:1}
+            flags=${flags:1}
+            case "$f" in
+            o)
+                if [ -n "$flags" ]; then
+                    out=$flags
+                else
+                    [ $# -gt 0 ] || fail "curl: -o needs a file name"
+                    out=$1
+                    shift
+                fi
+                flags=
+                ;;
+            O) remote_name=1 ;;
+            H | A | u | d | X | w | m | e | b | c | T | x | r | z | K | E)
+                [ -n "$flags" ] || { [ $# -gt 0 ] && shift; }
+                flags=
+                ;;
+            esac
+        done
+        ;;
+    *) ;;
     esac
 done
 if [ "${#urls[@]}" -ne 1 ]; then
-    echo "kiln: curl takes one URL here, got ${#urls[@]}: ${urls[*]:-none}" >&2
-    exit 2
+    fail "curl takes one URL here, got ${#urls[@]}: ${urls[*]:-none}"
 fi
 url=${urls[0]}
 scheme=${url%%://*}
 rest=${url#*://}
 case "$rest" in
 *'?'* | *'#'* | *..* | */ | '')
-    echo "kiln: curl ${url}: not a URL kiln can pin (query, fragment, '..' or no file name)" >&2
-    exit 22 ;;
+    fail "curl ${url}: not a URL kiln can pin (query, fragment, '..' or no file name)" ;;
 esac
 key="${scheme}/${rest}"
 file=
-for root in /tmp/kiln-served /in/urls /out/urls; do
+for root in ${KILN_URL_ROOTS:-/tmp/kiln-served /in/urls /out/urls}; do
     if [ -f "${root}/${key}" ]; then
         file="${root}/${key}"
         break
@@ -136,21 +192,26 @@ if [ -z "$file" ] && [ "${KILN_URL_RECORD:-}" = 1 ]; then
     if [ -n "${KILN_DOWNLOAD_MIRROR:-}" ]; then
         from="${KILN_DOWNLOAD_MIRROR%/}/${rest}"
     fi
-    mkdir -p "/out/urls/${key%/*}"
-    if ! /usr/bin/curl -sfL --retry 2 -o "/out/urls/${key}.part" -- "$from"; then
-        rm -f "/out/urls/${key}.part"
-        echo "kiln: downloading ${url} (from ${from}) failed" >&2
-        exit 22
+    part=$(mktemp /tmp/kiln-download.XXXXXX)
+    if ! /usr/bin/curl -sfL --retry 2 -o "$part" -- "$from"; then
+        rm -f "$part"
+        fail "downloading ${url} (from ${from}) failed"
     fi
-    mv "/out/urls/${key}.part" "/out/urls/${key}"
+    mkdir -p "/out/urls/${key%/*}"
+    mv "$part" "/out/urls/${key}"
     echo "kiln: fetched ${url}" >&2
     file="/out/urls/${key}"
 fi
 if [ -z "$file" ]; then
-    echo "kiln: curl ${url}: no fetch step pinned this URL (this step is offline; only what scripts/download fetched, or kiln serves, is reachable)" >&2
-    exit 22
+    fail "curl ${url}: no fetch step pinned this URL (this step is offline; only what scripts/download fetched, or kiln serves, is reachable)"
+fi
+if [ -n "$remote_name" ] && [ -z "$out" ]; then
+    out=${rest##*/}
 fi
 if [ -n "$out" ] && [ "$out" != - ]; then
+    if [ -n "$create_dirs" ]; then
+        mkdir -p "$(dirname "$out")"
+    fi
     cp "$file" "$out"
 else
     cat "$file"
@@ -158,6 +219,14 @@ fi
 KILN_CURL
 chmod 0755 /tmp/kiln-bin/curl
 export PATH="/tmp/kiln-bin:${PATH}"
+# A URL kiln's curl refused or could not fetch fails the step, whatever the caller did.
+url_failures() {
+    if [ -s /tmp/kiln-url-failures ]; then
+        echo "kiln: the step asked for URLs it could not have:" >&2
+        sed 's/^/  /' /tmp/kiln-url-failures >&2
+        exit 3
+    fi
+}
 "#;
 
 /// k3s's `scripts/download`, with network: every URL it asks for is fetched once and kept
@@ -167,8 +236,13 @@ cd /in/k3s
 git fetch --quiet /in/k3s.bundle "refs/heads/${NEW_FORK_TAG}:refs/heads/${NEW_FORK_TAG}"
 git checkout --quiet "${NEW_FORK_TAG}"
 mkdir -p /out/urls
+if [ ! -x scripts/download ]; then
+    echo "kiln: k3s's scripts/download is not executable" >&2
+    exit 3
+fi
 export KILN_URL_RECORD=1
 ./scripts/download
+url_failures
 "#;
 
 /// Build k3s the way k3s's own Dockerfile does (never dapper's `make`): `scripts/download`
@@ -189,6 +263,7 @@ if [ -x scripts/build ]; then
 else
     SKIP_VALIDATE=1 make
 fi
+url_failures
 mkdir -p /out/artifacts
 cp -a dist/artifacts/. /out/artifacts/
 "#;
@@ -277,3 +352,93 @@ while read -r module version sum; do
     served "$module" || printf '%s %s %s\n' "$module" "$version" "$sum"
 done <go.sum | LC_ALL=C sort >/out/sums
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::URL_SHIM;
+
+    /// kiln's curl, as the steps install it.
+    fn shim() -> &'static str {
+        let start = URL_SHIM.find("<<'KILN_CURL'\n").unwrap() + "<<'KILN_CURL'\n".len();
+        let end = URL_SHIM.find("\nKILN_CURL\n").unwrap();
+        &URL_SHIM[start..=end]
+    }
+
+    #[test]
+    fn kilns_curl_serves_pinned_urls_in_every_argument_form_and_notes_each_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("urls");
+        let pinned = root.join("https/example.com/a/b.tar");
+        std::fs::create_dir_all(pinned.parent().unwrap()).unwrap();
+        std::fs::write(&pinned, "pinned bytes").unwrap();
+        let curl = dir.path().join("curl");
+        std::fs::write(&curl, shim()).unwrap();
+        let failures = dir.path().join("failures");
+        let run = |args: &[&str]| {
+            std::process::Command::new("bash")
+                .arg(&curl)
+                .args(args)
+                .current_dir(dir.path())
+                .env("KILN_URL_ROOTS", &root)
+                .env("KILN_URL_FAILURES", &failures)
+                .env_remove("KILN_URL_RECORD")
+                .output()
+                .unwrap()
+        };
+        let url = "https://example.com/a/b.tar";
+        for (args, file) in [
+            (vec!["-sfL", url, "-o", "o1"], "o1"),
+            (vec!["-sfLo", "o2", url], "o2"),
+            (vec!["-LoO3", url], "O3"),
+            (vec!["--output=o4", "--compressed", "-H", "X: y", url], "o4"),
+            (vec!["-o", "sub/o5", "--create-dirs", url], "sub/o5"),
+            (vec!["-sfLO", url], "b.tar"),
+        ] {
+            let out = run(&args);
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                std::fs::read_to_string(dir.path().join(file)).unwrap(),
+                "pinned bytes",
+                "{args:?}"
+            );
+        }
+        let out = run(&["--compressed", "-sfL", url]);
+        assert_eq!(out.stdout, b"pinned bytes");
+        assert!(!failures.exists() || std::fs::read_to_string(&failures).unwrap().is_empty());
+
+        // Refused, each noted for the step to fail on even if the caller ignores the status.
+        for (args, said) in [
+            (
+                vec!["-sfL", "https://example.com/other.tar"],
+                "no fetch step pinned this URL",
+            ),
+            (
+                vec!["https://example.com/a/../../etc/passwd"],
+                "not a URL kiln can pin",
+            ),
+            (
+                vec!["https://example.com/a/b.tar?x=1"],
+                "not a URL kiln can pin",
+            ),
+            (vec!["-x", "http://proxy:3128"], "takes one URL here, got 0"),
+            (
+                vec![url, "https://example.com/a/c"],
+                "takes one URL here, got 2",
+            ),
+            (vec![url, "-o"], "-o needs a file name"),
+        ] {
+            let out = run(&args);
+            assert_eq!(out.status.code(), Some(22), "{args:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(said), "{args:?}: {stderr}");
+            assert!(
+                std::fs::read_to_string(&failures).unwrap().contains(said),
+                "{args:?}"
+            );
+        }
+    }
+}

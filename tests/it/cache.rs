@@ -256,7 +256,7 @@ async fn captain_b_reuses_captain_a_s_signed_release_without_running_a_step() {
             .lines()
             .filter(|l| l.contains(" cached "))
             .count(),
-        7,
+        8,
         "{}",
         text(&output).0
     );

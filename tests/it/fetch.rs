@@ -136,16 +136,19 @@ async fn third_party_modules_are_fetched_once_pinned_and_built_offline() {
     assert!(output.status.success(), "{}", text(&output).1);
     let lock: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
 
-    // Only the fetch step had network (the host's); tidy and build had none.
+    // Only the fetch steps had network (the host's): the modules' and scripts/download's;
+    // tidy and build had none.
     let networks = networks(&store);
-    assert!(
-        networks.contains(&("modules-fetch".into(), "host".into())),
-        "{networks:?}"
-    );
+    for fetch in ["modules-fetch", "k3s-download"] {
+        assert!(
+            networks.contains(&(fetch.into(), "host".into())),
+            "{networks:?}"
+        );
+    }
     assert!(
         networks
             .iter()
-            .filter(|(name, _)| name != "modules-fetch")
+            .filter(|(name, _)| name != "modules-fetch" && name != "k3s-download")
             .all(|(_, network)| network == "none"),
         "{networks:?}"
     );

@@ -489,7 +489,8 @@ async fn a_step_writing_into_its_module_cache_cannot_change_the_next_release() {
     // Planted before the build loads any package: Go indexes a module-cache directory once (in
     // GOCACHE, keyed by its path, trusting it immutable), so the index carries the plant too.
     let plant = ". ./scripts/version.sh\n\
-                 d=\"$K8S_DIR/pkg/kubernetes\"\n\
+                 go mod download k8s.io/kubernetes\n\
+                 d=\"$(go list -m -f '{{with .Replace}}{{.Dir}}{{else}}{{.Dir}}{{end}}' k8s.io/kubernetes)/pkg/kubernetes\"\n\
                  chmod -R u+w \"$d\"\n\
                  printf 'package kubernetes\\n\\nfunc init() { println(\"PLANTED\") }\\n' > \"$d/planted.go\"\n";
     let k3s = edited_clone(

@@ -279,8 +279,8 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
         }
     }
     assert_eq!(
-        in_toolchain, 5,
-        "rebase, tag, modules-fetch, k3s-tidy and build"
+        in_toolchain, 6,
+        "rebase, tag, modules-fetch, k3s-tidy, k3s-download and build"
     );
     let pins = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("images/go/go.lock"),

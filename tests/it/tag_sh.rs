@@ -43,7 +43,6 @@ async fn a_talking_tag_sh_with_annotated_tags_gives_the_push_lines_and_peeled_ta
         objects.keys().collect::<Vec<_>>(),
         tags.keys().collect::<Vec<_>>()
     );
-    assert!(objects.values().all(|o| o != stamp));
 
     // The push output holds tag.sh's `git push` lines only, none of its chatter.
     let push = std::fs::read_to_string(
@@ -53,7 +52,7 @@ async fn a_talking_tag_sh_with_annotated_tags_gives_the_push_lines_and_peeled_ta
     assert_eq!(push.lines().count(), tags.len(), "{push}");
     for tag in tags.keys() {
         assert!(
-            push.contains(&format!("git push $REMOTE {tag}\n")),
+            push.contains(&format!("git push ${{REMOTE}} {tag}\n")),
             "{push}"
         );
     }
@@ -79,10 +78,21 @@ async fn a_talking_tag_sh_with_annotated_tags_gives_the_push_lines_and_peeled_ta
         git(&clone, &["cat-file", "-t", "v1.28.2-k3s1"]).trim(),
         "tag"
     );
-    assert_eq!(
-        git(&clone, &["rev-parse", "v1.28.2-k3s1^{tag}"]).trim(),
-        objects["v1.28.2-k3s1"]
-    );
+    // Every recorded object is that tag's tag object, peeling to the recorded commit.
+    for (tag, object) in objects {
+        assert_eq!(
+            git(&clone, &["rev-parse", &format!("refs/tags/{tag}")]).trim(),
+            object.as_str().unwrap()
+        );
+        assert_eq!(
+            git(&clone, &["cat-file", "-t", object.as_str().unwrap()]).trim(),
+            "tag"
+        );
+        assert_eq!(
+            git(&clone, &["rev-parse", &format!("{tag}^{{commit}}")]).trim(),
+            stamp.as_str().unwrap()
+        );
+    }
 
     verifies(&world);
 }
@@ -260,6 +270,13 @@ fn a_release_needs_an_identity_and_a_remote_one_a_real_email() {
         stderr.contains("is a placeholder (.invalid)")
             && stderr.contains("https://github.com/k3s-io/k3s.git"),
         "{stderr}"
+    );
+    let output = run(&["--name", "A <b>", "--email", "a@example.com"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output).1.contains("is not usable in a git identity"),
+        "{}",
+        text(&output).1
     );
     // Nothing was read or made: no store.
     assert!(!store.exists());

@@ -238,20 +238,48 @@ pub(crate) async fn containers_created_by(
     docker: &super::Docker,
     mut command: std::process::Command,
 ) -> (std::process::Output, Vec<HashMap<String, String>>) {
-    let since = now_text();
+    // Followed live from before the command starts: the engine keeps only its last 256 events
+    // for a later `since` query, which a long run among parallel tests outlives.
+    let filters = HashMap::from([("type", vec!["container"]), ("event", vec!["create"])]);
+    let options = bollard::query_parameters::EventsOptionsBuilder::default()
+        .since(&now_text())
+        .filters(&filters)
+        .build();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stream = docker.sandbox.engine().docker().events(Some(options));
+    let collecting = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(Ok(event)) = futures::StreamExt::next(&mut stream).await {
+                seen.lock().unwrap().push(event);
+            }
+        })
+    };
+    // The subscription is live once the engine answers; give it that moment.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let child = command
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id();
-    let output = child.wait_with_output().unwrap();
-    let until = now_text();
-    let created = created_between(docker, &since, &until, &[pid]).await;
-    (
-        output,
-        created.into_iter().map(|(_, labels)| labels).collect(),
-    )
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    collecting.abort();
+    let events = std::mem::take(&mut *seen.lock().unwrap());
+    let created = events
+        .into_iter()
+        .filter_map(|e| e.actor?.attributes)
+        .filter(|labels| {
+            labels
+                .get(kiln::sandbox::LABEL_OWNER)
+                .is_some_and(|owner| owner.contains(&format!(";p={pid};")))
+        })
+        .collect();
+    (output, created)
 }
 
 /// The labels of every container the kiln processes `pids` created between `since` and
