@@ -13,6 +13,27 @@ fn verifies(world: &World) {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output).1);
 }
 
+/// A bare clone of upstream beside the world with the tags of the release `lock` fetched from
+/// its tag bundle in the store.
+fn tagged_clone(world: &World, lock: &serde_json::Value) -> std::path::PathBuf {
+    let bundle = world.blob(
+        lock["steps"]["tag"]["outputs"]["tag.bundle"]
+            .as_str()
+            .unwrap(),
+    );
+    let clone = world.clone_repo("upstream.git", "tagged", true);
+    git(
+        &clone,
+        &[
+            "fetch",
+            "--quiet",
+            bundle.to_str().unwrap(),
+            "refs/tags/*:refs/tags/*",
+        ],
+    );
+    clone
+}
+
 #[tokio::test]
 async fn a_talking_tag_sh_with_annotated_tags_gives_the_push_lines_and_peeled_tags() {
     let Some(_docker) = docker_or_skip().await else {
@@ -59,21 +80,7 @@ async fn a_talking_tag_sh_with_annotated_tags_gives_the_push_lines_and_peeled_ta
     assert!(!push.contains("+++"), "{push}");
 
     // The tag bundle carries the tag objects: a clone of it has annotated tags.
-    let bundle = world.blob(
-        lock["steps"]["tag"]["outputs"]["tag.bundle"]
-            .as_str()
-            .unwrap(),
-    );
-    let clone = world.clone_repo("upstream.git", "tagged", true);
-    git(
-        &clone,
-        &[
-            "fetch",
-            "--quiet",
-            bundle.to_str().unwrap(),
-            "refs/tags/*:refs/tags/*",
-        ],
-    );
+    let clone = tagged_clone(&world, &lock);
     assert_eq!(
         git(&clone, &["cat-file", "-t", "v1.28.2-k3s1"]).trim(),
         "tag"
@@ -126,21 +133,7 @@ async fn a_tag_sh_that_tags_the_patch_head_keeps_every_patch() {
     assert_eq!(patches[1], old_tag.trim());
 
     // The new tag sits on the rebased last patch (no stamp commit), whose change it carries.
-    let bundle = world.blob(
-        lock["steps"]["tag"]["outputs"]["tag.bundle"]
-            .as_str()
-            .unwrap(),
-    );
-    let clone = world.clone_repo("upstream.git", "tagged", true);
-    git(
-        &clone,
-        &[
-            "fetch",
-            "--quiet",
-            bundle.to_str().unwrap(),
-            "refs/tags/*:refs/tags/*",
-        ],
-    );
+    let clone = tagged_clone(&world, &lock);
     assert_eq!(
         git(&clone, &["log", "-1", "--format=%s", "v1.28.2-k3s1"]).trim(),
         "Raise the default client rate limit for embedded use"
