@@ -523,6 +523,24 @@ pub(crate) async fn init(
     ));
     progress("downloads: what k3s's scripts/download fetches, for a download stand-in".into());
     k3s::write_downloads(&dir.join("downloads")).map_err(io("write", &dir.join("downloads")))?;
+    // GitHub serves kubernetes' files by tag, which k3s's scripts/version.sh asks for (a
+    // captain's build reaches it; kiln's steps get it from the upstream tree instead).
+    for release in &RELEASES {
+        let yaml = crate::git::read_file(
+            &dir.join("upstream.git"),
+            release.tag,
+            "build/dependencies.yaml",
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        let at = dir.join(format!(
+            "downloads/raw.githubusercontent.com/kubernetes/kubernetes/{}/build",
+            release.tag
+        ));
+        std::fs::create_dir_all(&at).map_err(io("create", &at))?;
+        std::fs::write(at.join("dependencies.yaml"), yaml).map_err(io("write", &at))?;
+    }
     let mut stream = Stream::default();
     let third_party = if options.third_party {
         progress("goproxy: third-party modules for the stand-in module proxy".into());
