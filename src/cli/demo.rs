@@ -50,6 +50,11 @@ pub(super) struct InitArgs {
     /// is released).
     #[arg(long)]
     k3s_main: bool,
+    /// Upstream releases on Go 1.22 or later (v1.28.2, v1.28.3) are Go workspaces: a root
+    /// go.work and vendor/ as `go work vendor` writes it (kubernetes from 1.30), so Go refuses
+    /// `-mod=mod` and builds from vendor/.
+    #[arg(long)]
+    go_work: bool,
     /// Print the generated tags as JSON.
     #[arg(long)]
     json: bool,
@@ -67,6 +72,7 @@ pub(super) async fn run(command: DemoCommand) -> Outcome {
         third_party: !args.no_third_party,
         tag_sh: args.tag_sh,
         k3s_on_main: args.k3s_main,
+        go_work: args.go_work,
     };
     let started = Instant::now();
     let progress = Progress::new();

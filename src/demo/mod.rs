@@ -127,6 +127,9 @@ pub(crate) struct DemoOptions {
     /// k3s's 1.28 line lives on its default branch `main` (the newest minor), with no
     /// release-1.28.
     pub(crate) k3s_on_main: bool,
+    /// Upstream releases on Go 1.22 or later are workspaces (`go.work`, workspace `vendor/`),
+    /// as kubernetes is from 1.30.
+    pub(crate) go_work: bool,
 }
 
 /// What was generated.
@@ -282,8 +285,17 @@ fn upstream_history(
     modules: &[&str],
     scale: u32,
     third_party: bool,
+    go_work: bool,
 ) -> Vec<(&'static str, fast_import::Mark, Tree)> {
-    let import = upstream::tree(modules, "v1.28.0", "1.21.13", scale, 0, third_party);
+    let import = upstream::tree(
+        modules,
+        "v1.28.0",
+        "1.21.13",
+        scale,
+        0,
+        third_party,
+        go_work,
+    );
     let mut parent = stream.commit(
         "master",
         None,
@@ -317,7 +329,15 @@ fn upstream_history(
             );
             parent_tree = tree;
         }
-        let mut tree = upstream::tree(modules, release.tag, release.go, scale, 0, third_party);
+        let mut tree = upstream::tree(
+            modules,
+            release.tag,
+            release.go,
+            scale,
+            0,
+            third_party,
+            go_work,
+        );
         // Keep the development changes: they are part of the history.
         for (path, file) in &parent_tree {
             if path.contains("/zz_generated/") {
@@ -394,12 +414,24 @@ pub(crate) async fn init(
         modules.len()
     ));
     let mut stream = Stream::default();
-    upstream_history(&mut stream, &modules, options.scale, options.third_party);
+    upstream_history(
+        &mut stream,
+        &modules,
+        options.scale,
+        options.third_party,
+        options.go_work,
+    );
     stream.import(&dir.join("upstream.git"))?;
 
     progress("fork: upstream plus two k3s patches on v1.28.1".into());
     let mut stream = Stream::default();
-    let releases = upstream_history(&mut stream, &modules, options.scale, options.third_party);
+    let releases = upstream_history(
+        &mut stream,
+        &modules,
+        options.scale,
+        options.third_party,
+        options.go_work,
+    );
     let (_, base_mark, base_tree) = releases[0].clone();
     let mut patched = base_tree.clone();
     match options.tag_sh {

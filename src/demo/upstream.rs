@@ -214,7 +214,16 @@ const GO_MOD_GO: &str = "1.20";
 /// explicit, staging modules replaced by their directories and linked from `vendor/k8s.io/*`
 /// as in the real tree) and the third-party module's package files. Go builds from it by
 /// default (vendor/modules.txt present, go ≥ 1.14): tag.sh's builds need no module download.
-fn vendor(tree: &mut Tree, modules: &[&str], third_party: Option<&super::third_party::Vendored>) {
+fn vendor(
+    tree: &mut Tree,
+    modules: &[&str],
+    third_party: Option<&super::third_party::Vendored>,
+    workspace: bool,
+) {
+    if workspace {
+        workspace_vendor(tree, modules, third_party);
+        return;
+    }
     let mut txt = String::new();
     let mut entries: Vec<(String, String)> = Vec::new();
     if let Some(v) = third_party {
@@ -264,9 +273,64 @@ fn vendor(tree: &mut Tree, modules: &[&str], third_party: Option<&super::third_p
     tree.insert("vendor/modules.txt".into(), File::text(txt));
 }
 
+/// Whether a tree on Go `go` gets a `go.work` under `--go-work`: vendoring in workspace mode
+/// needs Go 1.22 (kubernetes adopted both in 1.30).
+pub(super) fn has_workspace(go: &str) -> bool {
+    let mut parts = go.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (1, 22)
+}
+
+/// kubernetes' workspace (1.30 on): a root `go.work` using the root module and every staging
+/// module, and `vendor/` as `go work vendor` writes it — `## workspace` first, the staging
+/// modules listed without packages (the workspace holds them, so no `vendor/k8s.io/*` links:
+/// workspaces refuse the old symlink trick), only third-party packages vendored. Go then
+/// builds in workspace vendor mode and refuses `-mod=mod`.
+fn workspace_vendor(
+    tree: &mut Tree,
+    modules: &[&str],
+    third_party: Option<&super::third_party::Vendored>,
+) {
+    let mut sorted = modules.to_vec();
+    sorted.sort_unstable();
+    let mut work = format!(
+        "// This is a generated file. Do not edit directly.\n\ngo {GO_WORK_GO}\n\nuse (\n\t.\n"
+    );
+    for module in &sorted {
+        let _ = writeln!(work, "\t./staging/src/k8s.io/{module}");
+    }
+    work.push_str(")\n");
+    tree.insert("go.work".into(), File::text(work));
+    let mut txt = String::from("## workspace\n");
+    if let Some(v) = third_party {
+        let _ = write!(
+            txt,
+            "# {} {}\n## explicit; go {GO_MOD_GO}\n{}\n",
+            v.path, v.version, v.path
+        );
+        for (name, content) in &v.files {
+            tree.insert(
+                format!("vendor/{}/{name}", v.path),
+                File::text(String::from_utf8_lossy(content)),
+            );
+        }
+    }
+    for module in sorted {
+        let _ = write!(
+            txt,
+            "# k8s.io/{module} v0.0.0 => ./staging/src/k8s.io/{module}\n## explicit; go {GO_MOD_GO}\n"
+        );
+    }
+    tree.insert("vendor/modules.txt".into(), File::text(txt));
+}
+
+/// The `go` line of the demo's `go.work` (kubernetes 1.30's).
+const GO_WORK_GO: &str = "1.22.0";
+
 /// The tree of upstream release `tag` (or the pre-release import when `tag` is `v1.28.0`).
 /// With `third_party`, apimachinery requires and imports the stand-in proxy's `semver` at the
-/// version this release pins ([`super::third_party::upstream_requires`]).
+/// version this release pins ([`super::third_party::upstream_requires`]). With `go_work`, a
+/// tree on Go 1.22 or later is a workspace ([`has_workspace`]).
 pub(super) fn tree(
     modules: &[&str],
     tag: &str,
@@ -274,6 +338,7 @@ pub(super) fn tree(
     scale: u32,
     history: u32,
     third_party: bool,
+    go_work: bool,
 ) -> Tree {
     let vendored = third_party.then(|| super::third_party::upstream_requires(tag));
     let mut tree = Tree::new();
@@ -395,7 +460,12 @@ pub(super) fn tree(
         );
     }
     tree.insert(REST_CONFIG.into(), File::text(REST_CONFIG_UPSTREAM));
-    vendor(&mut tree, modules, vendored.as_ref());
+    vendor(
+        &mut tree,
+        modules,
+        vendored.as_ref(),
+        go_work && has_workspace(go),
+    );
 
     tree.insert(
         "pkg/kubernetes/kubernetes.go".into(),

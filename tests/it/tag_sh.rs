@@ -274,3 +274,49 @@ fn a_release_needs_an_identity_and_a_remote_one_a_real_email() {
     // Nothing was read or made: no store.
     assert!(!store.exists());
 }
+
+#[tokio::test]
+async fn the_tag_step_builds_a_workspace_upstream_from_its_vendor_tree_offline() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    // v1.28.2 (Go 1.22) is a workspace: go.work, vendor/ as `go work vendor` writes it, no
+    // vendor/k8s.io links. Go refuses -mod=mod there and needs no download: tag.sh's builds
+    // pass only if the tag step leaves the tree's own choices alone, offline.
+    let world = World::with_demo_args(&["--go-work", "--tag-sh", "hack"]);
+    let upstream = world.path().join("upstream.git");
+    assert!(
+        git(&upstream, &["ls-tree", "--name-only", "v1.28.1"])
+            .lines()
+            .all(|f| f != "go.work")
+    );
+    assert!(git(&upstream, &["show", "v1.28.2:vendor/modules.txt"]).starts_with("## workspace\n"));
+    let lock = world.release("v1.28.2", &[]);
+
+    let tags = lock["tags"].as_object().unwrap();
+    let modules = git(
+        &upstream,
+        &["ls-tree", "--name-only", "v1.28.2:staging/src/k8s.io/"],
+    )
+    .lines()
+    .count();
+    assert_eq!(tags.len(), 1 + modules, "{tags:?}");
+    assert_eq!(lock["tag_objects"].as_object().unwrap().len(), tags.len());
+
+    // The tagged tree is still the workspace, stamped.
+    let clone = tagged_clone(&world, &lock);
+    let files = git(&clone, &["ls-tree", "--name-only", "v1.28.2-k3s1"]);
+    assert!(files.lines().any(|f| f == "go.work"), "{files}");
+    assert!(
+        git(
+            &clone,
+            &[
+                "show",
+                "v1.28.2-k3s1:staging/src/k8s.io/component-base/version/base.go"
+            ]
+        )
+        .contains("\"v1.28.2-k3s1\"")
+    );
+
+    verifies(&world);
+}
