@@ -7,8 +7,8 @@
 # With MODULE_PROXY (a world whose k3s requires third-party modules), tidy and the build run
 # with the host's network and fetch those from it, as a captain's laptop does. k3s's `make` is
 # dapper (a privileged container of its own): the baseline runs what dapper's container runs —
-# scripts/download, scripts/build, scripts/package-cli — its curl sent to DOWNLOAD_MIRROR (the
-# download stand-in: MIRROR/<host>/<path>), as a captain's would reach GitHub.
+# scripts/download, scripts/build, scripts/package-cli — its curl and git clone sent to
+# DOWNLOAD_MIRROR (the download stand-in: MIRROR/<host>/<path>), as a captain's would reach GitHub.
 # Usage: runbook-release.sh WORLD IMAGE PROXY WORKDIR [MODULE_PROXY [DOWNLOAD_MIRROR]]
 set -euo pipefail
 world=$1 image=$2 proxy=$3 work=$4 module_proxy=${5:-} download_mirror=${6:-}
@@ -46,6 +46,25 @@ done
 exec /usr/bin/curl "${args[@]}"
 CURL
     chmod +x "$work/bin/curl"
+    # git clone URL -> MIRROR/<host>/<path>; the stand-in serves git's dumb HTTP, which has no
+    # shallow clones, so --depth is dropped.
+    cat >"$work/bin/git" <<'GIT'
+#!/bin/bash
+[ "${1:-}" = clone ] || exec /usr/bin/git "$@"
+args=()
+skip=
+for a in "$@"; do
+    if [ -n "$skip" ]; then skip=; continue; fi
+    case "$a" in
+    --depth) skip=1 ;;
+    --depth=*) ;;
+    http://* | https://*) args+=("${DOWNLOAD_MIRROR%/}/${a#*://}") ;;
+    *) args+=("$a") ;;
+    esac
+done
+exec /usr/bin/git "${args[@]}"
+GIT
+    chmod +x "$work/bin/git"
 fi
 docker run --rm "${net[@]}" -u "$(id -u):$(id -g)" -v "$work:/w" -v "$proxy:/proxy:ro" -w /w/k3s "${ident[@]}" \
     -e GOPROXY="$goproxy" -e GOSUMDB=off -e GOFLAGS=-mod=mod -e DOWNLOAD_MIRROR="$download_mirror" \

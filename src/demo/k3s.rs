@@ -91,9 +91,13 @@ pub(super) fn tree(
              VERSION_K8S=${VERSION_K8S_K3S%-k3s*}\n\
              VERSION_ROOT=v0.12.2\n\
              VERSION_TRAEFIK=25.0.2+up25.0.0\n\
+             VERSION_RUNC={VERSION_RUNC}\n\
+             VERSION_CNIPLUGINS={VERSION_CNIPLUGINS}\n\
              DEPENDENCIES_URL=\"https://raw.githubusercontent.com/kubernetes/kubernetes/${VERSION_K8S}/build/dependencies.yaml\"\n\
              VERSION_GOLANG=go$(curl -sfL \"$DEPENDENCIES_URL\" | awk '/name: \"golang: upstream version\"/ { found = 1; next } \
-             found && $1 == \"version:\" { print $2; exit }')\n",
+             found && $1 == \"version:\" { print $2; exit }')\n"
+                .replace("{VERSION_RUNC}", VERSION_RUNC)
+                .replace("{VERSION_CNIPLUGINS}", VERSION_CNIPLUGINS),
         ),
     );
     tree.insert(
@@ -111,7 +115,10 @@ pub(super) fn tree(
              CHARTS_DIR=build/static/charts\numask 022\nmkdir -p \"${CHARTS_DIR}\"\n\
              curl --compressed -sfL \"https://github.com/k3s-io/k3s-root/releases/download/${VERSION_ROOT}/k3s-root-${ARCH}.tar\" | tar xf -\n\
              echo \"Downloading the Traefik chart ${VERSION_TRAEFIK}\"\n\
-             curl -sfL \"https://k3s.io/k3s-charts/assets/traefik/traefik-${VERSION_TRAEFIK}.tgz\" -o \"${CHARTS_DIR}/traefik-${VERSION_TRAEFIK}.tgz\"\n",
+             curl -sfL \"https://k3s.io/k3s-charts/assets/traefik/traefik-${VERSION_TRAEFIK}.tgz\" -o \"${CHARTS_DIR}/traefik-${VERSION_TRAEFIK}.tgz\"\n\
+             RUNC_DIR=build/src/github.com/opencontainers/runc\n\
+             rm -rf \"${RUNC_DIR}\"\n\
+             git clone --single-branch --branch=\"${VERSION_RUNC}\" --depth=1 https://github.com/k3s-io/runc \"${RUNC_DIR}\"\n",
         ),
     );
     tree.insert(
@@ -137,7 +144,22 @@ pub(super) fn tree(
              LDFLAGS=\"-s -w -X $PKG.Version=$VERSION -X $PKG.GitCommit=$COMMIT -X $PKG.BuildDate=$BUILD_DATE -X $PKG.UpstreamGolang=$VERSION_GOLANG\"\n\
              mkdir -p dist/artifacts\n\
              CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags \"$LDFLAGS\" -o dist/artifacts/k3s ./cmd/k3s\n\
-             echo \"built dist/artifacts/k3s $VERSION with $(go version)\"\n",
+             echo \"built dist/artifacts/k3s $VERSION with $(go version)\"\n\
+             INSTALLBIN=$(pwd)/bin\n\
+             mkdir -p \"$INSTALLBIN\"\n\
+             if [ ! -x \"$INSTALLBIN/cni\" ]; then\n\
+             (\n\
+             \techo Building cni\n\
+             \tTMPDIR=$(mktemp -d)\n\
+             \ttrap 'rm -rf \"$TMPDIR\"' EXIT\n\
+             \tWORKDIR=$TMPDIR/src/github.com/containernetworking/plugins\n\
+             \tgit clone --quiet --single-branch --depth=1 --branch=\"$VERSION_CNIPLUGINS\" https://github.com/rancher/plugins.git \"$WORKDIR\"\n\
+             \tcd \"$WORKDIR\"\n\
+             \tGO111MODULE=off GOPATH=$TMPDIR CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags \"-s -w\" -o \"$INSTALLBIN/cni\"\n\
+             )\n\
+             fi\n\
+             echo Building runc\n\
+             (cd build/src/github.com/opencontainers/runc && GO111MODULE=off GOPATH=\"$(pwd)/../../../..\" CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags \"-s -w\" -o \"$INSTALLBIN/runc\")\n",
         ),
     );
     tree.insert(
@@ -282,6 +304,11 @@ pub(super) fn helper_tree(version: &str) -> Tree {
     );
     tree
 }
+
+/// The runc k3s's scripts/download clones (a tag of k3s-io/runc).
+pub(super) const VERSION_RUNC: &str = "v1.1.12-k3s1";
+/// The CNI plugins k3s's scripts/build clones (a tag of rancher/plugins).
+pub(super) const VERSION_CNIPLUGINS: &str = "v1.4.0-k3s2";
 
 /// What k3s's `scripts/download` asks for, as a download stand-in serves it (`<host>/<path>`
 /// under `dir`): k3s-root's tarball for amd64 and the Traefik chart. Byte-identical on every

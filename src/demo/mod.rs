@@ -365,6 +365,71 @@ fn upstream_history(
     releases
 }
 
+/// The repositories k3s's scripts clone (runc in scripts/download, the CNI plugins in
+/// scripts/build), as bare repositories a static file server can serve over git's dumb HTTP
+/// (`<host>/<path>` under `dir`, `git update-server-info` run): each a Go program built in
+/// GOPATH mode, tagged with the version k3s's scripts/version.sh names.
+fn cloned_repositories(dir: &Path) -> Result<(), DemoError> {
+    for (path, tag, annotated, program) in [
+        ("github.com/k3s-io/runc", k3s::VERSION_RUNC, false, "runc"),
+        (
+            "github.com/rancher/plugins.git",
+            k3s::VERSION_CNIPLUGINS,
+            true,
+            "cni",
+        ),
+    ] {
+        let mut stream = Stream::default();
+        let mut tree = Tree::new();
+        tree.insert(
+            "README.md".into(),
+            File::text(format!(
+                "# {program} (kiln demo world)\n\nA stand-in for {path}.\n"
+            )),
+        );
+        tree.insert(
+            "main.go".into(),
+            File::text(format!(
+                "// Command {program} stands in for {path} in kiln's demo world.\npackage main\n\n                 import \"fmt\"\n\nfunc main() {{\n\tfmt.Println(\"{program} version {tag}\")\n}}\n"
+            )),
+        );
+        let first = stream.commit("master", None, &K3S_DEV, "Initial import\n", &tree);
+        let mut next = tree.clone();
+        next.insert(
+            "VERSION".into(),
+            File::text(format!("{}\n", tag.trim_start_matches('v'))),
+        );
+        let release = stream.commit(
+            "master",
+            Some((first, &tree)),
+            &at(&K3S_DEV, K3S_DEV.time + 3600),
+            &format!("Release {tag}\n"),
+            &next,
+        );
+        if annotated {
+            stream.annotated_tag(
+                tag,
+                release,
+                &at(&K3S_DEV, K3S_DEV.time + 3600),
+                &format!("{tag}\n"),
+            );
+        } else {
+            stream.reset(&format!("refs/tags/{tag}"), release);
+        }
+        let repo = dir.join(path);
+        if let Some(parent) = repo.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| DemoError::Io {
+                action: "create",
+                path: parent.to_owned(),
+                source,
+            })?;
+        }
+        stream.import(&repo)?;
+        git(&repo, ["update-server-info"])?;
+    }
+    Ok(())
+}
+
 /// Refuses a target directory that exists and holds anything: the demo never writes over
 /// someone's files.
 pub(crate) fn check_target(dir: &Path) -> Result<(), DemoError> {
@@ -555,6 +620,7 @@ pub(crate) async fn init(
     ));
     progress("downloads: what k3s's scripts/download fetches, for a download stand-in".into());
     k3s::write_downloads(&dir.join("downloads")).map_err(io("write", &dir.join("downloads")))?;
+    cloned_repositories(&dir.join("downloads"))?;
     // GitHub serves kubernetes' files by tag, which k3s's scripts/version.sh asks for (a
     // captain's build reaches it; kiln's steps get it from the upstream tree instead).
     for release in &RELEASES {

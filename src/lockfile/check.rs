@@ -35,6 +35,21 @@ pub(super) fn check(lock: &Lockfile) -> Result<(), String> {
             ));
         }
     }
+    for (clone, commit) in &lock.clones {
+        let url = clone.split_once('#').map_or("", |(url, _)| url);
+        let ok = ["https://", "http://", "git://", "ssh://"]
+            .iter()
+            .any(|s| url.starts_with(s))
+            && !clone.contains("..")
+            && !clone.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            return Err(format!(
+                "clones: `{}` is not a repository URL#ref kiln pins",
+                clone.escape_debug()
+            ));
+        }
+        commit_id(&format!("clones.{clone}"), commit)?;
+    }
     for (tag, object) in &lock.tag_objects {
         if !lock.tags.contains_key(tag) {
             return Err(format!(

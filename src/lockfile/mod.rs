@@ -51,6 +51,11 @@ pub struct Lockfile {
     /// of what it got: what the offline build was served.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) downloads: BTreeMap<String, Digest>,
+    /// Every repository k3s's scripts cloned (`URL#ref`, the ref as given to `git clone
+    /// --branch`, `HEAD` without one) → the commit the build was served (the bundle's digest
+    /// is in the `k3s-download` step's `urls` output).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) clones: BTreeMap<String, String>,
     /// The k3s branch and commit.
     pub(crate) k3s: K3sResult,
     /// Artifacts by path under dist/artifacts.

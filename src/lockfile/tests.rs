@@ -75,6 +75,7 @@ pub(crate) fn sample() -> Lockfile {
         tags,
         tag_objects: BTreeMap::new(),
         downloads: BTreeMap::new(),
+        clones: BTreeMap::new(),
         modules: vec![ProxyModule {
             module: "github.com/k3s-io/helper".into(),
             version: "v0.28.1".into(),
@@ -222,6 +223,18 @@ fn unsafe_names_and_paths_are_refused_naming_the_field() {
                 v["steps"]["build"]["outputs"]["a/../../b/"] =
                     v["artifacts"]["k3s"]["sha256"].clone();
             }),
+        ),
+        (
+            "clones: `file:///etc#v1` is not a repository URL#ref",
+            Box::new(|v| v["clones"]["file:///etc#v1"] = v["k3s"]["commit"].clone()),
+        ),
+        (
+            "clones: `https://example.com/../x#v1`",
+            Box::new(|v| v["clones"]["https://example.com/../x#v1"] = v["k3s"]["commit"].clone()),
+        ),
+        (
+            "clones.https://example.com/r.git#v1",
+            Box::new(|v| v["clones"]["https://example.com/r.git#v1"] = "HEAD".into()),
         ),
         (
             "tags: `v1.28.2-k3s1;touch x`",

@@ -55,6 +55,61 @@ pub(crate) fn tree_files(
     })
 }
 
+/// The clones kept in the `k3s-download` step's stored `urls` tree `digest`
+/// (`clone/<scheme>/<host>/<path>/<ref>.bundle`): `URL#ref` → the commit the bundle's `HEAD`
+/// names (its header's first ref line).
+fn cloned(store: &LocalStore, digest: &Digest) -> Result<BTreeMap<String, String>, ReleaseError> {
+    use std::io::Read as _;
+    let malformed = |reason: String| ReleaseError::MalformedOutput {
+        step: step::K3S_DOWNLOAD,
+        output: output::URLS,
+        reason,
+    };
+    let file = std::fs::File::open(store.blob_path(digest))
+        .map_err(|_| ReleaseError::OutputGone { digest: *digest })?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    let mut clones = BTreeMap::new();
+    let entries = archive
+        .entries()
+        .map_err(|e| malformed(format!("its stored tree cannot be read: {e}")))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| malformed(format!("its stored tree cannot be read: {e}")))?;
+        if entry.header().entry_type() != tar::EntryType::Regular {
+            continue;
+        }
+        let path = entry
+            .path()
+            .map_err(|e| malformed(format!("a path in it cannot be read: {e}")))?
+            .to_string_lossy()
+            .into_owned();
+        let Some(clone) = path.strip_prefix("clone/") else {
+            continue;
+        };
+        let bad = || malformed(format!("`{path}` is not a pinned clone"));
+        let (repo, bundle) = clone.rsplit_once('/').ok_or_else(bad)?;
+        let reference = bundle.strip_suffix(".bundle").ok_or_else(bad)?;
+        let (scheme, rest) = repo.split_once('/').ok_or_else(bad)?;
+        // The header: `# v2 git bundle`, then `<id> <ref>` lines up to an empty line.
+        let mut head = Vec::new();
+        entry
+            .take(64 * 1024)
+            .read_to_end(&mut head)
+            .map_err(|e| malformed(format!("`{path}` cannot be read: {e}")))?;
+        let mut lines = head.split(|b| *b == b'\n');
+        if lines.next() != Some(b"# v2 git bundle".as_slice()) {
+            return Err(bad());
+        }
+        let commit = lines
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| std::str::from_utf8(l).ok())
+            .find_map(|l| l.strip_suffix(" HEAD"))
+            .filter(|id| id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(bad)?;
+        clones.insert(format!("{scheme}://{rest}#{reference}"), commit.to_owned());
+    }
+    Ok(clones)
+}
+
 /// The digest of a step output the lockfile records.
 fn locked_output(lock: &Lockfile, step: &str, name: &str) -> Option<Digest> {
     lock.steps
@@ -214,18 +269,22 @@ pub(crate) fn lockfile(
     } else {
         (Vec::new(), BTreeMap::new())
     };
-    // What scripts/download fetched, by URL (its tree keeps `<scheme>/<host>/<path>`).
-    let downloads = if report.steps.iter().any(|s| s.name == step::K3S_DOWNLOAD) {
+    // What scripts/download fetched, by URL (its tree keeps `<scheme>/<host>/<path>`), and
+    // what k3s's scripts cloned (`clone/<scheme>/<host>/<path>/<ref>.bundle`).
+    let (downloads, clones) = if report.steps.iter().any(|s| s.name == step::K3S_DOWNLOAD) {
         let urls = output_of(report, step::K3S_DOWNLOAD, output::URLS)?;
-        tree_files(store, &urls.digest)?
-            .into_iter()
-            .filter_map(|(path, digest)| {
-                let (scheme, rest) = path.split_once('/')?;
-                Some((format!("{scheme}://{rest}"), digest))
-            })
-            .collect()
+        let mut downloads = BTreeMap::new();
+        for (path, digest) in tree_files(store, &urls.digest)? {
+            if path.starts_with("clone/") {
+                continue;
+            }
+            if let Some((scheme, rest)) = path.split_once('/') {
+                downloads.insert(format!("{scheme}://{rest}"), digest);
+            }
+        }
+        (downloads, cloned(store, &urls.digest)?)
     } else {
-        BTreeMap::new()
+        (BTreeMap::new(), BTreeMap::new())
     };
     let k3s_commit = text(store, output_of(report, step::K3S_TIDY, output::HEAD)?)?
         .trim()
@@ -283,6 +342,7 @@ pub(crate) fn lockfile(
         third_party,
         fetched,
         downloads,
+        clones,
         k3s: K3sResult {
             branch: names.new_fork_tag().to_string(),
             commit: k3s_commit,

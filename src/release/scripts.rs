@@ -86,12 +86,13 @@ git rev-parse HEAD >/out/head
 git -c pack.threads=1 bundle create --quiet /out/k3s.bundle "${BASE}..refs/heads/${NEW_FORK_TAG}"
 "#;
 
-/// Installs kiln's `curl` first in PATH (`/tmp/kiln-bin`): a URL resolves only to a file kiln
+/// Installs kiln's `curl` and `git` first in PATH (`/tmp/kiln-bin`): a URL resolves only to a file kiln
 /// serves itself (`/tmp/kiln-served`, e.g. kubernetes' build/dependencies.yaml at the new tag,
 /// from the upstream tree kiln holds) or one a fetch step pinned (`/in/urls`); with
 /// `KILN_URL_RECORD=1` (the fetch step only) any other URL is downloaded — from
 /// `KILN_DOWNLOAD_MIRROR/<host>/<path>` when a mirror is set — into `/out/urls`. Files are kept
-/// as `<scheme>/<host>/<path>`. Any URL it cannot resolve fails naming it.
+/// as `<scheme>/<host>/<path>`; clones (`git clone URL`) as `clone/<scheme>/<host>/<path>/<ref>.bundle`.
+/// Any URL it cannot resolve fails naming it.
 pub(super) const URL_SHIM: &str = r#"set -euo pipefail
 mkdir -p /tmp/kiln-bin /tmp/kiln-served
 : >/tmp/kiln-url-failures
@@ -218,6 +219,120 @@ else
 fi
 KILN_CURL
 chmod 0755 /tmp/kiln-bin/curl
+cat >/tmp/kiln-bin/git <<'KILN_GIT'
+#!/bin/bash
+# kiln's git: `git clone` of a remote repository resolves only to a clone a fetch step pinned
+# (kept as `clone/<scheme>/<host>/<path>/<ref>.bundle` under the same roots as kiln's curl);
+# with KILN_URL_RECORD=1 (the fetch step only) any other is cloned — from
+# KILN_DOWNLOAD_MIRROR/<host>/<path> when a mirror is set — and kept. The whole history of the
+# one ref is kept (a --depth is not: a bundle of a shallow clone cannot be cloned on its own).
+# Everything else is git itself.
+set -euo pipefail
+real=/usr/bin/git
+[ "${1:-}" = clone ] || exec "$real" "$@"
+failures=${KILN_URL_FAILURES:-/tmp/kiln-url-failures}
+fail() {
+    echo "kiln: $*" >&2
+    echo "$*" >>"$failures"
+    exit 128
+}
+args=("$@")
+shift
+branch=
+quiet=
+words=()
+while [ $# -gt 0 ]; do
+    arg=$1
+    shift
+    case "$arg" in
+    --branch=*) branch=${arg#--branch=} ;;
+    -b | --branch)
+        [ $# -gt 0 ] || fail "git clone: $arg needs a branch"
+        branch=$1
+        shift
+        ;;
+    -q | --quiet) quiet=1 ;;
+    --depth | --shallow-since | --shallow-exclude | -o | --origin | -c | --config | -j | --jobs | \
+        --reference | --reference-if-able | --separate-git-dir | -u | --upload-pack | --template | --filter)
+        [ $# -gt 0 ] && shift
+        ;;
+    --recurse-submodules* | --recursive)
+        fail "git clone ${arg}: submodules are not pinned by kiln; clone each repository" ;;
+    --end-of-options)
+        words+=("$@")
+        break
+        ;;
+    -*) ;;
+    *) words+=("$arg") ;;
+    esac
+done
+url=${words[0]:-}
+case "$url" in
+http://* | https://* | git://* | ssh://*) ;;
+*@*:* | *.*:*)
+    fail "git clone ${url}: write the repository as a URL (https://host/path) for kiln to pin it" ;;
+*) exec "$real" "${args[@]}" ;;
+esac
+dir=${words[1]:-}
+if [ -z "$dir" ]; then
+    dir=${url%/}
+    dir=${dir##*/}
+    dir=${dir%.git}
+fi
+scheme=${url%%://*}
+rest=${url#*://}
+rest=${rest%/}
+ref=${branch:-HEAD}
+case "$rest/$ref" in
+*'?'* | *'#'* | *..* | *//* | *' '*)
+    fail "git clone ${url} ${ref}: not a repository and ref kiln can pin" ;;
+esac
+key="clone/${scheme}/${rest}/${ref}.bundle"
+file=
+for root in ${KILN_URL_ROOTS:-/tmp/kiln-served /in/urls /out/urls}; do
+    if [ -f "${root}/${key}" ]; then
+        file="${root}/${key}"
+        break
+    fi
+done
+branch_args=()
+[ -n "$branch" ] && branch_args=(--branch "$branch")
+if [ -z "$file" ] && [ "${KILN_URL_RECORD:-}" = 1 ]; then
+    from=$url
+    if [ -n "${KILN_DOWNLOAD_MIRROR:-}" ]; then
+        from="${KILN_DOWNLOAD_MIRROR%/}/${rest}"
+    fi
+    work=$(mktemp -d /tmp/kiln-clone.XXXXXX)
+    if ! "$real" -c advice.detachedHead=false clone --quiet --single-branch "${branch_args[@]}" \
+        --end-of-options "$from" "$work/repo" >"$work/log" 2>&1; then
+        cat "$work/log" >&2
+        fail "cloning ${url} ${ref} (from ${from}) failed"
+    fi
+    refs=(HEAD)
+    if [ -n "$branch" ]; then
+        for r in "refs/heads/${branch}" "refs/tags/${branch}"; do
+            "$real" -C "$work/repo" rev-parse --quiet --verify "$r" >/dev/null && refs+=("$r")
+        done
+    else
+        head=$("$real" -C "$work/repo" symbolic-ref --quiet HEAD || true)
+        [ -n "$head" ] && refs+=("$head")
+    fi
+    mkdir -p "/out/urls/${key%/*}"
+    "$real" -C "$work/repo" -c pack.threads=1 bundle create --quiet "$work/bundle" "${refs[@]}"
+    mv "$work/bundle" "/out/urls/${key}"
+    rm -rf "$work"
+    echo "kiln: fetched ${url} ${ref}" >&2
+    file="/out/urls/${key}"
+fi
+if [ -z "$file" ]; then
+    fail "git clone ${url} ${ref}: no fetch step pinned this repository (this step is offline; only what scripts/download cloned, or scripts/build cloned when kiln walked it, is reachable)"
+fi
+"$real" -c advice.detachedHead=false clone --quiet --single-branch "${branch_args[@]}" \
+    --end-of-options "$file" "$dir" >&2
+"$real" -C "$dir" remote set-url origin "$url"
+[ -n "$quiet" ] || echo "Cloning into '${dir}'... (kiln: pinned)" >&2
+KILN_GIT
+chmod 0755 /tmp/kiln-bin/git
 export PATH="/tmp/kiln-bin:${PATH}"
 # A URL kiln's curl refused or could not fetch fails the step, whatever the caller did.
 url_failures() {
@@ -242,6 +357,44 @@ if [ ! -x scripts/download ]; then
 fi
 export KILN_URL_RECORD=1
 ./scripts/download
+url_failures
+# scripts/build clones too (k3s clones its CNI plugins there). Walk it here, with network and a
+# go that compiles nothing (`go build`/`go install` only touch their -o file), so that every
+# clone and URL it asks for is pinned now; the build replays them offline. Where the walk
+# stops early, what comes after is not pinned, and the build names it.
+if [ -x scripts/build ]; then
+    go=$(command -v go)
+    mkdir -p /tmp/kiln-walk
+    cat >/tmp/kiln-walk/go <<KILN_GO
+#!/bin/bash
+case "\${1:-}" in
+build | install)
+    out=
+    prev=
+    for a in "\$@"; do
+        [ "\$prev" = -o ] && out=\$a
+        case "\$a" in -o=*) out=\${a#-o=} ;; esac
+        prev=\$a
+    done
+    if [ -n "\$out" ]; then
+        mkdir -p "\$(dirname "\$out")"
+        : >"\$out"
+        chmod 0755 "\$out"
+    fi
+    exit 0
+    ;;
+esac
+exec "${go}" "\$@"
+KILN_GO
+    chmod 0755 /tmp/kiln-walk/go
+    walked=0
+    PATH="/tmp/kiln-bin:/tmp/kiln-walk:${PATH}" ./scripts/build >/tmp/kiln-walk.log 2>&1 || walked=$?
+    grep '^kiln: fetched' /tmp/kiln-walk.log >&2 || true
+    if [ "$walked" -ne 0 ]; then
+        echo "kiln: walking scripts/build for its clones stopped early (status ${walked}):" >&2
+        tail -n 5 /tmp/kiln-walk.log | sed 's/^/  /' >&2
+    fi
+fi
 url_failures
 "#;
 
@@ -359,9 +512,161 @@ mod tests {
 
     /// kiln's curl, as the steps install it.
     fn shim() -> &'static str {
-        let start = URL_SHIM.find("<<'KILN_CURL'\n").unwrap() + "<<'KILN_CURL'\n".len();
-        let end = URL_SHIM.find("\nKILN_CURL\n").unwrap();
+        installed("KILN_CURL")
+    }
+
+    /// The script the steps install from the here-document delimited by `marker`.
+    fn installed(marker: &str) -> &'static str {
+        let open = format!("<<'{marker}'\n");
+        let start = URL_SHIM.find(&open).unwrap() + open.len();
+        let end = URL_SHIM.find(&format!("\n{marker}\n")).unwrap();
         &URL_SHIM[start..=end]
+    }
+
+    fn git(dir: &std::path::Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t.invalid"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn kilns_git_clones_only_pinned_repositories_in_every_argument_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        git(&src, &["init", "--quiet", "--initial-branch=main"]);
+        std::fs::write(src.join("f"), "one\n").unwrap();
+        git(&src, &["add", "f"]);
+        git(&src, &["commit", "--quiet", "-m", "one"]);
+        git(&src, &["tag", "-a", "-m", "v1", "v1"]);
+        let tagged = git(&src, &["rev-parse", "HEAD"]);
+        std::fs::write(src.join("f"), "two\n").unwrap();
+        git(&src, &["commit", "--quiet", "-am", "two"]);
+        let head = git(&src, &["rev-parse", "HEAD"]);
+        // Pinned as the fetch step keeps them: the tag, and the default branch (no --branch).
+        let root = dir.path().join("urls");
+        let pins = root.join("clone/https/example.com/r.git");
+        std::fs::create_dir_all(&pins).unwrap();
+        for (bundle, refs) in [
+            ("v1", vec!["v1^{commit}", "refs/tags/v1"]),
+            ("HEAD", vec!["HEAD", "refs/heads/main"]),
+        ] {
+            let mut args = vec!["bundle", "create", "--quiet"];
+            let path = pins.join(format!("{bundle}.bundle"));
+            args.push(path.to_str().unwrap());
+            if bundle == "v1" {
+                // A bundle's HEAD, as the fetch step's clone of --branch v1 has it.
+                git(&src, &["checkout", "--quiet", "--detach", "v1"]);
+                args.extend(["HEAD", "refs/tags/v1"]);
+            } else {
+                git(&src, &["checkout", "--quiet", "main"]);
+                args.extend(refs.iter().copied());
+            }
+            git(&src, &args);
+        }
+        let shim = dir.path().join("git-shim");
+        std::fs::write(&shim, installed("KILN_GIT")).unwrap();
+        let failures = dir.path().join("failures");
+        let run = |args: &[&str]| {
+            std::process::Command::new("bash")
+                .arg(&shim)
+                .args(args)
+                .current_dir(dir.path())
+                .env("KILN_URL_ROOTS", &root)
+                .env("KILN_URL_FAILURES", &failures)
+                .env_remove("KILN_URL_RECORD")
+                .output()
+                .unwrap()
+        };
+        let url = "https://example.com/r.git";
+        for (args, out, commit) in [
+            (
+                vec![
+                    "clone",
+                    "--quiet",
+                    "--single-branch",
+                    "--depth=1",
+                    "--branch=v1",
+                    url,
+                    "c1",
+                ],
+                "c1",
+                &tagged,
+            ),
+            (
+                vec!["clone", "-b", "v1", "--depth", "1", url, "c2"],
+                "c2",
+                &tagged,
+            ),
+            (
+                vec!["clone", "--branch", "v1", "--end-of-options", url, "c3"],
+                "c3",
+                &tagged,
+            ),
+            (vec!["clone", url], "r", &head),
+        ] {
+            let ran = run(&args);
+            assert!(
+                ran.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&ran.stderr)
+            );
+            let cloned = dir.path().join(out);
+            assert_eq!(&git(&cloned, &["rev-parse", "HEAD"]), commit, "{args:?}");
+            assert_eq!(
+                git(&cloned, &["remote", "get-url", "origin"]).trim(),
+                url,
+                "{args:?}"
+            );
+        }
+        assert!(!failures.exists() || std::fs::read_to_string(&failures).unwrap().is_empty());
+
+        // Anything not pinned is refused and noted; scp-like remotes are refused as unpinnable.
+        for (args, said) in [
+            (
+                vec!["clone", "--branch=v2", url, "x1"],
+                "git clone https://example.com/r.git v2: no fetch step pinned this repository",
+            ),
+            (
+                vec!["clone", "https://example.com/other.git", "x2"],
+                "git clone https://example.com/other.git HEAD: no fetch step pinned",
+            ),
+            (
+                vec!["clone", "git@example.com:r.git", "x3"],
+                "write the repository as a URL",
+            ),
+            (
+                vec!["clone", "--recurse-submodules", url, "x4"],
+                "submodules are not pinned",
+            ),
+        ] {
+            let ran = run(&args);
+            assert!(!ran.status.success(), "{args:?}");
+            let stderr = String::from_utf8_lossy(&ran.stderr);
+            assert!(stderr.contains(said), "{args:?}: {stderr}");
+            assert!(
+                std::fs::read_to_string(&failures).unwrap().contains(said),
+                "{args:?}"
+            );
+        }
+        // Everything else is git itself: a local clone, and other commands.
+        let ran = run(&["clone", "--quiet", src.to_str().unwrap(), "local"]);
+        assert!(
+            ran.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+        let ran = run(&["-C", "local", "rev-parse", "HEAD"]);
+        assert_eq!(String::from_utf8_lossy(&ran.stdout), head);
     }
 
     #[test]

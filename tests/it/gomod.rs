@@ -116,11 +116,16 @@ async fn build_k3s(
 
 /// k3s's build as dapper's container runs it (its `make` is dapper's). The one URL it asks for
 /// (kubernetes' build/dependencies.yaml at the required version) is answered from that
-/// module's source, as kiln's build step serves it from the upstream tree.
+/// module's source, as kiln's build step serves it from the upstream tree. What scripts/build
+/// builds from clones (runc from scripts/download's, the CNI plugins from its own) is stood in
+/// for: these tests are about the module graph, offline.
 const BUILD_K3S: &str = "mkdir -p /tmp/bin && go mod download k8s.io/kubernetes && \
     dir=$(go list -m -f '{{with .Replace}}{{.Dir}}{{else}}{{.Dir}}{{end}}' k8s.io/kubernetes) && \
     printf '#!/bin/sh\\ncat %s/build/dependencies.yaml\\n' \"$dir\" >/tmp/bin/curl && \
-    chmod +x /tmp/bin/curl && PATH=/tmp/bin:$PATH ./scripts/build";
+    chmod +x /tmp/bin/curl && \
+    mkdir -p bin build/src/github.com/opencontainers/runc && touch bin/cni && chmod +x bin/cni && \
+    printf 'package main\\n\\nfunc main() {}\\n' >build/src/github.com/opencontainers/runc/main.go && \
+    PATH=/tmp/bin:$PATH ./scripts/build";
 
 /// k3s's own check, as the real server does: built in another Go than the one Kubernetes names
 /// in build/dependencies.yaml, the binary refuses to run, naming both.

@@ -3,7 +3,8 @@
 //! fetches pinned in the lockfile), then `scripts/download` (replayed offline from those
 //! files), `scripts/build` and `scripts/package-cli` run offline; kubernetes'
 //! build/dependencies.yaml, which scripts/version.sh asks GitHub for, comes from the upstream
-//! tree kiln holds.
+//! tree kiln holds. The repositories the scripts clone are pinned the same way (scripts/build's
+//! by walking it in the fetch step with a go that compiles nothing).
 
 use sha2::Digest as _;
 
@@ -92,13 +93,52 @@ async fn k3s_builds_from_its_scripts_with_pinned_downloads_and_never_through_dap
     }
     let mut asked = world.downloads.as_ref().unwrap().paths();
     asked.sort();
+    let files: Vec<&str> = asked
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !p.contains("/runc/") && !p.contains("/plugins.git/"))
+        .collect();
     assert_eq!(
-        asked,
+        files,
         [
             "/github.com/k3s-io/k3s-root/releases/download/v0.12.2/k3s-root-amd64.tar",
             "/k3s.io/k3s-charts/assets/traefik/traefik-25.0.2+up25.0.0.tgz"
         ]
     );
+    // Each repository k3s's scripts clone (runc in scripts/download, the CNI plugins in
+    // scripts/build, reached by walking it) was cloned from the stand-in once, by the fetch
+    // step, and is locked at the commit its tag names there.
+    let clones = lock["clones"].as_object().unwrap();
+    let served = world.path().join("downloads/github.com");
+    for (name, repo, tag) in [
+        (
+            "https://github.com/k3s-io/runc#v1.1.12-k3s1",
+            served.join("k3s-io/runc"),
+            "v1.1.12-k3s1",
+        ),
+        (
+            "https://github.com/rancher/plugins.git#v1.4.0-k3s2",
+            served.join("rancher/plugins.git"),
+            "v1.4.0-k3s2",
+        ),
+    ] {
+        assert_eq!(
+            clones[name].as_str().unwrap(),
+            git(&repo, &["rev-parse", &format!("{tag}^{{commit}}")]).trim(),
+            "{clones:?}"
+        );
+    }
+    assert_eq!(clones.len(), 2, "{clones:?}");
+    for repo in [
+        "/github.com/k3s-io/runc/",
+        "/github.com/rancher/plugins.git/",
+    ] {
+        let refs = asked
+            .iter()
+            .filter(|p| p.starts_with(repo) && p.ends_with("/info/refs"))
+            .count();
+        assert_eq!(refs, 1, "{repo} asked {refs} times: {asked:?}");
+    }
 
     // The build was offline and packaged what the downloads hold beside k3s; the built k3s
     // starts: its Go check passes (the upstream Go came from the upstream tree kiln holds).
@@ -110,7 +150,9 @@ async fn k3s_builds_from_its_scripts_with_pinned_downloads_and_never_through_dap
     let listed = String::from_utf8_lossy(&data.stdout);
     assert!(
         listed.contains("bin/aux/iptables-detect.sh")
-            && listed.contains("build/static/charts/traefik-25.0.2+up25.0.0.tgz"),
+            && listed.contains("build/static/charts/traefik-25.0.2+up25.0.0.tgz")
+            && listed.contains("bin/cni")
+            && listed.contains("bin/runc"),
         "{listed}"
     );
     let ran = std::process::Command::new(out.join("k3s"))
@@ -123,28 +165,41 @@ async fn k3s_builds_from_its_scripts_with_pinned_downloads_and_never_through_dap
         text(&ran).0
     );
 
-    // A k3s whose build asks for a URL no fetch step pinned fails naming it, even when the
-    // build ignores curl's status.
-    change_k3s(&world, "fetch an extra", |work| {
-        let path = work.join("scripts/build");
-        let body = std::fs::read_to_string(&path).unwrap();
-        let edited = body.replacen(
-            "mkdir -p dist/artifacts\n",
-            "mkdir -p dist/artifacts\ncurl -sfL https://example.com/unpinned/extra.tar -o /tmp/extra.tar || true\n",
-            1,
+    // A k3s whose build asks for a URL or a clone no fetch step pinned (here only once k3s
+    // is really built, which the fetch step's walk of scripts/build does not do) fails naming
+    // it, even when the build ignores curl's and git's status.
+    for (what, line, said) in [
+        (
+            "fetch an extra",
+            "curl -sfL https://example.com/unpinned/extra.tar -o /tmp/extra.tar || true",
+            "curl https://example.com/unpinned/extra.tar: no fetch step pinned this URL",
+        ),
+        (
+            "clone an extra",
+            "git clone --depth=1 --branch=v1 https://example.com/unpinned/extra.git /tmp/extra || true",
+            "git clone https://example.com/unpinned/extra.git v1: no fetch step pinned this repository",
+        ),
+    ] {
+        change_k3s(&world, what, |work| {
+            let path = work.join("scripts/build");
+            let body = std::fs::read_to_string(&path).unwrap();
+            let marker = "echo \"built dist/artifacts/k3s";
+            let edited = body.replacen(
+                marker,
+                &format!("if [ -s dist/artifacts/k3s ]; then {line}; fi\n{marker}"),
+                1,
+            );
+            assert_ne!(body, edited);
+            std::fs::write(&path, edited).unwrap();
+        });
+        let output = release_aside(&world);
+        let stderr = text(&output).1;
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(said) && stderr.contains("the step asked for URLs it could not have"),
+            "{stderr}"
         );
-        assert_ne!(body, edited);
-        std::fs::write(&path, edited).unwrap();
-    });
-    let output = release_aside(&world);
-    let stderr = text(&output).1;
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr
-            .contains("curl https://example.com/unpinned/extra.tar: no fetch step pinned this URL")
-            && stderr.contains("the step asked for URLs it could not have"),
-        "{stderr}"
-    );
+    }
 
     // Without scripts/build kiln falls back to `make`, which is dapper's here: offline, its
     // download of dapper is refused by name. The release above never called it.

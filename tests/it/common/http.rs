@@ -48,7 +48,9 @@ impl HttpFiles {
                     }
                 }
                 counted.fetch_add(1, Ordering::SeqCst);
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                // As a static file server: the query (git's `?service=`) is not part of the file.
+                let target = line.split_whitespace().nth(1).unwrap_or("/");
+                let path = target.split('?').next().unwrap_or("/").to_owned();
                 asked.lock().unwrap().push(path.clone());
                 let body = served.lock().unwrap().get(&path).cloned().or_else(|| {
                     let root = root.as_ref()?;
