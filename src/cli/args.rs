@@ -192,13 +192,27 @@ pub(super) struct GoArgs {
 
 impl GoArgs {
     /// These flags over kiln.toml's `[go]`.
-    pub(super) fn settings(&self, toml: Option<&KilnToml>) -> GoSettings {
+    pub(super) fn settings(
+        &self,
+        toml: Option<&KilnToml>,
+    ) -> Result<GoSettings, crate::release::ReleaseError> {
         let config = toml.map(|t| t.go.clone()).unwrap_or_default();
-        let download_mirror = std::env::var("KILN_DOWNLOAD_MIRROR")
+        let from_env = std::env::var("KILN_DOWNLOAD_MIRROR")
             .ok()
-            .filter(|m| !m.is_empty())
+            .filter(|m| !m.is_empty());
+        if let Some(mirror) = &from_env
+            && !crate::image::is_base_url(mirror.trim())
+        {
+            return Err(crate::release::ReleaseError::BadEnv {
+                name: "KILN_DOWNLOAD_MIRROR",
+                value: mirror.clone(),
+                reason: "is not one http(s) base URL (e.g. http://127.0.0.1:8081/downloads)",
+            });
+        }
+        let download_mirror = from_env
+            .map(|m| m.trim().to_owned())
             .or_else(|| toml.and_then(|t| t.release.download_mirror.clone()));
-        GoSettings {
+        Ok(GoSettings {
             download_mirror,
             files: self.go_archives.clone(),
             update: self.update_go_lock,
@@ -207,7 +221,7 @@ impl GoArgs {
             archive: None,
             held: None,
             offline: false,
-        }
+        })
     }
 }
 

@@ -117,7 +117,7 @@ async fn run_release_plan(
     store_dir: &Path,
 ) -> Outcome {
     let (request, toml) = spec.request()?;
-    let go = spec.go.settings(toml.as_ref());
+    let go = spec.go.settings(toml.as_ref())?;
     let store = LocalStore::open(store_dir)?;
     let engine = Engine::connect().await?;
     let resolved = crate::release::resolve_request(&request, &store).await?;

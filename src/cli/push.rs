@@ -54,6 +54,21 @@ pub(super) fn run(args: &PushArgs, store_dir: &Path) -> Outcome {
             "nothing to push to"
         ));
     }
+    // Commits by the demo's placeholder captain stay in local repositories: the release took
+    // that identity only because every repository it read was local.
+    let email = &lock.inputs.identity.email;
+    if email.trim().to_ascii_lowercase().ends_with(".invalid")
+        && let Some(remote) = [&fork_remote, &k3s_remote]
+            .into_iter()
+            .flatten()
+            .find(|l| l.local_path().is_none())
+    {
+        return Err(crate::release::ReleaseError::PlaceholderIdentity {
+            email: email.clone(),
+            remote: remote.as_str().to_owned(),
+        }
+        .into());
+    }
     let store = LocalStore::open(store_dir)?;
     let report = crate::publish::push(&lock, &store, fork_remote.as_ref(), k3s_remote.as_ref())?;
     if args.json {

@@ -136,7 +136,7 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
         None
     };
     // What this release fetched before (its lockfile) is what it must fetch again.
-    let mut go = args.spec.go.settings(toml.as_ref());
+    let mut go = args.spec.go.settings(toml.as_ref())?;
     let path = lockfile_path(&args.lock.lockfile_dir, resolved.names.new_fork_tag());
     match &frozen {
         Some((held, _)) => go.fetch_pins_from(held),
@@ -171,13 +171,17 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
             let ran =
                 crate::release::run(prepared, store, layered, sandbox, options, &events).await;
             match ran {
-                Err(error) if error.is_fetch_failure() => {
-                    // What the failed or refused fetch kept for later fetches is never read
-                    // again.
-                    if let Err(cleared) = sandbox.forget_cache(crate::release::FETCHED_CACHE).await
-                    {
-                        tracing::warn!(%cleared, "cannot drop what the refused fetch kept");
+                Err(error) => {
+                    if error.is_fetch_failure() {
+                        // What the failed or refused module fetch kept for later fetches is
+                        // never read again.
+                        if let Err(cleared) =
+                            sandbox.forget_cache(crate::release::FETCHED_CACHE).await
+                        {
+                            tracing::warn!(%cleared, "cannot drop what the refused fetch kept");
+                        }
                     }
+                    // A refused pin (modules or downloads) names what changed.
                     Err(crate::release::explain_pin_mismatch(error, held, store))
                 }
                 ran => ran,

@@ -82,7 +82,8 @@ pub(super) struct TagArgs {
     kind: Kind,
     #[command(flatten)]
     target: Target,
-    /// The branch whose head is tagged (default: release-X.Y).
+    /// The branch whose head is tagged (default: kiln.toml's `[release] k3s-branch`, else
+    /// release-X.Y when k3s has it, else k3s's default branch).
     #[arg(long, value_name = "BRANCH")]
     branch: Option<String>,
     /// Also push the tag there (refused if the remote has it elsewhere).
@@ -101,10 +102,18 @@ pub(super) fn run_tag(args: &TagArgs) -> Outcome {
             "{k3s} is not a local repository"
         ));
     };
-    let branch = args
-        .branch
-        .clone()
-        .unwrap_or_else(|| fork_tag.k8s.release_branch());
+    // As the release chose it: --branch, kiln.toml's k3s-branch, release-X.Y when k3s has
+    // it, else k3s's default branch (where the newest minor is released).
+    let configured = match &args.branch {
+        Some(branch) => Some(branch.clone()),
+        None => super::args::kiln_toml()?.and_then(|toml| toml.release.k3s_branch.clone()),
+    };
+    let branch = crate::release::choose_k3s_branch(
+        repo,
+        &k3s,
+        configured.as_deref(),
+        &fork_tag.k8s.release_branch(),
+    )?;
     let kind = match args.kind {
         Kind::Rc => TagKind::Rc,
         Kind::Ga => TagKind::Ga,

@@ -75,7 +75,7 @@ pub(super) async fn run_verify(args: VerifyArgs, store_dir: &Path) -> Outcome {
     let toml = super::args::kiln_toml()?;
     let repos = args.repos.repos(toml.as_ref())?;
     // The rebuild uses the Go archive the lockfile records, not another one of that version.
-    let mut go = args.go.settings(toml.as_ref());
+    let mut go = args.go.settings(toml.as_ref())?;
     go.archive = Some(lock.inputs.toolchain.archive);
     go.fetch_pins_from(&lock);
     go.offline = args.offline;

@@ -503,7 +503,7 @@ pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitErro
         ]);
         // A mirror is a cache: one a power loss or a full disk left damaged (git does not
         // sync its objects) is cloned again. A sound mirror keeps the fetch's own error.
-        if let Err(error) = run(fetch, &path) {
+        if let Err(error) = only_branches_and_tags(&path).and_then(|()| run(fetch, &path)) {
             let mut check = git(&path);
             check.args([
                 "fsck",
@@ -529,21 +529,85 @@ pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitErro
         }
         let mut clone = durably(git(Path::new(NEUTRAL_DIR)));
         guard_stalls(&mut clone);
+        // Branches and tags only: a GitHub remote also has tens of thousands of
+        // refs/pull/N/{head,merge} (and their objects), which `--mirror` would take.
         clone
             .args([
                 "clone",
                 "--quiet",
-                "--mirror",
+                "--bare",
                 "--end-of-options",
                 location.as_str(),
             ])
             .arg(&tmp);
         run(clone, Path::new(NEUTRAL_DIR))?;
+        only_branches_and_tags(&tmp)?;
         // Publish whole: a killed clone never looks like a mirror.
         std::fs::rename(&tmp, &path).map_err(fail("publish", &path))?;
     }
     drop(lock);
     Ok(path)
+}
+
+/// The refs a mirror keeps: its remote's branches and tags, nothing else.
+const MIRROR_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
+
+/// Makes the bare repository `path` fetch only [`MIRROR_REFSPECS`] and drops any other ref it
+/// has (a mirror made by an older kiln with `clone --mirror` holds `refs/pull/*` and the
+/// like; their objects go at git's next gc). Idempotent and cheap.
+fn only_branches_and_tags(path: &Path) -> Result<(), GitError> {
+    let mut set = git(path);
+    set.args([
+        "config",
+        "--replace-all",
+        "remote.origin.fetch",
+        MIRROR_REFSPECS[0],
+    ]);
+    run(set, path)?;
+    let mut add = git(path);
+    add.args(["config", "--add", "remote.origin.fetch", MIRROR_REFSPECS[1]]);
+    run(add, path)?;
+    let mut unset = git(path);
+    unset.args(["config", "--unset-all", "remote.origin.mirror"]);
+    // Exit 5: there was no such setting.
+    let _ = unset.output();
+    let mut list = git(path);
+    list.args(["for-each-ref", "--format=%(refname)"]);
+    let mut other = String::new();
+    for name in run(list, path)?
+        .lines()
+        .filter(|r| !r.starts_with("refs/heads/") && !r.starts_with("refs/tags/"))
+    {
+        other.push_str("delete ");
+        other.push_str(name);
+        other.push('\n');
+    }
+    if !other.is_empty() {
+        let mut delete = git(path);
+        delete
+            .args(["update-ref", "--stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = delete
+            .spawn()
+            .map_err(|source| GitError::Spawn { source })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            std::io::Write::write_all(&mut stdin, other.as_bytes())
+                .map_err(|source| GitError::Spawn { source })?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|source| GitError::Spawn { source })?;
+        if !out.status.success() {
+            return Err(GitError::Mirror {
+                action: "drop the refs other than branches and tags of",
+                path: path.to_owned(),
+                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The content of `path` at `rev` in `repo`; `Ok(None)` when the file does not exist there.
@@ -676,6 +740,76 @@ mod tests {
         let error = mirror(&mirrors, &location).unwrap_err();
         assert!(error.to_string().contains("fetch"), "{error}");
         assert!(path.join("HEAD").is_file(), "the sound mirror was kept");
+    }
+
+    /// A GitHub remote's pull refs are never fetched: neither by the first clone (nor their
+    /// objects, over a transport) nor by later fetches; a mirror an older kiln made with
+    /// `clone --mirror` loses them at its next fetch.
+    #[test]
+    fn mirrors_take_branches_and_tags_never_pull_refs() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = dir.path().join("origin");
+        let origin_text = origin.to_string_lossy().into_owned();
+        let git_in = |args: &[&str]| {
+            let out = Command::new("git")
+                .args(["-C", &origin_text])
+                .args(args)
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@kiln.invalid")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@kiln.invalid")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        std::fs::create_dir(&origin).unwrap();
+        git_in(&["init", "--quiet", "-b", "main"]);
+        git_in(&["commit", "--quiet", "--allow-empty", "-m", "one"]);
+        git_in(&["tag", "v1.28.2"]);
+        // A pull request: a commit only its refs reach.
+        git_in(&["commit", "--quiet", "--allow-empty", "-m", "pr"]);
+        let pr = git_in(&["rev-parse", "HEAD"]);
+        git_in(&["update-ref", "refs/pull/1/head", &pr]);
+        git_in(&["update-ref", "refs/pull/1/merge", &pr]);
+        git_in(&["reset", "--quiet", "--hard", "HEAD~1"]);
+        let refs = |repo: &Path| output(repo, &["for-each-ref", "--format=%(refname)"]).unwrap();
+
+        let location =
+            Location::parse_in(&format!("file://{origin_text}"), Path::new("/")).unwrap();
+        let mirrors = dir.path().join("mirrors");
+        let path = mirror(&mirrors, &location).unwrap();
+        assert_eq!(refs(&path), "refs/heads/main\nrefs/tags/v1.28.2");
+        assert!(
+            output(&path, &["cat-file", "-e", &pr]).is_err(),
+            "the PR's commit came along"
+        );
+        git_in(&["update-ref", "refs/pull/2/head", &pr]);
+        git_in(&["tag", "v1.28.3"]);
+        mirror(&mirrors, &location).unwrap();
+        assert_eq!(
+            refs(&path),
+            "refs/heads/main\nrefs/tags/v1.28.2\nrefs/tags/v1.28.3"
+        );
+
+        // An older kiln's mirror of the same location.
+        std::fs::remove_dir_all(&path).unwrap();
+        let status = Command::new("git")
+            .args(["clone", "--quiet", "--mirror", location.as_str()])
+            .arg(&path)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(refs(&path).contains("refs/pull/2/head"));
+        mirror(&mirrors, &location).unwrap();
+        assert_eq!(
+            refs(&path),
+            "refs/heads/main\nrefs/tags/v1.28.2\nrefs/tags/v1.28.3"
+        );
+        let fetch = output(&path, &["config", "--get-all", "remote.origin.fetch"]).unwrap();
+        assert_eq!(fetch, MIRROR_REFSPECS.join("\n"));
     }
 
     /// Empties every file under `dir`, as a power cut does to files whose data was never

@@ -84,7 +84,10 @@ pub(crate) enum ReleaseError {
     #[error("the release's email `{email}` is a placeholder (.invalid), and {remote} is not local")]
     #[diagnostic(
         code(kiln::release::placeholder_identity),
-        help("pass your own --name and --email (or [release] name/email in kiln.toml)")
+        help(
+            "pass your own --name and --email to kiln release (or [release] name/email in \
+             kiln.toml); a release made as the placeholder is pushed only to local repositories"
+        )
     )]
     PlaceholderIdentity {
         /// The email.
@@ -158,6 +161,21 @@ pub(crate) enum ReleaseError {
     NoRepos {
         /// Where kiln looked.
         dir: PathBuf,
+    },
+
+    /// An environment variable kiln reads holds something it cannot use.
+    #[error("{name}=`{value}` {reason}")]
+    #[diagnostic(
+        code(kiln::release::bad_env),
+        help("fix or unset {name}; kiln.toml's setting is used when it is unset")
+    )]
+    BadEnv {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        reason: &'static str,
     },
 
     /// kiln.toml is not valid.

@@ -42,7 +42,8 @@ impl FetchConfig {
 /// A `modules-fetch` step refused for fetching other content than its pin: names each file
 /// that differs from what `held` (the lockfile the pin came from) recorded as fetched — a
 /// `.zip`, `.mod` or `.info` of a module version, shown as `module@version` — read from the
-/// refused tree, which the store keeps until gc. Any other error is returned as it is.
+/// refused tree, which the store keeps until gc. A `k3s-download` step so refused names each
+/// URL and cloned repository#ref whose content differs. Any other error is returned as it is.
 pub(crate) fn explain_pin_mismatch(
     mut error: super::ReleaseError,
     held: Option<&crate::lockfile::Lockfile>,
@@ -61,15 +62,40 @@ pub(crate) fn explain_pin_mismatch(
         && let Ok(now) = super::lock::tree_files(store, actual)
     {
         *changes = tree_changes(&held.fetched, &now);
+    } else if let super::ReleaseError::Engine(crate::engine::EngineError::PinMismatch {
+        step,
+        output,
+        actual,
+        changes,
+        ..
+    }) = &mut error
+        && step == super::step::K3S_DOWNLOAD
+        && output == super::recipe::output::URLS
+        && let Some(held) = held.filter(|h| !h.downloads.is_empty() || !h.clones.is_empty())
+        && let Ok(files) = super::lock::tree_files(store, actual)
+        && let Ok(clones) = super::lock::cloned(store, actual)
+    {
+        // By URL (and repository#ref), as the lockfile lists them.
+        let now: std::collections::BTreeMap<String, crate::hash::Digest> = files
+            .into_iter()
+            .filter(|(path, _)| !path.starts_with("clone/"))
+            .filter_map(|(path, digest)| {
+                let (scheme, rest) = path.split_once('/')?;
+                Some((format!("{scheme}://{rest}"), digest))
+            })
+            .collect();
+        let mut found = tree_changes(&held.downloads, &now);
+        found.extend(tree_changes(&held.clones, &clones));
+        *changes = found;
     }
     error
 }
 
 /// `changed P (pinned D, now D)`, `added P` and `removed P` for every path whose file differs
 /// between `was` and `now`, in path order.
-pub(crate) fn tree_changes(
-    was: &std::collections::BTreeMap<String, crate::hash::Digest>,
-    now: &std::collections::BTreeMap<String, crate::hash::Digest>,
+pub(crate) fn tree_changes<V: PartialEq + std::fmt::Display>(
+    was: &std::collections::BTreeMap<String, V>,
+    now: &std::collections::BTreeMap<String, V>,
 ) -> Vec<String> {
     let paths: std::collections::BTreeSet<&String> = was.keys().chain(now.keys()).collect();
     paths

@@ -58,7 +58,10 @@ pub(crate) fn tree_files(
 /// The clones kept in the `k3s-download` step's stored `urls` tree `digest`
 /// (`clone/<scheme>/<host>/<path>/<ref>.bundle`): `URL#ref` → the commit the bundle's `HEAD`
 /// names (its header's first ref line).
-fn cloned(store: &LocalStore, digest: &Digest) -> Result<BTreeMap<String, String>, ReleaseError> {
+pub(crate) fn cloned(
+    store: &LocalStore,
+    digest: &Digest,
+) -> Result<BTreeMap<String, String>, ReleaseError> {
     use std::io::Read as _;
     let malformed = |reason: String| ReleaseError::MalformedOutput {
         step: step::K3S_DOWNLOAD,

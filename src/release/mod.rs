@@ -40,4 +40,5 @@ pub(crate) use pipeline::{
 };
 pub(crate) use rcga::{TagKind, create_tag, plan_tag};
 pub(crate) use recipe::{FETCHED_CACHE, ReleaseInputs, ServedModule, release_plan, step};
+pub(crate) use resolve::choose_k3s_branch;
 pub(crate) use resolve::{Resolved, derive_names, resolve};

@@ -240,7 +240,7 @@ fn stamp_parent(fork: &Path, commit: &str, tag: &str) -> Result<Option<String>, 
 /// (release-X.Y) when the k3s mirror has it, else the default branch the k3s repository names
 /// now (asked of `location`, not the mirror's HEAD, which is fixed when it is first cloned).
 /// Says which.
-fn choose_k3s_branch(
+pub(crate) fn choose_k3s_branch(
     k3s: &Path,
     location: &Location,
     asked: Option<&str>,

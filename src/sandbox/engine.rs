@@ -13,9 +13,24 @@ const MIN_API: (usize, usize) = (1, 41);
 /// How long kiln waits for an engine to answer its first request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Per-request timeout of the client, in seconds. Steps can run for a long time while kiln
-/// reads their output; this bounds single requests, not steps.
+/// Per-request timeout of the client, in seconds, unless `KILN_ENGINE_REQUEST_TIMEOUT` says
+/// otherwise. It bounds how long one request waits for the engine's answer to begin (an image
+/// import, a tar of inputs to a remote engine), never a step: a step's output and exit are read
+/// from streams whose answer began when the step started, so an hour-long tag.sh is never cut.
 const REQUEST_TIMEOUT_SECS: u64 = 3600;
+
+/// The per-request timeout: `KILN_ENGINE_REQUEST_TIMEOUT` (whole seconds, at least 1) or
+/// [`REQUEST_TIMEOUT_SECS`].
+fn request_timeout() -> Result<u64, SandboxError> {
+    match std::env::var("KILN_ENGINE_REQUEST_TIMEOUT") {
+        Ok(value) if !value.is_empty() => value
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s >= 1)
+            .ok_or(SandboxError::BadRequestTimeout { value }),
+        _ => Ok(REQUEST_TIMEOUT_SECS),
+    }
+}
 
 /// A connection to a Docker-compatible engine whose API version was negotiated.
 #[derive(Clone, Debug)]
@@ -27,6 +42,8 @@ pub struct Engine {
     /// The forwarder of an `ssh://` engine, stopped when the last clone goes.
     tunnel: Option<std::sync::Arc<super::ssh::Tunnel>>,
     version: (usize, usize),
+    /// The per-request timeout, in seconds.
+    timeout: u64,
     info: EngineInfo,
 }
 
@@ -68,19 +85,21 @@ impl Engine {
         let endpoint = tunnel
             .as_ref()
             .map_or_else(|| host.to_owned(), |t| t.endpoint());
-        let client = raw_client(&endpoint, bollard::API_DEFAULT_VERSION).map_err(|source| {
-            if matches!(source, bollard::errors::Error::SocketNotFoundError(_)) {
-                SandboxError::NoEngine {
-                    host: host.to_owned(),
-                    source,
+        let timeout = request_timeout()?;
+        let client =
+            raw_client(&endpoint, timeout, bollard::API_DEFAULT_VERSION).map_err(|source| {
+                if matches!(source, bollard::errors::Error::SocketNotFoundError(_)) {
+                    SandboxError::NoEngine {
+                        host: host.to_owned(),
+                        source,
+                    }
+                } else {
+                    SandboxError::BadHost {
+                        host: host.to_owned(),
+                        source,
+                    }
                 }
-            } else {
-                SandboxError::BadHost {
-                    host: host.to_owned(),
-                    source,
-                }
-            }
-        })?;
+            })?;
         let negotiated = tokio::time::timeout(CONNECT_TIMEOUT, client.negotiate_version())
             .await
             .map_err(|_| SandboxError::EngineTimeout {
@@ -129,6 +148,7 @@ impl Engine {
             endpoint,
             tunnel,
             version,
+            timeout,
             info,
         })
     }
@@ -162,7 +182,7 @@ impl Engine {
             major_version: self.version.0,
             minor_version: self.version.1,
         };
-        raw_client(&self.endpoint, &version)
+        raw_client(&self.endpoint, self.timeout, &version)
     }
 }
 
@@ -185,20 +205,24 @@ fn tls_dir() -> Option<std::path::PathBuf> {
 }
 
 /// A client for `host` speaking `version`; connects lazily (nothing is sent yet).
-fn raw_client(host: &str, version: &ClientVersion) -> Result<Docker, bollard::errors::Error> {
+fn raw_client(
+    host: &str,
+    timeout: u64,
+    version: &ClientVersion,
+) -> Result<Docker, bollard::errors::Error> {
     if host.starts_with("unix://") {
-        Docker::connect_with_unix(host, REQUEST_TIMEOUT_SECS, version)
+        Docker::connect_with_unix(host, timeout, version)
     } else if let (true, Some(dir)) = (host.starts_with("tcp://"), tls_dir()) {
         Docker::connect_with_ssl(
             host,
             &dir.join("key.pem"),
             &dir.join("cert.pem"),
             &dir.join("ca.pem"),
-            REQUEST_TIMEOUT_SECS,
+            timeout,
             version,
         )
     } else if host.starts_with("tcp://") || host.starts_with("http://") {
-        Docker::connect_with_http(host, REQUEST_TIMEOUT_SECS, version)
+        Docker::connect_with_http(host, timeout, version)
     } else {
         // Anything else (ssh://, npipe://, garbage) gets the client's own verdict.
         Docker::connect_with_host(host)

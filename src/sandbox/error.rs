@@ -107,6 +107,19 @@ pub enum SandboxError {
         source: bollard::errors::Error,
     },
 
+    /// `KILN_ENGINE_REQUEST_TIMEOUT` is not a number of seconds.
+    #[error("KILN_ENGINE_REQUEST_TIMEOUT=`{value}` is not a whole number of seconds (1 or more)")]
+    #[diagnostic(
+        code(kiln::sandbox::bad_request_timeout),
+        help(
+            "set it to how long one engine request may wait for its answer, e.g. 3600, or unset it"
+        )
+    )]
+    BadRequestTimeout {
+        /// The value as given.
+        value: String,
+    },
+
     /// The engine accepted the connection but did not answer in time.
     #[error("the Docker engine at {host} did not answer within {seconds} s")]
     #[diagnostic(

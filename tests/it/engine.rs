@@ -941,3 +941,51 @@ network = "{network}"
         std::fs::read_dir(fresh.store().join("store-v1/records")).map_or(0, Iterator::count);
     assert_eq!(records, 0, "a record was written for a mismatching fetch");
 }
+
+/// The engine client's per-request timeout bounds how long one request waits for its answer to
+/// begin, never a step: a step that runs (silently) for longer than it is read to its end. Here
+/// the timeout is 3 s and the step 10 s; an hour-long tag.sh against the default hour is the
+/// same case.
+#[tokio::test]
+async fn a_step_longer_than_the_engine_request_timeout_is_not_cut() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let ws = Workspace::new();
+    let id = unique();
+    ws.write_plan(&format!(
+        r#"
+[[step]]
+name = "long-{id}"
+image = "toolchain:1.23"
+argv = ["/bin/sh", "-c", "sleep 10; echo done > a.txt"]
+outputs = ["a.txt"]
+"#
+    ));
+    let output = ws
+        .kiln()
+        .env("KILN_ENGINE_REQUEST_TIMEOUT", "3")
+        .args(["run", "--file", "plan.toml", "--json"])
+        .timed_output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        outcomes(&report),
+        [(format!("long-{id}"), "ran".to_owned())]
+    );
+
+    // A value that is not a number of seconds is refused before any step, naming it.
+    let output = ws
+        .kiln()
+        .env("KILN_ENGINE_REQUEST_TIMEOUT", "soon")
+        .args(["run", "--file", "plan.toml", "--json"])
+        .timed_output()
+        .unwrap();
+    let stderr = text(&output).1;
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("KILN_ENGINE_REQUEST_TIMEOUT=`soon` is not a whole number of seconds"),
+        "{stderr}"
+    );
+}

@@ -8,6 +8,7 @@
 
 use sha2::Digest as _;
 
+use crate::common::TimedOutput as _;
 use crate::common::{World, docker_or_skip, git, text};
 
 const LOCK: &str = "lockfiles/v1.28.2-k3s1.lock.json";
@@ -164,6 +165,39 @@ async fn k3s_builds_from_its_scripts_with_pinned_downloads_and_never_through_dap
         "{}",
         text(&ran).0
     );
+
+    // What the lockfile pinned is what any later fetch of these inputs must get: with the
+    // chart's bytes changed and runc's tag moved at the source, a release in a fresh store is
+    // refused naming the URL and the repository#ref, each with what was pinned and what came.
+    let chart = world
+        .path()
+        .join("downloads")
+        .join(&chart_url["https://".len()..]);
+    let chart_bytes = std::fs::read(&chart).unwrap();
+    std::fs::write(&chart, b"not the chart that was pinned").unwrap();
+    let runc = served.join("k3s-io/runc");
+    let runc_tag = git(&runc, &["rev-parse", "v1.1.12-k3s1"]);
+    git(&runc, &["tag", "-f", "v1.1.12-k3s1", "v1.1.12-k3s1~1"]);
+    git(&runc, &["update-server-info"]);
+    let fresh = world.dir.path().join("fresh-store");
+    let output = crate::common::kiln()
+        .current_dir(world.path())
+        .arg("--store")
+        .arg(&fresh)
+        .args(["release", "--old", "v1.28.1", "--new", "v1.28.2"])
+        .timed_output()
+        .unwrap();
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("step `k3s-download` gave output `urls/`")
+            && stderr.contains(&format!("changed {chart_url} (pinned "))
+            && stderr.contains("changed https://github.com/k3s-io/runc#v1.1.12-k3s1 (pinned "),
+        "{stderr}"
+    );
+    std::fs::write(&chart, chart_bytes).unwrap();
+    git(&runc, &["tag", "-f", "v1.1.12-k3s1", runc_tag.trim()]);
+    git(&runc, &["update-server-info"]);
 
     // A k3s whose build asks for a URL or a clone no fetch step pinned (here only once k3s
     // is really built, which the fetch step's walk of scripts/build does not do) fails naming

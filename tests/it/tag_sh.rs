@@ -211,6 +211,24 @@ async fn the_newest_minor_is_branched_from_main_and_the_choice_is_locked() {
     );
     verifies(&world);
 
+    // `kiln tag` tags the head of the branch such a release is merged into: main here.
+    let output = world.kiln(&[
+        "tag",
+        "rc",
+        "v1.28.2",
+        "--k3s",
+        k3s.to_str().unwrap(),
+        "--dry-run",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", text(&output).1);
+    let planned: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(planned["branch"], "main", "{planned}");
+    assert_eq!(
+        planned["commit"].as_str().unwrap(),
+        git(&k3s, &["rev-parse", "refs/heads/main"]).trim()
+    );
+
     // The committed demo lockfile, from the default world, was branched from release-1.28.
     let committed: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(LOCK))
@@ -272,6 +290,26 @@ fn a_release_needs_an_identity_and_a_remote_one_a_real_email() {
         text(&output).1
     );
     // Nothing was read or made: no store.
+    assert!(!store.exists());
+
+    // A lockfile made as the placeholder (the committed demo one) is pushed only to local
+    // repositories: a remote is refused before git is asked anything.
+    let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(LOCK);
+    let output = crate::common::kiln()
+        .current_dir(dir.path())
+        .arg("--store")
+        .arg(&store)
+        .args(["push", committed.to_str().unwrap()])
+        .args(["--remote", "https://github.com/k3s-io/kubernetes.git"])
+        .output()
+        .unwrap();
+    let stderr = text(&output).1;
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`captain@kiln-demo.invalid` is a placeholder (.invalid)")
+            && stderr.contains("https://github.com/k3s-io/kubernetes.git is not local"),
+        "{stderr}"
+    );
     assert!(!store.exists());
 }
 
