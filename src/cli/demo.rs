@@ -55,6 +55,19 @@ pub(super) struct InitArgs {
     /// `-mod=mod` and builds from vendor/.
     #[arg(long)]
     go_work: bool,
+    /// N small development commits before the 1.28 import (kubernetes has more than 130,000).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    history: u32,
+    /// N pull requests in the upstream, as GitHub keeps them: refs/pull/N/{head,merge}.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pull_refs: u32,
+    /// N past fork releases (v1.X.Y-k3sN, each with one tag per staging module).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    past_releases: u32,
+    /// Kubernetes' real shape: --full, --scale 20 (about 25,000 files), --history 100000,
+    /// --pull-refs 20000, --past-releases 300 (each unless given larger).
+    #[arg(long)]
+    real_size: bool,
     /// Print the generated tags as JSON.
     #[arg(long)]
     json: bool,
@@ -66,13 +79,32 @@ pub(super) async fn run(command: DemoCommand) -> Outcome {
     crate::demo::check_target(&args.dir)?;
     let sandbox = DockerSandbox::connect().await?;
     let options = DemoOptions {
-        full: args.full,
-        scale: args.scale,
+        full: args.full || args.real_size,
+        scale: if args.real_size {
+            args.scale.max(20)
+        } else {
+            args.scale
+        },
         k3s2: args.k3s2,
         third_party: !args.no_third_party,
         tag_sh: args.tag_sh,
         k3s_on_main: args.k3s_main,
         go_work: args.go_work,
+        history: if args.real_size {
+            args.history.max(100_000)
+        } else {
+            args.history
+        },
+        pull_refs: if args.real_size {
+            args.pull_refs.max(20_000)
+        } else {
+            args.pull_refs
+        },
+        past_releases: if args.real_size {
+            args.past_releases.max(300)
+        } else {
+            args.past_releases
+        },
     };
     let started = Instant::now();
     let progress = Progress::new();

@@ -129,6 +129,42 @@ impl Stream {
         mark
     }
 
+    /// A commit on `reference` (`refs/heads/…`, `refs/pull/…`) on top of `parent` that writes
+    /// `changes` into the parent's tree (no parent: a tree of only `changes`). Cheap at any
+    /// tree size: nothing but the changed files is written.
+    pub(crate) fn change(
+        &mut self,
+        reference: &str,
+        parent: Option<Mark>,
+        who: &Signature,
+        message: &str,
+        changes: &[(String, File)],
+    ) -> Mark {
+        self.next_mark += 1;
+        let mark = Mark(self.next_mark);
+        let mut header = String::new();
+        let _ = writeln!(header, "commit {reference}");
+        let _ = writeln!(header, "mark :{}", mark.0);
+        let _ = writeln!(header, "author {}", who.line());
+        let _ = writeln!(header, "committer {}", who.line());
+        self.out.extend_from_slice(header.as_bytes());
+        self.data(message.as_bytes());
+        if let Some(parent) = parent {
+            let _ = writeln!(self.out, "from :{}", parent.0);
+        }
+        for (path, file) in changes {
+            let mode = match file.kind {
+                Kind::Regular => "100644",
+                Kind::Executable => "100755",
+                Kind::Symlink => "120000",
+            };
+            let _ = writeln!(self.out, "M {mode} inline {path}");
+            self.data(&file.content);
+        }
+        self.out.push(b'\n');
+        mark
+    }
+
     /// An annotated tag `name` on `target`.
     pub(crate) fn annotated_tag(
         &mut self,

@@ -130,6 +130,12 @@ pub(crate) struct DemoOptions {
     /// Upstream releases on Go 1.22 or later are workspaces (`go.work`, workspace `vendor/`),
     /// as kubernetes is from 1.30.
     pub(crate) go_work: bool,
+    /// Development commits before the 1.28 import (kubernetes has more than 130,000).
+    pub(crate) history: u32,
+    /// Pull requests in the upstream stand-in, as `refs/pull/N/{head,merge}`.
+    pub(crate) pull_refs: u32,
+    /// Past fork releases (`v1.X.Y-k3sN` and one tag per staging module each) on that history.
+    pub(crate) past_releases: u32,
 }
 
 /// What was generated.
@@ -165,6 +171,11 @@ const UPSTREAM: Signature = Signature {
     name: "Kubernetes Release Robot",
     email: "k8s-release-robot@kiln-demo.invalid",
     time: 1_692_100_800, // 2023-08-15T12:00:00Z
+};
+const CONTRIBUTOR: Signature = Signature {
+    name: "Kubernetes Contributor",
+    email: "contributor@kiln-demo.invalid",
+    time: 0,
 };
 const K3S_DEV: Signature = Signature {
     name: "K3s Developer",
@@ -280,13 +291,41 @@ pub(crate) fn refs(repo: &Path, prefix: &str) -> Result<BTreeMap<String, String>
 }
 
 /// The upstream history, appended to `stream`: returns the release marks and trees.
+/// The upstream history, appended to `stream`: `options.history` small development commits
+/// (each changing one file of `history/`, as deep as kubernetes' 130,000 commits can be made
+/// in minutes), the 1.28 import, then the releases. Returns the release marks and trees, and
+/// `options.past_releases` history commits spread evenly (where the fork's past `-k3sN` tags
+/// go).
 fn upstream_history(
     stream: &mut Stream,
     modules: &[&str],
-    scale: u32,
-    third_party: bool,
-    go_work: bool,
-) -> Vec<(&'static str, fast_import::Mark, Tree)> {
+    options: &DemoOptions,
+) -> (
+    Vec<(&'static str, fast_import::Mark, Tree)>,
+    Vec<fast_import::Mark>,
+) {
+    let (scale, third_party, go_work) = (options.scale, options.third_party, options.go_work);
+    let mut history_tree = Tree::new();
+    let mut previous = None;
+    let mut sampled = Vec::new();
+    let every = (options.history / options.past_releases.max(1)).max(1);
+    let first = UPSTREAM.time - i64::from(options.history) * 1200;
+    for i in 0..options.history {
+        let path = format!("history/{:x}/{:x}.txt", (i / 16) % 16, i % 16);
+        let file = File::text(format!("Development change {i} before the 1.28 import.\n"));
+        history_tree.insert(path.clone(), file.clone());
+        let mark = stream.change(
+            "refs/heads/master",
+            previous,
+            &at(&UPSTREAM, first + i64::from(i) * 1200),
+            &format!("Development change {i}\n"),
+            &[(path, file)],
+        );
+        if i % every == every - 1 && sampled.len() < options.past_releases as usize {
+            sampled.push(mark);
+        }
+        previous = Some(mark);
+    }
     let import = upstream::tree(
         modules,
         "v1.28.0",
@@ -298,11 +337,14 @@ fn upstream_history(
     );
     let mut parent = stream.commit(
         "master",
-        None,
+        previous.map(|mark| (mark, &history_tree)),
         &UPSTREAM,
         "Import Kubernetes 1.28 into the demo world\n",
         &import,
     );
+    while sampled.len() < options.past_releases as usize {
+        sampled.push(parent);
+    }
     let mut parent_tree = import;
     let mut start = UPSTREAM.time;
     let mut releases = Vec::new();
@@ -362,7 +404,52 @@ fn upstream_history(
         parent_tree = tree;
         start = release.time;
     }
-    releases
+    (releases, sampled)
+}
+
+/// `count` pull requests on `base`, as GitHub keeps them: `refs/pull/N/head` (one commit) and
+/// `refs/pull/N/merge` (one on top of it), each reachable from nothing else.
+fn pull_requests(stream: &mut Stream, base: fast_import::Mark, count: u32) {
+    for n in 1..=count {
+        let when = UPSTREAM.time + 86_400 * 90 + i64::from(n) * 60;
+        let head = stream.change(
+            &format!("refs/pull/{n}/head"),
+            Some(base),
+            &at(&CONTRIBUTOR, when),
+            &format!("Pull request {n}\n"),
+            &[(
+                format!("pr/{n}.txt"),
+                File::text(format!("The change of pull request {n}.\n")),
+            )],
+        );
+        stream.change(
+            &format!("refs/pull/{n}/merge"),
+            Some(head),
+            &at(&CONTRIBUTOR, when + 30),
+            &format!("Merge {n} into master\n"),
+            &[(
+                format!("pr/{n}.merged"),
+                File::text(format!("Pull request {n}, merged for testing.\n")),
+            )],
+        );
+    }
+}
+
+/// The fork's past releases, as years of `-k3sN` tags leave them: `count` of them on
+/// `marks` (older minors, newest first), each with one tag per staging module.
+fn past_fork_tags(stream: &mut Stream, modules: &[&str], marks: &[fast_import::Mark]) {
+    for (i, mark) in marks.iter().rev().enumerate() {
+        let minor = 27usize.saturating_sub(i / 40).max(10);
+        let patch = (i / 2) % 20 + 1;
+        let tag = format!("v1.{minor}.{patch}-k3s{}", i % 2 + 1);
+        stream.reset(&format!("refs/tags/{tag}"), *mark);
+        for module in modules {
+            stream.reset(
+                &format!("refs/tags/staging/src/k8s.io/{module}/{tag}"),
+                *mark,
+            );
+        }
+    }
 }
 
 /// The repositories k3s's scripts clone (runc in scripts/download, the CNI plugins in
@@ -479,24 +566,24 @@ pub(crate) async fn init(
         modules.len()
     ));
     let mut stream = Stream::default();
-    upstream_history(
-        &mut stream,
-        &modules,
-        options.scale,
-        options.third_party,
-        options.go_work,
-    );
+    let (releases, _) = upstream_history(&mut stream, &modules, options);
+    if options.pull_refs > 0 {
+        progress(format!(
+            "upstream: {} pull requests under refs/pull/",
+            options.pull_refs
+        ));
+        pull_requests(
+            &mut stream,
+            releases[releases.len() - 1].1,
+            options.pull_refs,
+        );
+    }
     stream.import(&dir.join("upstream.git"))?;
 
     progress("fork: upstream plus two k3s patches on v1.28.1".into());
     let mut stream = Stream::default();
-    let releases = upstream_history(
-        &mut stream,
-        &modules,
-        options.scale,
-        options.third_party,
-        options.go_work,
-    );
+    let (releases, past) = upstream_history(&mut stream, &modules, options);
+    past_fork_tags(&mut stream, &modules, &past);
     let (_, base_mark, base_tree) = releases[0].clone();
     let mut patched = base_tree.clone();
     match options.tag_sh {

@@ -21,6 +21,7 @@ mod nested;
 mod powerloss;
 mod publish;
 mod rcga;
+mod real_size;
 mod release;
 mod release_e2e;
 mod remote_engine;

@@ -6,10 +6,19 @@ use crate::common::{World, docker_or_skip, git, text};
 
 const LOCK: &str = "lockfiles/v1.28.2-k3s1.lock.json";
 
-/// A released demo world and its lockfile.
+/// A released demo world and its lockfile, released by a captain with a real email (the
+/// demo's `.invalid` placeholder is pushed only to local repositories).
 fn released() -> (World, serde_json::Value) {
     let world = World::new();
-    let lock = world.release("v1.28.2", &[]);
+    let lock = world.release(
+        "v1.28.2",
+        &[
+            "--name",
+            "K3s Release Captain",
+            "--email",
+            "captain@example.com",
+        ],
+    );
     (world, lock)
 }
 
