@@ -479,10 +479,12 @@ fn download_step(
     download
         .inputs
         .insert("k3s".into(), git(&resolved.k3s, &resolved.k3s_commit));
-    download.inputs.insert(
-        "k3s.bundle".into(),
-        from_step(step::K3S_TIDY, output::K3S_BUNDLE),
-    );
+    // k3s as the edit leaves it, not tidy's commit: scripts/version.sh reads only the module
+    // graph (which Go resolves from these offline) and the branch name, so the fetch runs
+    // beside tidy instead of after it.
+    download
+        .inputs
+        .insert("edit".into(), from_step(step::K3S_EDIT, output::EDIT));
     download
         .inputs
         .insert("proxy".into(), from_step(step::MODULES, output::PROXY));
@@ -491,6 +493,9 @@ fn download_step(
             "fetched".into(),
             from_step(step::MODULES_FETCH, output::PROXY),
         );
+        download
+            .inputs
+            .insert("sums".into(), from_step(step::MODULES_FETCH, output::SUMS));
     }
     download.outputs = vec![output::URLS.into()];
     download.pins.clone_from(&inputs.fetch.download_pins);

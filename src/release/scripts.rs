@@ -348,8 +348,12 @@ url_failures() {
 /// (`/out/urls`), pinned by the lockfile; the build replays it offline from those files.
 pub(super) const DOWNLOAD: &str = r#"set -euo pipefail
 cd /in/k3s
-git fetch --quiet /in/k3s.bundle "refs/heads/${NEW_FORK_TAG}:refs/heads/${NEW_FORK_TAG}"
-git checkout --quiet "${NEW_FORK_TAG}"
+# The release branch as k3s-tidy starts it: the edit applied, the fetch step's checked sums.
+git checkout --quiet -b "${NEW_FORK_TAG}"
+cp -a /in/edit/. .
+if [ -f /in/sums ]; then
+    cat /in/sums >>go.sum
+fi
 mkdir -p /out/urls
 if [ ! -x scripts/download ]; then
     echo "kiln: k3s's scripts/download is not executable" >&2
