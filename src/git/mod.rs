@@ -224,8 +224,36 @@ pub(crate) fn resolve_commit(repo: &Path, rev: &str) -> Result<String, GitError>
 }
 
 /// The branch the repository at `location` names as its default (its `HEAD`), by one
-/// `git ls-remote --symref`; `None` when it names none kiln takes.
+/// `git ls-remote --symref`; `None` when it names none kiln takes. A local work tree's `HEAD`
+/// is only what is checked out there (a PR branch, say): its default branch is the one its
+/// `origin` names (`refs/remotes/origin/HEAD`), when it has that branch itself.
 pub(crate) fn default_branch(location: &Location) -> Result<Option<String>, GitError> {
+    if let Some(path) = location.local_path()
+        && output(path, &["rev-parse", "--is-bare-repository"]).is_ok_and(|b| b == "false")
+    {
+        let named = output(
+            path,
+            &["symbolic-ref", "--quiet", "refs/remotes/origin/HEAD"],
+        )
+        .ok();
+        return Ok(named
+            .as_deref()
+            .and_then(|r| r.strip_prefix("refs/remotes/origin/"))
+            .filter(|branch| validate_rev(branch).is_ok())
+            .filter(|branch| {
+                output(
+                    path,
+                    &[
+                        "rev-parse",
+                        "--verify",
+                        "--quiet",
+                        &format!("refs/heads/{branch}"),
+                    ],
+                )
+                .is_ok()
+            })
+            .map(str::to_owned));
+    }
     let mut command = remote_git(Path::new(NEUTRAL_DIR));
     command.args([
         "ls-remote",
@@ -810,6 +838,53 @@ mod tests {
         );
         let fetch = output(&path, &["config", "--get-all", "remote.origin.fetch"]).unwrap();
         assert_eq!(fetch, MIRROR_REFSPECS.join("\n"));
+    }
+
+    /// A bare repository's default branch is its HEAD; a work tree's is the one its origin
+    /// names, never the branch checked out there; without an origin it has none.
+    #[test]
+    fn a_work_tree_s_default_branch_is_its_origin_s_not_its_checkout() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_git = |args: &[&str]| {
+            let out = Command::new("git")
+                .current_dir(dir.path())
+                .args(args)
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_AUTHOR_NAME", "t")
+                .env("GIT_AUTHOR_EMAIL", "t@kiln.invalid")
+                .env("GIT_COMMITTER_NAME", "t")
+                .env("GIT_COMMITTER_EMAIL", "t@kiln.invalid")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}");
+        };
+        run_git(&["init", "--quiet", "-b", "main", "seed"]);
+        run_git(&[
+            "-C",
+            "seed",
+            "commit",
+            "--quiet",
+            "--allow-empty",
+            "-m",
+            "one",
+        ]);
+        run_git(&["clone", "--quiet", "--bare", "seed", "origin.git"]);
+        run_git(&["clone", "--quiet", "origin.git", "work"]);
+        run_git(&["-C", "work", "checkout", "--quiet", "-b", "v1.28.2-k3s1"]);
+        let at = |name: &str| {
+            Location::parse_in(&dir.path().join(name).to_string_lossy(), Path::new("/")).unwrap()
+        };
+        assert_eq!(
+            default_branch(&at("origin.git")).unwrap().as_deref(),
+            Some("main")
+        );
+        assert_eq!(
+            default_branch(&at("work")).unwrap().as_deref(),
+            Some("main")
+        );
+        // The seed has no origin: what it has checked out says nothing.
+        run_git(&["-C", "seed", "checkout", "--quiet", "-b", "feature"]);
+        assert_eq!(default_branch(&at("seed")).unwrap(), None);
     }
 
     /// Empties every file under `dir`, as a power cut does to files whose data was never

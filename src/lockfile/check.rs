@@ -36,10 +36,11 @@ pub(super) fn check(lock: &Lockfile) -> Result<(), String> {
         }
     }
     for (clone, commit) in &lock.clones {
-        let url = clone.split_once('#').map_or("", |(url, _)| url);
+        let (url, reference) = clone.split_once('#').unwrap_or(("", ""));
         let ok = ["https://", "http://", "git://", "ssh://"]
             .iter()
             .any(|s| url.starts_with(s))
+            && !reference.is_empty()
             && !clone.contains("..")
             && !clone.chars().any(|c| c.is_whitespace() || c.is_control());
         if !ok {

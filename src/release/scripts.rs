@@ -229,13 +229,36 @@ cat >/tmp/kiln-bin/git <<'KILN_GIT'
 # Everything else is git itself.
 set -euo pipefail
 real=/usr/bin/git
-[ "${1:-}" = clone ] || exec "$real" "$@"
 failures=${KILN_URL_FAILURES:-/tmp/kiln-url-failures}
 fail() {
     echo "kiln: $*" >&2
     echo "$*" >>"$failures"
     exit 128
 }
+# A clone behind git's own options (`git -C d clone`, `git -c k=v clone`) is refused by name
+# rather than passed by: kiln pins only what it sees.
+first=
+skip=
+for a in "$@"; do
+    if [ -n "$skip" ]; then
+        skip=
+        continue
+    fi
+    case "$a" in
+    -C | -c | --git-dir | --work-tree | --namespace | --exec-path | --config-env)
+        first=opt
+        skip=1
+        ;;
+    -*) first=opt ;;
+    *)
+        if [ "$a" = clone ] && [ -n "$first" ]; then
+            fail "git $*: run \`git clone URL DIR\` itself for kiln to pin it"
+        fi
+        break
+        ;;
+    esac
+done
+[ "${1:-}" = clone ] || exec "$real" "$@"
 args=("$@")
 shift
 branch=
@@ -246,6 +269,7 @@ while [ $# -gt 0 ]; do
     shift
     case "$arg" in
     --branch=*) branch=${arg#--branch=} ;;
+    -b?*) branch=${arg#-b} ;;
     -b | --branch)
         [ $# -gt 0 ] || fail "git clone: $arg needs a branch"
         branch=$1
@@ -284,10 +308,14 @@ rest=${url#*://}
 rest=${rest%/}
 ref=${branch:-HEAD}
 case "$rest/$ref" in
-*'?'* | *'#'* | *..* | *//* | *' '*)
+*'?'* | *'#'* | *..* | *//* | *[[:space:]]* | *%*)
     fail "git clone ${url} ${ref}: not a repository and ref kiln can pin" ;;
 esac
-key="clone/${scheme}/${rest}/${ref}.bundle"
+case "${rest%%/*}" in
+*@*) fail "git clone ${url}: credentials in a URL would reach the lockfile; use a credential helper" ;;
+esac
+# The ref as one path component (a branch may hold '/').
+key="clone/${scheme}/${rest}/${ref//\//%2F}.bundle"
 file=
 for root in ${KILN_URL_ROOTS:-/tmp/kiln-served /in/urls /out/urls}; do
     if [ -f "${root}/${key}" ]; then
@@ -303,8 +331,8 @@ if [ -z "$file" ] && [ "${KILN_URL_RECORD:-}" = 1 ]; then
         from="${KILN_DOWNLOAD_MIRROR%/}/${rest}"
     fi
     work=$(mktemp -d /tmp/kiln-clone.XXXXXX)
-    if ! "$real" -c advice.detachedHead=false clone --quiet --single-branch "${branch_args[@]}" \
-        --end-of-options "$from" "$work/repo" >"$work/log" 2>&1; then
+    if ! GIT_ALLOW_PROTOCOL=http:https:git:ssh:file "$real" -c advice.detachedHead=false clone \
+        --quiet --single-branch "${branch_args[@]}" --end-of-options "$from" "$work/repo" >"$work/log" 2>&1; then
         cat "$work/log" >&2
         fail "cloning ${url} ${ref} (from ${from}) failed"
     fi
@@ -317,8 +345,15 @@ if [ -z "$file" ] && [ "${KILN_URL_RECORD:-}" = 1 ]; then
         head=$("$real" -C "$work/repo" symbolic-ref --quiet HEAD || true)
         [ -n "$head" ] && refs+=("$head")
     fi
+    # Repacked afresh first: a bundle would reuse the deltas of the pack the server sent, and
+    # a server repacks when it likes; the pin is of the objects, byte for byte.
+    if ! "$real" -C "$work/repo" -c pack.threads=1 repack -a -d -f -q >"$work/log" 2>&1 ||
+        ! "$real" -C "$work/repo" -c pack.threads=1 bundle create --quiet "$work/bundle" \
+            "${refs[@]}" >>"$work/log" 2>&1; then
+        cat "$work/log" >&2
+        fail "keeping the clone of ${url} ${ref} failed"
+    fi
     mkdir -p "/out/urls/${key%/*}"
-    "$real" -C "$work/repo" -c pack.threads=1 bundle create --quiet "$work/bundle" "${refs[@]}"
     mv "$work/bundle" "/out/urls/${key}"
     rm -rf "$work"
     echo "kiln: fetched ${url} ${ref}" >&2
@@ -334,14 +369,20 @@ fi
 KILN_GIT
 chmod 0755 /tmp/kiln-bin/git
 export PATH="/tmp/kiln-bin:${PATH}"
-# A URL kiln's curl refused or could not fetch fails the step, whatever the caller did.
+# git past kiln's (`/usr/bin/git clone https://…`) reaches no network: only kiln's git, which
+# pins what it fetches, lifts this for its own clone.
+export GIT_ALLOW_PROTOCOL=file
+# A URL kiln's curl refused or could not fetch fails the step, whatever the caller did; they
+# are listed however the step ends.
 url_failures() {
     if [ -s /tmp/kiln-url-failures ]; then
         echo "kiln: the step asked for URLs it could not have:" >&2
         sed 's/^/  /' /tmp/kiln-url-failures >&2
+        : >/tmp/kiln-url-failures
         exit 3
     fi
 }
+trap url_failures EXIT
 "#;
 
 /// k3s's `scripts/download`, with network: every URL it asks for is fetched once and kept
@@ -616,6 +657,7 @@ mod tests {
                 "c3",
                 &tagged,
             ),
+            (vec!["clone", "-bv1", url, "c4"], "c4", &tagged),
             (vec!["clone", url], "r", &head),
         ] {
             let ran = run(&args);
@@ -651,6 +693,18 @@ mod tests {
             (
                 vec!["clone", "--recurse-submodules", url, "x4"],
                 "submodules are not pinned",
+            ),
+            (
+                vec!["-C", "sub", "clone", url, "x5"],
+                "run `git clone URL DIR` itself",
+            ),
+            (
+                vec!["clone", "https://user:token@example.com/r.git", "x6"],
+                "credentials in a URL",
+            ),
+            (
+                vec!["clone", "--branch=a%b", url, "x7"],
+                "not a repository and ref kiln can pin",
             ),
         ] {
             let ran = run(&args);

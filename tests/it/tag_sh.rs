@@ -358,3 +358,87 @@ async fn the_tag_step_builds_a_workspace_upstream_from_its_vendor_tree_offline()
 
     verifies(&world);
 }
+
+/// A patch the new upstream tag already has becomes empty in the rebase, and git drops it:
+/// the release says which, by title, and how many of the old release's patches it carried.
+#[tokio::test]
+async fn a_patch_upstream_took_is_reported_as_not_carried() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = World::new();
+    let upstream = world.path().join("upstream.git");
+    let work = world.clone_repo("fork.git", "fork-work", false);
+    let commit = |message: &str, time: &str| {
+        git(
+            &work,
+            &[
+                "-c",
+                "user.name=K3s Developer",
+                "-c",
+                "user.email=dev@kiln-demo.invalid",
+                "commit",
+                "--quiet",
+                "-am",
+                message,
+                &format!("--date=@{time}"),
+            ],
+        );
+    };
+    // v1.28.1-k3s2: the old patches, a backport of what v1.28.2 then shipped, a stamp.
+    git(
+        &work,
+        &["checkout", "--quiet", "--detach", "v1.28.1-k3s1~1"],
+    );
+    let changelog = git(&upstream, &["show", "v1.28.2:CHANGELOG/CHANGELOG-1.28.md"]);
+    std::fs::write(work.join("CHANGELOG/CHANGELOG-1.28.md"), changelog).unwrap();
+    commit("Backport the v1.28.2 changelog", "1693000000");
+    for file in [
+        "staging/src/k8s.io/client-go/pkg/version/base.go",
+        "staging/src/k8s.io/component-base/version/base.go",
+    ] {
+        let path = work.join(file);
+        let mut body = std::fs::read_to_string(&path).unwrap();
+        body.push_str("\n// Stamped v1.28.1-k3s2.\n");
+        std::fs::write(&path, body).unwrap();
+    }
+    commit("v1.28.1-k3s2", "1693000600");
+    git(&work, &["tag", "v1.28.1-k3s2"]);
+    git(&work, &["push", "--quiet", "origin", "v1.28.1-k3s2"]);
+    // k3s moved to it.
+    let k3s = world.clone_repo("k3s.git", "k3s-work", false);
+    git(&k3s, &["checkout", "--quiet", "release-1.28"]);
+    let go_mod = std::fs::read_to_string(k3s.join("go.mod")).unwrap();
+    std::fs::write(
+        k3s.join("go.mod"),
+        go_mod.replace("v1.28.1-k3s1", "v1.28.1-k3s2"),
+    )
+    .unwrap();
+    git(
+        &k3s,
+        &[
+            "-c",
+            "user.name=K3s Developer",
+            "-c",
+            "user.email=dev@kiln-demo.invalid",
+            "commit",
+            "--quiet",
+            "-am",
+            "Update to v1.28.1-k3s2",
+            "--date=@1693001200",
+        ],
+    );
+    git(&k3s, &["push", "--quiet", "origin", "release-1.28"]);
+
+    let output = world.kiln(&["release", "--old", "v1.28.1", "--new", "v1.28.2", "--json"]);
+    let stderr = text(&output).1;
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("carried 2 of the old release's 3 patches")
+            && stderr.contains("Backport the v1.28.2 changelog"),
+        "{stderr}"
+    );
+    let lock: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(lock["release"]["old_fork_tag"], "v1.28.1-k3s2", "{lock}");
+    assert_eq!(lock["inputs"]["patches"].as_array().unwrap().len(), 3);
+}
