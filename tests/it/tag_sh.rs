@@ -46,7 +46,19 @@ async fn a_talking_tag_sh_with_annotated_tags_gives_the_push_lines_and_peeled_ta
         git(&fork, &["cat-file", "-t", "v1.28.1-k3s1"]).trim(),
         "tag"
     );
-    let lock = world.release("v1.28.2", &[]);
+    let output = world.kiln(&[
+        "release", "--old", "v1.28.1", "--new", "v1.28.2", "--json", "--logs",
+    ]);
+    let stderr = text(&output).1;
+    assert!(output.status.success(), "{stderr}");
+    let lock: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // The running step shows what tag.sh is doing (its build, through hack/), as it prints it
+    // (on a terminal, the step's latest line; --logs, every line).
+    assert!(
+        stderr.contains("tag | +++ [hack] Building go targets")
+            && stderr.contains("tag | +++ [tag.sh] stamping"),
+        "{stderr}"
+    );
 
     // 1 + N tags, each peeled to the one stamp commit, each with its tag object recorded.
     let tags = lock["tags"].as_object().unwrap();
