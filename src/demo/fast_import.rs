@@ -94,15 +94,7 @@ impl Stream {
         message: &str,
         tree: &Tree,
     ) -> Mark {
-        self.next_mark += 1;
-        let mark = Mark(self.next_mark);
-        let mut header = String::new();
-        let _ = writeln!(header, "commit refs/heads/{branch}");
-        let _ = writeln!(header, "mark :{}", mark.0);
-        let _ = writeln!(header, "author {}", who.line());
-        let _ = writeln!(header, "committer {}", who.line());
-        self.out.extend_from_slice(header.as_bytes());
-        self.data(message.as_bytes());
+        let mark = self.header(&format!("refs/heads/{branch}"), who, message);
         let previous = match parent {
             Some((parent, previous)) => {
                 let _ = writeln!(self.out, "from :{}", parent.0);
@@ -117,16 +109,35 @@ impl Stream {
             if previous.and_then(|p| p.get(path)) == Some(file) {
                 continue;
             }
-            let mode = match file.kind {
-                Kind::Regular => "100644",
-                Kind::Executable => "100755",
-                Kind::Symlink => "120000",
-            };
-            let _ = writeln!(self.out, "M {mode} inline {path}");
-            self.data(&file.content);
+            self.file(path, file);
         }
         self.out.push(b'\n');
         mark
+    }
+
+    /// A commit's header on `reference`: its mark, author and committer, message.
+    fn header(&mut self, reference: &str, who: &Signature, message: &str) -> Mark {
+        self.next_mark += 1;
+        let mark = Mark(self.next_mark);
+        let mut header = String::new();
+        let _ = writeln!(header, "commit {reference}");
+        let _ = writeln!(header, "mark :{}", mark.0);
+        let _ = writeln!(header, "author {}", who.line());
+        let _ = writeln!(header, "committer {}", who.line());
+        self.out.extend_from_slice(header.as_bytes());
+        self.data(message.as_bytes());
+        mark
+    }
+
+    /// One file of a commit, inline.
+    fn file(&mut self, path: &str, file: &File) {
+        let mode = match file.kind {
+            Kind::Regular => "100644",
+            Kind::Executable => "100755",
+            Kind::Symlink => "120000",
+        };
+        let _ = writeln!(self.out, "M {mode} inline {path}");
+        self.data(&file.content);
     }
 
     /// A commit on `reference` (`refs/heads/…`, `refs/pull/…`) on top of `parent` that writes
@@ -140,26 +151,12 @@ impl Stream {
         message: &str,
         changes: &[(String, File)],
     ) -> Mark {
-        self.next_mark += 1;
-        let mark = Mark(self.next_mark);
-        let mut header = String::new();
-        let _ = writeln!(header, "commit {reference}");
-        let _ = writeln!(header, "mark :{}", mark.0);
-        let _ = writeln!(header, "author {}", who.line());
-        let _ = writeln!(header, "committer {}", who.line());
-        self.out.extend_from_slice(header.as_bytes());
-        self.data(message.as_bytes());
+        let mark = self.header(reference, who, message);
         if let Some(parent) = parent {
             let _ = writeln!(self.out, "from :{}", parent.0);
         }
         for (path, file) in changes {
-            let mode = match file.kind {
-                Kind::Regular => "100644",
-                Kind::Executable => "100755",
-                Kind::Symlink => "120000",
-            };
-            let _ = writeln!(self.out, "M {mode} inline {path}");
-            self.data(&file.content);
+            self.file(path, file);
         }
         self.out.push(b'\n');
         mark

@@ -694,6 +694,23 @@ fn absolute(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
+    /// Runs a test's own git (`args` as given, in `dir`) with a fixed identity and no user
+    /// configuration; its trimmed stdout. Fails the test when git fails.
+    fn test_git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@kiln.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@kiln.invalid")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     #[test]
     fn concurrent_mirrors_of_one_location_never_collide() {
         let dir = tempfile::tempdir().unwrap();
@@ -734,16 +751,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let origin = dir.path().join("origin");
         let git_in = |args: &[&str]| {
-            let status = Command::new("git")
-                .args(args)
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@kiln.invalid")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@kiln.invalid")
-                .status()
-                .unwrap();
-            assert!(status.success(), "git {args:?}");
+            test_git(Path::new("/"), args);
         };
         let origin_text = origin.to_string_lossy().into_owned();
         git_in(&["init", "--quiet", "-b", "main", &origin_text]);
@@ -778,21 +786,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let origin = dir.path().join("origin");
         let origin_text = origin.to_string_lossy().into_owned();
-        let git_in = |args: &[&str]| {
-            let out = Command::new("git")
-                .args(["-C", &origin_text])
-                .args(args)
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@kiln.invalid")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@kiln.invalid")
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "git {args:?}");
-            String::from_utf8_lossy(&out.stdout).trim().to_owned()
-        };
         std::fs::create_dir(&origin).unwrap();
+        let git_in = |args: &[&str]| test_git(&origin, args);
         git_in(&["init", "--quiet", "-b", "main"]);
         git_in(&["commit", "--quiet", "--allow-empty", "-m", "one"]);
         git_in(&["tag", "v1.28.2"]);
@@ -846,17 +841,7 @@ mod tests {
     fn a_work_tree_s_default_branch_is_its_origin_s_not_its_checkout() {
         let dir = tempfile::tempdir().unwrap();
         let run_git = |args: &[&str]| {
-            let out = Command::new("git")
-                .current_dir(dir.path())
-                .args(args)
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .env("GIT_AUTHOR_NAME", "t")
-                .env("GIT_AUTHOR_EMAIL", "t@kiln.invalid")
-                .env("GIT_COMMITTER_NAME", "t")
-                .env("GIT_COMMITTER_EMAIL", "t@kiln.invalid")
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "git {args:?}");
+            test_git(dir.path(), args);
         };
         run_git(&["init", "--quiet", "-b", "main", "seed"]);
         run_git(&[
