@@ -555,9 +555,27 @@ done <go.sum | LC_ALL=C sort >/out/sums
 mod tests {
     use super::URL_SHIM;
 
-    /// kiln's curl, as the steps install it.
-    fn shim() -> &'static str {
-        installed("KILN_CURL")
+    /// The shim installed from the here-document `marker`, written into `dir` and run there
+    /// as an offline step runs it: pins under `root`, refusals noted in `failures`.
+    fn offline<'a>(
+        dir: &'a std::path::Path,
+        marker: &str,
+        root: &'a std::path::Path,
+        failures: &'a std::path::Path,
+    ) -> impl Fn(&[&str]) -> std::process::Output + 'a {
+        let shim = dir.join(format!("{}-shim", marker.to_ascii_lowercase()));
+        std::fs::write(&shim, installed(marker)).unwrap();
+        move |args: &[&str]| {
+            std::process::Command::new("bash")
+                .arg(&shim)
+                .args(args)
+                .current_dir(dir)
+                .env("KILN_URL_ROOTS", root)
+                .env("KILN_URL_FAILURES", failures)
+                .env_remove("KILN_URL_RECORD")
+                .output()
+                .unwrap()
+        }
     }
 
     /// The script the steps install from the here-document delimited by `marker`.
@@ -618,20 +636,8 @@ mod tests {
             }
             git(&src, &args);
         }
-        let shim = dir.path().join("git-shim");
-        std::fs::write(&shim, installed("KILN_GIT")).unwrap();
         let failures = dir.path().join("failures");
-        let run = |args: &[&str]| {
-            std::process::Command::new("bash")
-                .arg(&shim)
-                .args(args)
-                .current_dir(dir.path())
-                .env("KILN_URL_ROOTS", &root)
-                .env("KILN_URL_FAILURES", &failures)
-                .env_remove("KILN_URL_RECORD")
-                .output()
-                .unwrap()
-        };
+        let run = offline(dir.path(), "KILN_GIT", &root, &failures);
         let url = "https://example.com/r.git";
         for (args, out, commit) in [
             (
@@ -734,20 +740,8 @@ mod tests {
         let pinned = root.join("https/example.com/a/b.tar");
         std::fs::create_dir_all(pinned.parent().unwrap()).unwrap();
         std::fs::write(&pinned, "pinned bytes").unwrap();
-        let curl = dir.path().join("curl");
-        std::fs::write(&curl, shim()).unwrap();
         let failures = dir.path().join("failures");
-        let run = |args: &[&str]| {
-            std::process::Command::new("bash")
-                .arg(&curl)
-                .args(args)
-                .current_dir(dir.path())
-                .env("KILN_URL_ROOTS", &root)
-                .env("KILN_URL_FAILURES", &failures)
-                .env_remove("KILN_URL_RECORD")
-                .output()
-                .unwrap()
-        };
+        let run = offline(dir.path(), "KILN_CURL", &root, &failures);
         let url = "https://example.com/a/b.tar";
         for (args, file) in [
             (vec!["-sfL", url, "-o", "o1"], "o1"),
