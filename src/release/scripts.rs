@@ -180,6 +180,9 @@ case "$rest" in
 *'?'* | *'#'* | *..* | */ | '')
     fail "curl ${url}: not a URL kiln can pin (query, fragment, '..' or no file name)" ;;
 esac
+case "${rest%%/*}" in
+*@*) fail "curl ${url}: credentials in a URL would reach the lockfile; use a .netrc" ;;
+esac
 key="${scheme}/${rest}"
 file=
 for root in ${KILN_URL_ROOTS:-/tmp/kiln-served /in/urls /out/urls}; do
@@ -787,6 +790,10 @@ mod tests {
                 "takes one URL here, got 2",
             ),
             (vec![url, "-o"], "-o needs a file name"),
+            (
+                vec!["https://user:token@example.com/a/b.tar"],
+                "credentials in a URL",
+            ),
         ] {
             let out = run(&args);
             assert_eq!(out.status.code(), Some(22), "{args:?}");
