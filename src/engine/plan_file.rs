@@ -238,7 +238,11 @@ async fn resolve_input(
                     .await
                     .expect("git rev-parse does not panic")?
             };
-            Ok(StepInput::Git { repo, commit })
+            Ok(StepInput::Git {
+                repo,
+                commit,
+                history_from: None,
+            })
         }
         InputEntry { step: Some(parent), output: Some(output), value: None, file: None, dir: None, git: None, rev: None } => {
             Ok(StepInput::Output { step: parent, output })

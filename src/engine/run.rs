@@ -271,7 +271,13 @@ async fn execute<S: Store, B: Sandbox>(
             source,
         })?;
     }
-    materialize_inputs(&step, &parents, &store, &input_dir).await?;
+    // A builtin runs on the host, where every repository is at hand.
+    let reach = if step.host.is_some() || sandbox.binds_host_dirs() {
+        crate::git::Reach::Bound
+    } else {
+        crate::git::Reach::Copied
+    };
+    let borrowed = materialize_inputs(&step, &parents, &store, &input_dir, reach).await?;
 
     if let Some(action) = &step.host {
         let (action, input, output) = (action.clone(), input_dir.clone(), output_dir.clone());
@@ -283,7 +289,7 @@ async fn execute<S: Store, B: Sandbox>(
                 source,
             })?;
     } else {
-        run_container(&step, &sandbox, &input_dir, &output_dir, &events).await?;
+        run_container(&step, &sandbox, &input_dir, &borrowed, &output_dir, &events).await?;
     }
 
     // From the first output blob to the record, gc must wait.
@@ -373,6 +379,7 @@ async fn run_container<B: Sandbox>(
     step: &Step,
     sandbox: &B,
     input_dir: &Path,
+    borrowed: &[PathBuf],
     output_dir: &Path,
     events: &UnboundedSender<EngineEvent>,
 ) -> Result<(), EngineError> {
@@ -397,6 +404,12 @@ async fn run_container<B: Sandbox>(
         target: "/out".into(),
         read_only: false,
     });
+    // The object directories git inputs borrow, where their alternates name them.
+    spec.mounts.extend(borrowed.iter().map(|dir| BindMount {
+        source: dir.clone(),
+        target: dir.to_string_lossy().into_owned(),
+        read_only: true,
+    }));
     spec.caches.clone_from(&step.caches);
     spec.memory_limit = step.memory_limit;
     spec.network = step.network.clone();
@@ -421,7 +434,9 @@ async fn materialize_inputs<S: Store>(
     parents: &BTreeMap<String, BTreeMap<String, OutputRef>>,
     store: &S,
     input_dir: &Path,
-) -> Result<(), EngineError> {
+    reach: crate::git::Reach,
+) -> Result<Vec<PathBuf>, EngineError> {
+    let mut borrowed = Vec::new();
     for (name, input) in &step.inputs {
         let dest = input_dir.join(name);
         let changed = |path: &Path| EngineError::InputChanged {
@@ -447,11 +462,23 @@ async fn materialize_inputs<S: Store>(
                 create_dir(&dest)?;
                 store.unpack(digest, &dest).await?;
             }
-            StepInput::Git { repo, commit } => {
-                let (repo, commit, dest) = (repo.clone(), commit.clone(), dest.clone());
-                tokio::task::spawn_blocking(move || crate::git::checkout(&repo, &commit, &dest))
-                    .await
-                    .expect("git checkout does not panic")?;
+            StepInput::Git {
+                repo,
+                commit,
+                history_from,
+            } => {
+                let (repo, commit, from) = (repo.clone(), commit.clone(), history_from.clone());
+                let dest = dest.clone();
+                let dirs = tokio::task::spawn_blocking(move || {
+                    crate::git::materialize(&repo, &commit, from.as_deref(), &dest, reach)
+                })
+                .await
+                .expect("git checkout does not panic")?;
+                for dir in dirs {
+                    if !borrowed.contains(&dir) {
+                        borrowed.push(dir);
+                    }
+                }
             }
             StepInput::Output {
                 step: parent,
@@ -475,7 +502,7 @@ async fn materialize_inputs<S: Store>(
             }
         }
     }
-    Ok(())
+    Ok(borrowed)
 }
 
 fn create_dir(path: &Path) -> Result<(), EngineError> {

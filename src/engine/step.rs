@@ -36,12 +36,15 @@ pub(crate) enum StepInput {
         /// Its tree digest when planned.
         digest: Digest,
     },
-    /// A commit of a host repository, checked out detached.
+    /// A commit of a host repository, checked out detached (see [`crate::git::materialize`]).
     Git {
         /// The repository.
         repo: PathBuf,
         /// The commit id.
         commit: String,
+        /// The oldest commit whose history up to `commit` the step reads; `None`: it reads
+        /// `commit` alone.
+        history_from: Option<String>,
     },
     /// An output of another step of the plan.
     Output {

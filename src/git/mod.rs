@@ -5,8 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod input;
 mod location;
 
+pub(crate) use input::{Reach, materialize};
 pub(crate) use location::Location;
 
 /// Why a git operation failed.
@@ -496,6 +498,18 @@ pub(crate) fn fetch_bundle(
 /// Keeps a bare mirror of `location` under `dir` (named by a digest of the location) up to
 /// date, and returns its path. The user's repository is only read.
 pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitError> {
+    mirror_borrowing(dir, location, None)
+}
+
+/// [`mirror`], the mirror keeping only the objects the mirror `lender` lacks: git's alternates,
+/// so the k3s-io fork, a second copy of Kubernetes' history, costs only its own commits and
+/// tags on disk and on the wire (a fetch offers the lender's refs as what it has). A mirror
+/// made whole by an older kiln is repacked down to its own objects once.
+pub(crate) fn mirror_borrowing(
+    dir: &Path,
+    location: &Location,
+    lender: Option<&Path>,
+) -> Result<PathBuf, GitError> {
     let name = crate::hash::Digest::of(location.as_str().as_bytes()).short();
     let dir = &absolute(dir);
     let path = dir.join(format!("{name}.git"));
@@ -518,6 +532,15 @@ pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitErro
         .open(&lock_path)
         .map_err(fail("open", &lock_path))?;
     lock.lock().map_err(fail("lock", &lock_path))?;
+    let lender = lender
+        .map(absolute)
+        .filter(|l| *l != path && l.join("objects").is_dir());
+    if let Some(lender) = &lender {
+        lend(lender)?;
+        if path.join("HEAD").is_file() {
+            borrow(&path, lender)?;
+        }
+    }
     if path.join("HEAD").is_file() {
         let mut fetch = durably(git(&path));
         guard_stalls(&mut fetch);
@@ -559,14 +582,13 @@ pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitErro
         guard_stalls(&mut clone);
         // Branches and tags only: a GitHub remote also has tens of thousands of
         // refs/pull/N/{head,merge} (and their objects), which `--mirror` would take.
+        clone.args(["clone", "--quiet", "--bare"]);
+        if let Some(lender) = &lender {
+            // `--no-local`: a clone of a local path would copy every object.
+            clone.arg("--no-local").arg("--reference").arg(lender);
+        }
         clone
-            .args([
-                "clone",
-                "--quiet",
-                "--bare",
-                "--end-of-options",
-                location.as_str(),
-            ])
+            .args(["--end-of-options", location.as_str()])
             .arg(&tmp);
         run(clone, Path::new(NEUTRAL_DIR))?;
         only_branches_and_tags(&tmp)?;
@@ -575,6 +597,47 @@ pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitErro
     }
     drop(lock);
     Ok(path)
+}
+
+/// Keeps every object of the mirror `lender` for as long as it lives: a mirror borrowing
+/// from it may hold refs to objects the lender no longer reaches (a tag upstream deleted).
+fn lend(lender: &Path) -> Result<(), GitError> {
+    let mut keep = git(lender);
+    keep.args(["config", "gc.pruneExpire", "never"]);
+    run(keep, lender).map(drop)
+}
+
+/// Makes the existing mirror `path` borrow `lender`'s objects, and drops its own copies of
+/// them (`repack -l`). Nothing to do when it already does.
+fn borrow(path: &Path, lender: &Path) -> Result<(), GitError> {
+    let file = path.join("objects/info/alternates");
+    let line = format!("{}/objects", lender.display());
+    let current = std::fs::read_to_string(&file).unwrap_or_default();
+    if current.lines().any(|l| l == line) {
+        return Ok(());
+    }
+    let info = path.join("objects/info");
+    std::fs::create_dir_all(&info).map_err(|source| GitError::Mirror {
+        action: "create",
+        path: info.clone(),
+        source,
+    })?;
+    let text = format!("{current}{line}\n");
+    crate::durable::write(&file, text.as_bytes(), crate::durable::Placement::Beside).map_err(
+        |e| GitError::Mirror {
+            action: e.action,
+            path: e.path,
+            source: e.source,
+        },
+    )?;
+    // Loose objects first into a pack (`-l` leaves a borrowed loose object where it is), then
+    // that pack without what the lender has.
+    for args in [["repack", "-a", "-d", "-q"].as_slice(), &["repack", "-a", "-d", "-l", "-q"]] {
+        let mut repack = durably(git(path));
+        repack.args(args);
+        run(repack, path)?;
+    }
+    Ok(())
 }
 
 /// The refs a mirror keeps: its remote's branches and tags, nothing else.
@@ -611,29 +674,7 @@ fn only_branches_and_tags(path: &Path) -> Result<(), GitError> {
         other.push('\n');
     }
     if !other.is_empty() {
-        let mut delete = git(path);
-        delete
-            .args(["update-ref", "--stdin"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = delete
-            .spawn()
-            .map_err(|source| GitError::Spawn { source })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            std::io::Write::write_all(&mut stdin, other.as_bytes())
-                .map_err(|source| GitError::Spawn { source })?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| GitError::Spawn { source })?;
-        if !out.status.success() {
-            return Err(GitError::Mirror {
-                action: "drop the refs other than branches and tags of",
-                path: path.to_owned(),
-                source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()),
-            });
-        }
+        input::with_stdin(path, &["update-ref", "--stdin"], other.as_bytes())?;
     }
     Ok(())
 }
@@ -655,35 +696,6 @@ pub(crate) fn read_file(repo: &Path, rev: &str, path: &str) -> Result<Option<Str
         return Ok(None);
     }
     Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()))
-}
-
-/// Makes `dest` (which must not exist) a self-contained clone of `repo` with `commit` checked
-/// out, detached. Its objects are copies, never hard links to `repo`'s.
-pub(crate) fn checkout(repo: &Path, commit: &str, dest: &Path) -> Result<(), GitError> {
-    if commit.len() < 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(GitError::BadRev {
-            rev: commit.to_owned(),
-        });
-    }
-    let (repo, dest) = (absolute(repo), absolute(dest));
-    let mut clone = git(Path::new(NEUTRAL_DIR));
-    clone
-        // Never hard links into the mirror: the clone is handed to a step's user, who must
-        // not be able to reach the store's own object files.
-        .args([
-            "clone",
-            "--quiet",
-            "--no-checkout",
-            "--no-hardlinks",
-            "--end-of-options",
-        ])
-        .arg(&repo)
-        .arg(&dest);
-    run(clone, Path::new(NEUTRAL_DIR))?;
-    let mut switch = git(&dest);
-    switch.args(["checkout", "--quiet", "--detach", commit]);
-    run(switch, &dest)?;
-    Ok(())
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -833,6 +845,71 @@ mod tests {
         );
         let fetch = output(&path, &["config", "--get-all", "remote.origin.fetch"]).unwrap();
         assert_eq!(fetch, MIRROR_REFSPECS.join("\n"));
+    }
+
+    /// The number of objects a repository holds itself (loose and packed, not borrowed).
+    fn own_objects(repo: &Path) -> u64 {
+        output(repo, &["count-objects", "-v"])
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("count: ").or(l.strip_prefix("in-pack: ")))
+            .map(|n| n.parse::<u64>().unwrap())
+            .sum()
+    }
+
+    #[test]
+    fn the_fork_mirror_holds_only_what_upstream_lacks_and_fetches_incrementally() {
+        let dir = tempfile::tempdir().unwrap();
+        let (upstream, fork) = (dir.path().join("upstream"), dir.path().join("fork"));
+        std::fs::create_dir(&upstream).unwrap();
+        test_git(&upstream, &["init", "--quiet", "-b", "main"]);
+        for n in 0..20 {
+            std::fs::write(upstream.join(format!("f{n}")), format!("{n}\n")).unwrap();
+            test_git(&upstream, &["add", "."]);
+            test_git(&upstream, &["commit", "--quiet", "-m", &format!("c{n}")]);
+        }
+        test_git(&upstream, &["tag", "v1.28.2"]);
+        test_git(dir.path(), &["clone", "--quiet", "upstream", "fork"]);
+        std::fs::write(fork.join("patch"), "k3s\n").unwrap();
+        test_git(&fork, &["add", "."]);
+        test_git(&fork, &["commit", "--quiet", "-m", "patch"]);
+        test_git(&fork, &["tag", "v1.28.2-k3s1"]);
+        let at = |p: &Path| Location::parse_in(&p.to_string_lossy(), Path::new("/")).unwrap();
+        let mirrors = dir.path().join("mirrors");
+
+        // An older kiln's fork mirror: whole.
+        let fork_mirror = mirror(&mirrors, &at(&fork)).unwrap();
+        let whole = own_objects(&fork_mirror);
+        assert!(whole >= 60, "{whole}");
+        let upstream_mirror = mirror(&mirrors, &at(&upstream)).unwrap();
+        let again = mirror_borrowing(&mirrors, &at(&fork), Some(&upstream_mirror)).unwrap();
+        assert_eq!(again, fork_mirror);
+        // The patch commit, its tree and its blob are the fork's own.
+        assert_eq!(own_objects(&fork_mirror), 3);
+        let tag = resolve_commit(&fork_mirror, "v1.28.2-k3s1").unwrap();
+        assert_eq!(
+            read_file(&fork_mirror, &tag, "f0").unwrap().as_deref(),
+            Some("0\n")
+        );
+        assert_eq!(
+            output(&upstream_mirror, &["config", "gc.pruneExpire"]).unwrap(),
+            "never"
+        );
+
+        // A new fork mirror borrows from its first clone; later fetches bring only new objects.
+        std::fs::remove_dir_all(&fork_mirror).unwrap();
+        mirror_borrowing(&mirrors, &at(&fork), Some(&upstream_mirror)).unwrap();
+        // (A received pack carries the bases of its deltas: upstream's root tree here.)
+        let cloned = own_objects(&fork_mirror);
+        assert!((3..=4).contains(&cloned), "{cloned}");
+        std::fs::write(fork.join("patch2"), "k3s2\n").unwrap();
+        test_git(&fork, &["add", "."]);
+        test_git(&fork, &["commit", "--quiet", "-m", "patch 2"]);
+        mirror_borrowing(&mirrors, &at(&fork), Some(&upstream_mirror)).unwrap();
+        assert_eq!(own_objects(&fork_mirror), cloned + 3);
+        let mut fsck = git(&fork_mirror);
+        fsck.args(["fsck", "--connectivity-only", "--no-progress"]);
+        run(fsck, &fork_mirror).unwrap();
     }
 
     /// A bare repository's default branch is its HEAD; a work tree's is the one its origin

@@ -24,7 +24,8 @@ pub(crate) fn resolve_locked(
         return Err(ReleaseError::LockedModules { locked, configured });
     }
     let upstream = git::mirror(git_dir, &repos.upstream)?;
-    let fork = git::mirror(git_dir, &repos.fork)?;
+    // The fork is a second copy of upstream's history: its mirror borrows upstream's objects.
+    let fork = git::mirror_borrowing(git_dir, &repos.fork, Some(&upstream))?;
     let k3s = git::mirror(git_dir, &repos.k3s)?;
     let i = &lock.inputs;
     let need = |repo: &Path, location: &crate::git::Location, what: &str, commit: &str| {

@@ -81,20 +81,22 @@ pub fn fork_module_versions(repo: &Path, fork_tag: &str) -> Result<Vec<ModuleVer
     Ok(versions)
 }
 
-/// Every tagged version of an extra module in `repo` (module at the repository root).
+/// Every tagged version of an extra module in `repo` (module at the repository root): `tags`
+/// pairs each version with the revision it is read at (a step's input holds the commits, not
+/// necessarily their tags).
 pub fn extra_module_versions(
     repo: &Path,
     module: &str,
-    tags: &[String],
+    tags: &[(String, String)],
 ) -> Result<Vec<ModuleVersion>, GoModError> {
     tags.iter()
-        .filter(|t| t.starts_with('v') && t.contains('.'))
-        .map(|tag| {
+        .filter(|(t, _)| t.starts_with('v') && t.contains('.'))
+        .map(|(tag, rev)| {
             Ok(ModuleVersion {
                 module: module.to_owned(),
                 version: tag.clone(),
-                time: commit_time(repo, tag)?,
-                files: module_files(repo, tag, "", module, tag)?,
+                time: commit_time(repo, rev)?,
+                files: module_files(repo, rev, "", module, tag)?,
             })
         })
         .collect()

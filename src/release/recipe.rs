@@ -177,6 +177,7 @@ fn git(repo: &Path, commit: &str) -> StepInput {
     StepInput::Git {
         repo: repo.to_owned(),
         commit: commit.to_owned(),
+        history_from: None,
     }
 }
 
@@ -248,9 +249,14 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
     env.insert("PATCHES_TIP".into(), inputs.resolved.patches_tip.clone());
 
     let mut rebase = container(step::REBASE, inputs, scripts::REBASE, env);
+    // The rebase reads the patches' history back to the old upstream commit, no further.
     rebase.inputs.insert(
         "fork".into(),
-        git(&inputs.resolved.fork, &inputs.resolved.old_fork_commit),
+        StepInput::Git {
+            repo: inputs.resolved.fork.clone(),
+            commit: inputs.resolved.old_fork_commit.clone(),
+            history_from: Some(inputs.resolved.old_commit.clone()),
+        },
     );
     rebase.inputs.insert(
         "upstream".into(),
@@ -621,7 +627,11 @@ fn build_proxy(
     }
     let mut versions: Vec<ModuleVersion> = fork_module_versions(&repo, fork_tag)?;
     for (index, module) in served.iter().enumerate() {
-        let tags: Vec<String> = module.tags.keys().cloned().collect();
+        let tags: Vec<(String, String)> = module
+            .tags
+            .iter()
+            .map(|(t, c)| (t.clone(), c.clone()))
+            .collect();
         versions.extend(extra_module_versions(
             &input.join(format!("module-{index}-repo")),
             &module.path,

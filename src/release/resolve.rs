@@ -109,7 +109,8 @@ pub(crate) fn resolve(
         &facts_of(&repos.upstream, &repos.fork, &repos.k3s)?,
     )?;
     let upstream = git::mirror(git_dir, &repos.upstream)?;
-    let fork = git::mirror(git_dir, &repos.fork)?;
+    // The fork is a second copy of upstream's history: its mirror borrows upstream's objects.
+    let fork = git::mirror_borrowing(git_dir, &repos.fork, Some(&upstream))?;
     let k3s = git::mirror(git_dir, &repos.k3s)?;
     // The names as the mirrors, which the steps read, hold them.
     let facts = facts_of(

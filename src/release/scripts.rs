@@ -5,7 +5,7 @@
 /// Rebase the old release's k3s patches onto the new upstream tag.
 pub(super) const REBASE: &str = r#"set -euo pipefail
 cd /in/fork
-git fetch --quiet --no-tags /in/upstream "+refs/tags/${NEW_K8S}:refs/tags/${NEW_K8S}"
+git fetch --quiet --no-tags --update-shallow /in/upstream "+refs/tags/${NEW_K8S}:refs/tags/${NEW_K8S}"
 test "$(git rev-parse "${NEW_K8S}^{commit}")" = "${NEW_COMMIT}"
 git -c advice.detachedHead=false checkout --quiet --detach "${OLD_FORK_COMMIT}"
 # PATCHES_TIP: the old tag's stamp commit's parent, or the tag's commit when it has none.

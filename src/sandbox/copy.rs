@@ -151,9 +151,22 @@ pub(super) async fn upload(
         let options = UploadToContainerOptionsBuilder::default()
             .path(&mount.target)
             .build();
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = {
+            let sent = sent.clone();
+            futures::StreamExt::inspect(body, move |chunk| {
+                sent.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            })
+        };
         let uploaded = docker
-            .upload_to_container(id, Some(options), bollard::body_stream(body))
+            .upload_to_container(id, Some(options), bollard::body_stream(counted))
             .await;
+        tracing::info!(
+            step = %step.name,
+            mount = %mount.target,
+            bytes = sent.load(std::sync::atomic::Ordering::Relaxed),
+            "sent to the engine"
+        );
         let pack_result = packer.await.expect("packing does not panic");
         match (pack_result, uploaded) {
             // A packing failure of its own comes first: the engine may have taken the

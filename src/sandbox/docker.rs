@@ -356,6 +356,10 @@ impl DockerSandbox {
 }
 
 impl Sandbox for DockerSandbox {
+    fn binds_host_dirs(&self) -> bool {
+        !self.copy_mounts
+    }
+
     fn run(&self, step: StepSpec) -> BoxStream<'static, Result<StepEvent, SandboxError>> {
         let this = self.clone();
         Box::pin(async_stream::try_stream! {

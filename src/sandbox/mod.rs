@@ -48,4 +48,10 @@ use futures::stream::BoxStream;
 pub trait Sandbox: Send + Sync {
     /// Starts `step` and returns its event stream.
     fn run(&self, step: StepSpec) -> BoxStream<'static, Result<StepEvent, SandboxError>>;
+
+    /// Whether the engine binds host directories into the step (a local engine); one that
+    /// does not gets copies of them, so nothing a step reads may live outside its mounts.
+    fn binds_host_dirs(&self) -> bool {
+        true
+    }
 }

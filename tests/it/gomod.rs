@@ -185,7 +185,10 @@ fn demo_k3s_and_proxy(
         extra_module_versions(
             &world.join("helper.git"),
             "github.com/k3s-io/helper",
-            &["v0.28.1".into(), "v0.28.2".into()],
+            &[
+                ("v0.28.1".into(), "v0.28.1".into()),
+                ("v0.28.2".into(), "v0.28.2".into()),
+            ],
         )
         .unwrap(),
     );

@@ -1,0 +1,364 @@
+//! A commit of a repository as a step's input: a fresh repository with the commit checked out,
+//! detached, the tags that name it, and nothing else (no remote, no branches, no other tags).
+//! It costs its checkout, never a copy of the repository's objects: on an engine that binds
+//! host directories it borrows them (git's alternates, the object directories bound read-only
+//! at their own paths); for an engine that gets copies it holds only the objects of the
+//! commit's tree and of the history the step declares, shallow below it.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use super::{GitError, NEUTRAL_DIR, absolute, git, run};
+
+/// How an input reaches the step's engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// Bound from the host: the input borrows the repository's objects.
+    Bound,
+    /// Copied to the engine: the input holds its own objects, shallow.
+    Copied,
+}
+
+/// Makes `dest` (which must not exist) a repository of `commit` of `repo`, checked out. With
+/// `history_from`, the commits from that one up to `commit` are there too (a rebase reads
+/// them); without, `commit` alone. Returns the object directories the input borrows, which
+/// must be bound read-only at their own paths for git to work in it ([`Reach::Bound`] only).
+pub(crate) fn materialize(
+    repo: &Path,
+    commit: &str,
+    history_from: Option<&str>,
+    dest: &Path,
+    reach: Reach,
+) -> Result<Vec<PathBuf>, GitError> {
+    for rev in std::iter::once(commit).chain(history_from) {
+        if rev.len() < 40 || !rev.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(GitError::BadRev {
+                rev: rev.to_owned(),
+            });
+        }
+    }
+    let (repo, dest) = (absolute(repo), absolute(dest));
+    let objects = objects_dir(&repo)?;
+    let mut init = git(Path::new(NEUTRAL_DIR));
+    // No template: no sample hooks to copy into every input (and send to a remote engine).
+    init.args(["init", "--quiet", "--template=", "--end-of-options"])
+        .arg(&dest);
+    run(init, Path::new(NEUTRAL_DIR))?;
+    let own_objects = dest.join(".git/objects");
+    let tags = tags_at(&repo, commit)?;
+    let borrowed = match reach {
+        Reach::Bound => {
+            write(
+                &own_objects.join("info/alternates"),
+                &format!("{}\n", objects.display()),
+            )?;
+            borrowed_chain(&objects)
+        }
+        Reach::Copied => {
+            copy_objects(&repo, commit, history_from, &tags, &own_objects)?;
+            let shallow = boundary(&repo, commit, history_from)?;
+            let text: String = shallow.iter().map(|c| format!("{c}\n")).collect();
+            write(&dest.join(".git/shallow"), &text)?;
+            Vec::new()
+        }
+    };
+    if !tags.is_empty() {
+        let lines: String = tags
+            .iter()
+            .map(|(object, name)| format!("create {name} {object}\n"))
+            .collect();
+        with_stdin(&dest, &["update-ref", "--stdin"], lines.as_bytes())?;
+    }
+    let mut checkout = git(&dest);
+    checkout.args(["checkout", "--quiet", "--detach", commit]);
+    run(checkout, &dest)?;
+    Ok(borrowed)
+}
+
+/// `repo`'s object directory (a bare repository's or a work tree's `.git`'s).
+fn objects_dir(repo: &Path) -> Result<PathBuf, GitError> {
+    let mut path = git(repo);
+    path.args(["rev-parse", "--path-format=absolute", "--git-path", "objects"]);
+    Ok(PathBuf::from(run(path, repo)?))
+}
+
+/// `objects` and every object directory it borrows from, transitively (each once).
+fn borrowed_chain(objects: &Path) -> Vec<PathBuf> {
+    let mut chain = vec![objects.to_owned()];
+    let mut at = 0;
+    while at < chain.len() {
+        let file = chain[at].join("info/alternates");
+        for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let next = chain[at].join(line);
+            let next = std::fs::canonicalize(&next).unwrap_or(next);
+            if !chain.contains(&next) {
+                chain.push(next);
+            }
+        }
+        at += 1;
+    }
+    chain
+}
+
+/// The tags of `repo` naming `commit` (peeled): (the ref's object, the ref's name).
+fn tags_at(repo: &Path, commit: &str) -> Result<Vec<(String, String)>, GitError> {
+    let mut list = git(repo);
+    list.args([
+        "for-each-ref",
+        "--format=%(objectname) %(refname)",
+        &format!("--points-at={commit}"),
+        "refs/tags",
+    ]);
+    Ok(run(list, repo)?
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(o, n)| (o.to_owned(), n.to_owned()))
+        .collect())
+}
+
+/// Packs into `dest_objects` the objects of `commit`'s tree, of `history_from`'s tree and of
+/// every commit between them, and the tag objects naming `commit`. Deltas are reused from
+/// `repo`'s packs; nothing in `repo` is written.
+fn copy_objects(
+    repo: &Path,
+    commit: &str,
+    history_from: Option<&str>,
+    tags: &[(String, String)],
+    dest_objects: &Path,
+) -> Result<(), GitError> {
+    let mut wanted = rev_list_objects(repo, &["--no-walk", commit])?;
+    if let Some(from) = history_from {
+        wanted.push_str(&rev_list_objects(repo, &["--no-walk", from])?);
+        wanted.push_str(&rev_list_objects(repo, &[commit, "--not", from])?);
+    }
+    for (object, _) in tags {
+        wanted.push_str(object);
+        wanted.push('\n');
+    }
+    let base = dest_objects.join("pack/pack");
+    with_stdin(
+        repo,
+        &[
+            "pack-objects",
+            "--quiet",
+            "--delta-base-offset",
+            &base.to_string_lossy(),
+        ],
+        wanted.as_bytes(),
+    )
+    .map(drop)
+}
+
+fn rev_list_objects(repo: &Path, revs: &[&str]) -> Result<String, GitError> {
+    let mut list = git(repo);
+    list.args(["rev-list", "--objects"]).args(revs);
+    let mut text = run(list, repo)?;
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// The commits of the input whose parents it lacks: git's `shallow` list.
+fn boundary(
+    repo: &Path,
+    commit: &str,
+    history_from: Option<&str>,
+) -> Result<BTreeSet<String>, GitError> {
+    let Some(from) = history_from else {
+        return Ok(BTreeSet::from([commit.to_owned()]));
+    };
+    let mut list = git(repo);
+    list.args(["rev-list", "--parents", commit, "--not", from]);
+    let walked = run(list, repo)?;
+    let lines: Vec<Vec<&str>> = walked
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .collect();
+    let present: BTreeSet<&str> = lines
+        .iter()
+        .map(|l| l[0])
+        .chain(std::iter::once(from))
+        .collect();
+    let mut shallow: BTreeSet<String> = lines
+        .iter()
+        .filter(|l| l[1..].iter().any(|p| !present.contains(p)))
+        .map(|l| l[0].to_owned())
+        .collect();
+    let mut parents = git(repo);
+    parents.args(["rev-list", "--parents", "--no-walk", from]);
+    if run(parents, repo)?.split(' ').count() > 1 {
+        shallow.insert(from.to_owned());
+    }
+    Ok(shallow)
+}
+
+fn write(path: &Path, text: &str) -> Result<(), GitError> {
+    let fail = |source| GitError::Mirror {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    std::fs::write(path, text).map_err(fail)
+}
+
+/// Runs git `args` in `repo` with `input` on its stdin; its trimmed stdout.
+pub(super) fn with_stdin(repo: &Path, args: &[&str], input: &[u8]) -> Result<String, GitError> {
+    let mut command = git(repo);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .map_err(|source| GitError::Spawn { source })?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    // Written from a thread: git may fill its stdout before it has read all of its stdin.
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child
+        .wait_with_output()
+        .map_err(|source| GitError::Spawn { source })?;
+    let written = writer.join().expect("the writer does not panic");
+    if !out.status.success() || written.is_err() {
+        return Err(GitError::Failed {
+            args: args.join(" "),
+            dir: repo.to_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    fn sh_git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@kiln.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@kiln.invalid")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A repository of 30 commits (one file each), tagged at 10 (`old`, annotated) and at 20
+    /// (`new`), with `main` at 30; the commits' ids, oldest first.
+    fn history(dir: &Path) -> Vec<String> {
+        std::fs::create_dir(dir).unwrap();
+        sh_git(dir, &["init", "--quiet", "-b", "main"]);
+        let mut commits = Vec::new();
+        for n in 1..=30 {
+            std::fs::write(dir.join(format!("f{n}")), "x".repeat(1000 + n)).unwrap();
+            sh_git(dir, &["add", "."]);
+            sh_git(dir, &["commit", "--quiet", "-m", &format!("c{n}")]);
+            commits.push(sh_git(dir, &["rev-parse", "HEAD"]));
+            if n == 10 {
+                sh_git(dir, &["tag", "-a", "-m", "old", "old"]);
+            }
+            if n == 20 {
+                sh_git(dir, &["tag", "new"]);
+            }
+        }
+        commits
+    }
+
+    fn own_objects(repo: &Path) -> u64 {
+        sh_git(repo, &["count-objects", "-v"])
+            .lines()
+            .filter_map(|l| l.strip_prefix("count: ").or(l.strip_prefix("in-pack: ")))
+            .map(|n| n.parse::<u64>().unwrap())
+            .sum()
+    }
+
+    #[test]
+    fn a_bound_input_borrows_the_objects_and_names_only_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let commits = history(&repo);
+        let dest = dir.path().join("in");
+        let borrowed = materialize(&repo, &commits[19], None, &dest, Reach::Bound).unwrap();
+        assert_eq!(borrowed, vec![std::fs::canonicalize(repo.join(".git/objects")).unwrap()]);
+        assert_eq!(own_objects(&dest), 0, "objects were copied");
+        assert_eq!(sh_git(&dest, &["rev-parse", "HEAD"]), commits[19]);
+        assert_eq!(sh_git(&dest, &["for-each-ref", "--format=%(refname)"]), "refs/tags/new");
+        assert_eq!(sh_git(&dest, &["status", "--porcelain"]), "");
+        assert!(dest.join("f20").is_file() && !dest.join("f21").exists());
+        // The whole history is readable (through the borrowed objects).
+        assert_eq!(sh_git(&dest, &["rev-list", "--count", "HEAD"]), "20");
+    }
+
+    #[test]
+    fn a_copied_input_holds_its_tree_and_the_declared_history_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let commits = history(&repo);
+        let dest = dir.path().join("in");
+        let borrowed =
+            materialize(&repo, &commits[19], Some(&commits[9]), &dest, Reach::Copied).unwrap();
+        assert!(borrowed.is_empty());
+        assert!(!dest.join(".git/objects/info/alternates").exists());
+        assert_eq!(sh_git(&dest, &["rev-parse", "HEAD"]), commits[19]);
+        // c10..c20: eleven commits, the oldest shallow.
+        assert_eq!(sh_git(&dest, &["rev-list", "--count", "HEAD"]), "11");
+        assert_eq!(
+            std::fs::read_to_string(dest.join(".git/shallow")).unwrap(),
+            format!("{}\n", commits[9])
+        );
+        sh_git(&dest, &["fsck", "--no-progress", "--no-dangling"]);
+        assert_eq!(sh_git(&dest, &["status", "--porcelain"]), "");
+        assert_eq!(
+            sh_git(&dest, &["diff", "--stat", &commits[9], "HEAD"]).lines().count(),
+            11
+        );
+        // 11 commits, 11 trees, 20 blobs: nothing of c1..c9's own history, nothing after c20.
+        assert_eq!(own_objects(&dest), 42);
+
+        // One commit alone, and its annotated tag.
+        let dest = dir.path().join("in-old");
+        materialize(&repo, &commits[9], None, &dest, Reach::Copied).unwrap();
+        assert_eq!(sh_git(&dest, &["rev-list", "--count", "HEAD"]), "1");
+        assert_eq!(sh_git(&dest, &["describe", "--exact-match"]), "old");
+        sh_git(&dest, &["fsck", "--no-progress", "--no-dangling"]);
+        // A step commits on top, as tag.sh does.
+        std::fs::write(dest.join("f1"), "stamped").unwrap();
+        sh_git(&dest, &["commit", "--quiet", "-am", "stamp"]);
+    }
+
+    #[test]
+    fn bad_commit_ids_are_refused_before_git_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("in");
+        for (commit, from) in [("HEAD", None), (&"a".repeat(40)[..], Some("--upload-pack=x"))] {
+            assert!(matches!(
+                materialize(dir.path(), commit, from, &dest, Reach::Bound),
+                Err(GitError::BadRev { .. })
+            ));
+        }
+        assert!(!dest.exists());
+    }
+}
