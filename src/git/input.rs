@@ -80,7 +80,12 @@ pub(crate) fn materialize(
 /// `repo`'s object directory (a bare repository's or a work tree's `.git`'s).
 fn objects_dir(repo: &Path) -> Result<PathBuf, GitError> {
     let mut path = git(repo);
-    path.args(["rev-parse", "--path-format=absolute", "--git-path", "objects"]);
+    path.args([
+        "rev-parse",
+        "--path-format=absolute",
+        "--git-path",
+        "objects",
+    ]);
     Ok(PathBuf::from(run(path, repo)?))
 }
 
@@ -302,10 +307,16 @@ mod tests {
         let commits = history(&repo);
         let dest = dir.path().join("in");
         let borrowed = materialize(&repo, &commits[19], None, &dest, Reach::Bound).unwrap();
-        assert_eq!(borrowed, vec![std::fs::canonicalize(repo.join(".git/objects")).unwrap()]);
+        assert_eq!(
+            borrowed,
+            vec![std::fs::canonicalize(repo.join(".git/objects")).unwrap()]
+        );
         assert_eq!(own_objects(&dest), 0, "objects were copied");
         assert_eq!(sh_git(&dest, &["rev-parse", "HEAD"]), commits[19]);
-        assert_eq!(sh_git(&dest, &["for-each-ref", "--format=%(refname)"]), "refs/tags/new");
+        assert_eq!(
+            sh_git(&dest, &["for-each-ref", "--format=%(refname)"]),
+            "refs/tags/new"
+        );
         assert_eq!(sh_git(&dest, &["status", "--porcelain"]), "");
         assert!(dest.join("f20").is_file() && !dest.join("f21").exists());
         // The whole history is readable (through the borrowed objects).
@@ -332,7 +343,9 @@ mod tests {
         sh_git(&dest, &["fsck", "--no-progress", "--no-dangling"]);
         assert_eq!(sh_git(&dest, &["status", "--porcelain"]), "");
         assert_eq!(
-            sh_git(&dest, &["diff", "--stat", &commits[9], "HEAD"]).lines().count(),
+            sh_git(&dest, &["diff", "--stat", &commits[9], "HEAD"])
+                .lines()
+                .count(),
             11
         );
         // 11 commits, 11 trees, 20 blobs: nothing of c1..c9's own history, nothing after c20.
@@ -353,7 +366,10 @@ mod tests {
     fn bad_commit_ids_are_refused_before_git_runs() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("in");
-        for (commit, from) in [("HEAD", None), (&"a".repeat(40)[..], Some("--upload-pack=x"))] {
+        for (commit, from) in [
+            ("HEAD", None),
+            (&"a".repeat(40)[..], Some("--upload-pack=x")),
+        ] {
             assert!(matches!(
                 materialize(dir.path(), commit, from, &dest, Reach::Bound),
                 Err(GitError::BadRev { .. })

@@ -632,7 +632,10 @@ fn borrow(path: &Path, lender: &Path) -> Result<(), GitError> {
     )?;
     // Loose objects first into a pack (`-l` leaves a borrowed loose object where it is), then
     // that pack without what the lender has.
-    for args in [["repack", "-a", "-d", "-q"].as_slice(), &["repack", "-a", "-d", "-l", "-q"]] {
+    for args in [
+        ["repack", "-a", "-d", "-q"].as_slice(),
+        &["repack", "-a", "-d", "-l", "-q"],
+    ] {
         let mut repack = durably(git(path));
         repack.args(args);
         run(repack, path)?;

@@ -989,3 +989,56 @@ outputs = ["a.txt"]
         "{stderr}"
     );
 }
+
+/// A git input costs its checkout: it borrows the repository's objects, which the step reads
+/// (history included) but cannot change.
+#[tokio::test]
+async fn a_git_input_borrows_the_repository_s_objects_read_only() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let ws = Workspace::new();
+    let id = unique();
+    let objects_before = std::fs::read_dir(ws.path().join("repo/.git/objects"))
+        .unwrap()
+        .count();
+    ws.write_plan(&format!(
+        r#"
+[[step]]
+name = "borrow-{id}"
+image = "toolchain:1.23"
+argv = ["/bin/sh", "-c", """
+set -e
+cd /in/src
+git log --format=%s > /out/log
+alt=$(cat .git/objects/info/alternates)
+if touch "$alt/kiln-was-here" 2>/dev/null; then echo writable; else echo read-only; fi > /out/verdict
+git for-each-ref --format='%(refname)' > /out/refs
+git rev-list --count HEAD >> /out/refs
+"""]
+outputs = ["log", "verdict", "refs"]
+[step.inputs]
+src = {{ git = "repo", rev = "v1" }}
+"#
+    ));
+    let output = ws
+        .kiln()
+        .args(["run", "--file", "plan.toml", "--out", "out"])
+        .timed_output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output).1);
+    let out = |name: &str| {
+        std::fs::read_to_string(ws.path().join(format!("out/borrow-{id}/{name}"))).unwrap()
+    };
+    assert_eq!(out("log"), "init\n");
+    assert_eq!(out("verdict"), "read-only\n");
+    assert_eq!(out("refs"), "refs/tags/v1\n1\n");
+    assert!(!ws.path().join("repo/.git/objects/kiln-was-here").exists());
+    assert_eq!(
+        std::fs::read_dir(ws.path().join("repo/.git/objects"))
+            .unwrap()
+            .count(),
+        objects_before,
+        "the step wrote into the repository"
+    );
+}
