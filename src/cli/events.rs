@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -16,9 +16,21 @@ pub(super) async fn render(mut events: UnboundedReceiver<EngineEvent>, show_logs
     let terminal = std::io::stderr().is_terminal();
     let multi = MultiProgress::new();
     let mut bars: HashMap<String, ProgressBar> = HashMap::new();
+    // Without a terminal, when each running step last said what it runs.
+    let mut said: HashMap<String, Instant> = HashMap::new();
     while let Some(event) = events.recv().await {
         if !terminal {
             match event {
+                EngineEvent::Command { step, command } => {
+                    // A long step's first command at once, then one line a while at most.
+                    if said
+                        .get(&step)
+                        .is_none_or(|at| at.elapsed() >= COMMAND_LINE_EVERY)
+                    {
+                        eprintln!("    {step} $ {}", shorten(&command));
+                        said.insert(step, Instant::now());
+                    }
+                }
                 EngineEvent::Cached { step, key } => {
                     eprintln!("==> {step}: cached ({})", key.short());
                 }
@@ -73,6 +85,11 @@ pub(super) async fn render(mut events: UnboundedReceiver<EngineEvent>, show_logs
                     bar.set_message(line);
                 }
             }
+            EngineEvent::Command { step, command } => {
+                if let Some(bar) = bars.get(&step) {
+                    bar.set_prefix(format!("{step} $ {}", shorten(&command)));
+                }
+            }
             EngineEvent::Finished { step, seconds, .. } => {
                 if let Some(bar) = bars.remove(&step) {
                     bar.finish_and_clear();
@@ -84,6 +101,20 @@ pub(super) async fn render(mut events: UnboundedReceiver<EngineEvent>, show_logs
     for bar in bars.into_values() {
         bar.finish_and_clear();
     }
+}
+
+/// Without a terminal, how often at most a running step's current command is printed.
+const COMMAND_LINE_EVERY: Duration = Duration::from_secs(30);
+
+/// A command line cut to what fits a progress line.
+fn shorten(command: &str) -> String {
+    const MAX: usize = 72;
+    if command.chars().count() <= MAX {
+        return command.to_owned();
+    }
+    let mut cut: String = command.chars().take(MAX - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// Runs `work` with a sender of engine events while drawing them on stderr; returns what

@@ -159,6 +159,7 @@ pub(super) async fn run_run(args: RunArgs, store_dir: &Path) -> Outcome {
     let options = RunOptions {
         jobs: args.jobs,
         work_dir: store.work_dir(),
+        limits: crate::engine::StepLimits::default(),
     };
     let layered = crate::cache::CachedStore::new(store.clone(), remote);
     let report = super::events::drawn(args.logs, |events| {

@@ -161,6 +161,7 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
     let options = RunOptions {
         jobs: args.jobs,
         work_dir: store.work_dir(),
+        limits: toml.as_ref().map(|t| t.steps.clone()).unwrap_or_default(),
     };
     let layered = crate::cache::CachedStore::new(store.clone(), remote);
     let held = go.held().cloned();

@@ -131,6 +131,7 @@ async fn run_step(args: RunArgs) -> Outcome {
     while let Some(event) = events.try_next().await? {
         match event {
             StepEvent::Started { container } => tracing::info!(%container, "step started"),
+            StepEvent::Command { command } => tracing::info!(%command, "running"),
             StepEvent::Log {
                 stream: LogStream::Stdout,
                 line,

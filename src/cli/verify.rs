@@ -74,6 +74,7 @@ pub(super) async fn run_verify(args: VerifyArgs, store_dir: &Path) -> Outcome {
     };
     let toml = super::args::kiln_toml()?;
     let repos = args.repos.repos(toml.as_ref())?;
+    let limits = toml.as_ref().map(|t| t.steps.clone()).unwrap_or_default();
     // The rebuild uses the Go archive the lockfile records, not another one of that version.
     let mut go = args.go.settings(toml.as_ref())?;
     go.archive = Some(lock.inputs.toolchain.archive);
@@ -105,7 +106,7 @@ pub(super) async fn run_verify(args: VerifyArgs, store_dir: &Path) -> Outcome {
                 keep,
                 store,
                 sandbox,
-                args.jobs,
+                (args.jobs, &limits),
                 args.offline,
                 &events,
             )

@@ -18,6 +18,22 @@ pub(crate) enum EngineError {
         reason: String,
     },
 
+    /// A step ran past its timeout and was stopped (its container removed).
+    #[error("step `{step}` ran past its timeout of {timeout} and was stopped")]
+    #[diagnostic(
+        code(kiln::engine::timed_out),
+        help(
+            "if it only needs longer, raise it in kiln.toml: `[steps.{step}]` `timeout = \"…\"` \
+             (or `[steps]` `timeout` for every step); its progress line shows what it was running"
+        )
+    )]
+    TimedOut {
+        /// The step.
+        step: String,
+        /// Its timeout, as said.
+        timeout: String,
+    },
+
     /// Two steps share a name.
     #[error("two steps are named `{step}`")]
     #[diagnostic(

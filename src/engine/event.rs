@@ -35,6 +35,13 @@ pub(crate) enum EngineEvent {
         /// The line.
         line: String,
     },
+    /// What a running step runs now: its newest process's command line.
+    Command {
+        /// The step.
+        step: String,
+        /// The command line.
+        command: String,
+    },
     /// A step finished and its outputs were stored.
     Finished {
         /// The step.

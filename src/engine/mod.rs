@@ -5,6 +5,7 @@
 
 mod error;
 mod event;
+mod limits;
 mod plan;
 mod plan_file;
 mod run;
@@ -15,6 +16,7 @@ mod tests;
 
 pub(crate) use error::EngineError;
 pub(crate) use event::EngineEvent;
+pub(crate) use limits::{Limits, StepLimits, parse_duration, parse_memory};
 pub(crate) use plan::{Plan, PlannedStep, StepStatus};
 pub(crate) use plan_file::{ImageResolver, load_plan_file};
 pub(crate) use run::{RunOptions, RunReport, StepOutcome, run, wait_for_steps};

@@ -7,6 +7,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
+use super::limits::{Limits, StepLimits};
 use crate::hash::{Derivation, Digest, InputRef, StepKey};
 use crate::sandbox::{BindMount, LentTrees, Sandbox, StepEvent, StepSpec, run_to_end};
 use crate::store::{OutputRef, Record, Store};
@@ -21,6 +22,8 @@ pub(crate) struct RunOptions {
     pub(crate) jobs: usize,
     /// Where steps get their work directories (`<key>.<id>/{in,out}`).
     pub(crate) work_dir: PathBuf,
+    /// How long each step may run and how much memory it may use.
+    pub(crate) limits: StepLimits,
 }
 
 /// Whether a step ran or came from the store.
@@ -91,7 +94,7 @@ pub(crate) async fn run<S: Store, B: Sandbox + Clone + 'static>(
                     done.clone(),
                     store.clone(),
                     sandbox.clone(),
-                    options.work_dir.clone(),
+                    (options.work_dir.clone(), options.limits.of(&step.name)),
                     events.clone(),
                 )),
                 _in_flight: InFlight::enter(),
@@ -217,7 +220,7 @@ async fn execute<S: Store, B: Sandbox>(
     parents: BTreeMap<String, BTreeMap<String, OutputRef>>,
     store: S,
     sandbox: B,
-    work_root: PathBuf,
+    (work_root, limits): (PathBuf, Limits),
     events: UnboundedSender<EngineEvent>,
 ) -> Result<StepResult, EngineError> {
     let key = derivation.key();
@@ -289,7 +292,12 @@ async fn execute<S: Store, B: Sandbox>(
                 source,
             })?;
     } else {
-        run_container(&step, &sandbox, &input_dir, &borrowed, &output_dir, &events).await?;
+        let dirs = StepDirs {
+            input: &input_dir,
+            borrowed: &borrowed,
+            output: &output_dir,
+        };
+        run_container(&step, &sandbox, &dirs, limits, &events).await?;
     }
 
     // From the first output blob to the record, gc must wait.
@@ -374,15 +382,26 @@ fn output_path(step: &str, output_dir: &Path, output: &str) -> Result<PathBuf, E
     Ok(at)
 }
 
-/// Runs a container step with `/in` and `/out` bound, forwarding its log lines.
+/// A container step's host directories.
+struct StepDirs<'a> {
+    /// Its `/in`.
+    input: &'a Path,
+    /// The object directories its git inputs borrow, bound read-only where they are.
+    borrowed: &'a [PathBuf],
+    /// Its `/out`.
+    output: &'a Path,
+}
+
+/// Runs a container step with `/in` and `/out` bound, forwarding its log lines and what it
+/// runs, within its `limits`.
 async fn run_container<B: Sandbox>(
     step: &Step,
     sandbox: &B,
-    input_dir: &Path,
-    borrowed: &[PathBuf],
-    output_dir: &Path,
+    dirs: &StepDirs<'_>,
+    limits: Limits,
     events: &UnboundedSender<EngineEvent>,
 ) -> Result<(), EngineError> {
+    let (input_dir, borrowed, output_dir) = (dirs.input, dirs.borrowed, dirs.output);
     let mut spec = StepSpec::new(
         step.name.clone(),
         step.image.reference.clone(),
@@ -411,21 +430,40 @@ async fn run_container<B: Sandbox>(
         read_only: true,
     }));
     spec.caches.clone_from(&step.caches);
-    spec.memory_limit = step.memory_limit;
+    spec.memory_limit = limits.memory.or(step.memory_limit);
     spec.network = step.network.clone();
     // Only the outputs come back from an engine that gets its inputs as a copy.
     spec.collect = vec!["/out".into()];
     let name = step.name.clone();
-    run_to_end(sandbox, spec, |event| {
-        if let StepEvent::Log { stream, line } = event {
+    let running = run_to_end(sandbox, spec, |event| match event {
+        StepEvent::Log { stream, line } => {
             let _ = events.send(EngineEvent::Log {
                 step: name.clone(),
                 stream: *stream,
                 line: line.clone(),
             });
         }
-    })
-    .await?;
+        StepEvent::Command { command } => {
+            let _ = events.send(EngineEvent::Command {
+                step: name.clone(),
+                command: command.clone(),
+            });
+        }
+        _ => {}
+    });
+    match limits.timeout {
+        // Dropped at the deadline, the run removes its container.
+        Some(timeout) => match tokio::time::timeout(timeout, running).await {
+            Ok(ran) => ran.map(drop)?,
+            Err(_) => {
+                return Err(EngineError::TimedOut {
+                    step: step.name.clone(),
+                    timeout: super::limits::say_duration(timeout),
+                });
+            }
+        },
+        None => running.await.map(drop)?,
+    }
     Ok(())
 }
 

@@ -73,6 +73,7 @@ async fn run_plan(
     let options = RunOptions {
         jobs: 2,
         work_dir: work.path().to_owned(),
+        limits: super::StepLimits::default(),
     };
     run(plan, store, sandbox, &options, &tx).await
 }

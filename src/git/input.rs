@@ -59,7 +59,7 @@ pub(crate) fn materialize(
         Reach::Copied => {
             copy_objects(&repo, commit, history_from, &tags, &own_objects)?;
             let shallow = boundary(&repo, commit, history_from)?;
-            let text: String = shallow.iter().map(|c| format!("{c}\n")).collect();
+            let text: String = shallow.iter().flat_map(|c| [c.as_str(), "\n"]).collect();
             write(&dest.join(".git/shallow"), &text)?;
             Vec::new()
         }
@@ -67,7 +67,7 @@ pub(crate) fn materialize(
     if !tags.is_empty() {
         let lines: String = tags
             .iter()
-            .map(|(object, name)| format!("create {name} {object}\n"))
+            .flat_map(|(object, name)| ["create ", name, " ", object, "\n"])
             .collect();
         with_stdin(&dest, &["update-ref", "--stdin"], lines.as_bytes())?;
     }

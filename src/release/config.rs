@@ -31,18 +31,28 @@
 //! k3s-branch = "main"              # default: release-X.Y when k3s has it, else its default branch
 //! download-mirror = "http://127.0.0.1:8081"  # fetch scripts/download's URLs as MIRROR/<host>/<path>
 //!
+//! [steps]                          # optional: limits of every step (none by default)
+//! timeout = "3h"                   # a step running longer is stopped and the release fails
+//! memory = "16GiB"                 # swap included; the kernel stops a step using more
+//!
+//! [steps.tag]                      # one step's own (rebase, tag, modules-fetch, k3s-tidy,
+//! timeout = "90m"                  # k3s-download, build)
+//!
 //! [cache]                          # optional: a shared cache (flags override it)
 //! url = "oci://registry.example.com/k3s/kiln-cache"
 //! signing-key = "ci.key"           # publish, signed (writers only)
 //! trusted-keys = ["ed25519:…"]     # use records signed by these
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::engine::{Limits, StepLimits, parse_duration, parse_memory};
 use crate::git::Location;
 use crate::image::GoConfig;
 
 use super::ReleaseError;
+use super::recipe::step;
 
 /// The repositories of one release.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -125,6 +135,8 @@ pub(crate) struct KilnToml {
     pub(crate) go: GoConfig,
     /// `[release]` (empty without one).
     pub(crate) release: ReleaseConfig,
+    /// `[steps]`: each step's timeout and memory limit (none without one).
+    pub(crate) steps: StepLimits,
 }
 
 /// `[release]` in kiln.toml: who the release's commits are by, and k3s's branch.
@@ -155,6 +167,64 @@ struct ConfigFile {
     go: Option<GoFile>,
     #[serde(default)]
     release: ReleaseConfig,
+    #[serde(default)]
+    steps: Option<StepsFile>,
+}
+
+#[derive(serde::Deserialize)]
+struct StepsFile {
+    timeout: Option<String>,
+    memory: Option<String>,
+    #[serde(flatten)]
+    steps: BTreeMap<String, LimitsFile>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    timeout: Option<String>,
+    memory: Option<String>,
+}
+
+/// The container steps of the release recipe, the ones `[steps.<name>]` may name.
+const LIMITED_STEPS: [&str; 6] = [
+    step::REBASE,
+    step::TAG,
+    step::MODULES_FETCH,
+    step::K3S_TIDY,
+    step::K3S_DOWNLOAD,
+    step::BUILD,
+];
+
+/// `[steps]` read: every value parsed, every step name one of the recipe's.
+fn step_limits(file: StepsFile) -> Result<StepLimits, String> {
+    let limits = |timeout: Option<String>, memory: Option<String>, at: &str| {
+        Ok::<_, String>(Limits {
+            timeout: timeout
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(|e| format!("{at} timeout: {e}"))?,
+            memory: memory
+                .as_deref()
+                .map(parse_memory)
+                .transpose()
+                .map_err(|e| format!("{at} memory: {e}"))?,
+        })
+    };
+    let default = limits(file.timeout, file.memory, "[steps]")?;
+    let mut steps = BTreeMap::new();
+    for (name, own) in file.steps {
+        if !LIMITED_STEPS.contains(&name.as_str()) {
+            return Err(format!(
+                "[steps.{name}]: no release step is named `{name}`; the steps are {}",
+                LIMITED_STEPS.join(", ")
+            ));
+        }
+        let at = format!("[steps.{name}]");
+        steps.insert(name, limits(own.timeout, own.memory, &at)?);
+    }
+    Ok(StepLimits { default, steps })
 }
 
 #[derive(serde::Deserialize)]
@@ -315,7 +385,17 @@ impl KilnToml {
                 reason: format!("[release] k3s-branch: `{branch}` is not a branch name kiln takes"),
             })?;
         }
+        let steps = file
+            .steps
+            .map(step_limits)
+            .transpose()
+            .map_err(|reason| ReleaseError::Config {
+                path: path.clone(),
+                reason,
+            })?
+            .unwrap_or_default();
         Ok(Some(Self {
+            steps,
             repos,
             modules,
             cache,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::engine::{EngineEvent, Plan, RunOptions};
+use crate::engine::{EngineEvent, Plan, RunOptions, StepLimits};
 use crate::hash::Digest;
 use crate::lockfile::Lockfile;
 use crate::sandbox::{Network, Sandbox};
@@ -179,7 +179,7 @@ pub(crate) async fn rebuild<B: Sandbox + Clone + 'static>(
     keep: &Path,
     store: &LocalStore,
     sandbox: &B,
-    jobs: usize,
+    (jobs, limits): (usize, &StepLimits),
     offline: bool,
     events: &UnboundedSender<EngineEvent>,
 ) -> Result<Verdict, ReleaseError> {
@@ -209,6 +209,7 @@ pub(crate) async fn rebuild<B: Sandbox + Clone + 'static>(
     let options = RunOptions {
         jobs,
         work_dir: fresh.work_dir(),
+        limits: limits.clone(),
     };
     // A refetch that differs from the lockfile's pin names what changed, file by file.
     let report = crate::engine::run(&plan, &fresh, sandbox, &options, events)

@@ -446,7 +446,27 @@ impl Sandbox for DockerSandbox {
             let mut output = attached.output;
             let mut stdout = LineSplitter::default();
             let mut stderr = LineSplitter::default();
-            while let Some(chunk) = output.try_next().await.map_err(engine_err("reading output"))? {
+            let mut sample = tokio::time::interval_at(
+                tokio::time::Instant::now() + COMMAND_SAMPLE_FIRST,
+                COMMAND_SAMPLE_EVERY,
+            );
+            sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_command = String::new();
+            loop {
+                let next = tokio::select! {
+                    chunk = output.try_next() => Some(chunk),
+                    _ = sample.tick() => None,
+                };
+                let Some(chunk) = next else {
+                    if let Some(command) = newest_command(&docker, &id).await
+                        && command != last_command
+                    {
+                        last_command.clone_from(&command);
+                        yield StepEvent::Command { command };
+                    }
+                    continue;
+                };
+                let Some(chunk) = chunk.map_err(engine_err("reading output"))? else { break };
                 let (stream, lines) = match chunk {
                     LogOutput::StdOut { message } | LogOutput::Console { message } => {
                         (LogStream::Stdout, stdout.push(&message))
@@ -486,6 +506,25 @@ impl Sandbox for DockerSandbox {
             yield StepEvent::Finished(exit);
         })
     }
+}
+
+/// When a running step's processes are first looked at, and how often after that.
+const COMMAND_SAMPLE_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+const COMMAND_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The command line of the newest process (highest pid) of the running container `id`, as
+/// the engine's `top` lists them (Docker's `CMD` column, Podman's `COMMAND`); `None` when it
+/// cannot say (the container just exited).
+async fn newest_command(docker: &bollard::Docker, id: &str) -> Option<String> {
+    let top = docker.top_processes(id, None).await.ok()?;
+    let titles = top.titles?;
+    let column = |names: &[&str]| titles.iter().position(|t| names.contains(&t.as_str()));
+    let (pid, command) = (column(&["PID"])?, column(&["CMD", "COMMAND"])?);
+    top.processes?
+        .into_iter()
+        .filter_map(|p| Some((p.get(pid)?.parse::<u64>().ok()?, p.get(command)?.clone())))
+        .max_by_key(|(pid, _)| *pid)
+        .map(|(_, command)| command)
 }
 
 /// Whether the engine refused `step`'s container for lacking the named network it is given

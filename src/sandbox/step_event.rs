@@ -45,6 +45,12 @@ pub enum StepEvent {
         /// The line.
         line: String,
     },
+    /// What the step runs now: the command line of its newest process, sampled while it
+    /// runs (sent when it changes).
+    Command {
+        /// The command line.
+        command: String,
+    },
     /// The step ended; always the last event.
     Finished(StepExit),
 }
@@ -76,7 +82,7 @@ pub async fn run_to_end(
     while let Some(event) = events.try_next().await? {
         on_event(&event);
         match event {
-            StepEvent::Started { .. } => {}
+            StepEvent::Started { .. } | StepEvent::Command { .. } => {}
             StepEvent::Log {
                 stream: LogStream::Stdout,
                 line,

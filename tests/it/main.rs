@@ -17,6 +17,7 @@ mod gomod;
 mod image;
 mod images;
 mod k3s_build;
+mod limits;
 mod nested;
 mod powerloss;
 mod publish;

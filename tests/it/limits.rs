@@ -1,0 +1,87 @@
+//! kiln.toml's `[steps]`: a step past its timeout is stopped, names the setting, and its
+//! progress says what it was running; a bad `[steps]` is refused before anything runs.
+
+use crate::common::{World, docker_or_skip, text};
+
+/// A download server that takes connections and never answers: a hung download.
+fn silent_server() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+#[tokio::test]
+async fn a_step_past_its_timeout_is_stopped_and_shows_what_it_ran() {
+    let Some(_docker) = docker_or_skip().await else {
+        return;
+    };
+    let world = World::new();
+    let toml = world.path().join("kiln.toml");
+    let mut text_toml = std::fs::read_to_string(&toml).unwrap();
+    text_toml.push_str("\n[steps]\ntimeout = \"10m\"\n\n[steps.k3s-download]\ntimeout = \"5s\"\n");
+    std::fs::write(&toml, text_toml).unwrap();
+    let (listener, url) = silent_server();
+    // Connections are accepted by the kernel's backlog and held open, unanswered.
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for client in listener.incoming().take(8) {
+            open.push(client);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    });
+    let started = std::time::Instant::now();
+    let output = crate::common::kiln()
+        .current_dir(world.path())
+        .arg("--store")
+        .arg(world.store())
+        .env("KILN_DOWNLOAD_MIRROR", &url)
+        .args(["release", "--old", "v1.28.1", "--new", "v1.28.2"])
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("step `k3s-download` ran past its timeout of 5s"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[steps.k3s-download]"), "{stderr}");
+    // The progress named the hung command (kiln's curl, asking the silent mirror).
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("    k3s-download $ ") && l.contains("curl")),
+        "{stderr}"
+    );
+    assert!(took < std::time::Duration::from_secs(120), "{took:?}");
+    drop(held);
+}
+
+#[test]
+fn a_bad_steps_table_is_refused_naming_the_setting() {
+    let world = World::new();
+    let toml = world.path().join("kiln.toml");
+    let original = std::fs::read_to_string(&toml).unwrap();
+    for (extra, says) in [
+        (
+            "[steps.tidy]\ntimeout = \"1h\"\n",
+            "no release step is named `tidy`; the steps are rebase, tag",
+        ),
+        (
+            "[steps]\ntimeout = \"1 hour\"\n",
+            "[steps] timeout: `1 hour` is not a duration",
+        ),
+        (
+            "[steps.build]\nmemory = \"1MiB\"\n",
+            "[steps.build] memory: `1MiB` is below the 6 MiB",
+        ),
+        ("[steps.tag]\ncpus = 2\n", "unknown field `cpus`"),
+    ] {
+        std::fs::write(&toml, format!("{original}\n{extra}")).unwrap();
+        let output = world.kiln(&["release", "--old", "v1.28.1", "--new", "v1.28.2"]);
+        let (_, stderr) = text(&output);
+        assert!(!output.status.success(), "{extra}: {stderr}");
+        assert!(stderr.contains(says), "{extra}: {stderr}");
+        assert_eq!(world.records(), 0, "{extra}: a step ran");
+    }
+}
