@@ -242,6 +242,7 @@ async fn resolve_input(
                 repo,
                 commit,
                 history_from: None,
+                worktree: true,
             })
         }
         InputEntry { step: Some(parent), output: Some(output), value: None, file: None, dir: None, git: None, rev: None } => {

@@ -504,11 +504,12 @@ async fn materialize_inputs<S: Store>(
                 repo,
                 commit,
                 history_from,
+                worktree,
             } => {
                 let (repo, commit, from) = (repo.clone(), commit.clone(), history_from.clone());
-                let dest = dest.clone();
+                let (dest, worktree) = (dest.clone(), *worktree);
                 let dirs = tokio::task::spawn_blocking(move || {
-                    crate::git::materialize(&repo, &commit, from.as_deref(), &dest, reach)
+                    crate::git::materialize(&repo, &commit, from.as_deref(), worktree, &dest, reach)
                 })
                 .await
                 .expect("git checkout does not panic")?;

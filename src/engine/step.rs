@@ -45,6 +45,9 @@ pub(crate) enum StepInput {
         /// The oldest commit whose history up to `commit` the step reads; `None`: it reads
         /// `commit` alone.
         history_from: Option<String>,
+        /// Whether the step reads the checked-out files; without, it reads the repository
+        /// through git only and no checkout is made.
+        worktree: bool,
     },
     /// An output of another step of the plan.
     Output {

@@ -21,14 +21,17 @@ pub(crate) enum Reach {
     Copied,
 }
 
-/// Makes `dest` (which must not exist) a repository of `commit` of `repo`, checked out. With
-/// `history_from`, the commits from that one up to `commit` are there too (a rebase reads
-/// them); without, `commit` alone. Returns the object directories the input borrows, which
-/// must be bound read-only at their own paths for git to work in it ([`Reach::Bound`] only).
+/// Makes `dest` (which must not exist) a repository of `commit` of `repo`, checked out (with
+/// `worktree`; without, its HEAD is `commit` and no file is written: a step that reads the
+/// repository through git pays no checkout). With `history_from`, the commits from that one up
+/// to `commit` are there too (a rebase reads them); without, `commit` alone. Returns the object
+/// directories the input borrows, which must be bound read-only at their own paths for git to
+/// work in it ([`Reach::Bound`] only).
 pub(crate) fn materialize(
     repo: &Path,
     commit: &str,
     history_from: Option<&str>,
+    worktree: bool,
     dest: &Path,
     reach: Reach,
 ) -> Result<Vec<PathBuf>, GitError> {
@@ -71,9 +74,13 @@ pub(crate) fn materialize(
             .collect();
         with_stdin(&dest, &["update-ref", "--stdin"], lines.as_bytes())?;
     }
-    let mut checkout = git(&dest);
-    checkout.args(["checkout", "--quiet", "--detach", commit]);
-    run(checkout, &dest)?;
+    let mut head = git(&dest);
+    if worktree {
+        head.args(["checkout", "--quiet", "--detach", commit]);
+    } else {
+        head.args(["update-ref", "--no-deref", "HEAD", commit]);
+    }
+    run(head, &dest)?;
     Ok(borrowed)
 }
 
@@ -306,7 +313,7 @@ mod tests {
         let repo = dir.path().join("repo");
         let commits = history(&repo);
         let dest = dir.path().join("in");
-        let borrowed = materialize(&repo, &commits[19], None, &dest, Reach::Bound).unwrap();
+        let borrowed = materialize(&repo, &commits[19], None, true, &dest, Reach::Bound).unwrap();
         assert_eq!(
             borrowed,
             vec![std::fs::canonicalize(repo.join(".git/objects")).unwrap()]
@@ -329,8 +336,15 @@ mod tests {
         let repo = dir.path().join("repo");
         let commits = history(&repo);
         let dest = dir.path().join("in");
-        let borrowed =
-            materialize(&repo, &commits[19], Some(&commits[9]), &dest, Reach::Copied).unwrap();
+        let borrowed = materialize(
+            &repo,
+            &commits[19],
+            Some(&commits[9]),
+            true,
+            &dest,
+            Reach::Copied,
+        )
+        .unwrap();
         assert!(borrowed.is_empty());
         assert!(!dest.join(".git/objects/info/alternates").exists());
         assert_eq!(sh_git(&dest, &["rev-parse", "HEAD"]), commits[19]);
@@ -353,13 +367,29 @@ mod tests {
 
         // One commit alone, and its annotated tag.
         let dest = dir.path().join("in-old");
-        materialize(&repo, &commits[9], None, &dest, Reach::Copied).unwrap();
+        materialize(&repo, &commits[9], None, true, &dest, Reach::Copied).unwrap();
         assert_eq!(sh_git(&dest, &["rev-list", "--count", "HEAD"]), "1");
         assert_eq!(sh_git(&dest, &["describe", "--exact-match"]), "old");
         sh_git(&dest, &["fsck", "--no-progress", "--no-dangling"]);
         // A step commits on top, as tag.sh does.
         std::fs::write(dest.join("f1"), "stamped").unwrap();
         sh_git(&dest, &["commit", "--quiet", "-am", "stamp"]);
+    }
+
+    #[test]
+    fn an_input_without_a_worktree_writes_no_file_and_reads_through_git() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let commits = history(&repo);
+        let dest = dir.path().join("in");
+        materialize(&repo, &commits[19], None, false, &dest, Reach::Bound).unwrap();
+        let names: Vec<_> = std::fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [".git"]);
+        assert_eq!(sh_git(&dest, &["rev-parse", "HEAD"]), commits[19]);
+        assert_eq!(sh_git(&dest, &["show", "HEAD:f20"]), "x".repeat(1020));
     }
 
     #[test]
@@ -371,7 +401,7 @@ mod tests {
             (&"a".repeat(40)[..], Some("--upload-pack=x")),
         ] {
             assert!(matches!(
-                materialize(dir.path(), commit, from, &dest, Reach::Bound),
+                materialize(dir.path(), commit, from, true, &dest, Reach::Bound),
                 Err(GitError::BadRev { .. })
             ));
         }

@@ -178,6 +178,17 @@ fn git(repo: &Path, commit: &str) -> StepInput {
         repo: repo.to_owned(),
         commit: commit.to_owned(),
         history_from: None,
+        worktree: true,
+    }
+}
+
+/// A commit the step reads through git alone: no checkout.
+fn git_objects(repo: &Path, commit: &str) -> StepInput {
+    StepInput::Git {
+        repo: repo.to_owned(),
+        commit: commit.to_owned(),
+        history_from: None,
+        worktree: false,
     }
 }
 
@@ -256,6 +267,7 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
             repo: inputs.resolved.fork.clone(),
             commit: inputs.resolved.old_fork_commit.clone(),
             history_from: Some(inputs.resolved.old_commit.clone()),
+            worktree: true,
         },
     );
     rebase.inputs.insert(
@@ -300,9 +312,10 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
         step::MODULES,
         HostAction::new(move |input, out| build_proxy(input, out, &fork_tag, &served)),
     );
+    // The builtin reads the tagged trees through git: no checkout.
     modules.inputs.insert(
         "upstream".into(),
-        git(&inputs.resolved.upstream, &inputs.resolved.new_commit),
+        git_objects(&inputs.resolved.upstream, &inputs.resolved.new_commit),
     );
     modules.inputs.insert(
         "tag.bundle".into(),
@@ -319,9 +332,10 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
             StepInput::Value(format!("{} {}", module.path, tags.join(" "))),
         );
         if let Some(commit) = module.tags.values().next() {
-            modules
-                .inputs
-                .insert(format!("module-{index}-repo"), git(&module.mirror, commit));
+            modules.inputs.insert(
+                format!("module-{index}-repo"),
+                git_objects(&module.mirror, commit),
+            );
         }
     }
     modules.outputs = vec![output::PROXY.into(), output::SUMS.into()];

@@ -120,6 +120,30 @@ async fn pull_refs_are_never_fetched_and_deep_history_and_old_fork_tags_release(
         .max()
         .unwrap();
     assert_eq!(fork_mirror_tags, 40);
+    // One object store: the fork's mirror borrows the upstream mirror's objects and holds only
+    // its own (k3s patches, stamps, tags).
+    let own = |m: &std::path::Path| -> u64 {
+        git(m, &["count-objects", "-v"])
+            .lines()
+            .filter_map(|l| l.strip_prefix("count: ").or(l.strip_prefix("in-pack: ")))
+            .map(|n| n.parse::<u64>().unwrap())
+            .sum()
+    };
+    let fork_mirror = found
+        .iter()
+        .find(|m| git(m, &["tag", "--list", "v1.2[0-7].*"]).lines().count() == 40)
+        .unwrap();
+    let alternates = std::fs::read_to_string(fork_mirror.join("objects/info/alternates")).unwrap();
+    let lender = found
+        .iter()
+        .find(|m| alternates.trim() == m.join("objects").to_string_lossy())
+        .unwrap_or_else(|| panic!("the fork mirror borrows from {alternates}"));
+    assert!(
+        own(fork_mirror) * 10 < own(lender),
+        "fork {} objects, upstream {}",
+        own(fork_mirror),
+        own(lender)
+    );
 
     // GitHub moves on: another pull request. The next release fetches into the same mirrors,
     // and still takes no pull ref.
