@@ -49,6 +49,14 @@ pub(crate) fn materialize(
     init.args(["init", "--quiet", "--template=", "--end-of-options"])
         .arg(&dest);
     run(init, Path::new(NEUTRAL_DIR))?;
+    // The work tree is handed to the step's user (chown: every ctime and owner changes) and,
+    // on a remote engine, unpacked again (every inode changes): git is told to trust only
+    // sizes and mtimes, or its first command would hash every file again.
+    for (key, value) in [("core.checkStat", "minimal"), ("core.trustctime", "false")] {
+        let mut config = git(&dest);
+        config.args(["config", key, value]);
+        run(config, &dest)?;
+    }
     let own_objects = dest.join(".git/objects");
     let tags = tags_at(&repo, commit)?;
     let borrowed = match reach {

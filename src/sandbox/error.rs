@@ -283,7 +283,10 @@ pub enum SandboxError {
         tail_suffix(.stderr_tail))]
     #[diagnostic(
         code(kiln::sandbox::oom_killed),
-        help("raise the step's memory limit or the engine's memory")
+        help(
+            "raise the step's limit (kiln.toml: `[steps.{step}]` `memory = \"16GiB\"`, or \
+             `[steps]` for every step) or give the engine more memory"
+        )
     )]
     OomKilled {
         /// The step.

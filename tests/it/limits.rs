@@ -12,13 +12,15 @@ fn silent_server() -> (std::net::TcpListener, String) {
 
 #[tokio::test]
 async fn a_step_past_its_timeout_is_stopped_and_shows_what_it_ran() {
-    let Some(_docker) = docker_or_skip().await else {
+    let Some(docker) = docker_or_skip().await else {
         return;
     };
     let world = World::new();
     let toml = world.path().join("kiln.toml");
     let mut text_toml = std::fs::read_to_string(&toml).unwrap();
-    text_toml.push_str("\n[steps]\ntimeout = \"10m\"\n\n[steps.k3s-download]\ntimeout = \"5s\"\n");
+    text_toml.push_str(
+        "\n[steps]\ntimeout = \"10m\"\nmemory = \"1GiB\"\n\n[steps.k3s-download]\ntimeout = \"8s\"\nmemory = \"301MiB\"\n",
+    );
     std::fs::write(&toml, text_toml).unwrap();
     let (listener, url) = silent_server();
     // Connections are accepted by the kernel's backlog and held open, unanswered.
@@ -30,19 +32,43 @@ async fn a_step_past_its_timeout_is_stopped_and_shows_what_it_ran() {
         std::thread::sleep(std::time::Duration::from_secs(60));
     });
     let started = std::time::Instant::now();
-    let output = crate::common::kiln()
+    let kiln = crate::common::kiln()
         .current_dir(world.path())
         .arg("--store")
         .arg(world.store())
         .env("KILN_DOWNLOAD_MIRROR", &url)
         .args(["release", "--old", "v1.28.1", "--new", "v1.28.2"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // While it hangs, the step's container carries its own memory limit.
+    let engine = docker.sandbox.engine().docker().clone();
+    let filters = std::collections::HashMap::from([("label", vec!["kiln.step=k3s-download"])]);
+    let mut limited = false;
+    while !limited && started.elapsed() < std::time::Duration::from_secs(90) {
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        for container in engine.list_containers(Some(options)).await.unwrap() {
+            let id = container.id.unwrap();
+            if let Ok(inspected) = engine.inspect_container(&id, None).await {
+                let memory = inspected.host_config.and_then(|h| h.memory);
+                limited |= memory == Some(301 << 20);
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let output = kiln.wait_with_output().unwrap();
     let took = started.elapsed();
+    assert!(
+        limited,
+        "no k3s-download container with its 301 MiB limit was seen"
+    );
     let (_, stderr) = text(&output);
     assert!(!output.status.success(), "{stderr}");
     assert!(
-        stderr.contains("step `k3s-download` ran past its timeout of 5s"),
+        stderr.contains("step `k3s-download` ran past its timeout of 8s"),
         "{stderr}"
     );
     assert!(stderr.contains("[steps.k3s-download]"), "{stderr}");
