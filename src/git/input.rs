@@ -59,6 +59,18 @@ pub(crate) fn materialize(
     }
     let own_objects = dest.join(".git/objects");
     let tags = tags_at(&repo, commit)?;
+    // A repository whose objects a step's user may not read (the user's own, kept private)
+    // is copied from instead.
+    let reach = match reach {
+        Reach::Bound if !borrowed_chain(&objects).iter().all(|d| readable_by_all(d)) => {
+            tracing::info!(
+                repo = %repo.display(),
+                "the repository's objects are not readable by everyone: the step gets copies"
+            );
+            Reach::Copied
+        }
+        reach => reach,
+    };
     let borrowed = match reach {
         Reach::Bound => {
             write(
@@ -124,6 +136,15 @@ fn borrowed_chain(objects: &Path) -> Vec<PathBuf> {
         at += 1;
     }
     chain
+}
+
+/// Whether anyone may read the object directory `dir` (it and its `pack/`, which git makes
+/// with the same permissions as the files in them).
+fn readable_by_all(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    [dir.to_owned(), dir.join("pack")]
+        .iter()
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005))
 }
 
 /// The tags of `repo` naming `commit` (peeled): (the ref's object, the ref's name).
@@ -398,6 +419,22 @@ mod tests {
         assert_eq!(names, [".git"]);
         assert_eq!(sh_git(&dest, &["rev-parse", "HEAD"]), commits[19]);
         assert_eq!(sh_git(&dest, &["show", "HEAD:f20"]), "x".repeat(1020));
+    }
+
+    #[test]
+    fn a_repository_kept_private_is_copied_from_not_borrowed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let commits = history(&repo);
+        let objects = repo.join(".git/objects");
+        std::fs::set_permissions(&objects, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let dest = dir.path().join("in");
+        let borrowed = materialize(&repo, &commits[29], None, true, &dest, Reach::Bound).unwrap();
+        assert!(borrowed.is_empty());
+        assert!(!dest.join(".git/objects/info/alternates").exists());
+        sh_git(&dest, &["fsck", "--no-progress", "--no-dangling"]);
+        assert_eq!(sh_git(&dest, &["rev-parse", "HEAD"]), commits[29]);
     }
 
     #[test]

@@ -595,8 +595,56 @@ pub(crate) fn mirror_borrowing(
         // Publish whole: a killed clone never looks like a mirror.
         std::fs::rename(&tmp, &path).map_err(fail("publish", &path))?;
     }
+    readable_by_steps(&path)?;
     drop(lock);
     Ok(path)
+}
+
+/// Steps read a mirror's objects where they are (bound read-only, as their own user): they
+/// must be readable by anyone, whatever the captain's umask. git keeps what it writes so
+/// (`core.sharedRepository`); what was written before is opened up once.
+fn readable_by_steps(path: &Path) -> Result<(), GitError> {
+    const MODE: &str = "0644";
+    let mut get = git(path);
+    get.args(["config", "--get", "core.sharedRepository"]);
+    if run(get, path).is_ok_and(|v| v == MODE) {
+        return Ok(());
+    }
+    open_up(&path.join("objects")).map_err(|source| GitError::Mirror {
+        action: "make readable",
+        path: path.join("objects"),
+        source,
+    })?;
+    let mut set = git(path);
+    set.args(["config", "core.sharedRepository", MODE]);
+    run(set, path).map(drop)
+}
+
+/// Adds read permission for everyone to every file under `dir`, and search permission to
+/// every directory (`chmod -R a+rX`); symlinks are left alone.
+fn open_up(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let mode = std::fs::metadata(&dir)?.permissions().mode();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o555))?;
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                dirs.push(entry.path());
+            } else if kind.is_file() {
+                let mode = entry.metadata()?.permissions().mode();
+                if mode & 0o444 != 0o444 {
+                    std::fs::set_permissions(
+                        entry.path(),
+                        std::fs::Permissions::from_mode(mode | 0o444),
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Keeps every object of the mirror `lender` for as long as it lives: a mirror borrowing
@@ -913,6 +961,49 @@ mod tests {
         let mut fsck = git(&fork_mirror);
         fsck.args(["fsck", "--connectivity-only", "--no-progress"]);
         run(fsck, &fork_mirror).unwrap();
+    }
+
+    /// A captain's umask 077 made the mirror private: it is opened up for the steps that
+    /// read it in place (a release under umask 077 is the reproducible test's).
+    #[test]
+    fn mirrors_are_readable_by_steps_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let origin = dir.path().join("origin");
+        std::fs::create_dir(&origin).unwrap();
+        test_git(&origin, &["init", "--quiet", "-b", "main"]);
+        test_git(
+            &origin,
+            &["commit", "--quiet", "--allow-empty", "-m", "one"],
+        );
+        let at = Location::parse_in(&origin.to_string_lossy(), Path::new("/")).unwrap();
+        let mirrors = dir.path().join("mirrors");
+        let path = mirror(&mirrors, &at).unwrap();
+        // As an older kiln under umask 077 left it.
+        let status = Command::new("chmod")
+            .args(["-R", "go-rwx"])
+            .arg(path.join("objects"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        test_git(&path, &["config", "--unset", "core.sharedRepository"]);
+        mirror(&mirrors, &at).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
+        assert_eq!(mode(&path.join("objects")) & 0o005, 0o005);
+        let mut files = vec![path.join("objects")];
+        let mut checked = 0;
+        while let Some(d) = files.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap().path();
+                if e.is_dir() {
+                    files.push(e);
+                } else {
+                    assert_eq!(mode(&e) & 0o004, 0o004, "{}", e.display());
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 0);
     }
 
     /// A bare repository's default branch is its HEAD; a work tree's is the one its origin
