@@ -19,12 +19,12 @@ pub(crate) enum EngineError {
     },
 
     /// A step ran past its timeout and was stopped (its container removed).
-    #[error("step `{step}` ran past its timeout of {timeout} and was stopped")]
+    #[error("step `{step}` ran past its timeout of {timeout} and was stopped{running}")]
     #[diagnostic(
         code(kiln::engine::timed_out),
         help(
             "if it only needs longer, raise it in kiln.toml: `[steps.{step}]` `timeout = \"…\"` \
-             (or `[steps]` `timeout` for every step); its progress line shows what it was running"
+             (or `[steps]` `timeout` for every step)"
         )
     )]
     TimedOut {
@@ -32,6 +32,8 @@ pub(crate) enum EngineError {
         step: String,
         /// Its timeout, as said.
         timeout: String,
+        /// " while running" and its last command when that is known, else empty.
+        running: String,
     },
 
     /// Two steps share a name.

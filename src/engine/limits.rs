@@ -8,7 +8,8 @@ use std::time::Duration;
 /// One step's limits; `None` is no limit of kiln's own (the engine's default memory).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Limits {
-    /// Wall time from the container's start.
+    /// Wall time of the step's run: its container's life, inputs sent and outputs taken back
+    /// included.
     pub(crate) timeout: Option<Duration>,
     /// Memory, swap included, in bytes.
     pub(crate) memory: Option<u64>,

@@ -275,7 +275,9 @@ async fn execute<S: Store, B: Sandbox>(
         })?;
     }
     // A builtin runs on the host, where every repository is at hand.
-    let reach = if step.host.is_some() || sandbox.binds_host_dirs() {
+    let reach = if step.host.is_some() {
+        crate::git::Reach::Host
+    } else if sandbox.binds_host_dirs() {
         crate::git::Reach::Bound
     } else {
         crate::git::Reach::Copied
@@ -386,8 +388,8 @@ fn output_path(step: &str, output_dir: &Path, output: &str) -> Result<PathBuf, E
 struct StepDirs<'a> {
     /// Its `/in`.
     input: &'a Path,
-    /// The object directories its git inputs borrow, bound read-only where they are.
-    borrowed: &'a [PathBuf],
+    /// What its git inputs borrow, bound read-only.
+    borrowed: &'a [crate::git::ObjectMount],
     /// Its `/out`.
     output: &'a Path,
 }
@@ -424,9 +426,9 @@ async fn run_container<B: Sandbox>(
         read_only: false,
     });
     // The object directories git inputs borrow, where their alternates name them.
-    spec.mounts.extend(borrowed.iter().map(|dir| BindMount {
-        source: dir.clone(),
-        target: dir.to_string_lossy().into_owned(),
+    spec.mounts.extend(borrowed.iter().map(|mount| BindMount {
+        source: mount.source.clone(),
+        target: mount.target.clone(),
         read_only: true,
     }));
     spec.caches.clone_from(&step.caches);
@@ -435,6 +437,7 @@ async fn run_container<B: Sandbox>(
     // Only the outputs come back from an engine that gets its inputs as a copy.
     spec.collect = vec!["/out".into()];
     let name = step.name.clone();
+    let last_command = std::sync::Mutex::new(None::<String>);
     let running = run_to_end(sandbox, spec, |event| match event {
         StepEvent::Log { stream, line } => {
             let _ = events.send(EngineEvent::Log {
@@ -444,6 +447,7 @@ async fn run_container<B: Sandbox>(
             });
         }
         StepEvent::Command { command } => {
+            *last_command.lock().expect("never poisoned") = Some(command.clone());
             let _ = events.send(EngineEvent::Command {
                 step: name.clone(),
                 command: command.clone(),
@@ -459,6 +463,12 @@ async fn run_container<B: Sandbox>(
                 return Err(EngineError::TimedOut {
                     step: step.name.clone(),
                     timeout: super::limits::say_duration(timeout),
+                    running: last_command
+                        .lock()
+                        .expect("never poisoned")
+                        .take()
+                        .map(|c| format!(" while running `{c}`"))
+                        .unwrap_or_default(),
                 });
             }
         },
@@ -473,8 +483,8 @@ async fn materialize_inputs<S: Store>(
     store: &S,
     input_dir: &Path,
     reach: crate::git::Reach,
-) -> Result<Vec<PathBuf>, EngineError> {
-    let mut borrowed = Vec::new();
+) -> Result<Vec<crate::git::ObjectMount>, EngineError> {
+    let mut borrowed: Vec<crate::git::ObjectMount> = Vec::new();
     for (name, input) in &step.inputs {
         let dest = input_dir.join(name);
         let changed = |path: &Path| EngineError::InputChanged {
@@ -513,9 +523,9 @@ async fn materialize_inputs<S: Store>(
                 })
                 .await
                 .expect("git checkout does not panic")?;
-                for dir in dirs {
-                    if !borrowed.contains(&dir) {
-                        borrowed.push(dir);
+                for mount in dirs {
+                    if !borrowed.iter().any(|m| m.target == mount.target) {
+                        borrowed.push(mount);
                     }
                 }
             }

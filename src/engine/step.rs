@@ -158,8 +158,21 @@ impl Step {
                     digest: *digest,
                     tree: true,
                 },
-                StepInput::Git { commit, .. } => InputRef::Git {
+                StepInput::Git {
+                    commit,
+                    history_from,
+                    worktree,
+                    ..
+                } => InputRef::Git {
                     commit: commit.clone(),
+                    view: [
+                        history_from.as_ref().map(|f| format!("history from {f}")),
+                        (!worktree).then(|| "no checkout".to_owned()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 },
                 StepInput::Output { step, output } => {
                     let found = parents.get(step)?.get(output)?;

@@ -1,9 +1,11 @@
 //! A commit of a repository as a step's input: a fresh repository with the commit checked out,
 //! detached, the tags that name it, and nothing else (no remote, no branches, no other tags).
-//! It costs its checkout, never a copy of the repository's objects: on an engine that binds
-//! host directories it borrows them (git's alternates, the object directories bound read-only
-//! at their own paths); for an engine that gets copies it holds only the objects of the
-//! commit's tree and of the history the step declares, shallow below it.
+//! Its history is shallow: the commit alone, or back to the commit the step declares (a rebase
+//! reads its patches), whichever way it reaches the step — what a step sees never depends on
+//! the engine. It costs its checkout, never a copy of the repository's objects: a builtin on
+//! the host and a step on a local engine borrow them (git's alternates; in a container the
+//! object directories are bound read-only at fixed paths); for an engine that gets copies it
+//! holds only the objects it can reach.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -12,21 +14,36 @@ use std::process::Stdio;
 
 use super::{GitError, NEUTRAL_DIR, absolute, git, run};
 
-/// How an input reaches the step's engine.
+/// Where the step reading an input runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Reach {
-    /// Bound from the host: the input borrows the repository's objects.
+    /// On the host (a builtin): the input borrows the repository's objects where they are.
+    Host,
+    /// In a container whose engine binds host directories: the input borrows the objects,
+    /// bound read-only at [`OBJECTS_IN_STEP`]`/<name>`.
     Bound,
-    /// Copied to the engine: the input holds its own objects, shallow.
+    /// In a container whose engine gets copies: the input holds its own objects.
     Copied,
+}
+
+/// Where a step's borrowed object directories are bound.
+pub(crate) const OBJECTS_IN_STEP: &str = "/kiln/objects";
+
+/// A host directory (or file) a step's container must have bound read-only for its git inputs
+/// to work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ObjectMount {
+    /// On the host.
+    pub(crate) source: PathBuf,
+    /// In the container.
+    pub(crate) target: String,
 }
 
 /// Makes `dest` (which must not exist) a repository of `commit` of `repo`, checked out (with
 /// `worktree`; without, its HEAD is `commit` and no file is written: a step that reads the
 /// repository through git pays no checkout). With `history_from`, the commits from that one up
-/// to `commit` are there too (a rebase reads them); without, `commit` alone. Returns the object
-/// directories the input borrows, which must be bound read-only at their own paths for git to
-/// work in it ([`Reach::Bound`] only).
+/// to `commit` are there; without, `commit` alone. Returns what the container must bind
+/// ([`Reach::Bound`] only).
 pub(crate) fn materialize(
     repo: &Path,
     commit: &str,
@@ -34,7 +51,7 @@ pub(crate) fn materialize(
     worktree: bool,
     dest: &Path,
     reach: Reach,
-) -> Result<Vec<PathBuf>, GitError> {
+) -> Result<Vec<ObjectMount>, GitError> {
     for rev in std::iter::once(commit).chain(history_from) {
         if rev.len() < 40 || !rev.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(GitError::BadRev {
@@ -59,10 +76,12 @@ pub(crate) fn materialize(
     }
     let own_objects = dest.join(".git/objects");
     let tags = tags_at(&repo, commit)?;
+    let shallow = boundary(&repo, commit, history_from)?;
+    let chain = borrowed_chain(&objects);
     // A repository whose objects a step's user may not read (the user's own, kept private)
     // is copied from instead.
     let reach = match reach {
-        Reach::Bound if !borrowed_chain(&objects).iter().all(|d| readable_by_all(d)) => {
+        Reach::Bound if !chain.iter().all(|d| readable_by_all(d)) => {
             tracing::info!(
                 repo = %repo.display(),
                 "the repository's objects are not readable by everyone: the step gets copies"
@@ -71,22 +90,13 @@ pub(crate) fn materialize(
         }
         reach => reach,
     };
-    let borrowed = match reach {
-        Reach::Bound => {
-            write(
-                &own_objects.join("info/alternates"),
-                &format!("{}\n", objects.display()),
-            )?;
-            borrowed_chain(&objects)
-        }
-        Reach::Copied => {
-            copy_objects(&repo, commit, history_from, &tags, &own_objects)?;
-            let shallow = boundary(&repo, commit, history_from)?;
-            let text: String = shallow.iter().flat_map(|c| [c.as_str(), "\n"]).collect();
-            write(&dest.join(".git/shallow"), &text)?;
-            Vec::new()
-        }
-    };
+    let alternates = own_objects.join("info/alternates");
+    match reach {
+        Reach::Host | Reach::Bound => write(&alternates, &format!("{}\n", objects.display()))?,
+        Reach::Copied => copy_objects(&repo, commit, history_from, &shallow, &tags, &own_objects)?,
+    }
+    let text: String = shallow.iter().flat_map(|c| [c.as_str(), "\n"]).collect();
+    write(&dest.join(".git/shallow"), &text)?;
     if !tags.is_empty() {
         let lines: String = tags
             .iter()
@@ -101,7 +111,36 @@ pub(crate) fn materialize(
         head.args(["update-ref", "--no-deref", "HEAD", commit]);
     }
     run(head, &dest)?;
-    Ok(borrowed)
+    if reach != Reach::Bound {
+        return Ok(Vec::new());
+    }
+    // In the container: every directory of the chain at a fixed path named by its host
+    // path's digest (no host path reaches the step), listed in the input's alternates; the
+    // alternates files of the borrowed directories (host paths) are masked empty.
+    let mut mounts = Vec::new();
+    let mut listed = String::new();
+    for dir in &chain {
+        let name = crate::hash::Digest::of(dir.as_os_str().as_encoded_bytes()).short();
+        let target = format!("{OBJECTS_IN_STEP}/{name}");
+        listed.push_str(&target);
+        listed.push('\n');
+        let masked = dir
+            .join("info/alternates")
+            .is_file()
+            .then(|| format!("{target}/info/alternates"));
+        mounts.push(ObjectMount {
+            source: dir.clone(),
+            target,
+        });
+        if let Some(target) = masked {
+            mounts.push(ObjectMount {
+                source: PathBuf::from("/dev/null"),
+                target,
+            });
+        }
+    }
+    write(&alternates, &listed)?;
+    Ok(mounts)
 }
 
 /// `repo`'s object directory (a bare repository's or a work tree's `.git`'s).
@@ -163,19 +202,23 @@ fn tags_at(repo: &Path, commit: &str) -> Result<Vec<(String, String)>, GitError>
         .collect())
 }
 
-/// Packs into `dest_objects` the objects of `commit`'s tree, of `history_from`'s tree and of
-/// every commit between them, and the tag objects naming `commit`. Deltas are reused from
-/// `repo`'s packs; nothing in `repo` is written.
+/// Packs into `dest_objects` the objects the input reaches: the full tree of every commit of
+/// `shallow` (its parents are not there, so nothing of its tree may be left to them), the
+/// commits from `history_from` to `commit` and their objects, and the tag objects naming
+/// `commit`. Deltas are reused from `repo`'s packs; nothing in `repo` is written.
 fn copy_objects(
     repo: &Path,
     commit: &str,
     history_from: Option<&str>,
+    shallow: &BTreeSet<String>,
     tags: &[(String, String)],
     dest_objects: &Path,
 ) -> Result<(), GitError> {
-    let mut wanted = rev_list_objects(repo, &["--no-walk", commit])?;
+    let mut whole: Vec<&str> = vec!["--no-walk", commit];
+    whole.extend(history_from);
+    whole.extend(shallow.iter().map(String::as_str));
+    let mut wanted = rev_list_objects(repo, &whole)?;
     if let Some(from) = history_from {
-        wanted.push_str(&rev_list_objects(repo, &["--no-walk", from])?);
         wanted.push_str(&rev_list_objects(repo, &[commit, "--not", from])?);
     }
     for (object, _) in tags {
@@ -337,16 +380,13 @@ mod tests {
     }
 
     #[test]
-    fn a_bound_input_borrows_the_objects_and_names_only_its_commit() {
+    fn a_host_input_borrows_the_objects_and_names_only_its_commit() {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
         let commits = history(&repo);
         let dest = dir.path().join("in");
-        let borrowed = materialize(&repo, &commits[19], None, true, &dest, Reach::Bound).unwrap();
-        assert_eq!(
-            borrowed,
-            vec![std::fs::canonicalize(repo.join(".git/objects")).unwrap()]
-        );
+        let mounts = materialize(&repo, &commits[19], None, true, &dest, Reach::Host).unwrap();
+        assert!(mounts.is_empty());
         assert_eq!(own_objects(&dest), 0, "objects were copied");
         assert_eq!(sh_git(&dest, &["rev-parse", "HEAD"]), commits[19]);
         assert_eq!(
@@ -355,8 +395,68 @@ mod tests {
         );
         assert_eq!(sh_git(&dest, &["status", "--porcelain"]), "");
         assert!(dest.join("f20").is_file() && !dest.join("f21").exists());
-        // The whole history is readable (through the borrowed objects).
-        assert_eq!(sh_git(&dest, &["rev-list", "--count", "HEAD"]), "20");
+        // Shallow, as a copied input is: the step sees the commit, not the history before it.
+        assert_eq!(sh_git(&dest, &["rev-list", "--count", "HEAD"]), "1");
+        let dest = dir.path().join("in-history");
+        materialize(
+            &repo,
+            &commits[19],
+            Some(&commits[9]),
+            true,
+            &dest,
+            Reach::Host,
+        )
+        .unwrap();
+        assert_eq!(sh_git(&dest, &["rev-list", "--count", "HEAD"]), "11");
+    }
+
+    #[test]
+    fn a_bound_input_names_its_objects_at_fixed_paths_and_masks_their_alternates() {
+        let dir = tempfile::tempdir().unwrap();
+        let lender = dir.path().join("lender");
+        let commits = history(&lender);
+        // A repository borrowing from another, as the fork's mirror does.
+        let repo = dir.path().join("repo.git");
+        sh_git(
+            dir.path(),
+            &[
+                "clone", "--quiet", "--bare", "--shared", "lender", "repo.git",
+            ],
+        );
+        let dest = dir.path().join("in");
+        let mounts = materialize(&repo, &commits[29], None, true, &dest, Reach::Bound).unwrap();
+        let repo_objects = std::fs::canonicalize(repo.join("objects")).unwrap();
+        let lender_objects = std::fs::canonicalize(lender.join(".git/objects")).unwrap();
+        let sources: Vec<&Path> = mounts.iter().map(|m| m.source.as_path()).collect();
+        assert_eq!(
+            sources,
+            [
+                repo_objects.as_path(),
+                Path::new("/dev/null"),
+                lender_objects.as_path()
+            ]
+        );
+        assert!(
+            mounts
+                .iter()
+                .all(|m| m.target.starts_with("/kiln/objects/"))
+        );
+        assert_eq!(
+            mounts[1].target,
+            format!("{}/info/alternates", mounts[0].target)
+        );
+        let alternates =
+            std::fs::read_to_string(dest.join(".git/objects/info/alternates")).unwrap();
+        assert_eq!(
+            alternates,
+            format!("{}\n{}\n", mounts[0].target, mounts[2].target)
+        );
+        // No host path in the input's own files.
+        let host = dir.path().to_string_lossy().into_owned();
+        for file in ["config", "shallow", "objects/info/alternates"] {
+            let text = std::fs::read_to_string(dest.join(".git").join(file)).unwrap();
+            assert!(!text.contains(&host), "{file}: {text}");
+        }
     }
 
     #[test]
@@ -405,13 +505,68 @@ mod tests {
         sh_git(&dest, &["commit", "--quiet", "-am", "stamp"]);
     }
 
+    /// A merge in the history brings back content only an ancestor of `history_from` had:
+    /// the merge is shallow (its old parent is not there) and its whole tree is copied.
+    #[test]
+    fn a_copied_input_holds_what_a_merge_of_old_history_brings_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let commits = history(&repo);
+        // f1 as c1 made it, changed in c12 and merged back from c1 on top of c20.
+        let old_f1 = sh_git(&repo, &["rev-parse", &format!("{}:f1", commits[0])]);
+        sh_git(&repo, &["checkout", "--quiet", &commits[11]]);
+        std::fs::write(repo.join("f1"), "changed").unwrap();
+        sh_git(&repo, &["commit", "--quiet", "-am", "change f1"]);
+        let changed = sh_git(&repo, &["rev-parse", "HEAD"]);
+        sh_git(&repo, &["read-tree", &changed]);
+        sh_git(
+            &repo,
+            &[
+                "update-index",
+                "--cacheinfo",
+                &format!("100644,{old_f1},f1"),
+            ],
+        );
+        let tree = sh_git(&repo, &["write-tree"]);
+        let merge = sh_git(
+            &repo,
+            &[
+                "commit-tree",
+                &tree,
+                "-p",
+                &changed,
+                "-p",
+                &commits[0],
+                "-m",
+                "merge",
+            ],
+        );
+        // The tip changes f1 once more: only the merge's tree holds the old content.
+        sh_git(&repo, &["checkout", "--quiet", &merge]);
+        std::fs::write(repo.join("f1"), "final").unwrap();
+        sh_git(&repo, &["commit", "--quiet", "-am", "final f1"]);
+        let tip = sh_git(&repo, &["rev-parse", "HEAD"]);
+        let dest = dir.path().join("in");
+        materialize(&repo, &tip, Some(&commits[9]), true, &dest, Reach::Copied).unwrap();
+        sh_git(&dest, &["fsck", "--no-progress", "--no-dangling"]);
+        assert_eq!(
+            sh_git(&dest, &["show", &format!("{merge}:f1")]),
+            "x".repeat(1001)
+        );
+        let shallow = std::fs::read_to_string(dest.join(".git/shallow")).unwrap();
+        assert!(
+            shallow.contains(&merge) && shallow.contains(&commits[9]),
+            "{shallow}"
+        );
+    }
+
     #[test]
     fn an_input_without_a_worktree_writes_no_file_and_reads_through_git() {
         let dir = tempfile::tempdir().unwrap();
         let repo = dir.path().join("repo");
         let commits = history(&repo);
         let dest = dir.path().join("in");
-        materialize(&repo, &commits[19], None, false, &dest, Reach::Bound).unwrap();
+        materialize(&repo, &commits[19], None, false, &dest, Reach::Host).unwrap();
         let names: Vec<_> = std::fs::read_dir(&dest)
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -430,8 +585,8 @@ mod tests {
         let objects = repo.join(".git/objects");
         std::fs::set_permissions(&objects, std::fs::Permissions::from_mode(0o700)).unwrap();
         let dest = dir.path().join("in");
-        let borrowed = materialize(&repo, &commits[29], None, true, &dest, Reach::Bound).unwrap();
-        assert!(borrowed.is_empty());
+        let mounts = materialize(&repo, &commits[29], None, true, &dest, Reach::Bound).unwrap();
+        assert!(mounts.is_empty());
         assert!(!dest.join(".git/objects/info/alternates").exists());
         sh_git(&dest, &["fsck", "--no-progress", "--no-dangling"]);
         assert_eq!(sh_git(&dest, &["rev-parse", "HEAD"]), commits[29]);
@@ -446,7 +601,7 @@ mod tests {
             (&"a".repeat(40)[..], Some("--upload-pack=x")),
         ] {
             assert!(matches!(
-                materialize(dir.path(), commit, from, true, &dest, Reach::Bound),
+                materialize(dir.path(), commit, from, true, &dest, Reach::Host),
                 Err(GitError::BadRev { .. })
             ));
         }

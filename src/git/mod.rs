@@ -8,7 +8,7 @@ use std::process::Command;
 mod input;
 mod location;
 
-pub(crate) use input::{Reach, materialize};
+pub(crate) use input::{ObjectMount, Reach, materialize};
 pub(crate) use location::Location;
 
 /// Why a git operation failed.
@@ -532,14 +532,14 @@ pub(crate) fn mirror_borrowing(
         .open(&lock_path)
         .map_err(fail("open", &lock_path))?;
     lock.lock().map_err(fail("lock", &lock_path))?;
+    // Resolved: the path is written into the alternates and compared with them.
     let lender = lender
-        .map(absolute)
+        .and_then(|l| std::fs::canonicalize(l).ok())
         .filter(|l| *l != path && l.join("objects").is_dir());
-    if let Some(lender) = &lender {
-        lend(lender)?;
-        if path.join("HEAD").is_file() {
-            borrow(&path, lender)?;
-        }
+    if let Some(lender) = &lender
+        && path.join("HEAD").is_file()
+    {
+        borrow(&path, lender)?;
     }
     if path.join("HEAD").is_file() {
         let mut fetch = durably(git(&path));
@@ -595,29 +595,40 @@ pub(crate) fn mirror_borrowing(
         // Publish whole: a killed clone never looks like a mirror.
         std::fs::rename(&tmp, &path).map_err(fail("publish", &path))?;
     }
-    readable_by_steps(&path)?;
+    mirror_settings(&path)?;
     drop(lock);
     Ok(path)
 }
 
-/// Steps read a mirror's objects where they are (bound read-only, as their own user): they
-/// must be readable by anyone, whatever the captain's umask. git keeps what it writes so
-/// (`core.sharedRepository`); what was written before is opened up once.
-fn readable_by_steps(path: &Path) -> Result<(), GitError> {
-    const MODE: &str = "0644";
-    let mut get = git(path);
-    get.args(["config", "--get", "core.sharedRepository"]);
-    if run(get, path).is_ok_and(|v| v == MODE) {
-        return Ok(());
+/// What every mirror keeps set (each under its own lock, once):
+/// - steps read its objects where they are (bound read-only, as their own user), so they are
+///   readable by anyone whatever the captain's umask: git keeps what it writes so
+///   (`core.sharedRepository`), and what was written before is opened up once;
+/// - a mirror may lend its objects to another (the fork's), which may hold refs to objects
+///   this one no longer reaches (a tag upstream deleted): it never prunes.
+fn mirror_settings(path: &Path) -> Result<(), GitError> {
+    const SETTINGS: [(&str, &str); 2] = [
+        ("core.sharedRepository", "0644"),
+        ("gc.pruneExpire", "never"),
+    ];
+    for (key, value) in SETTINGS {
+        let mut get = git(path);
+        get.args(["config", "--get", key]);
+        if run(get, path).is_ok_and(|v| v == value) {
+            continue;
+        }
+        if key == "core.sharedRepository" {
+            open_up(&path.join("objects")).map_err(|source| GitError::Mirror {
+                action: "make readable",
+                path: path.join("objects"),
+                source,
+            })?;
+        }
+        let mut set = git(path);
+        set.args(["config", key, value]);
+        run(set, path)?;
     }
-    open_up(&path.join("objects")).map_err(|source| GitError::Mirror {
-        action: "make readable",
-        path: path.join("objects"),
-        source,
-    })?;
-    let mut set = git(path);
-    set.args(["config", "core.sharedRepository", MODE]);
-    run(set, path).map(drop)
+    Ok(())
 }
 
 /// Adds read permission for everyone to every file under `dir`, and search permission to
@@ -627,7 +638,9 @@ fn open_up(dir: &Path) -> std::io::Result<()> {
     let mut dirs = vec![dir.to_owned()];
     while let Some(dir) = dirs.pop() {
         let mode = std::fs::metadata(&dir)?.permissions().mode();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o555))?;
+        if mode & 0o555 != 0o555 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o555))?;
+        }
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
             let kind = entry.file_type()?;
@@ -645,14 +658,6 @@ fn open_up(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Keeps every object of the mirror `lender` for as long as it lives: a mirror borrowing
-/// from it may hold refs to objects the lender no longer reaches (a tag upstream deleted).
-fn lend(lender: &Path) -> Result<(), GitError> {
-    let mut keep = git(lender);
-    keep.args(["config", "gc.pruneExpire", "never"]);
-    run(keep, lender).map(drop)
 }
 
 /// Makes the existing mirror `path` borrow `lender`'s objects, and drops its own copies of

@@ -53,6 +53,9 @@ pub enum InputRef {
     Git {
         /// The commit id.
         commit: String,
+        /// What of it the step sees beyond the checked-out commit (history back to a commit,
+        /// no checkout); empty for the commit alone, checked out.
+        view: String,
     },
     /// An output of another step, by the digest it had.
     Output {
@@ -76,7 +79,7 @@ impl InputRef {
             Self::Blob { digest, tree } => {
                 format!("{} {}", if *tree { "tree" } else { "file" }, digest.short())
             }
-            Self::Git { commit } => format!("commit {}", &commit[..commit.len().min(12)]),
+            Self::Git { commit, .. } => format!("commit {}", &commit[..commit.len().min(12)]),
             Self::Output {
                 step,
                 output,
@@ -108,7 +111,9 @@ impl Derivation {
                 InputRef::Blob { digest, tree } => {
                     h.u64("tree", u64::from(*tree)).digest("blob", digest)
                 }
-                InputRef::Git { commit } => h.str("git", commit),
+                // The plain view hashes as before views existed.
+                InputRef::Git { commit, view } if view.is_empty() => h.str("git", commit),
+                InputRef::Git { commit, view } => h.str("git", commit).str("git-view", view),
                 InputRef::Output {
                     step,
                     output,
@@ -227,6 +232,7 @@ mod tests {
                     "src".into(),
                     InputRef::Git {
                         commit: "0123456789abcdef0123456789abcdef01234567".into(),
+                        view: String::new(),
                     },
                 ),
                 (
@@ -295,7 +301,7 @@ mod tests {
                 3 => changed.argv.push(text),
                 4 => { changed.env.insert("X".into(), text); }
                 5 => { changed.inputs.insert("go_version".into(), InputRef::Value { value: text }); }
-                6 => { changed.inputs.insert("src".into(), InputRef::Git { commit: text }); }
+                6 => { changed.inputs.insert("src".into(), InputRef::Git { commit: text, view: String::new() }); }
                 7 => { changed.inputs.insert("lib".into(), InputRef::Output {
                         step: "fetch".into(), output: "lib.tar".into(),
                         digest: Digest::of(text.as_bytes()), tree: false }); }

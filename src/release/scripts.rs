@@ -18,7 +18,7 @@ if ! git rebase --quiet --onto "${NEW_COMMIT}" "${OLD_COMMIT}" "${PATCHES_TIP}" 
 fi
 git rev-parse HEAD >/out/head
 git log --reverse --format='%H %s' "${NEW_COMMIT}..HEAD" >/out/patches
-git -c pack.threads=1 bundle create --quiet /out/rebase.bundle "${NEW_COMMIT}..HEAD"
+git -c pack.threads=1 -c pack.reuseDelta=false -c pack.reuseObject=false bundle create --quiet /out/rebase.bundle "${NEW_COMMIT}..HEAD"
 "#;
 
 /// Run the rebased tree's own tag.sh, then check and record its tag set. Every tag.sh variant
@@ -62,7 +62,7 @@ if [ -s /out/push ] && [ "$(wc -l </out/push)" -ne "$actual" ]; then
     echo "kiln: tag.sh printed $(wc -l </out/push) git push lines for ${actual} tags" >&2
     exit 3
 fi
-awk '{ print "refs/tags/" $1 }' /out/tags | xargs git -c pack.threads=1 bundle create --quiet /out/tag.bundle "^${NEW_COMMIT}"
+awk '{ print "refs/tags/" $1 }' /out/tags | xargs git -c pack.threads=1 -c pack.reuseDelta=false -c pack.reuseObject=false bundle create --quiet /out/tag.bundle "^${NEW_COMMIT}"
 "#;
 
 /// Branch k3s, apply the go.mod and Go edits, tidy against kiln's proxy, commit.
@@ -83,7 +83,7 @@ git add --renormalize -- .
 git add -A
 git commit --quiet --signoff -m "Update to ${NEW_K8S}"
 git rev-parse HEAD >/out/head
-git -c pack.threads=1 bundle create --quiet /out/k3s.bundle "${BASE}..refs/heads/${NEW_FORK_TAG}"
+git -c pack.threads=1 -c pack.reuseDelta=false -c pack.reuseObject=false bundle create --quiet /out/k3s.bundle "${BASE}..refs/heads/${NEW_FORK_TAG}"
 "#;
 
 /// Installs kiln's `curl` and `git` first in PATH (`/tmp/kiln-bin`): a URL resolves only to a file kiln

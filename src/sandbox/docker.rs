@@ -516,7 +516,11 @@ const COMMAND_SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_secs
 /// the engine's `top` lists them (Docker's `CMD` column, Podman's `COMMAND`); `None` when it
 /// cannot say (the container just exited).
 async fn newest_command(docker: &bollard::Docker, id: &str) -> Option<String> {
-    let top = docker.top_processes(id, None).await.ok()?;
+    // Bounded: the step's output is read between samples, and a slow answer must not stall it.
+    let top = tokio::time::timeout(COMMAND_SAMPLE_EVERY, docker.top_processes(id, None))
+        .await
+        .ok()?
+        .ok()?;
     let titles = top.titles?;
     let column = |names: &[&str]| titles.iter().position(|t| names.contains(&t.as_str()));
     let (pid, command) = (column(&["PID"])?, column(&["CMD", "COMMAND"])?);

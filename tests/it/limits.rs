@@ -72,11 +72,18 @@ async fn a_step_past_its_timeout_is_stopped_and_shows_what_it_ran() {
         "{stderr}"
     );
     assert!(stderr.contains("[steps.k3s-download]"), "{stderr}");
-    // The progress named the hung command (kiln's curl, asking the silent mirror).
+    // The error and the progress name the hung command: kiln's curl, asking the silent
+    // mirror (the first sample may have caught the script before it).
+    let said = stderr
+        .lines()
+        .find(|l| l.contains("ran past its timeout"))
+        .unwrap();
     assert!(
-        stderr
-            .lines()
-            .any(|l| l.starts_with("    k3s-download $ ") && l.contains("curl")),
+        said.contains("while running `") && said.contains("curl"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.lines().any(|l| l.starts_with("    k3s-download $ ")),
         "{stderr}"
     );
     assert!(took < std::time::Duration::from_secs(120), "{took:?}");
