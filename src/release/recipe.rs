@@ -270,9 +270,10 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
             worktree: true,
         },
     );
+    // Only its tag is fetched from it: no checkout.
     rebase.inputs.insert(
         "upstream".into(),
-        git(&inputs.resolved.upstream, &inputs.resolved.new_commit),
+        git_objects(&inputs.resolved.upstream, &inputs.resolved.new_commit),
     );
     rebase.outputs = vec![
         output::HEAD.into(),
