@@ -326,29 +326,8 @@ pub(super) fn with_stdin(repo: &Path, args: &[&str], input: &[u8]) -> Result<Str
 
 #[cfg(test)]
 mod tests {
-    use std::process::Command;
-
+    use super::super::tests::test_git as sh_git;
     use super::*;
-
-    fn sh_git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .current_dir(dir)
-            .args(args)
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@kiln.invalid")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@kiln.invalid")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
 
     /// A repository of 30 commits (one file each), tagged at 10 (`old`, annotated) and at 20
     /// (`new`), with `main` at 30; the commits' ids, oldest first.

@@ -764,18 +764,23 @@ mod tests {
 
     /// Runs a test's own git (`args` as given, in `dir`) with a fixed identity and no user
     /// configuration; its trimmed stdout. Fails the test when git fails.
-    fn test_git(dir: &Path, args: &[&str]) -> String {
+    pub(super) fn test_git(dir: &Path, args: &[&str]) -> String {
         let out = Command::new("git")
             .current_dir(dir)
             .args(args)
             .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
             .env("GIT_AUTHOR_NAME", "t")
             .env("GIT_AUTHOR_EMAIL", "t@kiln.invalid")
             .env("GIT_COMMITTER_NAME", "t")
             .env("GIT_COMMITTER_EMAIL", "t@kiln.invalid")
             .output()
             .unwrap();
-        assert!(out.status.success(), "git {args:?}");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 

@@ -458,19 +458,10 @@ async fn import(
             source,
         })?;
     let body = bollard::body_try_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
-    // One LABEL instruction: the API takes `changes` as one newline-separated value, which
-    // Docker splits and Podman does not (its first label would swallow the others).
-    let changes = vec![format!(
-        "LABEL {LABEL_KIND}=base {LABEL_ROOTFS}={} {LABEL_GO}=\"{go_version}\" {LABEL_PACKAGES}=\"{}\"",
-        scan.digest,
-        encode_packages(&scan.packages)
-    )];
-    let options = CreateImageOptionsBuilder::default()
-        .from_src("-")
-        .repo("kiln/base")
-        .tag(&base.name())
-        .changes(changes)
-        .build();
+    // Imported bare, then named and labelled by a build `FROM` its id: the import's `tag` and
+    // `changes` are not taken alike by every engine (Podman names the image `:latest` and
+    // reads the newline-joined changes as one), a build's `t` and `labels` are.
+    let options = CreateImageOptionsBuilder::default().from_src("-").build();
     let mut events = engine
         .docker()
         .create_image(Some(options), Some(body), None);
@@ -502,19 +493,13 @@ async fn import(
         image: tag.clone(),
         message: "the engine did not say which image it made".into(),
     })?;
-    let name = base.name();
-    let options = bollard::query_parameters::TagImageOptionsBuilder::default()
-        .repo("kiln/base")
-        .tag(&name)
-        .build();
-    engine
-        .docker()
-        .tag_image(&id, Some(options))
-        .await
-        .map_err(|source| ImageError::Engine {
-            action: "naming the imported base",
-            source,
-        })?;
+    let wanted = [
+        (LABEL_KIND, "base".to_owned()),
+        (LABEL_ROOTFS, scan.digest.to_string()),
+        (LABEL_GO, go_version.to_owned()),
+        (LABEL_PACKAGES, encode_packages(&scan.packages)),
+    ];
+    super::toolchain::label(engine, &id, &tag, &wanted.iter().cloned().collect()).await?;
     let inspected = engine
         .docker()
         .inspect_image(&tag)
@@ -523,36 +508,22 @@ async fn import(
             action: "inspecting the imported base",
             source,
         })?;
-    // The name must reach this very image, and the engine must have kept every label.
+    // The engine must have kept every label (the layers are checked below).
     let labels = inspected
         .config
         .as_ref()
         .and_then(|c| c.labels.clone())
         .unwrap_or_default();
-    let wanted = [
-        (LABEL_KIND, "base".to_owned()),
-        (LABEL_ROOTFS, scan.digest.to_string()),
-        (LABEL_GO, go_version.to_owned()),
-        (LABEL_PACKAGES, encode_packages(&scan.packages)),
-    ];
     let lost: Vec<&str> = wanted
         .iter()
         .filter(|(k, v)| labels.get(*k) != Some(v))
         .map(|(k, _)| *k)
         .collect();
-    if inspected.id.as_deref() != Some(id.as_str()) || !lost.is_empty() {
+    if !lost.is_empty() {
         return Err(ImageError::Build {
             action: "importing",
             image: tag,
-            message: if lost.is_empty() {
-                format!(
-                    "the engine made {id}, but {} names {}",
-                    base.tag(),
-                    inspected.id.as_deref().unwrap_or("nothing")
-                )
-            } else {
-                format!("the engine did not keep the labels {}", lost.join(", "))
-            },
+            message: format!("the engine did not keep the labels {}", lost.join(", ")),
         });
     }
     let layers = inspected.root_fs.and_then(|r| r.layers).unwrap_or_default();

@@ -214,7 +214,9 @@ pub(super) enum BuildContext {
 }
 
 /// Builds `tag` from a build context with the engine's classic builder, offline, reporting the
-/// builder's output lines.
+/// builder's output lines; then gives it `labels` ([`label`]). The labels are never the
+/// build's own: Podman's builder puts a build's labels on every intermediate image it keeps,
+/// and a failed build would leave one that kiln's lookup by label takes for the finished image.
 pub(super) async fn build(
     engine: &Engine,
     tag: &str,
@@ -223,6 +225,52 @@ pub(super) async fn build(
     context: BuildContext,
     progress: &mut (dyn FnMut(ImageProgress) + Send),
 ) -> Result<(), ImageError> {
+    let built =
+        build_unlabelled(engine, tag, build_args, &HashMap::new(), context, progress).await?;
+    if !labels.is_empty() {
+        label(engine, &built, tag, labels).await?;
+    }
+    Ok(())
+}
+
+/// Makes `tag` the image `id` with `labels` added (a build `FROM` it: no new layer, and the
+/// one way both Docker and Podman name and label an image alike).
+pub(super) async fn label(
+    engine: &Engine,
+    id: &str,
+    tag: &str,
+    labels: &HashMap<&str, String>,
+) -> Result<(), ImageError> {
+    let dockerfile = format!("FROM {id}\n");
+    let context =
+        context_of(&[("Dockerfile", 0o644, dockerfile.as_bytes())]).map_err(|source| {
+            ImageError::Io {
+                action: "pack the build context for",
+                path: tag.into(),
+                source,
+            }
+        })?;
+    build_unlabelled(
+        engine,
+        tag,
+        &HashMap::new(),
+        labels,
+        BuildContext::Bytes(context),
+        &mut |_| {},
+    )
+    .await
+    .map(drop)
+}
+
+/// One build; the id of the image it made.
+async fn build_unlabelled(
+    engine: &Engine,
+    tag: &str,
+    build_args: &HashMap<&str, String>,
+    labels: &HashMap<&str, String>,
+    context: BuildContext,
+    progress: &mut (dyn FnMut(ImageProgress) + Send),
+) -> Result<String, ImageError> {
     let body = match context {
         BuildContext::Bytes(bytes) => bollard::body_full(bytes.into()),
         BuildContext::File(path) => {
@@ -246,6 +294,7 @@ pub(super) async fn build(
         .networkmode("none")
         .build();
     let mut events = engine.docker().build_image(options, None, Some(body));
+    let mut made = None;
     while let Some(event) = events
         .try_next()
         .await
@@ -267,8 +316,28 @@ pub(super) async fn build(
                 progress(ImageProgress::Line(line.to_owned()));
             }
         }
+        if let Some(id) = event.aux.and_then(|a| a.id) {
+            made = Some(id);
+        }
     }
-    Ok(())
+    match made {
+        Some(id) => Ok(id),
+        // An engine that does not say: the image the tag names now.
+        None => engine
+            .docker()
+            .inspect_image(tag)
+            .await
+            .map_err(|source| ImageError::Engine {
+                action: "inspecting the built image",
+                source,
+            })?
+            .id
+            .ok_or_else(|| ImageError::Build {
+                action: "building",
+                image: tag.to_owned(),
+                message: "the engine made no image".into(),
+            }),
+    }
 }
 
 /// The toolchain image with recipe key `recipe`, if the engine has one.
@@ -328,8 +397,13 @@ async fn list_with_label(engine: &Engine, label: &str) -> Result<Vec<ToolchainIm
 
 /// A deterministic tar of [`CONTEXT`]: fixed order, owner, mode and mtime.
 fn build_context() -> std::io::Result<Vec<u8>> {
+    context_of(&CONTEXT)
+}
+
+/// A deterministic tar of `files` (path, mode, content): fixed order, owner, mode and mtime.
+pub(super) fn context_of(files: &[(&str, u32, &[u8])]) -> std::io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
-    for (path, mode, bytes) in CONTEXT {
+    for &(path, mode, bytes) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(bytes.len() as u64);
         header.set_mode(mode);
