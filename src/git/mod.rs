@@ -522,6 +522,19 @@ pub(crate) fn mirror_borrowing(
         }
     };
     std::fs::create_dir_all(dir).map_err(fail("create", dir))?;
+    // The mirrors' objects are readable by anyone (steps read them as their own user, bound
+    // by the engine): their directory keeps other users of the host out.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir)
+            .map_err(fail("read", dir))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(fail("restrict", dir))?;
+        }
+    }
     // One process (and thread) at a time per mirror: two releases on one store would race on
     // the first clone and on `fetch --prune`. Released when the file closes, kill -9 included.
     let lock_path = dir.join(format!("{name}.git.lock"));
@@ -1000,6 +1013,8 @@ mod tests {
         mirror(&mirrors, &at).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
         assert_eq!(mode(&path.join("objects")) & 0o005, 0o005);
+        // Other users of the host stay out of the mirrors' directory.
+        assert_eq!(mode(&mirrors) & 0o077, 0);
         let mut files = vec![path.join("objects")];
         let mut checked = 0;
         while let Some(d) = files.pop() {
