@@ -8,7 +8,9 @@ use clap::Args;
 use miette::{IntoDiagnostic as _, WrapErr as _};
 
 use crate::image::{BaseImage, BaseKind, ToolchainImage, find_base, list_toolchains};
-use crate::sandbox::{DockerSandbox, Engine, EngineInfo, IsolationCheck, probe_isolation};
+use crate::sandbox::{
+    DockerSandbox, Engine, EngineInfo, HostFacts, IsolationCheck, probe_isolation,
+};
 
 use super::table::Table;
 use super::{Outcome, print_json};
@@ -24,6 +26,8 @@ pub(super) struct DoctorArgs {
 #[derive(serde::Serialize)]
 struct DoctorReport {
     engine: EngineInfo,
+    /// How the engine runs containers, and the limits kiln knows of for it.
+    host: HostFacts,
     orphans_removed: usize,
     bases: Vec<BaseImage>,
     toolchains: Vec<ToolchainImage>,
@@ -43,6 +47,7 @@ pub(super) async fn run(args: DoctorArgs) -> Outcome {
     let engine = Engine::connect().await?;
     let sandbox = DockerSandbox::with_engine(engine.clone()).await?;
     let orphans_removed = sandbox.reap_orphans().await?.len();
+    let host = engine.host_facts().await?;
 
     let mut bases = Vec::new();
     let mut problems = Vec::new();
@@ -94,6 +99,7 @@ pub(super) async fn run(args: DoctorArgs) -> Outcome {
 
     let report = DoctorReport {
         engine: engine.info().clone(),
+        host,
         orphans_removed,
         bases,
         toolchains,
@@ -154,6 +160,22 @@ fn print_report(report: &DoctorReport) {
         engine.product, engine.server_version, engine.api_version, engine.platform
     );
     println!("address    {}", engine.host);
+    let host = &report.host;
+    println!(
+        "kind       {} ({}, cgroup v{}, runtime {}, storage {})",
+        engine.kind,
+        if host.rootless { "rootless" } else { "rootful" },
+        if host.cgroup_version.is_empty() {
+            "?"
+        } else {
+            &host.cgroup_version
+        },
+        host.runtime,
+        host.storage
+    );
+    for limit in &host.limits {
+        println!("limit      {limit}");
+    }
     if report.orphans_removed > 0 {
         println!(
             "orphans    removed {} container(s) left by killed kiln runs",

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bollard::container::LogOutput;
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits, VolumeCreateRequest,
+};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
 };
@@ -29,14 +31,31 @@ pub(crate) const LABEL_STEP: &str = "kiln.step";
 /// Label identifying the owning process; see [`RunOwner`].
 pub const LABEL_OWNER: &str = "kiln.owner";
 
+/// Variables an engine adds to every container on its own: Podman sets `container=podman`
+/// and `TERM=xterm` (Docker neither). A step sees them only when it declares them, so it sees
+/// the same environment on every engine.
+const ENGINE_ADDED_VARS: [&str; 2] = ["TERM", "container"];
+
 /// The shell prologue every step runs through: it fixes the umask, then `exec`s the step's
 /// argv unchanged (`"$0" "$@"`), so no argument is ever interpreted by the shell. The shell
-/// exports `PWD` on start; it is unset so the step sees only its declared environment.
-const UMASK_ENTRYPOINT: [&str; 3] = [
-    "/bin/sh",
-    "-c",
-    "umask 022 && unset PWD OLDPWD && exec \"$0\" \"$@\"",
-];
+/// exports `PWD` on start, and the engine may add [`ENGINE_ADDED_VARS`]; they are unset (those
+/// the step does not declare) so the step sees only its declared environment.
+fn step_entrypoint(step: &StepSpec) -> Vec<String> {
+    let mut unset = vec!["PWD", "OLDPWD"];
+    unset.extend(
+        ENGINE_ADDED_VARS
+            .iter()
+            .filter(|var| !step.env.contains_key(**var)),
+    );
+    vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        format!(
+            "umask 022 && unset {} && exec \"$0\" \"$@\"",
+            unset.join(" ")
+        ),
+    ]
+}
 
 /// Label on a fresh cache volume naming the run it belongs to.
 const LABEL_CACHE_NAMESPACE: &str = "kiln.cache.namespace";
@@ -44,6 +63,14 @@ const LABEL_CACHE_NAMESPACE: &str = "kiln.cache.namespace";
 /// The most processes (threads included) one step may run: a fork bomb stops here, a Go
 /// build (one thread per core, plus the compilers it starts) stays far below it.
 pub(super) const STEP_PIDS_LIMIT: i64 = 4096;
+
+/// A step's open files and processes, soft and hard alike, set on every engine rather than
+/// inherited: Docker hands a container its daemon's limits, Podman its own defaults (a million
+/// files), and an engine whose own hard limit is lower than those fails every container in
+/// `runc create` ("error setting rlimit"). 4096 is the kernel's default hard limit for open
+/// files, so no engine process has less; the processes match [`STEP_PIDS_LIMIT`]. Go raises
+/// its soft limit to the hard one; a build of k3s stays far below both.
+pub(super) const STEP_RLIMITS: [(&str, i64); 2] = [("nofile", 4096), ("nproc", STEP_PIDS_LIMIT)];
 
 /// The build user's home in kiln's toolchain image: writable scratch, like `/tmp`.
 const STEP_HOME: &str = "/home/kiln";
@@ -226,14 +253,28 @@ impl DockerSandbox {
             .all(true)
             .filters(&filters)
             .build();
-        let containers = docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|source| SandboxError::Engine {
-                step: "-".into(),
-                action: "listing kiln containers",
-                source,
-            })?;
+        // Podman (4.3) lists a container it is stopping as `stopped`, a state the Docker API
+        // does not have and the client refuses; the state lasts as long as the stop, so the
+        // list is asked again.
+        let mut attempt = 0;
+        let containers = loop {
+            match docker.list_containers(Some(options.clone())).await {
+                Err(bollard::errors::Error::JsonDataError { message, .. })
+                    if message.contains("unknown variant") && attempt < 25 =>
+                {
+                    attempt += 1;
+                    tracing::debug!(%message, "the engine listed a state of its own; asking again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                listed => {
+                    break listed.map_err(|source| SandboxError::Engine {
+                        step: "-".into(),
+                        action: "listing kiln containers",
+                        source,
+                    })?;
+                }
+            }
+        };
         let mut reaped = Vec::new();
         for container in containers {
             let (Some(id), Some(labels)) = (container.id, container.labels) else {
@@ -311,7 +352,7 @@ impl DockerSandbox {
 
         ContainerCreateBody {
             image: Some(step.image.clone()),
-            entrypoint: Some(UMASK_ENTRYPOINT.iter().map(|s| (*s).to_owned()).collect()),
+            entrypoint: Some(step_entrypoint(step)),
             cmd: Some(step.argv.clone()),
             env: Some(step.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             working_dir: Some(step.workdir.clone()),
@@ -348,6 +389,16 @@ impl DockerSandbox {
                     ("/cache".to_owned(), STEP_TMPFS.to_owned()),
                 ])),
                 pids_limit: Some(STEP_PIDS_LIMIT),
+                ulimits: Some(
+                    STEP_RLIMITS
+                        .iter()
+                        .map(|&(name, limit)| ResourcesUlimits {
+                            name: Some(name.to_owned()),
+                            soft: Some(limit),
+                            hard: Some(limit),
+                        })
+                        .collect(),
+                ),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
@@ -495,9 +546,16 @@ impl Sandbox for DockerSandbox {
                 .await
                 .map_err(engine_err("inspecting the finished container"))?;
             let state = inspected.state.unwrap_or_default();
+            let code = state.exit_code.unwrap_or(-1);
+            // Podman (4.3, cgroup v1) does not always record an OOM kill in the container's
+            // state; a step under a memory limit that died of SIGKILL there is taken for one
+            // (kiln's own stop of a step past its timeout never reaches this point).
+            let podman_oom = this.engine.info().kind == super::engine::EngineKind::Podman
+                && code == 128 + 9
+                && step.memory_limit.is_some();
             let exit = StepExit {
-                code: state.exit_code.unwrap_or(-1),
-                oom_killed: state.oom_killed.unwrap_or(false),
+                code,
+                oom_killed: state.oom_killed.unwrap_or(false) || podman_oom,
             };
             if this.copy_mounts {
                 super::copy::download(&docker, &id, &step).await?;
@@ -541,4 +599,23 @@ fn network_missing(step: &StepSpec, error: &bollard::errors::Error) -> bool {
             bollard::errors::Error::DockerResponseServerError { status_code: 404, message },
         ) if message.contains(&format!("network {name} not found"))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prologue_unsets_what_the_engine_added_unless_declared() {
+        let plain = StepSpec::new("s", "img", ["true"]);
+        let script = &step_entrypoint(&plain)[2];
+        assert!(
+            script.contains("unset PWD OLDPWD TERM container &&"),
+            "{script}"
+        );
+        let declared = StepSpec::new("s", "img", ["true"]).env("TERM", "dumb");
+        let script = &step_entrypoint(&declared)[2];
+        assert!(script.contains("unset PWD OLDPWD container &&"), "{script}");
+        assert!(script.ends_with("exec \"$0\" \"$@\""), "{script}");
+    }
 }

@@ -56,10 +56,84 @@ pub(crate) struct EngineInfo {
     pub(crate) api_version: String,
     /// The engine's product version, e.g. `20.10.24+dfsg1`.
     pub(crate) server_version: String,
+    /// Which engine answered.
+    pub(crate) kind: EngineKind,
     /// The engine's product name (`Docker Engine - Community`, `Podman Engine`, …).
     pub(crate) product: String,
     /// Operating system and architecture of the engine host.
     pub(crate) platform: String,
+}
+
+/// The engines kiln knows apart: both serve the Docker API, and differ where kiln must know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum EngineKind {
+    Docker,
+    /// Podman's Docker-compatible service (`podman system service`).
+    Podman,
+}
+
+impl EngineKind {
+    /// The kind named by the components an engine's `/version` lists: Podman lists
+    /// `Podman Engine`, Docker `Engine`.
+    fn of(components: &[String]) -> Self {
+        if components.iter().any(|n| n.contains("Podman")) {
+            Self::Podman
+        } else {
+            Self::Docker
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Docker => "Docker",
+            Self::Podman => "Podman",
+        })
+    }
+}
+
+/// How an engine runs containers (its `/info`), and the limits kiln knows of for it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct HostFacts {
+    /// Whether the engine runs without root (`name=rootless` among its security options).
+    pub(crate) rootless: bool,
+    /// `1` or `2` (empty when the engine does not say).
+    pub(crate) cgroup_version: String,
+    /// The OCI runtime containers start with (`runc`, `crun`).
+    pub(crate) runtime: String,
+    /// The storage driver (`overlay2`, `overlay`, `vfs`).
+    pub(crate) storage: String,
+    /// What this engine does differently from the contract kiln's steps expect, each with
+    /// what to do about it.
+    pub(crate) limits: Vec<String>,
+}
+
+/// The limits kiln knows of for an engine of `kind` running as `facts` say.
+fn known_limits(kind: EngineKind, facts: &HostFacts) -> Vec<String> {
+    let mut limits = Vec::new();
+    if facts.rootless && facts.cgroup_version == "1" {
+        limits.push(
+            "rootless on cgroup v1: the engine drops every resource limit, so a step's memory \
+             (`[steps] memory`) and process limits do not hold; boot with cgroup v2 \
+             (systemd.unified_cgroup_hierarchy=1) or run the engine as root"
+                .to_owned(),
+        );
+    }
+    if kind == EngineKind::Podman {
+        limits.push(
+            "Podman: a service started without `--time=0` exits after 5 s idle, between \
+             steps; start it as `podman system service --time=0 unix://…`"
+                .to_owned(),
+        );
+        limits.push(
+            "Podman: short image names are qualified (`localhost/…`, `docker.io/…`); kiln finds \
+             its images by full name and labels, other tools may not"
+                .to_owned(),
+        );
+    }
+    limits
 }
 
 impl Engine {
@@ -126,13 +200,30 @@ impl Engine {
                 action: "asking the engine for its version",
                 source,
             })?;
-        let product = reported
-            .platform
-            .map(|p| p.name)
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(|| "Docker Engine".to_owned());
+        let components: Vec<String> = reported
+            .components
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        let kind = EngineKind::of(&components);
+        // Docker names its product in the platform (`Docker Engine - Community`); Podman puts
+        // its OS there (`linux/amd64/debian-12`) and its name in a component.
+        let product = match kind {
+            EngineKind::Podman => components
+                .iter()
+                .find(|n| n.contains("Podman"))
+                .cloned()
+                .unwrap_or_else(|| "Podman Engine".to_owned()),
+            EngineKind::Docker => reported
+                .platform
+                .map(|p| p.name)
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "Docker Engine".to_owned()),
+        };
         let info = EngineInfo {
             host: host.to_owned(),
+            kind,
             api_version: format!("{}.{}", version.0, version.1),
             server_version: reported.version.unwrap_or_default(),
             product,
@@ -163,6 +254,38 @@ impl Engine {
     #[must_use]
     pub(crate) fn info(&self) -> &EngineInfo {
         &self.info
+    }
+
+    /// How the engine runs containers, from its `/info`, and what kiln knows that this
+    /// means for steps.
+    pub(crate) async fn host_facts(&self) -> Result<HostFacts, SandboxError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|source| SandboxError::Engine {
+                step: "-".to_owned(),
+                action: "asking the engine how it runs containers",
+                source,
+            })?;
+        let rootless = info
+            .security_options
+            .unwrap_or_default()
+            .iter()
+            .any(|o| o.split(',').any(|kv| kv == "name=rootless"));
+        let cgroup_version = info
+            .cgroup_version
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        let mut facts = HostFacts {
+            rootless,
+            cgroup_version,
+            runtime: info.default_runtime.unwrap_or_default(),
+            storage: info.driver.unwrap_or_default(),
+            limits: Vec::new(),
+        };
+        facts.limits = known_limits(self.info.kind, &facts);
+        Ok(facts)
     }
 
     /// Whether the engine shares this machine's filesystem (a unix socket): only then are
@@ -226,5 +349,45 @@ fn raw_client(
     } else {
         // Anything else (ssh://, npipe://, garbage) gets the client's own verdict.
         Docker::connect_with_host(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(rootless: bool, cgroup: &str) -> HostFacts {
+        HostFacts {
+            rootless,
+            cgroup_version: cgroup.to_owned(),
+            runtime: "crun".into(),
+            storage: "overlay".into(),
+            limits: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_engine_kind_comes_from_its_components() {
+        // What Podman 4.3 and Docker 20.10 list in `/version`.
+        let podman = ["Podman Engine", "Conmon", "OCI Runtime (crun)"].map(String::from);
+        let docker = ["Engine", "containerd", "runc", "docker-init"].map(String::from);
+        assert_eq!(EngineKind::of(&podman), EngineKind::Podman);
+        assert_eq!(EngineKind::of(&docker), EngineKind::Docker);
+        assert_eq!(EngineKind::of(&[]), EngineKind::Docker);
+    }
+
+    #[test]
+    fn known_limits_follow_the_engine_and_its_cgroups() {
+        assert!(known_limits(EngineKind::Docker, &facts(false, "1")).is_empty());
+        assert!(known_limits(EngineKind::Docker, &facts(true, "2")).is_empty());
+        let rootless_v1 = known_limits(EngineKind::Docker, &facts(true, "1"));
+        assert_eq!(rootless_v1.len(), 1);
+        assert!(rootless_v1[0].contains("[steps] memory"), "{rootless_v1:?}");
+        let podman = known_limits(EngineKind::Podman, &facts(false, "2"));
+        assert!(podman.iter().any(|l| l.contains("--time=0")), "{podman:?}");
+        assert_eq!(
+            known_limits(EngineKind::Podman, &facts(true, "1")).len(),
+            podman.len() + 1
+        );
     }
 }

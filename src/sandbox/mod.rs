@@ -22,10 +22,10 @@ mod ssh;
 mod step_event;
 mod step_spec;
 
-use docker::STEP_PIDS_LIMIT;
 pub use docker::{DockerSandbox, LABEL_MOUNTS, LABEL_OWNER};
+use docker::{STEP_PIDS_LIMIT, STEP_RLIMITS};
 pub use engine::Engine;
-pub(crate) use engine::EngineInfo;
+pub(crate) use engine::{EngineInfo, HostFacts};
 pub use error::SandboxError;
 #[cfg(test)]
 pub(crate) use fake::{FakeSandbox, FakeStep};

@@ -39,6 +39,7 @@ if touch /kiln-rootfs-probe 2>/dev/null; then echo "rootfs=writable"; else echo 
 if touch /tmp/kiln-tmp-probe 2>/dev/null; then echo "tmp=writable"; else echo "tmp=read-only"; fi
 pids=$(cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || echo unknown)
 echo "pids_max=$pids"
+echo "rlimits=$(awk '/^Max open files/ { f = $4 ":" $5 } /^Max processes/ { p = $3 ":" $4 } END { print "nofile " f ", nproc " p }' /proc/self/limits)"
 found=
 for sock in /var/run/docker.sock /run/docker.sock /run/kiln-engine/docker.sock /run/podman/podman.sock; do
   [ -e "$sock" ] && found="$found $sock"
@@ -100,6 +101,11 @@ pub(crate) async fn probe_isolation(
     let owner_text = format!("{}:{}", owner.uid, owner.gid);
     let interfaces = get("interfaces");
     let connect = get("connect");
+    let rlimits = super::STEP_RLIMITS
+        .iter()
+        .map(|(name, limit)| format!("{name} {limit}:{limit}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let leaked: Vec<String> = get("env")
         .split_whitespace()
         .filter(|k| !declared.contains(*k) && !image_env.contains(*k) && !ENGINE_VARS.contains(k))
@@ -151,6 +157,12 @@ pub(crate) async fn probe_isolation(
             format!("at most {} processes", super::STEP_PIDS_LIMIT),
             get("pids_max"),
             get("pids_max") == super::STEP_PIDS_LIMIT.to_string(),
+        ),
+        check(
+            "rlimits",
+            rlimits.clone(),
+            get("rlimits"),
+            get("rlimits") == rlimits,
         ),
         check(
             "engine socket",

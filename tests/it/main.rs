@@ -19,6 +19,7 @@ mod images;
 mod k3s_build;
 mod limits;
 mod nested;
+mod podman;
 mod powerloss;
 mod publish;
 mod rcga;

@@ -483,6 +483,13 @@ async fn doctor_reports_a_hermetic_sandbox() {
             .map(|v| v >= "1.41"),
         Some(true)
     );
+    let kind = if common::podman_pass() {
+        "podman"
+    } else {
+        "docker"
+    };
+    assert_eq!(report["engine"]["kind"], kind, "{stdout}");
+    assert_eq!(report["host"]["rootless"], false, "{stdout}");
     let checks = report["checks"].as_array().unwrap();
     let names: Vec<&str> = checks.iter().filter_map(|c| c["name"].as_str()).collect();
     assert_eq!(
@@ -493,6 +500,7 @@ async fn doctor_reports_a_hermetic_sandbox() {
             "capabilities",
             "rootfs",
             "pids",
+            "rlimits",
             "engine socket",
             "env",
             "clock",

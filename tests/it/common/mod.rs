@@ -40,6 +40,12 @@ pub(crate) fn skip(why: &str) {
     eprintln!("skipping: {why}");
 }
 
+/// True in the test command's Podman pass (`KILN_TEST_PODMAN=1`): `DOCKER_HOST` is a
+/// private Podman service, and `KILN_TEST_DOCKER_HOST` the Docker engine of the first pass.
+pub(crate) fn podman_pass() -> bool {
+    std::env::var("KILN_TEST_PODMAN").is_ok_and(|v| v == "1")
+}
+
 /// Connects to the engine and finds (or builds) the toolchain image. Without an engine this
 /// skips the test (returns `None`, saying why) — unless `KILN_TEST_DOCKER=1`, where it fails.
 pub(crate) async fn docker_or_skip() -> Option<Docker> {
@@ -51,6 +57,22 @@ pub(crate) async fn docker_or_skip() -> Option<Docker> {
             return None;
         }
     };
+    // The Podman pass must not pass on Docker by mistake, nor the Docker pass on Podman.
+    let components = engine
+        .docker()
+        .version()
+        .await
+        .expect("the engine says its version")
+        .components
+        .unwrap_or_default();
+    let is_podman = components.iter().any(|c| c.name.contains("Podman"));
+    assert_eq!(
+        is_podman,
+        podman_pass(),
+        "KILN_TEST_PODMAN={} but the engine at DOCKER_HOST lists {:?}",
+        std::env::var("KILN_TEST_PODMAN").unwrap_or_default(),
+        components.iter().map(|c| &c.name).collect::<Vec<_>>()
+    );
     let toolchain = match ensure_toolchain(&engine, GoLine::Go123, None, &mut |_| {}).await {
         Ok(toolchain) => toolchain,
         Err(error) => {

@@ -1,0 +1,115 @@
+# shellcheck shell=bash
+# Sourced by scripts/{podman,test}: starts kiln's private Podman service (Debian's podman,
+# `podman system service` serving the Docker-compatible API on its own socket, with its own
+# storage), and stops only what it started, by pid.
+#
+#   podman_up     prints nothing; sets KILN_PODMAN_HOST (unix://…) and, when it started the
+#                 service, KILN_PODMAN_STARTED_PID
+#   podman_down   stops the service podman_up started (no-op otherwise)
+#
+# Its images stay under $KILN_PODMAN_ROOT between runs (so a second run reuses the toolchain
+# images); its socket, pidfile, run root and containers.conf are under $KILN_PODMAN_RUN.
+
+KILN_PODMAN_ROOT=${KILN_PODMAN_ROOT:-/var/lib/kiln-podman}
+KILN_PODMAN_RUN=${KILN_PODMAN_RUN:-/run/kiln-podman}
+KILN_PODMAN_HOST="unix://$KILN_PODMAN_RUN/podman.sock"
+KILN_PODMAN_STARTED_PID=
+
+podman_log() { echo "podman: $*" >&2; }
+
+# podman_answers: true when the service answers at KILN_PODMAN_HOST.
+podman_answers() {
+    DOCKER_HOST="$KILN_PODMAN_HOST" timeout 10 docker version --format '{{.Server.APIVersion}}' >/dev/null 2>&1
+}
+
+# podman_is_ours PID: true when PID is a podman service using kiln's private storage.
+podman_is_ours() {
+    local pid="$1"
+    [ -r "/proc/$pid/cmdline" ] &&
+        tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qx -- "$KILN_PODMAN_ROOT/storage"
+}
+
+podman_wait_gone() {
+    local pid="$1" i
+    for ((i = 0; i < $2 * 10; i++)); do
+        [ -d "/proc/$pid" ] || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+podman_up() {
+    local sock="$KILN_PODMAN_RUN/podman.sock" pidfile="$KILN_PODMAN_RUN/podman.pid"
+    if [ -S "$sock" ] && podman_answers; then
+        podman_log "using kiln's private Podman service already running at $KILN_PODMAN_HOST"
+        return 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        podman_log "starting kiln's private Podman service needs root"
+        return 1
+    fi
+    # Leftovers of a killed session: a pidfile whose process is gone (or is ours but hung),
+    # and a socket nobody serves.
+    if [ -f "$pidfile" ]; then
+        local old
+        old=$(cat "$pidfile" 2>/dev/null || true)
+        if [ -n "$old" ] && podman_is_ours "$old"; then
+            podman_log "stopping kiln's earlier Podman service (pid $old), which does not answer"
+            kill "$old" 2>/dev/null || true
+            podman_wait_gone "$old" 30 || kill -9 "$old" 2>/dev/null || true
+        fi
+        rm -f "$pidfile"
+    fi
+    rm -f "$sock"
+    mkdir -p "$KILN_PODMAN_ROOT/storage" "$KILN_PODMAN_RUN/runroot" "$KILN_PODMAN_RUN/tmp"
+    # Containers the builder runs (a toolchain's RUN lines) take Podman's default limits: a
+    # million open files, which a machine whose own hard limit is lower (a sandboxed CI
+    # runner) refuses in `runc create`. kiln's steps set their own; these are the same.
+    # runc, not crun: crun refuses a host that mounts cgroup v2 beside v1 ("cgroups in hybrid
+    # mode not supported"), and docker.io brings runc anyway.
+    cat >"$KILN_PODMAN_RUN/containers.conf" <<'CONF'
+[containers]
+default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
+
+[engine]
+runtime = "runc"
+CONF
+    podman_log "starting kiln's private Podman service (log: $KILN_PODMAN_RUN/service.log)"
+    CONTAINERS_CONF="$KILN_PODMAN_RUN/containers.conf" TMPDIR="$KILN_PODMAN_RUN/tmp" \
+        podman --root "$KILN_PODMAN_ROOT/storage" --runroot "$KILN_PODMAN_RUN/runroot" \
+        system service --time=0 "$KILN_PODMAN_HOST" \
+        >"$KILN_PODMAN_RUN/service.log" 2>&1 </dev/null &
+    KILN_PODMAN_STARTED_PID=$!
+    echo "$KILN_PODMAN_STARTED_PID" >"$pidfile"
+    local i
+    for ((i = 0; i < 600; i++)); do
+        if [ -S "$sock" ] && podman_answers; then
+            podman_log "the Podman service (pid $KILN_PODMAN_STARTED_PID) answers at $KILN_PODMAN_HOST"
+            return 0
+        fi
+        if ! [ -d "/proc/$KILN_PODMAN_STARTED_PID" ]; then
+            podman_log "the Podman service exited while starting; its log ends with:"
+            tail -n 20 "$KILN_PODMAN_RUN/service.log" >&2
+            KILN_PODMAN_STARTED_PID=
+            rm -f "$pidfile"
+            return 1
+        fi
+        sleep 0.1
+    done
+    podman_log "the Podman service did not answer within 60 s; see $KILN_PODMAN_RUN/service.log"
+    podman_down
+    return 1
+}
+
+podman_down() {
+    local pid="${KILN_PODMAN_STARTED_PID:-}"
+    [ -n "$pid" ] || return 0
+    KILN_PODMAN_STARTED_PID=
+    podman_log "stopping the Podman service it started (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    podman_wait_gone "$pid" 60 || {
+        podman_log "the Podman service (pid $pid) did not stop in 60 s; killing it"
+        kill -9 "$pid" 2>/dev/null || true
+    }
+    rm -f "$KILN_PODMAN_RUN/podman.pid" "$KILN_PODMAN_RUN/podman.sock"
+}
