@@ -83,9 +83,12 @@ pub(super) async fn run(args: DoctorArgs) -> Outcome {
                     "sandbox {} is not hermetic: expected {}, observed {}",
                     check.name, check.expected, check.observed
                 ),
-                fix: "rebuild the toolchain image (`kiln image toolchain --go …`) and check the \
-                      engine's configuration (userns, default network)"
-                    .into(),
+                fix: match host.limit_for(check.name) {
+                    Some(limit) => format!("a known limit of this engine: {limit}"),
+                    None => "rebuild the toolchain image (`kiln image toolchain --go …`) and \
+                             check the engine's configuration (userns, default network)"
+                        .into(),
+                },
             });
         }
     } else {

@@ -80,6 +80,11 @@ const STEP_HOME: &str = "/home/kiln";
 /// writable by anyone (the step's user may be any uid).
 const STEP_TMPFS: &str = "rw,exec,nosuid,nodev,mode=1777";
 
+/// What Podman needs besides: it fills a tmpfs with the image's files under that path
+/// (owned as in the image, modes narrowed), where Docker's starts empty; `notmpcopyup` keeps
+/// it empty, so a step sees the same `/cache` on both (Docker refuses the option).
+const PODMAN_TMPFS_EXTRA: &str = ",notmpcopyup";
+
 /// Runs steps as containers. Cheap to clone; clones share the run identity.
 #[derive(Clone, Debug)]
 pub struct DockerSandbox {
@@ -350,6 +355,11 @@ impl DockerSandbox {
             .memory_limit
             .map(|m| i64::try_from(m).unwrap_or(i64::MAX));
 
+        let tmpfs = if self.engine.info().kind == super::engine::EngineKind::Podman {
+            format!("{STEP_TMPFS}{PODMAN_TMPFS_EXTRA}")
+        } else {
+            STEP_TMPFS.to_owned()
+        };
         ContainerCreateBody {
             image: Some(step.image.clone()),
             entrypoint: Some(step_entrypoint(step)),
@@ -383,12 +393,19 @@ impl DockerSandbox {
                 readonly_rootfs: Some(true),
                 // `/cache`: a step without a declared cache still gets a writable GOCACHE and
                 // GOMODCACHE (the declared cache volumes are mounted over it).
-                tmpfs: Some(HashMap::from([
-                    ("/tmp".to_owned(), STEP_TMPFS.to_owned()),
-                    (STEP_HOME.to_owned(), STEP_TMPFS.to_owned()),
-                    ("/cache".to_owned(), STEP_TMPFS.to_owned()),
-                ])),
+                tmpfs: Some(
+                    ["/tmp", STEP_HOME, "/cache"]
+                        .into_iter()
+                        .map(|path| (path.to_owned(), tmpfs.clone()))
+                        .collect(),
+                ),
                 pids_limit: Some(STEP_PIDS_LIMIT),
+                // A rootless Podman maps its user to the container's root; the step keeps the
+                // user's own id, so the trees it is lent are its own (see LentTrees).
+                userns_mode: self
+                    .engine
+                    .is_rootless_podman()
+                    .then(|| "keep-id".to_owned()),
                 ulimits: Some(
                     STEP_RLIMITS
                         .iter()

@@ -1,10 +1,12 @@
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::{ClientVersion, Docker};
 
 use super::SandboxError;
 
-/// Where kiln looks for an engine when `DOCKER_HOST` is unset.
+/// Docker's usual socket: the engine kiln names when `DOCKER_HOST` is unset and no engine
+/// socket it knows of exists.
 pub(crate) const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
 /// Oldest engine API kiln uses (Docker Engine 20.10, as Debian 12 ships it).
@@ -45,6 +47,8 @@ pub struct Engine {
     /// The per-request timeout, in seconds.
     timeout: u64,
     info: EngineInfo,
+    /// Who owns the engine's unix socket: a rootless engine's is its user's.
+    socket_owner: Option<u32>,
 }
 
 /// What the engine said about itself.
@@ -94,6 +98,21 @@ impl std::fmt::Display for EngineKind {
     }
 }
 
+/// The engine to use when `DOCKER_HOST` is unset: the first of these sockets that `exists`,
+/// else Docker's usual one (whose absence the connection error then names).
+fn default_host(runtime_dir: Option<&Path>, exists: impl Fn(&Path) -> bool) -> String {
+    let mut candidates = vec![PathBuf::from("/var/run/docker.sock")];
+    if let Some(dir) = runtime_dir {
+        candidates.push(dir.join("docker.sock"));
+        candidates.push(dir.join("podman/podman.sock"));
+    }
+    candidates.push(PathBuf::from("/run/podman/podman.sock"));
+    candidates.into_iter().find(|p| exists(p)).map_or_else(
+        || DEFAULT_HOST.to_owned(),
+        |p| format!("unix://{}", p.display()),
+    )
+}
+
 /// How an engine runs containers (its `/info`), and the limits kiln knows of for it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct HostFacts {
@@ -110,16 +129,32 @@ pub(crate) struct HostFacts {
     pub(crate) limits: Vec<String>,
 }
 
+impl HostFacts {
+    /// The known limit that explains a failed isolation check named `check`, if one does.
+    pub(crate) fn limit_for(&self, check: &str) -> Option<&str> {
+        let prefix = match check {
+            "pids" | "rlimits" => ROOTLESS_V1,
+            _ => return None,
+        };
+        self.limits
+            .iter()
+            .find(|l| l.starts_with(prefix))
+            .map(String::as_str)
+    }
+}
+
+/// How the limit of a rootless engine on cgroup v1 begins.
+const ROOTLESS_V1: &str = "rootless on cgroup v1";
+
 /// The limits kiln knows of for an engine of `kind` running as `facts` say.
 fn known_limits(kind: EngineKind, facts: &HostFacts) -> Vec<String> {
     let mut limits = Vec::new();
     if facts.rootless && facts.cgroup_version == "1" {
-        limits.push(
-            "rootless on cgroup v1: the engine drops every resource limit, so a step's memory \
-             (`[steps] memory`) and process limits do not hold; boot with cgroup v2 \
-             (systemd.unified_cgroup_hierarchy=1) or run the engine as root"
-                .to_owned(),
-        );
+        limits.push(format!(
+            "{ROOTLESS_V1}: the engine drops a step's resource limits (memory, processes, \
+             open files), so `[steps] memory` and the pids and rlimits checks do not hold; \
+             boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1) or run the engine as root"
+        ));
     }
     if kind == EngineKind::Podman {
         limits.push(
@@ -137,12 +172,17 @@ fn known_limits(kind: EngineKind, facts: &HostFacts) -> Vec<String> {
 }
 
 impl Engine {
-    /// Connects to `DOCKER_HOST` (or [`DEFAULT_HOST`]) and negotiates the API version.
+    /// Connects to `DOCKER_HOST` (or, without it, the first engine socket that exists of
+    /// Docker's, a rootless Docker's, a rootless Podman's and the system Podman's; else
+    /// [`DEFAULT_HOST`]) and negotiates the API version.
     pub async fn connect() -> Result<Self, SandboxError> {
         let host = std::env::var("DOCKER_HOST")
             .ok()
             .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| DEFAULT_HOST.to_owned());
+            .unwrap_or_else(|| {
+                let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+                default_host(runtime_dir.as_deref(), Path::exists)
+            });
         Self::connect_to(&host).await
     }
 
@@ -233,6 +273,10 @@ impl Engine {
                 reported.arch.unwrap_or_default()
             ),
         };
+        let socket_owner = host
+            .strip_prefix("unix://")
+            .and_then(|path| std::fs::metadata(path).ok())
+            .map(|meta| std::os::unix::fs::MetadataExt::uid(&meta));
         Ok(Self {
             docker: negotiated,
             host: host.to_owned(),
@@ -241,6 +285,7 @@ impl Engine {
             version,
             timeout,
             info,
+            socket_owner,
         })
     }
 
@@ -268,11 +313,14 @@ impl Engine {
                 action: "asking the engine how it runs containers",
                 source,
             })?;
-        let rootless = info
-            .security_options
-            .unwrap_or_default()
-            .iter()
-            .any(|o| o.split(',').any(|kv| kv == "name=rootless"));
+        // Docker says so among its security options; Podman (4.3) only in a field of its
+        // own, but its socket is then its user's.
+        let rootless = self.socket_owner.is_some_and(|uid| uid != 0)
+            || info
+                .security_options
+                .unwrap_or_default()
+                .iter()
+                .any(|o| o.split(',').any(|kv| kv == "name=rootless"));
         let cgroup_version = info
             .cgroup_version
             .map(|v| v.to_string())
@@ -286,6 +334,14 @@ impl Engine {
         };
         facts.limits = known_limits(self.info.kind, &facts);
         Ok(facts)
+    }
+
+    /// Whether this is a rootless Podman on this machine: its containers see the user who
+    /// runs it as root, unless they keep that user's id (`keep-id`), which steps do so that
+    /// a tree the user lends is the step's own.
+    #[must_use]
+    pub(crate) fn is_rootless_podman(&self) -> bool {
+        self.info.kind == EngineKind::Podman && self.socket_owner.is_some_and(|uid| uid != 0)
     }
 
     /// Whether the engine shares this machine's filesystem (a unix socket): only then are
@@ -377,12 +433,40 @@ mod tests {
     }
 
     #[test]
+    fn without_docker_host_the_first_engine_socket_that_exists_is_used() {
+        let run = Path::new("/run/user/1001");
+        let only = |want: &'static str| move |p: &Path| p == Path::new(want);
+        assert_eq!(
+            default_host(Some(run), only("/run/user/1001/podman/podman.sock")),
+            "unix:///run/user/1001/podman/podman.sock"
+        );
+        assert_eq!(
+            default_host(Some(run), only("/run/podman/podman.sock")),
+            "unix:///run/podman/podman.sock"
+        );
+        assert_eq!(default_host(None, |_| true), "unix:///var/run/docker.sock");
+        assert_eq!(default_host(Some(run), |_| false), DEFAULT_HOST);
+    }
+
+    #[test]
     fn known_limits_follow_the_engine_and_its_cgroups() {
         assert!(known_limits(EngineKind::Docker, &facts(false, "1")).is_empty());
         assert!(known_limits(EngineKind::Docker, &facts(true, "2")).is_empty());
-        let rootless_v1 = known_limits(EngineKind::Docker, &facts(true, "1"));
-        assert_eq!(rootless_v1.len(), 1);
-        assert!(rootless_v1[0].contains("[steps] memory"), "{rootless_v1:?}");
+        let mut rootless_v1 = facts(true, "1");
+        rootless_v1.limits = known_limits(EngineKind::Docker, &rootless_v1);
+        assert_eq!(rootless_v1.limits.len(), 1);
+        assert!(
+            rootless_v1.limits[0].contains("[steps] memory"),
+            "{rootless_v1:?}"
+        );
+        // The failed checks it explains point at it; others do not.
+        assert_eq!(
+            rootless_v1.limit_for("pids"),
+            Some(rootless_v1.limits[0].as_str())
+        );
+        assert!(rootless_v1.limit_for("rlimits").is_some());
+        assert!(rootless_v1.limit_for("network").is_none());
+        assert!(facts(false, "1").limit_for("pids").is_none());
         let podman = known_limits(EngineKind::Podman, &facts(false, "2"));
         assert!(podman.iter().any(|l| l.contains("--time=0")), "{podman:?}");
         assert_eq!(
