@@ -6,6 +6,9 @@
 #   podman_up     prints nothing; sets KILN_PODMAN_HOST (unix://…) and, when it started the
 #                 service, KILN_PODMAN_STARTED_PID
 #   podman_down   stops the service podman_up started (no-op otherwise)
+#   podman_rootless_up    the same as an unprivileged user ($KILN_ROOTLESS_USER, made when
+#                 missing, with sub-uids): sets KILN_ROOTLESS_HOST, KILN_ROOTLESS_STARTED_PID
+#   podman_rootless_down  stops it, and the user's Podman pause process, by their pids
 #
 # Its images stay under $KILN_PODMAN_ROOT between runs (so a second run reuses the toolchain
 # images); its socket, pidfile, run root and containers.conf are under $KILN_PODMAN_RUN.
@@ -17,9 +20,9 @@ KILN_PODMAN_STARTED_PID=
 
 podman_log() { echo "podman: $*" >&2; }
 
-# podman_answers: true when the service answers at KILN_PODMAN_HOST.
+# podman_answers [HOST]: true when a service answers at HOST (default KILN_PODMAN_HOST).
 podman_answers() {
-    DOCKER_HOST="$KILN_PODMAN_HOST" timeout 10 docker version --format '{{.Server.APIVersion}}' >/dev/null 2>&1
+    DOCKER_HOST="${1:-$KILN_PODMAN_HOST}" timeout 10 docker version --format '{{.Server.APIVersion}}' >/dev/null 2>&1
 }
 
 # podman_is_ours PID: true when PID is a podman service using kiln's private storage.
@@ -112,4 +115,105 @@ podman_down() {
         kill -9 "$pid" 2>/dev/null || true
     }
     rm -f "$KILN_PODMAN_RUN/podman.pid" "$KILN_PODMAN_RUN/podman.sock"
+}
+
+KILN_ROOTLESS_USER=${KILN_ROOTLESS_USER:-kiln-rootless}
+KILN_ROOTLESS_HOST=
+KILN_ROOTLESS_STARTED_PID=
+
+# podman_rootless_env: the rootless user's uid, gid, home and runtime directory, as shell
+# assignments (rl_uid, rl_gid, rl_home, rl_run).
+podman_rootless_ids() {
+    rl_uid=$(id -u "$KILN_ROOTLESS_USER")
+    rl_gid=$(id -g "$KILN_ROOTLESS_USER")
+    rl_home=$(getent passwd "$KILN_ROOTLESS_USER" | cut -d: -f6)
+    rl_run=/run/user/$rl_uid
+}
+
+# podman_as_user ARGS…: runs ARGS as the rootless user, with only its own environment.
+podman_as_user() {
+    setpriv --reuid="$rl_uid" --regid="$rl_gid" --init-groups -- \
+        env -i HOME="$rl_home" USER="$KILN_ROOTLESS_USER" LOGNAME="$KILN_ROOTLESS_USER" \
+        PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin XDG_RUNTIME_DIR="$rl_run" "$@"
+}
+
+podman_rootless_up() {
+    if [ "$(id -u)" != 0 ]; then
+        podman_log "setting up the rootless Podman user needs root"
+        return 1
+    fi
+    local user=$KILN_ROOTLESS_USER
+    if ! id -u "$user" >/dev/null 2>&1; then
+        podman_log "adding the user $user for rootless Podman"
+        useradd --create-home --shell /usr/sbin/nologin "$user"
+    fi
+    podman_rootless_ids
+    # useradd gives a new user sub-ids when /etc/login.defs says so (Debian's does); an
+    # older user may have none.
+    local free=$((200000 + 65536 * (rl_uid % 100)))
+    grep -q "^$user:" /etc/subuid 2>/dev/null || usermod --add-subuids "$free-$((free + 65535))" "$user"
+    grep -q "^$user:" /etc/subgid 2>/dev/null || usermod --add-subgids "$free-$((free + 65535))" "$user"
+    mkdir -p "$rl_run"
+    chown "$rl_uid:$rl_gid" "$rl_run"
+    chmod 700 "$rl_run"
+    KILN_ROOTLESS_HOST="unix://$rl_run/podman/podman.sock"
+    if podman_answers "$KILN_ROOTLESS_HOST"; then
+        podman_log "using the rootless Podman service of $user already running at $KILN_ROOTLESS_HOST"
+        return 0
+    fi
+    # The same limits and runtime as the rootful service; overlay storage (Podman 4.3 would
+    # pick vfs, a whole copy per layer).
+    podman_as_user mkdir -p "$rl_home/.config/containers" "$rl_run/podman"
+    podman_as_user sh -c 'cat > "$HOME/.config/containers/containers.conf"' <"$KILN_PODMAN_RUN/containers.conf"
+    printf '[storage]\ndriver = "overlay"\n' | podman_as_user sh -c 'cat > "$HOME/.config/containers/storage.conf"'
+    local pidfile="$rl_run/podman/service.pid" old
+    old=$(cat "$pidfile" 2>/dev/null || true)
+    if [ -n "$old" ] && [ -r "/proc/$old/cmdline" ] &&
+        tr '\0' '\n' <"/proc/$old/cmdline" | grep -qx -- "$KILN_ROOTLESS_HOST"; then
+        podman_log "stopping the earlier rootless Podman service (pid $old), which does not answer"
+        kill "$old" 2>/dev/null || true
+        podman_wait_gone "$old" 30 || kill -9 "$old" 2>/dev/null || true
+    fi
+    rm -f "$pidfile" "$rl_run/podman/podman.sock"
+    podman_log "starting $user's rootless Podman service (log: $rl_run/podman/service.log)"
+    # setpriv and env exec, so $! is the service's own pid.
+    setpriv --reuid="$rl_uid" --regid="$rl_gid" --init-groups -- \
+        env -i HOME="$rl_home" USER="$user" LOGNAME="$user" \
+        PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin XDG_RUNTIME_DIR="$rl_run" \
+        podman system service --time=0 "$KILN_ROOTLESS_HOST" \
+        >"$rl_run/podman/service.log" 2>&1 </dev/null &
+    KILN_ROOTLESS_STARTED_PID=$!
+    echo "$KILN_ROOTLESS_STARTED_PID" >"$pidfile"
+    local i
+    for ((i = 0; i < 600; i++)); do
+        if podman_answers "$KILN_ROOTLESS_HOST"; then
+            podman_log "the rootless Podman service (pid $KILN_ROOTLESS_STARTED_PID) answers at $KILN_ROOTLESS_HOST"
+            return 0
+        fi
+        if ! [ -d "/proc/$KILN_ROOTLESS_STARTED_PID" ]; then
+            podman_log "the rootless Podman service exited while starting; its log ends with:"
+            tail -n 20 "$rl_run/podman/service.log" >&2
+            KILN_ROOTLESS_STARTED_PID=
+            return 1
+        fi
+        sleep 0.1
+    done
+    podman_log "the rootless Podman service did not answer within 60 s"
+    podman_rootless_down
+    return 1
+}
+
+podman_rootless_down() {
+    local pid="${KILN_ROOTLESS_STARTED_PID:-}" pause
+    [ -n "$pid" ] || return 0
+    KILN_ROOTLESS_STARTED_PID=
+    podman_log "stopping the rootless Podman service it started (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    podman_wait_gone "$pid" 60 || kill -9 "$pid" 2>/dev/null || true
+    # Rootless Podman keeps a pause process holding its user namespace; it is the user's.
+    pause=$(cat "$rl_run/libpod/tmp/pause.pid" 2>/dev/null || true)
+    if [ -n "$pause" ] && [ "$(stat -c %u "/proc/$pause" 2>/dev/null)" = "$rl_uid" ]; then
+        kill "$pause" 2>/dev/null || true
+    fi
+    rm -f "$rl_run/podman/service.pid"
 }

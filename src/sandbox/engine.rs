@@ -156,6 +156,14 @@ fn known_limits(kind: EngineKind, facts: &HostFacts) -> Vec<String> {
              boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1) or run the engine as root"
         ));
     }
+    if facts.runtime == "crun" && facts.cgroup_version == "1" {
+        limits.push(
+            "crun on cgroup v1: crun refuses a host that mounts cgroup v2 beside v1 (\"cgroups \
+             in hybrid mode not supported\"); if steps fail so, set `runtime = \"runc\"` in \
+             containers.conf's [engine]"
+                .to_owned(),
+        );
+    }
     if kind == EngineKind::Podman {
         limits.push(
             "Podman: a service started without `--time=0` exits after 5 s idle, between \
@@ -416,7 +424,7 @@ mod tests {
         HostFacts {
             rootless,
             cgroup_version: cgroup.to_owned(),
-            runtime: "crun".into(),
+            runtime: "runc".into(),
             storage: "overlay".into(),
             limits: Vec::new(),
         }
@@ -467,6 +475,20 @@ mod tests {
         assert!(rootless_v1.limit_for("rlimits").is_some());
         assert!(rootless_v1.limit_for("network").is_none());
         assert!(facts(false, "1").limit_for("pids").is_none());
+        // crun on cgroup v1 is a limit of its own, on v2 none.
+        let mut crun = facts(false, "1");
+        crun.runtime = "crun".into();
+        assert!(
+            known_limits(EngineKind::Podman, &crun)
+                .iter()
+                .any(|l| l.contains("runtime = \"runc\""))
+        );
+        crun.cgroup_version = "2".into();
+        assert!(
+            !known_limits(EngineKind::Podman, &crun)
+                .iter()
+                .any(|l| l.contains("runtime = \"runc\""))
+        );
         let podman = known_limits(EngineKind::Podman, &facts(false, "2"));
         assert!(podman.iter().any(|l| l.contains("--time=0")), "{podman:?}");
         assert_eq!(

@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
 pub(crate) use world::{
-    World, containers_created_by, created_between, git, kiln_counting_containers, now_text,
+    World, containers_created_by, created_between, created_on, git, kiln_counting_containers,
+    now_text,
 };
 
 use bollard::query_parameters::ListContainersOptionsBuilder;

@@ -236,6 +236,14 @@ pub(crate) fn now_text() -> String {
 /// never count.
 pub(crate) async fn containers_created_by(
     docker: &super::Docker,
+    command: std::process::Command,
+) -> (std::process::Output, Vec<HashMap<String, String>>) {
+    created_on(docker.sandbox.engine().docker(), command).await
+}
+
+/// [`containers_created_by`] on the engine `client` speaks to.
+pub(crate) async fn created_on(
+    client: &bollard::Docker,
     mut command: std::process::Command,
 ) -> (std::process::Output, Vec<HashMap<String, String>>) {
     // Followed live from before the command starts: the engine keeps only its last 256 events
@@ -246,7 +254,7 @@ pub(crate) async fn containers_created_by(
         .filters(&filters)
         .build();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let stream = docker.sandbox.engine().docker().events(Some(options));
+    let stream = client.events(Some(options));
     let collecting = {
         let seen = seen.clone();
         tokio::spawn(async move {
