@@ -88,6 +88,15 @@ async fn the_demo_release_on_podman_is_docker_s_byte_for_byte_and_caches_without
         std::fs::read_to_string(on_podman.path().join(LOCK)).unwrap(),
         podman_lock
     );
+
+    // kiln verify on Podman: the git steps rebuilt in a fresh store with fresh cache volumes
+    // (made and removed on Podman), every output the same.
+    let output = on_podman.kiln(&["verify", LOCK, "--steps", "git", "--json"]);
+    assert!(
+        output.status.success(),
+        "verify on Podman:\n{}",
+        text(&output).1
+    );
 }
 
 /// The rootless Podman of the Podman pass: its user's name, uid and gid, home, runtime
