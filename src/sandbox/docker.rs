@@ -520,13 +520,18 @@ impl Sandbox for DockerSandbox {
             );
             sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_command = String::new();
+            let top = if this.engine.info().kind == super::engine::EngineKind::Podman {
+                podman_top_client(&docker, &this.engine.info().server_version)
+            } else {
+                docker.clone()
+            };
             loop {
                 let next = tokio::select! {
                     chunk = output.try_next() => Some(chunk),
                     _ = sample.tick() => None,
                 };
                 let Some(chunk) = next else {
-                    if let Some(command) = newest_command(&docker, &id).await
+                    if let Some(command) = newest_command(&top, &id).await
                         && command != last_command
                     {
                         last_command.clone_from(&command);
@@ -604,6 +609,33 @@ async fn newest_command(docker: &bollard::Docker, id: &str) -> Option<String> {
         .filter_map(|p| Some((p.get(pid)?.parse::<u64>().ok()?, p.get(command)?.clone())))
         .max_by_key(|(pid, _)| *pid)
         .map(|(_, command)| command)
+}
+
+/// A client whose containers' `top` goes to Podman's own endpoint
+/// (`/v<version>/libpod/containers/<id>/top?stream=false`): Podman 4.3's Docker-compatible
+/// `top` answers 200 with an empty body. Every other request is left as it is.
+fn podman_top_client(docker: &bollard::Docker, version: &str) -> bollard::Docker {
+    let version = version.to_owned();
+    docker.clone().with_request_modifier(move |mut request| {
+        let mut parts = request.uri().clone().into_parts();
+        let id = parts.path_and_query.as_ref().and_then(|pq| {
+            let (_, rest) = pq.path().split_once("/containers/")?;
+            let id = rest.strip_suffix("/top")?;
+            (!id.contains('/')).then(|| id.to_owned())
+        });
+        let libpod = id.and_then(|id| {
+            format!("/v{version}/libpod/containers/{id}/top?stream=false")
+                .parse()
+                .ok()
+        });
+        if let Some(path) = libpod {
+            parts.path_and_query = Some(path);
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+        request
+    })
 }
 
 /// Whether the engine refused `step`'s container for lacking the named network it is given
