@@ -284,6 +284,7 @@ pub(super) async fn download(
     docker: &bollard::Docker,
     id: &str,
     step: &StepSpec,
+    podman: bool,
 ) -> Result<(), SandboxError> {
     for mount in step
         .mounts
@@ -299,8 +300,15 @@ pub(super) async fn download(
         let archive = scratch.path().join("archive.tar");
         {
             let file = std::fs::File::create(&archive).map_err(|e| err(io_at(&archive)(e)))?;
+            // Podman (4.3) names the entries of a volume's root absolutely (`/`, `/a`); asked
+            // for the directory's contents (`DIR/.`) it names them relative to it.
+            let path = if podman {
+                format!("{}/.", mount.target.trim_end_matches('/'))
+            } else {
+                mount.target.clone()
+            };
             let options = DownloadFromContainerOptionsBuilder::default()
-                .path(&mount.target)
+                .path(&path)
                 .build();
             let stream = docker.download_from_container(id, Some(options));
             save_bounded(stream, file, &archive, MAX_ARCHIVE_BYTES)
@@ -320,11 +328,16 @@ pub(super) async fn download(
             .await
             .expect("unpacking does not panic")
             .map_err(&err)?;
-        // The engine's archive holds the mount's directory itself: move its entries over.
-        let base = Path::new(&mount.target)
-            .file_name()
-            .ok_or_else(|| err(CopyError::Missing(mount.target.clone())))?;
-        let root = unpacked.join(base);
+        // Docker's archive holds the mount's directory itself, Podman's its entries: move
+        // them over.
+        let root = if podman {
+            unpacked.clone()
+        } else {
+            let base = Path::new(&mount.target)
+                .file_name()
+                .ok_or_else(|| err(CopyError::Missing(mount.target.clone())))?;
+            unpacked.join(base)
+        };
         // The host directory becomes what the container's was: its old entries go first.
         for entry in std::fs::read_dir(&mount.source).map_err(|e| err(io_at(&mount.source)(e)))? {
             let path = entry.map_err(|e| err(io_at(&mount.source)(e)))?.path();

@@ -580,7 +580,8 @@ impl Sandbox for DockerSandbox {
                 oom_killed: state.oom_killed.unwrap_or(false) || podman_oom,
             };
             if this.copy_mounts {
-                super::copy::download(&docker, &id, &step).await?;
+                let podman = this.engine.info().kind == super::engine::EngineKind::Podman;
+                super::copy::download(&docker, &id, &step, podman).await?;
             }
             guard.remove().await.map_err(engine_err("removing the container"))?;
             yield StepEvent::Finished(exit);
