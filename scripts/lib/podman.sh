@@ -123,14 +123,24 @@ podman_down() {
 KILN_ROOTLESS_USER=${KILN_ROOTLESS_USER:-kiln-rootless}
 KILN_ROOTLESS_HOST=
 KILN_ROOTLESS_STARTED_PID=
+KILN_ROOTLESS_PAUSE_WAS=
 
 # podman_rootless_env: the rootless user's uid, gid, home and runtime directory, as shell
 # assignments (rl_uid, rl_gid, rl_home, rl_run).
 podman_rootless_ids() {
-    rl_uid=$(id -u "$KILN_ROOTLESS_USER")
-    rl_gid=$(id -g "$KILN_ROOTLESS_USER")
+    rl_uid=$(id -u "$KILN_ROOTLESS_USER") || return 1
+    rl_gid=$(id -g "$KILN_ROOTLESS_USER") || return 1
     rl_home=$(getent passwd "$KILN_ROOTLESS_USER" | cut -d: -f6)
+    if [ -z "$rl_uid" ] || [ "$rl_uid" = 0 ] || [ -z "$rl_home" ]; then
+        podman_log "the user $KILN_ROOTLESS_USER has no uid, is root or has no home"
+        return 1
+    fi
     rl_run=/run/user/$rl_uid
+}
+
+# podman_next_subids FILE: the first id after every range FILE gives out (at least 100000).
+podman_next_subids() {
+    awk -F: 'BEGIN { next_free = 100000 } NF >= 3 { end = $2 + $3; if (end > next_free) next_free = end } END { print next_free }' "$1" 2>/dev/null || echo 100000
 }
 
 # podman_as_user ARGS…: runs ARGS as the rootless user, with only its own environment.
@@ -145,20 +155,24 @@ podman_rootless_up() {
         podman_log "setting up the rootless Podman user needs root"
         return 1
     fi
-    local user=$KILN_ROOTLESS_USER
+    # kiln's own test user: its containers.conf and storage.conf are kiln's.
+    local user=$KILN_ROOTLESS_USER free
     if ! id -u "$user" >/dev/null 2>&1; then
         podman_log "adding the user $user for rootless Podman"
-        useradd --create-home --shell /usr/sbin/nologin "$user"
+        useradd --create-home --shell /usr/sbin/nologin "$user" || return 1
     fi
-    podman_rootless_ids
+    podman_rootless_ids || return 1
     # useradd gives a new user sub-ids when /etc/login.defs says so (Debian's does); an
-    # older user may have none.
-    local free=$((200000 + 65536 * (rl_uid % 100)))
-    grep -q "^$user:" /etc/subuid 2>/dev/null || usermod --add-subuids "$free-$((free + 65535))" "$user"
-    grep -q "^$user:" /etc/subgid 2>/dev/null || usermod --add-subgids "$free-$((free + 65535))" "$user"
-    mkdir -p "$rl_run"
-    chown "$rl_uid:$rl_gid" "$rl_run"
-    chmod 700 "$rl_run"
+    # older user may have none: it gets the next free range.
+    if ! grep -q "^$user:" /etc/subuid 2>/dev/null; then
+        free=$(podman_next_subids /etc/subuid)
+        usermod --add-subuids "$free-$((free + 65535))" "$user" || return 1
+    fi
+    if ! grep -q "^$user:" /etc/subgid 2>/dev/null; then
+        free=$(podman_next_subids /etc/subgid)
+        usermod --add-subgids "$free-$((free + 65535))" "$user" || return 1
+    fi
+    mkdir -p "$rl_run" && chown "$rl_uid:$rl_gid" "$rl_run" && chmod 700 "$rl_run" || return 1
     KILN_ROOTLESS_HOST="unix://$rl_run/podman/podman.sock"
     if podman_answers "$KILN_ROOTLESS_HOST"; then
         podman_log "using the rootless Podman service of $user already running at $KILN_ROOTLESS_HOST"
@@ -169,7 +183,9 @@ podman_rootless_up() {
     podman_as_user mkdir -p "$rl_home/.config/containers" "$rl_run/podman"
     podman_as_user sh -c 'cat > "$HOME/.config/containers/containers.conf"' <"$KILN_PODMAN_RUN/containers.conf"
     printf '[storage]\ndriver = "overlay"\n' | podman_as_user sh -c 'cat > "$HOME/.config/containers/storage.conf"'
-    local pidfile="$rl_run/podman/service.pid" old
+    # The pidfile is root's (the user's own directories are the user's to point elsewhere).
+    mkdir -p "$KILN_PODMAN_RUN" || return 1
+    local pidfile="$KILN_PODMAN_RUN/rootless.pid" old
     old=$(cat "$pidfile" 2>/dev/null || true)
     if [ -n "$old" ] && [ -r "/proc/$old/cmdline" ] &&
         tr '\0' '\n' <"/proc/$old/cmdline" | grep -qx -- "$KILN_ROOTLESS_HOST"; then
@@ -178,6 +194,9 @@ podman_rootless_up() {
         podman_wait_gone "$old" 30 || kill -9 "$old" 2>/dev/null || true
     fi
     rm -f "$pidfile" "$rl_run/podman/podman.sock"
+    # The user's pause process (it holds its user namespace) is stopped with the service only
+    # when this service made it.
+    KILN_ROOTLESS_PAUSE_WAS=$(cat "$rl_run/libpod/tmp/pause.pid" 2>/dev/null || true)
     podman_log "starting $user's rootless Podman service (log: $rl_run/podman/service.log)"
     # setpriv and env exec, so $! is the service's own pid.
     setpriv --reuid="$rl_uid" --regid="$rl_gid" --init-groups -- \
@@ -213,10 +232,12 @@ podman_rootless_down() {
     podman_log "stopping the rootless Podman service it started (pid $pid)"
     kill "$pid" 2>/dev/null || true
     podman_wait_gone "$pid" 60 || kill -9 "$pid" 2>/dev/null || true
-    # Rootless Podman keeps a pause process holding its user namespace; it is the user's.
+    # Rootless Podman keeps a pause process holding its user namespace: the user's, and
+    # stopped only when this service started it.
     pause=$(cat "$rl_run/libpod/tmp/pause.pid" 2>/dev/null || true)
-    if [ -n "$pause" ] && [ "$(stat -c %u "/proc/$pause" 2>/dev/null)" = "$rl_uid" ]; then
+    if [ -n "$pause" ] && [ "$pause" != "${KILN_ROOTLESS_PAUSE_WAS:-}" ] &&
+        [ "$(stat -c %u "/proc/$pause" 2>/dev/null)" = "$rl_uid" ]; then
         kill "$pause" 2>/dev/null || true
     fi
-    rm -f "$rl_run/podman/service.pid"
+    rm -f "$KILN_PODMAN_RUN/rootless.pid"
 }

@@ -47,7 +47,10 @@ pub(super) async fn run(args: DoctorArgs) -> Outcome {
     let engine = Engine::connect().await?;
     let sandbox = DockerSandbox::with_engine(engine.clone()).await?;
     let orphans_removed = sandbox.reap_orphans().await?.len();
-    let host = engine.host_facts().await?;
+    let host = engine
+        .host_facts()
+        .await
+        .unwrap_or_else(|why| HostFacts::unknown(&why));
 
     let mut bases = Vec::new();
     let mut problems = Vec::new();

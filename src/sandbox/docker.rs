@@ -13,6 +13,7 @@ use bollard::query_parameters::{
 use futures::TryStreamExt as _;
 use futures::stream::BoxStream;
 
+use super::engine::EngineKind;
 use super::guard::{ContainerGuard, remove_container};
 use super::lines::LineSplitter;
 use super::run_owner::{Liveness, RunOwner};
@@ -64,13 +65,21 @@ const LABEL_CACHE_NAMESPACE: &str = "kiln.cache.namespace";
 /// build (one thread per core, plus the compilers it starts) stays far below it.
 pub(super) const STEP_PIDS_LIMIT: i64 = 4096;
 
-/// A step's open files and processes, soft and hard alike, set on every engine rather than
-/// inherited: Docker hands a container its daemon's limits, Podman its own defaults (a million
-/// files), and an engine whose own hard limit is lower than those fails every container in
-/// `runc create` ("error setting rlimit"). 4096 is the kernel's default hard limit for open
-/// files, so no engine process has less; the processes match [`STEP_PIDS_LIMIT`]. Go raises
-/// its soft limit to the hard one; a build of k3s stays far below both.
-pub(super) const STEP_RLIMITS: [(&str, i64); 2] = [("nofile", 4096), ("nproc", STEP_PIDS_LIMIT)];
+/// A step's rlimits, soft and hard alike, set rather than inherited. Docker hands a container
+/// its daemon's limits, Podman its own defaults (a million files and processes), and an
+/// engine whose own hard limit is lower than those fails every container in `runc create`
+/// ("error setting rlimit"). Open files: 4096, the kernel's default hard limit, so no engine
+/// process has less; Go raises its soft limit to the hard one, and a build of k3s stays far
+/// below it. Processes are bounded per container by [`STEP_PIDS_LIMIT`]; `nproc` counts every
+/// process of the step's uid in its user namespace (on Docker, a captain's desktop session
+/// when the step runs as the captain), so it is set only on Podman, which sets its own
+/// unless the request names one (and then ignores containers.conf's `default_ulimits`).
+pub(super) fn step_rlimits(kind: EngineKind) -> Vec<(&'static str, i64)> {
+    match kind {
+        EngineKind::Docker => vec![("nofile", 4096)],
+        EngineKind::Podman => vec![("nofile", 4096), ("nproc", STEP_PIDS_LIMIT)],
+    }
+}
 
 /// The build user's home in kiln's toolchain image: writable scratch, like `/tmp`.
 const STEP_HOME: &str = "/home/kiln";
@@ -355,7 +364,7 @@ impl DockerSandbox {
             .memory_limit
             .map(|m| i64::try_from(m).unwrap_or(i64::MAX));
 
-        let tmpfs = if self.engine.info().kind == super::engine::EngineKind::Podman {
+        let tmpfs = if self.engine.info().kind == EngineKind::Podman {
             format!("{STEP_TMPFS}{PODMAN_TMPFS_EXTRA}")
         } else {
             STEP_TMPFS.to_owned()
@@ -407,9 +416,9 @@ impl DockerSandbox {
                     .is_rootless_podman()
                     .then(|| "keep-id".to_owned()),
                 ulimits: Some(
-                    STEP_RLIMITS
-                        .iter()
-                        .map(|&(name, limit)| ResourcesUlimits {
+                    step_rlimits(self.engine.info().kind)
+                        .into_iter()
+                        .map(|(name, limit)| ResourcesUlimits {
                             name: Some(name.to_owned()),
                             soft: Some(limit),
                             hard: Some(limit),
@@ -520,7 +529,7 @@ impl Sandbox for DockerSandbox {
             );
             sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_command = String::new();
-            let top = if this.engine.info().kind == super::engine::EngineKind::Podman {
+            let top = if this.engine.info().kind == EngineKind::Podman {
                 podman_top_client(&docker, &this.engine.info().server_version)
             } else {
                 docker.clone()
@@ -572,7 +581,7 @@ impl Sandbox for DockerSandbox {
             // Podman (4.3, cgroup v1) does not always record an OOM kill in the container's
             // state; a step under a memory limit that died of SIGKILL there is taken for one
             // (kiln's own stop of a step past its timeout never reaches this point).
-            let podman_oom = this.engine.info().kind == super::engine::EngineKind::Podman
+            let podman_oom = this.engine.info().kind == EngineKind::Podman
                 && code == 128 + 9
                 && step.memory_limit.is_some();
             let exit = StepExit {
@@ -580,7 +589,7 @@ impl Sandbox for DockerSandbox {
                 oom_killed: state.oom_killed.unwrap_or(false) || podman_oom,
             };
             if this.copy_mounts {
-                let podman = this.engine.info().kind == super::engine::EngineKind::Podman;
+                let podman = this.engine.info().kind == EngineKind::Podman;
                 super::copy::download(&docker, &id, &step, podman).await?;
             }
             guard.remove().await.map_err(engine_err("removing the container"))?;
@@ -654,6 +663,18 @@ fn network_missing(step: &StepSpec, error: &bollard::errors::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nproc_is_set_only_where_the_engine_would_set_its_own() {
+        let names = |kind| {
+            step_rlimits(kind)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(EngineKind::Docker), ["nofile"]);
+        assert_eq!(names(EngineKind::Podman), ["nofile", "nproc"]);
+    }
 
     #[test]
     fn the_prologue_unsets_what_the_engine_added_unless_declared() {

@@ -103,7 +103,6 @@ impl std::fmt::Display for EngineKind {
 fn default_host(runtime_dir: Option<&Path>, exists: impl Fn(&Path) -> bool) -> String {
     let mut candidates = vec![PathBuf::from("/var/run/docker.sock")];
     if let Some(dir) = runtime_dir {
-        candidates.push(dir.join("docker.sock"));
         candidates.push(dir.join("podman/podman.sock"));
     }
     candidates.push(PathBuf::from("/run/podman/podman.sock"));
@@ -130,6 +129,18 @@ pub(crate) struct HostFacts {
 }
 
 impl HostFacts {
+    /// What doctor reports when the engine's `/info` cannot be read (or parsed: a newer
+    /// engine may say what this client does not know).
+    pub(crate) fn unknown(why: &SandboxError) -> Self {
+        Self {
+            rootless: false,
+            cgroup_version: String::new(),
+            runtime: "?".into(),
+            storage: "?".into(),
+            limits: vec![format!("the engine's /info could not be read: {why}")],
+        }
+    }
+
     /// The known limit that explains a failed isolation check named `check`, if one does.
     pub(crate) fn limit_for(&self, check: &str) -> Option<&str> {
         let prefix = match check {
@@ -164,7 +175,23 @@ fn known_limits(kind: EngineKind, facts: &HostFacts) -> Vec<String> {
                 .to_owned(),
         );
     }
+    if facts.rootless && kind == EngineKind::Docker {
+        limits.push(
+            "rootless Docker: a step runs as a uid the engine maps to one of your sub-uids, \
+             so it cannot write the trees kiln lends it; use rootless Podman (steps keep your \
+             id) or a rootful engine"
+                .to_owned(),
+        );
+    }
     if kind == EngineKind::Podman {
+        limits.push(
+            "Podman: a container's default open-file and process limits (containers.conf \
+             `default_ulimits`, else a million) may exceed the engine's own hard limits on a \
+             sandboxed machine, and every container then fails in `runc create` (\"error \
+             setting rlimit\"): kiln's steps set their open files, but image builds and the \
+             process limit need `default_ulimits` set lower"
+                .to_owned(),
+        );
         limits.push(
             "Podman: a service started without `--time=0` exits after 5 s idle, between \
              steps; start it as `podman system service --time=0 unix://…`"
@@ -181,7 +208,7 @@ fn known_limits(kind: EngineKind, facts: &HostFacts) -> Vec<String> {
 
 impl Engine {
     /// Connects to `DOCKER_HOST` (or, without it, the first engine socket that exists of
-    /// Docker's, a rootless Docker's, a rootless Podman's and the system Podman's; else
+    /// Docker's, a rootless Podman's and the system Podman's; else
     /// [`DEFAULT_HOST`]) and negotiates the API version.
     pub async fn connect() -> Result<Self, SandboxError> {
         let host = std::env::var("DOCKER_HOST")
@@ -452,6 +479,11 @@ mod tests {
             default_host(Some(run), only("/run/podman/podman.sock")),
             "unix:///run/podman/podman.sock"
         );
+        // A rootless Docker's socket is not taken: its steps cannot write lent trees.
+        assert_eq!(
+            default_host(Some(run), only("/run/user/1001/docker.sock")),
+            DEFAULT_HOST
+        );
         assert_eq!(default_host(None, |_| true), "unix:///var/run/docker.sock");
         assert_eq!(default_host(Some(run), |_| false), DEFAULT_HOST);
     }
@@ -459,10 +491,14 @@ mod tests {
     #[test]
     fn known_limits_follow_the_engine_and_its_cgroups() {
         assert!(known_limits(EngineKind::Docker, &facts(false, "1")).is_empty());
-        assert!(known_limits(EngineKind::Docker, &facts(true, "2")).is_empty());
+        assert!(
+            known_limits(EngineKind::Docker, &facts(true, "2"))
+                .iter()
+                .all(|l| l.starts_with("rootless Docker"))
+        );
         let mut rootless_v1 = facts(true, "1");
         rootless_v1.limits = known_limits(EngineKind::Docker, &rootless_v1);
-        assert_eq!(rootless_v1.limits.len(), 1);
+        assert_eq!(rootless_v1.limits.len(), 2);
         assert!(
             rootless_v1.limits[0].contains("[steps] memory"),
             "{rootless_v1:?}"
