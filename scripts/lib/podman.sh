@@ -69,16 +69,13 @@ podman_up() {
     # million open files, which a machine whose own hard limit is lower (a sandboxed CI
     # runner) refuses in `runc create`. kiln's steps set their own; these are the same.
     # runc, not crun: crun refuses a host that mounts cgroup v2 beside v1 ("cgroups in hybrid
-    # mode not supported"), and docker.io brings runc anyway. Events go to a file: Debian's
-    # default is journald, which a machine without systemd lacks, and then an engine answers
-    # a query of past events (since/until) with nothing.
+    # mode not supported"), and docker.io brings runc anyway.
     cat >"$KILN_PODMAN_RUN/containers.conf" <<'CONF'
 [containers]
 default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
 
 [engine]
 runtime = "runc"
-events_logger = "file"
 CONF
     podman_log "starting kiln's private Podman service (log: $KILN_PODMAN_RUN/service.log)"
     CONTAINERS_CONF="$KILN_PODMAN_RUN/containers.conf" TMPDIR="$KILN_PODMAN_RUN/tmp" \
