@@ -84,24 +84,36 @@ CONF
         >"$KILN_PODMAN_RUN/service.log" 2>&1 </dev/null &
     KILN_PODMAN_STARTED_PID=$!
     echo "$KILN_PODMAN_STARTED_PID" >"$pidfile"
-    local i
+    podman_wait_answering "the Podman service" "$KILN_PODMAN_HOST" "$KILN_PODMAN_STARTED_PID" \
+        "$KILN_PODMAN_RUN/service.log" && return 0
+    local status=$?
+    if [ "$status" = 2 ]; then
+        podman_down
+    else
+        KILN_PODMAN_STARTED_PID=
+        rm -f "$pidfile"
+    fi
+    return 1
+}
+
+# podman_wait_answering WHAT HOST PID LOG: waits up to 60 s for the service PID to answer at
+# HOST; 1 when it exited first (LOG's end shown), 2 when it never answered.
+podman_wait_answering() {
+    local what=$1 host=$2 pid=$3 log=$4 i
     for ((i = 0; i < 600; i++)); do
-        if [ -S "$sock" ] && podman_answers; then
-            podman_log "the Podman service (pid $KILN_PODMAN_STARTED_PID) answers at $KILN_PODMAN_HOST"
+        if podman_answers "$host"; then
+            podman_log "$what (pid $pid) answers at $host"
             return 0
         fi
-        if ! [ -d "/proc/$KILN_PODMAN_STARTED_PID" ]; then
-            podman_log "the Podman service exited while starting; its log ends with:"
-            tail -n 20 "$KILN_PODMAN_RUN/service.log" >&2
-            KILN_PODMAN_STARTED_PID=
-            rm -f "$pidfile"
+        if ! [ -d "/proc/$pid" ]; then
+            podman_log "$what exited while starting; its log ends with:"
+            tail -n 20 "$log" >&2
             return 1
         fi
         sleep 0.1
     done
-    podman_log "the Podman service did not answer within 60 s; see $KILN_PODMAN_RUN/service.log"
-    podman_down
-    return 1
+    podman_log "$what did not answer within 60 s; see $log"
+    return 2
 }
 
 podman_down() {
@@ -203,22 +215,15 @@ podman_rootless_up() {
         >"$rl_run/podman/service.log" 2>&1 </dev/null &
     KILN_ROOTLESS_STARTED_PID=$!
     echo "$KILN_ROOTLESS_STARTED_PID" >"$pidfile"
-    local i
-    for ((i = 0; i < 600; i++)); do
-        if podman_answers "$KILN_ROOTLESS_HOST"; then
-            podman_log "the rootless Podman service (pid $KILN_ROOTLESS_STARTED_PID) answers at $KILN_ROOTLESS_HOST"
-            return 0
-        fi
-        if ! [ -d "/proc/$KILN_ROOTLESS_STARTED_PID" ]; then
-            podman_log "the rootless Podman service exited while starting; its log ends with:"
-            tail -n 20 "$rl_run/podman/service.log" >&2
-            KILN_ROOTLESS_STARTED_PID=
-            return 1
-        fi
-        sleep 0.1
-    done
-    podman_log "the rootless Podman service did not answer within 60 s"
-    podman_rootless_down
+    podman_wait_answering "the rootless Podman service" "$KILN_ROOTLESS_HOST" \
+        "$KILN_ROOTLESS_STARTED_PID" "$rl_run/podman/service.log" && return 0
+    local status=$?
+    if [ "$status" = 2 ]; then
+        podman_rootless_down
+    else
+        KILN_ROOTLESS_STARTED_PID=
+        rm -f "$pidfile"
+    fi
     return 1
 }
 

@@ -8,18 +8,6 @@ use crate::common::{self, World, docker_or_skip, text};
 
 const LOCK: &str = "lockfiles/v1.28.2-k3s1.lock.json";
 
-/// The first lines where two texts differ, for a failure message.
-fn line_diff(a: &str, b: &str) -> String {
-    a.lines()
-        .zip(b.lines())
-        .enumerate()
-        .filter(|(_, (x, y))| x != y)
-        .take(8)
-        .map(|(n, (x, y))| format!("line {}:\n  docker: {x}\n  podman: {y}", n + 1))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// The demo release's lockfile made on Docker (`KILN_TEST_DOCKER_HOST`), from a world and
 /// store of its own; made once, for every test here.
 fn docker_lockfile() -> &'static str {
@@ -63,19 +51,14 @@ async fn the_demo_release_on_podman_is_docker_s_byte_for_byte_and_caches_without
     let podman_lock = std::fs::read_to_string(on_podman.path().join(LOCK)).unwrap();
     assert!(
         docker_lock == podman_lock,
-        "the lockfiles made on Docker and on Podman differ:\n{}",
-        line_diff(docker_lock, &podman_lock)
+        "the lockfiles made on Docker (-) and on Podman (+) differ:\n{}",
+        common::line_diff(docker_lock, &podman_lock)
     );
 
     // Again on Podman: every step cached, no container started, the same lockfile.
     let (output, created) = common::kiln_counting_containers(&podman, &on_podman, &release).await;
     assert!(output.status.success(), "{}", text(&output).1);
-    let cached = text(&output)
-        .0
-        .lines()
-        .filter(|l| l.contains(" cached "))
-        .count();
-    assert_eq!(cached, 8, "{}", text(&output).0);
+    assert_eq!(common::cached_steps(&output), 8, "{}", text(&output).0);
     assert_eq!(
         created, 0,
         "a fully cached release on Podman started a container"
@@ -237,8 +220,8 @@ async fn a_rootless_podman_releases_as_its_user_with_docker_s_lockfile() {
     let lock = std::fs::read_to_string(world.path().join(LOCK)).unwrap();
     assert!(
         lock == docker_lock,
-        "the lockfiles made on Docker and on rootless Podman differ:\n{}",
-        line_diff(docker_lock, &lock)
+        "the lockfiles made on Docker (-) and on rootless Podman (+) differ:\n{}",
+        common::line_diff(docker_lock, &lock)
     );
     let strangers = std::process::Command::new("find")
         .arg(world.dir.path())
@@ -251,12 +234,7 @@ async fn a_rootless_podman_releases_as_its_user_with_docker_s_lockfile() {
     let (output, created) =
         common::created_on(&client, rootless.kiln(&kiln, &world.path(), &release)).await;
     assert!(output.status.success(), "{}", text(&output).1);
-    let cached = text(&output)
-        .0
-        .lines()
-        .filter(|l| l.contains(" cached "))
-        .count();
-    assert_eq!(cached, 8, "{}", text(&output).0);
+    assert_eq!(common::cached_steps(&output), 8, "{}", text(&output).0);
     assert!(
         created.is_empty(),
         "a cached rootless release created {created:?}"

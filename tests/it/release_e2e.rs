@@ -303,12 +303,7 @@ async fn the_demo_release_is_complete_correct_cached_and_reproducible() {
         release_counting_containers(&docker, &world, &["--old", "v1.28.1", "--new", "v1.28.2"])
             .await;
     assert!(output.status.success(), "{}", text(&output).1);
-    let cached = text(&output)
-        .0
-        .lines()
-        .filter(|l| l.contains(" cached "))
-        .count();
-    assert_eq!(cached, 8, "{}", text(&output).0);
+    assert_eq!(common::cached_steps(&output), 8, "{}", text(&output).0);
     assert_eq!(created, 0, "a fully cached release started a container");
     assert_eq!(std::fs::read_to_string(&lock_path).unwrap(), first_text);
 

@@ -21,18 +21,6 @@ fn fresh_release() -> String {
     std::fs::read_to_string(world.path().join(LOCK)).unwrap()
 }
 
-/// The first lines where two texts differ, for a failure message.
-fn line_diff(a: &str, b: &str) -> String {
-    a.lines()
-        .zip(b.lines())
-        .enumerate()
-        .filter(|(_, (x, y))| x != y)
-        .take(8)
-        .map(|(n, (x, y))| format!("line {}:\n  - {x}\n  + {y}", n + 1))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// How this engine's base image (the plain base the release's exact Go toolchain is built on;
 /// the Go distribution itself is pinned by digest) compares with its committed lock: `None`
 /// when it matches, else what differs.
@@ -66,7 +54,7 @@ async fn the_committed_demo_lockfile_rebuilds_byte_identical() {
             "the demo release no longer reproduces {LOCK}, and this machine's base image matches \
              its committed lock: a real reproducibility regression (or an intended change: \
              refresh it with scripts/refresh-lockfile and say why in the commit)\n{}",
-            line_diff(&committed, &first)
+            common::line_diff(&committed, &first)
         );
     };
     let notice = format!(
@@ -85,7 +73,7 @@ async fn the_committed_demo_lockfile_rebuilds_byte_identical() {
     assert!(
         first == second,
         "two fresh releases on this machine disagree:\n{}",
-        line_diff(&first, &second)
+        common::line_diff(&first, &second)
     );
 }
 
@@ -163,7 +151,7 @@ async fn a_release_under_a_varied_host_environment_gives_the_same_lockfile() {
     assert!(
         varied == baseline,
         "the host environment reached the lockfile:\n{}",
-        line_diff(&baseline, &varied)
+        common::line_diff(&baseline, &varied)
     );
     // The clock really is moved through the same wrapper chain kiln ran in.
     let date = std::process::Command::new("faketime")

@@ -47,6 +47,28 @@ pub(crate) fn podman_pass() -> bool {
     std::env::var("KILN_TEST_PODMAN").is_ok_and(|v| v == "1")
 }
 
+/// The first lines where two texts differ (`-` the first, `+` the second), for a failure
+/// message.
+pub(crate) fn line_diff(a: &str, b: &str) -> String {
+    a.lines()
+        .zip(b.lines())
+        .enumerate()
+        .filter(|(_, (x, y))| x != y)
+        .take(8)
+        .map(|(n, (x, y))| format!("line {}:\n  - {x}\n  + {y}", n + 1))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// How many steps a release's summary (its stdout) says were cached.
+pub(crate) fn cached_steps(output: &Output) -> usize {
+    text(output)
+        .0
+        .lines()
+        .filter(|l| l.contains(" cached "))
+        .count()
+}
+
 /// Checks that `created` step containers are the `expected` a run's steps need. Podman's
 /// event stream drops events when the machine is busy, so there it is an upper bound, and
 /// kiln's own progress (a line `==> STEP: running (KEY)` per step it runs, `expected_ran` of
