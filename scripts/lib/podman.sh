@@ -78,10 +78,13 @@ default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
 runtime = "runc"
 CONF
     podman_log "starting kiln's private Podman service (log: $KILN_PODMAN_RUN/service.log)"
-    CONTAINERS_CONF="$KILN_PODMAN_RUN/containers.conf" TMPDIR="$KILN_PODMAN_RUN/tmp" \
-        podman --root "$KILN_PODMAN_ROOT/storage" --runroot "$KILN_PODMAN_RUN/runroot" \
-        system service --time=0 "$KILN_PODMAN_HOST" \
-        >"$KILN_PODMAN_RUN/service.log" 2>&1 </dev/null &
+    # From its run directory: Podman (4.3, with conmon) leaves a file `oom` in its working
+    # directory when a container is OOM-killed, which must not be the captain's checkout. The
+    # subshell execs, so $! is the service's own pid.
+    (cd "$KILN_PODMAN_RUN" && CONTAINERS_CONF="$KILN_PODMAN_RUN/containers.conf" \
+        TMPDIR="$KILN_PODMAN_RUN/tmp" exec podman --root "$KILN_PODMAN_ROOT/storage" \
+        --runroot "$KILN_PODMAN_RUN/runroot" system service --time=0 "$KILN_PODMAN_HOST" \
+        >"$KILN_PODMAN_RUN/service.log" 2>&1 </dev/null) &
     KILN_PODMAN_STARTED_PID=$!
     echo "$KILN_PODMAN_STARTED_PID" >"$pidfile"
     podman_wait_answering "the Podman service" "$KILN_PODMAN_HOST" "$KILN_PODMAN_STARTED_PID" \
@@ -207,12 +210,13 @@ podman_rootless_up() {
     # when this service made it.
     KILN_ROOTLESS_PAUSE_WAS=$(cat "$rl_run/libpod/tmp/pause.pid" 2>/dev/null || true)
     podman_log "starting $user's rootless Podman service (log: $rl_run/podman/service.log)"
-    # setpriv and env exec, so $! is the service's own pid.
-    setpriv --reuid="$rl_uid" --regid="$rl_gid" --init-groups -- \
+    # From the user's run directory (see podman_up); the subshell, setpriv and env exec, so
+    # $! is the service's own pid.
+    (cd "$rl_run/podman" && exec setpriv --reuid="$rl_uid" --regid="$rl_gid" --init-groups -- \
         env -i HOME="$rl_home" USER="$user" LOGNAME="$user" \
         PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin XDG_RUNTIME_DIR="$rl_run" \
         podman system service --time=0 "$KILN_ROOTLESS_HOST" \
-        >"$rl_run/podman/service.log" 2>&1 </dev/null &
+        >"$rl_run/podman/service.log" 2>&1 </dev/null) &
     KILN_ROOTLESS_STARTED_PID=$!
     echo "$KILN_ROOTLESS_STARTED_PID" >"$pidfile"
     podman_wait_answering "the rootless Podman service" "$KILN_ROOTLESS_HOST" \
