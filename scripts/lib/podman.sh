@@ -236,6 +236,16 @@ podman_rootless_down() {
     [ -n "$pid" ] || return 0
     KILN_ROOTLESS_STARTED_PID=
     podman_log "stopping the rootless Podman service it started (pid $pid)"
+    # A rootless Podman that makes its user namespace runs on as a child of the process it
+    # was started as: the children go first, found by their parent's pid.
+    local child children
+    children=$(ps -o pid= --ppid "$pid" 2>/dev/null || true)
+    for child in $children; do
+        kill "$child" 2>/dev/null || true
+    done
+    for child in $children; do
+        podman_wait_gone "$child" 60 || kill -9 "$child" 2>/dev/null || true
+    done
     kill "$pid" 2>/dev/null || true
     podman_wait_gone "$pid" 60 || kill -9 "$pid" 2>/dev/null || true
     # Rootless Podman keeps a pause process holding its user namespace: the user's, and

@@ -467,9 +467,25 @@ impl Sandbox for DockerSandbox {
             // Dropped while the engine creates it (Ctrl-C), the container is removed by name
             // once it appears: a signal never leaves a created container behind.
             let creating = ContainerGuard::creating(this.engine.clone(), name.clone());
-            let created = docker
-                .create_container(Some(options), this.container_config(&step))
-                .await;
+            // Rootless Podman (4.3) sometimes refuses a keep-id container created beside
+            // another ("keep-id requires additional UIDs…", though the user has them); the
+            // same request succeeds moments later.
+            let mut attempt: u64 = 0;
+            let created = loop {
+                let created = docker
+                    .create_container(Some(options.clone()), this.container_config(&step))
+                    .await;
+                match &created {
+                    Err(bollard::errors::Error::DockerResponseServerError { status_code: 500, message })
+                        if message.contains("keep-id requires additional") && attempt < 5 =>
+                    {
+                        attempt += 1;
+                        tracing::debug!(%message, attempt, "the engine refused keep-id; asking again");
+                        tokio::time::sleep(std::time::Duration::from_millis(250 * attempt)).await;
+                    }
+                    _ => break created,
+                }
+            };
             // The engine's answer says whether the container exists; a broken connection or a
             // timeout does not, and the guard then removes it by name if it appears.
             if matches!(
