@@ -58,6 +58,9 @@ fn step_entrypoint(step: &StepSpec) -> Vec<String> {
     ]
 }
 
+/// Held while a container is created on a rootless Podman (see `DockerSandbox::run`).
+static ROOTLESS_PODMAN_CREATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Label on a fresh cache volume naming the run it belongs to.
 const LABEL_CACHE_NAMESPACE: &str = "kiln.cache.namespace";
 
@@ -467,9 +470,16 @@ impl Sandbox for DockerSandbox {
             // Dropped while the engine creates it (Ctrl-C), the container is removed by name
             // once it appears: a signal never leaves a created container behind.
             let creating = ContainerGuard::creating(this.engine.clone(), name.clone());
-            // Rootless Podman (4.3) sometimes refuses a keep-id container created beside
-            // another ("keep-id requires additional UIDs…", though the user has them); the
-            // same request succeeds moments later.
+            // Rootless Podman (4.3) reads the user's sub-ids through libsubid for every keep-id
+            // container, and libsubid is not safe to call from two threads: two creates at
+            // once may find no sub-ids ("keep-id requires additional UIDs…") or crash the
+            // service. This kiln's creates on such an engine take turns; a refusal is asked
+            // again.
+            let one_at_a_time = if this.engine.is_rootless_podman() {
+                Some(ROOTLESS_PODMAN_CREATE.lock().await)
+            } else {
+                None
+            };
             let mut attempt: u64 = 0;
             let created = loop {
                 let created = docker
@@ -486,6 +496,7 @@ impl Sandbox for DockerSandbox {
                     _ => break created,
                 }
             };
+            drop(one_at_a_time);
             // The engine's answer says whether the container exists; a broken connection or a
             // timeout does not, and the guard then removes it by name if it appears.
             if matches!(

@@ -183,6 +183,14 @@ fn known_limits(kind: EngineKind, facts: &HostFacts) -> Vec<String> {
                 .to_owned(),
         );
     }
+    if facts.rootless && kind == EngineKind::Podman {
+        limits.push(
+            "rootless Podman 4.3: two containers created at once with `keep-id` can find no \
+             sub-ids or crash the service (libsubid is not thread-safe); one kiln takes turns, \
+             so run one kiln at a time against a rootless service"
+                .to_owned(),
+        );
+    }
     if kind == EngineKind::Podman {
         limits.push(
             "Podman: a container's default open-file and process limits (containers.conf \
@@ -529,7 +537,7 @@ mod tests {
         assert!(podman.iter().any(|l| l.contains("--time=0")), "{podman:?}");
         assert_eq!(
             known_limits(EngineKind::Podman, &facts(true, "1")).len(),
-            podman.len() + 1
+            podman.len() + 2
         );
     }
 }
