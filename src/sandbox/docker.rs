@@ -4,9 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bollard::container::LogOutput;
-use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits, VolumeCreateRequest,
-};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
 };
@@ -68,21 +66,13 @@ const LABEL_CACHE_NAMESPACE: &str = "kiln.cache.namespace";
 /// build (one thread per core, plus the compilers it starts) stays far below it.
 pub(super) const STEP_PIDS_LIMIT: i64 = 4096;
 
-/// A step's rlimits, soft and hard alike, set rather than inherited. Docker hands a container
-/// its daemon's limits, Podman its own defaults (a million files and processes), and an
-/// engine whose own hard limit is lower than those fails every container in `runc create`
-/// ("error setting rlimit"). Open files: 4096, the kernel's default hard limit, so no engine
-/// process has less; Go raises its soft limit to the hard one, and a build of k3s stays far
-/// below it. Processes are bounded per container by [`STEP_PIDS_LIMIT`]; `nproc` counts every
-/// process of the step's uid in its user namespace (on Docker, a captain's desktop session
-/// when the step runs as the captain), so it is set only on Podman, which sets its own
-/// unless the request names one (and then ignores containers.conf's `default_ulimits`).
-pub(super) fn step_rlimits(kind: EngineKind) -> Vec<(&'static str, i64)> {
-    match kind {
-        EngineKind::Docker => vec![("nofile", 4096)],
-        EngineKind::Podman => vec![("nofile", 4096), ("nproc", STEP_PIDS_LIMIT)],
-    }
-}
+/// What a step's open-file limit must reach: a Go build of k3s (cgo objects, thousands of
+/// packages) can hold thousands of files at once. kiln sets no rlimit itself: Docker hands a
+/// container its daemon's limits, Podman containers.conf's `default_ulimits` (a million
+/// without it), and naming any limit in the create request makes Podman ignore that file and
+/// set its own process limit, which a machine with lower hard limits refuses in `runc create`.
+/// The probe's `rlimits` row checks what the engine gives against this.
+pub(super) const STEP_MIN_OPEN_FILES: u64 = 4096;
 
 /// The build user's home in kiln's toolchain image: writable scratch, like `/tmp`.
 const STEP_HOME: &str = "/home/kiln";
@@ -418,16 +408,6 @@ impl DockerSandbox {
                     .engine
                     .is_rootless_podman()
                     .then(|| "keep-id".to_owned()),
-                ulimits: Some(
-                    step_rlimits(self.engine.info().kind)
-                        .into_iter()
-                        .map(|(name, limit)| ResourcesUlimits {
-                            name: Some(name.to_owned()),
-                            soft: Some(limit),
-                            hard: Some(limit),
-                        })
-                        .collect(),
-                ),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
@@ -690,18 +670,6 @@ fn network_missing(step: &StepSpec, error: &bollard::errors::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nproc_is_set_only_where_the_engine_would_set_its_own() {
-        let names = |kind| {
-            step_rlimits(kind)
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(names(EngineKind::Docker), ["nofile"]);
-        assert_eq!(names(EngineKind::Podman), ["nofile", "nproc"]);
-    }
 
     #[test]
     fn the_prologue_unsets_what_the_engine_added_unless_declared() {

@@ -196,8 +196,8 @@ fn known_limits(kind: EngineKind, facts: &HostFacts) -> Vec<String> {
             "Podman: a container's default open-file and process limits (containers.conf \
              `default_ulimits`, else a million) may exceed the engine's own hard limits on a \
              sandboxed machine, and every container then fails in `runc create` (\"error \
-             setting rlimit\"): kiln's steps set their open files, but image builds and the \
-             process limit need `default_ulimits` set lower"
+             setting rlimit\"); set `default_ulimits` lower there (kiln names no limit \
+             itself, which would make Podman ignore that setting)"
                 .to_owned(),
         );
         limits.push(

@@ -23,7 +23,7 @@ mod step_event;
 mod step_spec;
 
 pub use docker::{DockerSandbox, LABEL_MOUNTS, LABEL_OWNER};
-use docker::{STEP_PIDS_LIMIT, step_rlimits};
+use docker::{STEP_MIN_OPEN_FILES, STEP_PIDS_LIMIT};
 pub use engine::Engine;
 pub(crate) use engine::{EngineInfo, HostFacts};
 pub use error::SandboxError;

@@ -101,19 +101,8 @@ pub(crate) async fn probe_isolation(
     let owner_text = format!("{}:{}", owner.uid, owner.gid);
     let interfaces = get("interfaces");
     let connect = get("connect");
-    // What kiln sets must hold; what it leaves to the engine (nproc on Docker) is shown.
-    let set = super::step_rlimits(sandbox.engine().info().kind);
-    let rlimits = set
-        .iter()
-        .map(|(name, limit)| format!("{name} {limit}:{limit}"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let observed_rlimits = get("rlimits");
-    let rlimits_hold = set.iter().all(|(name, limit)| {
-        observed_rlimits
-            .split(", ")
-            .any(|o| o == format!("{name} {limit}:{limit}"))
-    });
+    let rlimits_hold = open_files_suffice(&observed_rlimits);
     let leaked: Vec<String> = get("env")
         .split_whitespace()
         .filter(|k| !declared.contains(*k) && !image_env.contains(*k) && !ENGINE_VARS.contains(k))
@@ -166,7 +155,15 @@ pub(crate) async fn probe_isolation(
             get("pids_max"),
             get("pids_max") == super::STEP_PIDS_LIMIT.to_string(),
         ),
-        check("rlimits", rlimits, observed_rlimits, rlimits_hold),
+        check(
+            "rlimits",
+            format!(
+                "open files: hard limit at least {}",
+                super::STEP_MIN_OPEN_FILES
+            ),
+            observed_rlimits,
+            rlimits_hold,
+        ),
         check(
             "engine socket",
             "none reachable".into(),
@@ -203,4 +200,34 @@ pub(crate) async fn probe_isolation(
             get("hostname") == super::STEP_HOSTNAME,
         ),
     ])
+}
+
+/// Whether the probe's `rlimits` line (`nofile SOFT:HARD, nproc SOFT:HARD`) lets a step open
+/// enough files: the hard limit is what a step can raise itself to (Go does so at start).
+fn open_files_suffice(observed: &str) -> bool {
+    observed
+        .split(", ")
+        .find_map(|part| part.strip_prefix("nofile "))
+        .and_then(|limits| limits.split(':').nth(1))
+        .is_some_and(|hard| {
+            hard == "unlimited"
+                || hard
+                    .parse::<u64>()
+                    .is_ok_and(|n| n >= super::STEP_MIN_OPEN_FILES)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_files_suffice;
+
+    #[test]
+    fn the_open_file_limit_is_judged_by_its_hard_value() {
+        assert!(open_files_suffice("nofile 1024:1048576, nproc 96367:96367"));
+        assert!(open_files_suffice("nofile 4096:4096, nproc 4096:4096"));
+        assert!(open_files_suffice("nofile unlimited:unlimited, nproc 1:1"));
+        assert!(!open_files_suffice("nofile 1024:1024, nproc 96367:96367"));
+        assert!(!open_files_suffice("nofile 4096:4095, nproc 4096:4096"));
+        assert!(!open_files_suffice("(not reported)"));
+    }
 }
