@@ -807,6 +807,18 @@ pub(crate) async fn init(
     stream.annotated_tag("v0.28.2", v2, &later, "v0.28.2\n");
     stream.import(&dir.join("helper.git"))?;
 
+    // Refs packed, as a hosting service keeps them: the fork's thousands of tags as loose files
+    // would make listing them (every release's first question) ten times dearer than on GitHub.
+    for repo in [
+        "upstream.git",
+        "fork.git",
+        "k3s.git",
+        "kdm.git",
+        "helper.git",
+    ] {
+        git(&dir.join(repo), ["pack-refs", "--all"])?;
+    }
+
     let config = format!(
         "# Written by `kiln demo init`: the demo world's repositories, relative to this file.\n\
          [repos]\nupstream = \"upstream.git\"\nfork = \"fork.git\"\nk3s = \"k3s.git\"\n\n\

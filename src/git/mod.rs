@@ -309,6 +309,84 @@ pub(crate) fn list_tags(location: &Location) -> Result<Vec<String>, GitError> {
     Ok(tags)
 }
 
+/// A repository's refs: full name → the object it names (annotated tags unpeeled).
+pub(crate) type RefList = std::collections::BTreeMap<String, String>;
+
+/// The branches and tags of the repository at `location` (full names, unpeeled), by one
+/// `git ls-remote`: what a mirror of it holds once fetched. Over git's protocol v2 the remote
+/// sends only these, however many `refs/pull/*` it has.
+pub(crate) fn remote_refs(location: &Location) -> Result<RefList, GitError> {
+    let mut command = remote_git(Path::new(NEUTRAL_DIR));
+    command.args([
+        "ls-remote",
+        "--heads",
+        "--tags",
+        "--refs",
+        "--quiet",
+        "--end-of-options",
+        location.as_str(),
+    ]);
+    let out = run(command, Path::new(NEUTRAL_DIR))?;
+    Ok(out
+        .lines()
+        .filter_map(|line| line.split_once('\t'))
+        .map(|(oid, name)| (name.to_owned(), oid.to_owned()))
+        .collect())
+}
+
+/// Every ref of the local repository `repo` (one `git for-each-ref`, no remote protocol).
+pub(crate) fn local_refs(repo: &Path) -> Result<RefList, GitError> {
+    let mut command = git(repo);
+    command.args(["for-each-ref", "--format=%(refname) %(objectname)"]);
+    Ok(run(command, repo)?
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(name, oid)| (name.to_owned(), oid.to_owned()))
+        .collect())
+}
+
+/// The commit each tag of the local repository `repo` names (an annotated tag peeled once),
+/// by one `git for-each-ref`; a tag naming no commit that way is left out.
+pub(crate) fn tag_commits(repo: &Path) -> Result<RefList, GitError> {
+    let mut command = git(repo);
+    command.args([
+        "for-each-ref",
+        "--format=%(refname:strip=2) %(objecttype) %(objectname) %(*objecttype) %(*objectname)",
+        "refs/tags",
+    ]);
+    Ok(run(command, repo)?
+        .lines()
+        .filter_map(
+            |line| match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+                [name, "commit", oid] | [name, "tag", _, "commit", oid] => {
+                    Some(((*name).to_owned(), (*oid).to_owned()))
+                }
+                _ => None,
+            },
+        )
+        .collect())
+}
+
+/// The tag names among `refs`, sorted, as [`list_tags`] gives them: names outside kiln's
+/// allowlist are skipped, with a warning naming `location` when one is given.
+pub(crate) fn tag_names(refs: &RefList, location: Option<&Location>) -> Vec<String> {
+    refs.keys()
+        .filter_map(|name| name.strip_prefix("refs/tags/"))
+        .filter(|name| {
+            let ok = validate_rev(name).is_ok();
+            if let (false, Some(location)) = (ok, location) {
+                tracing::warn!(
+                    %location,
+                    tag = name,
+                    "ignoring a tag name outside kiln's allowlist"
+                );
+            }
+            ok
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The refs of a remote under one namespace, as one `git ls-remote` saw them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RemoteRefs {
@@ -498,18 +576,34 @@ pub(crate) fn fetch_bundle(
 /// Keeps a bare mirror of `location` under `dir` (named by a digest of the location) up to
 /// date, and returns its path. The user's repository is only read.
 pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitError> {
-    mirror_borrowing(dir, location, None)
+    mirror_borrowing(dir, location, None, None)
 }
 
 /// [`mirror`], the mirror keeping only the objects the mirror `lender` lacks: git's alternates,
 /// so the k3s-io fork, a second copy of Kubernetes' history, costs only its own commits and
 /// tags on disk and on the wire (a fetch offers the lender's refs as what it has). A mirror
 /// made whole by an older kiln is repacked down to its own objects once.
+///
+/// `listed`: the remote's branches and tags as [`remote_refs`] just read them. A mirror that
+/// already holds exactly those refs is not fetched: a fetch would bring nothing, and at
+/// Kubernetes' size (thousands of tags) it costs more than the rest of a cached release.
 pub(crate) fn mirror_borrowing(
     dir: &Path,
     location: &Location,
     lender: Option<&Path>,
+    listed: Option<&RefList>,
 ) -> Result<PathBuf, GitError> {
+    sync_mirror(dir, location, lender, listed).map(|(path, _)| path)
+}
+
+/// [`mirror_borrowing`], also giving the refs the mirror holds once synced (no second read
+/// when they are what was listed).
+pub(crate) fn sync_mirror(
+    dir: &Path,
+    location: &Location,
+    lender: Option<&Path>,
+    listed: Option<&RefList>,
+) -> Result<(PathBuf, RefList), GitError> {
     let name = crate::hash::Digest::of(location.as_str().as_bytes()).short();
     let dir = &absolute(dir);
     let path = dir.join(format!("{name}.git"));
@@ -554,7 +648,12 @@ pub(crate) fn mirror_borrowing(
     {
         borrow(&path, lender)?;
     }
-    if path.join("HEAD").is_file() {
+    let current = listed.filter(|listed| {
+        path.join("HEAD").is_file() && local_refs(&path).is_ok_and(|held| held == **listed)
+    });
+    if current.is_some() {
+        tracing::debug!(mirror = %path.display(), "the mirror holds the remote's refs: not fetched");
+    } else if path.join("HEAD").is_file() {
         let mut fetch = durably(git(&path));
         guard_stalls(&mut fetch);
         fetch.args([
@@ -609,8 +708,12 @@ pub(crate) fn mirror_borrowing(
         std::fs::rename(&tmp, &path).map_err(fail("publish", &path))?;
     }
     mirror_settings(&path)?;
+    let held = match current {
+        Some(listed) => listed.clone(),
+        None => local_refs(&path)?,
+    };
     drop(lock);
-    Ok(path)
+    Ok((path, held))
 }
 
 /// What every mirror keeps set (each under its own lock, once):
@@ -767,6 +870,74 @@ pub(crate) fn read_file(repo: &Path, rev: &str, path: &str) -> Result<Option<Str
     Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()))
 }
 
+/// The objects `specs` name (`REV:PATH`, or an object id) in `repo`, read with one
+/// `git cat-file --batch`, in order; `None` for one that does not exist.
+pub(crate) fn read_objects(
+    repo: &Path,
+    specs: &[String],
+) -> Result<Vec<Option<Vec<u8>>>, GitError> {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    use std::process::Stdio;
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let failed = |stderr: String| GitError::Failed {
+        args: "cat-file --batch".to_owned(),
+        dir: repo.to_owned(),
+        stderr,
+    };
+    for spec in specs {
+        // One request per line: a name with a newline would be two.
+        if spec.contains('\n') {
+            return Err(failed(format!("a request with a newline: {spec:?}")));
+        }
+    }
+    let mut command = git(repo);
+    command
+        .args(["cat-file", "--batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = command
+        .spawn()
+        .map_err(|source| GitError::Spawn { source })?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let request: String = specs.iter().flat_map(|s| [s.as_str(), "\n"]).collect();
+    // Written from a thread: git fills its stdout before it has read all of its stdin.
+    let writer = std::thread::spawn(move || stdin.write_all(request.as_bytes()));
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+    let io = |e: std::io::Error| failed(e.to_string());
+    let mut objects = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let mut header = String::new();
+        out.read_line(&mut header).map_err(io)?;
+        let header = header.trim_end_matches('\n');
+        if header.ends_with(" missing") || header.ends_with(" ambiguous") {
+            objects.push(None);
+            continue;
+        }
+        let size = header
+            .rsplit(' ')
+            .next()
+            .and_then(|size| size.parse::<usize>().ok())
+            .ok_or_else(|| failed(format!("for {spec}: `{header}`")))?;
+        let mut content = vec![0u8; size];
+        out.read_exact(&mut content).map_err(io)?;
+        let mut newline = [0u8; 1];
+        out.read_exact(&mut newline).map_err(io)?;
+        objects.push(Some(content));
+    }
+    writer
+        .join()
+        .expect("the writer does not panic")
+        .map_err(io)?;
+    let status = child.wait().map_err(io)?;
+    if !status.success() {
+        return Err(failed(format!("git cat-file exited with {status}")));
+    }
+    Ok(objects)
+}
+
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
@@ -921,6 +1092,81 @@ mod tests {
         assert_eq!(fetch, MIRROR_REFSPECS.join("\n"));
     }
 
+    /// A mirror holding exactly the refs the remote listed is not fetched; any difference
+    /// (a new tag, a moved branch, a ref the mirror should not have) fetches.
+    #[test]
+    fn a_mirror_matching_the_remote_s_listing_is_not_fetched() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = dir.path().join("origin");
+        std::fs::create_dir(&origin).unwrap();
+        let git_in = |args: &[&str]| test_git(&origin, args);
+        git_in(&["init", "--quiet", "-b", "main"]);
+        git_in(&["commit", "--quiet", "--allow-empty", "-m", "one"]);
+        git_in(&["tag", "-a", "-m", "v1", "v1.28.2"]);
+        git_in(&["update-ref", "refs/pull/1/head", "HEAD"]);
+        let location = Location::parse_in(&origin.to_string_lossy(), Path::new("/")).unwrap();
+        let mirrors = dir.path().join("mirrors");
+        let listed = remote_refs(&location).unwrap();
+        assert_eq!(
+            listed.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["refs/heads/main", "refs/tags/v1.28.2"],
+            "branches and tags, never pull refs"
+        );
+        let path = mirror_borrowing(&mirrors, &location, None, Some(&listed)).unwrap();
+        assert_eq!(local_refs(&path).unwrap(), listed);
+        let tagged = git_in(&["rev-parse", "v1.28.2^{commit}"]);
+        assert_eq!(tag_commits(&path).unwrap()["v1.28.2"], tagged);
+
+        // The remote moves on; a listing taken before that is what the mirror holds: no fetch.
+        git_in(&["commit", "--quiet", "--allow-empty", "-m", "two"]);
+        mirror_borrowing(&mirrors, &location, None, Some(&listed)).unwrap();
+        assert_eq!(
+            local_refs(&path).unwrap(),
+            listed,
+            "fetched though nothing was listed"
+        );
+        // The fresh listing differs: fetched.
+        let fresh = remote_refs(&location).unwrap();
+        assert_ne!(fresh, listed);
+        mirror_borrowing(&mirrors, &location, None, Some(&fresh)).unwrap();
+        assert_eq!(local_refs(&path).unwrap(), fresh);
+
+        // A ref the mirror must not keep makes it differ too, and the fetch drops it.
+        test_git(
+            &path,
+            &["update-ref", "refs/pull/9/head", "refs/heads/main"],
+        );
+        mirror_borrowing(&mirrors, &location, None, Some(&fresh)).unwrap();
+        assert_eq!(local_refs(&path).unwrap(), fresh);
+    }
+
+    #[test]
+    fn objects_are_read_in_one_batch_in_order_missing_ones_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path();
+        test_git(repo, &["init", "--quiet", "-b", "main"]);
+        std::fs::create_dir(repo.join("d")).unwrap();
+        std::fs::write(repo.join("go.mod"), "module x\n\ngo 1.21\n").unwrap();
+        std::fs::write(repo.join("d/bin"), b"\0\n\xff two lines\n").unwrap();
+        test_git(repo, &["add", "."]);
+        test_git(repo, &["commit", "--quiet", "-m", "one"]);
+        let specs: Vec<String> = ["HEAD:go.mod", "HEAD:nope", "HEAD:d/bin", "HEAD:go.mod"]
+            .map(str::to_owned)
+            .to_vec();
+        let read = read_objects(repo, &specs).unwrap();
+        assert_eq!(
+            read,
+            [
+                Some(b"module x\n\ngo 1.21\n".to_vec()),
+                None,
+                Some(b"\0\n\xff two lines\n".to_vec()),
+                Some(b"module x\n\ngo 1.21\n".to_vec()),
+            ]
+        );
+        assert!(read_objects(repo, &["HEAD:a\nHEAD:b".to_owned()]).is_err());
+        assert!(read_objects(repo, &[]).unwrap().is_empty());
+    }
+
     /// The number of objects a repository holds itself (loose and packed, not borrowed).
     fn own_objects(repo: &Path) -> u64 {
         output(repo, &["count-objects", "-v"])
@@ -956,7 +1202,7 @@ mod tests {
         let whole = own_objects(&fork_mirror);
         assert!(whole >= 60, "{whole}");
         let upstream_mirror = mirror(&mirrors, &at(&upstream)).unwrap();
-        let again = mirror_borrowing(&mirrors, &at(&fork), Some(&upstream_mirror)).unwrap();
+        let again = mirror_borrowing(&mirrors, &at(&fork), Some(&upstream_mirror), None).unwrap();
         assert_eq!(again, fork_mirror);
         // The patch commit, its tree and its blob are the fork's own.
         assert_eq!(own_objects(&fork_mirror), 3);
@@ -972,14 +1218,14 @@ mod tests {
 
         // A new fork mirror borrows from its first clone; later fetches bring only new objects.
         std::fs::remove_dir_all(&fork_mirror).unwrap();
-        mirror_borrowing(&mirrors, &at(&fork), Some(&upstream_mirror)).unwrap();
+        mirror_borrowing(&mirrors, &at(&fork), Some(&upstream_mirror), None).unwrap();
         // (A received pack carries the bases of its deltas: upstream's root tree here.)
         let cloned = own_objects(&fork_mirror);
         assert!((3..=4).contains(&cloned), "{cloned}");
         std::fs::write(fork.join("patch2"), "k3s2\n").unwrap();
         test_git(&fork, &["add", "."]);
         test_git(&fork, &["commit", "--quiet", "-m", "patch 2"]);
-        mirror_borrowing(&mirrors, &at(&fork), Some(&upstream_mirror)).unwrap();
+        mirror_borrowing(&mirrors, &at(&fork), Some(&upstream_mirror), None).unwrap();
         assert_eq!(own_objects(&fork_mirror), cloned + 3);
         let mut fsck = git(&fork_mirror);
         fsck.args(["fsck", "--connectivity-only", "--no-progress"]);

@@ -1,9 +1,9 @@
 //! Which files of a tagged tree belong to a module, by Go's zip rules.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::{GitReadError, GoModError};
 
@@ -182,58 +182,13 @@ fn read_blobs<'a>(
     repo: &Path,
     oids: impl Iterator<Item = &'a str>,
 ) -> Result<Vec<Vec<u8>>, GitReadError> {
-    let oids: Vec<&str> = oids.collect();
-    if oids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut child = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["cat-file", "--batch"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(GitReadError::Spawn)?;
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let request: String = oids.iter().flat_map(|o| [*o, "\n"]).collect();
-    let writer = std::thread::spawn(move || {
-        let result = stdin.write_all(request.as_bytes());
-        drop(stdin);
-        result
-    });
-    let mut out = BufReader::new(child.stdout.take().expect("stdout is piped"));
-    let mut blobs = Vec::with_capacity(oids.len());
-    for oid in &oids {
-        let mut header = String::new();
-        out.read_line(&mut header).map_err(GitReadError::Spawn)?;
-        let fields: Vec<&str> = header.split_whitespace().collect();
-        let [_, "blob", size] = fields.as_slice() else {
-            return Err(GitReadError::Protocol(format!(
-                "for {oid}: `{}`",
-                header.trim()
-            )));
-        };
-        let size: usize = size
-            .parse()
-            .map_err(|_| GitReadError::Protocol(format!("bad size for {oid}: `{size}`")))?;
-        let mut content = vec![0u8; size];
-        out.read_exact(&mut content).map_err(GitReadError::Spawn)?;
-        let mut newline = [0u8; 1];
-        out.read_exact(&mut newline).map_err(GitReadError::Spawn)?;
-        blobs.push(content);
-    }
-    writer
-        .join()
-        .expect("the writer does not panic")
-        .map_err(GitReadError::Spawn)?;
-    let status = child.wait().map_err(GitReadError::Spawn)?;
-    if !status.success() {
-        return Err(GitReadError::Failed(format!(
-            "git cat-file exited with {status}"
-        )));
-    }
-    Ok(blobs)
+    let oids: Vec<String> = oids.map(str::to_owned).collect();
+    crate::git::read_objects(repo, &oids)
+        .map_err(|e| GitReadError::Failed(e.to_string()))?
+        .into_iter()
+        .zip(&oids)
+        .map(|(blob, oid)| blob.ok_or_else(|| GitReadError::Protocol(format!("{oid} is missing"))))
+        .collect()
 }
 
 #[cfg(test)]

@@ -60,21 +60,33 @@ fn is_built(path: &str) -> bool {
             .is_some_and(|module| !module.is_empty() && !module.contains('/'))
 }
 
-/// Every go.mod of `repo` at `commit` that the release builds, with its directive.
+/// Every go.mod of `repo` at `commit` that the release builds, with its directive: the
+/// staging directory's entries listed, then every go.mod read at once (a Kubernetes tree has
+/// 24,000 files and 30 staging modules).
 fn directives(repo: &std::path::Path, commit: &str) -> Result<Vec<(String, String)>, ReleaseError> {
-    let listed = git::output(
+    git::validate_rev(commit)?;
+    let staging = git::output(
         repo,
-        &["ls-tree", "-r", "--name-only", "--end-of-options", commit],
+        &[
+            "ls-tree",
+            "-d",
+            "--name-only",
+            "--end-of-options",
+            commit,
+            "staging/src/k8s.io/",
+        ],
     )?;
+    let paths: Vec<String> = std::iter::once("go.mod".to_owned())
+        .chain(staging.lines().map(|dir| format!("{dir}/go.mod")))
+        .filter(|path| is_built(path))
+        .collect();
+    let specs: Vec<String> = paths.iter().map(|p| format!("{commit}:{p}")).collect();
     let mut found = Vec::new();
-    for path in listed.lines() {
-        if !is_built(path) {
-            continue;
-        }
-        if let Some(text) = git::read_file(repo, commit, path)?
-            && let Some(go) = directive(&text)
+    for (path, text) in paths.into_iter().zip(git::read_objects(repo, &specs)?) {
+        if let Some(text) = text
+            && let Some(go) = directive(&String::from_utf8_lossy(&text))
         {
-            found.push((path.to_owned(), go.to_owned()));
+            found.push((path, go.to_owned()));
         }
     }
     Ok(found)

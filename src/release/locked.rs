@@ -25,7 +25,7 @@ pub(crate) fn resolve_locked(
     }
     let upstream = git::mirror(git_dir, &repos.upstream)?;
     // The fork is a second copy of upstream's history: its mirror borrows upstream's objects.
-    let fork = git::mirror_borrowing(git_dir, &repos.fork, Some(&upstream))?;
+    let fork = git::mirror_borrowing(git_dir, &repos.fork, Some(&upstream), None)?;
     let k3s = git::mirror(git_dir, &repos.k3s)?;
     let i = &lock.inputs;
     let need = |repo: &Path, location: &crate::git::Location, what: &str, commit: &str| {

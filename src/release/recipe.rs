@@ -260,14 +260,15 @@ pub(crate) fn release_plan(inputs: &ReleaseInputs<'_>) -> Result<Plan, EngineErr
     env.insert("PATCHES_TIP".into(), inputs.resolved.patches_tip.clone());
 
     let mut rebase = container(step::REBASE, inputs, scripts::REBASE, env);
-    // The rebase reads the patches' history back to the old upstream commit, no further.
+    // The rebase reads the patches' history back to the old upstream commit, no further,
+    // through git alone: no checkout.
     rebase.inputs.insert(
         "fork".into(),
         StepInput::Git {
             repo: inputs.resolved.fork.clone(),
             commit: inputs.resolved.old_fork_commit.clone(),
             history_from: Some(inputs.resolved.old_commit.clone()),
-            worktree: true,
+            worktree: false,
         },
     );
     // Only its tag is fetched from it: no checkout.

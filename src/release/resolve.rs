@@ -60,14 +60,6 @@ fn facts_of(
     })
 }
 
-/// A mirror's path as a location (mirrors are absolute paths under the store).
-fn mirror_location(mirror: &Path) -> Result<Location, ReleaseError> {
-    Ok(Location::parse_in(
-        &mirror.to_string_lossy(),
-        Path::new("/"),
-    )?)
-}
-
 /// `.go-version` at `tag` in the upstream mirror.
 fn go_version_at(upstream: &Path, tag: K8sVersion) -> Result<GoVersion, ReleaseError> {
     let text = git::read_file(upstream, &tag.to_string(), ".go-version")?
@@ -102,22 +94,43 @@ pub(crate) fn resolve(
     k3s_branch: Option<&str>,
     git_dir: &Path,
 ) -> Result<Resolved, ReleaseError> {
-    // Every name is checked against the repositories' tags (one ls-remote each) before any
-    // mirror is cloned or fetched: a typo costs nothing and leaves the store as it was.
-    names::old_fork_tag(
-        versions,
-        &facts_of(&repos.upstream, &repos.fork, &repos.k3s)?,
-    )?;
-    let upstream = git::mirror(git_dir, &repos.upstream)?;
+    // Every name is checked against the repositories' tags (one ls-remote each, branches
+    // and tags with their objects) before any mirror is cloned or fetched: a typo costs
+    // nothing and leaves the store as it was. A mirror already holding what was listed is not
+    // fetched.
+    // At once: each is a round trip to a remote.
+    let [upstream_refs, fork_refs, k3s_refs] = std::thread::scope(|scope| {
+        [&repos.upstream, &repos.fork, &repos.k3s]
+            .map(|location| scope.spawn(|| git::remote_refs(location)))
+            .map(|listing| listing.join().expect("listing refs does not panic"))
+    });
+    let (upstream_refs, fork_refs, k3s_refs) = (upstream_refs?, fork_refs?, k3s_refs?);
+    let listed_facts = RepoFacts {
+        upstream: git::tag_names(&upstream_refs, Some(&repos.upstream)),
+        fork: git::tag_names(&fork_refs, Some(&repos.fork)),
+        k3s: git::tag_names(&k3s_refs, Some(&repos.k3s)),
+    };
+    names::old_fork_tag(versions, &listed_facts)?;
+    let (upstream, upstream_held) =
+        git::sync_mirror(git_dir, &repos.upstream, None, Some(&upstream_refs))?;
     // The fork is a second copy of upstream's history: its mirror borrows upstream's objects.
-    let fork = git::mirror_borrowing(git_dir, &repos.fork, Some(&upstream))?;
-    let k3s = git::mirror(git_dir, &repos.k3s)?;
-    // The names as the mirrors, which the steps read, hold them.
-    let facts = facts_of(
-        &mirror_location(&upstream)?,
-        &mirror_location(&fork)?,
-        &mirror_location(&k3s)?,
-    )?;
+    let (fork, fork_held) =
+        git::sync_mirror(git_dir, &repos.fork, Some(&upstream), Some(&fork_refs))?;
+    let (k3s, k3s_held) = git::sync_mirror(git_dir, &repos.k3s, None, Some(&k3s_refs))?;
+    // The names as the mirrors, which the steps read, hold them (what was listed, unless the
+    // remote moved between the listing and a fetch).
+    let held = |held: &git::RefList, listed: &git::RefList, names: &[String]| {
+        if held == listed {
+            names.to_vec()
+        } else {
+            git::tag_names(held, None)
+        }
+    };
+    let facts = RepoFacts {
+        upstream: held(&upstream_held, &upstream_refs, &listed_facts.upstream),
+        fork: held(&fork_held, &fork_refs, &listed_facts.fork),
+        k3s: held(&k3s_held, &k3s_refs, &listed_facts.k3s),
+    };
     let go = go_version_at(&upstream, versions.new_version())?;
     let names = names::derive(versions, &facts, go)?;
     let old_commit = git::resolve_commit(&upstream, &names.old_k8s().to_string())?;
@@ -165,10 +178,15 @@ pub(crate) fn resolve(
         .transpose()?;
     let mut modules = Vec::new();
     for module in &repos.modules {
-        let mirror = git::mirror(git_dir, &module.repo)?;
+        let listed = git::remote_refs(&module.repo)?;
+        let (mirror, held) = git::sync_mirror(git_dir, &module.repo, None, Some(&listed))?;
+        let commits = git::tag_commits(&mirror)?;
         let mut tags = BTreeMap::new();
-        for tag in git::list_tags(&mirror_location(&mirror)?)? {
-            let commit = git::resolve_commit(&mirror, &tag)?;
+        for tag in git::tag_names(&held, Some(&module.repo)) {
+            let commit = match commits.get(&tag) {
+                Some(commit) => commit.clone(),
+                None => git::resolve_commit(&mirror, &tag)?,
+            };
             tags.insert(tag, commit);
         }
         modules.push(ServedModule {

@@ -2,20 +2,45 @@
 //! environment (`"$NEW_FORK_TAG"`), never by splicing text into the script, and every name was
 //! checked against kiln's allowlist before a step was planned.
 
-/// Rebase the old release's k3s patches onto the new upstream tag.
+/// Rebase the old release's k3s patches onto the new upstream tag, as `git rebase --onto
+/// NEW_COMMIT OLD_COMMIT PATCHES_TIP` does, without a work tree (a Kubernetes checkout is
+/// 24,000 files): each patch, oldest first (merges left out, as rebase does), is merged onto
+/// the head so far with its parent as the base (git's ort merge, rebase's own) and committed
+/// with its author, date and message kept and the pinned committer; a patch that becomes empty
+/// is dropped, one that was empty to begin with kept. git 2.39 has no `merge-tree
+/// --merge-base`: a throwaway commit of the head's tree on the patch's parent makes that
+/// parent the merge base.
 pub(super) const REBASE: &str = r#"set -euo pipefail
 cd /in/fork
 git fetch --quiet --no-tags --update-shallow /in/upstream "+refs/tags/${NEW_K8S}:refs/tags/${NEW_K8S}"
 test "$(git rev-parse "${NEW_K8S}^{commit}")" = "${NEW_COMMIT}"
-git -c advice.detachedHead=false checkout --quiet --detach "${OLD_FORK_COMMIT}"
 # PATCHES_TIP: the old tag's stamp commit's parent, or the tag's commit when it has none.
-if ! git rebase --quiet --onto "${NEW_COMMIT}" "${OLD_COMMIT}" "${PATCHES_TIP}" >/tmp/rebase.log 2>&1; then
-    echo "kiln: the k3s patches do not apply to ${NEW_K8S}; conflicting paths:" >&2
-    git diff --name-only --diff-filter=U | sed 's/^/  /' >&2
-    tail -n 5 /tmp/rebase.log >&2
-    git rebase --abort >/dev/null 2>&1 || true
-    exit 3
-fi
+head="${NEW_COMMIT}"
+for patch in $(git rev-list --reverse --topo-order --no-merges "${OLD_COMMIT}..${PATCHES_TIP}"); do
+    parent=$(git rev-parse "${patch}^")
+    head_tree=$(git rev-parse "${head}^{tree}")
+    ours=$(git commit-tree -p "${parent}" -m kiln-rebase-base "${head_tree}")
+    status=0
+    merged=$(git merge-tree --write-tree --name-only --no-messages "${ours}" "${patch}") || status=$?
+    if [ "${status}" -eq 1 ]; then
+        echo "kiln: the k3s patches do not apply to ${NEW_K8S}; conflicting paths:" >&2
+        printf '%s\n' "${merged}" | tail -n +2 | sed '/^$/d; s/^/  /' >&2
+        echo "  (applying $(git log -1 --format='%h %s' "${patch}"))" >&2
+        exit 3
+    elif [ "${status}" -ne 0 ]; then
+        exit "${status}"
+    fi
+    tree=$(printf '%s\n' "${merged}" | head -n 1)
+    if [ "${tree}" = "${head_tree}" ] && [ "$(git rev-parse "${patch}^{tree}")" != "$(git rev-parse "${parent}^{tree}")" ]; then
+        continue
+    fi
+    git cat-file commit "${patch}" | sed '1,/^$/d' >/tmp/message
+    head=$(GIT_AUTHOR_NAME=$(git log -1 --format=%an "${patch}") \
+        GIT_AUTHOR_EMAIL=$(git log -1 --format=%ae "${patch}") \
+        GIT_AUTHOR_DATE=@$(git log -1 --format=%ad --date=raw "${patch}") \
+        git commit-tree -p "${head}" -F /tmp/message "${tree}")
+done
+git update-ref --no-deref HEAD "${head}"
 git rev-parse HEAD >/out/head
 git log --reverse --format='%H %s' "${NEW_COMMIT}..HEAD" >/out/patches
 git -c pack.threads=1 -c pack.reuseDelta=false -c pack.reuseObject=false bundle create --quiet /out/rebase.bundle "${NEW_COMMIT}..HEAD"
@@ -804,5 +829,177 @@ mod tests {
                 "{args:?}"
             );
         }
+    }
+
+    /// The rebase step's script (run on the host, its paths moved into a temp dir) makes the
+    /// very commits `git rebase --onto` makes: authors, dates, zones and messages kept, a patch
+    /// already upstream dropped, an empty one kept; a conflict names its path and exits 3.
+    #[test]
+    fn the_rebase_script_makes_git_rebase_s_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let git = |cwd: &std::path::Path, args: &[&str], date: Option<&str>| {
+            let mut command = std::process::Command::new("git");
+            command
+                .current_dir(cwd)
+                .args(args)
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_AUTHOR_NAME", "K3s Developer")
+                .env("GIT_AUTHOR_EMAIL", "dev@kiln.invalid")
+                .env("GIT_COMMITTER_NAME", "Captain")
+                .env("GIT_COMMITTER_EMAIL", "captain@kiln.invalid")
+                .env("GIT_COMMITTER_DATE", "@1700000000 +0000");
+            if let Some(date) = date {
+                command.env("GIT_AUTHOR_DATE", date);
+            }
+            let out = command.output().unwrap();
+            assert!(
+                out.status.success(),
+                "git {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let repo = root.join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        git(&repo, &["init", "--quiet", "-b", "main"], None);
+        std::fs::write(repo.join("f"), "a\n").unwrap();
+        std::fs::write(repo.join("g"), "g\n").unwrap();
+        git(&repo, &["add", "."], None);
+        git(
+            &repo,
+            &["commit", "--quiet", "-m", "base"],
+            Some("@1600000000 +0100"),
+        );
+        let old = git(&repo, &["rev-parse", "HEAD"], None);
+        std::fs::write(repo.join("f"), "x\n").unwrap();
+        git(
+            &repo,
+            &["commit", "--quiet", "-am", "upstream"],
+            Some("@1600000100 +0100"),
+        );
+        git(&repo, &["tag", "v2"], None);
+        let new = git(&repo, &["rev-parse", "HEAD"], None);
+        git(&repo, &["checkout", "--quiet", "-b", "fork", &old], None);
+        std::fs::write(repo.join("f"), "x\n").unwrap();
+        git(
+            &repo,
+            &["commit", "--quiet", "-am", "already upstream"],
+            Some("@1600000200 +0200"),
+        );
+        git(
+            &repo,
+            &["commit", "--quiet", "--allow-empty", "-m", "empty"],
+            Some("@1600000300 -0500"),
+        );
+        std::fs::write(repo.join("g"), "h\n").unwrap();
+        git(
+            &repo,
+            &[
+                "commit",
+                "--quiet",
+                "-am",
+                "patch\n\n  body\n\nSigned-off-by: d",
+            ],
+            Some("@1600000400 +0000"),
+        );
+        let tip = git(&repo, &["rev-parse", "HEAD"], None);
+
+        let run = |fork: &std::path::Path, out: &std::path::Path, new: &str| {
+            std::fs::create_dir_all(out).unwrap();
+            let script = super::REBASE
+                .replace("/in/fork", &fork.to_string_lossy())
+                .replace("/in/upstream", &repo.to_string_lossy())
+                .replace("/out/", &format!("{}/", out.display()))
+                .replace("/tmp/message", &root.join("message").to_string_lossy());
+            std::process::Command::new("bash")
+                .args(["-c", &script])
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_AUTHOR_NAME", "Captain")
+                .env("GIT_AUTHOR_EMAIL", "captain@kiln.invalid")
+                .env("GIT_COMMITTER_NAME", "Captain")
+                .env("GIT_COMMITTER_EMAIL", "captain@kiln.invalid")
+                .env("GIT_AUTHOR_DATE", "@1700000000 +0000")
+                .env("GIT_COMMITTER_DATE", "@1700000000 +0000")
+                .env("NEW_K8S", "v2")
+                .env("NEW_COMMIT", new)
+                .env("OLD_COMMIT", &old)
+                .env("PATCHES_TIP", &tip)
+                .output()
+                .unwrap()
+        };
+        let fork = root.join("fork");
+        git(
+            root,
+            &[
+                "clone",
+                "--quiet",
+                "--no-checkout",
+                "--no-tags",
+                &repo.to_string_lossy(),
+                &fork.to_string_lossy(),
+            ],
+            None,
+        );
+        let output = run(&fork, &root.join("out"), &new);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let head = std::fs::read_to_string(root.join("out/head")).unwrap();
+
+        let rebased = root.join("rebased");
+        git(
+            root,
+            &[
+                "clone",
+                "--quiet",
+                &repo.to_string_lossy(),
+                &rebased.to_string_lossy(),
+            ],
+            None,
+        );
+        git(&rebased, &["checkout", "--quiet", "--detach", &tip], None);
+        git(
+            &rebased,
+            &["rebase", "--quiet", "--onto", &new, &old, &tip],
+            Some("@1700000000 +0000"),
+        );
+        let want = git(&rebased, &["rev-parse", "HEAD"], None);
+        assert_eq!(head.trim(), want);
+        let subjects = git(
+            &rebased,
+            &["log", "--reverse", "--format=%s", &format!("{new}..HEAD")],
+            None,
+        );
+        assert_eq!(subjects, "empty\npatch");
+
+        // The patch's change made upstream differently: a conflict on g.
+        git(&repo, &["checkout", "--quiet", "main"], None);
+        std::fs::write(repo.join("g"), "upstream's g\n").unwrap();
+        git(&repo, &["commit", "--quiet", "-am", "g upstream"], None);
+        git(&repo, &["tag", "-f", "v2"], None);
+        let fork = root.join("fork2");
+        git(
+            root,
+            &[
+                "clone",
+                "--quiet",
+                "--no-checkout",
+                "--no-tags",
+                &repo.to_string_lossy(),
+                &fork.to_string_lossy(),
+            ],
+            None,
+        );
+        let moved = git(&repo, &["rev-parse", "HEAD"], None);
+        let output = run(&fork, &root.join("out2"), &moved);
+        assert_eq!(output.status.code(), Some(3));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("conflicting paths:\n  g\n"), "{stderr}");
+        assert!(stderr.contains("(applying "), "{stderr}");
     }
 }

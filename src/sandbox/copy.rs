@@ -168,7 +168,10 @@ pub(super) async fn upload(
             "sent to the engine"
         );
         let pack_result = packer.await.expect("packing does not panic");
-        match (pack_result, uploaded) {
+        if let Ok(tar_bytes) = &pack_result {
+            tracing::info!(step = %step.name, mount = %mount.target, tar_bytes, "packed");
+        }
+        match (pack_result.map(|_| ()), uploaded) {
             // A packing failure of its own comes first: the engine may have taken the
             // truncated archive without complaint.
             (Err(error), _) if !is_engine_gone(&error) => return Err(error),
@@ -250,13 +253,33 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
-/// Packs `step`'s mount number `index` on a blocking thread into a stream of chunks; the
-/// task's result says whether the stream is the whole archive.
+/// A writer that counts what passes through it.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Packs `step`'s mount number `index` on a blocking thread into a stream of gzip-compressed
+/// chunks (the engine's archive endpoint takes gzip, and a remote engine gets about a
+/// quarter of a source tree's bytes); the task's result says whether the stream is the whole
+/// archive, and how many bytes the archive had before compression.
 fn pack_streaming(
     step: &StepSpec,
     index: usize,
 ) -> (
-    tokio::task::JoinHandle<Result<(), SandboxError>>,
+    tokio::task::JoinHandle<Result<u64, SandboxError>>,
     impl futures::Stream<Item = bytes::Bytes> + Send + 'static,
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel(PACK_QUEUE);
@@ -267,10 +290,15 @@ fn pack_streaming(
                 buffer: Vec::with_capacity(PACK_CHUNK),
                 tx,
             };
-            let mut writer = pack_mount(&step, index, writer)?;
-            writer
-                .flush()
-                .map_err(|e| copy_error(&step, "pack the step's inputs")(archive_error(e)))
+            let counted = Counted {
+                inner: flate2::write::GzEncoder::new(writer, flate2::Compression::fast()),
+                bytes: 0,
+            };
+            let counted = pack_mount(&step, index, counted)?;
+            let failed = |e| copy_error(&step, "pack the step's inputs")(archive_error(e));
+            let mut writer = counted.inner.finish().map_err(failed)?;
+            writer.flush().map_err(failed)?;
+            Ok(counted.bytes)
         })
     };
     let body = futures::stream::unfold(rx, |mut rx| async move {
@@ -464,6 +492,12 @@ mod tests {
         assert_eq!((output[0].0.as_str(), output[0].1), ("./", 1234));
     }
 
+    fn gunzip(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out).unwrap();
+        out
+    }
+
     #[tokio::test]
     async fn the_streamed_archive_is_the_packed_one_in_bounded_chunks() {
         use futures::StreamExt as _;
@@ -471,18 +505,36 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("in")).unwrap();
         std::fs::create_dir_all(dir.path().join("out")).unwrap();
         // Larger than the channel holds, so the packer must wait for the reader.
+        // Incompressible (xorshift), so the compressed stream is as long.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let big: Vec<u8> = (0..(PACK_QUEUE + 3) * PACK_CHUNK + 5)
-            .map(|i| u8::try_from(i % 253).unwrap())
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()[0]
+            })
             .collect();
         std::fs::write(dir.path().join("in/big"), &big).unwrap();
         std::fs::write(dir.path().join("in/small"), "s").unwrap();
         let step = spec(dir.path());
         let (packer, body) = pack_streaming(&step, 0);
         let chunks: Vec<bytes::Bytes> = body.collect().await;
-        packer.await.unwrap().unwrap();
+        let tar_bytes = packer.await.unwrap().unwrap();
         assert!(chunks.len() > 3, "{}", chunks.len());
         assert!(chunks.iter().all(|c| c.len() <= PACK_CHUNK + 64 * 1024));
-        assert_eq!(chunks.concat(), pack_mount(&step, 0, Vec::new()).unwrap());
+        let packed = pack_mount(&step, 0, Vec::new()).unwrap();
+        assert_eq!(gunzip(&chunks.concat()), packed);
+        assert_eq!(tar_bytes, packed.len() as u64);
+
+        // A source-like tree goes out compressed.
+        let text = "package main\n\nfunc main() { println(\"kiln\") }\n".repeat(50_000);
+        std::fs::write(dir.path().join("in/big"), &text).unwrap();
+        let (packer, body) = pack_streaming(&step, 0);
+        let sent: usize = body.map(|c| c.len()).collect::<Vec<_>>().await.iter().sum();
+        let tar_bytes = packer.await.unwrap().unwrap();
+        assert!(tar_bytes > text.len() as u64, "{tar_bytes}");
+        assert!((sent as u64) < tar_bytes / 10, "{sent} of {tar_bytes}");
 
         // Something that cannot be packed: the packer says so (whatever the stream carried).
         let fifo = dir.path().join("in/fifo");
