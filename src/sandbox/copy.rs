@@ -523,9 +523,9 @@ mod tests {
         let tar_bytes = packer.await.unwrap().unwrap();
         assert!(chunks.len() > 3, "{}", chunks.len());
         assert!(chunks.iter().all(|c| c.len() <= PACK_CHUNK + 64 * 1024));
-        let packed = pack_mount(&step, 0, Vec::new()).unwrap();
-        assert_eq!(gunzip(&chunks.concat()), packed);
-        assert_eq!(tar_bytes, packed.len() as u64);
+        let archive = pack_mount(&step, 0, Vec::new()).unwrap();
+        assert_eq!(gunzip(&chunks.concat()), archive);
+        assert_eq!(tar_bytes, archive.len() as u64);
 
         // A source-like tree goes out compressed.
         let text = "package main\n\nfunc main() { println(\"kiln\") }\n".repeat(50_000);
