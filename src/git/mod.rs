@@ -326,23 +326,23 @@ pub(crate) fn remote_refs(location: &Location) -> Result<RefList, GitError> {
         "--end-of-options",
         location.as_str(),
     ]);
-    let out = run(command, Path::new(NEUTRAL_DIR))?;
-    Ok(out
+    Ok(ref_list(&run(command, Path::new(NEUTRAL_DIR))?))
+}
+
+/// A [`RefList`] from lines `OID<TAB>NAME`, as `ls-remote` prints them.
+fn ref_list(lines: &str) -> RefList {
+    lines
         .lines()
         .filter_map(|line| line.split_once('\t'))
         .map(|(oid, name)| (name.to_owned(), oid.to_owned()))
-        .collect())
+        .collect()
 }
 
 /// Every ref of the local repository `repo` (one `git for-each-ref`, no remote protocol).
 pub(crate) fn local_refs(repo: &Path) -> Result<RefList, GitError> {
     let mut command = git(repo);
-    command.args(["for-each-ref", "--format=%(refname) %(objectname)"]);
-    Ok(run(command, repo)?
-        .lines()
-        .filter_map(|line| line.split_once(' '))
-        .map(|(name, oid)| (name.to_owned(), oid.to_owned()))
-        .collect())
+    command.args(["for-each-ref", "--format=%(objectname)%09%(refname)"]);
+    Ok(ref_list(&run(command, repo)?))
 }
 
 /// The commit each tag of the local repository `repo` names (an annotated tag peeled once),

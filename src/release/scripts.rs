@@ -906,8 +906,24 @@ mod tests {
         );
         let tip = git(&repo, &["rev-parse", "HEAD"], None);
 
-        let run = |fork: &std::path::Path, out: &std::path::Path, new: &str| {
-            std::fs::create_dir_all(out).unwrap();
+        // The script on a fresh clone (no work tree) of `repo` named `name`, its outputs in
+        // `name-out`.
+        let run = |name: &str, new: &str| {
+            let fork = root.join(name);
+            git(
+                root,
+                &[
+                    "clone",
+                    "--quiet",
+                    "--no-checkout",
+                    "--no-tags",
+                    &repo.to_string_lossy(),
+                    &fork.to_string_lossy(),
+                ],
+                None,
+            );
+            let out = root.join(format!("{name}-out"));
+            std::fs::create_dir_all(&out).unwrap();
             let script = super::REBASE
                 .replace("/in/fork", &fork.to_string_lossy())
                 .replace("/in/upstream", &repo.to_string_lossy())
@@ -930,26 +946,13 @@ mod tests {
                 .output()
                 .unwrap()
         };
-        let fork = root.join("fork");
-        git(
-            root,
-            &[
-                "clone",
-                "--quiet",
-                "--no-checkout",
-                "--no-tags",
-                &repo.to_string_lossy(),
-                &fork.to_string_lossy(),
-            ],
-            None,
-        );
-        let output = run(&fork, &root.join("out"), &new);
+        let output = run("fork", &new);
         assert!(
             output.status.success(),
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let head = std::fs::read_to_string(root.join("out/head")).unwrap();
+        let head = std::fs::read_to_string(root.join("fork-out/head")).unwrap();
 
         let rebased = root.join("rebased");
         git(
@@ -982,21 +985,8 @@ mod tests {
         std::fs::write(repo.join("g"), "upstream's g\n").unwrap();
         git(&repo, &["commit", "--quiet", "-am", "g upstream"], None);
         git(&repo, &["tag", "-f", "v2"], None);
-        let fork = root.join("fork2");
-        git(
-            root,
-            &[
-                "clone",
-                "--quiet",
-                "--no-checkout",
-                "--no-tags",
-                &repo.to_string_lossy(),
-                &fork.to_string_lossy(),
-            ],
-            None,
-        );
         let moved = git(&repo, &["rev-parse", "HEAD"], None);
-        let output = run(&fork, &root.join("out2"), &moved);
+        let output = run("fork2", &moved);
         assert_eq!(output.status.code(), Some(3));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("conflicting paths:\n  g\n"), "{stderr}");

@@ -557,8 +557,10 @@ mod tests {
             "{error:?}"
         );
 
-        // The reader gone: the packer stops with ENGINE_GONE instead of blocking.
+        // The reader gone: the packer stops with ENGINE_GONE instead of blocking (with more
+        // than the channel holds, whatever runs first).
         std::fs::remove_file(&fifo).unwrap();
+        std::fs::write(dir.path().join("in/big"), &big).unwrap();
         let (packer, body) = pack_streaming(&step, 0);
         drop(body);
         let error = packer.await.unwrap().unwrap_err();
