@@ -71,7 +71,7 @@ fn suffix_from_go_mod(path: &Path, old: K8sVersion) -> Result<Suffix, ReleaseErr
     let go_mod = path.join("go.mod");
     let text = std::fs::read_to_string(&go_mod).map_err(ReleaseError::io("read", &go_mod))?;
     text.split_whitespace()
-        .filter_map(|token| token.parse::<ForkTag>().ok())
+        .filter_map(ForkTag::parse)
         .filter(|tag| tag.k8s == old)
         .map(|tag| tag.suffix)
         .max()

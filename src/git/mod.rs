@@ -7,6 +7,7 @@ use std::process::Command;
 
 mod input;
 mod location;
+mod packed_refs;
 
 pub(crate) use input::{ObjectMount, Reach, materialize};
 pub(crate) use location::Location;
@@ -604,17 +605,9 @@ pub(crate) fn sync_mirror(
     lender: Option<&Path>,
     listed: Option<&RefList>,
 ) -> Result<(PathBuf, RefList), GitError> {
-    let name = crate::hash::Digest::of(location.as_str().as_bytes()).short();
     let dir = &absolute(dir);
-    let path = dir.join(format!("{name}.git"));
-    let fail = |action: &'static str, at: &Path| {
-        let at = at.to_owned();
-        move |source| GitError::Mirror {
-            action,
-            path: at,
-            source,
-        }
-    };
+    let path = mirror_path(dir, location);
+    let fail = mirror_error;
     std::fs::create_dir_all(dir).map_err(fail("create", dir))?;
     // The mirrors' objects are readable by anyone (steps read them as their own user, bound
     // by the engine): their directory keeps other users of the host out.
@@ -629,16 +622,7 @@ pub(crate) fn sync_mirror(
                 .map_err(fail("restrict", dir))?;
         }
     }
-    // One process (and thread) at a time per mirror: two releases on one store would race on
-    // the first clone and on `fetch --prune`. Released when the file closes, kill -9 included.
-    let lock_path = dir.join(format!("{name}.git.lock"));
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(fail("open", &lock_path))?;
-    lock.lock().map_err(fail("lock", &lock_path))?;
+    let lock = lock_mirror(&path)?;
     // Resolved: the path is written into the alternates and compared with them.
     let lender = lender
         .and_then(|l| std::fs::canonicalize(l).ok())
@@ -648,9 +632,7 @@ pub(crate) fn sync_mirror(
     {
         borrow(&path, lender)?;
     }
-    let current = listed.filter(|listed| {
-        path.join("HEAD").is_file() && local_refs(&path).is_ok_and(|held| held == **listed)
-    });
+    let current = listed.filter(|listed| holds(&path, listed));
     if current.is_some() {
         tracing::debug!(mirror = %path.display(), "the mirror holds the remote's refs: not fetched");
     } else if path.join("HEAD").is_file() {
@@ -666,7 +648,16 @@ pub(crate) fn sync_mirror(
         ]);
         // A mirror is a cache: one a power loss or a full disk left damaged (git does not
         // sync its objects) is cloned again. A sound mirror keeps the fetch's own error.
-        if let Err(error) = only_branches_and_tags(&path).and_then(|()| run(fetch, &path)) {
+        let fetched = only_branches_and_tags(&path)
+            .and_then(|()| run(fetch, &path))
+            .and_then(|_| {
+                // A fetch writes what moved as loose refs; packed, the next cached
+                // release reads them without git (see packed_refs).
+                let mut pack = durably(git(&path));
+                pack.args(["pack-refs", "--all", "--prune"]);
+                run(pack, &path)
+            });
+        if let Err(error) = fetched {
             let mut check = git(&path);
             check.args([
                 "fsck",
@@ -685,7 +676,7 @@ pub(crate) fn sync_mirror(
         }
     }
     if !path.join("HEAD").is_file() {
-        let tmp = dir.join(format!("{name}.git.partial"));
+        let tmp = path.with_extension("git.partial");
         // Under the lock, a partial clone is a killed clone's: start again.
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(fail("remove", &tmp))?;
@@ -716,6 +707,76 @@ pub(crate) fn sync_mirror(
     Ok((path, held))
 }
 
+/// The mirror of `location` under `dir`, if it already holds exactly `listed` and borrows from
+/// `lender` (when given) already; `None` otherwise. Changes nothing a release's name checks
+/// must come before (no clone, fetch or repack), so it can run while other remotes are still
+/// being listed; [`sync_mirror`] does the rest for a `None`.
+pub(crate) fn held_mirror(
+    dir: &Path,
+    location: &Location,
+    lender: Option<&Path>,
+    listed: &RefList,
+) -> Result<Option<PathBuf>, GitError> {
+    let path = mirror_path(dir, location);
+    if !path.join("HEAD").is_file() {
+        return Ok(None);
+    }
+    let lock = lock_mirror(&path)?;
+    let borrowing = lender.is_none_or(|lender| {
+        std::fs::canonicalize(lender).is_ok_and(|lender| {
+            let line = format!("{}/objects", lender.display());
+            std::fs::read_to_string(path.join("objects/info/alternates"))
+                .is_ok_and(|text| text.lines().any(|l| l == line))
+        })
+    });
+    if !borrowing || !holds(&path, listed) {
+        return Ok(None);
+    }
+    tracing::debug!(mirror = %path.display(), "the mirror holds the remote's refs: not fetched");
+    mirror_settings(&path)?;
+    drop(lock);
+    Ok(Some(path))
+}
+
+/// Where the mirror of `location` lives under `dir`: named by a digest of the location.
+pub(crate) fn mirror_path(dir: &Path, location: &Location) -> PathBuf {
+    let name = crate::hash::Digest::of(location.as_str().as_bytes()).short();
+    absolute(dir).join(format!("{name}.git"))
+}
+
+/// The error of a mirror's file operation `action` on `at`.
+fn mirror_error(action: &'static str, at: &Path) -> impl FnOnce(std::io::Error) -> GitError {
+    let at = at.to_owned();
+    move |source| GitError::Mirror {
+        action,
+        path: at,
+        source,
+    }
+}
+
+/// Takes the mirror at `path`'s lock: one process (and thread) at a time per mirror, for two
+/// releases on one store would race on the first clone and on `fetch --prune`. Released when
+/// the returned file closes, kill -9 included.
+fn lock_mirror(path: &Path) -> Result<std::fs::File, GitError> {
+    let lock_path = path.with_extension("git.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(mirror_error("open", &lock_path))?;
+    lock.lock().map_err(mirror_error("lock", &lock_path))?;
+    Ok(lock)
+}
+
+/// Whether the mirror at `path` holds exactly the refs `listed` (read from `packed-refs`
+/// when every ref is packed there, else by git).
+fn holds(path: &Path, listed: &RefList) -> bool {
+    path.join("HEAD").is_file()
+        && packed_refs::holds_exactly(path, listed)
+            .unwrap_or_else(|| local_refs(path).is_ok_and(|held| held == *listed))
+}
+
 /// What every mirror keeps set (each under its own lock, once):
 /// - steps read its objects where they are (bound read-only, as their own user), so they are
 ///   readable by anyone whatever the captain's umask: git keeps what it writes so
@@ -727,10 +788,23 @@ fn mirror_settings(path: &Path) -> Result<(), GitError> {
         ("core.sharedRepository", "0644"),
         ("gc.pruneExpire", "never"),
     ];
+    // Both read by one git (a cached release asks every mirror); exit 1 when neither is set.
+    let mut get = git(path);
+    get.args([
+        "config",
+        "--get-regexp",
+        r"^(core\.sharedrepository|gc\.pruneexpire)$",
+    ]);
+    let held = run(get, path).unwrap_or_default();
     for (key, value) in SETTINGS {
-        let mut get = git(path);
-        get.args(["config", "--get", key]);
-        if run(get, path).is_ok_and(|v| v == value) {
+        // The last one set wins, as for `git config --get`.
+        let current = held
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .filter(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+            .next_back();
+        if current == Some(value) {
             continue;
         }
         if key == "core.sharedRepository" {
@@ -741,7 +815,7 @@ fn mirror_settings(path: &Path) -> Result<(), GitError> {
             })?;
         }
         let mut set = git(path);
-        set.args(["config", key, value]);
+        set.args(["config", "--replace-all", key, value]);
         run(set, path)?;
     }
     Ok(())
@@ -1130,6 +1204,11 @@ mod tests {
         assert_ne!(fresh, listed);
         mirror_borrowing(&mirrors, &location, None, Some(&fresh)).unwrap();
         assert_eq!(local_refs(&path).unwrap(), fresh);
+        assert_eq!(
+            packed_refs::packed_only(&path).as_ref(),
+            Some(&fresh),
+            "a fetch leaves the mirror's refs packed, for the next comparison to read"
+        );
 
         // A ref the mirror must not keep makes it differ too, and the fetch drops it.
         test_git(
@@ -1138,6 +1217,58 @@ mod tests {
         );
         mirror_borrowing(&mirrors, &location, None, Some(&fresh)).unwrap();
         assert_eq!(local_refs(&path).unwrap(), fresh);
+    }
+
+    /// `held_mirror` answers only for a mirror that needs nothing (no clone, fetch or
+    /// repack): missing, differing or not yet borrowing, it changes nothing and says `None`.
+    #[test]
+    fn a_held_mirror_is_one_needing_nothing_and_finding_it_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = dir.path().join("origin");
+        std::fs::create_dir(&origin).unwrap();
+        test_git(&origin, &["init", "--quiet", "-b", "main"]);
+        test_git(
+            &origin,
+            &["commit", "--quiet", "--allow-empty", "-m", "one"],
+        );
+        let location = Location::parse_in(&origin.to_string_lossy(), Path::new("/")).unwrap();
+        let mirrors = dir.path().join("mirrors");
+        let listed = remote_refs(&location).unwrap();
+        assert_eq!(
+            held_mirror(&mirrors, &location, None, &listed).unwrap(),
+            None
+        );
+        assert!(!mirrors.exists(), "nothing is cloned");
+
+        let path = mirror_borrowing(&mirrors, &location, None, Some(&listed)).unwrap();
+        assert_eq!(path, mirror_path(&mirrors, &location));
+        let held = held_mirror(&mirrors, &location, None, &listed).unwrap();
+        assert_eq!(
+            held.as_ref(),
+            Some(&path),
+            "the mirror holds what was listed"
+        );
+
+        // The remote moved: not held, and the mirror is as it was.
+        test_git(
+            &origin,
+            &["commit", "--quiet", "--allow-empty", "-m", "two"],
+        );
+        let moved = remote_refs(&location).unwrap();
+        assert_eq!(
+            held_mirror(&mirrors, &location, None, &moved).unwrap(),
+            None
+        );
+        assert_eq!(local_refs(&path).unwrap(), listed);
+
+        // A lender it does not borrow from yet needs a repack: not held, nothing repacked.
+        let lender = dir.path().join("lender.git");
+        test_git(dir.path(), &["init", "--quiet", "--bare", "lender.git"]);
+        assert_eq!(
+            held_mirror(&mirrors, &location, Some(&lender), &listed).unwrap(),
+            None
+        );
+        assert!(!path.join("objects/info/alternates").exists());
     }
 
     #[test]
@@ -1256,7 +1387,13 @@ mod tests {
             .unwrap();
         assert!(status.success());
         test_git(&path, &["config", "--unset", "core.sharedRepository"]);
+        // And a second, later value that would let git prune what the fork borrows.
+        test_git(&path, &["config", "--add", "gc.pruneExpire", "now"]);
         mirror(&mirrors, &at).unwrap();
+        assert_eq!(
+            test_git(&path, &["config", "--get-all", "gc.pruneExpire"]),
+            "never"
+        );
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
         assert_eq!(mode(&path.join("objects")) & 0o005, 0o005);
         // Other users of the host stay out of the mirrors' directory.

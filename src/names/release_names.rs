@@ -307,7 +307,7 @@ impl TryFrom<NamesRecord> for ReleaseNames {
 #[must_use]
 pub(crate) fn highest_suffix(version: K8sVersion, tags: &[String]) -> Option<Suffix> {
     tags.iter()
-        .filter_map(|t| t.parse::<ForkTag>().ok())
+        .filter_map(|t| ForkTag::parse(t))
         .filter(|t| t.k8s == version)
         .map(|t| t.suffix)
         .max()
@@ -328,7 +328,7 @@ pub(crate) fn rcs_among<'a>(
     let mut found: Vec<(u32, &str)> = names
         .into_iter()
         .filter_map(|name| {
-            let parsed: K3sVersion = name.parse().ok()?;
+            let parsed = K3sVersion::parse(name)?;
             (parsed.fork_tag() == tag)
                 .then_some(parsed.rc)?
                 .map(|n| (n, name))
@@ -387,7 +387,7 @@ pub(crate) fn derive(
 fn fork_tags_of(version: K8sVersion, tags: &[String]) -> String {
     let found: Vec<&str> = tags
         .iter()
-        .filter(|t| t.parse::<ForkTag>().is_ok_and(|t| t.k8s == version))
+        .filter(|t| ForkTag::parse(t).is_some_and(|t| t.k8s == version))
         .map(String::as_str)
         .collect();
     if found.is_empty() {

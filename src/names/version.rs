@@ -31,18 +31,8 @@ impl FromStr for K8sVersion {
     type Err = NameError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || NameError::NotSemver {
+        Self::parse(s).ok_or_else(|| NameError::NotSemver {
             given: s.escape_debug().to_string(),
-        };
-        let rest = s.strip_prefix('v').ok_or_else(bad)?;
-        let parts: Vec<&str> = rest.split('.').collect();
-        let [major, minor, patch] = parts.as_slice() else {
-            return Err(bad());
-        };
-        Ok(Self {
-            major: number(major, 4).ok_or_else(bad)?,
-            minor: number(minor, 4).ok_or_else(bad)?,
-            patch: number(patch, 4).ok_or_else(bad)?,
         })
     }
 }
@@ -54,6 +44,18 @@ impl fmt::Display for K8sVersion {
 }
 
 impl K8sVersion {
+    /// The version `s` spells, without allocating: a fork's thousands of tags are mostly
+    /// not versions, and only a name a user gave needs the error's escaped text.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.strip_prefix('v')?.split('.');
+        let version = Self {
+            major: number(parts.next()?, 4)?,
+            minor: number(parts.next()?, 4)?,
+            patch: number(parts.next()?, 4)?,
+        };
+        parts.next().is_none().then_some(version)
+    }
+
     /// The version of the staging modules (client-go and friends): `v1.28.2` → `v0.28.2`.
     #[must_use]
     pub(crate) fn client(self) -> ClientVersion {
@@ -98,13 +100,19 @@ impl FromStr for Suffix {
     type Err = NameError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s).ok_or_else(|| NameError::BadSuffix {
+            given: s.escape_debug().to_string(),
+        })
+    }
+}
+
+impl Suffix {
+    /// The suffix `s` spells, without allocating.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
         s.strip_prefix("k3s")
             .and_then(|n| number(n, 3))
             .filter(|n| *n > 0)
             .map(Self)
-            .ok_or_else(|| NameError::BadSuffix {
-                given: s.escape_debug().to_string(),
-            })
     }
 }
 
@@ -135,13 +143,8 @@ impl FromStr for ForkTag {
     type Err = NameError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || NameError::NotForkTag {
+        Self::parse(s).ok_or_else(|| NameError::NotForkTag {
             given: s.escape_debug().to_string(),
-        };
-        let (k8s, suffix) = s.split_once('-').ok_or_else(bad)?;
-        Ok(Self {
-            k8s: k8s.parse().map_err(|_| bad())?,
-            suffix: suffix.parse().map_err(|_| bad())?,
         })
     }
 }
@@ -153,6 +156,15 @@ impl fmt::Display for ForkTag {
 }
 
 impl ForkTag {
+    /// The tag `s` spells, without allocating: most of a fork's tags are module tags.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        let (k8s, suffix) = s.split_once('-')?;
+        Some(Self {
+            k8s: K8sVersion::parse(k8s)?,
+            suffix: Suffix::parse(suffix)?,
+        })
+    }
+
     /// The k3s GA version released from this tag: `v1.28.2+k3s1`.
     #[must_use]
     pub(crate) fn ga(self) -> K3sVersion {
@@ -199,19 +211,8 @@ impl FromStr for K3sVersion {
     type Err = NameError;
 
     fn from_str(s: &str) -> Result<Self, NameError> {
-        let bad = || NameError::NotK3sVersion {
+        Self::parse(s).ok_or_else(|| NameError::NotK3sVersion {
             given: s.escape_debug().to_string(),
-        };
-        let (left, suffix) = s.split_once('+').ok_or_else(bad)?;
-        let suffix: Suffix = suffix.parse().map_err(|_| bad())?;
-        let (k8s, rc) = match left.split_once("-rc") {
-            Some((k8s, n)) => (k8s, Some(number(n, 3).filter(|n| *n > 0).ok_or_else(bad)?)),
-            None => (left, None),
-        };
-        Ok(Self {
-            k8s: k8s.parse().map_err(|_| bad())?,
-            rc,
-            suffix,
         })
     }
 }
@@ -238,6 +239,21 @@ impl PartialOrd for K3sVersion {
 }
 
 impl K3sVersion {
+    /// The release name `s` spells, without allocating: k3s's tags are read by the thousand.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        let (left, suffix) = s.split_once('+')?;
+        let suffix = Suffix::parse(suffix)?;
+        let (k8s, rc) = match left.split_once("-rc") {
+            Some((k8s, n)) => (k8s, Some(number(n, 3).filter(|n| *n > 0)?)),
+            None => (left, None),
+        };
+        Some(Self {
+            k8s: K8sVersion::parse(k8s)?,
+            rc,
+            suffix,
+        })
+    }
+
     /// RCs before their GA; a later suffix after every RC and GA of an earlier one.
     fn rank(self) -> (K8sVersion, Suffix, u32) {
         (self.k8s, self.suffix, self.rc.unwrap_or(u32::MAX))

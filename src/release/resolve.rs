@@ -98,38 +98,75 @@ pub(crate) fn resolve(
     // and tags with their objects) before any mirror is cloned or fetched: a typo costs
     // nothing and leaves the store as it was. A mirror already holding what was listed is not
     // fetched.
-    // At once: each is a round trip to a remote.
-    let [upstream_refs, fork_refs, k3s_refs] = std::thread::scope(|scope| {
-        [&repos.upstream, &repos.fork, &repos.k3s]
-            .map(|location| scope.spawn(|| git::remote_refs(location)))
-            .map(|listing| listing.join().expect("listing refs does not panic"))
+    // At once: each is a round trip to a remote. Each also finds whether its mirror already
+    // holds what was listed (which changes nothing), so the fork's thousands of tags are
+    // compared while the others are still listed.
+    // The fork is a second copy of upstream's history: its mirror borrows upstream's objects.
+    let upstream_mirror = git::mirror_path(git_dir, &repos.upstream);
+    let [upstream, fork, k3s] = std::thread::scope(|scope| {
+        [
+            (&repos.upstream, None),
+            (&repos.fork, Some(upstream_mirror.as_path())),
+            (&repos.k3s, None),
+        ]
+        .map(|(location, lender)| {
+            scope.spawn(move || -> Result<_, git::GitError> {
+                let listed = git::remote_refs(location)?;
+                let names = git::tag_names(&listed, Some(location));
+                let held = git::held_mirror(git_dir, location, lender, &listed)?;
+                Ok((listed, names, held))
+            })
+        })
+        .map(|listing| listing.join().expect("listing refs does not panic"))
     });
-    let (upstream_refs, fork_refs, k3s_refs) = (upstream_refs?, fork_refs?, k3s_refs?);
+    let (upstream_refs, upstream_names, upstream_held) = upstream?;
+    let (fork_refs, fork_names, fork_held) = fork?;
+    let (k3s_refs, k3s_names, k3s_held) = k3s?;
     let listed_facts = RepoFacts {
-        upstream: git::tag_names(&upstream_refs, Some(&repos.upstream)),
-        fork: git::tag_names(&fork_refs, Some(&repos.fork)),
-        k3s: git::tag_names(&k3s_refs, Some(&repos.k3s)),
+        upstream: upstream_names,
+        fork: fork_names,
+        k3s: k3s_names,
     };
     names::old_fork_tag(versions, &listed_facts)?;
-    let (upstream, upstream_held) =
-        git::sync_mirror(git_dir, &repos.upstream, None, Some(&upstream_refs))?;
-    // The fork is a second copy of upstream's history: its mirror borrows upstream's objects.
-    let (fork, fork_held) =
-        git::sync_mirror(git_dir, &repos.fork, Some(&upstream), Some(&fork_refs))?;
-    let (k3s, k3s_held) = git::sync_mirror(git_dir, &repos.k3s, None, Some(&k3s_refs))?;
-    // The names as the mirrors, which the steps read, hold them (what was listed, unless the
-    // remote moved between the listing and a fetch).
-    let held = |held: &git::RefList, listed: &git::RefList, names: &[String]| {
-        if held == listed {
-            names.to_vec()
-        } else {
-            git::tag_names(held, None)
+    // Only now is a mirror cloned or fetched: every name was found. The names as the mirrors,
+    // which the steps read, hold them: what was listed, unless the remote moved between the
+    // listing and a fetch.
+    let sync = |location, lender, listed: &git::RefList, names, held: Option<PathBuf>| {
+        if let Some(path) = held {
+            return Ok((path, names));
         }
+        let (path, held) = git::sync_mirror(git_dir, location, lender, Some(listed))?;
+        let names = if held == *listed {
+            names
+        } else {
+            git::tag_names(&held, None)
+        };
+        Ok::<_, git::GitError>((path, names))
     };
+    let RepoFacts {
+        upstream: upstream_names,
+        fork: fork_names,
+        k3s: k3s_names,
+    } = listed_facts;
+    let (upstream, upstream_names) = sync(
+        &repos.upstream,
+        None,
+        &upstream_refs,
+        upstream_names,
+        upstream_held,
+    )?;
+    let (fork, fork_names) = sync(
+        &repos.fork,
+        Some(&upstream),
+        &fork_refs,
+        fork_names,
+        fork_held,
+    )?;
+    let (k3s, k3s_names) = sync(&repos.k3s, None, &k3s_refs, k3s_names, k3s_held)?;
     let facts = RepoFacts {
-        upstream: held(&upstream_held, &upstream_refs, &listed_facts.upstream),
-        fork: held(&fork_held, &fork_refs, &listed_facts.fork),
-        k3s: held(&k3s_held, &k3s_refs, &listed_facts.k3s),
+        upstream: upstream_names,
+        fork: fork_names,
+        k3s: k3s_names,
     };
     let go = go_version_at(&upstream, versions.new_version())?;
     let names = names::derive(versions, &facts, go)?;
