@@ -10,7 +10,7 @@ use crate::lockfile::Lockfile;
 use crate::names::Identity;
 use crate::release::{
     Prepared, ReleaseError, Resolved, Toolchain, add_into, export_artifacts, lockfile_path,
-    prepare, resolve_request, write_lockfile,
+    prepare, resolve_started, start_listing, write_lockfile,
 };
 use crate::sandbox::{DockerSandbox, Engine};
 use crate::store::LocalStore;
@@ -116,14 +116,19 @@ fn same_inputs(held: &Lockfile, resolved: &Resolved) -> bool {
 }
 
 pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outcome {
+    tracing::debug!("release: reading the request");
     // Bad versions, kiln.toml and cache settings are refused before the engine is asked.
     let (request, toml) = args.spec.request()?;
     let remote = args
         .cache
         .remote_with(toml.as_ref().and_then(|t| t.cache.as_ref()))?;
     let store = LocalStore::open(store_dir)?;
+    // The remotes are listed while the engine is asked (listing changes nothing).
+    let listing = start_listing(&request, &store);
     let engine = Engine::connect().await?;
-    let resolved = resolve_request(&request, &store).await?;
+    tracing::debug!("engine connected");
+    let resolved = resolve_started(&request, &store, listing).await?;
+    tracing::debug!("resolved");
     // `--frozen`: the lockfile to hold the release to (named by the resolved fork tag) is read
     // and checked before any step runs.
     let frozen = if args.lock.frozen {

@@ -36,7 +36,7 @@ pub(crate) use modules::FORK_MODULE;
 pub use modules::{extra_module_versions, fork_module_versions};
 pub(crate) use pipeline::{
     Prepared, ReleaseRequest, Toolchain, export_artifacts, lockfile_path, prepare, resolve_request,
-    run, write_lockfile,
+    resolve_started, run, start_listing, write_lockfile,
 };
 pub(crate) use rcga::{TagKind, create_tag, plan_tag};
 pub(crate) use recipe::{FETCHED_CACHE, ReleaseInputs, ServedModule, release_plan, step};

@@ -16,6 +16,7 @@ use crate::names::{ForkTag, Identity, ReleaseVersions};
 use crate::sandbox::Sandbox;
 use crate::store::{LocalStore, Store};
 
+use super::resolve::{Listing, list_remotes, resolve_listed};
 use super::{
     FetchConfig, ReleaseError, ReleaseInputs, RepoSet, Resolved, lockfile, release_plan, resolve,
     unpack_artifacts,
@@ -88,6 +89,48 @@ pub(crate) async fn resolve_request(
     tokio::task::spawn_blocking(move || resolve(&repos, &versions, branch.as_deref(), &git_dir))
         .await
         .expect("resolving does not panic")
+}
+
+/// The remotes of a request being listed (the first part of [`resolve_request`]), started
+/// before the engine is asked: a remote's listing is a round trip, and at Kubernetes' size
+/// the fork's ten thousand tags take longer than connecting to the engine. Listing changes
+/// nothing in the store; a release that stops before [`resolve_started`] leaves its thread to
+/// end with the process.
+#[derive(Debug)]
+pub(crate) struct StartedListing(Option<std::thread::JoinHandle<Result<Listing, ReleaseError>>>);
+
+/// Starts listing `request`'s remotes on a thread of its own (or, when the host has no thread
+/// to give, leaves it to [`resolve_started`]).
+pub(crate) fn start_listing(request: &ReleaseRequest, store: &LocalStore) -> StartedListing {
+    let (repos, git_dir) = (request.repos.clone(), store.git_dir());
+    StartedListing(
+        std::thread::Builder::new()
+            .name("kiln-listing".into())
+            .spawn(move || list_remotes(&repos, &git_dir))
+            .ok(),
+    )
+}
+
+/// [`resolve_request`], its remotes listed by `started`.
+///
+/// # Panics
+/// Never: listing and resolving run no code that panics.
+pub(crate) async fn resolve_started(
+    request: &ReleaseRequest,
+    store: &LocalStore,
+    started: StartedListing,
+) -> Result<Resolved, ReleaseError> {
+    let (repos, versions, git_dir) = (request.repos.clone(), request.versions, store.git_dir());
+    let branch = request.k3s_branch.clone();
+    tokio::task::spawn_blocking(move || {
+        let listing = match started.0 {
+            Some(thread) => thread.join().expect("listing does not panic")?,
+            None => list_remotes(&repos, &git_dir)?,
+        };
+        resolve_listed(listing, &repos, &versions, branch.as_deref(), &git_dir)
+    })
+    .await
+    .expect("resolving does not panic")
 }
 
 /// Plans a resolved release on `toolchain`.

@@ -94,6 +94,25 @@ pub(crate) fn resolve(
     k3s_branch: Option<&str>,
     git_dir: &Path,
 ) -> Result<Resolved, ReleaseError> {
+    let listing = list_remotes(repos, git_dir)?;
+    resolve_listed(listing, repos, versions, k3s_branch, git_dir)
+}
+
+/// One remote's branches and tags as listed, their tag names, and its mirror when that
+/// already holds exactly them.
+type Listed = (git::RefList, Vec<String>, Option<PathBuf>);
+
+/// The three remotes of a release as listed: changes nothing in the store (no clone or
+/// fetch), so it may run while the engine is still being asked.
+#[derive(Debug)]
+pub(crate) struct Listing {
+    upstream: Listed,
+    fork: Listed,
+    k3s: Listed,
+}
+
+/// Lists the release's three remotes at once (see [`Listing`]).
+pub(crate) fn list_remotes(repos: &RepoSet, git_dir: &Path) -> Result<Listing, ReleaseError> {
     // Every name is checked against the repositories' tags (one ls-remote each, branches
     // and tags with their objects) before any mirror is cloned or fetched: a typo costs
     // nothing and leaves the store as it was. A mirror already holding what was listed is not
@@ -119,9 +138,24 @@ pub(crate) fn resolve(
         })
         .map(|listing| listing.join().expect("listing refs does not panic"))
     });
-    let (upstream_refs, upstream_names, upstream_held) = upstream?;
-    let (fork_refs, fork_names, fork_held) = fork?;
-    let (k3s_refs, k3s_names, k3s_held) = k3s?;
+    Ok(Listing {
+        upstream: upstream?,
+        fork: fork?,
+        k3s: k3s?,
+    })
+}
+
+/// [`resolve`] once the remotes are listed.
+pub(crate) fn resolve_listed(
+    listing: Listing,
+    repos: &RepoSet,
+    versions: &ReleaseVersions,
+    k3s_branch: Option<&str>,
+    git_dir: &Path,
+) -> Result<Resolved, ReleaseError> {
+    let (upstream_refs, upstream_names, upstream_held) = listing.upstream;
+    let (fork_refs, fork_names, fork_held) = listing.fork;
+    let (k3s_refs, k3s_names, k3s_held) = listing.k3s;
     let listed_facts = RepoFacts {
         upstream: upstream_names,
         fork: fork_names,

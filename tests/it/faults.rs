@@ -17,12 +17,17 @@ use crate::signals::step_lock_is_free;
 
 /// One step that sleeps a little, long enough to be hit while it runs.
 fn napper(id: &str) -> String {
+    sleeper(id, 6)
+}
+
+/// One step that sleeps `seconds`, then writes its output.
+fn sleeper(id: &str, seconds: u32) -> String {
     format!(
         r#"
 [[step]]
 name = "nap-{id}"
 image = "toolchain:1.23"
-argv = ["/bin/sh", "-c", "sleep 6; echo done > out.txt"]
+argv = ["/bin/sh", "-c", "sleep {seconds}; echo done > out.txt"]
 outputs = ["out.txt"]
 "#
     )
@@ -41,7 +46,9 @@ async fn a_step_container_killed_from_outside_is_reported_and_nothing_is_recorde
     };
     let engine = docker.sandbox.engine().docker().clone();
     let ws = Workspace::new();
-    ws.write_plan(&napper(&unique()));
+    // Long enough to be killed on a busy host (on a loaded one six seconds ran out while the
+    // test waited for it to start, and the container was gone); the rerun below sleeps it all.
+    ws.write_plan(&sleeper(&unique(), 15));
     let mut child = spawn_run(ws.kiln());
     let container = wait_for_container(&engine, &child).await;
     // Created is not started: kill it once it runs.
