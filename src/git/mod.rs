@@ -623,6 +623,16 @@ pub(crate) fn sync_mirror(
         }
     }
     let lock = lock_mirror(&path)?;
+    // A pack a power cut emptied or cut short (git does not sync what it writes) would have
+    // a fetch succeed beside it and every later read complain: a mirror is a cache, cloned
+    // again.
+    if path.join("HEAD").is_file() && !packed_refs::packs_look_whole(&path.join("objects/pack")) {
+        tracing::warn!(
+            mirror = %path.display(),
+            "the git mirror has a damaged pack (emptied or cut short); cloning it again"
+        );
+        std::fs::remove_dir_all(&path).map_err(fail("remove", &path))?;
+    }
     // Resolved: the path is written into the alternates and compared with them.
     let lender = lender
         .and_then(|l| std::fs::canonicalize(l).ok())
@@ -770,9 +780,13 @@ fn lock_mirror(path: &Path) -> Result<std::fs::File, GitError> {
 }
 
 /// Whether the mirror at `path` holds exactly the refs `listed` (read from `packed-refs`
-/// when every ref is packed there, else by git).
+/// when every ref is packed there, else by git) in packs that look whole. Neither reading
+/// checks that a ref's objects are there; a pack a power cut emptied or cut short is caught
+/// by its size and header, and the mirror is then fetched (and cloned again when the fetch
+/// finds it damaged).
 fn holds(path: &Path, listed: &RefList) -> bool {
     path.join("HEAD").is_file()
+        && packed_refs::packs_look_whole(&path.join("objects/pack"))
         && packed_refs::holds_exactly(path, listed)
             .unwrap_or_else(|| local_refs(path).is_ok_and(|held| held == *listed))
 }
@@ -1209,6 +1223,20 @@ mod tests {
             Some(&fresh),
             "a fetch leaves the mirror's refs packed, for the next comparison to read"
         );
+
+        // Its refs as listed but its pack emptied by a power cut: not taken as held; the
+        // fetch finds it damaged and it is cloned again.
+        test_git(&path, &["repack", "-a", "-d", "-q"]);
+        let pack = std::fs::read_dir(path.join("objects/pack"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "pack"))
+            .unwrap();
+        std::fs::remove_file(&pack).unwrap();
+        std::fs::File::create(&pack).unwrap();
+        mirror_borrowing(&mirrors, &location, None, Some(&fresh)).unwrap();
+        output(&path, &["fsck", "--no-progress"]).unwrap();
+        assert_eq!(local_refs(&path).unwrap(), fresh);
 
         // A ref the mirror must not keep makes it differ too, and the fetch drops it.
         test_git(

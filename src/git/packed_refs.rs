@@ -93,6 +93,39 @@ fn no_loose_refs(refs: &Path) -> bool {
     true
 }
 
+/// Whether every pack and pack index in `dir` (a repository's `objects/pack`) has at least
+/// its header and fan-out table and begins as git writes them (gitformat-pack(5)): what a
+/// power cut leaves of a file git never synced is empty or cut short. Cheap (a few bytes of
+/// each); the objects themselves are git's to check.
+pub(super) fn packs_look_whole(dir: &Path) -> bool {
+    use std::io::Read as _;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        // No pack directory: nothing packed to be damaged.
+        return !dir.exists();
+    };
+    for entry in entries {
+        let Ok(entry) = entry else {
+            return false;
+        };
+        let path = entry.path();
+        let (magic, least): (&[u8], u64) = match path.extension().and_then(|e| e.to_str()) {
+            // Header (12) and trailing checksum (20).
+            Some("pack") => (b"PACK", 32),
+            // Magic, version, the 256-entry fan-out table and two checksums.
+            Some("idx") => (b"\xfftOc", 8 + 256 * 4 + 40),
+            _ => continue,
+        };
+        let mut head = [0_u8; 4];
+        let whole = entry.metadata().is_ok_and(|m| m.len() >= least)
+            && std::fs::File::open(&path).is_ok_and(|mut f| f.read_exact(&mut head).is_ok())
+            && head == magic;
+        if !whole {
+            return false;
+        }
+    }
+    true
+}
+
 /// The refs of a `packed-refs` text; `None` on any line git would not write.
 fn parse(text: &str) -> Option<RefList> {
     let mut refs = RefList::new();
@@ -195,6 +228,39 @@ mod tests {
         assert_eq!(parse(&format!("{} HEAD\n", "a".repeat(40))), None);
         assert_eq!(parse(&format!("^{}\n", "g".repeat(40))), None);
         assert_eq!(parse("").unwrap().len(), 0);
+
+        // Its packs look whole; emptied or cut short, they do not.
+        let packs = bare.join("objects/pack");
+        test_git(&bare, &["repack", "-a", "-d", "-q"]);
+        assert!(packs_look_whole(&packs));
+        let pack = std::fs::read_dir(&packs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "pack"))
+            .unwrap();
+        let bytes = std::fs::read(&pack).unwrap();
+        let index = pack.with_extension("idx");
+        let index_bytes = std::fs::read(&index).unwrap();
+        for (file, damaged) in [
+            (&pack, Vec::new()),
+            (&pack, bytes[..20].to_vec()),
+            (&pack, [vec![0; 4], bytes[4..].to_vec()].concat()),
+            (&index, index_bytes[..100].to_vec()),
+        ] {
+            let whole = std::fs::read(file).unwrap();
+            std::fs::remove_file(file).unwrap();
+            std::fs::write(file, &damaged).unwrap();
+            assert!(
+                !packs_look_whole(&packs),
+                "{} as {} bytes",
+                file.display(),
+                damaged.len()
+            );
+            std::fs::remove_file(file).unwrap();
+            std::fs::write(file, &whole).unwrap();
+        }
+        assert!(packs_look_whole(&packs));
+        assert!(packs_look_whole(&dir.path().join("no-such-dir")));
 
         // No refs directory at all is not an empty repository.
         std::fs::remove_dir_all(bare.join("refs")).unwrap();
