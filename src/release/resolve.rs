@@ -131,6 +131,7 @@ pub(crate) fn list_remotes(repos: &RepoSet, git_dir: &Path) -> Result<Listing, R
         .map(|(location, lender)| {
             scope.spawn(move || -> Result<_, git::GitError> {
                 let listed = git::remote_refs(location)?;
+                tracing::debug!(%location, refs = listed.len(), "listed");
                 let names = git::tag_names(&listed, Some(location));
                 let held = git::held_mirror(git_dir, location, lender, &listed)?;
                 Ok((listed, names, held))
