@@ -802,14 +802,17 @@ fn mirror_settings(path: &Path) -> Result<(), GitError> {
         ("core.sharedRepository", "0644"),
         ("gc.pruneExpire", "never"),
     ];
-    // Both read by one git (a cached release asks every mirror); exit 1 when neither is set.
-    let mut get = git(path);
-    get.args([
-        "config",
-        "--get-regexp",
-        r"^(core\.sharedrepository|gc\.pruneexpire)$",
-    ]);
-    let held = run(get, path).unwrap_or_default();
+    // Read from the mirror's own config file when it is as plain as git writes it (a cached
+    // release asks every mirror), else both by one git (exit 1 when neither is set).
+    let held = plain_settings(path).unwrap_or_else(|| {
+        let mut get = git(path);
+        get.args([
+            "config",
+            "--get-regexp",
+            r"^(core\.sharedrepository|gc\.pruneexpire)$",
+        ]);
+        run(get, path).unwrap_or_default()
+    });
     for (key, value) in SETTINGS {
         // The last one set wins, as for `git config --get`.
         let current = held
@@ -833,6 +836,46 @@ fn mirror_settings(path: &Path) -> Result<(), GitError> {
         run(set, path)?;
     }
     Ok(())
+}
+
+/// `core.sharedRepository` and `gc.pruneExpire` as the bare repository `path`'s own `config`
+/// file sets them, one `key value` line each as `git config --get-regexp` prints them (keys in
+/// lower case, in file order). `None` when the file is not as plain as git writes it (an
+/// include, a quoted or escaped value, a continued line): git is asked then.
+fn plain_settings(path: &Path) -> Option<String> {
+    const KEYS: [&str; 2] = ["core.sharedrepository", "gc.pruneexpire"];
+    let text = std::fs::read_to_string(path.join("config")).ok()?;
+    let mut section = String::new();
+    let mut found = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.ends_with('\\') {
+            return None;
+        }
+        if line.is_empty() || line.starts_with(['#', ';']) {
+            continue;
+        }
+        if let Some(header) = line.strip_prefix('[') {
+            section = header.strip_suffix(']')?.to_ascii_lowercase();
+            if section.starts_with("include") {
+                return None;
+            }
+            continue;
+        }
+        let (key, value) = line.split_once('=').unwrap_or((line, "true"));
+        let key = format!("{section}.{}", key.trim()).to_ascii_lowercase();
+        if !KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        let value = value.trim();
+        if value.contains(['"', '\\', '#', ';']) {
+            return None;
+        }
+        found.push_str(&key);
+        found.push(' ');
+        found.push_str(value);
+        found.push('\n');
+    }
+    Some(found)
 }
 
 /// Adds read permission for everyone to every file under `dir`, and search permission to
@@ -1297,6 +1340,54 @@ mod tests {
             None
         );
         assert!(!path.join("objects/info/alternates").exists());
+    }
+
+    /// The mirror settings read from a plain config file are git's own reading of it; a file
+    /// git would read otherwise (an include, a quoted value) is left to git.
+    #[test]
+    fn plain_mirror_settings_are_read_as_git_reads_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("m.git");
+        test_git(dir.path(), &["init", "--quiet", "--bare", "m.git"]);
+        let by_git = || {
+            let mut get = git(&repo);
+            get.args([
+                "config",
+                "--get-regexp",
+                r"^(core\.sharedrepository|gc\.pruneexpire)$",
+            ]);
+            run(get, &repo)
+                .map(|t| format!("{t}\n"))
+                .unwrap_or_default()
+        };
+        assert_eq!(plain_settings(&repo).unwrap(), by_git(), "neither set");
+        test_git(&repo, &["config", "core.sharedRepository", "0644"]);
+        test_git(&repo, &["config", "gc.pruneExpire", "never"]);
+        test_git(&repo, &["config", "remote.origin.url", "/somewhere"]);
+        assert_eq!(plain_settings(&repo).unwrap(), by_git());
+        assert_eq!(
+            plain_settings(&repo).unwrap(),
+            "core.sharedrepository 0644\ngc.pruneexpire never\n"
+        );
+        // Two values: both listed, in order (the last wins for the caller, as for git).
+        test_git(&repo, &["config", "--add", "gc.pruneExpire", "now"]);
+        assert_eq!(plain_settings(&repo).unwrap(), by_git());
+        mirror_settings(&repo).unwrap();
+        assert_eq!(
+            plain_settings(&repo).unwrap(),
+            "core.sharedrepository 0644\ngc.pruneexpire never\n"
+        );
+
+        let config = repo.join("config");
+        let plain = std::fs::read_to_string(&config).unwrap();
+        for odd in [
+            "[include]\n\tpath = other\n",
+            "[gc]\n\tpruneExpire = \"never\"\n",
+            "[gc]\n\tpruneExpire = nev\\\ner\n",
+        ] {
+            std::fs::write(&config, format!("{plain}{odd}")).unwrap();
+            assert_eq!(plain_settings(&repo), None, "{odd}");
+        }
     }
 
     #[test]

@@ -257,7 +257,9 @@ impl Engine {
                     }
                 }
             })?;
-        let negotiated = tokio::time::timeout(CONNECT_TIMEOUT, client.negotiate_version())
+        // One `/version` both negotiates and describes the engine: Docker answers it by
+        // running `runc --version` and `docker-init --version`, some 15 ms each time.
+        let reported = tokio::time::timeout(CONNECT_TIMEOUT, client.version())
             .await
             .map_err(|_| SandboxError::EngineTimeout {
                 host: host.to_owned(),
@@ -267,22 +269,34 @@ impl Engine {
                 host: host.to_owned(),
                 source,
             })?;
-        let version = negotiated.client_version();
-        let version = (version.major_version, version.minor_version);
+        let server = reported
+            .api_version
+            .as_deref()
+            .and_then(api_version)
+            .ok_or_else(|| SandboxError::NoEngine {
+                host: host.to_owned(),
+                source: bollard::errors::Error::APIVersionParseError {},
+            })?;
+        let ours = bollard::API_DEFAULT_VERSION;
+        let version = server.min((ours.major_version, ours.minor_version));
         if version < MIN_API {
             return Err(SandboxError::EngineTooOld {
                 host: host.to_owned(),
                 version: format!("{}.{}", version.0, version.1),
             });
         }
-        let reported = negotiated
-            .version()
-            .await
-            .map_err(|source| SandboxError::Engine {
-                step: "-".to_owned(),
-                action: "asking the engine for its version",
+        let negotiated = if version == (ours.major_version, ours.minor_version) {
+            client
+        } else {
+            let agreed = ClientVersion {
+                major_version: version.0,
+                minor_version: version.1,
+            };
+            raw_client(&endpoint, timeout, &agreed).map_err(|source| SandboxError::BadHost {
+                host: host.to_owned(),
                 source,
-            })?;
+            })?
+        };
         let components: Vec<String> = reported
             .components
             .unwrap_or_default()
@@ -426,6 +440,12 @@ fn tls_dir() -> Option<std::path::PathBuf> {
     )
 }
 
+/// An API version as the engine reports it (`1.41`): (major, minor).
+fn api_version(text: &str) -> Option<(usize, usize)> {
+    let (major, minor) = text.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
 /// A client for `host` speaking `version`; connects lazily (nothing is sent yet).
 fn raw_client(
     host: &str,
@@ -462,6 +482,16 @@ mod tests {
             runtime: "runc".into(),
             storage: "overlay".into(),
             limits: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_engine_s_api_version_is_read_as_two_numbers() {
+        assert_eq!(api_version("1.41"), Some((1, 41)));
+        assert_eq!(api_version("1.5"), Some((1, 5)));
+        assert!((1, 5) < MIN_API, "compared as numbers, not text");
+        for bad in ["", "1", "1.", ".41", "v1.41", "1.41.0", "one.two"] {
+            assert_eq!(api_version(bad), None, "{bad}");
         }
     }
 
