@@ -1099,6 +1099,18 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// A repository `origin` under `dir` with one empty commit on `main`.
+    fn origin_with_one_commit(dir: &Path) -> PathBuf {
+        let origin = dir.join("origin");
+        std::fs::create_dir(&origin).unwrap();
+        test_git(&origin, &["init", "--quiet", "-b", "main"]);
+        test_git(
+            &origin,
+            &["commit", "--quiet", "--allow-empty", "-m", "one"],
+        );
+        origin
+    }
+
     #[test]
     fn concurrent_mirrors_of_one_location_never_collide() {
         let dir = tempfile::tempdir().unwrap();
@@ -1295,13 +1307,7 @@ mod tests {
     #[test]
     fn a_held_mirror_is_one_needing_nothing_and_finding_it_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let origin = dir.path().join("origin");
-        std::fs::create_dir(&origin).unwrap();
-        test_git(&origin, &["init", "--quiet", "-b", "main"]);
-        test_git(
-            &origin,
-            &["commit", "--quiet", "--allow-empty", "-m", "one"],
-        );
+        let origin = origin_with_one_commit(dir.path());
         let location = Location::parse_in(&origin.to_string_lossy(), Path::new("/")).unwrap();
         let mirrors = dir.path().join("mirrors");
         let listed = remote_refs(&location).unwrap();
@@ -1488,13 +1494,7 @@ mod tests {
     fn mirrors_are_readable_by_steps_whatever_the_umask() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
-        let origin = dir.path().join("origin");
-        std::fs::create_dir(&origin).unwrap();
-        test_git(&origin, &["init", "--quiet", "-b", "main"]);
-        test_git(
-            &origin,
-            &["commit", "--quiet", "--allow-empty", "-m", "one"],
-        );
+        let origin = origin_with_one_commit(dir.path());
         let at = Location::parse_in(&origin.to_string_lossy(), Path::new("/")).unwrap();
         let mirrors = dir.path().join("mirrors");
         let path = mirror(&mirrors, &at).unwrap();

@@ -36,20 +36,8 @@ pub(super) fn holds_exactly(repo: &Path, listed: &RefList) -> Option<bool> {
         return parse(&text).map(|held| held == *listed);
     }
     let mut listed = listed.iter();
-    for line in text.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        if let Some(peeled) = line.strip_prefix('^') {
-            if !is_oid(peeled) {
-                return None;
-            }
-            continue;
-        }
-        let (oid, name) = line.split_once(' ')?;
-        if !is_oid(oid) || !name.starts_with("refs/") || name.contains([' ', '\t']) {
-            return None;
-        }
+    for entry in ref_lines(&text) {
+        let (name, oid) = entry?;
         match listed.next() {
             Some((n, o)) if n == name && o == oid => {}
             _ => return Some(false),
@@ -128,24 +116,29 @@ pub(super) fn packs_look_whole(dir: &Path) -> bool {
 
 /// The refs of a `packed-refs` text; `None` on any line git would not write.
 fn parse(text: &str) -> Option<RefList> {
-    let mut refs = RefList::new();
-    for line in text.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        if let Some(peeled) = line.strip_prefix('^') {
-            if !is_oid(peeled) {
-                return None;
+    ref_lines(text)
+        .map(|entry| entry.map(|(name, oid)| (name.to_owned(), oid.to_owned())))
+        .collect()
+}
+
+/// Each ref line of a `packed-refs` text as (name, id), in file order; `None` for a line git
+/// would not write. The header and the peeled lines (`^ID`, after an annotated tag) are
+/// checked and skipped.
+fn ref_lines(text: &str) -> impl Iterator<Item = Option<(&str, &str)>> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            if let Some(peeled) = line.strip_prefix('^') {
+                return (!is_oid(peeled)).then_some(None);
             }
-            continue;
-        }
-        let (oid, name) = line.split_once(' ')?;
-        if !is_oid(oid) || !name.starts_with("refs/") || name.contains([' ', '\t']) {
-            return None;
-        }
-        refs.insert(name.to_owned(), oid.to_owned());
-    }
-    Some(refs)
+            Some(
+                line.split_once(' ')
+                    .filter(|(oid, name)| {
+                        is_oid(oid) && name.starts_with("refs/") && !name.contains([' ', '\t'])
+                    })
+                    .map(|(oid, name)| (name, oid)),
+            )
+        })
 }
 
 /// A full object id, SHA-1 or SHA-256, in lowercase hex.
