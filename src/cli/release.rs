@@ -123,7 +123,7 @@ pub(super) async fn run_release(args: ReleaseCmdArgs, store_dir: &Path) -> Outco
         .cache
         .remote_with(toml.as_ref().and_then(|t| t.cache.as_ref()))?;
     let store = LocalStore::open(store_dir)?;
-    // The remotes are listed while the engine is asked (listing changes nothing).
+    // The remotes are listed while the engine is asked (listing clones and fetches nothing).
     let listing = start_listing(&request, &store);
     let engine = Engine::connect().await?;
     tracing::debug!("engine connected");

@@ -93,8 +93,8 @@ pub(crate) async fn resolve_request(
 
 /// The remotes of a request being listed (the first part of [`resolve_request`]), started
 /// before the engine is asked: a remote's listing is a round trip, and at Kubernetes' size
-/// the fork's ten thousand tags take longer than connecting to the engine. Listing changes
-/// nothing in the store; a release that stops before [`resolve_started`] leaves its thread to
+/// the fork's ten thousand tags take longer than connecting to the engine. Listing clones
+/// and fetches nothing; a release that stops before [`resolve_started`] leaves its thread to
 /// end with the process.
 #[derive(Debug)]
 pub(crate) struct StartedListing(Option<std::thread::JoinHandle<Result<Listing, ReleaseError>>>);

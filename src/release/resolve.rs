@@ -102,8 +102,9 @@ pub(crate) fn resolve(
 /// already holds exactly them.
 type Listed = (git::RefList, Vec<String>, Option<PathBuf>);
 
-/// The three remotes of a release as listed: changes nothing in the store (no clone or
-/// fetch), so it may run while the engine is still being asked.
+/// The three remotes of a release as listed: clones, fetches and repacks nothing (a held
+/// mirror may only get its two settings, see `git::held_mirror`), so it may run while the
+/// engine is still being asked and before any name is checked.
 #[derive(Debug)]
 pub(crate) struct Listing {
     upstream: Listed,
