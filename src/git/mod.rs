@@ -7,6 +7,7 @@ use std::process::Command;
 
 mod input;
 mod location;
+mod ls_refs;
 mod packed_refs;
 
 pub(crate) use input::{ObjectMount, Reach, materialize};
@@ -313,10 +314,70 @@ pub(crate) fn list_tags(location: &Location) -> Result<Vec<String>, GitError> {
 /// A repository's refs: full name → the object it names (annotated tags unpeeled).
 pub(crate) type RefList = std::collections::BTreeMap<String, String>;
 
-/// The branches and tags of the repository at `location` (full names, unpeeled), by one
-/// `git ls-remote`: what a mirror of it holds once fetched. Over git's protocol v2 the remote
-/// sends only these, however many `refs/pull/*` it has.
-pub(crate) fn remote_refs(location: &Location) -> Result<RefList, GitError> {
+/// Every branch and every tag: what a mirror holds, as [`remote_refs`] prefixes.
+pub(crate) const ALL_REFS: [&str; 2] = ["refs/heads/", "refs/tags/"];
+
+/// A remote's branches and tags under some name prefixes, as one listing saw them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Listed {
+    /// The prefixes asked for, each under `refs/heads/` or `refs/tags/`.
+    pub(crate) prefixes: Vec<String>,
+    /// The refs under them: full name → object (annotated tags unpeeled).
+    pub(crate) refs: RefList,
+}
+
+impl Listed {
+    /// Whether the ref `name` is one this listing would show.
+    #[must_use]
+    pub(crate) fn covers(&self, name: &str) -> bool {
+        self.prefixes.iter().any(|p| name.starts_with(p.as_str()))
+    }
+
+    /// Whether a mirror holding `refs` holds what was listed: exactly the listed refs under
+    /// the prefixes, and nothing but branches and tags anywhere (a mirror keeps no other ref).
+    #[must_use]
+    pub(crate) fn held_by(&self, refs: &RefList) -> bool {
+        refs.keys().all(|name| mirrored(name)) && self.within(refs) == self.refs
+    }
+
+    /// `refs` cut down to the names this listing would show.
+    #[must_use]
+    pub(crate) fn within(&self, refs: &RefList) -> RefList {
+        refs.iter()
+            .filter(|(name, _)| self.covers(name))
+            .map(|(name, oid)| (name.clone(), oid.clone()))
+            .collect()
+    }
+}
+
+/// Whether a mirror keeps the ref `name`: branches and tags only.
+fn mirrored(name: &str) -> bool {
+    ALL_REFS.iter().any(|p| name.starts_with(p))
+}
+
+/// The branches and tags of the repository at `location` whose names start with one of
+/// `prefixes` (full names, unpeeled): what a mirror of it holds there once fetched. Asked for
+/// by protocol v2 with those prefixes (see `ls_refs`), so the remote sends only them, however
+/// many other tags and `refs/pull/*` it has; over a transport kiln does not speak, by one
+/// `git ls-remote` of every branch and tag, cut down here.
+///
+/// # Panics
+/// When a prefix is not under `refs/heads/` or `refs/tags/` (the caller's names, checked).
+pub(crate) fn remote_refs(location: &Location, prefixes: &[&str]) -> Result<Listed, GitError> {
+    assert!(
+        prefixes.iter().all(|p| {
+            (p.starts_with("refs/heads/") || p.starts_with("refs/tags/"))
+                && !p.contains(char::is_control)
+        }),
+        "ref prefixes are branches or tags: {prefixes:?}"
+    );
+    let listed = |refs| Listed {
+        prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+        refs,
+    };
+    if let Some(refs) = ls_refs::list(location, prefixes) {
+        return Ok(listed(refs));
+    }
     let mut command = remote_git(Path::new(NEUTRAL_DIR));
     command.args([
         "ls-remote",
@@ -327,7 +388,11 @@ pub(crate) fn remote_refs(location: &Location) -> Result<RefList, GitError> {
         "--end-of-options",
         location.as_str(),
     ]);
-    Ok(ref_list(&run(command, Path::new(NEUTRAL_DIR))?))
+    let all = listed(ref_list(&run(command, Path::new(NEUTRAL_DIR))?));
+    Ok(Listed {
+        refs: all.within(&all.refs),
+        ..all
+    })
 }
 
 /// A [`RefList`] from lines `OID<TAB>NAME`, as `ls-remote` prints them.
@@ -585,25 +650,26 @@ pub(crate) fn mirror(dir: &Path, location: &Location) -> Result<PathBuf, GitErro
 /// tags on disk and on the wire (a fetch offers the lender's refs as what it has). A mirror
 /// made whole by an older kiln is repacked down to its own objects once.
 ///
-/// `listed`: the remote's branches and tags as [`remote_refs`] just read them. A mirror that
-/// already holds exactly those refs is not fetched: a fetch would bring nothing, and at
-/// Kubernetes' size (thousands of tags) it costs more than the rest of a cached release.
+/// `listed`: the remote's branches and tags (under some prefixes) as [`remote_refs`] just read
+/// them. A mirror that already holds exactly those refs there is not fetched: the release
+/// reads nothing else of it, and at Kubernetes' size (thousands of tags) a fetch costs more
+/// than the rest of a cached release. A fetch takes every branch and tag.
 pub(crate) fn mirror_borrowing(
     dir: &Path,
     location: &Location,
     lender: Option<&Path>,
-    listed: Option<&RefList>,
+    listed: Option<&Listed>,
 ) -> Result<PathBuf, GitError> {
     sync_mirror(dir, location, lender, listed).map(|(path, _)| path)
 }
 
-/// [`mirror_borrowing`], also giving the refs the mirror holds once synced (no second read
-/// when they are what was listed).
+/// [`mirror_borrowing`], also giving the refs the mirror holds once synced: all of them when
+/// it was fetched, else (no second read) what was listed, which it holds.
 pub(crate) fn sync_mirror(
     dir: &Path,
     location: &Location,
     lender: Option<&Path>,
-    listed: Option<&RefList>,
+    listed: Option<&Listed>,
 ) -> Result<(PathBuf, RefList), GitError> {
     let dir = &absolute(dir);
     let path = mirror_path(dir, location);
@@ -710,14 +776,15 @@ pub(crate) fn sync_mirror(
     }
     mirror_settings(&path)?;
     let held = match current {
-        Some(listed) => listed.clone(),
+        Some(listed) => listed.refs.clone(),
         None => local_refs(&path)?,
     };
     drop(lock);
     Ok((path, held))
 }
 
-/// The mirror of `location` under `dir`, if it already holds exactly `listed` and borrows from
+/// The mirror of `location` under `dir`, if it already holds exactly `listed` (under its
+/// prefixes) and borrows from
 /// `lender` (when given) already; `None` otherwise. Changes nothing a release's name checks
 /// must come before (no clone, fetch or repack), so it can run while other remotes are still
 /// being listed; [`sync_mirror`] does the rest for a `None`.
@@ -725,7 +792,7 @@ pub(crate) fn held_mirror(
     dir: &Path,
     location: &Location,
     lender: Option<&Path>,
-    listed: &RefList,
+    listed: &Listed,
 ) -> Result<Option<PathBuf>, GitError> {
     let path = mirror_path(dir, location);
     if !path.join("HEAD").is_file() {
@@ -779,16 +846,16 @@ fn lock_mirror(path: &Path) -> Result<std::fs::File, GitError> {
     Ok(lock)
 }
 
-/// Whether the mirror at `path` holds exactly the refs `listed` (read from `packed-refs`
-/// when every ref is packed there, else by git) in packs that look whole. Neither reading
+/// Whether the mirror at `path` holds exactly the refs `listed` under its prefixes (read from
+/// `packed-refs` when every ref is packed there, else by git) in packs that look whole. Neither reading
 /// checks that a ref's objects are there; a pack a power cut emptied or cut short is caught
 /// by its size and header, and the mirror is then fetched (and cloned again when the fetch
 /// finds it damaged).
-fn holds(path: &Path, listed: &RefList) -> bool {
+fn holds(path: &Path, listed: &Listed) -> bool {
     path.join("HEAD").is_file()
         && packed_refs::packs_look_whole(&path.join("objects/pack"))
         && packed_refs::holds_exactly(path, listed)
-            .unwrap_or_else(|| local_refs(path).is_ok_and(|held| held == *listed))
+            .unwrap_or_else(|| local_refs(path).is_ok_and(|held| listed.held_by(&held)))
 }
 
 /// What every mirror keeps set (each under its own lock, once):
@@ -1249,14 +1316,14 @@ mod tests {
         git_in(&["update-ref", "refs/pull/1/head", "HEAD"]);
         let location = Location::parse_in(&origin.to_string_lossy(), Path::new("/")).unwrap();
         let mirrors = dir.path().join("mirrors");
-        let listed = remote_refs(&location).unwrap();
+        let listed = remote_refs(&location, &ALL_REFS).unwrap();
         assert_eq!(
-            listed.keys().map(String::as_str).collect::<Vec<_>>(),
+            listed.refs.keys().map(String::as_str).collect::<Vec<_>>(),
             ["refs/heads/main", "refs/tags/v1.28.2"],
             "branches and tags, never pull refs"
         );
         let path = mirror_borrowing(&mirrors, &location, None, Some(&listed)).unwrap();
-        assert_eq!(local_refs(&path).unwrap(), listed);
+        assert_eq!(local_refs(&path).unwrap(), listed.refs);
         let tagged = git_in(&["rev-parse", "v1.28.2^{commit}"]);
         assert_eq!(tag_commits(&path).unwrap()["v1.28.2"], tagged);
 
@@ -1265,17 +1332,17 @@ mod tests {
         mirror_borrowing(&mirrors, &location, None, Some(&listed)).unwrap();
         assert_eq!(
             local_refs(&path).unwrap(),
-            listed,
+            listed.refs,
             "fetched though nothing was listed"
         );
         // The fresh listing differs: fetched.
-        let fresh = remote_refs(&location).unwrap();
+        let fresh = remote_refs(&location, &ALL_REFS).unwrap();
         assert_ne!(fresh, listed);
         mirror_borrowing(&mirrors, &location, None, Some(&fresh)).unwrap();
-        assert_eq!(local_refs(&path).unwrap(), fresh);
+        assert_eq!(local_refs(&path).unwrap(), fresh.refs);
         assert_eq!(
             packed_refs::packed_only(&path).as_ref(),
-            Some(&fresh),
+            Some(&fresh.refs),
             "a fetch leaves the mirror's refs packed, for the next comparison to read"
         );
 
@@ -1291,7 +1358,7 @@ mod tests {
         std::fs::File::create(&pack).unwrap();
         mirror_borrowing(&mirrors, &location, None, Some(&fresh)).unwrap();
         output(&path, &["fsck", "--no-progress"]).unwrap();
-        assert_eq!(local_refs(&path).unwrap(), fresh);
+        assert_eq!(local_refs(&path).unwrap(), fresh.refs);
 
         // A ref the mirror must not keep makes it differ too, and the fetch drops it.
         test_git(
@@ -1299,7 +1366,24 @@ mod tests {
             &["update-ref", "refs/pull/9/head", "refs/heads/main"],
         );
         mirror_borrowing(&mirrors, &location, None, Some(&fresh)).unwrap();
-        assert_eq!(local_refs(&path).unwrap(), fresh);
+        assert_eq!(local_refs(&path).unwrap(), fresh.refs);
+
+        // Listed under a prefix (a release's own tags), only the refs there count: a moved
+        // branch elsewhere fetches nothing...
+        let tags = remote_refs(&location, &["refs/tags/v1.28.2"]).unwrap();
+        assert_eq!(tags.refs.keys().collect::<Vec<_>>(), ["refs/tags/v1.28.2"]);
+        git_in(&["commit", "--quiet", "--allow-empty", "-m", "three"]);
+        let (_, held) = sync_mirror(&mirrors, &location, None, Some(&tags)).unwrap();
+        assert_eq!(held, tags.refs, "held as listed");
+        assert_eq!(local_refs(&path).unwrap(), fresh.refs, "not fetched");
+        // ...while a tag moved there fetches everything.
+        git_in(&["tag", "-f", "-a", "-m", "v1 again", "v1.28.2"]);
+        let retagged = remote_refs(&location, &["refs/tags/v1.28.2"]).unwrap();
+        assert_ne!(retagged, tags);
+        let (_, held) = sync_mirror(&mirrors, &location, None, Some(&retagged)).unwrap();
+        let everything = remote_refs(&location, &ALL_REFS).unwrap();
+        assert_eq!(held, everything.refs);
+        assert_eq!(local_refs(&path).unwrap(), everything.refs);
     }
 
     /// `held_mirror` answers only for a mirror that needs nothing (no clone, fetch or
@@ -1310,7 +1394,7 @@ mod tests {
         let origin = origin_with_one_commit(dir.path());
         let location = Location::parse_in(&origin.to_string_lossy(), Path::new("/")).unwrap();
         let mirrors = dir.path().join("mirrors");
-        let listed = remote_refs(&location).unwrap();
+        let listed = remote_refs(&location, &ALL_REFS).unwrap();
         assert_eq!(
             held_mirror(&mirrors, &location, None, &listed).unwrap(),
             None
@@ -1331,12 +1415,12 @@ mod tests {
             &origin,
             &["commit", "--quiet", "--allow-empty", "-m", "two"],
         );
-        let moved = remote_refs(&location).unwrap();
+        let moved = remote_refs(&location, &ALL_REFS).unwrap();
         assert_eq!(
             held_mirror(&mirrors, &location, None, &moved).unwrap(),
             None
         );
-        assert_eq!(local_refs(&path).unwrap(), listed);
+        assert_eq!(local_refs(&path).unwrap(), listed.refs);
 
         // A lender it does not borrow from yet needs a repack: not held, nothing repacked.
         let lender = dir.path().join("lender.git");

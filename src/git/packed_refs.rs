@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use super::RefList;
+use super::{Listed, RefList};
 
 /// Every ref of the bare repository `repo`, from `packed-refs` alone; `None` when a ref may
 /// live elsewhere or the file is not as git writes it.
@@ -20,11 +20,11 @@ pub(super) fn packed_only(repo: &Path) -> Option<RefList> {
     parse(&packed_text(repo)?)
 }
 
-/// Whether the bare repository `repo` holds exactly the refs `listed`, read from
-/// `packed-refs` alone without building a second list (in name order, as git sorts the
-/// file); `None` when that file cannot tell (a loose ref, a reftable repository, a line git
-/// would not write).
-pub(super) fn holds_exactly(repo: &Path, listed: &RefList) -> Option<bool> {
+/// Whether the bare repository `repo` holds exactly the refs `listed` under its prefixes, and
+/// no ref but branches and tags (see [`Listed::held_by`]), read from `packed-refs` alone without building a second list (in name order, as git sorts
+/// the file); `None` when that file cannot tell (a loose ref, a reftable repository, a line
+/// git would not write).
+pub(super) fn holds_exactly(repo: &Path, listed: &Listed) -> Option<bool> {
     let text = packed_text(repo)?;
     let sorted = text.is_empty()
         || text
@@ -33,17 +33,23 @@ pub(super) fn holds_exactly(repo: &Path, listed: &RefList) -> Option<bool> {
             .is_some_and(|h| h.starts_with("# pack-refs with:") && h.contains(" sorted"));
     if !sorted {
         // Not said to be in name order (an old git's file): compare as a list.
-        return parse(&text).map(|held| held == *listed);
+        return parse(&text).map(|held| listed.held_by(&held));
     }
-    let mut listed = listed.iter();
+    let mut wanted = listed.refs.iter();
     for entry in ref_lines(&text) {
         let (name, oid) = entry?;
-        match listed.next() {
+        if !super::mirrored(name) {
+            return Some(false);
+        }
+        if !listed.covers(name) {
+            continue;
+        }
+        match wanted.next() {
             Some((n, o)) if n == name && o == oid => {}
             _ => return Some(false),
         }
     }
-    Some(listed.next().is_none())
+    Some(wanted.next().is_none())
 }
 
 /// The text of `repo`'s `packed-refs` when it holds every ref (empty when there is none and
@@ -142,7 +148,7 @@ fn ref_lines(text: &str) -> impl Iterator<Item = Option<(&str, &str)>> {
 }
 
 /// A full object id, SHA-1 or SHA-256, in lowercase hex.
-fn is_oid(text: &str) -> bool {
+pub(super) fn is_oid(text: &str) -> bool {
     matches!(text.len(), 40 | 64) && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
@@ -176,7 +182,11 @@ mod tests {
         let packed = packed_only(&bare).expect("all refs are packed");
         assert_eq!(packed, local_refs(&bare).unwrap());
         assert_eq!(packed.len(), 4, "{packed:?}");
-        assert_eq!(holds_exactly(&bare, &packed), Some(true));
+        let every = |refs: &RefList| Listed {
+            prefixes: crate::git::ALL_REFS.map(str::to_owned).to_vec(),
+            refs: refs.clone(),
+        };
+        assert_eq!(holds_exactly(&bare, &every(&packed)), Some(true));
         for change in [
             |refs: &mut RefList| drop(refs.pop_first()),
             |refs: &mut RefList| drop(refs.pop_last()),
@@ -186,8 +196,43 @@ mod tests {
         ] {
             let mut other = packed.clone();
             change(&mut other);
-            assert_eq!(holds_exactly(&bare, &other), Some(false), "{other:?}");
+            assert_eq!(
+                holds_exactly(&bare, &every(&other)),
+                Some(false),
+                "{other:?}"
+            );
         }
+        // Under prefixes, only the refs there are compared: the branches are not.
+        let tags = Listed {
+            prefixes: vec!["refs/tags/v1.28.2".into()],
+            refs: packed.clone(),
+        };
+        let tags = Listed {
+            refs: tags.within(&packed),
+            ..tags
+        };
+        assert_eq!(tags.refs.len(), 2, "{tags:?}");
+        assert_eq!(holds_exactly(&bare, &tags), Some(true));
+        let mut moved = tags.clone();
+        *moved.refs.values_mut().last().unwrap() = "b".repeat(40);
+        assert_eq!(holds_exactly(&bare, &moved), Some(false));
+        let mut fewer = tags.clone();
+        fewer.refs.pop_first();
+        assert_eq!(holds_exactly(&bare, &fewer), Some(false));
+        let mut outside = tags.clone();
+        outside.prefixes = vec!["refs/tags/v1.28.3".into()];
+        assert_eq!(holds_exactly(&bare, &outside), Some(false));
+        outside.refs.clear();
+        assert_eq!(holds_exactly(&bare, &outside), Some(true));
+        // A ref no mirror keeps, wherever the prefixes point, is a difference.
+        test_git(
+            &bare,
+            &["update-ref", "refs/pull/1/head", "refs/heads/main"],
+        );
+        test_git(&bare, &["pack-refs", "--all"]);
+        assert_eq!(holds_exactly(&bare, &outside), Some(false));
+        test_git(&bare, &["update-ref", "-d", "refs/pull/1/head"]);
+        assert_eq!(holds_exactly(&bare, &outside), Some(true));
         assert!(
             std::fs::read_to_string(bare.join("packed-refs"))
                 .unwrap()
@@ -200,10 +245,12 @@ mod tests {
         let mut lines: Vec<&str> = text.lines().skip(1).collect();
         lines.reverse();
         std::fs::write(bare.join("packed-refs"), lines.join("\n") + "\n").unwrap();
-        assert_eq!(holds_exactly(&bare, &packed), Some(true));
+        assert_eq!(holds_exactly(&bare, &every(&packed)), Some(true));
+        assert_eq!(holds_exactly(&bare, &tags), Some(true));
         let mut fewer = packed.clone();
         fewer.pop_first();
-        assert_eq!(holds_exactly(&bare, &fewer), Some(false));
+        assert_eq!(holds_exactly(&bare, &every(&fewer)), Some(false));
+        assert_eq!(holds_exactly(&bare, &moved), Some(false));
         std::fs::write(bare.join("packed-refs"), &text).unwrap();
 
         // A loose ref (as a fetch writes one): git is asked.
@@ -212,7 +259,7 @@ mod tests {
             &["update-ref", "refs/heads/moved", "refs/heads/main"],
         );
         assert_eq!(packed_only(&bare), None);
-        assert_eq!(holds_exactly(&bare, &packed), None);
+        assert_eq!(holds_exactly(&bare, &every(&packed)), None);
         test_git(&bare, &["pack-refs", "--all"]);
         assert_eq!(packed_only(&bare).unwrap(), local_refs(&bare).unwrap());
 

@@ -102,11 +102,11 @@ pub(crate) struct StartedListing(Option<std::thread::JoinHandle<Result<Listing, 
 /// Starts listing `request`'s remotes on a thread of its own (or, when the host has no thread
 /// to give, leaves it to [`resolve_started`]).
 pub(crate) fn start_listing(request: &ReleaseRequest, store: &LocalStore) -> StartedListing {
-    let (repos, git_dir) = (request.repos.clone(), store.git_dir());
+    let (repos, versions, git_dir) = (request.repos.clone(), request.versions, store.git_dir());
     StartedListing(
         std::thread::Builder::new()
             .name("kiln-listing".into())
-            .spawn(move || list_remotes(&repos, &git_dir))
+            .spawn(move || list_remotes(&repos, &versions, &git_dir))
             .ok(),
     )
 }
@@ -125,7 +125,7 @@ pub(crate) async fn resolve_started(
     tokio::task::spawn_blocking(move || {
         let listing = match started.0 {
             Some(thread) => thread.join().expect("listing does not panic")?,
-            None => list_remotes(&repos, &git_dir)?,
+            None => list_remotes(&repos, &versions, &git_dir)?,
         };
         resolve_listed(listing, &repos, &versions, branch.as_deref(), &git_dir)
     })

@@ -94,13 +94,13 @@ pub(crate) fn resolve(
     k3s_branch: Option<&str>,
     git_dir: &Path,
 ) -> Result<Resolved, ReleaseError> {
-    let listing = list_remotes(repos, git_dir)?;
+    let listing = list_remotes(repos, versions, git_dir)?;
     resolve_listed(listing, repos, versions, k3s_branch, git_dir)
 }
 
 /// One remote's branches and tags as listed, their tag names, and its mirror when that
 /// already holds exactly them.
-type Listed = (git::RefList, Vec<String>, Option<PathBuf>);
+type Listed = (git::Listed, Vec<String>, Option<PathBuf>);
 
 /// The three remotes of a release as listed: clones, fetches and repacks nothing (a held
 /// mirror may only get its two settings, see `git::held_mirror`), so it may run while the
@@ -112,8 +112,13 @@ pub(crate) struct Listing {
     k3s: Listed,
 }
 
-/// Lists the release's three remotes at once (see [`Listing`]).
-pub(crate) fn list_remotes(repos: &RepoSet, git_dir: &Path) -> Result<Listing, ReleaseError> {
+/// Lists the release's three remotes at once (see [`Listing`]), each for the refs the
+/// release reads of it (see [`prefixes`]).
+pub(crate) fn list_remotes(
+    repos: &RepoSet,
+    versions: &ReleaseVersions,
+    git_dir: &Path,
+) -> Result<Listing, ReleaseError> {
     // Every name is checked against the repositories' tags (one ls-remote each, branches
     // and tags with their objects) before any mirror is cloned or fetched: a typo costs
     // nothing and leaves the store as it was. A mirror already holding what was listed is not
@@ -123,17 +128,19 @@ pub(crate) fn list_remotes(repos: &RepoSet, git_dir: &Path) -> Result<Listing, R
     // compared while the others are still listed.
     // The fork is a second copy of upstream's history: its mirror borrows upstream's objects.
     let upstream_mirror = git::mirror_path(git_dir, &repos.upstream);
+    let [upstream_prefixes, fork_prefixes, k3s_prefixes] = prefixes(versions);
     let [upstream, fork, k3s] = std::thread::scope(|scope| {
         [
-            (&repos.upstream, None),
-            (&repos.fork, Some(upstream_mirror.as_path())),
-            (&repos.k3s, None),
+            (&repos.upstream, None, &upstream_prefixes),
+            (&repos.fork, Some(upstream_mirror.as_path()), &fork_prefixes),
+            (&repos.k3s, None, &k3s_prefixes),
         ]
-        .map(|(location, lender)| {
+        .map(|(location, lender, prefixes)| {
             scope.spawn(move || -> Result<_, git::GitError> {
-                let listed = git::remote_refs(location)?;
-                tracing::debug!(%location, refs = listed.len(), "listed");
-                let names = git::tag_names(&listed, Some(location));
+                let prefixes: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+                let listed = git::remote_refs(location, &prefixes)?;
+                tracing::debug!(%location, refs = listed.refs.len(), "listed");
+                let names = git::tag_names(&listed.refs, Some(location));
                 let held = git::held_mirror(git_dir, location, lender, &listed)?;
                 Ok((listed, names, held))
             })
@@ -145,6 +152,24 @@ pub(crate) fn list_remotes(repos: &RepoSet, git_dir: &Path) -> Result<Listing, R
         fork: fork?,
         k3s: k3s?,
     })
+}
+
+/// What a release reads of upstream, the fork and k3s, as ref-name prefixes: the tags of its
+/// two versions in each (upstream's, the fork's `-k3sN`, k3s's RCs and GA), and k3s's
+/// branches (the one released from). Nothing else decides a name or a commit the release
+/// takes, so a tag of another minor, and each of the fork's per-module tags (thousands: every
+/// release tags each staging module), are never listed. A version's prefix also covers
+/// longer versions (`v1.28.1` covers `v1.28.10`): names are parsed, not prefix-matched.
+fn prefixes(versions: &ReleaseVersions) -> [Vec<String>; 3] {
+    let tags = [versions.old(), versions.new_version()].map(|v| format!("refs/tags/{v}"));
+    [
+        tags.to_vec(),
+        tags.to_vec(),
+        vec![
+            "refs/heads/".to_owned(),
+            format!("refs/tags/{}", versions.new_version()),
+        ],
+    ]
 }
 
 /// [`resolve`] once the remotes are listed.
@@ -167,12 +192,12 @@ pub(crate) fn resolve_listed(
     // Only now is a mirror cloned or fetched: every name was found. The names as the mirrors,
     // which the steps read, hold them: what was listed, unless the remote moved between the
     // listing and a fetch.
-    let sync = |location, lender, listed: &git::RefList, names, held: Option<PathBuf>| {
+    let sync = |location, lender, listed: &git::Listed, names, held: Option<PathBuf>| {
         if let Some(path) = held {
             return Ok((path, names));
         }
         let (path, held) = git::sync_mirror(git_dir, location, lender, Some(listed))?;
-        let names = if held == *listed {
+        let names = if held == listed.refs {
             names
         } else {
             git::tag_names(&held, None)
@@ -251,7 +276,7 @@ pub(crate) fn resolve_listed(
         .transpose()?;
     let mut modules = Vec::new();
     for module in &repos.modules {
-        let listed = git::remote_refs(&module.repo)?;
+        let listed = git::remote_refs(&module.repo, &git::ALL_REFS)?;
         let (mirror, held) = git::sync_mirror(git_dir, &module.repo, None, Some(&listed))?;
         let commits = git::tag_commits(&mirror)?;
         let mut tags = BTreeMap::new();
