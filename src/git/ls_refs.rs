@@ -8,32 +8,31 @@
 //! does, and over https it is hundreds of KB per release.
 //!
 //! kiln speaks the protocol itself over the two transports that carry the real release:
-//! - a local repository: `git upload-pack --stateless-rpc`, one request, one answer (what
-//!   git's own `git-http-backend` runs);
+//! - a local repository: `git upload-pack`, as git's local transport runs it;
 //! - http(s): git's own remote helper (`git remote-https`), through its `stateless-connect`
 //!   command, so proxies, certificates and credentials are git's, configured as the captain
 //!   configured them.
 //!
-//! Anything else (ssh, `git://`, `file://`, a bundle) and any failure here returns `None`,
-//! and the caller lists with `git ls-remote`, whose error is then the one reported.
+//! Anything else (ssh, `git://`, `file://`, a bundle), a server that does not speak protocol
+//! v2 or `ls-refs`, or an answer not understood returns `Ok(None)`, and the caller lists with
+//! `git ls-remote`. A remote that cannot be reached over http(s) at all (no such host or
+//! repository, refused credentials) is an error here, with the helper's own words: listing
+//! it again would only double the wait and ask the credential helpers twice.
 
-use std::io::{BufRead as _, BufReader, Read, Write as _};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use super::{Location, NEUTRAL_DIR, RefList, remote_git, run};
+use super::{GitError, Location, NEUTRAL_DIR, RefList, remote_git, run};
 
 /// The refs of `location` whose names start with one of `prefixes` (each under `refs/heads/`
-/// or `refs/tags/`), by protocol v2; `None` when kiln does not speak the location's transport
-/// or the listing failed in any way (see the module's documentation).
-pub(super) fn list(location: &Location, prefixes: &[&str]) -> Option<RefList> {
+/// or `refs/tags/`), by protocol v2; `Ok(None)` when git's own listing should answer instead
+/// (see the module's documentation).
+pub(super) fn list(location: &Location, prefixes: &[&str]) -> Result<Option<RefList>, GitError> {
     if let Some(path) = location.local_path() {
-        // A bundle or a missing path: git's own listing says what it is.
-        return if path.is_dir() {
-            local(path, prefixes)
-        } else {
-            None
-        };
+        // A bundle or a missing path: git's own listing says what it is. A local failure
+        // costs nothing to ask again.
+        return Ok(path.is_dir().then(|| local(path, prefixes)).flatten());
     }
     // The URL git would reach: the captain's `url.<base>.insteadOf` rules applied.
     let mut get_url = remote_git(Path::new(NEUTRAL_DIR));
@@ -43,107 +42,188 @@ pub(super) fn list(location: &Location, prefixes: &[&str]) -> Option<RefList> {
         "--end-of-options",
         location.as_str(),
     ]);
-    let url = run(get_url, Path::new(NEUTRAL_DIR)).ok()?;
+    let Ok(url) = run(get_url, Path::new(NEUTRAL_DIR)) else {
+        return Ok(None);
+    };
     let helper = if url.starts_with("https://") {
         "remote-https"
     } else if url.starts_with("http://") {
         "remote-http"
     } else {
-        return None;
+        return Ok(None);
     };
-    if url.chars().any(char::is_control) || url.starts_with('-') {
-        return None;
+    if url.chars().any(char::is_control) {
+        return Ok(None);
     }
     over_helper(helper, &url, prefixes)
 }
 
-/// Lists the local repository at `path` by one stateless `git upload-pack`.
+/// Lists the local repository at `path` through one `git upload-pack` speaking protocol v2:
+/// its capabilities, one request, its answer, then the end of its input.
 fn local(path: &Path, prefixes: &[&str]) -> Option<RefList> {
     let mut command = remote_git(Path::new(NEUTRAL_DIR));
     command
         .env("GIT_PROTOCOL", "version=2")
-        .args(["upload-pack", "--stateless-rpc", "--end-of-options"])
+        .args(["upload-pack", "--end-of-options"])
         .arg(path);
     let mut child = Spawned::new(command)?;
-    // The request is a few hundred bytes: it fits the pipe whole before anything is read.
-    child.stdin()?.write_all(&request(prefixes, None)).ok()?;
+    let mut reader = BufReader::new(child.stdout.take()?);
+    let refs = ask(&mut reader, child.stdin()?, prefixes, false);
     child.close_stdin();
-    let refs = read_refs(&mut BufReader::new(child.stdout()?), prefixes, false)?;
-    child.finish().then_some(refs)
+    std::io::copy(&mut reader, &mut std::io::sink()).ok()?;
+    let succeeded = child.finish().is_ok();
+    refs.filter(|_| succeeded)
 }
 
 /// Lists `url` through git's remote helper `helper` (`remote-http` or `remote-https`).
-fn over_helper(helper: &str, url: &str, prefixes: &[&str]) -> Option<RefList> {
+fn over_helper(helper: &str, url: &str, prefixes: &[&str]) -> Result<Option<RefList>, GitError> {
     let mut command = remote_git(Path::new(NEUTRAL_DIR));
     // The helper's first argument names the remote; an anonymous remote is named by its URL.
     command.arg(helper).arg(url).arg(url);
-    let mut child = Spawned::new(command)?;
-    child.stdin()?.write_all(b"capabilities\n").ok()?;
-    let mut reader = BufReader::new(child.stdout.take()?);
+    let Some(mut child) = Spawned::new(command) else {
+        return Ok(None);
+    };
+    let Some(mut reader) = child.stdout.take().map(BufReader::new) else {
+        return Ok(None);
+    };
+    let connected = connect(&mut reader, &mut child);
+    let refs = match connected {
+        Connected::Yes => child
+            .stdin()
+            .and_then(|stdin| ask(&mut reader, stdin, prefixes, true)),
+        Connected::NotSpoken => return Ok(None),
+        // The helper ended before it answered: it could not reach the repository.
+        Connected::Ended => None,
+    };
+    child.close_stdin();
+    // Whatever the helper still says (nothing, as it ends) is drained so it never blocks.
+    let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    // A helper that failed before giving an answer could not reach the repository; one that
+    // failed after it (on its way out) did give it.
+    match (child.finish(), refs) {
+        (Err(stderr), None) => Err(GitError::Failed {
+            args: format!("{helper} {url} (listing its refs)"),
+            dir: NEUTRAL_DIR.into(),
+            stderr,
+        }),
+        (_, refs) => Ok(refs),
+    }
+}
+
+/// How the helper answered `stateless-connect`.
+enum Connected {
+    /// Over protocol v2.
+    Yes,
+    /// It has no such command, or the server speaks only the old protocol (`fallback`).
+    NotSpoken,
+    /// It ended without an answer.
+    Ended,
+}
+
+/// Asks the helper for its capabilities, then to connect to the server's upload-pack.
+fn connect(reader: &mut impl BufRead, child: &mut Spawned) -> Connected {
     let mut stateless = false;
+    let said = child
+        .stdin()
+        .is_some_and(|stdin| stdin.write_all(b"capabilities\n").is_ok());
+    if !said {
+        return Connected::Ended;
+    }
     loop {
         let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return Connected::NotSpoken,
+            Ok(_) => {}
         }
         match line.trim_end() {
             "" => break,
             capability => stateless |= capability == "stateless-connect",
         }
     }
-    if !stateless {
-        return None;
+    let asked = stateless
+        && child.stdin().is_some_and(|stdin| {
+            stdin
+                .write_all(b"stateless-connect git-upload-pack\n")
+                .is_ok()
+        });
+    if !asked {
+        return Connected::NotSpoken;
     }
-    child
-        .stdin()?
-        .write_all(b"stateless-connect git-upload-pack\n")
-        .ok()?;
-    // An empty line: connected over protocol v2. `fallback` (a server speaking only the old
-    // protocol) or nothing (the helper failed): git's own listing takes over.
+    // An empty line: connected over protocol v2; `fallback`: a server speaking only the old
+    // protocol; nothing: the helper failed (no such host or repository, no credentials).
     let mut reply = String::new();
-    reader.read_line(&mut reply).ok()?;
-    if reply != "\n" {
-        return None;
+    match reader.read_line(&mut reply) {
+        Ok(0) | Err(_) => Connected::Ended,
+        Ok(_) if reply == "\n" => Connected::Yes,
+        Ok(_) => Connected::NotSpoken,
     }
-    let mut format = None;
-    let mut ls_refs = false;
-    loop {
-        match read_packet(&mut reader)? {
-            Packet::Data(line) => {
-                let line = std::str::from_utf8(&line).ok()?.trim_end();
-                ls_refs |= line == "ls-refs" || line.starts_with("ls-refs=");
-                if let Some(f) = line.strip_prefix("object-format=") {
-                    format = Some(f.to_owned());
-                }
-            }
-            Packet::Flush => break,
-            Packet::Delim | Packet::ResponseEnd => return None,
-        }
-    }
-    if !ls_refs {
-        return None;
-    }
-    child
-        .stdin()?
-        .write_all(&request(prefixes, format.as_deref()))
-        .ok()?;
-    let refs = read_refs(&mut reader, prefixes, true)?;
-    child.close_stdin();
-    // Whatever the helper still says (nothing, as it ends) is drained so it never blocks.
-    std::io::copy(&mut reader, &mut std::io::sink()).ok()?;
-    child.finish().then_some(refs)
 }
 
-/// An `ls-refs` request for `prefixes`, in the object format the server named (none: SHA-1,
-/// the default, which a server without the capability assumes).
-fn request(prefixes: &[&str], format: Option<&str>) -> Vec<u8> {
+/// What a protocol v2 server advertised that a listing needs.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Advertised {
+    ls_refs: bool,
+    agent: bool,
+    format: Option<String>,
+}
+
+/// Reads a protocol v2 capability advertisement up to its flush; `None` when it is not one.
+fn read_advertisement(reader: &mut impl Read) -> Option<Advertised> {
+    let mut advertised = Advertised::default();
+    let mut first = true;
+    loop {
+        let line = match read_packet(reader)? {
+            Packet::Data(line) => line,
+            Packet::Flush if !first => return Some(advertised),
+            _ => return None,
+        };
+        let line = std::str::from_utf8(&line).ok()?.trim_end();
+        if std::mem::take(&mut first) {
+            if line != "version 2" {
+                return None;
+            }
+            continue;
+        }
+        let (key, value) = line.split_once('=').unwrap_or((line, ""));
+        match key {
+            "ls-refs" => advertised.ls_refs = true,
+            "agent" => advertised.agent = true,
+            "object-format" => advertised.format = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+}
+
+/// Reads the server's advertisement from `reader`, sends the `ls-refs` request for `prefixes`
+/// on `writer` and reads the answer (see [`read_refs`]); `None` on anything not as asked.
+fn ask(
+    reader: &mut impl Read,
+    writer: &mut impl Write,
+    prefixes: &[&str],
+    helper: bool,
+) -> Option<RefList> {
+    let advertised = read_advertisement(reader)?;
+    if !advertised.ls_refs {
+        return None;
+    }
+    writer.write_all(&request(prefixes, &advertised)).ok()?;
+    writer.flush().ok()?;
+    read_refs(reader, prefixes, helper)
+}
+
+/// An `ls-refs` request for `prefixes`: the object format the server named (none: SHA-1,
+/// the default, which a server without the capability assumes), kiln's agent when the server
+/// takes one.
+fn request(prefixes: &[&str], advertised: &Advertised) -> Vec<u8> {
     let mut out = Vec::new();
     packet(&mut out, "command=ls-refs\n");
-    packet(
-        &mut out,
-        &format!("agent=kiln/{}\n", env!("CARGO_PKG_VERSION")),
-    );
-    if let Some(format) = format {
+    if advertised.agent {
+        packet(
+            &mut out,
+            &format!("agent=kiln/{}\n", env!("CARGO_PKG_VERSION")),
+        );
+    }
+    if let Some(format) = &advertised.format {
         packet(&mut out, &format!("object-format={format}\n"));
     }
     out.extend_from_slice(b"0001");
@@ -161,6 +241,7 @@ fn packet(out: &mut Vec<u8>, line: &str) {
 }
 
 /// One pkt-line as read.
+#[derive(Debug, PartialEq, Eq)]
 enum Packet {
     Data(Vec<u8>),
     Flush,
@@ -210,17 +291,18 @@ fn read_refs(reader: &mut impl Read, prefixes: &[&str], helper: bool) -> Option<
             Packet::Delim | Packet::ResponseEnd => return None,
         }
     }
-    if helper && !matches!(read_packet(reader)?, Packet::ResponseEnd) {
+    if helper && read_packet(reader)? != Packet::ResponseEnd {
         return None;
     }
     Some(refs)
 }
 
-/// A child process talked to over its stdin and stdout, its stderr dropped (a failure here is
-/// told by git's own listing, which runs next), waited for when dropped.
+/// A child process talked to over its stdin and stdout; what it says on stderr is kept for
+/// its error. Stopped and reaped when dropped early.
 struct Spawned {
     child: Child,
     stdout: Option<std::process::ChildStdout>,
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Spawned {
@@ -228,40 +310,69 @@ impl Spawned {
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .ok()?;
         let stdout = child.stdout.take();
-        Some(Self { child, stdout })
+        // Read while it runs: a child blocked writing to a full pipe would never end.
+        let stderr = child.stderr.take().and_then(|mut pipe| {
+            std::thread::Builder::new()
+                .name("kiln-git-stderr".into())
+                .spawn(move || {
+                    let mut text = String::new();
+                    let _ = pipe.read_to_string(&mut text);
+                    text
+                })
+                .ok()
+        });
+        Some(Self {
+            child,
+            stdout,
+            stderr,
+        })
     }
 
     fn stdin(&mut self) -> Option<&mut std::process::ChildStdin> {
         self.child.stdin.as_mut()
     }
 
-    fn stdout(&mut self) -> Option<&mut std::process::ChildStdout> {
-        self.stdout.as_mut()
-    }
-
     fn close_stdin(&mut self) {
         drop(self.child.stdin.take());
     }
 
-    /// Whether the child exited successfully.
-    fn finish(mut self) -> bool {
+    /// Waits for the child; its stderr, trimmed, when it failed.
+    fn finish(mut self) -> Result<(), String> {
         self.close_stdin();
         drop(self.stdout.take());
-        self.child.wait().is_ok_and(|status| status.success())
+        let status = self.child.wait();
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|reader| reader.join().ok())
+            .unwrap_or_default();
+        match status {
+            Ok(status) if status.success() => Ok(()),
+            Ok(status) => Err(match stderr.trim() {
+                "" => format!("it exited with {status}"),
+                text => text.to_owned(),
+            }),
+            Err(error) => Err(error.to_string()),
+        }
     }
 }
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        // Reached on an early return: the child is told to end and reaped.
+        // Reached early (an answer not understood): the child is told to end and reaped.
+        // `git remote-https` runs the helper as its own child and stops it when it is itself
+        // told to stop, which a SIGKILL would not let it do.
         drop(self.child.stdin.take());
         drop(self.stdout.take());
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
+        if matches!(self.child.try_wait(), Ok(None))
+            && let Ok(id) = i32::try_from(self.child.id())
+            && let Some(pid) = rustix::process::Pid::from_raw(id)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         let _ = self.child.wait();
     }
@@ -316,7 +427,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bare = remote(dir.path());
         let location = Location::parse_in(&bare.to_string_lossy(), Path::new("/")).unwrap();
-        let release = list(&location, &RELEASE).expect("spoken over upload-pack");
+        let release = list(&location, &RELEASE)
+            .unwrap()
+            .expect("spoken over upload-pack");
         assert_eq!(
             release.keys().map(String::as_str).collect::<Vec<_>>(),
             [
@@ -332,7 +445,7 @@ mod tests {
             test_git(&bare, &["rev-parse", "refs/tags/v1.28.2"]),
             "an annotated tag is listed by its tag object, as a mirror packs it"
         );
-        let every = list(&location, &ALL_REFS).unwrap();
+        let every = list(&location, &ALL_REFS).unwrap().unwrap();
         assert_eq!(every, expected(&bare, &ALL_REFS));
         assert_eq!(every.len(), 8, "no pull ref: {every:?}");
         assert_eq!(
@@ -344,7 +457,7 @@ mod tests {
         // A transport kiln does not speak is listed by git, with the same answer.
         let url =
             Location::parse_in(&format!("file://{}", bare.display()), Path::new("/")).unwrap();
-        assert_eq!(list(&url, &RELEASE), None);
+        assert_eq!(list(&url, &RELEASE).unwrap(), None);
         let by_git = remote_refs(&url, &RELEASE).unwrap();
         assert_eq!(by_git.refs, release);
         assert_eq!(by_git.prefixes, RELEASE.map(str::to_owned));
@@ -355,9 +468,108 @@ mod tests {
             Path::new("/"),
         )
         .unwrap();
-        assert_eq!(list(&missing, &RELEASE), None);
+        assert_eq!(list(&missing, &RELEASE).unwrap(), None);
         let error = remote_refs(&missing, &RELEASE).unwrap_err().to_string();
         assert!(error.contains("ls-remote"), "{error}");
+
+        // A SHA-256 repository: the format its upload-pack names is asked for.
+        let sha256 = dir.path().join("sha256.git");
+        test_git(
+            dir.path(),
+            &[
+                "init",
+                "--quiet",
+                "--bare",
+                "--object-format=sha256",
+                "sha256.git",
+            ],
+        );
+        let tree = test_git(&sha256, &["mktree"]);
+        let commit = test_git(&sha256, &["commit-tree", "-m", "one", &tree]);
+        test_git(&sha256, &["update-ref", "refs/tags/v1.28.2", &commit]);
+        let location = Location::parse_in(&sha256.to_string_lossy(), Path::new("/")).unwrap();
+        let listed = list(&location, &RELEASE)
+            .unwrap()
+            .expect("spoken in SHA-256");
+        assert_eq!(listed["refs/tags/v1.28.2"], commit);
+        assert_eq!(commit.len(), 64);
+    }
+
+    /// What is not an answer as asked is no listing (`None`, and git's own listing runs).
+    #[test]
+    fn answers_not_as_asked_are_no_listing() {
+        let packets = |lines: &[&str]| -> Vec<u8> {
+            let mut out = Vec::new();
+            for line in lines {
+                match *line {
+                    "0000" | "0001" | "0002" => out.extend_from_slice(line.as_bytes()),
+                    _ => packet(&mut out, line),
+                }
+            }
+            out
+        };
+        let oid = "a".repeat(40);
+        let tag = format!("{oid} refs/tags/v1.28.2\n");
+        let advert = [
+            "version 2\n",
+            "agent=git/2.47\n",
+            "ls-refs=unborn\n",
+            "0000",
+        ];
+        let read = |bytes: Vec<u8>, helper| {
+            let mut out = Vec::new();
+            ask(&mut bytes.as_slice(), &mut out, &RELEASE, helper).map(|refs| (refs, out))
+        };
+        let good = [&advert[..], &[tag.as_str(), "0000", "0002"]].concat();
+        let (refs, asked) = read(packets(&good), true).expect("an answer as asked");
+        assert_eq!(refs.len(), 1);
+        let asked = String::from_utf8(asked).unwrap();
+        assert!(asked.starts_with("0014command=ls-refs\n"), "{asked}");
+        assert!(asked.contains("agent=kiln/"), "{asked}");
+        assert!(!asked.contains("object-format"), "none advertised: {asked}");
+        assert!(
+            asked.ends_with(
+                "00010021ref-prefix refs/tags/v1.28.1\n0021ref-prefix refs/tags/v1.28.2\n0000"
+            ),
+            "{asked}"
+        );
+        // The response end a helper adds is required over a helper, and read as an error
+        // where none is sent.
+        assert!(read(packets(&good[..good.len() - 1]), true).is_none());
+        assert!(read(packets(&good), false).is_some());
+        let bad: [&[&str]; 6] = [
+            // No ls-refs advertised.
+            &[
+                "version 2\n",
+                "fetch=shallow\n",
+                "0000",
+                tag.as_str(),
+                "0000",
+            ],
+            // Not protocol v2.
+            &["version 1\n", "ls-refs\n", "0000", tag.as_str(), "0000"],
+            // An error packet.
+            &[&advert[..], &["ERR access denied\n", "0000"]].concat(),
+            // A line that is not OID SP NAME.
+            &[&advert[..], &["refs/tags/v1.28.2\n", "0000"]].concat(),
+            // Cut short.
+            &[&advert[..], &[tag.as_str()]].concat(),
+            // A delimiter where the answer should end.
+            &[&advert[..], &[tag.as_str(), "0001"]].concat(),
+        ];
+        for lines in bad {
+            assert!(read(packets(lines), false).is_none(), "{lines:?}");
+        }
+        // A server that ignores the prefixes: only what was asked is kept.
+        let other = format!("{oid} refs/tags/v1.29.0\n");
+        let pull = format!("{oid} refs/pull/1/head\n");
+        let wide = [
+            &advert[..],
+            &[tag.as_str(), other.as_str(), pull.as_str(), "0000"],
+        ]
+        .concat();
+        let (refs, _) = read(packets(&wide), false).unwrap();
+        assert_eq!(refs.keys().collect::<Vec<_>>(), ["refs/tags/v1.28.2"]);
     }
 
     #[test]
@@ -367,7 +579,9 @@ mod tests {
         let server = GitHttp::start(dir.path(), true);
         let location =
             Location::parse_in(&format!("{}/remote.git", server.url), Path::new("/")).unwrap();
-        let release = list(&location, &RELEASE).expect("spoken through remote-http");
+        let release = list(&location, &RELEASE)
+            .unwrap()
+            .expect("spoken through remote-http");
         assert_eq!(release, expected(&bare, &RELEASE));
         let asked = server.posts.lock().unwrap().join("\n");
         assert!(
@@ -375,7 +589,7 @@ mod tests {
             "the remote is asked for the prefixes: {asked}"
         );
         assert_eq!(
-            list(&location, &ALL_REFS).unwrap(),
+            list(&location, &ALL_REFS).unwrap().unwrap(),
             expected(&bare, &ALL_REFS)
         );
 
@@ -383,15 +597,22 @@ mod tests {
         let old = GitHttp::start(dir.path(), false);
         let location =
             Location::parse_in(&format!("{}/remote.git", old.url), Path::new("/")).unwrap();
-        assert_eq!(list(&location, &RELEASE), None);
+        assert_eq!(list(&location, &RELEASE).unwrap(), None);
         assert_eq!(remote_refs(&location, &RELEASE).unwrap().refs, release);
 
-        // A repository the server does not have: git's own error.
+        // A repository the server does not have: the helper's own error, asked once (not
+        // again by git's listing).
         let missing =
             Location::parse_in(&format!("{}/nope.git", server.url), Path::new("/")).unwrap();
-        assert_eq!(list(&missing, &RELEASE), None);
         let error = remote_refs(&missing, &RELEASE).unwrap_err().to_string();
-        assert!(error.contains("ls-remote"), "{error}");
+        assert!(error.contains("not found"), "{error}");
+        assert!(error.contains("/nope.git"), "{error}");
+        let asked = server.requests.lock().unwrap().clone();
+        assert_eq!(
+            asked.iter().filter(|r| r.contains("/nope.git")).count(),
+            1,
+            "{asked:?}"
+        );
     }
 
     /// `git http-backend` as CGI over the repositories in a directory, one request per
@@ -400,6 +621,7 @@ mod tests {
     struct GitHttp {
         url: String,
         posts: Arc<Mutex<Vec<String>>>,
+        requests: Arc<Mutex<Vec<String>>>,
     }
 
     impl GitHttp {
@@ -407,14 +629,19 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let url = format!("http://{}", listener.local_addr().unwrap());
             let posts = Arc::new(Mutex::new(Vec::new()));
-            let (root, seen) = (root.to_owned(), posts.clone());
+            let requests = Arc::new(Mutex::new(Vec::new()));
+            let (root, seen, asked) = (root.to_owned(), posts.clone(), requests.clone());
             // Ends with the test binary; serves loopback only.
             std::thread::spawn(move || {
                 for client in listener.incoming().flatten() {
-                    let _ = serve(&root, client, v2, &seen);
+                    let _ = serve(&root, client, v2, &seen, &asked);
                 }
             });
-            Self { url, posts }
+            Self {
+                url,
+                posts,
+                requests,
+            }
         }
     }
 
@@ -423,10 +650,12 @@ mod tests {
         mut client: std::net::TcpStream,
         v2: bool,
         posts: &Mutex<Vec<String>>,
+        requests: &Mutex<Vec<String>>,
     ) -> std::io::Result<()> {
         let mut reader = BufReader::new(client.try_clone()?);
         let mut start = String::new();
         reader.read_line(&mut start)?;
+        requests.lock().unwrap().push(start.trim_end().to_owned());
         let mut words = start.split(' ');
         let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
         let (path, query) = target.split_once('?').unwrap_or((target, ""));

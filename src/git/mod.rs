@@ -375,7 +375,7 @@ pub(crate) fn remote_refs(location: &Location, prefixes: &[&str]) -> Result<List
         prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
         refs,
     };
-    if let Some(refs) = ls_refs::list(location, prefixes) {
+    if let Some(refs) = ls_refs::list(location, prefixes)? {
         return Ok(listed(refs));
     }
     let mut command = remote_git(Path::new(NEUTRAL_DIR));

@@ -378,3 +378,127 @@ pub(crate) fn choose_k3s_branch(
     );
     Ok(head)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::Suffix;
+
+    fn git_in(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@t.invalid")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@t.invalid")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    }
+
+    /// A repository at `dir/name` with one commit on `master`, the `branches` and the `tags`.
+    fn repo(dir: &Path, name: &str, branches: &[&str], tags: &[&str]) -> Location {
+        let path = dir.join(name);
+        std::fs::create_dir(&path).unwrap();
+        git_in(&path, &["init", "--quiet", "-b", "master"]);
+        git_in(&path, &["commit", "--quiet", "--allow-empty", "-m", name]);
+        for branch in branches {
+            git_in(&path, &["branch", branch]);
+        }
+        for tag in tags {
+            git_in(&path, &["tag", "-m", tag, tag]);
+        }
+        git_in(&path, &["update-ref", "refs/pull/1/head", "HEAD"]);
+        Location::parse_in(&path.to_string_lossy(), Path::new("/")).unwrap()
+    }
+
+    /// The names a release derives from its narrowed listings are those every tag would give:
+    /// the highest `-k3sN` of the old version, the new fork tag found, the next RC after
+    /// k3s's own (`v1.28.2` also prefixes `v1.28.20`, whose RCs do not count); and the
+    /// fork's per-module tags and other minors' tags are never listed.
+    #[test]
+    fn the_narrowed_listings_give_the_names_every_tag_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let repos = RepoSet {
+            upstream: repo(
+                dir.path(),
+                "upstream",
+                &["release-1.28"],
+                &["v1.28.1", "v1.28.2", "v1.28.20", "v1.29.0"],
+            ),
+            fork: repo(
+                dir.path(),
+                "fork",
+                &[],
+                &[
+                    "v1.28.1-k3s1",
+                    "v1.28.1-k3s2",
+                    "v1.28.10-k3s3",
+                    "v1.28.2-k3s1",
+                    "v1.29.0-k3s1",
+                    "staging/src/k8s.io/api/v1.28.1-k3s2",
+                ],
+            ),
+            k3s: repo(
+                dir.path(),
+                "k3s",
+                &["release-1.28"],
+                &[
+                    "v1.28.1+k3s2",
+                    "v1.28.2-rc1+k3s1",
+                    "v1.28.2-rc2+k3s1",
+                    "v1.28.20-rc7+k3s1",
+                    "v1.29.0-rc9+k3s1",
+                ],
+            ),
+            modules: Vec::new(),
+        };
+        let versions = ReleaseVersions::new(
+            "v1.28.1".parse().unwrap(),
+            "v1.28.2".parse().unwrap(),
+            None,
+            Suffix(1),
+        )
+        .unwrap();
+        let listing = list_remotes(&repos, &versions, &dir.path().join("git")).unwrap();
+        let narrow = RepoFacts {
+            upstream: listing.upstream.1.clone(),
+            fork: listing.fork.1.clone(),
+            k3s: listing.k3s.1.clone(),
+        };
+        let every = facts_of(&repos.upstream, &repos.fork, &repos.k3s).unwrap();
+        let go: GoVersion = "1.21.13".parse().unwrap();
+        let names = names::derive(&versions, &narrow, go.clone()).unwrap();
+        assert_eq!(names, names::derive(&versions, &every, go).unwrap());
+        assert_eq!(names.old_fork_tag().to_string(), "v1.28.1-k3s2");
+        assert_eq!(names.rc().to_string(), "v1.28.2-rc3+k3s1");
+        assert!(narrow.fork.contains(&names.new_fork_tag().to_string()));
+
+        assert_eq!(
+            narrow.fork,
+            [
+                "v1.28.1-k3s1",
+                "v1.28.1-k3s2",
+                "v1.28.10-k3s3",
+                "v1.28.2-k3s1"
+            ]
+        );
+        assert_eq!(narrow.upstream, ["v1.28.1", "v1.28.2", "v1.28.20"]);
+        let k3s_refs: Vec<&str> = listing.k3s.0.refs.keys().map(String::as_str).collect();
+        assert_eq!(
+            k3s_refs,
+            [
+                "refs/heads/master",
+                "refs/heads/release-1.28",
+                "refs/tags/v1.28.2-rc1+k3s1",
+                "refs/tags/v1.28.2-rc2+k3s1",
+                "refs/tags/v1.28.20-rc7+k3s1"
+            ]
+        );
+        // Nothing is cloned by listing.
+        assert!(!dir.path().join("git").exists());
+    }
+}
