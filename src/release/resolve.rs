@@ -47,19 +47,6 @@ pub(crate) struct Resolved {
     pub(crate) modules: Vec<ServedModule>,
 }
 
-/// The tags of the three repositories, one `git ls-remote` each.
-fn facts_of(
-    upstream: &Location,
-    fork: &Location,
-    k3s: &Location,
-) -> Result<RepoFacts, ReleaseError> {
-    Ok(RepoFacts {
-        upstream: git::list_tags(upstream)?,
-        fork: git::list_tags(fork)?,
-        k3s: git::list_tags(k3s)?,
-    })
-}
-
 /// `.go-version` at `tag` in the upstream mirror.
 fn go_version_at(upstream: &Path, tag: K8sVersion) -> Result<GoVersion, ReleaseError> {
     let text = git::read_file(upstream, &tag.to_string(), ".go-version")?
@@ -71,16 +58,29 @@ fn go_version_at(upstream: &Path, tag: K8sVersion) -> Result<GoVersion, ReleaseE
 }
 
 /// Every name of the release `versions` names, as `kiln versions` shows them: checked against
-/// the repositories' tags before any mirror is made; the Go version from the upstream mirror.
+/// the repositories' listings (as a release lists them) before any mirror is made; the Go
+/// version from the upstream mirror, fetched only when it does not hold what was listed.
 /// Also says whether the fork already has the new tag.
 pub(crate) fn derive_names(
     repos: &RepoSet,
     versions: &ReleaseVersions,
     git_dir: &Path,
 ) -> Result<(ReleaseNames, bool), ReleaseError> {
-    let facts = facts_of(&repos.upstream, &repos.fork, &repos.k3s)?;
+    let Listing {
+        upstream: (upstream_listed, upstream, upstream_held),
+        fork: (_, fork, _),
+        k3s: (_, k3s, _),
+    } = list_remotes(repos, versions, git_dir)?;
+    let facts = RepoFacts {
+        upstream,
+        fork,
+        k3s,
+    };
     names::old_fork_tag(versions, &facts)?;
-    let upstream = git::mirror(git_dir, &repos.upstream)?;
+    let upstream = match upstream_held {
+        Some(path) => path,
+        None => git::sync_mirror(git_dir, &repos.upstream, None, Some(&upstream_listed))?.0,
+    };
     let go = go_version_at(&upstream, versions.new_version())?;
     let names = names::derive(versions, &facts, go)?;
     let exists = facts.fork.contains(&names.new_fork_tag().to_string());
@@ -469,7 +469,11 @@ mod tests {
             fork: listing.fork.1.clone(),
             k3s: listing.k3s.1.clone(),
         };
-        let every = facts_of(&repos.upstream, &repos.fork, &repos.k3s).unwrap();
+        let every = RepoFacts {
+            upstream: git::list_tags(&repos.upstream).unwrap(),
+            fork: git::list_tags(&repos.fork).unwrap(),
+            k3s: git::list_tags(&repos.k3s).unwrap(),
+        };
         let go: GoVersion = "1.21.13".parse().unwrap();
         let names = names::derive(&versions, &narrow, go.clone()).unwrap();
         assert_eq!(names, names::derive(&versions, &every, go).unwrap());
