@@ -784,10 +784,9 @@ pub(crate) fn sync_mirror(
 }
 
 /// The mirror of `location` under `dir`, if it already holds exactly `listed` (under its
-/// prefixes) and borrows from
-/// `lender` (when given) already; `None` otherwise. Changes nothing a release's name checks
-/// must come before (no clone, fetch or repack), so it can run while other remotes are still
-/// being listed; [`sync_mirror`] does the rest for a `None`.
+/// prefixes) and borrows from `lender` (when given) already; `None` otherwise. Changes nothing
+/// a release's name checks must come before (no clone, fetch or repack), so it can run while
+/// other remotes are still being listed; [`sync_mirror`] does the rest for a `None`.
 pub(crate) fn held_mirror(
     dir: &Path,
     location: &Location,
