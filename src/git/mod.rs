@@ -846,10 +846,10 @@ fn lock_mirror(path: &Path) -> Result<std::fs::File, GitError> {
 }
 
 /// Whether the mirror at `path` holds exactly the refs `listed` under its prefixes (read from
-/// `packed-refs` when every ref is packed there, else by git) in packs that look whole. Neither reading
-/// checks that a ref's objects are there; a pack a power cut emptied or cut short is caught
-/// by its size and header, and the mirror is then fetched (and cloned again when the fetch
-/// finds it damaged).
+/// `packed-refs` when every ref is packed there, else by git) in packs that look whole.
+/// Neither reading checks that a ref's objects are there; a pack a power cut emptied or cut
+/// short is caught by its size and header, and the mirror is then fetched (and cloned again
+/// when the fetch finds it damaged).
 fn holds(path: &Path, listed: &Listed) -> bool {
     path.join("HEAD").is_file()
         && packed_refs::packs_look_whole(&path.join("objects/pack"))

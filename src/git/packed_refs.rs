@@ -21,9 +21,9 @@ pub(super) fn packed_only(repo: &Path) -> Option<RefList> {
 }
 
 /// Whether the bare repository `repo` holds exactly the refs `listed` under its prefixes, and
-/// no ref but branches and tags (see [`Listed::held_by`]), read from `packed-refs` alone without building a second list (in name order, as git sorts
-/// the file); `None` when that file cannot tell (a loose ref, a reftable repository, a line
-/// git would not write).
+/// no ref but branches and tags (see [`Listed::held_by`]), read from `packed-refs` alone
+/// without building a second list (in name order, as git sorts the file); `None` when that
+/// file cannot tell (a loose ref, a reftable repository, a line git would not write).
 pub(super) fn holds_exactly(repo: &Path, listed: &Listed) -> Option<bool> {
     let text = packed_text(repo)?;
     let sorted = text.is_empty()

@@ -100,16 +100,16 @@ pub(crate) fn resolve(
 
 /// One remote's branches and tags as listed, their tag names, and its mirror when that
 /// already holds exactly them.
-type Listed = (git::Listed, Vec<String>, Option<PathBuf>);
+type ListedRemote = (git::Listed, Vec<String>, Option<PathBuf>);
 
 /// The three remotes of a release as listed: clones, fetches and repacks nothing (a held
 /// mirror may only get its two settings, see `git::held_mirror`), so it may run while the
 /// engine is still being asked and before any name is checked.
 #[derive(Debug)]
 pub(crate) struct Listing {
-    upstream: Listed,
-    fork: Listed,
-    k3s: Listed,
+    upstream: ListedRemote,
+    fork: ListedRemote,
+    k3s: ListedRemote,
 }
 
 /// Lists the release's three remotes at once (see [`Listing`]), each for the refs the
@@ -119,13 +119,12 @@ pub(crate) fn list_remotes(
     versions: &ReleaseVersions,
     git_dir: &Path,
 ) -> Result<Listing, ReleaseError> {
-    // Every name is checked against the repositories' tags (one ls-remote each, branches
-    // and tags with their objects) before any mirror is cloned or fetched: a typo costs
-    // nothing and leaves the store as it was. A mirror already holding what was listed is not
+    // Every name is checked against the repositories' listings (one each, the release's own
+    // refs with their objects) before any mirror is cloned or fetched: a typo costs nothing
+    // and leaves the store as it was. A mirror already holding what was listed is not
     // fetched.
     // At once: each is a round trip to a remote. Each also finds whether its mirror already
-    // holds what was listed (which changes nothing), so the fork's thousands of tags are
-    // compared while the others are still listed.
+    // holds what was listed (which changes nothing), while the others are still listed.
     // The fork is a second copy of upstream's history: its mirror borrows upstream's objects.
     let upstream_mirror = git::mirror_path(git_dir, &repos.upstream);
     let [upstream_prefixes, fork_prefixes, k3s_prefixes] = prefixes(versions);
@@ -155,11 +154,12 @@ pub(crate) fn list_remotes(
 }
 
 /// What a release reads of upstream, the fork and k3s, as ref-name prefixes: the tags of its
-/// two versions in each (upstream's, the fork's `-k3sN`, k3s's RCs and GA), and k3s's
-/// branches (the one released from). Nothing else decides a name or a commit the release
-/// takes, so a tag of another minor, and each of the fork's per-module tags (thousands: every
-/// release tags each staging module), are never listed. A version's prefix also covers
-/// longer versions (`v1.28.1` covers `v1.28.10`): names are parsed, not prefix-matched.
+/// two versions in upstream and the fork (the fork's with any `-k3sN`), and of k3s its tags
+/// of the new version (RCs and GA) and its branches (the one released from). Nothing else
+/// decides a name or a commit the release takes, so a tag of another minor, and each of the
+/// fork's per-module tags (thousands: every release tags each staging module), are never
+/// listed. A version's prefix also covers longer versions (`v1.28.1` covers `v1.28.10`):
+/// names are parsed, not prefix-matched.
 fn prefixes(versions: &ReleaseVersions) -> [Vec<String>; 3] {
     let tags = [versions.old(), versions.new_version()].map(|v| format!("refs/tags/{v}"));
     [
